@@ -1,0 +1,35 @@
+/*
+ * cli.h - shared pieces of the `retro` command: subcommand entry points and
+ * the helpers that turn library statuses into messages and exit codes.
+ *
+ * Exit codes: 0 success, 1 failure of the world (I/O, corrupt file, ...),
+ * 2 usage error.
+ */
+#ifndef RTR_CLI_H
+#define RTR_CLI_H
+
+#include <stdio.h>
+
+#include "lib/bpe.h"
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* Prints "retro: <detail of the last error>" to stderr; returns CLI_FAIL. */
+int cli_fail(int status);
+/* Prints "retro: <message>" and a hint to run --help; returns CLI_USAGE. */
+int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* 1 if argv[i] is -h or --help. */
+int cli_is_help(const char *arg);
+
+/* Loads a tokenizer from --tokenizer FILE or --gpt2 DIR (exactly one may be
+ * given); with neither, loads the default tokenizer shipped with retro. */
+int cli_load_tokenizer(const char *file, const char *gpt2_dir, rtr_tokenizer **out);
+/* Path of the default tokenizer (RETRO_DEFAULT_TOKENIZER env, else the
+ * installed/bundled datasets/tokenizer.rtok). */
+const char *cli_default_tokenizer_path(void);
+
+/* Subcommands, each in its own file. argv[0] is the subcommand name. */
+int cmd_tokenizer(int argc, char **argv);
+int cmd_index(int argc, char **argv);
+
+#endif

