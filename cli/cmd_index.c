@@ -1,3 +1,457 @@
-/* STUB */
+/* cmd_index.c - `retro index add|rm|info|dump|show`: the knowledge base's chunk store. */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "cli/cli.h"
-int cmd_index(int argc, char **argv) { (void)argc; (void)argv; return CLI_USAGE; }
+#include "index/ingest.h"
+#include "index/kb.h"
+#include "lib/alloc.h"
+#include "lib/io.h"
+#include "lib/progress.h"
+#include "lib/status.h"
+#include "lib/utf8.h"
+
+static const char index_usage[] =
+    "usage: retro index <verb> KB [options]\n"
+    "\n"
+    "verbs:\n"
+    "  add KB PATH...    ingest files, directories (recursively) or '-' (stdin)\n"
+    "  rm KB PATH...     delete the documents of files or directories\n"
+    "  info KB           statistics: documents, chunks, tokens, tokenizer, skipped files\n"
+    "  dump KB           every document and chunk as JSON lines (for programs and diffs)\n"
+    "  show KB [ID...]   chunks with their sources and text (default: the first 3)\n"
+    "\n"
+    "Run 'retro index <verb> --help' for its options.\n";
+
+static const char add_usage[] =
+    "usage: retro index add KB PATH... [options]\n"
+    "\n"
+    "Adds documents to knowledge base KB (a directory; created if missing). Files are\n"
+    "read as .txt/.md/.rst (plain text), .html/.htm (text without markup),\n"
+    ".jsonl (one document per line) or .json (an object or an array of objects);\n"
+    "other files are taken as plain text if they look like text. Unchanged files are\n"
+    "skipped, changed ones replaced. Safe to interrupt: run it again to finish.\n"
+    "\n"
+    "options:\n"
+    "  --tokenizer FILE      tokenizer for a new KB (default: retro's bundled one)\n"
+    "  --gpt2 DIR            use GPT-2's vocab.bpe + encoder.json from DIR for a new KB\n"
+    "  --prune               delete documents whose files are gone from the given dirs\n"
+    "  --threads N           worker threads (default: one per core)\n"
+    "  --format F            force the format: text, html, jsonl, json (default: by extension)\n"
+    "  --text-field NAME     JSON field with the text (default: text)\n"
+    "  --id-field NAME       JSON field with a record id (default: id)\n"
+    "  --title-field NAME    JSON field with a title (default: title)\n"
+    "  --invalid-utf8 P      replace (default: bad bytes become U+FFFD) or skip (the file)\n"
+    "  --max-file-size N     skip files larger than N bytes (default: 1 GiB; k/M/G suffixes)\n"
+    "  --hidden              also read hidden files and directories (.name)\n"
+    "  --name NAME           the path recorded for standard input (default: stdin)\n"
+    "  --quiet               no progress bar\n"
+    "  --json                print the summary as JSON\n";
+
+static int parse_size(const char *s, uint64_t *out) {
+    char *end;
+    double v = strtod(s, &end);
+    if (end == s || v < 0) return -1;
+    switch (*end) {
+    case 'k': case 'K': v *= 1024; end++; break;
+    case 'm': case 'M': v *= 1024 * 1024; end++; break;
+    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; end++; break;
+    default: break;
+    }
+    if (*end) return -1;
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static const char *fmt_count(uint64_t n, char *buf, size_t size) {
+    char tmp[32];
+    int len = snprintf(tmp, sizeof tmp, "%" PRIu64, n), o = 0;
+    for (int i = 0; i < len && (size_t)o + 2 < size; i++) {
+        if (i && (len - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = '\0';
+    return buf;
+}
+
+/* Opens a KB for the verbs that only read it. */
+static int open_ro(const char *dir, rtr_kb **kb) { return rtr_kb_open(dir, 0, NULL, NULL, kb); }
+
+/* ---------------------------------------------------------------- add */
+static int index_add(int argc, char **argv) {
+    enum { O_TOK = 256, O_GPT2, O_PRUNE, O_THREADS, O_FORMAT, O_TF, O_IF, O_TIF, O_UTF8, O_MAX, O_HIDDEN,
+           O_NAME, O_QUIET, O_JSON };
+    static const struct option opts[] = {
+        {"tokenizer", 1, 0, O_TOK}, {"gpt2", 1, 0, O_GPT2}, {"prune", 0, 0, O_PRUNE},
+        {"threads", 1, 0, O_THREADS}, {"format", 1, 0, O_FORMAT}, {"text-field", 1, 0, O_TF},
+        {"id-field", 1, 0, O_IF}, {"title-field", 1, 0, O_TIF}, {"invalid-utf8", 1, 0, O_UTF8},
+        {"max-file-size", 1, 0, O_MAX}, {"hidden", 0, 0, O_HIDDEN}, {"name", 1, 0, O_NAME},
+        {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    rtr_ingest_opts o = {0};
+    o.progress = 1;
+    const char *tokfile = NULL, *gpt2 = NULL;
+    int json = 0, c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(add_usage, stdout); return CLI_OK;
+        case O_TOK: tokfile = optarg; break;
+        case O_GPT2: gpt2 = optarg; break;
+        case O_PRUNE: o.prune = 1; break;
+        case O_THREADS:
+            o.threads = atoi(optarg);
+            if (o.threads < 1 || o.threads > 256) return cli_usage_error("index add", "--threads must be 1..256");
+            break;
+        case O_FORMAT:
+            if ((o.corpus.format = rtr_format_parse(optarg)) < 0)
+                return cli_usage_error("index add", "unknown format '%s'", optarg);
+            break;
+        case O_TF: o.corpus.text_field = optarg; break;
+        case O_IF: o.corpus.id_field = optarg; break;
+        case O_TIF: o.corpus.title_field = optarg; break;
+        case O_UTF8:
+            if (!strcmp(optarg, "replace")) o.corpus.utf8_policy = RTR_UTF8_REPLACE;
+            else if (!strcmp(optarg, "skip")) o.corpus.utf8_policy = RTR_UTF8_SKIP;
+            else return cli_usage_error("index add", "--invalid-utf8 takes replace or skip");
+            break;
+        case O_MAX:
+            if (parse_size(optarg, &o.corpus.max_file_size) || o.corpus.max_file_size == 0)
+                return cli_usage_error("index add", "bad size '%s'", optarg);
+            break;
+        case O_HIDDEN: o.corpus.include_hidden = 1; break;
+        case O_NAME: o.stdin_name = optarg; break;
+        case O_QUIET: o.progress = 0; break;
+        case O_JSON: json = 1; break;
+        default: return cli_usage_error("index add", "bad option");
+        }
+    }
+    if (argc - optind < 2) return cli_usage_error("index add", "expected KB and at least one PATH");
+    const char *dir = argv[optind];
+    rtr_tokenizer *tok = NULL;
+    rtr_kb *kb = NULL;
+    int rc = RTR_OK;
+    /* A tokenizer is loaded only when one is named or the KB is new. */
+    char *mpath = rtr_path_join(dir, "manifest.json");
+    int is_new = mpath && !rtr_path_exists(mpath);
+    rtr_free(mpath);
+    if (tokfile || gpt2 || is_new) rc = cli_load_tokenizer(tokfile, gpt2, &tok);
+    if (!rc) rc = rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, tok, NULL, &kb);
+    if (!rc && tok) rc = rtr_kb_check_tokenizer(kb, tok);
+    rtr_tokenizer_free(tok);
+    if (rc) {
+        rtr_kb_close(kb);
+        return cli_fail(rc);
+    }
+    rtr_ingest_report rep;
+    rc = rtr_ingest(kb, (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1), &o, &rep);
+    rtr_kb_close(kb);
+    if (rc) {
+        rtr_ingest_report_free(&rep);
+        return cli_fail(rc);
+    }
+    double mbs = rep.seconds > 0 ? (double)rep.bytes_read / 1e6 / rep.seconds : 0;
+    double tps = rep.seconds > 0 ? (double)rep.tokens_added / rep.seconds : 0;
+    if (json) {
+        json_t *skips = json_array();
+        for (size_t i = 0; i < rep.skips.n; i++)
+            json_array_append_new(skips, json_pack("{s:s, s:s, s:s?}", "path", rep.skips.items[i].path, "reason",
+                                                   rtr_skip_reason_name(rep.skips.items[i].reason), "detail",
+                                                   rep.skips.items[i].detail));
+        json_t *j = json_pack(
+            "{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:f, s:f, s:o}", "kb", dir,
+            "files", (json_int_t)rep.files, "files_new", (json_int_t)rep.files_new, "files_changed",
+            (json_int_t)rep.files_changed, "files_unchanged", (json_int_t)rep.files_unchanged, "files_skipped",
+            (json_int_t)rep.files_skipped, "files_pruned", (json_int_t)rep.files_pruned, "docs_added",
+            (json_int_t)rep.docs_added, "docs_removed", (json_int_t)rep.docs_removed, "docs_kept",
+            (json_int_t)rep.docs_kept, "chunks_added", (json_int_t)rep.chunks_added, "tokens_added",
+            (json_int_t)rep.tokens_added, "bytes_read", (json_int_t)rep.bytes_read, "bad_records",
+            (json_int_t)rep.bad_records, "seconds", rep.seconds, "mb_per_s", mbs, "tokens_per_s", tps, "skipped",
+            skips);
+        json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        putchar('\n');
+        json_decref(j);
+    } else {
+        char a[32], b[32], s1[32];
+        printf("%s: %" PRIu64 " files: %" PRIu64 " new, %" PRIu64 " changed, %" PRIu64 " unchanged, %" PRIu64
+               " skipped%s",
+               dir, rep.files, rep.files_new, rep.files_changed, rep.files_unchanged, rep.files_skipped,
+               o.prune ? "" : "\n");
+        if (o.prune) printf(", %" PRIu64 " pruned\n", rep.files_pruned);
+        printf("  documents: %" PRIu64 " added, %" PRIu64 " removed, %" PRIu64 " kept\n", rep.docs_added,
+               rep.docs_removed, rep.docs_kept);
+        printf("  %s chunks, %s tokens from %sB in %.2f s (%.1f MB/s, %.2f M tokens/s)\n",
+               fmt_count(rep.chunks_added, a, sizeof a), fmt_count(rep.tokens_added, b, sizeof b),
+               rtr_fmt_si((double)rep.bytes_read, s1, sizeof s1), rep.seconds, mbs, tps / 1e6);
+        if (rep.skips.n) {
+            printf("skipped:\n");
+            for (size_t i = 0; i < rep.skips.n; i++)
+                printf("  %-14s %s%s%s\n", rtr_skip_reason_name(rep.skips.items[i].reason), rep.skips.items[i].path,
+                       rep.skips.items[i].detail ? ": " : "",
+                       rep.skips.items[i].detail ? rep.skips.items[i].detail : "");
+        }
+    }
+    rtr_ingest_report_free(&rep);
+    return CLI_OK;
+}
+
+/* ---------------------------------------------------------------- rm */
+static int index_rm(int argc, char **argv) {
+    if (argc >= 2 && cli_is_help(argv[1])) {
+        puts("usage: retro index rm KB PATH...\n\n"
+             "Deletes every document that came from PATH (a file, or a directory: all files\n"
+             "under it, or the --name given to standard input) with all its chunks. Nothing is\n"
+             "deleted if any PATH matches no document.");
+        return CLI_OK;
+    }
+    if (argc < 3) return cli_usage_error("index rm", "expected KB and at least one PATH");
+    rtr_kb *kb;
+    int rc = rtr_kb_open(argv[1], RTR_KB_WRITE, NULL, NULL, &kb);
+    if (rc) return cli_fail(rc);
+    uint64_t files, docs;
+    rc = rtr_kb_remove(kb, (const char *const *)argv + 2, (size_t)(argc - 2), &files, &docs);
+    rtr_kb_close(kb);
+    if (rc) return cli_fail(rc);
+    printf("%s: removed %" PRIu64 " files, %" PRIu64 " documents\n", argv[1], files, docs);
+    return CLI_OK;
+}
+
+/* ---------------------------------------------------------------- info */
+static int index_info(int argc, char **argv) {
+    int json = 0;
+    const char *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            puts("usage: retro index info KB [--json]\n\n"
+                 "Prints documents, chunks, tokens, bytes, files, the tokenizer, the schema\n"
+                 "version and the skipped files of knowledge base KB.");
+            return CLI_OK;
+        }
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!dir) dir = argv[i];
+        else return cli_usage_error("index info", "unexpected argument '%s'", argv[i]);
+    }
+    if (!dir) return cli_usage_error("index info", "expected KB");
+    rtr_kb *kb;
+    int rc = open_ro(dir, &kb);
+    if (rc) return cli_fail(rc);
+    rtr_store_txn *t;
+    if ((rc = rtr_store_read_begin(rtr_kb_store(kb), &t))) {
+        rtr_kb_close(kb);
+        return cli_fail(rc);
+    }
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    uint32_t vocab = rtr_tokenizer_vocab_size(rtr_kb_tokenizer(kb));
+    json_t *skips = json_array();
+    uint8_t key[16], prev[16];
+    rtr_skip_rec sr;
+    int have = 0;
+    while ((rc = rtr_store_next_skip(t, have ? prev : NULL, key, &sr)) == RTR_OK) {
+        memcpy(prev, key, 16);
+        have = 1;
+        json_array_append_new(skips, json_pack("{s:s%, s:s, s:s%}", "path", sr.path, (size_t)sr.path_len, "reason",
+                                               rtr_skip_reason_name(sr.reason), "detail", sr.detail,
+                                               (size_t)sr.detail_len));
+    }
+    rtr_store_txn_end(t);
+    if (rc != RTR_E_NOTFOUND) {
+        json_decref(skips);
+        rtr_kb_close(kb);
+        return cli_fail(rc);
+    }
+    if (json) {
+        json_t *j = json_pack("{s:s, s:i, s:s, s:I, s:I, s:I, s:I, s:I, s:i, s:{s:s, s:I}, s:I, s:I, s:o}", "kb", dir,
+                              "schema_version", (int)st.schema, "created", rtr_kb_created(kb), "documents",
+                              (json_int_t)st.n_docs, "chunks", (json_int_t)st.n_chunks, "tokens",
+                              (json_int_t)st.n_tokens, "bytes", (json_int_t)st.n_bytes, "files",
+                              (json_int_t)st.n_files, "chunk_tokens", RTR_CHUNK_TOKENS, "tokenizer", "hash",
+                              rtr_kb_tokenizer_hash(kb), "vocab_size", (json_int_t)vocab, "store_bytes",
+                              (json_int_t)st.data_size, "next_chunk_id", (json_int_t)st.next_chunk_id, "skipped",
+                              skips);
+        json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        putchar('\n');
+        json_decref(j);
+    } else {
+        char a[32], b[32], s[32];
+        printf("knowledge base  %s (created %s)\n", dir, rtr_kb_created(kb));
+        printf("schema version  %u\n", st.schema);
+        printf("documents       %s from %" PRIu64 " files\n", fmt_count(st.n_docs, a, sizeof a), st.n_files);
+        printf("chunks          %s (%d tokens each, the last of a document may be shorter)\n",
+               fmt_count(st.n_chunks, a, sizeof a), RTR_CHUNK_TOKENS);
+        printf("tokens          %s\n", fmt_count(st.n_tokens, a, sizeof a));
+        printf("text bytes      %s (%sB)\n", fmt_count(st.n_bytes, b, sizeof b), rtr_fmt_si((double)st.n_bytes, s, sizeof s));
+        printf("tokenizer       %s (vocabulary %u)\n", rtr_kb_tokenizer_hash(kb), vocab);
+        printf("store size      %sB\n", rtr_fmt_si((double)st.data_size, s, sizeof s));
+        printf("skipped files   %zu\n", json_array_size(skips));
+        size_t i;
+        json_t *v;
+        json_array_foreach(skips, i, v) {
+            const char *det = json_string_value(json_object_get(v, "detail"));
+            printf("  %-14s %s%s%s\n", json_string_value(json_object_get(v, "reason")),
+                   json_string_value(json_object_get(v, "path")), det && *det ? ": " : "", det && *det ? det : "");
+        }
+        json_decref(skips);
+    }
+    rtr_kb_close(kb);
+    return CLI_OK;
+}
+
+/* ---------------------------------------------------------------- dump / show */
+static json_t *doc_json(const rtr_doc *d) {
+    char hash[33];
+    rtr_hex(d->content_hash, 16, hash);
+    return json_pack("{s:s, s:I, s:s%, s:s%, s:s%, s:I, s:I, s:I, s:I, s:s, s:I}", "type", "doc", "id",
+                     (json_int_t)d->id, "path", d->path, (size_t)d->path_len, "title", d->title,
+                     (size_t)d->title_len, "ext_id", d->ext_id, (size_t)d->ext_id_len, "bytes",
+                     (json_int_t)d->n_bytes, "tokens", (json_int_t)d->n_tokens, "first_chunk",
+                     (json_int_t)d->first_chunk, "chunks", (json_int_t)d->n_chunks, "hash", hash, "mtime_ns",
+                     (json_int_t)d->mtime_ns);
+}
+
+static json_t *chunk_json(const rtr_chunk *c, int with_tokens) {
+    json_t *j = json_pack("{s:s, s:I, s:I, s:i, s:I, s:I, s:i, s:b}", "type", "chunk", "id", (json_int_t)c->id,
+                          "doc", (json_int_t)c->doc_id, "seq", (int)c->seq, "start", (json_int_t)c->byte_start,
+                          "end", (json_int_t)c->byte_end, "n_tokens", (int)c->n_tokens, "last",
+                          (c->flags & RTR_CHUNK_LAST) != 0);
+    if (with_tokens) {
+        json_t *a = json_array();
+        for (uint32_t i = 0; i < c->n_tokens; i++) json_array_append_new(a, json_integer(c->tokens[i]));
+        json_object_set_new(j, "tokens", a);
+    }
+    return j;
+}
+
+static int index_dump(int argc, char **argv) {
+    int tokens = 1;
+    const char *dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            puts("usage: retro index dump KB [--no-tokens]\n\n"
+                 "Writes every document, then every chunk (with its token ids), as JSON lines\n"
+                 "in id order. Two knowledge bases with the same content dump the same.");
+            return CLI_OK;
+        }
+        if (!strcmp(argv[i], "--no-tokens")) tokens = 0;
+        else if (!dir) dir = argv[i];
+        else return cli_usage_error("index dump", "unexpected argument '%s'", argv[i]);
+    }
+    if (!dir) return cli_usage_error("index dump", "expected KB");
+    rtr_kb *kb;
+    int rc = open_ro(dir, &kb);
+    if (rc) return cli_fail(rc);
+    rtr_store_txn *t;
+    if (!(rc = rtr_store_read_begin(rtr_kb_store(kb), &t))) {
+        rtr_doc d;
+        uint64_t id = 0;
+        while ((rc = rtr_store_next_doc(t, id, &d)) == RTR_OK) {
+            id = d.id;
+            json_t *j = doc_json(&d);
+            json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            putchar('\n');
+            json_decref(j);
+        }
+        rtr_chunk c;
+        id = 0;
+        if (rc == RTR_E_NOTFOUND) {
+            while ((rc = rtr_store_next_chunk(t, id, &c)) == RTR_OK) {
+                id = c.id;
+                json_t *j = chunk_json(&c, tokens);
+                json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+                putchar('\n');
+                json_decref(j);
+            }
+        }
+        if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
+        rtr_store_txn_end(t);
+    }
+    rtr_kb_close(kb);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
+static int index_show(int argc, char **argv) {
+    const char *dir = NULL;
+    int json = 0;
+    uint64_t ids[256];
+    size_t n = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_is_help(argv[i])) {
+            puts("usage: retro index show KB [CHUNK_ID...] [--json]\n\n"
+                 "Prints chunks with their source file, byte span and text (default: the\n"
+                 "first 3 chunks).");
+            return CLI_OK;
+        }
+        if (!strcmp(argv[i], "--json")) json = 1;
+        else if (!dir) dir = argv[i];
+        else if (n < 256) {
+            char *end;
+            ids[n++] = strtoull(argv[i], &end, 10);
+            if (*end || !ids[n - 1]) return cli_usage_error("index show", "bad chunk id '%s'", argv[i]);
+        }
+    }
+    if (!dir) return cli_usage_error("index show", "expected KB");
+    rtr_kb *kb;
+    int rc = open_ro(dir, &kb);
+    if (rc) return cli_fail(rc);
+    rtr_store_txn *t;
+    if ((rc = rtr_store_read_begin(rtr_kb_store(kb), &t))) {
+        rtr_kb_close(kb);
+        return cli_fail(rc);
+    }
+    if (n == 0) {   /* the first three chunks */
+        rtr_chunk c;
+        uint64_t id = 0;
+        while (n < 3 && rtr_store_next_chunk(t, id, &c) == RTR_OK) id = ids[n++] = c.id;
+    }
+    rtr_buf text = {0};
+    for (size_t i = 0; i < n && !rc; i++) {
+        rtr_chunk c;
+        rtr_doc d;
+        if ((rc = rtr_store_get_chunk(t, ids[i], &c)) || (rc = rtr_store_get_doc(t, c.doc_id, &d))) break;
+        text.len = 0;
+        if ((rc = rtr_store_get_text(t, c.doc_id, &text))) break;
+        if (c.byte_end > text.len) { rc = rtr_seterr(RTR_E_CORRUPT, "%s: chunk %" PRIu64 " span past its text", dir, c.id); break; }
+        const char *span = (const char *)text.data + c.byte_start;
+        size_t span_len = (size_t)(c.byte_end - c.byte_start);
+        if (json) {
+            json_t *j = chunk_json(&c, 1);
+            json_object_set_new(j, "path", json_stringn(d.path, d.path_len));
+            json_object_set_new(j, "text", json_stringn(span, span_len));
+            json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+            putchar('\n');
+            json_decref(j);
+        } else {
+            printf("chunk %" PRIu64 "  %.*s  bytes %" PRIu64 "-%" PRIu64 "  (%u tokens, chunk %u of the document)\n",
+                   c.id, (int)d.path_len, d.path, c.byte_start, c.byte_end, c.n_tokens, c.seq + 1);
+            printf("  | ");
+            for (size_t k = 0; k < span_len; k++) {
+                putchar(span[k]);
+                if (span[k] == '\n') printf("  | ");
+            }
+            printf("\n\n");
+        }
+    }
+    rtr_buf_free(&text);
+    rtr_store_txn_end(t);
+    rtr_kb_close(kb);
+    return rc ? cli_fail(rc) : CLI_OK;
+}
+
+int cmd_index(int argc, char **argv) {
+    if (argc < 2 || cli_is_help(argv[1])) {
+        fputs(index_usage, argc < 2 ? stderr : stdout);
+        return argc < 2 ? CLI_USAGE : CLI_OK;
+    }
+    const char *verb = argv[1];
+    if (!strcmp(verb, "add")) return index_add(argc - 1, argv + 1);
+    if (!strcmp(verb, "rm")) return index_rm(argc - 1, argv + 1);
+    if (!strcmp(verb, "info")) return index_info(argc - 1, argv + 1);
+    if (!strcmp(verb, "dump")) return index_dump(argc - 1, argv + 1);
+    if (!strcmp(verb, "show")) return index_show(argc - 1, argv + 1);
+    fprintf(stderr, "retro index: unknown verb '%s'\n\n%s", verb, index_usage);
+    return CLI_USAGE;
+}

@@ -1,0 +1,42 @@
+/*
+ * kb.h - a knowledge base on disk: a directory holding
+ *   manifest.json    what the knowledge base is (format in docs/formats.md)
+ *   tokenizer.rtok   a copy of the tokenizer its chunks were made with
+ *   store/           the LMDB chunk store (index/store.h)
+ *   lock             taken (flock) by the one process that may write
+ *
+ * A knowledge base is created whole or not at all: the files are written in
+ * a temporary directory beside it that is renamed into place. Anything that
+ * reads its tokens must use its tokenizer: rtr_kb_check_tokenizer refuses a
+ * different one.
+ */
+#ifndef RTR_KB_H
+#define RTR_KB_H
+
+#include "index/store.h"
+#include "lib/bpe.h"
+
+#define RTR_KB_VERSION 1
+
+typedef struct rtr_kb rtr_kb;
+
+enum { RTR_KB_WRITE = 1, RTR_KB_CREATE = 2 };
+
+/* Opens the knowledge base in dir. With RTR_KB_CREATE, a missing (or empty)
+ * dir is created with tokenizer `tok` (required then; copied, not kept).
+ * With RTR_KB_WRITE the writer lock is taken (RTR_E_BUSY if another process
+ * holds it). A directory that is not a knowledge base fails with
+ * RTR_E_INVALID naming it. */
+int rtr_kb_open(const char *dir, unsigned flags, const rtr_tokenizer *tok, const rtr_store_opts *so,
+                rtr_kb **out);
+void rtr_kb_close(rtr_kb *kb);   /* NULL-safe */
+
+rtr_store *rtr_kb_store(rtr_kb *kb);
+const rtr_tokenizer *rtr_kb_tokenizer(rtr_kb *kb);   /* owned by kb */
+const char *rtr_kb_dir(const rtr_kb *kb);
+const char *rtr_kb_tokenizer_hash(const rtr_kb *kb);
+const char *rtr_kb_created(const rtr_kb *kb);         /* ISO 8601 UTC */
+/* RTR_E_MISMATCH (with both hashes in the detail) if tok differs. */
+int rtr_kb_check_tokenizer(const rtr_kb *kb, const rtr_tokenizer *tok);
+
+#endif

@@ -1,0 +1,169 @@
+/*
+ * store.h - the chunk store: documents, their text and their 64-token chunks
+ * in an LMDB environment (a knowledge base's store/ directory).
+ *
+ * Tutorial:
+ *
+ *     rtr_store *s;
+ *     rtr_store_open("kb/store", RTR_STORE_READONLY, NULL, &s);
+ *     rtr_store_txn *t;
+ *     rtr_store_read_begin(s, &t);           // a consistent snapshot
+ *     rtr_chunk c;
+ *     if (rtr_store_get_chunk(t, 42, &c) == RTR_OK) ... c.tokens, c.doc_id ...
+ *     rtr_store_txn_end(t);
+ *     rtr_store_close(s);
+ *
+ * Writes go through rtr_store_write(), which runs a callback inside one write
+ * transaction and commits it: all of the callback's changes land or none do.
+ * When the map is full the transaction is aborted, the map doubled and the
+ * callback run again, so a callback must only write through its txn.
+ * Readers (other threads or processes) keep working while a writer writes.
+ *
+ * Invariants:
+ *   - document and chunk ids come from counters stored in the same
+ *     transactions as the records, start at 1 and are never reused;
+ *   - a document's chunks have consecutive ids first_chunk .. first_chunk +
+ *     n_chunks - 1, in text order; the continuation of chunk c is chunk c+1
+ *     if that chunk belongs to the same document;
+ *   - counters (documents, chunks, tokens, bytes) equal the sums over the
+ *     records.
+ * The on-disk layout is documented in docs/formats.md ("Chunk store").
+ */
+#ifndef RTR_STORE_H
+#define RTR_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+#define RTR_CHUNK_TOKENS 64
+#define RTR_STORE_SCHEMA 1
+
+typedef struct rtr_store rtr_store;
+typedef struct rtr_store_txn rtr_store_txn;
+
+enum { RTR_STORE_READONLY = 1 };
+
+typedef struct rtr_store_opts {
+    size_t initial_map_size;   /* bytes; 0 = default (64 MiB). Grows by doubling. */
+} rtr_store_opts;
+
+/* Opens (creating if needed, unless READONLY) the store in directory dir.
+ * A directory that holds no LMDB or an LMDB without retro's schema fails with
+ * RTR_E_CORRUPT; one written by a newer schema with RTR_E_VERSION. */
+int rtr_store_open(const char *dir, unsigned flags, const rtr_store_opts *o, rtr_store **out);
+void rtr_store_close(rtr_store *s);   /* NULL-safe; no transaction may be open */
+const char *rtr_store_dir(const rtr_store *s);
+
+typedef struct rtr_store_stats {
+    uint32_t schema;
+    uint64_t n_docs, n_chunks, n_tokens, n_bytes;   /* bytes of stored text */
+    uint64_t n_files, n_skipped;
+    uint64_t next_doc_id, next_chunk_id;
+    uint64_t map_size, data_size;                   /* LMDB map and used pages, bytes */
+} rtr_store_stats;
+
+enum { RTR_CHUNK_LAST = 1, RTR_CHUNK_SHORT = 2 };
+
+typedef struct rtr_chunk {
+    uint64_t id;
+    uint64_t doc_id;
+    uint32_t seq;                  /* index of the chunk within its document */
+    uint32_t n_tokens;             /* 1..64; < 64 only for a document's last chunk */
+    uint32_t flags;                /* RTR_CHUNK_LAST, RTR_CHUNK_SHORT */
+    uint64_t byte_start, byte_end; /* span in the document's stored text */
+    uint32_t tokens[RTR_CHUNK_TOKENS];
+} rtr_chunk;
+
+typedef struct rtr_doc {
+    uint64_t id;
+    uint64_t first_chunk;
+    uint32_t n_chunks;
+    uint8_t content_hash[16];   /* XXH3-128 of the stored text */
+    uint8_t file_key[16];       /* XXH3-128 of the source file path */
+    uint64_t n_bytes, n_tokens;
+    int64_t mtime_ns;           /* source file mtime */
+    /* Not NUL-terminated; point into the LMDB map: valid until the txn ends. */
+    const char *path; uint32_t path_len;      /* source file path */
+    const char *title; uint32_t title_len;    /* may be empty */
+    const char *ext_id; uint32_t ext_id_len;  /* record id within a .jsonl/.json file */
+} rtr_doc;
+
+typedef struct rtr_file_rec {
+    uint8_t content_hash[16];   /* XXH3-128 of the file's bytes */
+    uint64_t size;
+    int64_t mtime_ns;
+    uint32_t n_docs;
+    const char *path; uint32_t path_len;      /* into the map */
+} rtr_file_rec;
+
+typedef struct rtr_skip_rec {
+    uint32_t reason;            /* RTR_SKIP_* (index/corpus.h) */
+    const char *path; uint32_t path_len;
+    const char *detail; uint32_t detail_len;
+} rtr_skip_rec;
+
+/* --- reading ------------------------------------------------------------ */
+int rtr_store_read_begin(rtr_store *s, rtr_store_txn **out);
+void rtr_store_txn_end(rtr_store_txn *t);   /* ends a read txn; NULL-safe */
+
+int rtr_store_get_stats(rtr_store_txn *t, rtr_store_stats *out);
+/* RTR_E_NOTFOUND if the chunk does not exist (never did, or was deleted). */
+int rtr_store_get_chunk(rtr_store_txn *t, uint64_t chunk_id, rtr_chunk *out);
+int rtr_store_get_doc(rtr_store_txn *t, uint64_t doc_id, rtr_doc *out);
+/* Appends the document's stored text (decompressed) to out. */
+int rtr_store_get_text(rtr_store_txn *t, uint64_t doc_id, rtr_buf *out);
+/* The first chunk / document with id > after; RTR_E_NOTFOUND at the end. */
+int rtr_store_next_chunk(rtr_store_txn *t, uint64_t after, rtr_chunk *out);
+int rtr_store_next_doc(rtr_store_txn *t, uint64_t after, rtr_doc *out);
+/* The file record of path; RTR_E_NOTFOUND if none. */
+int rtr_store_get_file(rtr_store_txn *t, const char *path, rtr_file_rec *out);
+/* Document ids that came from file path, ascending, appended to ids (u64). */
+int rtr_store_file_docs(rtr_store_txn *t, const char *path, uint64_t **ids, size_t *n);
+/* Iterates the file records / skip records: pass the previous record's key
+ * (16 bytes) or NULL for the first; key_out receives this record's key. */
+int rtr_store_next_file(rtr_store_txn *t, const uint8_t *after, uint8_t key_out[16],
+                        rtr_file_rec *out);
+int rtr_store_next_skip(rtr_store_txn *t, const uint8_t *after, uint8_t key_out[16],
+                        rtr_skip_rec *out);
+
+/* --- writing ------------------------------------------------------------ */
+typedef int (*rtr_store_write_fn)(rtr_store_txn *t, void *ctx);
+/* Runs fn in a write transaction and commits. fn's error aborts and is
+ * returned. A full map is grown and fn run again (see the top comment). */
+int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx);
+
+typedef struct rtr_doc_in {
+    const char *path;            /* source file path (NUL-terminated) */
+    const char *title;           /* NULL or "" if none */
+    const char *ext_id;          /* NULL or "" for whole-file documents */
+    uint8_t content_hash[16];
+    int64_t mtime_ns;
+    uint64_t n_bytes;            /* stored text length */
+    const void *ztext;           /* text compressed by rtr_store_compress_text */
+    size_t ztext_len;
+    const uint32_t *tokens;
+    size_t n_tokens;
+    const uint64_t *chunk_ends;  /* byte end of each chunk, ceil(n_tokens/64) entries */
+} rtr_doc_in;
+
+/* Adds a document and its chunks with fresh ids. *doc_id receives its id. */
+int rtr_store_add_doc(rtr_store_txn *t, const rtr_doc_in *d, uint64_t *doc_id);
+/* Deletes a document, its text, its chunks and its file link. */
+int rtr_store_delete_doc(rtr_store_txn *t, uint64_t doc_id);
+/* Records (replaces) the file record of path. */
+int rtr_store_put_file(rtr_store_txn *t, const char *path, const uint8_t hash[16], uint64_t size,
+                       int64_t mtime_ns, uint32_t n_docs);
+/* Deletes the file record of path and every document from it. */
+int rtr_store_delete_file(rtr_store_txn *t, const char *path);
+int rtr_store_put_skip(rtr_store_txn *t, const char *path, uint32_t reason, const char *detail);
+int rtr_store_delete_skip(rtr_store_txn *t, const char *path);   /* missing is fine */
+
+/* Text compression used for rtr_doc_in.ztext (zstd). Appends to out. */
+int rtr_store_compress_text(const uint8_t *text, size_t len, rtr_buf *out);
+
+/* 16-byte key of a path (XXH3-128). */
+void rtr_store_path_key(const char *path, uint8_t key[16]);
+
+#endif

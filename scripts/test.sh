@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# scripts/test.sh - the whole test suite, as CI runs it:
+#   1. set-up (idempotent: packages, FAISS C API, reference npm packages);
+#   2. Release build with warnings as errors, all tests;
+#   3. address + undefined-behaviour sanitizer build, all tests.
+# Usage: bash scripts/test.sh [ctest args...]   (e.g. -R store)
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+bash scripts/setup.sh
+jobs=$(nproc)
+
+echo "== Release (-Werror) =="
+cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release -DRETRO_WERROR=ON -DRETRO_NATIVE=OFF >/dev/null
+cmake --build build/release -j"$jobs"
+(cd build/release && ctest --output-on-failure -j"$jobs" "$@")
+
+echo "== Sanitizers (address, undefined) =="
+cmake -S . -B build/asan -DCMAKE_BUILD_TYPE=Debug -DRETRO_SANITIZE=ON -DRETRO_WERROR=ON -DRETRO_NATIVE=OFF >/dev/null
+cmake --build build/asan -j"$jobs"
+# LMDB and OpenBLAS keep memory until exit on purpose; leaks are checked in our code
+# by the unit tests' own frees, so leak detection stays on.
+(cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+    ctest --output-on-failure -j"$jobs" "$@")
