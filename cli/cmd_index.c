@@ -50,6 +50,7 @@ static const char add_usage[] =
     "  --max-file-size N     skip files larger than N bytes (default: 1 GiB; k/M/G suffixes)\n"
     "  --hidden              also read hidden files and directories (.name)\n"
     "  --name NAME           the path recorded for standard input (default: stdin)\n"
+    "  --batch-size N        commit about every N input bytes (default: 16M)\n"
     "  --quiet               no progress bar\n"
     "  --json                print the summary as JSON\n";
 
@@ -85,13 +86,14 @@ static int open_ro(const char *dir, rtr_kb **kb) { return rtr_kb_open(dir, 0, NU
 /* ---------------------------------------------------------------- add */
 static int index_add(int argc, char **argv) {
     enum { O_TOK = 256, O_GPT2, O_PRUNE, O_THREADS, O_FORMAT, O_TF, O_IF, O_TIF, O_UTF8, O_MAX, O_HIDDEN,
-           O_NAME, O_QUIET, O_JSON };
+           O_NAME, O_QUIET, O_JSON, O_BATCH };
     static const struct option opts[] = {
         {"tokenizer", 1, 0, O_TOK}, {"gpt2", 1, 0, O_GPT2}, {"prune", 0, 0, O_PRUNE},
         {"threads", 1, 0, O_THREADS}, {"format", 1, 0, O_FORMAT}, {"text-field", 1, 0, O_TF},
         {"id-field", 1, 0, O_IF}, {"title-field", 1, 0, O_TIF}, {"invalid-utf8", 1, 0, O_UTF8},
         {"max-file-size", 1, 0, O_MAX}, {"hidden", 0, 0, O_HIDDEN}, {"name", 1, 0, O_NAME},
-        {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"batch-size", 1, 0, O_BATCH},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     rtr_ingest_opts o = {0};
     o.progress = 1;
     const char *tokfile = NULL, *gpt2 = NULL;
@@ -126,6 +128,10 @@ static int index_add(int argc, char **argv) {
         case O_HIDDEN: o.corpus.include_hidden = 1; break;
         case O_NAME: o.stdin_name = optarg; break;
         case O_QUIET: o.progress = 0; break;
+        case O_BATCH:
+            if (parse_size(optarg, &o.batch_bytes) || o.batch_bytes == 0)
+                return cli_usage_error("index add", "bad size '%s'", optarg);
+            break;
         case O_JSON: json = 1; break;
         default: return cli_usage_error("index add", "bad option");
         }

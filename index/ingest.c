@@ -62,6 +62,7 @@ typedef struct file_result {
     uint32_t skip_reason;
     char *detail;
     int known;                /* a file record existed */
+    uint32_t known_docs;      /* ... with this many documents */
     uint8_t hash[16];
     uint64_t size;
     int64_t mtime_ns;
@@ -201,6 +202,7 @@ check_known:;
     rc = rtr_store_get_file(t, rec_path, &rec);
     if (rc && rc != RTR_E_NOTFOUND) { rtr_store_txn_end(t); goto fail; }
     fr->known = rc == RTR_OK;
+    fr->known_docs = fr->known ? rec.n_docs : 0;
     if (fr->status == FR_SKIP || !data) {   /* a skip decided before reading */
         rtr_store_txn_end(t);
         rtr_free(data);
@@ -288,6 +290,7 @@ static int account(rtr_ingest_report *rep, const file_result *fr) {
     case FR_UNCHANGED: rep->files_unchanged++; return RTR_OK;
     case FR_SKIP:
         rep->files_skipped++;
+        if (fr->known && !keeps_docs_on_skip(fr->skip_reason)) rep->docs_removed += fr->known_docs;
         return rtr_skip_list_add(&rep->skips, fr->path, fr->skip_reason, fr->detail);
     default: break;
     }

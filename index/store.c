@@ -20,6 +20,7 @@
 #include "index/store.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <lmdb.h>
 #include <stdlib.h>
 #include <string.h>
@@ -282,6 +283,23 @@ void rtr_store_txn_end(rtr_store_txn *t) {
     rtr_free(t);
 }
 
+/* Crash injection for the kill-and-resume tests: RETRO_TEST_CRASH set to
+ * "before-commit:N" or "after-commit:N" makes the process kill itself with
+ * SIGKILL (no clean-up of any kind) around its Nth write commit. */
+static void maybe_crash(int after) {
+    static int parsed, when = -1;
+    static long at, count;
+    if (!parsed) {
+        parsed = 1;
+        const char *e = getenv("RETRO_TEST_CRASH");
+        if (e && !strncmp(e, "before-commit:", 14)) { when = 0; at = atol(e + 14); }
+        else if (e && !strncmp(e, "after-commit:", 13)) { when = 1; at = atol(e + 13); }
+    }
+    if (when < 0) return;
+    if (!after) count++;
+    if (when == after && count == at) raise(SIGKILL);
+}
+
 int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx) {
     if (s->readonly) return rtr_seterr(RTR_E_INVALID, "%s: opened read-only", s->dir);
     for (int attempt = 0;; attempt++) {
@@ -291,9 +309,11 @@ int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx) {
         rc = fn(t, ctx);
         if (!rc) rc = save_counters(t);
         if (!rc) {
+            maybe_crash(0);
             int mrc = mdb_txn_commit(t->txn);
             t->txn = NULL;
             if (mrc) rc = lmdb_err(t, mrc, "commit");
+            else maybe_crash(1);
         }
         int full = t->map_full;
         rtr_store_txn_end(t);

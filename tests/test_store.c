@@ -1,0 +1,300 @@
+/* test_store.c - the LMDB chunk store: records, ids, deletes, map growth,
+ * snapshots, corrupt stores and allocation failures. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "index/store.h"
+#include "lib/alloc.h"
+#include "lib/status.h"
+#include "lib/utf8.h"
+#include "testutil.h"
+
+typedef struct doc_spec {
+    const char *path, *title, *ext_id;
+    size_t n_tokens;
+    uint32_t seed;
+} doc_spec;
+
+typedef struct add_ctx {
+    const doc_spec *docs;
+    size_t n;
+    uint64_t ids[64];
+} add_ctx;
+
+/* Text of n_tokens "tokens", each 3 bytes: "aXX" (deterministic per seed). */
+static void make_doc(const doc_spec *s, rtr_buf *text, uint32_t *tokens, uint64_t *ends) {
+    text->len = 0;
+    for (size_t i = 0; i < s->n_tokens; i++) {
+        tokens[i] = (s->seed * 131 + (uint32_t)i) % 50000;
+        rtr_buf_printf(text, "%c%02u", 'a' + (int)(i % 26), (unsigned)(tokens[i] % 100));
+        if ((i + 1) % RTR_CHUNK_TOKENS == 0 || i + 1 == s->n_tokens) ends[i / RTR_CHUNK_TOKENS] = text->len;
+    }
+}
+
+static int add_fn(rtr_store_txn *t, void *vctx) {
+    add_ctx *c = vctx;
+    static uint32_t tokens[4096];
+    static uint64_t ends[64];
+    int rc = RTR_OK;
+    for (size_t i = 0; i < c->n && !rc; i++) {
+        rtr_buf text = {0}, z = {0};
+        make_doc(&c->docs[i], &text, tokens, ends);
+        rtr_doc_in in = {.path = c->docs[i].path, .title = c->docs[i].title, .ext_id = c->docs[i].ext_id,
+                         .mtime_ns = 1234, .n_bytes = text.len, .tokens = tokens,
+                         .n_tokens = c->docs[i].n_tokens, .chunk_ends = ends};
+        rtr_hash128(text.data, text.len, in.content_hash);
+        rc = rtr_store_compress_text(text.data, text.len, &z);
+        in.ztext = z.data;
+        in.ztext_len = z.len;
+        if (!rc) rc = rtr_store_add_doc(t, &in, &c->ids[i]);
+        rtr_buf_free(&text);
+        rtr_buf_free(&z);
+    }
+    return rc;
+}
+
+static int del_fn(rtr_store_txn *t, void *vctx) { return rtr_store_delete_doc(t, *(uint64_t *)vctx); }
+
+static void test_add_get_and_continuation(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    doc_spec docs[] = {{"/a.txt", "A", NULL, 150, 1}, {"/b.jsonl", NULL, "7", 64, 2}, {"/c.txt", NULL, NULL, 5, 3}};
+    add_ctx c = {docs, 3, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    assert_int_equal(c.ids[0], 1);
+    assert_int_equal(c.ids[2], 3);
+
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    assert_int_equal(st.n_docs, 3);
+    assert_int_equal(st.n_chunks, 3 + 1 + 1);
+    assert_int_equal(st.n_tokens, 150 + 64 + 5);
+    assert_int_equal(st.next_chunk_id, 6);
+
+    /* doc 1: chunks 1..3, the last one short, spans contiguous, tokens exact */
+    rtr_doc d;
+    assert_int_equal(rtr_store_get_doc(t, 1, &d), RTR_OK);
+    assert_int_equal(d.first_chunk, 1);
+    assert_int_equal(d.n_chunks, 3);
+    assert_int_equal(d.n_tokens, 150);
+    assert_memory_equal(d.path, "/a.txt", 6);
+    assert_int_equal(d.title_len, 1);
+    rtr_buf text = {0};
+    assert_int_equal(rtr_store_get_text(t, 1, &text), RTR_OK);
+    assert_int_equal(text.len, 150 * 3);
+    assert_int_equal(d.n_bytes, text.len);
+    uint64_t prev_end = 0;
+    for (uint64_t id = 1; id <= 3; id++) {
+        rtr_chunk ch;
+        assert_int_equal(rtr_store_get_chunk(t, id, &ch), RTR_OK);
+        assert_int_equal(ch.doc_id, 1);
+        assert_int_equal(ch.seq, id - 1);
+        assert_int_equal(ch.byte_start, prev_end);
+        assert_int_equal(ch.byte_end - ch.byte_start, (uint64_t)ch.n_tokens * 3);
+        for (uint32_t i = 0; i < ch.n_tokens; i++)
+            assert_int_equal(ch.tokens[i], (1 * 131 + (id - 1) * 64 + i) % 50000);
+        assert_int_equal((ch.flags & RTR_CHUNK_LAST) != 0, id == 3);
+        assert_int_equal((ch.flags & RTR_CHUNK_SHORT) != 0, id == 3);
+        prev_end = ch.byte_end;
+        /* continuation = next id, same document */
+        rtr_chunk next;
+        if (id < 3) {
+            assert_int_equal(rtr_store_get_chunk(t, id + 1, &next), RTR_OK);
+            assert_int_equal(next.doc_id, ch.doc_id);
+        }
+    }
+    assert_int_equal(prev_end, text.len);
+    /* a full 64-token document is one chunk, last but not short */
+    rtr_chunk ch;
+    assert_int_equal(rtr_store_get_chunk(t, 4, &ch), RTR_OK);
+    assert_int_equal(ch.flags, RTR_CHUNK_LAST);
+    assert_int_equal(rtr_store_get_doc(t, 2, &d), RTR_OK);
+    assert_int_equal(d.ext_id_len, 1);
+    assert_int_equal(rtr_store_get_chunk(t, 99, &ch), RTR_E_NOTFOUND);
+    /* file_docs links */
+    uint64_t *ids;
+    size_t n;
+    assert_int_equal(rtr_store_file_docs(t, "/b.jsonl", &ids, &n), RTR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 2);
+    rtr_free(ids);
+    rtr_store_txn_end(t);
+    rtr_buf_free(&text);
+    rtr_store_close(s);
+
+    /* reopen read-only: everything is still there */
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, NULL, &s), RTR_OK);
+    assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
+    rtr_store_get_stats(t, &st);
+    assert_int_equal(st.n_docs, 3);
+    rtr_store_txn_end(t);
+    rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+static void test_delete_and_ids_never_reused(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    doc_spec docs[] = {{"/a.txt", NULL, NULL, 130, 1}, {"/b.txt", NULL, NULL, 10, 2}};
+    add_ctx c = {docs, 2, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    uint64_t victim = 2;   /* the last document: its ids are the highest */
+    assert_int_equal(rtr_store_write(s, del_fn, &victim), RTR_OK);
+    /* deleting again fails and changes nothing */
+    assert_int_equal(rtr_store_write(s, del_fn, &victim), RTR_E_NOTFOUND);
+    add_ctx c2 = {docs + 1, 1, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c2), RTR_OK);
+    assert_int_equal(c2.ids[0], 3);   /* not 2 */
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
+    rtr_chunk ch;
+    assert_int_equal(rtr_store_get_chunk(t, 4, &ch), RTR_E_NOTFOUND);   /* b's old chunk */
+    assert_int_equal(rtr_store_get_chunk(t, 5, &ch), RTR_OK);           /* b's new chunk */
+    assert_int_equal(ch.doc_id, 3);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    assert_int_equal(st.n_docs, 2);
+    assert_int_equal(st.n_chunks, 4);
+    assert_int_equal(st.n_tokens, 140);
+    rtr_buf text = {0};
+    assert_int_equal(rtr_store_get_text(t, 2, &text), RTR_E_NOTFOUND);
+    uint64_t *ids;
+    size_t n;
+    assert_int_equal(rtr_store_file_docs(t, "/b.txt", &ids, &n), RTR_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(ids[0], 3);
+    rtr_free(ids);
+    rtr_store_txn_end(t);
+    rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+static void test_map_grows_when_full(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    rtr_store_opts o = {.initial_map_size = 64 * 1024};   /* far too small */
+    assert_int_equal(rtr_store_open(dir, 0, &o, &s), RTR_OK);
+    static doc_spec docs[40];
+    char paths[40][16];
+    for (int i = 0; i < 40; i++) {
+        snprintf(paths[i], sizeof paths[i], "/d%02d", i);
+        docs[i] = (doc_spec){paths[i], NULL, NULL, 4000, (uint32_t)i};
+    }
+    add_ctx c = {docs, 40, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    assert_int_equal(st.n_docs, 40);   /* exactly once, though the batch ran several times */
+    assert_int_equal(st.n_tokens, 40 * 4000);
+    assert_true(st.map_size > 64 * 1024);
+    rtr_store_txn_end(t);
+    rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+static void test_reader_sees_snapshot_while_writer_adds(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    doc_spec docs[] = {{"/a", NULL, NULL, 64, 1}, {"/b", NULL, NULL, 64, 2}};
+    add_ctx c = {docs, 1, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    rtr_store *r;
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, NULL, &r), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(r, &t), RTR_OK);
+    add_ctx c2 = {docs + 1, 1, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c2), RTR_OK);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    assert_int_equal(st.n_docs, 1);   /* the old snapshot */
+    rtr_chunk ch;
+    assert_int_equal(rtr_store_get_chunk(t, 2, &ch), RTR_E_NOTFOUND);
+    rtr_store_txn_end(t);
+    assert_int_equal(rtr_store_read_begin(r, &t), RTR_OK);
+    rtr_store_get_stats(t, &st);
+    assert_int_equal(st.n_docs, 2);   /* a new one sees the write */
+    rtr_store_txn_end(t);
+    rtr_store_close(r);
+    rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+static void test_not_a_store(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s = NULL;
+    /* read-only open of an empty directory */
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, NULL, &s), RTR_E_NOTFOUND);
+    assert_null(s);
+    /* garbage data.mdb */
+    char junk[8192];
+    memset(junk, 'x', sizeof junk);
+    tu_write(dir, "data.mdb", junk, sizeof junk);
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), dir));
+    /* a file where the directory should be */
+    char *file = rtr_path_join(dir, "data.mdb");
+    assert_int_equal(rtr_store_open(file, 0, NULL, &s), RTR_E_INVALID);
+    free(file);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+static void test_allocation_failures_leave_store_intact(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    doc_spec docs[] = {{"/a", "t", "x", 200, 1}};
+    int failures = 0;
+    for (long k = 1; k < 200; k++) {
+        add_ctx c = {docs, 1, {0}};
+        rtr_alloc_fail_at(k);
+        int rc = rtr_store_write(s, add_fn, &c);
+        rtr_alloc_fail_at(0);
+        if (rc == RTR_OK) break;
+        assert_int_equal(rc, RTR_E_NOMEM);
+        failures++;
+        rtr_store_txn *t;
+        assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
+        rtr_store_stats st;
+        rtr_store_get_stats(t, &st);
+        assert_int_equal(st.n_docs, 0);    /* rolled back */
+        assert_int_equal(st.next_doc_id, 1);
+        rtr_store_txn_end(t);
+    }
+    assert_true(failures > 0);
+    rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_add_get_and_continuation),
+        cmocka_unit_test(test_delete_and_ids_never_reused),
+        cmocka_unit_test(test_map_grows_when_full),
+        cmocka_unit_test(test_reader_sees_snapshot_while_writer_adds),
+        cmocka_unit_test(test_not_a_store),
+        cmocka_unit_test(test_allocation_failures_leave_store_intact),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
