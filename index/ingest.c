@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,7 @@
 #include "lib/utf8.h"
 
 #define DEFAULT_MAX_FILE ((uint64_t)1 << 30)
-#define DEFAULT_BATCH ((uint64_t)16 << 20)
+#define DEFAULT_BATCH ((uint64_t)4 << 20)
 
 int rtr_chunk_ends(const rtr_tokenizer *tok, const uint32_t *ids, size_t n, uint64_t **ends) {
     size_t nc = (n + RTR_CHUNK_TOKENS - 1) / RTR_CHUNK_TOKENS;
@@ -347,6 +348,52 @@ static int prune_fn(rtr_store_txn *t, void *vctx) {
 }
 
 /* --- the run ---------------------------------------------------------------------- */
+/* Batch k is written by a writer thread while batch k+1 is read and
+ * tokenized; batches are committed strictly in order. */
+typedef struct writer {
+    rtr_store *store;
+    pthread_t th;
+    int busy;
+    batch b;
+    int rc;
+    char err[512];
+} writer;
+
+static void *writer_main(void *arg) {
+    writer *w = arg;
+    w->rc = rtr_store_write(w->store, write_batch, &w->b);
+    if (w->rc) snprintf(w->err, sizeof w->err, "%s", rtr_errdetail());
+    return NULL;
+}
+
+static int writer_start(writer *w, file_result *res, size_t n) {
+    w->b = (batch){res, n};
+    w->rc = RTR_OK;
+    if (pthread_create(&w->th, NULL, writer_main, w) != 0) {
+        writer_main(w);   /* no thread to be had: write in this one */
+        w->busy = 2;
+        return RTR_OK;
+    }
+    w->busy = 1;
+    return RTR_OK;
+}
+
+/* Waits for the batch in flight, accounts for it and frees it. */
+static int writer_finish(writer *w, rtr_ingest_report *rep, int rc) {
+    if (!w->busy) return rc;
+    if (w->busy == 1) pthread_join(w->th, NULL);
+    w->busy = 0;
+    if (!rc && w->rc) rc = rtr_seterr(w->rc, "%s", w->err);
+    for (size_t i = 0; i < w->b.n; i++) {
+        if (!rc) rc = account(rep, &w->b.res[i]);
+        rep->bytes_read += w->b.res[i].status == FR_SKIP ? 0 : w->b.res[i].size;
+        free_result(&w->b.res[i]);
+    }
+    rtr_free(w->b.res);
+    w->b = (batch){NULL, 0};
+    return rc;
+}
+
 int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_opts *o,
                rtr_ingest_report *rep) {
     memset(rep, 0, sizeof *rep);
@@ -362,7 +409,6 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
 
     int threads = o->threads > 0 ? o->threads : omp_get_num_procs();
     rtr_encoder **enc = rtr_calloc((size_t)threads, sizeof *enc);
-    file_result *res = NULL;
     if (!enc) rc = RTR_E_NOMEM;
     for (int i = 0; i < threads && !rc; i++) rc = rtr_encoder_new(rtr_kb_tokenizer(kb), &enc[i]);
 
@@ -371,6 +417,7 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
     rtr_progress prog;
     rtr_progress_init(&prog, "ingest", total, "B", o->progress);
     const char *stdin_name = o->stdin_name && *o->stdin_name ? o->stdin_name : "stdin";
+    writer w = {.store = rtr_kb_store(kb)};
 
     size_t start = 0;
     while (!rc && start < list.n) {
@@ -380,7 +427,8 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
         while (end < list.n && end - start < 4096 && (end == start || bytes + list.files[end].size <= max_batch))
             bytes += list.files[end++].size;
         size_t nb = end - start;
-        if (!(res = rtr_calloc(nb, sizeof *res))) { rc = RTR_E_NOMEM; break; }
+        file_result *res = rtr_calloc(nb, sizeof *res);
+        if (!res) { rc = RTR_E_NOMEM; break; }
         int failed = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
         for (size_t i = 0; i < nb; i++) {
@@ -397,19 +445,16 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
         }
         for (size_t i = 0; i < nb && !rc; i++)
             if (res[i].status == FR_ERROR) rc = rtr_seterr(res[i].err, "%s", res[i].errmsg);
-        if (!rc) {
-            batch b = {res, nb};
-            rc = rtr_store_write(rtr_kb_store(kb), write_batch, &b);
+        rc = writer_finish(&w, rep, rc);   /* the previous batch is committed first */
+        if (rc) {
+            for (size_t i = 0; i < nb; i++) free_result(&res[i]);
+            rtr_free(res);
+            break;
         }
-        for (size_t i = 0; i < nb; i++) {
-            if (!rc) rc = account(rep, &res[i]);
-            rep->bytes_read += res[i].status == FR_SKIP ? 0 : res[i].size;
-            free_result(&res[i]);
-        }
-        rtr_free(res);
-        res = NULL;
+        writer_start(&w, res, nb);
         start = end;
     }
+    rc = writer_finish(&w, rep, rc);
     rtr_progress_finish(&prog);
     if (!rc && o->prune && list.n_roots) {
         prune_ctx p = {&list, 0, 0};
