@@ -25,6 +25,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <zstd.h>
 
 #include "lib/alloc.h"
@@ -283,6 +284,16 @@ void rtr_store_txn_end(rtr_store_txn *t) {
     rtr_free(t);
 }
 
+/* LMDB reports a short write on a full disk as EIO: tell the user what it is. */
+static int commit_err(rtr_store_txn *t, int mrc) {
+    struct statvfs vfs;
+    if ((mrc == EIO || mrc == ENOSPC) && statvfs(t->s->dir, &vfs) == 0 &&
+        (uint64_t)vfs.f_bavail * vfs.f_frsize < ((uint64_t)64 << 20))
+        return rtr_seterr(RTR_E_FULL, "%s: no space left on device (%llu bytes free); the last batch was rolled back",
+                          t->s->dir, (unsigned long long)vfs.f_bavail * vfs.f_frsize);
+    return lmdb_err(t, mrc, "commit");
+}
+
 /* Crash injection for the kill-and-resume tests: RETRO_TEST_CRASH set to
  * "before-commit:N" or "after-commit:N" makes the process kill itself with
  * SIGKILL (no clean-up of any kind) around its Nth write commit. */
@@ -312,7 +323,7 @@ int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx) {
             maybe_crash(0);
             int mrc = mdb_txn_commit(t->txn);
             t->txn = NULL;
-            if (mrc) rc = lmdb_err(t, mrc, "commit");
+            if (mrc) rc = commit_err(t, mrc);
             else maybe_crash(1);
         }
         int full = t->map_full;

@@ -38,13 +38,16 @@ echo "secret" > bad/unreadable.txt
 chmod 000 bad/unreadable.txt
 mkdir -p bad/loop && ln -s .. bad/loop/up
 ln -s /nonexistent/target bad/dangling.txt
-as_user=()
+runner=("$RETRO")
 if [ "$(id -u)" = 0 ]; then
-    # root reads anything: run as nobody so that the file is really unreadable
+    # root reads anything: run as nobody so that the file is really unreadable,
+    # from copies nobody can reach wherever the checkout is
     chmod 777 "$WORK" && chmod -R a+rX bad && chmod 000 bad/unreadable.txt
-    as_user=(setpriv --reuid=65534 --regid=65534 --clear-groups)
+    cp "$RETRO" "$WORK/retro-copy" && cp "$DEFAULT_TOK" "$WORK/tok-copy.rtok" && chmod 755 "$WORK/retro-copy"
+    runner=(env RETRO_DEFAULT_TOKENIZER="$WORK/tok-copy.rtok" setpriv --reuid=65534 --regid=65534 --clear-groups
+            "$WORK/retro-copy")
 fi
-"${as_user[@]}" "$RETRO" index add "$WORK/kb2" bad --quiet --json > bad.json || fail "ingest of bad inputs must not fail"
+"${runner[@]}" index add "$WORK/kb2" bad --quiet --json > bad.json || fail "ingest of bad inputs must not fail"
 reason() { node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8"));const s=j.skipped.find(s=>s.path.endsWith(process.argv[1]));console.log(s?s.reason:"none")' "$1" < bad.json; }
 [ "$(reason image.png)" = binary ] || fail "binary file: $(reason image.png)"
 [ "$(reason empty.txt)" = empty ] || fail "empty file"
