@@ -31,5 +31,6 @@ const char *cli_default_tokenizer_path(void);
 /* Subcommands, each in its own file. argv[0] is the subcommand name. */
 int cmd_tokenizer(int argc, char **argv);
 int cmd_index(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 
 #endif

@@ -8,6 +8,8 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "index/build.h"
+#include "index/embed_hash.h"
 #include "index/ingest.h"
 #include "index/kb.h"
 #include "lib/alloc.h"
@@ -25,6 +27,7 @@ static const char index_usage[] =
     "  info KB           statistics: documents, chunks, tokens, tokenizer, skipped files\n"
     "  dump KB           every document and chunk as JSON lines (for programs and diffs)\n"
     "  show KB [ID...]   chunks with their sources and text (default: the first 3)\n"
+    "  build KB          embed new chunks and add them to the FAISS index\n"
     "\n"
     "Run 'retro index <verb> --help' for its options.\n";
 
@@ -447,6 +450,143 @@ static int index_show(int argc, char **argv) {
     return rc ? cli_fail(rc) : CLI_OK;
 }
 
+/* ---------------------------------------------------------------- build */
+static const char build_usage[] =
+    "usage: retro index build KB [options]\n"
+    "\n"
+    "Embeds every chunk not yet indexed and adds it to the knowledge base's FAISS\n"
+    "shards. The first build fixes the embedder and the index type; later builds add\n"
+    "new chunks without retraining.\n"
+    "\n"
+    "options (for a new index, or with --retrain):\n"
+    "  --embedder KIND       hash (default: no weights needed) or http\n"
+    "  --dim N               hash embedder dimension (default 256, a multiple of 64)\n"
+    "  --embed-url URL       http: server base URL (POSTs to URL/v1/embeddings);\n"
+    "                        the API key, if any, comes from RETRO_EMBED_API_KEY\n"
+    "  --embed-model NAME    http: model name to send\n"
+    "  --shards N            spread chunks over N shards by document (default 1)\n"
+    "  --index-type T        auto (default: from the chunk count and the budget) or a\n"
+    "                        FAISS factory string, e.g. Flat, IVF1024,Flat, IVF4096,PQ32\n"
+    "  --memory-budget N     bytes the index may take (default 4G; k/M/G suffixes)\n"
+    "options (any build):\n"
+    "  --nprobe N            IVF lists searched per query (default: nlist/16, 8..256)\n"
+    "  --retrain             re-embed and rebuild everything from scratch\n"
+    "  --compact             remove vectors of deleted documents from the shards\n"
+    "  --threads N           embedding threads (default: one per core)\n"
+    "  --quiet               no progress bar\n"
+    "  --json                print the summary as JSON\n";
+
+static int index_build(int argc, char **argv) {
+    enum { O_EMB = 256, O_DIM, O_URL, O_MODEL, O_SHARDS, O_TYPE, O_BUDGET, O_NPROBE, O_RETRAIN, O_COMPACT, O_THREADS,
+           O_QUIET, O_JSON };
+    static const struct option opts[] = {
+        {"embedder", 1, 0, O_EMB}, {"dim", 1, 0, O_DIM}, {"embed-url", 1, 0, O_URL}, {"embed-model", 1, 0, O_MODEL},
+        {"shards", 1, 0, O_SHARDS}, {"index-type", 1, 0, O_TYPE}, {"memory-budget", 1, 0, O_BUDGET},
+        {"nprobe", 1, 0, O_NPROBE}, {"retrain", 0, 0, O_RETRAIN}, {"compact", 0, 0, O_COMPACT},
+        {"threads", 1, 0, O_THREADS}, {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
+    rtr_build_opts o = {.progress = 1};
+    const char *emb = NULL, *url = NULL, *model = NULL, *type = NULL;
+    int json = 0, c;
+    long v;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(build_usage, stdout); return CLI_OK;
+        case O_EMB: emb = optarg; break;
+        case O_DIM:
+            v = atol(optarg);
+            if (v <= 0 || v > 4096 || v % 64) return cli_usage_error("index build", "--dim must be a multiple of 64, at most 4096");
+            o.hash_dim = (uint32_t)v;
+            break;
+        case O_URL: url = optarg; break;
+        case O_MODEL: model = optarg; break;
+        case O_SHARDS:
+            v = atol(optarg);
+            if (v < 1 || v > 1024) return cli_usage_error("index build", "--shards must be 1..1024");
+            o.shards = (uint32_t)v;
+            break;
+        case O_TYPE: type = optarg; break;
+        case O_BUDGET:
+            if (parse_size(optarg, &o.mem_budget) || !o.mem_budget) return cli_usage_error("index build", "bad size '%s'", optarg);
+            break;
+        case O_NPROBE:
+            v = atol(optarg);
+            if (v < 1 || v > 65536) return cli_usage_error("index build", "--nprobe must be 1..65536");
+            o.nprobe = (uint32_t)v;
+            break;
+        case O_RETRAIN: o.retrain = 1; break;
+        case O_COMPACT: o.compact = 1; break;
+        case O_THREADS:
+            v = atol(optarg);
+            if (v < 1 || v > 256) return cli_usage_error("index build", "--threads must be 1..256");
+            o.threads = (int)v;
+            break;
+        case O_QUIET: o.progress = 0; break;
+        case O_JSON: json = 1; break;
+        default: return cli_usage_error("index build", "bad option");
+        }
+    }
+    if (argc - optind != 1) return cli_usage_error("index build", "expected KB");
+    if (emb && strcmp(emb, "hash") && strcmp(emb, "http")) return cli_usage_error("index build", "unknown embedder '%s'", emb);
+    if (emb && !strcmp(emb, "http") && !url) return cli_usage_error("index build", "--embedder http needs --embed-url");
+    if (url && emb && strcmp(emb, "http")) return cli_usage_error("index build", "--embed-url is for --embedder http");
+    if (type && strcmp(type, "auto")) o.factory = type;
+    rtr_embedder *e = NULL;
+    int rc = RTR_OK;
+    if (url) {
+        rtr_http_embedder_opts ho = {.url = url, .model = model, .api_key = getenv("RETRO_EMBED_API_KEY")};
+        rc = rtr_http_embedder_new(&ho, &e);
+    }
+    rtr_kb *kb = NULL;
+    if (!rc) rc = rtr_kb_open(argv[optind], RTR_KB_WRITE, NULL, NULL, &kb);
+    /* an explicit hash embedder on an existing index must be the recorded one */
+    json_t *ix = rc ? NULL : rtr_kb_manifest_get(kb, "index");
+    if (ix && emb && !strcmp(emb, "hash") && !o.retrain) {
+        json_t *rec = json_object_get(ix, "embedder");
+        const char *kind = json_string_value(json_object_get(rec, "kind"));
+        json_int_t dim = json_integer_value(json_object_get(rec, "dim"));
+        if (!kind || strcmp(kind, "hash") || (o.hash_dim && dim != o.hash_dim))
+            rc = rtr_seterr(RTR_E_MISMATCH, "%s: indexed with embedder %s %lld; use --retrain to change it", argv[optind],
+                            kind ? kind : "?", (long long)dim);
+    }
+    rtr_build_report rep;
+    o.embedder = e;
+    if (!rc) rc = rtr_index_build(kb, &o, &rep);
+    rtr_kb_close(kb);
+    rtr_embedder_free(e);
+    if (rc) return cli_fail(rc);
+    double rate = rep.embed_seconds > 0 ? (double)rep.embedded / rep.embed_seconds : 0;
+    if (json) {
+        json_t *j = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:i, s:i, s:I, s:b, s:f, s:f}", "kb",
+                              argv[optind], "created", rep.created, "embedded", (json_int_t)rep.embedded, "removed",
+                              (json_int_t)rep.removed, "vectors", (json_int_t)rep.vectors, "live_chunks",
+                              (json_int_t)rep.live_chunks, "factory", rep.factory, "why", rep.why, "shards",
+                              (int)rep.shards, "dim", (int)rep.dim, "nprobe", (int)rep.nprobe, "trained_on",
+                              (json_int_t)rep.trained_on, "drifted", rep.drifted, "seconds", rep.seconds,
+                              "chunks_per_s", rate);
+        json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        putchar('\n');
+        json_decref(j);
+    } else {
+        char a[32], b[32];
+        printf("%s: %s %s chunks in %.2f s (%.0f chunks/s embedding); %s vectors in %u shard%s\n", argv[optind],
+               rep.created ? "indexed" : "added", fmt_count(rep.embedded, a, sizeof a), rep.seconds, rate,
+               fmt_count(rep.vectors, b, sizeof b), rep.shards, rep.shards == 1 ? "" : "s");
+        printf("  index %s, dim %u%s%s%s", rep.factory, rep.dim, rep.nprobe ? ", nprobe " : "", "", "");
+        if (rep.nprobe) printf("%u", rep.nprobe);
+        printf("%s%s%s\n", rep.why[0] ? " (" : "", rep.why, rep.why[0] ? ")" : "");
+        if (rep.removed) printf("  compacted: removed %s vectors of deleted documents\n", fmt_count(rep.removed, a, sizeof a));
+        if (rep.vectors > rep.live_chunks && !rep.removed)
+            printf("  %s vectors belong to deleted documents (never returned; --compact removes them)\n",
+                   fmt_count(rep.vectors - rep.live_chunks, a, sizeof a));
+        if (rep.drifted)
+            printf("  note: %s chunks now, the quantizer was trained with %s: consider --retrain\n",
+                   fmt_count(rep.live_chunks, a, sizeof a), fmt_count(rep.trained_on, b, sizeof b));
+    }
+    return CLI_OK;
+}
+
 int cmd_index(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1])) {
         fputs(index_usage, argc < 2 ? stderr : stdout);
@@ -458,6 +598,7 @@ int cmd_index(int argc, char **argv) {
     if (!strcmp(verb, "info")) return index_info(argc - 1, argv + 1);
     if (!strcmp(verb, "dump")) return index_dump(argc - 1, argv + 1);
     if (!strcmp(verb, "show")) return index_show(argc - 1, argv + 1);
+    if (!strcmp(verb, "build")) return index_build(argc - 1, argv + 1);
     fprintf(stderr, "retro index: unknown verb '%s'\n\n%s", verb, index_usage);
     return CLI_USAGE;
 }

@@ -20,6 +20,9 @@ static const char usage[] =
     "  index rm KB PATH...      delete documents and their chunks\n"
     "  index info KB            statistics of a knowledge base\n"
     "  index dump KB            documents and chunks as JSON lines\n"
+    "  index show KB [ID...]    chunks with their sources and text\n"
+    "  index build KB           embed chunks into the FAISS index (sharded)\n"
+    "  search KB QUERY          the chunks nearest to QUERY, with sources\n"
     "  tokenizer train|encode|decode|info\n"
     "                           train a BPE tokenizer, or encode/decode stdin\n"
     "\n"
@@ -70,6 +73,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "index")) return cmd_index(argc - 1, argv + 1);
     if (!strcmp(argv[1], "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "search")) return cmd_search(argc - 1, argv + 1);
     fprintf(stderr, "retro: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

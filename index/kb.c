@@ -26,6 +26,7 @@ struct rtr_kb {
     char tok_hash[33];
     char created[32];
     int lock_fd;
+    json_t *manifest;
 };
 
 rtr_store *rtr_kb_store(rtr_kb *kb) { return kb->store; }
@@ -144,8 +145,35 @@ static int read_manifest(rtr_kb *kb) {
         memcpy(kb->tok_hash, hash, 33);
         snprintf(kb->created, sizeof kb->created, "%s", created);
     }
+    if (!rc) {
+        json_decref(kb->manifest);
+        kb->manifest = m;
+        m = NULL;
+    }
     json_decref(m);
     rtr_free(path);
+    return rc;
+}
+
+int rtr_kb_manifest_reload(rtr_kb *kb) { return read_manifest(kb); }
+
+json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key) { return json_object_get(kb->manifest, key); }
+
+int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value) {
+    RTR_ASSERT(kb->lock_fd >= 0);   /* writers only */
+    if (value) json_object_set_new(kb->manifest, key, value);
+    else json_object_del(kb->manifest, key);
+    char *text = json_dumps(kb->manifest, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (!text) return rtr_seterr(RTR_E_NOMEM, "manifest");
+    char *path = rtr_path_join(kb->dir, "manifest.json");
+    int rc = path ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) {
+        size_t n = strlen(text);
+        text[n] = '\n';
+        rc = rtr_write_file_atomic(path, text, n + 1);
+    }
+    rtr_free(path);
+    free(text);
     return rc;
 }
 
@@ -216,6 +244,7 @@ void rtr_kb_close(rtr_kb *kb) {
     rtr_store_close(kb->store);
     rtr_tokenizer_free(kb->tok);
     if (kb->lock_fd >= 0) close(kb->lock_fd);
+    json_decref(kb->manifest);
     rtr_free(kb->dir);
     rtr_free(kb);
 }

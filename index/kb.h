@@ -13,6 +13,8 @@
 #ifndef RTR_KB_H
 #define RTR_KB_H
 
+#include <jansson.h>
+
 #include "index/store.h"
 #include "lib/bpe.h"
 
@@ -36,6 +38,14 @@ const rtr_tokenizer *rtr_kb_tokenizer(rtr_kb *kb);   /* owned by kb */
 const char *rtr_kb_dir(const rtr_kb *kb);
 const char *rtr_kb_tokenizer_hash(const rtr_kb *kb);
 const char *rtr_kb_created(const rtr_kb *kb);         /* ISO 8601 UTC */
+/* A top-level section of the manifest ("index", ...): borrowed, valid until
+ * the next rtr_kb_manifest_set or rtr_kb_close; NULL if absent. */
+json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key);
+/* Replaces (value != NULL, reference stolen) or removes a top-level section
+ * and rewrites manifest.json atomically. Needs RTR_KB_WRITE. */
+int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value);
+/* Re-reads manifest.json (to see a writer's changes). */
+int rtr_kb_manifest_reload(rtr_kb *kb);
 /* RTR_E_MISMATCH (with both hashes in the detail) if tok differs. */
 int rtr_kb_check_tokenizer(const rtr_kb *kb, const rtr_tokenizer *tok);
 

@@ -1,0 +1,125 @@
+/* cmd_search.c - `retro search KB "query"`: the most relevant chunks, with sources. */
+#define _GNU_SOURCE
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "lib/alloc.h"
+#include "lib/io.h"
+#include "lib/status.h"
+#include "retriever/retriever.h"
+
+static const char search_usage[] =
+    "usage: retro search KB QUERY [options]\n"
+    "\n"
+    "Prints the chunks of knowledge base KB nearest to QUERY ('-' reads it from\n"
+    "standard input), best first, with their source file, byte span and score\n"
+    "(cosine similarity: 1 is identical). A query longer than one chunk (64 tokens)\n"
+    "is searched chunk by chunk and the results merged.\n"
+    "\n"
+    "options:\n"
+    "  -k N                  number of results (default 5)\n"
+    "  --continuation        also print each result's continuation (the next chunk)\n"
+    "  --exclude-doc ID      never return document ID (repeatable)\n"
+    "  --nprobe N            IVF lists to search (default: as built)\n"
+    "  --json                one JSON object per result, one per line\n";
+
+static void print_indented(const char *s) {
+    fputs("    ", stdout);
+    for (; *s; s++) {
+        putchar(*s);
+        if (*s == '\n' && s[1]) fputs("    ", stdout);
+    }
+    putchar('\n');
+}
+
+int cmd_search(int argc, char **argv) {
+    enum { O_CONT = 256, O_EXCL, O_NPROBE, O_JSON };
+    static const struct option opts[] = {{"continuation", 0, 0, O_CONT}, {"exclude-doc", 1, 0, O_EXCL},
+                                         {"nprobe", 1, 0, O_NPROBE},     {"json", 0, 0, O_JSON},
+                                         {"help", 0, 0, 'h'},            {0, 0, 0, 0}};
+    long k = 5;
+    int json = 0, cont = 0, c;
+    uint64_t excl[256];
+    size_t n_excl = 0;
+    rtr_retriever_opts ro = {0};
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "hk:", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(search_usage, stdout); return CLI_OK;
+        case 'k':
+            k = atol(optarg);
+            if (k < 1 || k > 4096) return cli_usage_error("search", "-k must be 1..4096");
+            break;
+        case O_CONT: cont = 1; break;
+        case O_EXCL:
+            if (n_excl == 256) return cli_usage_error("search", "at most 256 --exclude-doc");
+            excl[n_excl++] = strtoull(optarg, NULL, 10);
+            break;
+        case O_NPROBE:
+            ro.nprobe = (uint32_t)atol(optarg);
+            if (!ro.nprobe) return cli_usage_error("search", "--nprobe must be positive");
+            break;
+        case O_JSON: json = 1; break;
+        default: return cli_usage_error("search", "bad option");
+        }
+    }
+    if (argc - optind != 2) return cli_usage_error("search", "expected KB and QUERY");
+    const char *dir = argv[optind];
+    char *query = argv[optind + 1];
+    uint8_t *owned = NULL;
+    size_t qlen = strlen(query);
+    int rc = RTR_OK;
+    if (!strcmp(query, "-")) {
+        if ((rc = rtr_read_fd(0, "standard input", 1 << 20, &owned, &qlen))) return cli_fail(rc);
+        query = (char *)owned;
+    }
+    rtr_kb *kb = NULL;
+    rtr_retriever *r = NULL;
+    rtr_hits hits = {0};
+    rc = rtr_kb_open(dir, 0, NULL, NULL, &kb);
+    if (!rc) rc = rtr_retriever_open(kb, &ro, &r);
+    rtr_search_opts so = {excl, n_excl, cont};
+    if (!rc) rc = rtr_retriever_search(r, query, qlen, (uint32_t)k, &so, &hits);
+    if (rc) {
+        rtr_retriever_close(r);
+        rtr_kb_close(kb);
+        rtr_free(owned);
+        return cli_fail(rc);
+    }
+    if (!json && hits.query_chunks > 1)
+        fprintf(stderr, "note: the query is %u tokens, searched as %u chunks of 64; results merged\n",
+                hits.query_tokens, hits.query_chunks);
+    for (size_t i = 0; i < hits.n; i++) {
+        rtr_hit *h = &hits.items[i];
+        if (json) {
+            json_t *j = json_pack("{s:i, s:f, s:f, s:I, s:I, s:i, s:s, s:s, s:I, s:I, s:i, s:s}", "rank", (int)i + 1,
+                                  "score", (double)h->score, "distance", (double)h->distance, "chunk_id",
+                                  (json_int_t)h->chunk_id, "doc_id", (json_int_t)h->doc_id, "seq", (int)h->seq, "path",
+                                  h->path, "title", h->title, "byte_start", (json_int_t)h->byte_start, "byte_end",
+                                  (json_int_t)h->byte_end, "query_chunk", (int)h->query_chunk, "text", h->text);
+            if (cont) json_object_set_new(j, "continuation", h->continuation ? json_string(h->continuation) : json_null());
+            json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+            putchar('\n');
+            json_decref(j);
+        } else {
+            printf("%zu. score %.3f  %s  bytes %" PRIu64 "-%" PRIu64 "  (chunk %" PRIu64 ")\n", i + 1, h->score, h->path,
+                   h->byte_start, h->byte_end, h->chunk_id);
+            print_indented(h->text);
+            if (cont) {
+                printf("    -- continuation --\n");
+                print_indented(h->continuation ? h->continuation : "(end of document)");
+            }
+            putchar('\n');
+        }
+    }
+    rtr_hits_free(&hits);
+    rtr_retriever_close(r);
+    rtr_kb_close(kb);
+    rtr_free(owned);
+    return CLI_OK;
+}

@@ -1,0 +1,396 @@
+#define _GNU_SOURCE
+#include "index/build.h"
+
+#include <dirent.h>
+#include <inttypes.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "index/embed_hash.h"
+#include "lib/alloc.h"
+#include "lib/io.h"
+#include "lib/progress.h"
+#include "lib/status.h"
+
+#define EMBED_BATCH 4096
+
+/* --- loading what the manifest records ------------------------------------------------- */
+void rtr_kb_index_free(rtr_kb_index *x) {
+    rtr_embedder_free(x->embedder);
+    rtr_vindex_free(x->vindex);
+    rtr_free(x->embedder_desc);
+    memset(x, 0, sizeof *x);
+}
+
+int rtr_kb_index_load(rtr_kb *kb, rtr_kb_index *out) {
+    memset(out, 0, sizeof *out);
+    json_t *ix = rtr_kb_manifest_get(kb, "index");
+    if (!ix) return rtr_seterr(RTR_E_NOTFOUND, "%s: has no index yet; run 'retro index build %s'", rtr_kb_dir(kb), rtr_kb_dir(kb));
+    json_t *emb = NULL, *files = NULL;
+    const char *factory = NULL;
+    json_int_t nprobe = 0, upto = 0, trained = 0, version = 0;
+    if (json_unpack(ix, "{s:I, s:o, s:s, s:I, s:o, s:I, s:I}", "version", &version, "embedder", &emb, "factory",
+                    &factory, "nprobe", &nprobe, "shards", &files, "indexed_upto", &upto, "trained_on", &trained) ||
+        !json_is_object(emb) || !json_is_array(files) || nprobe < 0 || upto < 0)
+        return rtr_seterr(RTR_E_CORRUPT, "%s/manifest.json: bad \"index\" section", rtr_kb_dir(kb));
+    if (version > 1)
+        return rtr_seterr(RTR_E_VERSION, "%s/manifest.json: index version %lld is newer than this retro supports (1)",
+                          rtr_kb_dir(kb), (long long)version);
+    size_t n = json_array_size(files);
+    if (n == 0 || n > 1024) return rtr_seterr(RTR_E_CORRUPT, "%s/manifest.json: bad shard count", rtr_kb_dir(kb));
+    char **names = rtr_calloc(n, sizeof *names);
+    uint64_t *sums = rtr_calloc(n, sizeof *sums);
+    int rc = names && sums ? RTR_OK : RTR_E_NOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *file = NULL, *sum = NULL;
+        if (json_unpack(json_array_get(files, i), "{s:s, s:s}", "file", &file, "xxh64", &sum) || strchr(file, '/') ||
+            strlen(sum) != 16)
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s/manifest.json: bad shard entry %zu", rtr_kb_dir(kb), i);
+        else if (!(names[i] = rtr_strdup(file))) rc = RTR_E_NOMEM;
+        else sums[i] = strtoull(sum, NULL, 16);
+    }
+    char *dir = rc ? NULL : rtr_path_join(rtr_kb_dir(kb), "index");
+    if (!rc && !dir) rc = RTR_E_NOMEM;
+    if (!rc) rc = rtr_vindex_load(dir, (uint32_t)n, names, sums, (uint32_t)nprobe, factory, &out->vindex);
+    if (!rc && !(out->embedder_desc = json_dumps(emb, JSON_COMPACT | JSON_SORT_KEYS))) rc = RTR_E_NOMEM;
+    if (!rc) rc = rtr_embedder_from_desc(rtr_kb_dir(kb), out->embedder_desc, &out->embedder);
+    if (!rc && out->embedder->dim && out->embedder->dim != rtr_vindex_dim(out->vindex))
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: embedder dimension %u but the index has %u", rtr_kb_dir(kb),
+                        out->embedder->dim, rtr_vindex_dim(out->vindex));
+    out->indexed_upto = (uint64_t)upto;
+    out->trained_on = (uint64_t)trained;
+    for (size_t i = 0; i < n && names; i++) rtr_free(names[i]);
+    rtr_free(names);
+    rtr_free(sums);
+    rtr_free(dir);
+    if (rc) rtr_kb_index_free(out);
+    return rc;
+}
+
+static char *describe(const rtr_embedder *e) {
+    rtr_buf b = {0};
+    if (rtr_embedder_describe(e, &b) || rtr_buf_terminate(&b)) {
+        rtr_buf_free(&b);
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loads((const char *)b.data, 0, &err);
+    rtr_buf_free(&b);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    return s;
+}
+
+int rtr_kb_index_check_embedder(const rtr_kb *kb, const rtr_kb_index *x, const rtr_embedder *e) {
+    char *d = describe(e);
+    if (!d) return rtr_seterr(RTR_E_NOMEM, "embedder description");
+    int same = !strcmp(d, x->embedder_desc);
+    int rc = same ? RTR_OK
+                  : rtr_seterr(RTR_E_MISMATCH, "%s: indexed with embedder %s, not %s (use --retrain to re-embed)",
+                               rtr_kb_dir(kb), x->embedder_desc, d);
+    free(d);
+    return rc;
+}
+
+/* --- embedding chunks ---------------------------------------------------------------------- */
+typedef struct chunk_batch {
+    size_t n;
+    int64_t ids[EMBED_BATCH];
+    uint32_t shard[EMBED_BATCH];
+    rtr_buf text;                  /* all texts, concatenated */
+    size_t off[EMBED_BATCH + 1];
+    rtr_text texts[EMBED_BATCH];
+} chunk_batch;
+
+/* Fills b with up to max chunks with id > *after (decoded to text). *after
+ * advances; b->n == 0 at the end. */
+static int next_batch(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t *after, uint64_t last, size_t max,
+                      uint32_t shards, chunk_batch *b) {
+    b->n = 0;
+    b->text.len = 0;
+    int rc;
+    rtr_chunk c;
+    while (b->n < max && (rc = rtr_store_next_chunk(t, *after, &c)) == RTR_OK && c.id <= last) {
+        *after = c.id;
+        b->off[b->n] = b->text.len;
+        if ((rc = rtr_tokenizer_decode(tok, c.tokens, c.n_tokens, &b->text))) return rc;
+        b->ids[b->n] = (int64_t)c.id;
+        b->shard[b->n] = (uint32_t)(c.doc_id % shards);
+        b->n++;
+    }
+    if (b->n < max && rc != RTR_E_NOTFOUND && rc != RTR_OK) return rc;
+    b->off[b->n] = b->text.len;
+    for (size_t i = 0; i < b->n; i++)
+        b->texts[i] = (rtr_text){(const char *)b->text.data + b->off[i], b->off[i + 1] - b->off[i]};
+    return RTR_OK;
+}
+
+static int embed_batch(rtr_embedder *e, const chunk_batch *b, float *out, int threads) {
+    if (!e->thread_safe || threads <= 1 || b->n < 64) return rtr_embedder_embed(e, b->texts, b->n, out);
+    int rc = RTR_OK;
+#pragma omp parallel num_threads(threads)
+    {
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        size_t lo = b->n * (size_t)me / (size_t)nt, hi = b->n * (size_t)(me + 1) / (size_t)nt;
+        int r = rtr_embedder_embed(e, b->texts + lo, hi - lo, out + lo * e->dim);
+        if (r) {
+#pragma omp critical(embed_err)
+            rc = r;
+        }
+    }
+    return rc;
+}
+
+/* --- the build ------------------------------------------------------------------------------- */
+static int count_df(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t last, rtr_hash_df *df, chunk_batch *b) {
+    int rc = rtr_hash_df_init(df, RTR_HASH_DEFAULT_BITS);
+    uint64_t after = 0;
+    while (!rc) {
+        if ((rc = next_batch(t, tok, &after, last, EMBED_BATCH, 1, b)) || b->n == 0) break;
+        for (size_t i = 0; i < b->n && !rc; i++) rc = rtr_hash_df_add(df, b->texts[i].data, b->texts[i].len);
+    }
+    return rc;
+}
+
+/* An evenly spread sample of m chunk ids among the chunks with id <= last. */
+static int sample_train(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks, uint64_t last, uint64_t m,
+                        rtr_embedder *e, int threads, chunk_batch *b, float **out, size_t *n_out) {
+    float *x = rtr_malloc((size_t)m * e->dim * sizeof *x);
+    if (!x) return RTR_E_NOMEM;
+    size_t got = 0;
+    uint64_t after = 0, seen = 0;
+    int rc = RTR_OK;
+    /* take chunk number floor(i * n / m) for i = 0..m-1 */
+    while (!rc && got < m) {
+        b->n = 0;
+        b->text.len = 0;
+        rtr_chunk c;
+        while (b->n < EMBED_BATCH && got + b->n < m && (rc = rtr_store_next_chunk(t, after, &c)) == RTR_OK && c.id <= last) {
+            after = c.id;
+            uint64_t want = (uint64_t)((double)(got + b->n) * (double)n_chunks / (double)m);
+            if (seen++ < want) continue;
+            b->off[b->n] = b->text.len;
+            if ((rc = rtr_tokenizer_decode(tok, c.tokens, c.n_tokens, &b->text))) break;
+            b->n++;
+        }
+        if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
+        if (rc || b->n == 0) break;
+        b->off[b->n] = b->text.len;
+        for (size_t i = 0; i < b->n; i++)
+            b->texts[i] = (rtr_text){(const char *)b->text.data + b->off[i], b->off[i + 1] - b->off[i]};
+        if ((rc = embed_batch(e, b, x + got * e->dim, threads))) break;
+        got += b->n;
+    }
+    if (rc) { rtr_free(x); return rc; }
+    *out = x;
+    *n_out = got;
+    return RTR_OK;
+}
+
+/* Ids of chunks <= upto that are gone from the store. */
+static int deleted_ids(rtr_store_txn *t, uint64_t upto, int64_t **ids, size_t *n) {
+    size_t cap = 0;
+    *ids = NULL;
+    *n = 0;
+    uint64_t expect = 1, after = 0;
+    rtr_chunk c;
+    int rc;
+    for (;;) {
+        rc = rtr_store_next_chunk(t, after, &c);
+        uint64_t next = rc == RTR_OK && c.id <= upto ? c.id : upto + 1;
+        for (uint64_t id = expect; id < next; id++) {
+            if (*n == cap) {
+                cap = cap ? cap * 2 : 1024;
+                int64_t *p = rtr_reallocarray(*ids, cap, sizeof *p);
+                if (!p) return RTR_E_NOMEM;
+                *ids = p;
+            }
+            (*ids)[(*n)++] = (int64_t)id;
+        }
+        if (rc != RTR_OK || c.id > upto) break;
+        expect = c.id + 1;
+        after = c.id;
+    }
+    return rc == RTR_OK || rc == RTR_E_NOTFOUND ? RTR_OK : rc;
+}
+
+/* Deletes index/ files not named in keep (old generations, leftovers). */
+static void remove_stale_files(const char *dir, json_t *shards, const char *df_name) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.') continue;
+        int keep = df_name && !strcmp(e->d_name, df_name);
+        size_t i;
+        json_t *s;
+        json_array_foreach(shards, i, s) if (!strcmp(json_string_value(json_object_get(s, "file")), e->d_name)) keep = 1;
+        if (keep) continue;
+        char *p = rtr_path_join(dir, e->d_name);
+        if (p) unlink(p);
+        rtr_free(p);
+    }
+    closedir(d);
+}
+
+int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    double t0 = rtr_now();
+    int threads = o->threads > 0 ? o->threads : omp_get_num_procs();
+    const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
+    char *dir = rtr_path_join(rtr_kb_dir(kb), "index");
+    chunk_batch *b = rtr_calloc(1, sizeof *b);
+    float *vec = NULL, *train = NULL;
+    rtr_store_txn *t = NULL;
+    rtr_kb_index x = {0};
+    rtr_embedder *own = NULL;
+    rtr_hash_df df = {0};
+    char *df_name = NULL, *desc = NULL;
+    json_t *shards_json = NULL;
+    int rc = dir && b ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) rc = rtr_mkdirs(dir);
+    if (!rc) rc = rtr_store_read_begin(rtr_kb_store(kb), &t);
+    rtr_store_stats st;
+    if (!rc) rtr_store_get_stats(t, &st);
+    uint64_t last = rc ? 0 : st.next_chunk_id - 1;
+    rep->live_chunks = rc ? 0 : st.n_chunks;
+
+    int have = !rc && rtr_kb_manifest_get(kb, "index") != NULL;
+    if (!rc && have && !o->retrain) {
+        rc = rtr_kb_index_load(kb, &x);
+        if (!rc && o->embedder) rc = rtr_kb_index_check_embedder(kb, &x, o->embedder);
+        if (!rc && o->factory) rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed as %s; use --retrain to change the index type",
+                                              rtr_kb_dir(kb), rtr_vindex_factory(x.vindex));
+        if (!rc && o->nprobe) rc = rtr_vindex_set_nprobe(x.vindex, o->nprobe);
+    } else if (!rc) {
+        /* a new index: fix the embedder, plan, train */
+        rep->created = 1;
+        if (st.n_chunks == 0) rc = rtr_seterr(RTR_E_INVALID, "%s: no chunks to index; add documents first", rtr_kb_dir(kb));
+        rtr_embedder *e = o->embedder;
+        if (!rc && !e) {
+            if (!(rc = count_df(t, tok, last, &df, b))) {
+                rtr_hash_embedder_opts ho = {o->hash_dim, 0, &df};
+                if (!(rc = rtr_hash_embedder_new(&ho, &own))) {
+                    df_name = rtr_hash_df_filename(rtr_hash_df_checksum(&df));
+                    char *p = df_name ? rtr_path_join(dir, df_name) : NULL;
+                    rc = p ? rtr_hash_df_save(&df, p) : RTR_E_NOMEM;
+                    rtr_free(p);
+                }
+            }
+            e = own;
+        }
+        rtr_vindex_plan plan;
+        if (!rc && e->dim == 0) {   /* learn the dimension from one chunk */
+            if (!(rc = next_batch(t, tok, &(uint64_t){0}, last, 1, 1, b)) && b->n) {
+                float *one = rtr_malloc(65536 * sizeof *one);
+                rc = one ? rtr_embedder_embed(e, b->texts, 1, one) : RTR_E_NOMEM;
+                rtr_free(one);
+            }
+            if (!rc && e->dim == 0) rc = rtr_seterr(RTR_E_INVALID, "embedder has no dimension");
+        }
+        if (!rc) rc = o->factory ? rtr_vindex_plan_factory(o->factory, st.n_chunks, e->dim, &plan)
+                                 : rtr_vindex_plan_auto(st.n_chunks, e->dim, o->mem_budget, &plan);
+        if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
+        size_t n_train = 0;
+        if (!rc && plan.train_n) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
+        if (!rc) rc = rtr_vindex_create(&plan, e->dim, o->shards ? o->shards : 1, train, n_train, &x.vindex);
+        if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
+        x.embedder = e;
+        x.indexed_upto = 0;
+        x.trained_on = st.n_chunks;
+    }
+    /* embed and add everything above the watermark */
+    rtr_progress prog;
+    rtr_progress_init(&prog, "embed", last > x.indexed_upto ? last - x.indexed_upto : 0, " chunks", o->progress);
+    if (!rc && !(vec = rtr_malloc((size_t)EMBED_BATCH * x.embedder->dim * sizeof *vec))) rc = RTR_E_NOMEM;
+    uint64_t after = x.indexed_upto;
+    while (!rc) {
+        if ((rc = next_batch(t, tok, &after, last, EMBED_BATCH, rtr_vindex_shards(x.vindex), b)) || b->n == 0) break;
+        double te = rtr_now();
+        if ((rc = embed_batch(x.embedder, b, vec, threads))) break;
+        rep->embed_seconds += rtr_now() - te;
+        if ((rc = rtr_vindex_add(x.vindex, b->n, vec, b->ids, b->shard))) break;
+        rep->embedded += b->n;
+        rtr_progress_update(&prog, after - x.indexed_upto, NULL);
+    }
+    rtr_progress_finish(&prog);
+    if (!rc && o->compact) {
+        int64_t *ids;
+        size_t n;
+        if (!(rc = deleted_ids(t, last, &ids, &n))) {
+            rc = rtr_vindex_remove(x.vindex, ids, n, &rep->removed);
+            rtr_free(ids);
+        }
+    }
+    rtr_store_txn_end(t);
+    t = NULL;
+
+    /* save a new generation, then switch the manifest to it */
+    json_t *old = rtr_kb_manifest_get(kb, "index");
+    json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
+    uint32_t S = rc ? 0 : rtr_vindex_shards(x.vindex);
+    char **names = S ? rtr_calloc(S, sizeof *names) : NULL;
+    uint64_t *sums = S ? rtr_calloc(S, sizeof *sums) : NULL;
+    if (!rc && (!names || !sums)) rc = RTR_E_NOMEM;
+    if (!rc) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
+        rc = rtr_vindex_save(x.vindex, dir, prefix, names, sums);
+    }
+    if (!rc && !(desc = describe(x.embedder))) rc = RTR_E_NOMEM;
+    if (!rc) {
+        shards_json = json_array();
+        for (uint32_t s = 0; s < S; s++) {
+            char hex[17];
+            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sums[s]);
+            json_array_append_new(shards_json, json_pack("{s:s, s:s}", "file", names[s], "xxh64", hex));
+        }
+        json_error_t err;
+        json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
+                                    "generation", gen, "embedder", json_loads(desc, 0, &err), "metric", "L2",
+                                    "factory", rtr_vindex_factory(x.vindex), "dim", (int)rtr_vindex_dim(x.vindex),
+                                    "nlist", (int)(strstr(rtr_vindex_factory(x.vindex), "IVF")
+                                                       ? strtoul(strstr(rtr_vindex_factory(x.vindex), "IVF") + 3, NULL, 10)
+                                                       : 0),
+                                    "nprobe", (int)rtr_vindex_nprobe(x.vindex), "shards", shards_json,
+                                    "indexed_upto", (json_int_t)last, "trained_on", (json_int_t)x.trained_on,
+                                    "vectors", (json_int_t)rtr_vindex_ntotal(x.vindex));
+        rc = section ? rtr_kb_manifest_set(kb, "index", section) : rtr_seterr(RTR_E_NOMEM, "manifest");
+    }
+    if (!rc) {
+        json_t *emb = json_object_get(rtr_kb_manifest_get(kb, "index"), "embedder");
+        const char *idf = json_string_value(json_object_get(emb, "idf"));
+        char *keep_df = idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL;
+        remove_stale_files(dir, shards_json, keep_df);
+        rtr_free(keep_df);
+        rep->vectors = rtr_vindex_ntotal(x.vindex);
+        rep->shards = S;
+        rep->dim = rtr_vindex_dim(x.vindex);
+        rep->nprobe = rtr_vindex_nprobe(x.vindex);
+        rep->trained_on = x.trained_on;
+        rep->drifted = strstr(rtr_vindex_factory(x.vindex), "IVF") && st.n_chunks > 4 * x.trained_on;
+        snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(x.vindex));
+    }
+    for (uint32_t s = 0; s < S && names; s++) rtr_free(names[s]);
+    rtr_free(names);
+    rtr_free(sums);
+    json_decref(shards_json);
+    free(desc);
+    if (x.embedder == own) x.embedder = NULL;   /* owned below, not by x */
+    if (x.embedder == o->embedder) x.embedder = NULL;
+    rtr_kb_index_free(&x);
+    rtr_embedder_free(own);
+    rtr_hash_df_free(&df);
+    rtr_free(df_name);
+    rtr_free(train);
+    rtr_free(vec);
+    if (b) rtr_buf_free(&b->text);
+    rtr_free(b);
+    rtr_store_txn_end(t);
+    rtr_free(dir);
+    rep->seconds = rtr_now() - t0;
+    return rc;
+}

@@ -1,0 +1,72 @@
+/*
+ * build.h - `retro index build`: embeds the chunks of a knowledge base and
+ * adds them to its FAISS shards (index/vindex.h).
+ *
+ * First build (or --retrain): the embedder is fixed (for `hash`, document
+ * frequencies are counted over every chunk and frozen), the index type is
+ * planned from the number of chunks and the memory budget, an IVF quantizer is
+ * trained on an evenly spread sample of chunks, and every chunk is embedded
+ * and added to shard (document id mod shards). Later builds embed only the
+ * chunks added since (ids above the manifest's "indexed_upto") with the
+ * recorded embedder, without retraining. Deleted documents' vectors stay in
+ * the shards until --compact removes them; queries drop them meanwhile.
+ *
+ * Durability: shard files are written under a new generation's names; the
+ * manifest's "index" section is then replaced atomically and the previous
+ * generation's files deleted. A crash leaves the previous index in force.
+ */
+#ifndef RTR_BUILD_H
+#define RTR_BUILD_H
+
+#include <stdint.h>
+
+#include "index/embed.h"
+#include "index/kb.h"
+#include "index/vindex.h"
+
+typedef struct rtr_build_opts {
+    rtr_embedder *embedder;  /* for a new index; NULL = hash (hash_dim). Borrowed. */
+    uint32_t hash_dim;       /* 0 = 256 */
+    uint32_t shards;         /* for a new index; 0 = 1 */
+    const char *factory;     /* FAISS factory string for a new index; NULL = automatic */
+    uint64_t mem_budget;     /* bytes; 0 = 4 GiB */
+    uint32_t nprobe;         /* 0 = keep / the plan's default */
+    int retrain;             /* rebuild from scratch */
+    int compact;             /* remove deleted chunks' vectors */
+    int progress;
+    int threads;             /* 0 = one per core */
+} rtr_build_opts;
+
+typedef struct rtr_build_report {
+    uint64_t embedded;       /* chunks embedded and added this run */
+    uint64_t removed;        /* vectors removed by --compact */
+    uint64_t vectors;        /* in the shards now */
+    uint64_t live_chunks;    /* chunks in the store */
+    uint64_t trained_on;     /* chunks in the store when the quantizer was trained */
+    int created;             /* a new index was made (first build or --retrain) */
+    int drifted;             /* chunks have grown past 4x the training-time count */
+    uint32_t shards, nlist, nprobe, dim;
+    char factory[96], why[160];
+    double seconds, embed_seconds;
+} rtr_build_report;
+
+int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep);
+
+/* The index of a knowledge base, as its manifest records it. */
+typedef struct rtr_kb_index {
+    rtr_embedder *embedder;
+    rtr_vindex *vindex;
+    uint64_t indexed_upto;   /* chunk ids <= this are indexed (or deleted) */
+    uint64_t trained_on;
+    char *embedder_desc;     /* JSON */
+} rtr_kb_index;
+
+/* Loads the embedder and shards named by the manifest. RTR_E_NOTFOUND (with
+ * a hint to run `retro index build`) if the knowledge base has no index. */
+int rtr_kb_index_load(rtr_kb *kb, rtr_kb_index *out);
+void rtr_kb_index_free(rtr_kb_index *x);
+
+/* RTR_E_MISMATCH unless e describes itself exactly as recorded. */
+int rtr_kb_index_check_embedder(const rtr_kb *kb, const rtr_kb_index *x, const rtr_embedder *e);
+
+#endif

@@ -1,0 +1,87 @@
+/*
+ * embed.h - embedders: text -> L2-normalised float vectors.
+ *
+ * An embedder turns chunk texts into fixed-size vectors for the FAISS
+ * indexes. Implementations plug in through rtr_embedder_ops:
+ *   hash   (index/embed_hash.c) lexical, TF-IDF-weighted hashed unigrams and
+ *          bigrams through a fixed signed random projection; no weights needed
+ *   http   (index/embed_http.c) an OpenAI-compatible /v1/embeddings server
+ *   later: a frozen transformer encoder from model/, registered by cli/ (index/
+ *          never includes model/).
+ *
+ *     rtr_embedder *e;
+ *     rtr_hash_embedder_new(&opts, &e);
+ *     float *v = rtr_malloc(n * e->dim * sizeof(float));
+ *     rtr_embedder_embed(e, texts, n, v);   // row i = texts[i], |row| = 1 (or 0 if empty)
+ *     rtr_embedder_free(e);
+ *
+ * A knowledge base records rtr_embedder_describe() in its manifest; a query
+ * with an embedder whose description differs is refused (RTR_E_MISMATCH).
+ * Secrets (API keys) are never part of the description.
+ *
+ * Thread safety: embed() may be called from one thread at a time per
+ * embedder unless the implementation says otherwise.
+ */
+#ifndef RTR_EMBED_H
+#define RTR_EMBED_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/buf.h"
+
+typedef struct rtr_text {
+    const char *data;   /* UTF-8 (any bytes are accepted) */
+    size_t len;
+} rtr_text;
+
+typedef struct rtr_embedder rtr_embedder;
+
+typedef struct rtr_embedder_ops {
+    /* Embeds n texts into out (n x dim, row-major), rows L2-normalised. */
+    int (*embed)(rtr_embedder *e, const rtr_text *texts, size_t n, float *out);
+    /* Appends the JSON object describing kind and settings (no secrets). */
+    int (*describe)(const rtr_embedder *e, rtr_buf *json);
+    void (*destroy)(rtr_embedder *e);
+} rtr_embedder_ops;
+
+struct rtr_embedder {
+    const rtr_embedder_ops *ops;
+    uint32_t dim;            /* vector size; 0 until known (http: after the first call) */
+    uint32_t max_batch;      /* texts per embed() call the implementation prefers */
+    int thread_safe;         /* embed() may run on several threads at once */
+    void *impl;
+};
+
+int rtr_embedder_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *out);
+int rtr_embedder_describe(const rtr_embedder *e, rtr_buf *json);
+void rtr_embedder_free(rtr_embedder *e);   /* NULL-safe */
+
+/* --- creating embedders from a recorded description ---------------------------- */
+/* A factory makes an embedder from its description (as rtr_embedder_describe
+ * wrote it, parsed) for the knowledge base in kb_dir (for files it keeps). */
+typedef int (*rtr_embedder_factory)(const char *kb_dir, const char *desc_json, rtr_embedder **out);
+/* Registers a factory for descriptions with "kind": kind (up to 16 kinds).
+ * "hash" and "http" are built in; cli/ registers others (a transformer). */
+int rtr_embedder_register(const char *kind, rtr_embedder_factory f);
+/* Makes the embedder a description names; RTR_E_INVALID for an unknown kind. */
+int rtr_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedder **out);
+
+/* L2-normalises each of n rows of dim floats in place (zero rows stay zero). */
+void rtr_l2_normalize(float *v, size_t n, uint32_t dim);
+
+/* --- http: OpenAI-compatible /v1/embeddings client (libcurl) ------------------ */
+typedef struct rtr_http_embedder_opts {
+    const char *url;          /* base URL, e.g. http://127.0.0.1:8080 (POSTs to URL/v1/embeddings) */
+    const char *model;        /* "model" field of the request (may be NULL) */
+    const char *api_key;      /* sent as "Authorization: Bearer KEY" if set; never recorded */
+    uint32_t dim;             /* expected dimension; 0 = take it from the first response */
+    uint32_t batch;           /* texts per request (default 64) */
+    uint32_t timeout_ms;      /* per request (default 30000) */
+    uint32_t retries;         /* retries on 429, 5xx and connection failures (default 4) */
+    uint32_t backoff_ms;      /* first retry delay, doubled each retry (default 250) */
+} rtr_http_embedder_opts;
+
+int rtr_http_embedder_new(const rtr_http_embedder_opts *o, rtr_embedder **out);
+
+#endif

@@ -1,0 +1,352 @@
+#include "index/vindex.h"
+
+#include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/Index_c.h>
+#include <faiss/c_api/clone_index_c.h>
+#include <faiss/c_api/error_c.h>
+#include <faiss/c_api/impl/AuxIndexStructures_c.h>
+#include <faiss/c_api/index_factory_c.h>
+#include <faiss/c_api/index_io_c.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <xxhash.h>
+
+#include "lib/alloc.h"
+#include "lib/io.h"
+#include "lib/status.h"
+
+#define FLAT_MAX ((uint64_t)64 * 1024)
+#define MAX_SHARD_FILE ((size_t)64 << 30)
+
+struct rtr_vindex {
+    uint32_t n_shards, dim, nprobe;
+    char factory[96];
+    FaissIndex **shards;
+};
+
+static int faiss_err(const char *what) {
+    const char *e = faiss_get_last_error();
+    /* FAISS messages span lines; keep the first */
+    char line[400];
+    snprintf(line, sizeof line, "%s", e ? e : "unknown error");
+    char *nl = strchr(line, '\n');
+    if (nl) *nl = '\0';
+    return rtr_seterr(RTR_E_FAISS, "%s: %s", what, line);
+}
+
+/* --- plans --------------------------------------------------------------------------- */
+static uint32_t pow2_near(double x) {
+    uint32_t p = 1;
+    while (p < x && p < (1u << 30)) p <<= 1;
+    return (p - x > x - p / 2.0) ? p / 2 : p;
+}
+
+static uint32_t default_nprobe(uint32_t nlist) {
+    uint32_t np = nlist / 16;
+    if (np < 8) np = 8;
+    if (np > 256) np = 256;
+    return np > nlist ? nlist : np;
+}
+
+int rtr_vindex_plan_auto(uint64_t n, uint32_t dim, uint64_t mem_budget, rtr_vindex_plan *p) {
+    memset(p, 0, sizeof *p);
+    if (!mem_budget) mem_budget = (uint64_t)4 << 30;
+    if (n < FLAT_MAX) {
+        snprintf(p->factory, sizeof p->factory, "IDMap,Flat");
+        snprintf(p->why, sizeof p->why, "%llu vectors: exact search", (unsigned long long)n);
+        return RTR_OK;
+    }
+    uint32_t nlist = pow2_near(4.0 * sqrt((double)n));
+    if (nlist < 64) nlist = 64;
+    if (nlist > 65536) nlist = 65536;
+    p->nlist = nlist;
+    p->nprobe = default_nprobe(nlist);
+    p->train_n = (uint64_t)nlist * 64 < n ? (uint64_t)nlist * 64 : n;
+    uint64_t flat = n * (4ull * dim + 8), sq8 = n * ((uint64_t)dim + 8);
+    if (flat <= mem_budget) {
+        snprintf(p->factory, sizeof p->factory, "IVF%u,Flat", nlist);
+        snprintf(p->why, sizeof p->why, "%llu vectors: inverted file, %u lists, full vectors (%.1f GB)",
+                 (unsigned long long)n, nlist, (double)flat / 1e9);
+    } else if (sq8 <= mem_budget) {
+        snprintf(p->factory, sizeof p->factory, "IVF%u,SQ8", nlist);
+        snprintf(p->why, sizeof p->why, "%llu vectors: inverted file, %u lists, 8-bit codes to fit %.1f GB",
+                 (unsigned long long)n, nlist, (double)mem_budget / 1e9);
+    } else {
+        uint32_t m = 0;
+        const uint32_t cand[] = {64, 32, 16, 8};
+        for (int i = 0; i < 4 && !m; i++)
+            if (dim % cand[i] == 0 && n * (cand[i] + 8ull) <= mem_budget) m = cand[i];
+        if (!m) return rtr_seterr(RTR_E_INVALID, "%llu vectors do not fit a memory budget of %llu bytes even as 8-byte codes",
+                                  (unsigned long long)n, (unsigned long long)mem_budget);
+        snprintf(p->factory, sizeof p->factory, "IVF%u,PQ%u", nlist, m);
+        snprintf(p->why, sizeof p->why, "%llu vectors: inverted file, %u lists, %u-byte PQ codes to fit %.1f GB",
+                 (unsigned long long)n, nlist, m, (double)mem_budget / 1e9);
+    }
+    return RTR_OK;
+}
+
+int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, rtr_vindex_plan *p) {
+    (void)dim;
+    memset(p, 0, sizeof *p);
+    if (strlen(factory) + 7 >= sizeof p->factory) return rtr_seterr(RTR_E_INVALID, "factory string too long");
+    const char *ivf = strstr(factory, "IVF");
+    int takes_ids = ivf != NULL || !strncmp(factory, "IDMap", 5);
+    snprintf(p->factory, sizeof p->factory, "%s%s", takes_ids ? "" : "IDMap,", factory);
+    if (ivf) {
+        p->nlist = (uint32_t)strtoul(ivf + 3, NULL, 10);
+        if (!p->nlist) return rtr_seterr(RTR_E_INVALID, "factory '%s': IVF needs a list count", factory);
+        p->nprobe = default_nprobe(p->nlist);
+        p->train_n = (uint64_t)p->nlist * 64 < n ? (uint64_t)p->nlist * 64 : n;
+    } else if (strstr(factory, "PQ") || strstr(factory, "SQ") || strstr(factory, "LSH")) {
+        p->train_n = n < 65536 ? n : 65536;
+    }
+    snprintf(p->why, sizeof p->why, "factory string given");
+    return RTR_OK;
+}
+
+/* --- life cycle ------------------------------------------------------------------------ */
+static int set_nprobe_one(FaissIndex *ix, uint32_t nprobe) {
+    if (!nprobe) return RTR_OK;
+    FaissParameterSpace *ps;
+    if (faiss_ParameterSpace_new(&ps)) return faiss_err("parameter space");
+    int rc = faiss_ParameterSpace_set_index_parameter(ps, ix, "nprobe", (double)nprobe) ? faiss_err("set nprobe") : RTR_OK;
+    faiss_ParameterSpace_free(ps);
+    return rc;
+}
+
+static rtr_vindex *alloc_vindex(uint32_t n_shards, uint32_t dim, const char *factory, uint32_t nprobe) {
+    rtr_vindex *v = rtr_calloc(1, sizeof *v);
+    if (!v) return NULL;
+    if (!(v->shards = rtr_calloc(n_shards, sizeof *v->shards))) {
+        rtr_free(v);
+        return NULL;
+    }
+    v->n_shards = n_shards;
+    v->dim = dim;
+    v->nprobe = nprobe;
+    snprintf(v->factory, sizeof v->factory, "%s", factory);
+    return v;
+}
+
+int rtr_vindex_create(const rtr_vindex_plan *p, uint32_t dim, uint32_t n_shards, const float *train, size_t n_train,
+                      rtr_vindex **out) {
+    *out = NULL;
+    if (n_shards == 0 || n_shards > 1024) return rtr_seterr(RTR_E_INVALID, "shards must be 1..1024");
+    rtr_vindex *v = alloc_vindex(n_shards, dim, p->factory, p->nprobe);
+    if (!v) return RTR_E_NOMEM;
+    int rc = RTR_OK;
+    FaissIndex *proto = NULL;
+    if (faiss_index_factory(&proto, (int)dim, p->factory, METRIC_L2)) {
+        rc = rtr_errprefix(faiss_err("index factory"), "'%s'", p->factory);
+        goto fail;
+    }
+    if (!faiss_Index_is_trained(proto)) {
+        if (n_train == 0) { rc = rtr_seterr(RTR_E_INVALID, "index '%s' needs training vectors", p->factory); goto fail; }
+        if (p->nlist && n_train < p->nlist) {
+            rc = rtr_seterr(RTR_E_INVALID, "index '%s' needs at least %u training vectors, %zu given", p->factory,
+                            p->nlist, n_train);
+            goto fail;
+        }
+        if (faiss_Index_train(proto, (idx_t)n_train, train)) { rc = faiss_err("train"); goto fail; }
+    }
+    if ((rc = set_nprobe_one(proto, p->nprobe))) goto fail;
+    v->shards[0] = proto;
+    proto = NULL;
+    for (uint32_t s = 1; s < n_shards; s++)
+        if (faiss_clone_index(v->shards[0], &v->shards[s])) { rc = faiss_err("clone index"); goto fail; }
+    *out = v;
+    return RTR_OK;
+fail:
+    if (proto) faiss_Index_free(proto);
+    rtr_vindex_free(v);
+    return rc;
+}
+
+void rtr_vindex_free(rtr_vindex *v) {
+    if (!v) return;
+    for (uint32_t s = 0; s < v->n_shards; s++)
+        if (v->shards[s]) faiss_Index_free(v->shards[s]);
+    rtr_free(v->shards);
+    rtr_free(v);
+}
+
+uint32_t rtr_vindex_shards(const rtr_vindex *v) { return v->n_shards; }
+uint32_t rtr_vindex_dim(const rtr_vindex *v) { return v->dim; }
+const char *rtr_vindex_factory(const rtr_vindex *v) { return v->factory; }
+uint32_t rtr_vindex_nprobe(const rtr_vindex *v) { return v->nprobe; }
+
+uint64_t rtr_vindex_ntotal(const rtr_vindex *v) {
+    uint64_t n = 0;
+    for (uint32_t s = 0; s < v->n_shards; s++) n += (uint64_t)faiss_Index_ntotal(v->shards[s]);
+    return n;
+}
+
+int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe) {
+    if (!strstr(v->factory, "IVF")) return nprobe ? rtr_seterr(RTR_E_INVALID, "nprobe applies to IVF indexes only") : RTR_OK;
+    for (uint32_t s = 0; s < v->n_shards; s++) {
+        int rc = set_nprobe_one(v->shards[s], nprobe);
+        if (rc) return rc;
+    }
+    v->nprobe = nprobe;
+    return RTR_OK;
+}
+
+/* --- add / search / remove --------------------------------------------------------------- */
+int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, const uint32_t *shard) {
+    if (n == 0) return RTR_OK;
+    if (v->n_shards == 1) {
+        return faiss_Index_add_with_ids(v->shards[0], (idx_t)n, x, (const idx_t *)ids) ? faiss_err("add") : RTR_OK;
+    }
+    float *gx = rtr_malloc(n * v->dim * sizeof *gx);
+    idx_t *gid = rtr_malloc(n * sizeof *gid);
+    int rc = gx && gid ? RTR_OK : RTR_E_NOMEM;
+    for (uint32_t s = 0; s < v->n_shards && !rc; s++) {
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++) {
+            RTR_ASSERT(shard[i] < v->n_shards);
+            if (shard[i] != s) continue;
+            memcpy(gx + m * v->dim, x + i * v->dim, v->dim * sizeof *gx);
+            gid[m++] = ids[i];
+        }
+        if (m && faiss_Index_add_with_ids(v->shards[s], (idx_t)m, gx, gid)) rc = faiss_err("add");
+    }
+    rtr_free(gx);
+    rtr_free(gid);
+    return rc;
+}
+
+int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
+    if (k == 0 || nq == 0) return RTR_OK;
+    uint32_t S = v->n_shards;
+    if (S == 1) return faiss_Index_search(v->shards[0], (idx_t)nq, q, k, dist, (idx_t *)ids) ? faiss_err("search") : RTR_OK;
+    float *sd = rtr_malloc((size_t)S * nq * k * sizeof *sd);
+    idx_t *si = rtr_malloc((size_t)S * nq * k * sizeof *si);
+    if (!sd || !si) {
+        rtr_free(sd);
+        rtr_free(si);
+        return RTR_E_NOMEM;
+    }
+    int failed = 0;
+#pragma omp parallel for schedule(static) if (nq * S > 1)
+    for (uint32_t s = 0; s < S; s++) {
+        if (faiss_Index_search(v->shards[s], (idx_t)nq, q, k, sd + (size_t)s * nq * k, si + (size_t)s * nq * k)) {
+#pragma omp atomic write
+            failed = 1;
+        }
+    }
+    int rc = failed ? faiss_err("search") : RTR_OK;
+    /* merge: each shard's list is sorted; take the k smallest */
+    for (size_t i = 0; i < nq && !rc; i++) {
+        uint32_t pos[1024] = {0};
+        for (uint32_t r = 0; r < k; r++) {
+            int best = -1;
+            float bd = INFINITY;
+            for (uint32_t s = 0; s < S; s++) {
+                if (pos[s] >= k) continue;
+                size_t at = ((size_t)s * nq + i) * k + pos[s];
+                if (si[at] < 0) continue;
+                if (best < 0 || sd[at] < bd) { best = (int)s; bd = sd[at]; }
+            }
+            if (best < 0) {
+                dist[i * k + r] = INFINITY;
+                ids[i * k + r] = -1;
+                continue;
+            }
+            size_t at = ((size_t)best * nq + i) * k + pos[best]++;
+            dist[i * k + r] = sd[at];
+            ids[i * k + r] = si[at];
+        }
+    }
+    rtr_free(sd);
+    rtr_free(si);
+    return rc;
+}
+
+int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed) {
+    *removed = 0;
+    if (n == 0) return RTR_OK;
+    FaissIDSelectorBatch *sel;
+    if (faiss_IDSelectorBatch_new(&sel, n, (const idx_t *)ids)) return faiss_err("id selector");
+    int rc = RTR_OK;
+    for (uint32_t s = 0; s < v->n_shards && !rc; s++) {
+        size_t nr = 0;
+        if (faiss_Index_remove_ids(v->shards[s], (const FaissIDSelector *)sel, &nr)) rc = faiss_err("remove ids");
+        *removed += nr;
+    }
+    faiss_IDSelector_free((FaissIDSelector *)sel);
+    return rc;
+}
+
+/* --- files -------------------------------------------------------------------------------- */
+static int file_xxh64(const char *path, uint64_t *out) {
+    uint8_t *b;
+    size_t len;
+    int rc = rtr_read_file(path, MAX_SHARD_FILE, &b, &len);
+    if (rc) return rc;
+    *out = XXH64(b, len, 0);
+    rtr_free(b);
+    return RTR_OK;
+}
+
+static int fsync_path(const char *path) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return rtr_seterr(RTR_E_IO, "%s: cannot open to sync", path);
+    int r = fsync(fd);
+    close(fd);
+    return r ? rtr_seterr(RTR_E_IO, "%s: fsync failed", path) : RTR_OK;
+}
+
+int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums) {
+    int rc = rtr_mkdirs(dir);
+    for (uint32_t s = 0; s < v->n_shards && !rc; s++) {
+        char name[128], tmp[160];
+        snprintf(name, sizeof name, "%s-%03u.faiss", prefix, s);
+        snprintf(tmp, sizeof tmp, "%s.tmp", name);
+        char *tpath = rtr_path_join(dir, tmp), *path = rtr_path_join(dir, name);
+        if (!tpath || !path) rc = RTR_E_NOMEM;
+        else if (faiss_write_index_fname(v->shards[s], tpath)) rc = rtr_errprefix(faiss_err("write"), "%s", tpath);
+        else if (!(rc = fsync_path(tpath)) && rename(tpath, path) != 0) rc = rtr_seterr(RTR_E_IO, "%s: rename failed", path);
+        if (!rc) rc = file_xxh64(path, &sums[s]);
+        if (!rc && !(names[s] = rtr_strdup(name))) rc = RTR_E_NOMEM;
+        rtr_free(tpath);
+        rtr_free(path);
+    }
+    return rc;
+}
+
+int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums, uint32_t nprobe,
+                    const char *factory, rtr_vindex **out) {
+    *out = NULL;
+    if (n_shards == 0 || n_shards > 1024) return rtr_seterr(RTR_E_CORRUPT, "%s: bad shard count %u", dir, n_shards);
+    rtr_vindex *v = alloc_vindex(n_shards, 0, factory, nprobe);
+    if (!v) return RTR_E_NOMEM;
+    int rc = RTR_OK;
+    for (uint32_t s = 0; s < n_shards && !rc; s++) {
+        char *path = rtr_path_join(dir, names[s]);
+        uint64_t sum;
+        if (!path) rc = RTR_E_NOMEM;
+        else if ((rc = file_xxh64(path, &sum))) {
+            if (rc == RTR_E_NOTFOUND) rc = rtr_seterr(RTR_E_CORRUPT, "%s: shard file missing", path);
+        } else if (sum != sums[s]) {
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", path);
+        } else if (faiss_read_index_fname(path, 0, &v->shards[s])) {
+            rc = rtr_errprefix(faiss_err("read"), "%s", path);
+        } else {
+            uint32_t d = (uint32_t)faiss_Index_d(v->shards[s]);
+            if (s == 0) v->dim = d;
+            else if (d != v->dim) rc = rtr_seterr(RTR_E_CORRUPT, "%s: dimension %u, shard 0 has %u", path, d, v->dim);
+            if (!rc && strstr(factory, "IVF")) rc = set_nprobe_one(v->shards[s], nprobe);
+        }
+        rtr_free(path);
+    }
+    if (rc) {
+        rtr_vindex_free(v);
+        return rc;
+    }
+    *out = v;
+    return RTR_OK;
+}

@@ -1,0 +1,76 @@
+/*
+ * vindex.h - the vector index: N FAISS shards (official C API) whose ids are
+ * chunk ids, with one plan (index type and search parameters) for all.
+ *
+ * Choosing the index type (rtr_vindex_plan_auto), after FAISS's guidelines
+ * ("Guidelines to choose an index" in the FAISS wiki):
+ *   - under 64 Ki vectors: exact search ("IDMap,Flat");
+ *   - otherwise an inverted file with nlist ~ 4 sqrt(n) lists (a power of two,
+ *     64..65536), its coarse quantizer trained by k-means on a sample of 64
+ *     vectors per list (FAISS asks for 30 to 256), storing
+ *       full vectors ("IVFn,Flat") when n * 4 * dim fits the memory budget,
+ *       8-bit scalar codes ("IVFn,SQ8") when n * dim does,
+ *       else product-quantizer codes ("IVFn,PQm") with the largest m in
+ *       {64, 32, 16, 8} (dividing dim) that fits;
+ *   - nprobe (lists visited per query) defaults to nlist / 16, at least 8 and
+ *     at most 256: recall@10 >= 0.95 on the benchmarks (docs/benchmarks.md).
+ * A FAISS factory string may be given instead; "IDMap," is prefixed when the
+ * index type cannot take ids itself.
+ *
+ * Files: each shard is a plain FAISS index file that FAISS itself reads
+ * (faiss.read_index in Python). Files are written under new names and never
+ * overwritten; the manifest names the current ones with their XXH64, which is
+ * verified before FAISS parses a file.
+ */
+#ifndef RTR_VINDEX_H
+#define RTR_VINDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rtr_vindex rtr_vindex;
+
+typedef struct rtr_vindex_plan {
+    char factory[96];        /* FAISS factory string */
+    uint32_t nlist;          /* 0 for flat */
+    uint32_t nprobe;         /* 0 for flat */
+    uint64_t train_n;        /* vectors to train on (0: no training) */
+    char why[160];           /* human-readable reason */
+} rtr_vindex_plan;
+
+int rtr_vindex_plan_auto(uint64_t n, uint32_t dim, uint64_t mem_budget, rtr_vindex_plan *out);
+int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, rtr_vindex_plan *out);
+
+/* Creates n_shards empty shards of the plan, training them on train[0..n_train)
+ * (n_train x dim) when the plan needs it. */
+int rtr_vindex_create(const rtr_vindex_plan *p, uint32_t dim, uint32_t n_shards, const float *train, size_t n_train,
+                      rtr_vindex **out);
+void rtr_vindex_free(rtr_vindex *v);   /* NULL-safe */
+
+uint32_t rtr_vindex_shards(const rtr_vindex *v);
+uint32_t rtr_vindex_dim(const rtr_vindex *v);
+uint64_t rtr_vindex_ntotal(const rtr_vindex *v);
+const char *rtr_vindex_factory(const rtr_vindex *v);
+uint32_t rtr_vindex_nprobe(const rtr_vindex *v);
+int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe);
+
+/* Adds n vectors x (n x dim) with ids to shards shard[i] (< n_shards). */
+int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, const uint32_t *shard);
+
+/* Searches every shard (in parallel) for the k nearest (squared L2) of each
+ * of nq queries and merges: dist and ids are nq x k, ascending distance;
+ * missing results have id -1 and distance +inf. */
+int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids);
+
+/* Removes ids (present or not) from every shard; *removed counts them. */
+int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed);
+
+/* Writes shard files dir/PREFIX-SSS.faiss (PREFIX e.g. "g7"); names[i] and
+ * sums[i] (XXH64 of the file) receive each shard's file name and checksum.
+ * names[i] are fresh strings (caller frees). */
+int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums);
+/* Reads n_shards files (checksums verified first) with the plan's nprobe. */
+int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums, uint32_t nprobe,
+                    const char *factory, rtr_vindex **out);
+
+#endif

@@ -1,0 +1,327 @@
+#include "retriever/retriever.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/status.h"
+
+#define MAX_K 4096
+
+struct rtr_retriever {
+    rtr_kb *kb;
+    rtr_kb_index ix;
+    int threads;
+};
+
+int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **out) {
+    *out = NULL;
+    rtr_retriever *r = rtr_calloc(1, sizeof *r);
+    if (!r) return RTR_E_NOMEM;
+    r->kb = kb;
+    r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
+    int rc = rtr_kb_index_load(kb, &r->ix);
+    if (!rc && o && o->nprobe) rc = rtr_vindex_set_nprobe(r->ix.vindex, o->nprobe);
+    if (rc) {
+        rtr_retriever_close(r);
+        return rc;
+    }
+    *out = r;
+    return RTR_OK;
+}
+
+void rtr_retriever_close(rtr_retriever *r) {
+    if (!r) return;
+    rtr_kb_index_free(&r->ix);
+    rtr_free(r);
+}
+
+const rtr_kb_index *rtr_retriever_index(const rtr_retriever *r) { return &r->ix; }
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int excluded(uint64_t doc, uint64_t self, const uint64_t *ex, size_t n_ex) {
+    if (doc == self) return 1;
+    return n_ex && bsearch(&doc, ex, n_ex, sizeof *ex, cmp_u64) != NULL;
+}
+
+/* Embeds n chunk texts (in parallel when the embedder allows). */
+static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float *out) {
+    rtr_embedder *e = r->ix.embedder;
+    if (!e->thread_safe || r->threads <= 1 || n < 32) return rtr_embedder_embed(e, texts, n, out);
+    int rc = RTR_OK;
+#pragma omp parallel num_threads(r->threads)
+    {
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
+        int x = rtr_embedder_embed(e, texts + lo, hi - lo, out + lo * e->dim);
+        if (x) {
+#pragma omp critical(retr_embed)
+            rc = x;
+        }
+    }
+    return rc;
+}
+
+/* The k nearest live, non-excluded chunks of each of nq query vectors.
+ * Results: ids/dist nq x k (-1 / inf when fewer), in ascending distance. */
+static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const float *q, uint32_t k,
+                           const uint64_t *self_doc, const uint64_t *ex, size_t n_ex, int64_t *ids, float *dist) {
+    uint64_t total = rtr_vindex_ntotal(r->ix.vindex);
+    uint32_t dim = rtr_vindex_dim(r->ix.vindex);
+    for (size_t i = 0; i < nq * k; i++) {
+        ids[i] = -1;
+        dist[i] = INFINITY;
+    }
+    uint32_t *have = rtr_calloc(nq ? nq : 1, sizeof *have);
+    size_t *todo = rtr_malloc((nq ? nq : 1) * sizeof *todo);
+    float *qq = rtr_malloc((nq ? nq : 1) * dim * sizeof *qq);
+    int rc = have && todo && qq ? RTR_OK : RTR_E_NOMEM;
+    size_t n_todo = nq;
+    for (size_t i = 0; i < nq; i++) todo[i] = i;
+    uint64_t kk = (uint64_t)k * 2 + 16;
+    float *sd = NULL;
+    int64_t *si = NULL;
+    while (!rc && n_todo) {
+        if (kk > total) kk = total;
+        if (kk == 0) break;
+        for (size_t j = 0; j < n_todo; j++) memcpy(qq + j * dim, q + todo[j] * dim, dim * sizeof *qq);
+        rtr_free(sd);
+        rtr_free(si);
+        sd = rtr_malloc(n_todo * kk * sizeof *sd);
+        si = rtr_malloc(n_todo * kk * sizeof *si);
+        if (!sd || !si) { rc = RTR_E_NOMEM; break; }
+        if ((rc = rtr_vindex_search(r->ix.vindex, n_todo, qq, (uint32_t)kk, sd, si))) break;
+        size_t still = 0;
+        for (size_t j = 0; j < n_todo && !rc; j++) {
+            size_t qi = todo[j];
+            have[qi] = 0;   /* rescan from the top: results are a superset */
+            for (uint64_t m = 0; m < kk && have[qi] < k; m++) {
+                int64_t id = si[j * kk + m];
+                if (id < 0) break;
+                rtr_chunk c;
+                int x = rtr_store_get_chunk(t, (uint64_t)id, &c);
+                if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
+                if (x) { rc = x; break; }
+                if (excluded(c.doc_id, self_doc ? self_doc[qi] : 0, ex, n_ex)) continue;
+                ids[qi * k + have[qi]] = id;
+                dist[qi * k + have[qi]] = sd[j * kk + m];
+                have[qi]++;
+            }
+            if (have[qi] < k && kk < total) todo[still++] = qi;
+        }
+        n_todo = still;
+        kk = kk * 4 > MAX_K * 4ull ? total : kk * 4;   /* deeper; at last everything */
+    }
+    rtr_free(sd);
+    rtr_free(si);
+    rtr_free(have);
+    rtr_free(todo);
+    rtr_free(qq);
+    return rc;
+}
+
+/* --- text search ------------------------------------------------------------------------------ */
+void rtr_hits_free(rtr_hits *h) {
+    for (size_t i = 0; i < h->n; i++) {
+        rtr_free(h->items[i].path);
+        rtr_free(h->items[i].title);
+        rtr_free(h->items[i].text);
+        rtr_free(h->items[i].continuation);
+    }
+    rtr_free(h->items);
+    memset(h, 0, sizeof *h);
+}
+
+static char *decode_str(const rtr_tokenizer *tok, const uint32_t *ids, size_t n) {
+    rtr_buf b = {0};
+    if (rtr_tokenizer_decode(tok, ids, n, &b) || rtr_buf_terminate(&b)) {
+        rtr_buf_free(&b);
+        return NULL;
+    }
+    return (char *)b.data;
+}
+
+static int cmp_hit(const void *a, const void *b) {
+    const rtr_hit *x = a, *y = b;
+    if (x->distance != y->distance) return x->distance < y->distance ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, float d, uint32_t qc, int cont, rtr_hit *h) {
+    rtr_chunk c;
+    rtr_doc doc;
+    int rc = rtr_store_get_chunk(t, id, &c);
+    if (!rc) rc = rtr_store_get_doc(t, c.doc_id, &doc);
+    if (rc) return rc;
+    h->chunk_id = id;
+    h->doc_id = c.doc_id;
+    h->distance = d;
+    h->score = 1.0f - d / 2.0f;
+    h->query_chunk = qc;
+    h->byte_start = c.byte_start;
+    h->byte_end = c.byte_end;
+    h->seq = c.seq;
+    h->path = rtr_strndup(doc.path, doc.path_len);
+    h->title = rtr_strndup(doc.title, doc.title_len);
+    h->text = decode_str(tok, c.tokens, c.n_tokens);
+    if (!h->path || !h->title || !h->text) return RTR_E_NOMEM;
+    if (cont && !(c.flags & RTR_CHUNK_LAST)) {
+        rtr_chunk next;
+        if (rtr_store_get_chunk(t, id + 1, &next) == RTR_OK && next.doc_id == c.doc_id &&
+            !(h->continuation = decode_str(tok, next.tokens, next.n_tokens)))
+            return RTR_E_NOMEM;
+    }
+    return RTR_OK;
+}
+
+int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
+                         rtr_hits *out) {
+    memset(out, 0, sizeof *out);
+    if (k == 0 || k > MAX_K) return rtr_seterr(RTR_E_INVALID, "k must be 1..%d", MAX_K);
+    const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
+    rtr_search_opts none = {0};
+    if (!so) so = &none;
+    rtr_encoder *enc = NULL;
+    rtr_u32vec ids = {0};
+    rtr_buf text = {0};
+    rtr_text *texts = NULL;
+    size_t *off = NULL;
+    float *q = NULL, *dist = NULL;
+    int64_t *hid = NULL;
+    uint64_t *ex = NULL;
+    rtr_store_txn *t = NULL;
+    int rc = rtr_encoder_new(tok, &enc);
+    if (!rc) rc = rtr_encoder_encode(enc, (const uint8_t *)query, len, &ids);
+    size_t nq = (ids.len + RTR_CHUNK_TOKENS - 1) / RTR_CHUNK_TOKENS;
+    if (!rc && nq == 0) rc = rtr_seterr(RTR_E_INVALID, "empty query");
+    uint32_t dim = rc ? 0 : rtr_vindex_dim(r->ix.vindex);
+    if (!rc) {
+        texts = rtr_calloc(nq, sizeof *texts);
+        off = rtr_calloc(nq + 1, sizeof *off);
+        q = rtr_malloc(nq * dim * sizeof *q);
+        dist = rtr_malloc(nq * k * sizeof *dist);
+        hid = rtr_malloc(nq * k * sizeof *hid);
+        if (!texts || !off || !q || !dist || !hid) rc = RTR_E_NOMEM;
+    }
+    for (size_t c = 0; c < nq && !rc; c++) {   /* each query chunk's exact text */
+        off[c] = text.len;
+        size_t lo = c * RTR_CHUNK_TOKENS, n = ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS;
+        rc = rtr_tokenizer_decode(tok, ids.data + lo, n, &text);
+    }
+    if (!rc) {
+        off[nq] = text.len;
+        for (size_t c = 0; c < nq; c++) texts[c] = (rtr_text){(const char *)text.data + off[c], off[c + 1] - off[c]};
+        rc = embed_texts(r, texts, nq, q);
+    }
+    if (!rc && so->n_exclude) {
+        if (!(ex = rtr_malloc(so->n_exclude * sizeof *ex))) rc = RTR_E_NOMEM;
+        else {
+            memcpy(ex, so->exclude_docs, so->n_exclude * sizeof *ex);
+            qsort(ex, so->n_exclude, sizeof *ex, cmp_u64);
+        }
+    }
+    if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    if (!rc) rc = search_filtered(r, t, nq, q, k, NULL, ex, so->n_exclude, hid, dist);
+    if (!rc) {
+        /* merge the query chunks' lists: best distance per chunk id, then top k */
+        rtr_hit *all = rtr_calloc(nq * k, sizeof *all);
+        size_t na = 0;
+        if (!all) rc = RTR_E_NOMEM;
+        for (size_t i = 0; all && i < nq * k; i++) {
+            if (hid[i] < 0) continue;
+            size_t j;
+            for (j = 0; j < na; j++)
+                if (all[j].chunk_id == (uint64_t)hid[i]) break;
+            if (j == na) all[na++] = (rtr_hit){.chunk_id = (uint64_t)hid[i], .distance = dist[i], .query_chunk = (uint32_t)(i / k)};
+            else if (dist[i] < all[j].distance) {
+                all[j].distance = dist[i];
+                all[j].query_chunk = (uint32_t)(i / k);
+            }
+        }
+        if (all) qsort(all, na, sizeof *all, cmp_hit);
+        size_t n = na < k ? na : k;
+        if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
+        for (size_t i = 0; i < n && !rc; i++) {
+            rc = fill_hit(t, tok, all[i].chunk_id, all[i].distance, all[i].query_chunk, so->continuation, &out->items[i]);
+            out->n = i + 1;
+        }
+        rtr_free(all);
+    }
+    out->query_chunks = (uint32_t)nq;
+    out->query_tokens = (uint32_t)ids.len;
+    if (rc) rtr_hits_free(out);
+    rtr_store_txn_end(t);
+    rtr_encoder_free(enc);
+    rtr_u32vec_free(&ids);
+    rtr_buf_free(&text);
+    rtr_free(texts);
+    rtr_free(off);
+    rtr_free(q);
+    rtr_free(dist);
+    rtr_free(hid);
+    rtr_free(ex);
+    return rc;
+}
+
+/* --- batch neighbours ------------------------------------------------------------------------------ */
+int rtr_retriever_neighbours(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n,
+                             uint32_t k, const uint64_t *exclude_doc, const uint64_t *exclude, size_t n_exclude,
+                             int64_t *ids, float *dist, uint32_t *tokens, uint32_t pad) {
+    if (k == 0 || k > MAX_K) return rtr_seterr(RTR_E_INVALID, "k must be 1..%d", MAX_K);
+    if (n == 0) return RTR_OK;
+    const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
+    uint32_t dim = rtr_vindex_dim(r->ix.vindex);
+    const size_t B = 4096;   /* queries per round */
+    rtr_text *texts = rtr_calloc(B, sizeof *texts);
+    size_t *off = rtr_calloc(B + 1, sizeof *off);
+    float *q = rtr_malloc(B * dim * sizeof *q), *d = dist ? NULL : rtr_malloc(B * k * sizeof *d);
+    rtr_buf text = {0};
+    rtr_store_txn *t = NULL;
+    int rc = texts && off && q && (dist || d) ? RTR_OK : RTR_E_NOMEM;
+    for (size_t i = 1; !rc && exclude && i < n_exclude; i++)
+        if (exclude[i - 1] > exclude[i]) rc = rtr_seterr(RTR_E_INVALID, "exclude list must be sorted");
+    if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    for (size_t lo = 0; lo < n && !rc; lo += B) {
+        size_t m = n - lo < B ? n - lo : B;
+        text.len = 0;
+        for (size_t i = 0; i < m && !rc; i++) {
+            uint32_t nt = n_tokens ? n_tokens[lo + i] : RTR_CHUNK_TOKENS;
+            if (nt == 0 || nt > RTR_CHUNK_TOKENS) rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has %u tokens", lo + i, nt);
+            off[i] = text.len;
+            if (!rc) rc = rtr_tokenizer_decode(tok, chunks + (lo + i) * RTR_CHUNK_TOKENS, nt, &text);
+        }
+        if (rc) break;
+        off[m] = text.len;
+        for (size_t i = 0; i < m; i++) texts[i] = (rtr_text){(const char *)text.data + off[i], off[i + 1] - off[i]};
+        if ((rc = embed_texts(r, texts, m, q))) break;
+        float *dd = dist ? dist + lo * k : d;
+        if ((rc = search_filtered(r, t, m, q, k, exclude_doc ? exclude_doc + lo : NULL, exclude, n_exclude,
+                                  ids + lo * k, dd)))
+            break;
+        if (!tokens) continue;
+        for (size_t i = 0; i < m * k && !rc; i++) {
+            uint32_t *dst = tokens + (lo * k + i) * 2 * RTR_CHUNK_TOKENS;
+            for (int j = 0; j < 2 * RTR_CHUNK_TOKENS; j++) dst[j] = pad;
+            int64_t id = ids[lo * k + i];
+            if (id < 0) continue;
+            rtr_chunk c, nx;
+            if ((rc = rtr_store_get_chunk(t, (uint64_t)id, &c))) break;
+            memcpy(dst, c.tokens, c.n_tokens * sizeof *dst);
+            if (!(c.flags & RTR_CHUNK_LAST) && rtr_store_get_chunk(t, (uint64_t)id + 1, &nx) == RTR_OK && nx.doc_id == c.doc_id)
+                memcpy(dst + RTR_CHUNK_TOKENS, nx.tokens, nx.n_tokens * sizeof *dst);
+        }
+    }
+    rtr_store_txn_end(t);
+    rtr_buf_free(&text);
+    rtr_free(texts);
+    rtr_free(off);
+    rtr_free(q);
+    rtr_free(d);
+    return rc;
+}
