@@ -284,11 +284,9 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         }
         rtr_vindex_plan plan;
         if (!rc && e->dim == 0) {   /* learn the dimension from one chunk */
-            if (!(rc = next_batch(t, tok, &(uint64_t){0}, last, 1, 1, b)) && b->n) {
-                float *one = rtr_malloc(65536 * sizeof *one);
-                rc = one ? rtr_embedder_embed(e, b->texts, 1, one) : RTR_E_NOMEM;
-                rtr_free(one);
-            }
+            /* an embedder that learns its dimension from a first call takes out = NULL */
+            if (!(rc = next_batch(t, tok, &(uint64_t){0}, last, 1, 1, b)) && b->n)
+                rc = rtr_embedder_embed(e, b->texts, 1, NULL);
             if (!rc && e->dim == 0) rc = rtr_seterr(RTR_E_INVALID, "embedder has no dimension");
         }
         if (!rc) rc = o->factory ? rtr_vindex_plan_factory(o->factory, st.n_chunks, e->dim, &plan)

@@ -38,7 +38,9 @@ typedef struct rtr_text {
 typedef struct rtr_embedder rtr_embedder;
 
 typedef struct rtr_embedder_ops {
-    /* Embeds n texts into out (n x dim, row-major), rows L2-normalised. */
+    /* Embeds n texts into out (n x dim, row-major), rows L2-normalised.
+     * While dim is 0 (not yet known), out must be NULL: the call only
+     * learns dim (see the http embedder). */
     int (*embed)(rtr_embedder *e, const rtr_text *texts, size_t n, float *out);
     /* Appends the JSON object describing kind and settings (no secrets). */
     int (*describe)(const rtr_embedder *e, rtr_buf *json);

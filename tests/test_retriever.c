@@ -1,0 +1,312 @@
+/* test_retriever.c - the query path on the bundled corpus: perturbed-chunk
+ * recovery, deleted and excluded documents, batch neighbours with
+ * continuations, incremental builds, bad queries. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "index/build.h"
+#include "index/embed_hash.h"
+#include "index/ingest.h"
+#include "lib/alloc.h"
+#include "lib/status.h"
+#include "retriever/retriever.h"
+#include "testutil.h"
+
+static char *g_parent, *g_kbdir, *g_extra;
+static rtr_kb *g_kb;
+
+static int setup(void **state) {
+    (void)state;
+    rtr_tokenizer *tok;
+    const char *p = getenv("RETRO_TEST_TOKENIZER");
+    if (rtr_tokenizer_load(p ? p : RETRO_SOURCE_DIR "/datasets/tokenizer.rtok", &tok)) return -1;
+    g_parent = tu_tmpdir("retr");
+    g_kbdir = rtr_path_join(g_parent, "kb");
+    g_extra = rtr_path_join(g_parent, "extra");
+    rtr_mkdirs(g_extra);
+    int rc = rtr_kb_open(g_kbdir, RTR_KB_WRITE | RTR_KB_CREATE, tok, NULL, &g_kb);
+    rtr_tokenizer_free(tok);
+    if (rc) return -1;
+    const char *paths[] = {RETRO_SOURCE_DIR "/datasets/sotu"};
+    rtr_ingest_opts io = {0};
+    rtr_ingest_report rep;
+    rc = rtr_ingest(g_kb, paths, 1, &io, &rep);
+    rtr_ingest_report_free(&rep);
+    if (rc) return -1;
+    rtr_build_opts bo = {0};
+    rtr_build_report br;
+    if (rtr_index_build(g_kb, &bo, &br)) {
+        fprintf(stderr, "build: %s\n", rtr_errdetail());
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    rtr_kb_close(g_kb);
+    rtr_rmtree(g_parent);
+    free(g_parent);
+    rtr_free(g_kbdir);
+    rtr_free(g_extra);
+    return 0;
+}
+
+static uint64_t g_rng = 0x1234;
+static uint32_t rnd(uint32_t n) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng % n);
+}
+
+/* Text of chunk id with a fifth of its words (chosen at random) dropped. */
+static int perturbed_chunk_text(rtr_store_txn *t, uint64_t id, rtr_buf *out) {
+    rtr_chunk c;
+    if (rtr_store_get_chunk(t, id, &c)) return -1;
+    rtr_buf text = {0};
+    rtr_tokenizer_decode(rtr_kb_tokenizer(g_kb), c.tokens, c.n_tokens, &text);
+    rtr_buf_terminate(&text);
+    char *words[256];
+    int n = 0;
+    for (char *w = strtok((char *)text.data, " \n\t"); w && n < 256; w = strtok(NULL, " \n\t")) words[n++] = w;
+    int drop = n / 5;
+    char keep[256];
+    memset(keep, 1, sizeof keep);
+    for (int i = 0; i < drop;) {
+        int j = (int)rnd((uint32_t)n);
+        if (keep[j]) { keep[j] = 0; i++; }
+    }
+    out->len = 0;
+    for (int i = 0; i < n; i++)
+        if (keep[i]) rtr_buf_printf(out, "%s ", words[i]);
+    rtr_buf_free(&text);
+    return n >= 20 ? 0 : -1;   /* only chunks with enough words to perturb */
+}
+
+static void test_perturbed_chunk_recovery(void **state) {
+    (void)state;
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    rtr_buf q = {0};
+    int trials = 0, found = 0;
+    while (trials < 300) {
+        uint64_t id = 1 + rnd((uint32_t)(st.next_chunk_id - 1));
+        if (perturbed_chunk_text(t, id, &q)) continue;
+        rtr_hits hits;
+        assert_int_equal(rtr_retriever_search(r, (const char *)q.data, q.len, 1, NULL, &hits), RTR_OK);
+        assert_int_equal(hits.n, 1);
+        found += hits.items[0].chunk_id == id;
+        trials++;
+        rtr_hits_free(&hits);
+    }
+    print_message("perturbed-chunk recovery at rank 1: %d/%d\n", found, trials);
+    assert_true(found >= trials * 95 / 100);
+    rtr_buf_free(&q);
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+}
+
+static void test_hits_carry_sources(void **state) {
+    (void)state;
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    rtr_hits hits;
+    rtr_search_opts so = {.continuation = 1};
+    const char *qtext = "the price of oil and our dependence on foreign energy";
+    assert_int_equal(rtr_retriever_search(r, qtext, strlen(qtext), 5, &so, &hits), RTR_OK);
+    assert_int_equal(hits.n, 5);
+    assert_int_equal(hits.query_chunks, 1);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+    for (size_t i = 0; i < hits.n; i++) {
+        rtr_hit *h = &hits.items[i];
+        if (i) assert_true(h->distance >= hits.items[i - 1].distance);
+        assert_true(h->score <= 1.0f && h->score > 0.0f);
+        /* the text is exactly the document's span */
+        rtr_buf text = {0};
+        assert_int_equal(rtr_store_get_text(t, h->doc_id, &text), RTR_OK);
+        assert_int_equal(strlen(h->text), h->byte_end - h->byte_start);
+        assert_memory_equal(h->text, text.data + h->byte_start, h->byte_end - h->byte_start);
+        /* the continuation starts where the chunk ends */
+        if (h->continuation) assert_memory_equal(h->continuation, text.data + h->byte_end, strlen(h->continuation));
+        assert_non_null(strstr(h->path, "/datasets/sotu/"));
+        rtr_buf_free(&text);
+    }
+    rtr_store_txn_end(t);
+    rtr_hits_free(&hits);
+    /* bad queries */
+    assert_int_equal(rtr_retriever_search(r, "", 0, 5, NULL, &hits), RTR_E_INVALID);
+    assert_non_null(strstr(rtr_errdetail(), "empty query"));
+    assert_int_equal(rtr_retriever_search(r, "x", 1, 0, NULL, &hits), RTR_E_INVALID);
+    /* a query of several chunks is searched chunk by chunk */
+    rtr_buf longq = {0};
+    for (int i = 0; i < 60; i++) rtr_buf_printf(&longq, "war and peace and taxes %d ", i);
+    assert_int_equal(rtr_retriever_search(r, (const char *)longq.data, longq.len, 3, NULL, &hits), RTR_OK);
+    assert_true(hits.query_chunks > 1);
+    assert_int_equal(hits.n, 3);
+    rtr_hits_free(&hits);
+    rtr_buf_free(&longq);
+    rtr_retriever_close(r);
+}
+
+static void test_excluded_never_returned_and_neighbours(void **state) {
+    (void)state;
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+    /* the chunks of document 5 as queries, excluding document 5 itself */
+    rtr_doc d;
+    assert_int_equal(rtr_store_get_doc(t, 5, &d), RTR_OK);
+    size_t n = d.n_chunks < 40 ? d.n_chunks : 40;
+    const uint32_t k = 4;
+    uint32_t *q = calloc(n * 64, sizeof *q), *nt = calloc(n, sizeof *nt), *tok = malloc(n * k * 128 * sizeof *tok);
+    uint64_t *self = malloc(n * sizeof *self);
+    int64_t *ids = malloc(n * k * sizeof *ids);
+    float *dist = malloc(n * k * sizeof *dist);
+    for (size_t i = 0; i < n; i++) {
+        rtr_chunk c;
+        assert_int_equal(rtr_store_get_chunk(t, d.first_chunk + i, &c), RTR_OK);
+        memcpy(q + i * 64, c.tokens, c.n_tokens * sizeof *q);
+        nt[i] = c.n_tokens;
+        self[i] = 5;
+    }
+    uint64_t also[] = {7, 9};   /* and two more documents for everyone */
+    assert_int_equal(rtr_retriever_neighbours(r, q, nt, n, k, self, also, 2, ids, dist, tok, 0xFFFFFFFF), RTR_OK);
+    for (size_t i = 0; i < n * k; i++) {
+        assert_true(ids[i] > 0);
+        rtr_chunk c, nx;
+        assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i], &c), RTR_OK);
+        assert_true(c.doc_id != 5 && c.doc_id != 7 && c.doc_id != 9);
+        /* neighbour = chunk tokens, then its continuation, then padding */
+        const uint32_t *nb = tok + i * 128;
+        assert_memory_equal(nb, c.tokens, c.n_tokens * sizeof *nb);
+        if (c.n_tokens < 64) assert_int_equal(nb[c.n_tokens], 0xFFFFFFFF);
+        if (!(c.flags & RTR_CHUNK_LAST)) {
+            assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i] + 1, &nx), RTR_OK);
+            assert_memory_equal(nb + 64, nx.tokens, nx.n_tokens * sizeof *nb);
+        } else {
+            assert_int_equal(nb[64], 0xFFFFFFFF);
+        }
+        if (i % k) assert_true(dist[i] >= dist[i - 1]);
+    }
+    /* without exclusion the chunk finds itself first */
+    assert_int_equal(rtr_retriever_neighbours(r, q, nt, n, 1, NULL, NULL, 0, ids, dist, NULL, 0), RTR_OK);
+    size_t self_hits = 0;
+    for (size_t i = 0; i < n; i++) self_hits += ids[i] == (int64_t)(d.first_chunk + i);
+    assert_true(self_hits >= n * 9 / 10);
+    rtr_store_txn_end(t);
+    free(q); free(nt); free(tok); free(self); free(ids); free(dist);
+    rtr_retriever_close(r);
+}
+
+static void test_deleted_never_returned_incremental_and_compact(void **state) {
+    (void)state;
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+    rtr_doc d;
+    assert_int_equal(rtr_store_get_doc(t, 3, &d), RTR_OK);
+    char *path = rtr_strndup(d.path, d.path_len);
+    rtr_chunk c;
+    assert_int_equal(rtr_store_get_chunk(t, d.first_chunk + 1, &c), RTR_OK);
+    rtr_buf q = {0};
+    rtr_tokenizer_decode(rtr_kb_tokenizer(g_kb), c.tokens, c.n_tokens, &q);
+    rtr_store_txn_end(t);
+    const char *paths[] = {path};
+    uint64_t files, docs;
+    assert_int_equal(rtr_kb_remove(g_kb, paths, 1, &files, &docs), RTR_OK);
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    rtr_hits hits;
+    assert_int_equal(rtr_retriever_search(r, (const char *)q.data, q.len, 20, NULL, &hits), RTR_OK);
+    assert_int_equal(hits.n, 20);
+    for (size_t i = 0; i < hits.n; i++) assert_true(hits.items[i].doc_id != 3);
+    rtr_hits_free(&hits);
+    rtr_retriever_close(r);
+
+    /* add a document, build again: searchable without retraining */
+    tu_write_str(g_extra, "new.txt", "Zanzibar quokkas juggle marmalade under the xylophone moon every Tuesday.");
+    const char *add[] = {g_extra};
+    rtr_ingest_opts io = {0};
+    rtr_ingest_report rep;
+    assert_int_equal(rtr_ingest(g_kb, add, 1, &io, &rep), RTR_OK);
+    rtr_ingest_report_free(&rep);
+    json_int_t gen0 = json_integer_value(json_object_get(rtr_kb_manifest_get(g_kb, "index"), "generation"));
+    rtr_build_opts bo = {.compact = 1};
+    rtr_build_report br;
+    assert_int_equal(rtr_index_build(g_kb, &bo, &br), RTR_OK);
+    assert_false(br.created);
+    assert_int_equal(br.embedded, 1);
+    assert_int_equal(br.removed, d.n_chunks);   /* the deleted document's vectors */
+    assert_int_equal(br.vectors, br.live_chunks);
+    assert_int_equal(json_integer_value(json_object_get(rtr_kb_manifest_get(g_kb, "index"), "generation")), gen0 + 1);
+    char old[64];
+    snprintf(old, sizeof old, "%s/index/g%lld-000.faiss", g_kbdir, (long long)gen0);
+    assert_false(rtr_path_exists(old));   /* the previous generation is gone */
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    const char *qq = "quokkas juggle marmalade";
+    assert_int_equal(rtr_retriever_search(r, qq, strlen(qq), 1, NULL, &hits), RTR_OK);
+    assert_non_null(strstr(hits.items[0].path, "new.txt"));
+    rtr_hits_free(&hits);
+    /* a different embedder is refused */
+    rtr_embedder *e;
+    rtr_hash_embedder_opts ho = {.dim = 128};
+    assert_int_equal(rtr_hash_embedder_new(&ho, &e), RTR_OK);
+    assert_int_equal(rtr_kb_index_check_embedder(g_kb, rtr_retriever_index(r), e), RTR_E_MISMATCH);
+    rtr_build_opts bo2 = {.embedder = e};
+    assert_int_equal(rtr_index_build(g_kb, &bo2, &br), RTR_E_MISMATCH);
+    rtr_embedder_free(e);
+    rtr_retriever_close(r);
+    rtr_buf_free(&q);
+    rtr_free(path);
+}
+
+static void test_no_index_and_corrupt_index(void **state) {
+    (void)state;
+    char *dir = rtr_path_join(g_parent, "bare");
+    rtr_kb *kb;
+    assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, rtr_kb_tokenizer(g_kb), NULL, &kb), RTR_OK);
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(kb, NULL, &r), RTR_E_NOTFOUND);
+    assert_non_null(strstr(rtr_errdetail(), "retro index build"));
+    rtr_build_opts bo = {0};
+    rtr_build_report br;
+    assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_E_INVALID);   /* nothing to index */
+    rtr_kb_close(kb);
+    /* a shard file truncated behind retro's back */
+    const char *file = json_string_value(json_object_get(
+        json_array_get(json_object_get(rtr_kb_manifest_get(g_kb, "index"), "shards"), 0), "file"));
+    char *idx = rtr_path_join(g_kbdir, "index"), *p = rtr_path_join(idx, file);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(rtr_read_file(p, 1u << 30, &buf, &len), RTR_OK);
+    tu_write(idx, file, buf, len - 100);
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), file));
+    tu_write(idx, file, buf, len);
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    rtr_retriever_close(r);
+    rtr_free(buf);
+    rtr_free(p);
+    rtr_free(idx);
+    rtr_free(dir);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_perturbed_chunk_recovery),
+        cmocka_unit_test(test_hits_carry_sources),
+        cmocka_unit_test(test_excluded_never_returned_and_neighbours),
+        cmocka_unit_test(test_deleted_never_returned_incremental_and_compact),
+        cmocka_unit_test(test_no_index_and_corrupt_index),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,228 @@
+/* test_vindex.c - the sharded FAISS index: exact search equals brute force
+ * (one shard and several), IVF recall, plans, save/load with checksums,
+ * corrupt files, removal. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+
+#include "index/embed.h"
+#include "index/vindex.h"
+#include "lib/alloc.h"
+#include "lib/status.h"
+#include "testutil.h"
+
+static uint64_t g_seed = 12345;
+static float frand(void) {
+    g_seed = g_seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((g_seed >> 40) & 0xFFFFFF) / (float)0x1000000 - 0.5f;
+}
+
+/* Clustered unit vectors: n points around c centres. */
+static float *clustered(size_t n, uint32_t d, size_t c) {
+    float *cent = malloc(c * d * sizeof *cent), *x = malloc(n * d * sizeof *x);
+    for (size_t i = 0; i < c * d; i++) cent[i] = frand();
+    for (size_t i = 0; i < n; i++)
+        for (uint32_t j = 0; j < d; j++) x[i * d + j] = cent[(i % c) * d + j] + 0.15f * frand();
+    rtr_l2_normalize(x, n, d);
+    free(cent);
+    return x;
+}
+
+/* Brute-force top-k (ties broken by the smaller id, as the merge does not
+ * promise; the test data has no ties). */
+static void brute(const float *x, const int64_t *ids, size_t n, uint32_t d, const float *q, uint32_t k, int64_t *out,
+                  float *od) {
+    for (uint32_t r = 0; r < k; r++) {
+        out[r] = -1;
+        od[r] = INFINITY;
+    }
+    for (size_t i = 0; i < n; i++) {
+        float s = 0;
+        for (uint32_t j = 0; j < d; j++) {
+            float t = q[j] - x[i * d + j];
+            s += t * t;
+        }
+        for (uint32_t r = 0; r < k; r++)
+            if (s < od[r]) {
+                for (uint32_t m = k - 1; m > r; m--) { od[m] = od[m - 1]; out[m] = out[m - 1]; }
+                od[r] = s;
+                out[r] = ids[i];
+                break;
+            }
+    }
+}
+
+static void test_exact_equals_brute_force_sharded(void **state) {
+    (void)state;
+    const uint32_t d = 32, k = 10;
+    const size_t n = 3000, nq = 50;
+    float *x = clustered(n, d, 40), *q = clustered(nq, d, 40);
+    int64_t *ids = malloc(n * sizeof *ids);
+    uint32_t *shard = malloc(n * sizeof *shard);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = (int64_t)(1000 + 7 * i);   /* ids are not positions */
+        shard[i] = (uint32_t)(i % 3);
+    }
+    for (uint32_t S = 1; S <= 3; S += 2) {
+        rtr_vindex_plan p;
+        assert_int_equal(rtr_vindex_plan_auto(n, d, 0, &p), RTR_OK);
+        assert_string_equal(p.factory, "IDMap,Flat");
+        rtr_vindex *v;
+        assert_int_equal(rtr_vindex_create(&p, d, S, NULL, 0, &v), RTR_OK);
+        if (S == 1) for (size_t i = 0; i < n; i++) shard[i] = 0;
+        else for (size_t i = 0; i < n; i++) shard[i] = (uint32_t)(i % 3);
+        assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
+        assert_int_equal(rtr_vindex_ntotal(v), n);
+        float *dist = malloc(nq * k * sizeof *dist), bd[10];
+        int64_t *got = malloc(nq * k * sizeof *got), want[10];
+        assert_int_equal(rtr_vindex_search(v, nq, q, k, dist, got), RTR_OK);
+        for (size_t i = 0; i < nq; i++) {
+            brute(x, ids, n, d, q + i * d, k, want, bd);
+            for (uint32_t r = 0; r < k; r++) {
+                assert_int_equal(got[i * k + r], want[r]);
+                assert_float_equal(dist[i * k + r], bd[r], 1e-4);
+            }
+        }
+        free(dist);
+        free(got);
+        rtr_vindex_free(v);
+    }
+    free(x);
+    free(q);
+    free(ids);
+    free(shard);
+}
+
+static void test_plans(void **state) {
+    (void)state;
+    rtr_vindex_plan p;
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, &p), RTR_OK);
+    assert_string_equal(p.factory, "IVF4096,Flat");
+    assert_int_equal(p.nprobe, 256);
+    assert_true(p.train_n >= 30ull * p.nlist && p.train_n <= 256ull * p.nlist);
+    /* a budget too small for full vectors: 8-bit codes, then PQ */
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 500ull << 20, &p), RTR_OK);
+    assert_string_equal(p.factory, "IVF4096,SQ8");
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 60ull << 20, &p), RTR_OK);
+    assert_string_equal(p.factory, "IVF4096,PQ32");
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 1 << 20, &p), RTR_E_INVALID);
+    assert_int_equal(rtr_vindex_plan_factory("Flat", 10, 8, &p), RTR_OK);
+    assert_string_equal(p.factory, "IDMap,Flat");
+    assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", 100000, 8, &p), RTR_OK);
+    assert_int_equal(p.nlist, 64);
+    assert_int_equal(p.train_n, 64 * 64);
+}
+
+static void test_ivf_recall_and_bad_factory(void **state) {
+    (void)state;
+    const uint32_t d = 32, k = 10;
+    const size_t n = 20000, nq = 100;
+    float *x = clustered(n, d, 200), *q = clustered(nq, d, 200);
+    int64_t *ids = malloc(n * sizeof *ids);
+    uint32_t *shard = calloc(n, sizeof *shard);
+    for (size_t i = 0; i < n; i++) ids[i] = (int64_t)i + 1;
+    rtr_vindex_plan p;
+    assert_int_equal(rtr_vindex_plan_factory("IVF128,Flat", n, d, &p), RTR_OK);
+    rtr_vindex *v;
+    assert_int_equal(rtr_vindex_create(&p, d, 1, x, p.train_n, &v), RTR_OK);
+    assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
+    assert_int_equal(rtr_vindex_set_nprobe(v, 32), RTR_OK);
+    float *dist = malloc(nq * k * sizeof *dist), bd[10];
+    int64_t *got = malloc(nq * k * sizeof *got), want[10];
+    assert_int_equal(rtr_vindex_search(v, nq, q, k, dist, got), RTR_OK);
+    size_t hit = 0;
+    for (size_t i = 0; i < nq; i++) {
+        brute(x, ids, n, d, q + i * d, k, want, bd);
+        for (uint32_t a = 0; a < k; a++)
+            for (uint32_t b = 0; b < k; b++) hit += got[i * k + a] == want[b];
+    }
+    double recall = (double)hit / (double)(nq * k);
+    print_message("recall@10 %.3f\n", recall);
+    assert_true(recall >= 0.95);
+    /* nprobe 1 must do worse: the parameter reaches FAISS */
+    assert_int_equal(rtr_vindex_set_nprobe(v, 1), RTR_OK);
+    assert_int_equal(rtr_vindex_search(v, nq, q, k, dist, got), RTR_OK);
+    size_t hit1 = 0;
+    for (size_t i = 0; i < nq; i++) {
+        brute(x, ids, n, d, q + i * d, k, want, bd);
+        for (uint32_t a = 0; a < k; a++)
+            for (uint32_t b = 0; b < k; b++) hit1 += got[i * k + a] == want[b];
+    }
+    assert_true(hit1 < hit);
+    rtr_vindex_free(v);
+    /* untrained IVF without vectors, and nonsense */
+    assert_int_equal(rtr_vindex_create(&p, d, 1, NULL, 0, &v), RTR_E_INVALID);
+    rtr_vindex_plan bad = {.factory = "NoSuchThing"};
+    assert_int_equal(rtr_vindex_create(&bad, d, 1, NULL, 0, &v), RTR_E_FAISS);
+    assert_non_null(strstr(rtr_errdetail(), "NoSuchThing"));
+    free(x); free(q); free(ids); free(shard); free(dist); free(got);
+}
+
+static void test_save_load_corrupt_and_remove(void **state) {
+    (void)state;
+    const uint32_t d = 16;
+    const size_t n = 500;
+    float *x = clustered(n, d, 10);
+    int64_t *ids = malloc(n * sizeof *ids);
+    uint32_t *shard = malloc(n * sizeof *shard);
+    for (size_t i = 0; i < n; i++) { ids[i] = (int64_t)i + 1; shard[i] = (uint32_t)(i % 2); }
+    rtr_vindex_plan p;
+    rtr_vindex_plan_auto(n, d, 0, &p);
+    rtr_vindex *v, *w;
+    assert_int_equal(rtr_vindex_create(&p, d, 2, NULL, 0, &v), RTR_OK);
+    assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
+    char *dir = tu_tmpdir("vindex");
+    char *names[2] = {0};
+    uint64_t sums[2];
+    assert_int_equal(rtr_vindex_save(v, dir, "g1", names, sums), RTR_OK);
+    assert_string_equal(names[1], "g1-001.faiss");
+    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, 0, p.factory, &w), RTR_OK);
+    assert_int_equal(rtr_vindex_ntotal(w), n);
+    float d1[5], d2[5];
+    int64_t i1[5], i2[5];
+    assert_int_equal(rtr_vindex_search(v, 1, x + 7 * d, 5, d1, i1), RTR_OK);
+    assert_int_equal(rtr_vindex_search(w, 1, x + 7 * d, 5, d2, i2), RTR_OK);
+    assert_memory_equal(i1, i2, sizeof i1);
+    assert_int_equal(i1[0], 8);
+    rtr_vindex_free(w);
+    /* a truncated file and a flipped byte are refused before FAISS reads them */
+    char *path = rtr_path_join(dir, names[0]);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(rtr_read_file(path, 1 << 30, &buf, &len), RTR_OK);
+    tu_write(dir, names[0], buf, len / 2);
+    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, 0, p.factory, &w), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), names[0]));
+    buf[len / 3] ^= 0x40;
+    tu_write(dir, names[0], buf, len);
+    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, 0, p.factory, &w), RTR_E_CORRUPT);
+    unlink(path);
+    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, 0, p.factory, &w), RTR_E_CORRUPT);
+    rtr_free(buf);
+    rtr_free(path);
+    /* removal */
+    int64_t gone[] = {8, 9, 99999};
+    uint64_t removed;
+    assert_int_equal(rtr_vindex_remove(v, gone, 3, &removed), RTR_OK);
+    assert_int_equal(removed, 2);
+    assert_int_equal(rtr_vindex_search(v, 1, x + 7 * d, 5, d1, i1), RTR_OK);
+    for (int i = 0; i < 5; i++) assert_true(i1[i] != 8 && i1[i] != 9);
+    rtr_vindex_free(v);
+    rtr_free(names[0]);
+    rtr_free(names[1]);
+    rtr_rmtree(dir);
+    free(dir); free(x); free(ids); free(shard);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_exact_equals_brute_force_sharded),
+        cmocka_unit_test(test_plans),
+        cmocka_unit_test(test_ivf_recall_and_bad_factory),
+        cmocka_unit_test(test_save_load_corrupt_and_remove),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
