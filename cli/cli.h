@@ -32,5 +32,6 @@ const char *cli_default_tokenizer_path(void);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
+int cmd_embed(int argc, char **argv);
 
 #endif

@@ -5,6 +5,7 @@ RETRO=${1:?usage: $0 path/to/retro}
 RETRO=$(cd "$(dirname "$RETRO")" && pwd)/$(basename "$RETRO")
 SRC=${RETRO_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 DEFAULT_TOK=${RETRO_DEFAULT_TOKENIZER:-$SRC/datasets/tokenizer.rtok}
+E2E_DIR=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d /tmp/retro-e2e-XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"

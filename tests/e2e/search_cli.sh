@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# `retro index build` and `retro search` through the real binary: results with
+# sources, JSON fields, deleted documents, and bad input.
+source "$(dirname "$0")/lib.sh"
+
+"$RETRO" index add kb "$SRC/datasets/sotu" --quiet > /dev/null
+expect_fail 1 "has no index yet; run 'retro index build" "$RETRO" search kb "oil"
+"$RETRO" index build kb --quiet --json > build.json
+[ "$(json_get created < build.json)" = true ] || fail "first build creates the index"
+[ "$(json_get vectors < build.json)" = "$(json_get live_chunks < build.json)" ] || fail "every chunk indexed"
+
+"$RETRO" search kb "the space program and landing on the moon" -k 3 --json > r.jsonl
+[ "$(wc -l < r.jsonl)" = 3 ] || fail "3 results"
+node -e '
+  const rs = require("fs").readFileSync("r.jsonl", "utf8").trim().split("\n").map(JSON.parse);
+  rs.forEach((r, i) => {
+    for (const f of ["rank", "score", "chunk_id", "path", "byte_start", "byte_end", "text"])
+      if (!(f in r)) throw new Error("missing " + f);
+    if (r.rank !== i + 1) throw new Error("rank");
+    if (i && r.score > rs[i - 1].score) throw new Error("not ranked");
+    const text = require("fs").readFileSync(r.path);
+    if (text.subarray(r.byte_start, r.byte_end).toString() !== r.text) throw new Error("span is not the text");
+  });
+  if (!/moon|space/i.test(rs[0].text)) throw new Error("top result is off topic: " + rs[0].text);
+' || fail "search --json"
+ok "search: ranked results whose byte spans are the source text"
+"$RETRO" search kb "the space program" -k 2 --continuation > human.txt
+grep -q "continuation" human.txt && grep -q "score" human.txt || fail "human output"
+
+# a deleted document is never returned, before and after compaction
+victim=$(node -e 'console.log(JSON.parse(require("fs").readFileSync("r.jsonl","utf8").split("\n")[0]).path)')
+text=$(node -e 'console.log(JSON.parse(require("fs").readFileSync("r.jsonl","utf8").split("\n")[0]).text)')
+"$RETRO" index rm kb "$victim" > /dev/null
+"$RETRO" search kb "$text" -k 10 --json > after.jsonl
+! grep -q "\"path\":\"$victim\"" after.jsonl || fail "deleted document returned"
+"$RETRO" index build kb --compact --quiet --json > compact.json
+[ "$(json_get removed < compact.json)" -gt 0 ] || fail "compaction removed nothing"
+"$RETRO" search kb "$text" -k 10 --json > after2.jsonl
+! grep -q "\"path\":\"$victim\"" after2.jsonl || fail "deleted document returned after compaction"
+ok "deleted documents never returned (filtered, then compacted away)"
+
+# bad input
+expect_fail 1 "empty query" "$RETRO" search kb ""
+expect_fail 2 "expected KB and QUERY" "$RETRO" search kb
+long=$(for i in $(seq 40); do printf 'taxes and the budget deficit %d ' "$i"; done)
+"$RETRO" search kb "$long" -k 2 > long.txt 2> long.err
+grep -q "searched as [0-9]* chunks" long.err || fail "a long query says how it was searched"
+cp -r kb kb2
+shard=$(ls kb2/index/*.faiss | head -1)
+head -c 1000 "$shard" > "$shard.x" && mv "$shard.x" "$shard"
+expect_fail 1 "$(basename "$shard"): checksum mismatch" "$RETRO" search kb2 "oil"
+cp -r kb kb3
+sed -i 's/"version": 1,/"version": 7,/' kb3/manifest.json
+expect_fail 1 "newer than this retro supports" "$RETRO" search kb3 "oil"
+expect_fail 1 "127.0.0.1:9" "$RETRO" index build kb --retrain --embedder http --embed-url http://127.0.0.1:9 --quiet
+expect_fail 1 "indexed with embedder" "$RETRO" index build kb --embedder hash --dim 128 --quiet
+"$RETRO" search kb "oil" -k 1 > /dev/null || fail "a refused rebuild must leave the index usable"
+ok "bad input: empty query, long query, truncated index file, newer manifest, unreachable embedder, embedder change"
