@@ -233,11 +233,16 @@ typedef struct hash_impl {
     float *idf;             /* 2^bits, precomputed */
 } hash_impl;
 
-static float sign_table[256][8];   /* byte -> 8 signs (+1 for a set bit) */
-
-static void init_signs(void) {
-    for (int b = 0; b < 256; b++)
-        for (int k = 0; k < 8; k++) sign_table[b][k] = (b >> k) & 1 ? 1.0f : -1.0f;
+/* v[k] += bit k of bits ? w : -w, for k < 64: the sign is flipped by XOR-ing
+ * the float's sign bit, which vectorizes. */
+static void add_signed(float *restrict v, uint64_t bits, float w) {
+    uint32_t wb;
+    memcpy(&wb, &w, 4);
+    uint32_t neg[64];
+    for (int k = 0; k < 64; k++) neg[k] = wb ^ ((uint32_t)(~bits >> k & 1) << 31);
+    float add[64];
+    memcpy(add, neg, sizeof add);
+    for (int k = 0; k < 64; k++) v[k] += add[k];
 }
 
 static uint64_t splitmix(uint64_t *x) {
@@ -266,14 +271,7 @@ static int hash_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *o
             float w = 1.0f + logf((float)c->counts[p]);
             if (h->idf) w *= h->idf[key >> (64 - h->df.bits)];
             uint64_t state = key ^ (h->seed * 0xD6E8FEB86659FD93ULL);   /* the projection's seed */
-            for (uint32_t j = 0; j < dim; j += 64) {
-                uint64_t bits = splitmix(&state);
-                for (int byte = 0; byte < 8; byte++) {
-                    const float *s = sign_table[(bits >> (8 * byte)) & 0xFF];
-                    float *dst = v + j + 8 * byte;
-                    for (int k = 0; k < 8; k++) dst[k] += w * s[k];
-                }
-            }
+            for (uint32_t j = 0; j < dim; j += 64) add_signed(v + j, splitmix(&state), w);
         }
     }
     rtr_free(c);
@@ -299,11 +297,6 @@ static void hash_destroy(rtr_embedder *e) {
 static const rtr_embedder_ops hash_ops = {hash_embed, hash_describe, hash_destroy};
 
 int rtr_hash_embedder_new(const rtr_hash_embedder_opts *o, rtr_embedder **out) {
-    static int signs_ready;
-    if (!signs_ready) {   /* idempotent; a race writes the same values */
-        init_signs();
-        signs_ready = 1;
-    }
     uint32_t dim = o && o->dim ? o->dim : RTR_HASH_DEFAULT_DIM;
     if (dim % 64 || dim > 4096) return rtr_seterr(RTR_E_INVALID, "hash embedder: dim must be a multiple of 64, at most 4096");
     rtr_embedder *e = rtr_calloc(1, sizeof *e);

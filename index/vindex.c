@@ -20,6 +20,7 @@
 #include "lib/status.h"
 
 #define FLAT_MAX ((uint64_t)64 * 1024)
+#define TRAIN_PER_LIST 40   /* FAISS asks for 30..256 per list and warns below 39 */
 #define MAX_SHARD_FILE ((size_t)64 << 30)
 
 struct rtr_vindex {
@@ -65,7 +66,7 @@ int rtr_vindex_plan_auto(uint64_t n, uint32_t dim, uint64_t mem_budget, rtr_vind
     if (nlist > 65536) nlist = 65536;
     p->nlist = nlist;
     p->nprobe = default_nprobe(nlist);
-    p->train_n = (uint64_t)nlist * 64 < n ? (uint64_t)nlist * 64 : n;
+    p->train_n = (uint64_t)nlist * TRAIN_PER_LIST < n ? (uint64_t)nlist * TRAIN_PER_LIST : n;
     uint64_t flat = n * (4ull * dim + 8), sq8 = n * ((uint64_t)dim + 8);
     if (flat <= mem_budget) {
         snprintf(p->factory, sizeof p->factory, "IVF%u,Flat", nlist);
@@ -100,7 +101,7 @@ int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, rtr_v
         p->nlist = (uint32_t)strtoul(ivf + 3, NULL, 10);
         if (!p->nlist) return rtr_seterr(RTR_E_INVALID, "factory '%s': IVF needs a list count", factory);
         p->nprobe = default_nprobe(p->nlist);
-        p->train_n = (uint64_t)p->nlist * 64 < n ? (uint64_t)p->nlist * 64 : n;
+        p->train_n = (uint64_t)p->nlist * TRAIN_PER_LIST < n ? (uint64_t)p->nlist * TRAIN_PER_LIST : n;
     } else if (strstr(factory, "PQ") || strstr(factory, "SQ") || strstr(factory, "LSH")) {
         p->train_n = n < 65536 ? n : 65536;
     }

@@ -6,8 +6,8 @@
  * ("Guidelines to choose an index" in the FAISS wiki):
  *   - under 64 Ki vectors: exact search ("IDMap,Flat");
  *   - otherwise an inverted file with nlist ~ 4 sqrt(n) lists (a power of two,
- *     64..65536), its coarse quantizer trained by k-means on a sample of 64
- *     vectors per list (FAISS asks for 30 to 256), storing
+ *     64..65536), its coarse quantizer trained by k-means on a sample of 40
+ *     vectors per list (FAISS asks for 30 to 256 and warns below 39), storing
  *       full vectors ("IVFn,Flat") when n * 4 * dim fits the memory budget,
  *       8-bit scalar codes ("IVFn,SQ8") when n * dim does,
  *       else product-quantizer codes ("IVFn,PQm") with the largest m in

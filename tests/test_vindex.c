@@ -113,7 +113,7 @@ static void test_plans(void **state) {
     assert_string_equal(p.factory, "IDMap,Flat");
     assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", 100000, 8, &p), RTR_OK);
     assert_int_equal(p.nlist, 64);
-    assert_int_equal(p.train_n, 64 * 64);
+    assert_int_equal(p.train_n, 64 * 40);
 }
 
 static void test_ivf_recall_and_bad_factory(void **state) {

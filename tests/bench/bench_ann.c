@@ -1,0 +1,209 @@
+/*
+ * bench_ann.c - retrieval quality and speed on a built knowledge base.
+ *
+ *   bench_ann KB [QUERIES]
+ *
+ * Queries: QUERIES (default 1000) chunks of the knowledge base, drawn with a
+ * fixed seed, each with a fifth of its words dropped. Ground truth: an exact
+ * (flat) index over the same vectors, made by re-embedding every chunk.
+ * Prints: recall@10 of the knowledge base's index at its default nprobe and
+ * at others; latency p50/p99 of single queries and of batches of 32 (raw
+ * FAISS search); the whole query path (tokenize, embed, search, filter,
+ * fetch from LMDB) against the raw search of the same vector; embedding
+ * throughput of the embedder on 1 and 2 threads.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "index/build.h"
+#include "lib/alloc.h"
+#include "lib/progress.h"
+#include "lib/status.h"
+#include "retriever/retriever.h"
+
+#define K 10
+
+static void die(const char *what) {
+    fprintf(stderr, "bench_ann: %s: %s\n", what, rtr_errdetail());
+    exit(1);
+}
+
+static int cmp_d(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double pct(double *v, size_t n, double p) {
+    qsort(v, n, sizeof *v, cmp_d);
+    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
+    return v[i];
+}
+
+static uint64_t rng = 0x5eed;
+static uint32_t rnd(uint32_t n) {
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (uint32_t)(rng % n);
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_ann KB [QUERIES]\n");
+        return 2;
+    }
+    size_t nq = argc > 2 ? (size_t)atol(argv[2]) : 1000;
+    rtr_kb *kb;
+    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb)) die("open");
+    rtr_retriever *r;
+    if (rtr_retriever_open(kb, NULL, &r)) die("retriever");
+    const rtr_kb_index *ix = rtr_retriever_index(r);
+    rtr_embedder *e = ix->embedder;
+    uint32_t dim = e->dim;
+    rtr_vindex *ann = ix->vindex;
+    const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
+    rtr_store_txn *t;
+    if (rtr_store_read_begin(rtr_kb_store(kb), &t)) die("txn");
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    printf("knowledge base: %" PRIu64 " chunks; index %s, %u shards, nprobe %u, dim %u; %zu queries; %d threads\n",
+           st.n_chunks, rtr_vindex_factory(ann), rtr_vindex_shards(ann), rtr_vindex_nprobe(ann), dim, nq,
+           omp_get_max_threads());
+
+    /* queries: perturbed chunks */
+    char **qtext = calloc(nq, sizeof *qtext);
+    size_t *qlen = calloc(nq, sizeof *qlen);
+    for (size_t i = 0; i < nq;) {
+        rtr_chunk c;
+        if (rtr_store_get_chunk(t, 1 + rnd((uint32_t)(st.next_chunk_id - 1)), &c)) continue;
+        rtr_buf b = {0}, o = {0};
+        rtr_tokenizer_decode(tok, c.tokens, c.n_tokens, &b);
+        rtr_buf_terminate(&b);
+        int w = 0;
+        for (char *s = strtok((char *)b.data, " "); s; s = strtok(NULL, " "))
+            if (rnd(5) != 0) { rtr_buf_printf(&o, "%s%s", w++ ? " " : "", s); }
+        rtr_buf_free(&b);
+        if (w < 10) { rtr_buf_free(&o); continue; }
+        rtr_buf_terminate(&o);
+        qtext[i] = (char *)o.data;
+        qlen[i] = o.len;
+        i++;
+    }
+    float *qv = malloc(nq * dim * sizeof *qv);
+    rtr_text *qt = malloc(nq * sizeof *qt);
+    for (size_t i = 0; i < nq; i++) qt[i] = (rtr_text){qtext[i], qlen[i]};
+    if (rtr_embedder_embed(e, qt, nq, qv)) die("embed queries");
+
+    /* embedding throughput, and the exact index from every chunk */
+    rtr_vindex_plan flat;
+    rtr_vindex_plan_factory("Flat", st.n_chunks, dim, &flat);
+    rtr_vindex *exact;
+    if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact)) die("exact index");
+    enum { B = 8192 };
+    float *vec = malloc((size_t)B * dim * sizeof *vec);
+    int64_t *ids = malloc(B * sizeof *ids);
+    uint32_t *sh = calloc(B, sizeof *sh);
+    rtr_buf text = {0};
+    size_t off[B + 1];
+    rtr_text tx[B];
+    uint64_t after = 0;
+    double embed_s[3] = {0};
+    size_t embed_n[3] = {0};
+    for (;;) {
+        size_t n = 0;
+        text.len = 0;
+        rtr_chunk c;
+        while (n < B && rtr_store_next_chunk(t, after, &c) == RTR_OK) {
+            after = c.id;
+            off[n] = text.len;
+            rtr_tokenizer_decode(tok, c.tokens, c.n_tokens, &text);
+            ids[n++] = (int64_t)c.id;
+        }
+        if (!n) break;
+        off[n] = text.len;
+        for (size_t i = 0; i < n; i++) tx[i] = (rtr_text){(const char *)text.data + off[i], off[i + 1] - off[i]};
+        int th = embed_n[1] < 100000 ? 1 : 2;   /* the first 100k chunks on one thread, the rest on two */
+        double t0 = rtr_now();
+#pragma omp parallel num_threads(th)
+        {
+            int nt = omp_get_num_threads(), me = omp_get_thread_num();
+            size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
+            rtr_embedder_embed(e, tx + lo, hi - lo, vec + lo * dim);
+        }
+        embed_s[th] += rtr_now() - t0;
+        embed_n[th] += n;
+        if (rtr_vindex_add(exact, n, vec, ids, sh)) die("add exact");
+    }
+    printf("hash embedder: %.0f chunks/s on 1 thread, %.0f chunks/s on 2 threads\n",
+           (double)embed_n[1] / embed_s[1], embed_n[2] ? (double)embed_n[2] / embed_s[2] : 0.0);
+
+    int64_t *truth = malloc(nq * K * sizeof *truth), *got = malloc(nq * K * sizeof *got);
+    float *dist = malloc(nq * K * sizeof *dist);
+    double t0 = rtr_now();
+    if (rtr_vindex_search(exact, nq, qv, K, dist, truth)) die("exact search");
+    printf("exact search: %.1f ms per query (batch of %zu)\n", (rtr_now() - t0) * 1e3 / (double)nq, nq);
+    rtr_vindex_free(exact);
+
+    /* recall at the default nprobe and around it */
+    uint32_t np0 = rtr_vindex_nprobe(ann);
+    uint32_t probes[] = {np0, 16, 32, 64, 128, 256, 512};
+    printf("\n%-8s %-10s %-12s\n", "nprobe", "recall@10", "ms/query (batch)");
+    for (size_t p = 0; p < (np0 ? sizeof probes / sizeof *probes : 1); p++) {
+        if (p && probes[p] == np0) continue;
+        if (np0) rtr_vindex_set_nprobe(ann, probes[p]);
+        t0 = rtr_now();
+        if (rtr_vindex_search(ann, nq, qv, K, dist, got)) die("search");
+        double ms = (rtr_now() - t0) * 1e3 / (double)nq;
+        size_t hit = 0;
+        for (size_t i = 0; i < nq; i++)
+            for (int a = 0; a < K; a++)
+                for (int b = 0; b < K; b++) hit += got[i * K + a] == truth[i * K + b];
+        printf("%-8u %-10.4f %-12.3f%s\n", np0 ? probes[p] : 0, (double)hit / (double)(nq * K), ms,
+               p == 0 ? "  (default)" : "");
+    }
+    if (np0) rtr_vindex_set_nprobe(ann, np0);
+
+    /* latency: single queries and batches of 32 (raw FAISS search) */
+    double *lat = malloc(nq * sizeof *lat);
+    for (size_t i = 0; i < nq; i++) {
+        t0 = rtr_now();
+        rtr_vindex_search(ann, 1, qv + i * dim, K, dist, got);
+        lat[i] = (rtr_now() - t0) * 1e3;
+    }
+    double raw_p50 = pct(lat, nq, 0.5), raw_p99 = pct(lat, nq, 0.99);
+    printf("\nsingle query (raw search): p50 %.3f ms, p99 %.3f ms\n", raw_p50, raw_p99);
+    size_t nb = nq / 32;
+    for (size_t b = 0; b < nb; b++) {
+        t0 = rtr_now();
+        rtr_vindex_search(ann, 32, qv + b * 32 * dim, K, dist, got);
+        lat[b] = (rtr_now() - t0) * 1e3;
+    }
+    double b50 = pct(lat, nb, 0.5), b99 = pct(lat, nb, 0.99);
+    printf("batch of 32 (raw search): p50 %.3f ms, p99 %.3f ms per batch (%.3f ms per query at p50)\n", b50, b99,
+           b50 / 32);
+
+    /* the whole query path against the raw search of the same vector */
+    double *full = malloc(nq * sizeof *full), *raw = malloc(nq * sizeof *raw);
+    for (size_t i = 0; i < nq; i++) {
+        rtr_hits h;
+        t0 = rtr_now();
+        if (rtr_retriever_search(r, qtext[i], qlen[i], K, NULL, &h)) die("query path");
+        full[i] = (rtr_now() - t0) * 1e3;
+        rtr_hits_free(&h);
+        t0 = rtr_now();
+        rtr_vindex_search(ann, 1, qv + i * dim, K, dist, got);
+        raw[i] = (rtr_now() - t0) * 1e3;
+    }
+    double f50 = pct(full, nq, 0.5), r50 = pct(raw, nq, 0.5), f99 = pct(full, nq, 0.99);
+    printf("query path (text -> %d hits with sources): p50 %.3f ms, p99 %.3f ms; raw search p50 %.3f ms; "
+           "overhead %.1f%%\n", K, f50, f99, r50, 100.0 * (f50 - r50) / r50);
+
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+    rtr_kb_close(kb);
+    return 0;
+}
