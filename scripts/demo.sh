@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/demo.sh - the main job on the bundled corpus: set-up, build, then
-# build a knowledge base over datasets/sotu and show what is in it.
+# build a knowledge base over datasets/sotu, show what is in it, index it and
+# search it.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
@@ -18,3 +19,9 @@ $retro index info "$kb"
 echo
 echo "== retro index show $kb (the first chunks, with their sources)"
 $retro index show "$kb"
+echo
+echo "== retro index build $kb"
+$retro index build "$kb"
+echo
+echo "== retro search $kb \"the space program and landing on the moon\" -k 3"
+$retro search "$kb" "the space program and landing on the moon" -k 3
