@@ -294,7 +294,14 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
         size_t n_train = 0;
         if (!rc && plan.train_n) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
-        if (!rc) rc = rtr_vindex_create(&plan, e->dim, o->shards ? o->shards : 1, train, n_train, &x.vindex);
+        /* default shards: one, or one per core (at most 8) from 256 Ki chunks on,
+         * so that a single query searches on every core */
+        uint32_t shards = o->shards;
+        if (!shards) {
+            int cores = omp_get_num_procs();
+            shards = st.n_chunks >= 262144 && cores > 1 ? (uint32_t)(cores < 8 ? cores : 8) : 1;
+        }
+        if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &x.vindex);
         if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
         x.embedder = e;
         x.indexed_upto = 0;

@@ -27,7 +27,7 @@
 typedef struct rtr_build_opts {
     rtr_embedder *embedder;  /* for a new index; NULL = hash (hash_dim). Borrowed. */
     uint32_t hash_dim;       /* 0 = 256 */
-    uint32_t shards;         /* for a new index; 0 = 1 */
+    uint32_t shards;         /* for a new index; 0 = 1, or one per core (max 8) from 256 Ki chunks */
     const char *factory;     /* FAISS factory string for a new index; NULL = automatic */
     uint64_t mem_budget;     /* bytes; 0 = 4 GiB */
     uint32_t nprobe;         /* 0 = keep / the plan's default */

@@ -101,7 +101,7 @@ static void test_plans(void **state) {
     rtr_vindex_plan p;
     assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF4096,Flat");
-    assert_int_equal(p.nprobe, 256);
+    assert_int_equal(p.nprobe, 16);
     assert_true(p.train_n >= 30ull * p.nlist && p.train_n <= 256ull * p.nlist);
     /* a budget too small for full vectors: 8-bit codes, then PQ */
     assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 500ull << 20, &p), RTR_OK);

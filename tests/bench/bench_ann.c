@@ -104,6 +104,9 @@ int main(int argc, char **argv) {
     rtr_vindex *exact;
     if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact)) die("exact index");
     enum { B = 8192 };
+    float *all = malloc((size_t)st.n_chunks * dim * sizeof *all);
+    int64_t *all_ids = malloc((size_t)st.n_chunks * sizeof *all_ids);
+    size_t n_all = 0;
     float *vec = malloc((size_t)B * dim * sizeof *vec);
     int64_t *ids = malloc(B * sizeof *ids);
     uint32_t *sh = calloc(B, sizeof *sh);
@@ -137,6 +140,11 @@ int main(int argc, char **argv) {
         embed_s[th] += rtr_now() - t0;
         embed_n[th] += n;
         if (rtr_vindex_add(exact, n, vec, ids, sh)) die("add exact");
+        if (n_all + n <= st.n_chunks) {
+            memcpy(all + n_all * dim, vec, n * dim * sizeof *vec);
+            memcpy(all_ids + n_all, ids, n * sizeof *ids);
+            n_all += n;
+        }
     }
     printf("hash embedder: %.0f chunks/s on 1 thread, %.0f chunks/s on 2 threads\n",
            (double)embed_n[1] / embed_s[1], embed_n[2] ? (double)embed_n[2] / embed_s[2] : 0.0);
@@ -202,6 +210,61 @@ int main(int argc, char **argv) {
     printf("query path (text -> %d hits with sources): p50 %.3f ms, p99 %.3f ms; raw search p50 %.3f ms; "
            "overhead %.1f%%\n", K, f50, f99, r50, 100.0 * (f50 - r50) / r50);
 
+    /* other index types on the same vectors: bench_ann KB Q FACTORY:PARAM=v1,v2,... */
+    for (int a = 3; a < argc; a++) {
+        char spec[256], *colon;
+        snprintf(spec, sizeof spec, "%s", argv[a]);
+        const char *param = NULL;
+        char *vals = NULL;
+        if ((colon = strrchr(spec, ':'))) {
+            *colon = '\0';
+            param = colon + 1;
+            char *eq = strchr(colon + 1, '=');
+            if (eq) { *eq = '\0'; vals = eq + 1; }
+        }
+        rtr_vindex_plan p;
+        if (rtr_vindex_plan_factory(spec, n_all, dim, &p)) die("plan");
+        rtr_vindex *alt;
+        t0 = rtr_now();
+        /* training sample: evenly spread */
+        float *tr = NULL;
+        if (p.train_n) {
+            tr = malloc(p.train_n * dim * sizeof *tr);
+            for (uint64_t i = 0; i < p.train_n; i++)
+                memcpy(tr + i * dim, all + (size_t)(i * n_all / p.train_n) * dim, dim * sizeof *tr);
+        }
+        if (rtr_vindex_create(&p, dim, 1, tr, p.train_n, &alt)) die("create alternative");
+        free(tr);
+        double t_train = rtr_now() - t0;
+        uint32_t *zero = calloc(n_all, sizeof *zero);
+        t0 = rtr_now();
+        if (rtr_vindex_add(alt, n_all, all, all_ids, zero)) die("add alternative");
+        printf("\n%s: trained in %.1f s, added %zu vectors in %.1f s\n", p.factory, t_train, n_all, rtr_now() - t0);
+        free(zero);
+        printf("%-10s %-10s %-12s %-10s %-10s\n", param ? param : "-", "recall@10", "ms/q batch", "p50 ms", "p99 ms");
+        for (char *v = vals ? strtok(vals, ",") : NULL, *dummy = NULL; (v || !dummy); v = vals ? strtok(NULL, ",") : NULL) {
+            dummy = (char *)1;
+            if (v && rtr_vindex_set_param(alt, param, atof(v))) die("param");
+            t0 = rtr_now();
+            rtr_vindex_search(alt, nq, qv, K, dist, got);
+            double ms = (rtr_now() - t0) * 1e3 / (double)nq;
+            size_t hit = 0;
+            for (size_t i = 0; i < nq; i++)
+                for (int x = 0; x < K; x++)
+                    for (int y = 0; y < K; y++) hit += got[i * K + x] == truth[i * K + y];
+            for (size_t i = 0; i < nq; i++) {
+                double s0 = rtr_now();
+                rtr_vindex_search(alt, 1, qv + i * dim, K, dist, got);
+                lat[i] = (rtr_now() - s0) * 1e3;
+            }
+            double p50 = pct(lat, nq, 0.5), p99 = pct(lat, nq, 0.99);
+            printf("%-10s %-10.4f %-12.3f %-10.3f %-10.3f\n", v ? v : "-", (double)hit / (double)(nq * K), ms, p50, p99);
+            if (!v) break;
+        }
+        rtr_vindex_free(alt);
+    }
+    free(all);
+    free(all_ids);
     rtr_store_txn_end(t);
     rtr_retriever_close(r);
     rtr_kb_close(kb);

@@ -1,0 +1,67 @@
+/*
+ * bench_neighbours.c - precomputing training neighbours: for every chunk of a
+ * knowledge base (or the first LIMIT), its k nearest chunks from other
+ * documents with their continuations, through rtr_retriever_neighbours, the
+ * call training uses.
+ *
+ *   bench_neighbours KB [K] [LIMIT]
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/progress.h"
+#include "lib/status.h"
+#include "retriever/retriever.h"
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: bench_neighbours KB [K] [LIMIT]\n");
+        return 2;
+    }
+    uint32_t k = argc > 2 ? (uint32_t)atoi(argv[2]) : 2;
+    size_t limit = argc > 3 ? (size_t)atol(argv[3]) : SIZE_MAX;
+    rtr_kb *kb;
+    rtr_retriever *r;
+    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb) || rtr_retriever_open(kb, NULL, &r)) {
+        fprintf(stderr, "bench_neighbours: %s\n", rtr_errdetail());
+        return 1;
+    }
+    rtr_store_txn *t;
+    rtr_store_read_begin(rtr_kb_store(kb), &t);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    size_t n = st.n_chunks < limit ? st.n_chunks : limit;
+    uint32_t *q = calloc(n * 64, sizeof *q), *nt = malloc(n * sizeof *nt), *tok = malloc((size_t)16384 * k * 128 * sizeof *tok);
+    uint64_t *self = malloc(n * sizeof *self), after = 0, tokens = 0;
+    int64_t *ids = malloc(n * k * sizeof *ids);
+    rtr_chunk c;
+    for (size_t i = 0; i < n && rtr_store_next_chunk(t, after, &c) == RTR_OK; i++) {
+        after = c.id;
+        memcpy(q + i * 64, c.tokens, c.n_tokens * sizeof *q);
+        nt[i] = c.n_tokens;
+        self[i] = c.doc_id;
+        tokens += c.n_tokens;
+    }
+    rtr_store_txn_end(t);
+    const rtr_kb_index *ix = rtr_retriever_index(r);
+    printf("%zu chunks (%" PRIu64 " tokens); index %s, nprobe %u; k = %u, own document excluded\n", n, tokens,
+           rtr_vindex_factory(ix->vindex), rtr_vindex_nprobe(ix->vindex), k);
+    double t0 = rtr_now();
+    for (size_t lo = 0; lo < n; lo += 16384) {
+        size_t m = n - lo < 16384 ? n - lo : 16384;
+        if (rtr_retriever_neighbours(r, q + lo * 64, nt + lo, m, k, self + lo, NULL, 0, ids + lo * k, NULL, tok, 0)) {
+            fprintf(stderr, "bench_neighbours: %s\n", rtr_errdetail());
+            return 1;
+        }
+    }
+    double s = rtr_now() - t0;
+    size_t missing = 0;
+    for (size_t i = 0; i < n * k; i++) missing += ids[i] < 0;
+    printf("%.1f s: %.0f chunks/s, %.2f M tokens/s; %zu of %zu neighbours missing\n", s, (double)n / s,
+           (double)tokens / s / 1e6, missing, n * k);
+    rtr_retriever_close(r);
+    rtr_kb_close(kb);
+    return 0;
+}
