@@ -229,22 +229,34 @@ static int index_rm(int argc, char **argv) {
     return CLI_OK;
 }
 
-/* ---------------------------------------------------------------- info */
-static int index_info(int argc, char **argv) {
-    int json = 0;
-    const char *dir = NULL;
+/* Parses "VERB KB [FLAG]" (and --help, which prints help). Returns -1 to go on,
+ * or the exit code to return. */
+static int parse_kb_flag(int argc, char **argv, const char *cmd, const char *help, const char *flag, const char **dir,
+                         int *flag_set) {
+    *dir = NULL;
+    *flag_set = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
-            puts("usage: retro index info KB [--json]\n\n"
-                 "Prints documents, chunks, tokens, bytes, files, the tokenizer, the schema\n"
-                 "version and the skipped files of knowledge base KB.");
+            puts(help);
             return CLI_OK;
         }
-        if (!strcmp(argv[i], "--json")) json = 1;
-        else if (!dir) dir = argv[i];
-        else return cli_usage_error("index info", "unexpected argument '%s'", argv[i]);
+        if (!strcmp(argv[i], flag)) *flag_set = 1;
+        else if (!*dir) *dir = argv[i];
+        else return cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
     }
-    if (!dir) return cli_usage_error("index info", "expected KB");
+    return *dir ? -1 : cli_usage_error(cmd, "expected KB");
+}
+
+/* ---------------------------------------------------------------- info */
+static int index_info(int argc, char **argv) {
+    int json;
+    const char *dir;
+    int done = parse_kb_flag(argc, argv, "index info",
+                             "usage: retro index info KB [--json]\n\n"
+                             "Prints documents, chunks, tokens, bytes, files, the tokenizer, the schema\n"
+                             "version and the skipped files of knowledge base KB.",
+                             "--json", &dir, &json);
+    if (done >= 0) return done;
     rtr_kb *kb;
     int rc = open_ro(dir, &kb);
     if (rc) return cli_fail(rc);
@@ -336,20 +348,15 @@ static json_t *chunk_json(const rtr_chunk *c, int with_tokens) {
 }
 
 static int index_dump(int argc, char **argv) {
-    int tokens = 1;
-    const char *dir = NULL;
-    for (int i = 1; i < argc; i++) {
-        if (cli_is_help(argv[i])) {
-            puts("usage: retro index dump KB [--no-tokens]\n\n"
-                 "Writes every document, then every chunk (with its token ids), as JSON lines\n"
-                 "in id order. Two knowledge bases with the same content dump the same.");
-            return CLI_OK;
-        }
-        if (!strcmp(argv[i], "--no-tokens")) tokens = 0;
-        else if (!dir) dir = argv[i];
-        else return cli_usage_error("index dump", "unexpected argument '%s'", argv[i]);
-    }
-    if (!dir) return cli_usage_error("index dump", "expected KB");
+    int no_tokens;
+    const char *dir;
+    int done = parse_kb_flag(argc, argv, "index dump",
+                             "usage: retro index dump KB [--no-tokens]\n\n"
+                             "Writes every document, then every chunk (with its token ids), as JSON lines\n"
+                             "in id order. Two knowledge bases with the same content dump the same.",
+                             "--no-tokens", &dir, &no_tokens);
+    if (done >= 0) return done;
+    int tokens = !no_tokens;
     rtr_kb *kb;
     int rc = open_ro(dir, &kb);
     if (rc) return cli_fail(rc);

@@ -23,25 +23,10 @@
 #include "lib/alloc.h"
 #include "lib/progress.h"
 #include "lib/status.h"
+#include "tests/bench/bench_util.h"
 #include "retriever/retriever.h"
 
 #define K 10
-
-static void die(const char *what) {
-    fprintf(stderr, "bench_ann: %s: %s\n", what, rtr_errdetail());
-    exit(1);
-}
-
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double pct(double *v, size_t n, double p) {
-    qsort(v, n, sizeof *v, cmp_d);
-    size_t i = (size_t)(p * (double)(n - 1) + 0.5);
-    return v[i];
-}
 
 static uint64_t rng = 0x5eed;
 static uint32_t rnd(uint32_t n) {
@@ -58,16 +43,16 @@ int main(int argc, char **argv) {
     }
     size_t nq = argc > 2 ? (size_t)atol(argv[2]) : 1000;
     rtr_kb *kb;
-    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb)) die("open");
+    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb)) bench_die("bench_ann", "open");
     rtr_retriever *r;
-    if (rtr_retriever_open(kb, NULL, &r)) die("retriever");
+    if (rtr_retriever_open(kb, NULL, &r)) bench_die("bench_ann", "retriever");
     const rtr_kb_index *ix = rtr_retriever_index(r);
     rtr_embedder *e = ix->embedder;
     uint32_t dim = e->dim;
     rtr_vindex *ann = ix->vindex;
     const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
     rtr_store_txn *t;
-    if (rtr_store_read_begin(rtr_kb_store(kb), &t)) die("txn");
+    if (rtr_store_read_begin(rtr_kb_store(kb), &t)) bench_die("bench_ann", "txn");
     rtr_store_stats st;
     rtr_store_get_stats(t, &st);
     printf("knowledge base: %" PRIu64 " chunks; index %s, %u shards, nprobe %u, dim %u; %zu queries; %d threads\n",
@@ -96,13 +81,13 @@ int main(int argc, char **argv) {
     float *qv = malloc(nq * dim * sizeof *qv);
     rtr_text *qt = malloc(nq * sizeof *qt);
     for (size_t i = 0; i < nq; i++) qt[i] = (rtr_text){qtext[i], qlen[i]};
-    if (rtr_embedder_embed(e, qt, nq, qv)) die("embed queries");
+    if (rtr_embedder_embed(e, qt, nq, qv)) bench_die("bench_ann", "embed queries");
 
     /* embedding throughput, and the exact index from every chunk */
     rtr_vindex_plan flat;
     rtr_vindex_plan_factory("Flat", st.n_chunks, dim, &flat);
     rtr_vindex *exact;
-    if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact)) die("exact index");
+    if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact)) bench_die("bench_ann", "exact index");
     enum { B = 8192 };
     float *all = malloc((size_t)st.n_chunks * dim * sizeof *all);
     int64_t *all_ids = malloc((size_t)st.n_chunks * sizeof *all_ids);
@@ -139,7 +124,7 @@ int main(int argc, char **argv) {
         }
         embed_s[th] += rtr_now() - t0;
         embed_n[th] += n;
-        if (rtr_vindex_add(exact, n, vec, ids, sh)) die("add exact");
+        if (rtr_vindex_add(exact, n, vec, ids, sh)) bench_die("bench_ann", "add exact");
         if (n_all + n <= st.n_chunks) {
             memcpy(all + n_all * dim, vec, n * dim * sizeof *vec);
             memcpy(all_ids + n_all, ids, n * sizeof *ids);
@@ -152,7 +137,7 @@ int main(int argc, char **argv) {
     int64_t *truth = malloc(nq * K * sizeof *truth), *got = malloc(nq * K * sizeof *got);
     float *dist = malloc(nq * K * sizeof *dist);
     double t0 = rtr_now();
-    if (rtr_vindex_search(exact, nq, qv, K, dist, truth)) die("exact search");
+    if (rtr_vindex_search(exact, nq, qv, K, dist, truth)) bench_die("bench_ann", "exact search");
     printf("exact search: %.1f ms per query (batch of %zu)\n", (rtr_now() - t0) * 1e3 / (double)nq, nq);
     rtr_vindex_free(exact);
 
@@ -164,7 +149,7 @@ int main(int argc, char **argv) {
         if (p && probes[p] == np0) continue;
         if (np0) rtr_vindex_set_nprobe(ann, probes[p]);
         t0 = rtr_now();
-        if (rtr_vindex_search(ann, nq, qv, K, dist, got)) die("search");
+        if (rtr_vindex_search(ann, nq, qv, K, dist, got)) bench_die("bench_ann", "search");
         double ms = (rtr_now() - t0) * 1e3 / (double)nq;
         size_t hit = 0;
         for (size_t i = 0; i < nq; i++)
@@ -182,7 +167,7 @@ int main(int argc, char **argv) {
         rtr_vindex_search(ann, 1, qv + i * dim, K, dist, got);
         lat[i] = (rtr_now() - t0) * 1e3;
     }
-    double raw_p50 = pct(lat, nq, 0.5), raw_p99 = pct(lat, nq, 0.99);
+    double raw_p50 = bench_pct(lat, nq, 0.5), raw_p99 = bench_pct(lat, nq, 0.99);
     printf("\nsingle query (raw search): p50 %.3f ms, p99 %.3f ms\n", raw_p50, raw_p99);
     size_t nb = nq / 32;
     for (size_t b = 0; b < nb; b++) {
@@ -190,7 +175,7 @@ int main(int argc, char **argv) {
         rtr_vindex_search(ann, 32, qv + b * 32 * dim, K, dist, got);
         lat[b] = (rtr_now() - t0) * 1e3;
     }
-    double b50 = pct(lat, nb, 0.5), b99 = pct(lat, nb, 0.99);
+    double b50 = bench_pct(lat, nb, 0.5), b99 = bench_pct(lat, nb, 0.99);
     printf("batch of 32 (raw search): p50 %.3f ms, p99 %.3f ms per batch (%.3f ms per query at p50)\n", b50, b99,
            b50 / 32);
 
@@ -199,14 +184,14 @@ int main(int argc, char **argv) {
     for (size_t i = 0; i < nq; i++) {
         rtr_hits h;
         t0 = rtr_now();
-        if (rtr_retriever_search(r, qtext[i], qlen[i], K, NULL, &h)) die("query path");
+        if (rtr_retriever_search(r, qtext[i], qlen[i], K, NULL, &h)) bench_die("bench_ann", "query path");
         full[i] = (rtr_now() - t0) * 1e3;
         rtr_hits_free(&h);
         t0 = rtr_now();
         rtr_vindex_search(ann, 1, qv + i * dim, K, dist, got);
         raw[i] = (rtr_now() - t0) * 1e3;
     }
-    double f50 = pct(full, nq, 0.5), r50 = pct(raw, nq, 0.5), f99 = pct(full, nq, 0.99);
+    double f50 = bench_pct(full, nq, 0.5), r50 = bench_pct(raw, nq, 0.5), f99 = bench_pct(full, nq, 0.99);
     printf("query path (text -> %d hits with sources): p50 %.3f ms, p99 %.3f ms; raw search p50 %.3f ms; "
            "overhead %.1f%%\n", K, f50, f99, r50, 100.0 * (f50 - r50) / r50);
 
@@ -223,7 +208,7 @@ int main(int argc, char **argv) {
             if (eq) { *eq = '\0'; vals = eq + 1; }
         }
         rtr_vindex_plan p;
-        if (rtr_vindex_plan_factory(spec, n_all, dim, &p)) die("plan");
+        if (rtr_vindex_plan_factory(spec, n_all, dim, &p)) bench_die("bench_ann", "plan");
         rtr_vindex *alt;
         t0 = rtr_now();
         /* training sample: evenly spread */
@@ -233,18 +218,18 @@ int main(int argc, char **argv) {
             for (uint64_t i = 0; i < p.train_n; i++)
                 memcpy(tr + i * dim, all + (size_t)(i * n_all / p.train_n) * dim, dim * sizeof *tr);
         }
-        if (rtr_vindex_create(&p, dim, 1, tr, p.train_n, &alt)) die("create alternative");
+        if (rtr_vindex_create(&p, dim, 1, tr, p.train_n, &alt)) bench_die("bench_ann", "create alternative");
         free(tr);
         double t_train = rtr_now() - t0;
         uint32_t *zero = calloc(n_all, sizeof *zero);
         t0 = rtr_now();
-        if (rtr_vindex_add(alt, n_all, all, all_ids, zero)) die("add alternative");
+        if (rtr_vindex_add(alt, n_all, all, all_ids, zero)) bench_die("bench_ann", "add alternative");
         printf("\n%s: trained in %.1f s, added %zu vectors in %.1f s\n", p.factory, t_train, n_all, rtr_now() - t0);
         free(zero);
         printf("%-10s %-10s %-12s %-10s %-10s\n", param ? param : "-", "recall@10", "ms/q batch", "p50 ms", "p99 ms");
         for (char *v = vals ? strtok(vals, ",") : NULL, *dummy = NULL; (v || !dummy); v = vals ? strtok(NULL, ",") : NULL) {
             dummy = (char *)1;
-            if (v && rtr_vindex_set_param(alt, param, atof(v))) die("param");
+            if (v && rtr_vindex_set_param(alt, param, atof(v))) bench_die("bench_ann", "param");
             t0 = rtr_now();
             rtr_vindex_search(alt, nq, qv, K, dist, got);
             double ms = (rtr_now() - t0) * 1e3 / (double)nq;
@@ -257,7 +242,7 @@ int main(int argc, char **argv) {
                 rtr_vindex_search(alt, 1, qv + i * dim, K, dist, got);
                 lat[i] = (rtr_now() - s0) * 1e3;
             }
-            double p50 = pct(lat, nq, 0.5), p99 = pct(lat, nq, 0.99);
+            double p50 = bench_pct(lat, nq, 0.5), p99 = bench_pct(lat, nq, 0.99);
             printf("%-10s %-10.4f %-12.3f %-10.3f %-10.3f\n", v ? v : "-", (double)hit / (double)(nq * K), ms, p50, p99);
             if (!v) break;
         }

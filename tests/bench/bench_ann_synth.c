@@ -22,21 +22,10 @@
 #include "lib/alloc.h"
 #include "lib/progress.h"
 #include "lib/status.h"
+#include "tests/bench/bench_util.h"
 
 #define K 10
 
-static void die(const char *what) {
-    fprintf(stderr, "bench_ann_synth: %s: %s\n", what, rtr_errdetail());
-    exit(1);
-}
-static int cmp_d(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-static double pct(double *v, size_t n, double p) {
-    qsort(v, n, sizeof *v, cmp_d);
-    return v[(size_t)(p * (double)(n - 1) + 0.5)];
-}
 static uint64_t rng = 0xC0FFEE;
 static uint64_t next(void) {
     rng ^= rng << 13;
@@ -70,12 +59,12 @@ int main(int argc, char **argv) {
     size_t N = argc > 2 ? (size_t)atol(argv[2]) : 1000000, nq = argc > 3 ? (size_t)atol(argv[3]) : 1000;
     rtr_kb *kb;
     rtr_kb_index ix;
-    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb) || rtr_kb_index_load(kb, &ix)) die("open");
+    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb) || rtr_kb_index_load(kb, &ix)) bench_die("bench_ann_synth", "open");
     rtr_embedder *e = ix.embedder;
     uint32_t d = e->dim;
     const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
     rtr_store_txn *t;
-    if (rtr_store_read_begin(rtr_kb_store(kb), &t)) die("txn");
+    if (rtr_store_read_begin(rtr_kb_store(kb), &t)) bench_die("bench_ann_synth", "txn");
     rtr_store_stats st;
     rtr_store_get_stats(t, &st);
     size_t nr = st.n_chunks < N ? st.n_chunks : N;
@@ -136,7 +125,7 @@ int main(int argc, char **argv) {
     float *q = malloc(nq * d * sizeof *q);
     rtr_text *qt = malloc(nqt * sizeof *qt);
     for (size_t i = 0; i < nqt; i++) qt[i] = (rtr_text){qtext[i], qlen[i]};
-    if (rtr_embedder_embed(e, qt, nqt, q)) die("embed queries");
+    if (rtr_embedder_embed(e, qt, nqt, q)) bench_die("bench_ann_synth", "embed queries");
     for (size_t i = nqt; i < nq; i++) synth(x + ((next() % centres) * (nr / centres)) * d, d, q + i * d);
     printf("%zu vectors (%zu real chunk embeddings, %zu synthetic in %zu clusters), dim %u; %zu queries (%zu real)\n",
            N, nr, N - nr, centres, d, nq, nqt);
@@ -150,25 +139,25 @@ int main(int argc, char **argv) {
         rtr_vindex_plan_factory("Flat", N, d, &p);
         rtr_vindex *ex;
         memset(shard, 0, N * sizeof *shard);
-        if (rtr_vindex_create(&p, d, 1, NULL, 0, &ex) || rtr_vindex_add(ex, N, x, ids, shard)) die("exact");
+        if (rtr_vindex_create(&p, d, 1, NULL, 0, &ex) || rtr_vindex_add(ex, N, x, ids, shard)) bench_die("bench_ann_synth", "exact");
         double t0 = rtr_now();
-        if (rtr_vindex_search(ex, nq, q, K, dist, truth)) die("exact search");
+        if (rtr_vindex_search(ex, nq, q, K, dist, truth)) bench_die("bench_ann_synth", "exact search");
         printf("exact search: %.1f ms per query in a batch of %zu\n", (rtr_now() - t0) * 1e3 / (double)nq, nq);
         rtr_vindex_free(ex);
     }
     rtr_vindex_plan plan;
-    if (rtr_vindex_plan_auto(N, d, 0, &plan)) die("plan");
+    if (rtr_vindex_plan_auto(N, d, 0, &plan)) bench_die("bench_ann_synth", "plan");
     printf("automatic choice: %s, nprobe %u (%s)\n", plan.factory, plan.nprobe, plan.why);
     float *tr = malloc(plan.train_n * d * sizeof *tr);
     for (uint64_t i = 0; i < plan.train_n; i++) memcpy(tr + i * d, x + (size_t)(i * N / plan.train_n) * d, d * sizeof *tr);
     for (uint32_t S = 1; S <= 2; S++) {
         rtr_vindex *v;
         double t0 = rtr_now();
-        if (rtr_vindex_create(&plan, d, S, tr, plan.train_n, &v)) die("create");
+        if (rtr_vindex_create(&plan, d, S, tr, plan.train_n, &v)) bench_die("bench_ann_synth", "create");
         double ttrain = rtr_now() - t0;
         for (size_t i = 0; i < N; i++) shard[i] = (uint32_t)(i % S);
         t0 = rtr_now();
-        if (rtr_vindex_add(v, N, x, ids, shard)) die("add");
+        if (rtr_vindex_add(v, N, x, ids, shard)) bench_die("bench_ann_synth", "add");
         printf("\n%u shard%s: trained on %" PRIu64 " in %.1f s, added in %.1f s\n", S, S > 1 ? "s" : "", plan.train_n,
                ttrain, rtr_now() - t0);
         printf("%-8s %-10s %-14s %-14s %-12s %-12s\n", "nprobe", "recall@10", "recall (real)", "recall (synth)",
@@ -177,7 +166,7 @@ int main(int argc, char **argv) {
         for (size_t pi = 0; pi < sizeof probes / sizeof *probes; pi++) {
             if (pi && probes[pi] == plan.nprobe) continue;
             rtr_vindex_set_nprobe(v, probes[pi]);
-            if (rtr_vindex_search(v, nq, q, K, dist, got)) die("search");
+            if (rtr_vindex_search(v, nq, q, K, dist, got)) bench_die("bench_ann_synth", "search");
             double r_all = recall(got, truth, nq), r_real = recall(got, truth, nqt),
                    r_syn = recall(got + nqt * K, truth + nqt * K, nq - nqt);
             for (size_t i = 0; i < nq; i++) {
@@ -185,7 +174,7 @@ int main(int argc, char **argv) {
                 rtr_vindex_search(v, 1, q + i * d, K, dist, got);
                 lat[i] = (rtr_now() - s0) * 1e3;
             }
-            double p50 = pct(lat, nq, 0.5), p99 = pct(lat, nq, 0.99);
+            double p50 = bench_pct(lat, nq, 0.5), p99 = bench_pct(lat, nq, 0.99);
             printf("%-8u %-10.4f %-14.4f %-14.4f %-12.3f %-12.3f%s\n", probes[pi], r_all, r_real, r_syn, p50, p99,
                    pi == 0 ? "  (default)" : "");
         }
@@ -196,7 +185,7 @@ int main(int argc, char **argv) {
             rtr_vindex_search(v, 32, q + b * 32 * d, K, dist, got);
             lat[b] = (rtr_now() - s0) * 1e3;
         }
-        double b50 = pct(lat, nb, 0.5), b99 = pct(lat, nb, 0.99);
+        double b50 = bench_pct(lat, nb, 0.5), b99 = bench_pct(lat, nb, 0.99);
         printf("batches of 32 at the default nprobe: p50 %.2f ms, p99 %.2f ms per batch (%.3f ms per query)\n", b50, b99,
                b50 / 32);
         rtr_vindex_free(v);
