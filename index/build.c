@@ -333,20 +333,30 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     rtr_store_txn_end(t);
     t = NULL;
 
+    /* nothing changed: keep the files and the manifest as they are */
+    int unchanged = !rc && !rep->created && rep->embedded == 0 && rep->removed == 0 && !o->nprobe;
+    if (unchanged) {
+        rep->vectors = rtr_vindex_ntotal(x.vindex);
+        rep->shards = rtr_vindex_shards(x.vindex);
+        rep->dim = rtr_vindex_dim(x.vindex);
+        rep->nprobe = rtr_vindex_nprobe(x.vindex);
+        rep->trained_on = x.trained_on;
+        snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(x.vindex));
+    }
     /* save a new generation, then switch the manifest to it */
-    json_t *old = rtr_kb_manifest_get(kb, "index");
+    json_t *old = unchanged ? NULL : rtr_kb_manifest_get(kb, "index");
     json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
-    uint32_t S = rc ? 0 : rtr_vindex_shards(x.vindex);
+    uint32_t S = rc || unchanged ? 0 : rtr_vindex_shards(x.vindex);
     char **names = S ? rtr_calloc(S, sizeof *names) : NULL;
     uint64_t *sums = S ? rtr_calloc(S, sizeof *sums) : NULL;
-    if (!rc && (!names || !sums)) rc = RTR_E_NOMEM;
-    if (!rc) {
+    if (!rc && S && (!names || !sums)) rc = RTR_E_NOMEM;
+    if (!rc && !unchanged) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
         rc = rtr_vindex_save(x.vindex, dir, prefix, names, sums);
     }
-    if (!rc && !(desc = describe(x.embedder))) rc = RTR_E_NOMEM;
-    if (!rc) {
+    if (!rc && !unchanged && !(desc = describe(x.embedder))) rc = RTR_E_NOMEM;
+    if (!rc && !unchanged) {
         shards_json = json_array();
         for (uint32_t s = 0; s < S; s++) {
             char hex[17];
@@ -365,7 +375,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
                                     "vectors", (json_int_t)rtr_vindex_ntotal(x.vindex));
         rc = section ? rtr_kb_manifest_set(kb, "index", section) : rtr_seterr(RTR_E_NOMEM, "manifest");
     }
-    if (!rc) {
+    if (!rc && !unchanged) {
         json_t *emb = json_object_get(rtr_kb_manifest_get(kb, "index"), "embedder");
         const char *idf = json_string_value(json_object_get(emb, "idf"));
         char *keep_df = idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL;

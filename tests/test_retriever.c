@@ -251,6 +251,11 @@ static void test_deleted_never_returned_incremental_and_compact(void **state) {
     char old[64];
     snprintf(old, sizeof old, "%s/index/g%lld-000.faiss", g_kbdir, (long long)gen0);
     assert_false(rtr_path_exists(old));   /* the previous generation is gone */
+    /* nothing new: no new files, the same generation */
+    rtr_build_opts again = {0};
+    assert_int_equal(rtr_index_build(g_kb, &again, &br), RTR_OK);
+    assert_int_equal(br.embedded, 0);
+    assert_int_equal(json_integer_value(json_object_get(rtr_kb_manifest_get(g_kb, "index"), "generation")), gen0 + 1);
     assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
     const char *qq = "quokkas juggle marmalade";
     assert_int_equal(rtr_retriever_search(r, qq, strlen(qq), 1, NULL, &hits), RTR_OK);
