@@ -69,7 +69,14 @@ static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float 
 }
 
 /* The k nearest live, non-excluded chunks of each of nq query vectors.
- * Results: ids/dist nq x k (-1 / inf when fewer), in ascending distance. */
+ * Results: ids/dist nq x k (-1 / inf when fewer), in ascending distance.
+ * Queries whose first results are deleted or excluded are searched again,
+ * 4 times deeper each round, up to MAX_DEPTH results (or the whole index);
+ * past that they keep the hits found. A round holds at most ROUND_RESULTS
+ * results in memory, so deep rounds go a few queries at a time. */
+#define MAX_DEPTH 65536
+#define ROUND_RESULTS ((size_t)1 << 22)
+
 static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const float *q, uint32_t k,
                            const uint64_t *self_doc, const uint64_t *ex, size_t n_ex, int64_t *ids, float *dist) {
     uint64_t total = rtr_vindex_ntotal(r->ix.vindex);
@@ -78,10 +85,9 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
         ids[i] = -1;
         dist[i] = INFINITY;
     }
-    uint32_t *have = rtr_calloc(nq ? nq : 1, sizeof *have);
     size_t *todo = rtr_malloc((nq ? nq : 1) * sizeof *todo);
     float *qq = rtr_malloc((nq ? nq : 1) * dim * sizeof *qq);
-    int rc = have && todo && qq ? RTR_OK : RTR_E_NOMEM;
+    int rc = todo && qq ? RTR_OK : RTR_E_NOMEM;
     size_t n_todo = nq;
     for (size_t i = 0; i < nq; i++) todo[i] = i;
     uint64_t kk = (uint64_t)k * 2 + 16;
@@ -90,37 +96,40 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
     while (!rc && n_todo) {
         if (kk > total) kk = total;
         if (kk == 0) break;
-        for (size_t j = 0; j < n_todo; j++) memcpy(qq + j * dim, q + todo[j] * dim, dim * sizeof *qq);
-        rtr_free(sd);
-        rtr_free(si);
-        sd = rtr_malloc(n_todo * kk * sizeof *sd);
-        si = rtr_malloc(n_todo * kk * sizeof *si);
-        if (!sd || !si) { rc = RTR_E_NOMEM; break; }
-        if ((rc = rtr_vindex_search(r->ix.vindex, n_todo, qq, (uint32_t)kk, sd, si))) break;
-        size_t still = 0;
-        for (size_t j = 0; j < n_todo && !rc; j++) {
-            size_t qi = todo[j];
-            have[qi] = 0;   /* rescan from the top: results are a superset */
-            for (uint64_t m = 0; m < kk && have[qi] < k; m++) {
-                int64_t id = si[j * kk + m];
-                if (id < 0) break;
-                rtr_chunk c;
-                int x = rtr_store_get_chunk(t, (uint64_t)id, &c);
-                if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
-                if (x) { rc = x; break; }
-                if (excluded(c.doc_id, self_doc ? self_doc[qi] : 0, ex, n_ex)) continue;
-                ids[qi * k + have[qi]] = id;
-                dist[qi * k + have[qi]] = sd[j * kk + m];
-                have[qi]++;
+        size_t group = ROUND_RESULTS / kk ? ROUND_RESULTS / kk : 1, still = 0;
+        for (size_t g0 = 0; g0 < n_todo && !rc; g0 += group) {
+            size_t gn = n_todo - g0 < group ? n_todo - g0 : group;
+            for (size_t j = 0; j < gn; j++) memcpy(qq + j * dim, q + todo[g0 + j] * dim, dim * sizeof *qq);
+            rtr_free(sd);
+            rtr_free(si);
+            sd = rtr_malloc(gn * kk * sizeof *sd);
+            si = rtr_malloc(gn * kk * sizeof *si);
+            if (!sd || !si) { rc = RTR_E_NOMEM; break; }
+            if ((rc = rtr_vindex_search(r->ix.vindex, gn, qq, (uint32_t)kk, sd, si))) break;
+            for (size_t j = 0; j < gn && !rc; j++) {
+                size_t qi = todo[g0 + j];
+                uint32_t have = 0;   /* rescan from the top: results are a superset */
+                for (uint64_t m = 0; m < kk && have < k; m++) {
+                    int64_t id = si[j * kk + m];
+                    if (id < 0) break;
+                    rtr_chunk c;
+                    int x = rtr_store_get_chunk(t, (uint64_t)id, &c);
+                    if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
+                    if (x) { rc = x; break; }
+                    if (excluded(c.doc_id, self_doc ? self_doc[qi] : 0, ex, n_ex)) continue;
+                    ids[qi * k + have] = id;
+                    dist[qi * k + have] = sd[j * kk + m];
+                    have++;
+                }
+                if (have < k && kk < total && kk < MAX_DEPTH) todo[still++] = qi;   /* todo[still] <= todo[g0+j] */
             }
-            if (have[qi] < k && kk < total) todo[still++] = qi;
         }
         n_todo = still;
-        kk = kk * 4 > MAX_K * 4ull ? total : kk * 4;   /* deeper; at last everything */
+        kk *= 4;
+        if (kk > MAX_DEPTH) kk = MAX_DEPTH;
     }
     rtr_free(sd);
     rtr_free(si);
-    rtr_free(have);
     rtr_free(todo);
     rtr_free(qq);
     return rc;

@@ -208,6 +208,26 @@ static void test_excluded_never_returned_and_neighbours(void **state) {
     rtr_retriever_close(r);
 }
 
+static void test_deep_search_when_most_is_excluded(void **state) {
+    (void)state;
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    /* exclude every document but number 40: the hits must come from it alone,
+     * found by searching several times deeper */
+    uint64_t ex[80];
+    size_t n = 0;
+    for (uint64_t d = 1; d <= 63; d++)
+        if (d != 40) ex[n++] = d;
+    rtr_search_opts so = {ex, n, 0};
+    const char *qtext = "the economy and jobs";
+    rtr_hits hits;
+    assert_int_equal(rtr_retriever_search(r, qtext, strlen(qtext), 5, &so, &hits), RTR_OK);
+    assert_int_equal(hits.n, 5);
+    for (size_t i = 0; i < hits.n; i++) assert_int_equal(hits.items[i].doc_id, 40);
+    rtr_hits_free(&hits);
+    rtr_retriever_close(r);
+}
+
 static void test_deleted_never_returned_incremental_and_compact(void **state) {
     (void)state;
     rtr_store_txn *t;
@@ -310,6 +330,7 @@ int main(void) {
         cmocka_unit_test(test_perturbed_chunk_recovery),
         cmocka_unit_test(test_hits_carry_sources),
         cmocka_unit_test(test_excluded_never_returned_and_neighbours),
+        cmocka_unit_test(test_deep_search_when_most_is_excluded),
         cmocka_unit_test(test_deleted_never_returned_incremental_and_compact),
         cmocka_unit_test(test_no_index_and_corrupt_index),
     };
