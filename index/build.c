@@ -289,11 +289,6 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
                 rc = rtr_embedder_embed(e, b->texts, 1, NULL);
             if (!rc && e->dim == 0) rc = rtr_seterr(RTR_E_INVALID, "embedder has no dimension");
         }
-        if (!rc) rc = o->factory ? rtr_vindex_plan_factory(o->factory, st.n_chunks, e->dim, &plan)
-                                 : rtr_vindex_plan_auto(st.n_chunks, e->dim, o->mem_budget, &plan);
-        if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
-        size_t n_train = 0;
-        if (!rc && plan.train_n) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
         /* default shards: one, or one per core (at most 8) from 256 Ki chunks on,
          * so that a single query searches on every core */
         uint32_t shards = o->shards;
@@ -301,6 +296,11 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
             int cores = omp_get_num_procs();
             shards = st.n_chunks >= 262144 && cores > 1 ? (uint32_t)(cores < 8 ? cores : 8) : 1;
         }
+        if (!rc) rc = o->factory ? rtr_vindex_plan_factory(o->factory, st.n_chunks, e->dim, shards, &plan)
+                                 : rtr_vindex_plan_auto(st.n_chunks, e->dim, o->mem_budget, shards, &plan);
+        if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
+        size_t n_train = 0;
+        if (!rc && plan.train_n) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
         if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &x.vindex);
         if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
         x.embedder = e;

@@ -12,11 +12,13 @@
  *       8-bit scalar codes ("IVFn,SQ8") when n * dim does,
  *       else product-quantizer codes ("IVFn,PQm") with the largest m in
  *       {64, 32, 16, 8} (dividing dim) that fits;
- *   - nprobe (lists visited per query) defaults to nlist / 256, at least 8
- *     and at most 64: on clustered vectors recall@10 >= 0.99 with p99 under
- *     10 ms at 1M vectors on two shards; lexical (hash) embeddings of text are
- *     nearly orthogonal and need many more probes for their farther
- *     neighbours (docs/benchmarks.md has the table; --nprobe sets it).
+ *   - nprobe (lists visited per query) comes from a scan budget of about 6144
+ *     vectors per shard and query, centroids included: (6144 - nlist) * nlist
+ *     * shards / n, within 8..nlist/4. At 1M vectors on two shards that is
+ *     15 (p99 under 10 ms on the benchmark machine); smaller collections get
+ *     more probes in the same time. Lexical (hash) embeddings of text are
+ *     nearly orthogonal and need many probes for their farther neighbours
+ *     (docs/benchmarks.md has the tables; --nprobe sets it).
  * A FAISS factory string may be given instead; "IDMap," is prefixed when the
  * index type cannot take ids itself.
  *
@@ -41,8 +43,9 @@ typedef struct rtr_vindex_plan {
     char why[160];           /* human-readable reason */
 } rtr_vindex_plan;
 
-int rtr_vindex_plan_auto(uint64_t n, uint32_t dim, uint64_t mem_budget, rtr_vindex_plan *out);
-int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, rtr_vindex_plan *out);
+/* shards: how many shards the vectors will be spread over (for nprobe). */
+int rtr_vindex_plan_auto(uint64_t n, uint32_t dim, uint64_t mem_budget, uint32_t shards, rtr_vindex_plan *out);
+int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, uint32_t shards, rtr_vindex_plan *out);
 
 /* Creates n_shards empty shards of the plan, training them on train[0..n_train)
  * (n_train x dim) when the plan needs it. */

@@ -68,7 +68,7 @@ static void test_exact_equals_brute_force_sharded(void **state) {
     }
     for (uint32_t S = 1; S <= 3; S += 2) {
         rtr_vindex_plan p;
-        assert_int_equal(rtr_vindex_plan_auto(n, d, 0, &p), RTR_OK);
+        assert_int_equal(rtr_vindex_plan_auto(n, d, 0, 1, &p), RTR_OK);
         assert_string_equal(p.factory, "IDMap,Flat");
         rtr_vindex *v;
         assert_int_equal(rtr_vindex_create(&p, d, S, NULL, 0, &v), RTR_OK);
@@ -99,19 +99,24 @@ static void test_exact_equals_brute_force_sharded(void **state) {
 static void test_plans(void **state) {
     (void)state;
     rtr_vindex_plan p;
-    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF4096,Flat");
-    assert_int_equal(p.nprobe, 16);
+    assert_int_equal(p.nprobe, 8);    /* (6144 - 4096) * 4096 / 1M */
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, 2, &p), RTR_OK);
+    assert_int_equal(p.nprobe, 16);   /* two shards: twice the lists in the same time */
+    assert_int_equal(rtr_vindex_plan_auto(138529, 256, 0, 1, &p), RTR_OK);
+    assert_string_equal(p.factory, "IVF1024,Flat");
+    assert_int_equal(p.nprobe, 37);   /* a smaller collection: more probes */
     assert_true(p.train_n >= 30ull * p.nlist && p.train_n <= 256ull * p.nlist);
     /* a budget too small for full vectors: 8-bit codes, then PQ */
-    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 500ull << 20, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 500ull << 20, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF4096,SQ8");
-    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 60ull << 20, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 60ull << 20, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF4096,PQ32");
-    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 1 << 20, &p), RTR_E_INVALID);
-    assert_int_equal(rtr_vindex_plan_factory("Flat", 10, 8, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 1 << 20, 1, &p), RTR_E_INVALID);
+    assert_int_equal(rtr_vindex_plan_factory("Flat", 10, 8, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IDMap,Flat");
-    assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", 100000, 8, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", 100000, 8, 1, &p), RTR_OK);
     assert_int_equal(p.nlist, 64);
     assert_int_equal(p.train_n, 64 * 40);
 }
@@ -125,7 +130,7 @@ static void test_ivf_recall_and_bad_factory(void **state) {
     uint32_t *shard = calloc(n, sizeof *shard);
     for (size_t i = 0; i < n; i++) ids[i] = (int64_t)i + 1;
     rtr_vindex_plan p;
-    assert_int_equal(rtr_vindex_plan_factory("IVF128,Flat", n, d, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_factory("IVF128,Flat", n, d, 1, &p), RTR_OK);
     rtr_vindex *v;
     assert_int_equal(rtr_vindex_create(&p, d, 1, x, p.train_n, &v), RTR_OK);
     assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
@@ -170,7 +175,7 @@ static void test_save_load_corrupt_and_remove(void **state) {
     uint32_t *shard = malloc(n * sizeof *shard);
     for (size_t i = 0; i < n; i++) { ids[i] = (int64_t)i + 1; shard[i] = (uint32_t)(i % 2); }
     rtr_vindex_plan p;
-    rtr_vindex_plan_auto(n, d, 0, &p);
+    rtr_vindex_plan_auto(n, d, 0, 1, &p);
     rtr_vindex *v, *w;
     assert_int_equal(rtr_vindex_create(&p, d, 2, NULL, 0, &v), RTR_OK);
     assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);

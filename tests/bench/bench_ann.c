@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
 
     /* embedding throughput, and the exact index from every chunk */
     rtr_vindex_plan flat;
-    rtr_vindex_plan_factory("Flat", st.n_chunks, dim, &flat);
+    rtr_vindex_plan_factory("Flat", st.n_chunks, dim, 1, &flat);
     rtr_vindex *exact;
     if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact)) bench_die("bench_ann", "exact index");
     enum { B = 8192 };
@@ -144,19 +144,21 @@ int main(int argc, char **argv) {
     /* recall at the default nprobe and around it */
     uint32_t np0 = rtr_vindex_nprobe(ann);
     uint32_t probes[] = {np0, 16, 32, 64, 128, 256, 512};
-    printf("\n%-8s %-10s %-12s\n", "nprobe", "recall@10", "ms/query (batch)");
+    printf("\n%-8s %-10s %-10s %-12s\n", "nprobe", "recall@10", "recall@1", "ms/query (batch)");
     for (size_t p = 0; p < (np0 ? sizeof probes / sizeof *probes : 1); p++) {
         if (p && probes[p] == np0) continue;
         if (np0) rtr_vindex_set_nprobe(ann, probes[p]);
         t0 = rtr_now();
         if (rtr_vindex_search(ann, nq, qv, K, dist, got)) bench_die("bench_ann", "search");
         double ms = (rtr_now() - t0) * 1e3 / (double)nq;
-        size_t hit = 0;
-        for (size_t i = 0; i < nq; i++)
+        size_t hit = 0, top1 = 0;
+        for (size_t i = 0; i < nq; i++) {
+            top1 += got[i * K] == truth[i * K];
             for (int a = 0; a < K; a++)
                 for (int b = 0; b < K; b++) hit += got[i * K + a] == truth[i * K + b];
-        printf("%-8u %-10.4f %-12.3f%s\n", np0 ? probes[p] : 0, (double)hit / (double)(nq * K), ms,
-               p == 0 ? "  (default)" : "");
+        }
+        printf("%-8u %-10.4f %-10.4f %-12.3f%s\n", np0 ? probes[p] : 0, (double)hit / (double)(nq * K),
+               (double)top1 / (double)nq, ms, p == 0 ? "  (default)" : "");
     }
     if (np0) rtr_vindex_set_nprobe(ann, np0);
 
@@ -208,7 +210,7 @@ int main(int argc, char **argv) {
             if (eq) { *eq = '\0'; vals = eq + 1; }
         }
         rtr_vindex_plan p;
-        if (rtr_vindex_plan_factory(spec, n_all, dim, &p)) bench_die("bench_ann", "plan");
+        if (rtr_vindex_plan_factory(spec, n_all, dim, 1, &p)) bench_die("bench_ann", "plan");
         rtr_vindex *alt;
         t0 = rtr_now();
         /* training sample: evenly spread */

@@ -136,7 +136,7 @@ int main(int argc, char **argv) {
     double *lat = malloc(nq * sizeof *lat);
     {
         rtr_vindex_plan p;
-        rtr_vindex_plan_factory("Flat", N, d, &p);
+        rtr_vindex_plan_factory("Flat", N, d, 1, &p);
         rtr_vindex *ex;
         memset(shard, 0, N * sizeof *shard);
         if (rtr_vindex_create(&p, d, 1, NULL, 0, &ex) || rtr_vindex_add(ex, N, x, ids, shard)) bench_die("bench_ann_synth", "exact");
@@ -146,7 +146,7 @@ int main(int argc, char **argv) {
         rtr_vindex_free(ex);
     }
     rtr_vindex_plan plan;
-    if (rtr_vindex_plan_auto(N, d, 0, &plan)) bench_die("bench_ann_synth", "plan");
+    if (rtr_vindex_plan_auto(N, d, 0, 1, &plan)) bench_die("bench_ann_synth", "plan");
     printf("automatic choice: %s, nprobe %u (%s)\n", plan.factory, plan.nprobe, plan.why);
     float *tr = malloc(plan.train_n * d * sizeof *tr);
     for (uint64_t i = 0; i < plan.train_n; i++) memcpy(tr + i * d, x + (size_t)(i * N / plan.train_n) * d, d * sizeof *tr);
