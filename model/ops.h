@@ -1,0 +1,40 @@
+/*
+ * ops.h - the model's elementwise and matrix operations, each with its
+ * backward pass. Tensors are row-major float arrays; shapes are in the
+ * comments. Backward functions ACCUMULATE (+=) into their gradient outputs,
+ * so a tensor used twice sums its gradients; callers zero gradients once per
+ * step. Matrix products go through BLAS (cblas_sgemm); the rest is plain C
+ * with OpenMP over rows.
+ *
+ * Every operation here is checked in tests/test_ops.c against a naive
+ * reference and its backward against finite differences.
+ */
+#ifndef RTR_OPS_H
+#define RTR_OPS_H
+
+#include <stdint.h>
+
+/* out (N, OC) = inp (N, C) @ w^T + b;  w (OC, C), b (OC) or NULL */
+void rtr_matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
+/* dinp (N, C) += dout @ w;  dw (OC, C) += dout^T @ inp;  db (OC) += sum_n dout.
+ * Any of dinp, dw, db may be NULL (frozen or not needed). */
+void rtr_matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,
+                         int C, int OC);
+
+/* RMSNorm: out (N, C) = x / sqrt(mean(x^2) + eps) * g;  g (C); rstd (N) saved
+ * for the backward pass. eps = 1e-5. */
+void rtr_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g, int N, int C);
+void rtr_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x, const float *g, const float *rstd,
+                          int N, int C);
+
+/* GELU, tanh approximation (as GPT-2): out (N) */
+void rtr_gelu_forward(float *out, const float *x, int N);
+void rtr_gelu_backward(float *dx, const float *x, const float *dout, int N);
+
+/* Softmax cross-entropy over V classes for N rows of logits (N, V).
+ * targets (N): class ids, or -1 for rows that do not count. Returns the mean
+ * loss over the counted rows (0 if none) and, if dlogits is not NULL, WRITES
+ * (not accumulates) d(mean loss)/d(logits) into it (N, V). */
+float rtr_crossentropy(float *dlogits, const float *logits, const int32_t *targets, int N, int V);
+
+#endif

@@ -1,0 +1,211 @@
+/* test_ops.c - model operations: forward against naive references, backward
+ * against central finite differences, and the accumulate (+=) contract. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/ops.h"
+
+static uint64_t g_s = 7;
+static float frand(void) {
+    g_s = g_s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return (float)((g_s >> 40) & 0xFFFFFF) / (float)0x1000000 * 2.0f - 1.0f;
+}
+static float *randv(int n) {
+    float *v = malloc((size_t)n * sizeof *v);
+    for (int i = 0; i < n; i++) v[i] = frand();
+    return v;
+}
+
+/* |a - b| <= tol * max(1, |a|, |b|) for every element; prints the worst. */
+static void assert_close(const float *a, const double *b, int n, double tol, const char *what) {
+    double worst = 0;
+    int at = 0;
+    for (int i = 0; i < n; i++) {
+        double scale = fmax(1.0, fmax(fabs(a[i]), fabs(b[i])));
+        double e = fabs(a[i] - b[i]) / scale;
+        if (e > worst) { worst = e; at = i; }
+    }
+    if (worst > tol) fail_msg("%s: element %d: %g vs %g (rel err %g > %g)", what, at, a[at], b[at], worst, tol);
+}
+
+/* The scalar loss used for gradient checks: L = sum_i out_i * R_i (double). */
+static double dotd(const float *out, const float *R, int n) {
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)out[i] * R[i];
+    return s;
+}
+
+typedef double (*loss_fn)(void *ctx);
+/* Central differences of loss with respect to p[0..n), in double. */
+static void numgrad(loss_fn f, void *ctx, float *p, int n, double *g, float eps) {
+    for (int i = 0; i < n; i++) {
+        float keep = p[i];
+        p[i] = keep + eps;
+        double up = f(ctx);
+        p[i] = keep - eps;
+        double down = f(ctx);
+        p[i] = keep;
+        g[i] = (up - down) / (2.0 * (double)eps);
+    }
+}
+
+/* ------------------------------------------------------------------ matmul */
+typedef struct mm { int N, C, OC; float *inp, *w, *b, *out, *R; } mm;
+static double mm_loss(void *v) {
+    mm *m = v;
+    rtr_matmul_forward(m->out, m->inp, m->w, m->b, m->N, m->C, m->OC);
+    return dotd(m->out, m->R, m->N * m->OC);
+}
+
+static void test_matmul(void **state) {
+    (void)state;
+    mm m = {7, 13, 5, NULL, NULL, NULL, NULL, NULL};
+    m.inp = randv(m.N * m.C);
+    m.w = randv(m.OC * m.C);
+    m.b = randv(m.OC);
+    m.out = malloc(sizeof(float) * m.N * m.OC);
+    m.R = randv(m.N * m.OC);
+    rtr_matmul_forward(m.out, m.inp, m.w, m.b, m.N, m.C, m.OC);
+    double *ref = malloc(sizeof(double) * m.N * m.OC);
+    for (int n = 0; n < m.N; n++)
+        for (int o = 0; o < m.OC; o++) {
+            double s = m.b[o];
+            for (int c = 0; c < m.C; c++) s += (double)m.inp[n * m.C + c] * m.w[o * m.C + c];
+            ref[n * m.OC + o] = s;
+        }
+    assert_close(m.out, ref, m.N * m.OC, 1e-5, "matmul forward");
+    float *dinp = calloc((size_t)m.N * m.C, sizeof(float)), *dw = calloc((size_t)m.OC * m.C, sizeof(float)),
+          *db = calloc((size_t)m.OC, sizeof(float));
+    rtr_matmul_backward(dinp, dw, db, m.R, m.inp, m.w, m.N, m.C, m.OC);
+    double *g = malloc(sizeof(double) * m.OC * m.C * 2);
+    numgrad(mm_loss, &m, m.inp, m.N * m.C, g, 1e-2f);
+    assert_close(dinp, g, m.N * m.C, 1e-3, "matmul dinp");
+    numgrad(mm_loss, &m, m.w, m.OC * m.C, g, 1e-2f);
+    assert_close(dw, g, m.OC * m.C, 1e-3, "matmul dw");
+    numgrad(mm_loss, &m, m.b, m.OC, g, 1e-2f);
+    assert_close(db, g, m.OC, 1e-3, "matmul db");
+    /* accumulation: a second call doubles the gradients; NULL skips */
+    for (int i = 0; i < m.OC; i++) g[i] = 2.0 * db[i];
+    rtr_matmul_backward(NULL, NULL, db, m.R, m.inp, m.w, m.N, m.C, m.OC);
+    assert_close(db, g, m.OC, 1e-6, "matmul db accumulates");
+    free(m.inp); free(m.w); free(m.b); free(m.out); free(m.R); free(ref); free(dinp); free(dw); free(db); free(g);
+}
+
+/* ------------------------------------------------------------------ rmsnorm */
+typedef struct rn { int N, C; float *x, *gain, *out, *rstd, *R; } rn;
+static double rn_loss(void *v) {
+    rn *r = v;
+    rtr_rmsnorm_forward(r->out, r->rstd, r->x, r->gain, r->N, r->C);
+    return dotd(r->out, r->R, r->N * r->C);
+}
+
+static void test_rmsnorm(void **state) {
+    (void)state;
+    rn r = {6, 11, NULL, NULL, NULL, NULL, NULL};
+    r.x = randv(r.N * r.C);
+    r.gain = randv(r.C);
+    r.out = malloc(sizeof(float) * r.N * r.C);
+    r.rstd = malloc(sizeof(float) * r.N);
+    r.R = randv(r.N * r.C);
+    rtr_rmsnorm_forward(r.out, r.rstd, r.x, r.gain, r.N, r.C);
+    double *ref = malloc(sizeof(double) * r.N * r.C);
+    for (int n = 0; n < r.N; n++) {
+        double ss = 0;
+        for (int c = 0; c < r.C; c++) ss += (double)r.x[n * r.C + c] * r.x[n * r.C + c];
+        double s = 1.0 / sqrt(ss / r.C + 1e-5);
+        for (int c = 0; c < r.C; c++) ref[n * r.C + c] = r.x[n * r.C + c] * s * r.gain[c];
+    }
+    assert_close(r.out, ref, r.N * r.C, 1e-5, "rmsnorm forward");
+    float *dx = calloc((size_t)r.N * r.C, sizeof(float)), *dg = calloc((size_t)r.C, sizeof(float));
+    rtr_rmsnorm_backward(dx, dg, r.R, r.x, r.gain, r.rstd, r.N, r.C);
+    double *g = malloc(sizeof(double) * r.N * r.C);
+    numgrad(rn_loss, &r, r.x, r.N * r.C, g, 1e-3f);
+    assert_close(dx, g, r.N * r.C, 2e-3, "rmsnorm dx");
+    numgrad(rn_loss, &r, r.gain, r.C, g, 1e-3f);
+    assert_close(dg, g, r.C, 2e-3, "rmsnorm dgain");
+    free(r.x); free(r.gain); free(r.out); free(r.rstd); free(r.R); free(ref); free(dx); free(dg); free(g);
+}
+
+/* ------------------------------------------------------------------ gelu */
+typedef struct ge { int N; float *x, *out, *R; } ge;
+static double ge_loss(void *v) {
+    ge *e = v;
+    rtr_gelu_forward(e->out, e->x, e->N);
+    return dotd(e->out, e->R, e->N);
+}
+
+static void test_gelu(void **state) {
+    (void)state;
+    ge e = {64, NULL, NULL, NULL};
+    e.x = randv(e.N);
+    for (int i = 0; i < e.N; i++) e.x[i] *= 4.0f;   /* cover the tails */
+    e.out = malloc(sizeof(float) * e.N);
+    e.R = randv(e.N);
+    rtr_gelu_forward(e.out, e.x, e.N);
+    double *ref = malloc(sizeof(double) * e.N);
+    for (int i = 0; i < e.N; i++) {
+        double v = e.x[i];
+        ref[i] = 0.5 * v * (1 + tanh(sqrt(2 / 3.14159265358979323846) * (v + 0.044715 * v * v * v)));
+    }
+    assert_close(e.out, ref, e.N, 1e-5, "gelu forward");
+    float *dx = calloc((size_t)e.N, sizeof(float));
+    rtr_gelu_backward(dx, e.x, e.R, e.N);
+    double *g = malloc(sizeof(double) * e.N);
+    numgrad(ge_loss, &e, e.x, e.N, g, 1e-3f);
+    assert_close(dx, g, e.N, 2e-3, "gelu dx");
+    free(e.x); free(e.out); free(e.R); free(ref); free(dx); free(g);
+}
+
+/* ------------------------------------------------------------------ cross-entropy */
+typedef struct ce { int N, V; float *logits; int32_t *t; } ce;
+static double ce_loss(void *v) {
+    ce *c = v;
+    return rtr_crossentropy(NULL, c->logits, c->t, c->N, c->V);
+}
+
+static void test_crossentropy(void **state) {
+    (void)state;
+    ce c = {5, 9, NULL, NULL};
+    c.logits = randv(c.N * c.V);
+    int32_t t[5] = {3, -1, 0, 8, 4};
+    c.t = t;
+    float *d = malloc(sizeof(float) * c.N * c.V);
+    float loss = rtr_crossentropy(d, c.logits, t, c.N, c.V);
+    double ref = 0;
+    for (int n = 0; n < c.N; n++) {
+        if (t[n] < 0) continue;
+        double z = 0;
+        for (int v = 0; v < c.V; v++) z += exp(c.logits[n * c.V + v]);
+        ref += log(z) - c.logits[n * c.V + t[n]];
+    }
+    assert_float_equal(loss, ref / 4, 1e-5);
+    for (int v = 0; v < c.V; v++) assert_float_equal(d[1 * c.V + v], 0.0f, 0.0f);   /* ignored row */
+    double *g = malloc(sizeof(double) * c.N * c.V);
+    numgrad(ce_loss, &c, c.logits, c.N * c.V, g, 1e-2f);
+    assert_close(d, g, c.N * c.V, 1e-3, "crossentropy dlogits");
+    /* uniform logits: log V; no counted rows: 0 */
+    float flat[9] = {0};
+    int32_t one = 2, none = -1;
+    assert_float_equal(rtr_crossentropy(NULL, flat, &one, 1, 9), logf(9.0f), 1e-6);
+    assert_float_equal(rtr_crossentropy(NULL, flat, &none, 1, 9), 0.0f, 0.0f);
+    /* large logits stay finite */
+    float big[9] = {1000, -1000, 500};
+    assert_false(isnan(rtr_crossentropy(NULL, big, &one, 1, 9)));
+    free(c.logits); free(d); free(g);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_rmsnorm),
+        cmocka_unit_test(test_gelu),
+        cmocka_unit_test(test_crossentropy),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
