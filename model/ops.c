@@ -3,6 +3,8 @@
 #include <cblas.h>
 #include <math.h>
 
+#include "lib/status.h"
+
 void rtr_matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
     /* out = inp @ w^T */
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, OC, C, 1.0f, inp, C, w, C, 0.0f, out, OC);
@@ -114,4 +116,126 @@ float rtr_crossentropy(float *dlogits, const float *logits, const int32_t *targe
         }
     }
     return counted ? (float)(loss / counted) : 0.0f;
+}
+
+/* --- rotary positions ---------------------------------------------------------------- */
+static void rope(float *out, const float *x, int B, int T, int NH, int hs, int pos0, float dir, int acc) {
+#pragma omp parallel for collapse(2) if ((int64_t)B * T * NH * hs > 65536)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            double pos = pos0 + t;
+            for (int h = 0; h < NH; h++) {
+                int64_t base = (((int64_t)b * T + t) * NH + h) * hs;
+                for (int i = 0; i < hs / 2; i++) {
+                    double ang = pos * pow(10000.0, -2.0 * i / hs);
+                    float c = (float)cos(ang), s = dir * (float)sin(ang);
+                    float x0 = x[base + 2 * i], x1 = x[base + 2 * i + 1];
+                    float y0 = x0 * c - x1 * s, y1 = x0 * s + x1 * c;
+                    if (acc) {
+                        out[base + 2 * i] += y0;
+                        out[base + 2 * i + 1] += y1;
+                    } else {
+                        out[base + 2 * i] = y0;
+                        out[base + 2 * i + 1] = y1;
+                    }
+                }
+            }
+        }
+}
+
+void rtr_rope_forward(float *out, const float *x, int B, int T, int NH, int hs, int pos0) {
+    rope(out, x, B, T, NH, hs, pos0, 1.0f, 0);
+}
+
+void rtr_rope_backward(float *dx, const float *dout, int B, int T, int NH, int hs, int pos0) {
+    rope(dx, dout, B, T, NH, hs, pos0, -1.0f, 1);
+}
+
+/* --- attention ------------------------------------------------------------------------- */
+void rtr_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, const uint8_t *kmask,
+                           int B, int Tq, int Tk, int NH, int hs, int causal) {
+    int C = NH * hs;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++)
+            for (int i = 0; i < Tq; i++) {
+                const float *qi = q + ((int64_t)b * Tq + i) * C + h * hs;
+                float *a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
+                float *o = out + ((int64_t)b * Tq + i) * C + h * hs;
+                float mx = -INFINITY;
+                for (int j = 0; j < Tk; j++) {
+                    int seen = (!causal || j <= i) && (!kmask || kmask[(int64_t)b * Tk + j]);
+                    if (!seen) {
+                        a[j] = -INFINITY;
+                        continue;
+                    }
+                    const float *kj = k + ((int64_t)b * Tk + j) * C + h * hs;
+                    float s = 0;
+                    for (int d = 0; d < hs; d++) s += qi[d] * kj[d];
+                    a[j] = s * scale;
+                    if (a[j] > mx) mx = a[j];
+                }
+                for (int d = 0; d < hs; d++) o[d] = 0;
+                if (mx == -INFINITY) {   /* nothing to see */
+                    for (int j = 0; j < Tk; j++) a[j] = 0;
+                    continue;
+                }
+                float z = 0;
+                for (int j = 0; j < Tk; j++) {
+                    a[j] = a[j] == -INFINITY ? 0.0f : expf(a[j] - mx);
+                    z += a[j];
+                }
+                for (int j = 0; j < Tk; j++) {
+                    a[j] /= z;
+                    if (a[j] == 0) continue;
+                    const float *vj = v + ((int64_t)b * Tk + j) * C + h * hs;
+                    for (int d = 0; d < hs; d++) o[d] += a[j] * vj[d];
+                }
+            }
+}
+
+void rtr_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                            const float *k, const float *v, int B, int Tq, int Tk, int NH, int hs) {
+    RTR_ASSERT(Tk <= RTR_ATT_MAX_KEYS);
+    int C = NH * hs;
+    float scale = 1.0f / sqrtf((float)hs);
+    /* each (b, h) writes its own columns of dq, dk, dv: no races */
+#pragma omp parallel for collapse(2)
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < NH; h++) {
+            float datt[RTR_ATT_MAX_KEYS];
+            for (int i = 0; i < Tq; i++) {
+                const float *a = att + (((int64_t)b * NH + h) * Tq + i) * Tk;
+                const float *go = dout + ((int64_t)b * Tq + i) * C + h * hs;
+                const float *qi = q + ((int64_t)b * Tq + i) * C + h * hs;
+                float dot = 0;
+                for (int j = 0; j < Tk; j++) {
+                    datt[j] = 0;
+                    if (a[j] == 0) continue;
+                    const float *vj = v + ((int64_t)b * Tk + j) * C + h * hs;
+                    float s = 0;
+                    for (int d = 0; d < hs; d++) s += go[d] * vj[d];
+                    datt[j] = s;
+                    dot += a[j] * s;
+                    if (dv) {
+                        float *dvj = dv + ((int64_t)b * Tk + j) * C + h * hs;
+                        for (int d = 0; d < hs; d++) dvj[d] += a[j] * go[d];
+                    }
+                }
+                for (int j = 0; j < Tk; j++) {
+                    if (a[j] == 0) continue;
+                    float dpre = a[j] * (datt[j] - dot) * scale;
+                    const float *kj = k + ((int64_t)b * Tk + j) * C + h * hs;
+                    if (dq) {
+                        float *dqi = dq + ((int64_t)b * Tq + i) * C + h * hs;
+                        for (int d = 0; d < hs; d++) dqi[d] += dpre * kj[d];
+                    }
+                    if (dk) {
+                        float *dkj = dk + ((int64_t)b * Tk + j) * C + h * hs;
+                        for (int d = 0; d < hs; d++) dkj[d] += dpre * qi[d];
+                    }
+                }
+            }
+        }
 }

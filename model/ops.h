@@ -37,4 +37,26 @@ void rtr_gelu_backward(float *dx, const float *x, const float *dout, int N);
  * (not accumulates) d(mean loss)/d(logits) into it (N, V). */
 float rtr_crossentropy(float *dlogits, const float *logits, const int32_t *targets, int N, int V);
 
+/* Rotary position embedding (RoPE, base 10000) on x (B, T, NH, hs), hs even:
+ * each pair (x[2i], x[2i+1]) of a head at position pos0 + t is rotated by
+ * angle (pos0 + t) * 10000^(-2i/hs). out may equal x. Dot products of
+ * rotated vectors depend only on the difference of their positions. */
+void rtr_rope_forward(float *out, const float *x, int B, int T, int NH, int hs, int pos0);
+/* dx += R^T dout (the inverse rotation). */
+void rtr_rope_backward(float *dx, const float *dout, int B, int T, int NH, int hs, int pos0);
+
+/* Scaled dot-product attention, NH heads of size hs:
+ *   q (B, Tq, NH*hs), k and v (B, Tk, NH*hs), out (B, Tq, NH*hs),
+ *   att (B, NH, Tq, Tk): the softmax probabilities, saved for backward.
+ * causal (needs Tq == Tk): query t sees keys 0..t. kmask (B, Tk) or NULL:
+ * keys with kmask 0 are never seen (missing neighbours). A query that sees
+ * no key gets a zero output and zero gradients. */
+void rtr_attention_forward(float *out, float *att, const float *q, const float *k, const float *v, const uint8_t *kmask,
+                           int B, int Tq, int Tk, int NH, int hs, int causal);
+/* dq, dk, dv (shapes of q, k, v) += gradients; any may be NULL.
+ * Tk <= RTR_ATT_MAX_KEYS (asserted). */
+#define RTR_ATT_MAX_KEYS 8192
+void rtr_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
+                            const float *k, const float *v, int B, int Tq, int Tk, int NH, int hs);
+
 #endif

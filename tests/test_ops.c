@@ -200,12 +200,116 @@ static void test_crossentropy(void **state) {
     free(c.logits); free(d); free(g);
 }
 
+
+/* ------------------------------------------------------------------ attention */
+typedef struct at { int B, Tq, Tk, NH, hs, causal; float *q, *k, *v, *out, *att, *R; uint8_t *mask; } at;
+static double at_loss(void *vp) {
+    at *a = vp;
+    rtr_attention_forward(a->out, a->att, a->q, a->k, a->v, a->mask, a->B, a->Tq, a->Tk, a->NH, a->hs, a->causal);
+    return dotd(a->out, a->R, a->B * a->Tq * a->NH * a->hs);
+}
+
+/* independent reference: per (b, h, i), softmax in double over the visible keys */
+static void attention_ref(const at *a, double *ref) {
+    int C = a->NH * a->hs;
+    for (int b = 0; b < a->B; b++)
+        for (int h = 0; h < a->NH; h++)
+            for (int i = 0; i < a->Tq; i++) {
+                double w[64], z = 0, mx = -1e300;
+                for (int j = 0; j < a->Tk; j++) {
+                    int seen = (!a->causal || j <= i) && (!a->mask || a->mask[b * a->Tk + j]);
+                    w[j] = -1e300;
+                    if (!seen) continue;
+                    double s = 0;
+                    for (int d = 0; d < a->hs; d++)
+                        s += (double)a->q[(b * a->Tq + i) * C + h * a->hs + d] * a->k[(b * a->Tk + j) * C + h * a->hs + d];
+                    w[j] = s / sqrt((double)a->hs);
+                    mx = fmax(mx, w[j]);
+                }
+                for (int j = 0; j < a->Tk; j++) { w[j] = w[j] == -1e300 ? 0 : exp(w[j] - mx); z += w[j]; }
+                for (int d = 0; d < a->hs; d++) {
+                    double o = 0;
+                    for (int j = 0; j < a->Tk && z > 0; j++) o += w[j] / z * a->v[(b * a->Tk + j) * C + h * a->hs + d];
+                    ref[(b * a->Tq + i) * C + h * a->hs + d] = o;
+                }
+            }
+}
+
+static void check_attention(int causal, int masked) {
+    at a = {2, 5, causal ? 5 : 7, 2, 4, causal, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    int C = a.NH * a.hs;
+    a.q = randv(a.B * a.Tq * C);
+    a.k = randv(a.B * a.Tk * C);
+    a.v = randv(a.B * a.Tk * C);
+    a.R = randv(a.B * a.Tq * C);
+    a.out = malloc(sizeof(float) * a.B * a.Tq * C);
+    a.att = malloc(sizeof(float) * a.B * a.NH * a.Tq * a.Tk);
+    uint8_t mask[2 * 7] = {1, 0, 1, 1, 0, 1, 1, /* batch 1: every key missing */ 0, 0, 0, 0, 0, 0, 0};
+    if (masked) a.mask = mask;
+    rtr_attention_forward(a.out, a.att, a.q, a.k, a.v, a.mask, a.B, a.Tq, a.Tk, a.NH, a.hs, a.causal);
+    double *ref = malloc(sizeof(double) * a.B * a.Tq * C);
+    attention_ref(&a, ref);
+    assert_close(a.out, ref, a.B * a.Tq * C, 1e-5, "attention forward");
+    if (masked)   /* a query that sees nothing outputs zeros */
+        for (int i = a.Tq * C; i < 2 * a.Tq * C; i++) assert_float_equal(a.out[i], 0.0f, 0.0f);
+    float *dq = calloc((size_t)a.B * a.Tq * C, sizeof(float)), *dk = calloc((size_t)a.B * a.Tk * C, sizeof(float)),
+          *dv = calloc((size_t)a.B * a.Tk * C, sizeof(float));
+    rtr_attention_backward(dq, dk, dv, a.R, a.att, a.q, a.k, a.v, a.B, a.Tq, a.Tk, a.NH, a.hs);
+    double *g = malloc(sizeof(double) * a.B * a.Tk * C);
+    numgrad(at_loss, &a, a.q, a.B * a.Tq * C, g, 1e-2f);
+    assert_close(dq, g, a.B * a.Tq * C, 2e-3, "attention dq");
+    numgrad(at_loss, &a, a.k, a.B * a.Tk * C, g, 1e-2f);
+    assert_close(dk, g, a.B * a.Tk * C, 2e-3, "attention dk");
+    numgrad(at_loss, &a, a.v, a.B * a.Tk * C, g, 1e-2f);
+    assert_close(dv, g, a.B * a.Tk * C, 2e-3, "attention dv");
+    free(a.q); free(a.k); free(a.v); free(a.R); free(a.out); free(a.att); free(ref); free(dq); free(dk); free(dv); free(g);
+}
+
+static void test_attention_causal(void **state) { (void)state; check_attention(1, 0); }
+static void test_attention_masked_cross(void **state) { (void)state; check_attention(0, 1); }
+
+/* ------------------------------------------------------------------ rope */
+typedef struct rp { float *x, *out, *R; int pos0; } rp;
+static double rp_loss(void *vp) {
+    rp *r = vp;
+    rtr_rope_forward(r->out, r->x, 1, 3, 2, 8, r->pos0);
+    return dotd(r->out, r->R, 3 * 2 * 8);
+}
+
+static void test_rope(void **state) {
+    (void)state;
+    rp r = {randv(48), malloc(48 * sizeof(float)), randv(48), 5};
+    float *dx = calloc(48, sizeof(float));
+    rp_loss(&r);
+    rtr_rope_backward(dx, r.R, 1, 3, 2, 8, r.pos0);
+    double g[48];
+    numgrad(rp_loss, &r, r.x, 48, g, 1e-2f);
+    assert_close(dx, g, 48, 1e-3, "rope dx");
+    /* rotation keeps norms, and <rope(a, m), rope(b, n)> depends on m - n only */
+    float a[8], b[8], ra[8], rb[8];
+    for (int i = 0; i < 8; i++) { a[i] = frand(); b[i] = frand(); }
+    double dots[2];
+    for (int s = 0; s < 2; s++) {
+        rtr_rope_forward(ra, a, 1, 1, 1, 8, 10 + 7 * s);
+        rtr_rope_forward(rb, b, 1, 1, 1, 8, 3 + 7 * s);
+        double d = 0, na = 0, nr = 0;
+        for (int i = 0; i < 8; i++) { d += (double)ra[i] * rb[i]; na += (double)a[i] * a[i]; nr += (double)ra[i] * ra[i]; }
+        assert_true(fabs(na - nr) < 1e-5);
+        dots[s] = d;
+    }
+    assert_true(fabs(dots[0] - dots[1]) < 1e-5);
+    free(r.x); free(r.out); free(r.R); free(dx);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_rmsnorm),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_crossentropy),
+        cmocka_unit_test(test_attention_causal),
+        cmocka_unit_test(test_attention_masked_cross),
+        cmocka_unit_test(test_rope),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
