@@ -2,6 +2,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 #include "lib/status.h"
 
@@ -238,4 +239,36 @@ void rtr_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
                 }
             }
         }
+}
+
+/* --- chunked cross-attention: the causal shift ---------------------------------------- */
+void rtr_cca_gather(float *dst, uint8_t *rowmask, const float *h, int B, int T, int C, int m) {
+    RTR_ASSERT(T % m == 0);
+    int L = T / m;
+#pragma omp parallel for collapse(2) if ((int64_t)B * T * C > 65536)
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < L; u++)
+            for (int i = 0; i < m; i++) {
+                int pos = u * m + m - 1 + i;
+                float *d = dst + (((int64_t)b * L + u) * m + i) * C;
+                int real = pos < T;
+                if (rowmask) rowmask[((int64_t)b * L + u) * m + i] = (uint8_t)real;
+                if (real) memcpy(d, h + ((int64_t)b * T + pos) * C, (size_t)C * sizeof *d);
+                else memset(d, 0, (size_t)C * sizeof *d);
+            }
+}
+
+void rtr_cca_scatter(float *out, const float *src, int B, int T, int C, int m) {
+    RTR_ASSERT(T % m == 0);
+    int L = T / m;
+#pragma omp parallel for collapse(2) if ((int64_t)B * T * C > 65536)
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < L; u++)
+            for (int i = 0; i < m; i++) {
+                int pos = u * m + m - 1 + i;
+                if (pos >= T) continue;
+                const float *s = src + (((int64_t)b * L + u) * m + i) * C;
+                float *o = out + ((int64_t)b * T + pos) * C;
+                for (int c = 0; c < C; c++) o[c] += s[c];
+            }
 }

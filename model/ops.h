@@ -59,4 +59,18 @@ void rtr_attention_forward(float *out, float *att, const float *q, const float *
 void rtr_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                             const float *k, const float *v, int B, int Tq, int Tk, int NH, int hs);
 
+/* Chunked cross-attention's causal shift (RETRO, section 2.4). With chunks of
+ * m tokens, L = T / m chunks per sequence, the queries that attend to the
+ * neighbours of chunk u (0-based) are the last token of chunk u and the first
+ * m - 1 tokens of chunk u + 1: sequence positions u*m + m - 1 + i, i < m.
+ * The first m - 1 positions of a sequence attend to nothing.
+ *   gather:  dst (B, L, m, C) <- h (B, T, C) at those positions; positions
+ *            past T give zero rows, and rowmask (B, L, m) (if not NULL) says
+ *            which rows are real (1) or padding (0).
+ *   scatter: out (B, T, C) += src (B, L, m, C) at the same positions (its
+ *            padding rows are dropped). Gather and scatter are each other's
+ *            backward. T must be a multiple of m. */
+void rtr_cca_gather(float *dst, uint8_t *rowmask, const float *h, int B, int T, int C, int m);
+void rtr_cca_scatter(float *out, const float *src, int B, int T, int C, int m);
+
 #endif

@@ -301,6 +301,76 @@ static void test_rope(void **state) {
     free(r.x); free(r.out); free(r.R); free(dx);
 }
 
+/* ------------------------------------------------------------------ CCA shift */
+static void test_cca_shift_positions_and_adjoint(void **state) {
+    (void)state;
+    enum { B = 2, m = 4, L = 3, T = L * m, C = 3 };
+    float h[B * T * C], dst[B * L * m * C];
+    uint8_t mask[B * L * m];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int c = 0; c < C; c++) h[(b * T + t) * C + c] = (float)(b * 10000 + t * 100 + c);
+    rtr_cca_gather(dst, mask, h, B, T, C, m);
+    int seen[B][T];
+    memset(seen, 0, sizeof seen);
+    for (int b = 0; b < B; b++)
+        for (int u = 0; u < L; u++)
+            for (int i = 0; i < m; i++) {
+                int row = (b * L + u) * m + i, pos = u * m + m - 1 + i;
+                if (pos < T) {
+                    assert_int_equal(mask[row], 1);
+                    assert_float_equal(dst[row * C + 2], (float)(b * 10000 + pos * 100 + 2), 0.0f);
+                    seen[b][pos]++;
+                } else {
+                    assert_int_equal(mask[row], 0);
+                    assert_float_equal(dst[row * C], 0.0f, 0.0f);
+                }
+            }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) assert_int_equal(seen[b][t], t >= m - 1 ? 1 : 0);   /* first m-1: nothing */
+    /* scatter is gather's adjoint: <gather(x), y> == <x, scatter(y)> */
+    float *x = randv(B * T * C), *y = randv(B * L * m * C), *gx = malloc(sizeof(float) * B * L * m * C),
+          *sy = calloc(B * T * C, sizeof(float));
+    rtr_cca_gather(gx, NULL, x, B, T, C, m);
+    rtr_cca_scatter(sy, y, B, T, C, m);
+    double lhs = 0, rhs = 0;
+    for (int i = 0; i < B * L * m * C; i++) lhs += (double)gx[i] * y[i];
+    for (int i = 0; i < B * T * C; i++) rhs += (double)x[i] * sy[i];
+    assert_true(fabs(lhs - rhs) < 1e-4);
+    free(x); free(y); free(gx); free(sy);
+}
+
+/* Neighbours of chunk u may only affect positions from u*m + m - 1 on (the
+ * last token of chunk u, which completed it) up to the end of chunk u + 1. */
+static void test_cca_causality(void **state) {
+    (void)state;
+    enum { m = 4, L = 4, T = L * m, NH = 2, hs = 4, C = NH * hs, NK = 6 };   /* NK neighbour tokens per chunk */
+    float *hq = randv(T * C), *E = randv(L * NK * C), E0[L * NK * C];
+    memcpy(E0, E, sizeof E0);
+    float q[L * m * C], att[L * NH * m * NK], res[L * m * C], base[T * C], out[T * C];
+    uint8_t rows[L * m];
+    rtr_cca_gather(q, rows, hq, 1, T, C, m);
+    memset(base, 0, sizeof base);   /* the output with the neighbours unchanged */
+    rtr_attention_forward(res, att, q, E, E, NULL, L, m, NK, NH, hs, 0);
+    rtr_cca_scatter(base, res, 1, T, C, m);
+    for (int u = 0; u < L; u++) {
+        for (int i = 0; i < NK * C; i++) E[u * NK * C + i] += 0.5f;   /* change chunk u's neighbours */
+        memset(out, 0, sizeof out);
+        rtr_attention_forward(res, att, q, E, E, NULL, L, m, NK, NH, hs, 0);
+        rtr_cca_scatter(out, res, 1, T, C, m);
+        for (int t = 0; t < T; t++) {
+            int moved = 0;
+            for (int c = 0; c < C; c++) moved |= out[t * C + c] != base[t * C + c];
+            int may = t >= u * m + m - 1 && t < (u + 1) * m + m - 1;
+            if (may) assert_true(moved);
+            else assert_false(moved);
+        }
+        memcpy(E, E0, sizeof E0);   /* and back, bit for bit */
+    }
+    free(hq);
+    free(E);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul),
@@ -310,6 +380,8 @@ int main(void) {
         cmocka_unit_test(test_attention_causal),
         cmocka_unit_test(test_attention_masked_cross),
         cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_cca_shift_positions_and_adjoint),
+        cmocka_unit_test(test_cca_causality),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
