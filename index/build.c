@@ -335,14 +335,6 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
 
     /* nothing changed: keep the files and the manifest as they are */
     int unchanged = !rc && !rep->created && rep->embedded == 0 && rep->removed == 0 && !o->nprobe;
-    if (unchanged) {
-        rep->vectors = rtr_vindex_ntotal(x.vindex);
-        rep->shards = rtr_vindex_shards(x.vindex);
-        rep->dim = rtr_vindex_dim(x.vindex);
-        rep->nprobe = rtr_vindex_nprobe(x.vindex);
-        rep->trained_on = x.trained_on;
-        snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(x.vindex));
-    }
     /* save a new generation, then switch the manifest to it */
     json_t *old = unchanged ? NULL : rtr_kb_manifest_get(kb, "index");
     json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
@@ -367,9 +359,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
                                     "generation", gen, "embedder", json_loads(desc, 0, &err), "metric", "L2",
                                     "factory", rtr_vindex_factory(x.vindex), "dim", (int)rtr_vindex_dim(x.vindex),
-                                    "nlist", (int)(strstr(rtr_vindex_factory(x.vindex), "IVF")
-                                                       ? strtoul(strstr(rtr_vindex_factory(x.vindex), "IVF") + 3, NULL, 10)
-                                                       : 0),
+                                    "nlist", (int)rtr_vindex_nlist(x.vindex),
                                     "nprobe", (int)rtr_vindex_nprobe(x.vindex), "shards", shards_json,
                                     "indexed_upto", (json_int_t)last, "trained_on", (json_int_t)x.trained_on,
                                     "vectors", (json_int_t)rtr_vindex_ntotal(x.vindex));
@@ -381,12 +371,15 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         char *keep_df = idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL;
         remove_stale_files(dir, shards_json, keep_df);
         rtr_free(keep_df);
+    }
+    if (!rc) {   /* the index as it stands now, saved or unchanged */
         rep->vectors = rtr_vindex_ntotal(x.vindex);
-        rep->shards = S;
+        rep->shards = rtr_vindex_shards(x.vindex);
         rep->dim = rtr_vindex_dim(x.vindex);
         rep->nprobe = rtr_vindex_nprobe(x.vindex);
+        rep->nlist = rtr_vindex_nlist(x.vindex);
         rep->trained_on = x.trained_on;
-        rep->drifted = strstr(rtr_vindex_factory(x.vindex), "IVF") && st.n_chunks > 4 * x.trained_on;
+        rep->drifted = rep->nlist && st.n_chunks > 4 * x.trained_on;
         snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(x.vindex));
     }
     for (uint32_t s = 0; s < S && names; s++) rtr_free(names[s]);

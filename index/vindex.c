@@ -24,7 +24,7 @@
 #define MAX_SHARD_FILE ((size_t)64 << 30)
 
 struct rtr_vindex {
-    uint32_t n_shards, dim, nprobe;
+    uint32_t n_shards, dim, nprobe, nlist;   /* nlist 0: not an inverted file */
     char factory[96];
     FaissIndex **shards;
 };
@@ -37,6 +37,12 @@ static int faiss_err(const char *what) {
     char *nl = strchr(line, '\n');
     if (nl) *nl = '\0';
     return rtr_seterr(RTR_E_FAISS, "%s: %s", what, line);
+}
+
+/* The list count of an inverted-file factory string ("IVF4096,Flat" -> 4096); 0 otherwise. */
+static uint32_t factory_nlist(const char *factory) {
+    const char *ivf = strstr(factory, "IVF");
+    return ivf ? (uint32_t)strtoul(ivf + 3, NULL, 10) : 0;
 }
 
 /* --- plans --------------------------------------------------------------------------- */
@@ -103,11 +109,11 @@ int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, uint3
     (void)dim;
     memset(p, 0, sizeof *p);
     if (strlen(factory) + 7 >= sizeof p->factory) return rtr_seterr(RTR_E_INVALID, "factory string too long");
-    const char *ivf = strstr(factory, "IVF");
-    int takes_ids = ivf != NULL || !strncmp(factory, "IDMap", 5);
+    int ivf = strstr(factory, "IVF") != NULL;
+    int takes_ids = ivf || !strncmp(factory, "IDMap", 5);
     snprintf(p->factory, sizeof p->factory, "%s%s", takes_ids ? "" : "IDMap,", factory);
     if (ivf) {
-        p->nlist = (uint32_t)strtoul(ivf + 3, NULL, 10);
+        p->nlist = factory_nlist(factory);
         if (!p->nlist) return rtr_seterr(RTR_E_INVALID, "factory '%s': IVF needs a list count", factory);
         p->nprobe = default_nprobe(n, p->nlist, shards);
         p->train_n = (uint64_t)p->nlist * TRAIN_PER_LIST < n ? (uint64_t)p->nlist * TRAIN_PER_LIST : n;
@@ -149,6 +155,7 @@ static rtr_vindex *alloc_vindex(uint32_t n_shards, uint32_t dim, const char *fac
     v->n_shards = n_shards;
     v->dim = dim;
     v->nprobe = nprobe;
+    v->nlist = factory_nlist(factory);
     snprintf(v->factory, sizeof v->factory, "%s", factory);
     return v;
 }
@@ -199,6 +206,7 @@ uint32_t rtr_vindex_shards(const rtr_vindex *v) { return v->n_shards; }
 uint32_t rtr_vindex_dim(const rtr_vindex *v) { return v->dim; }
 const char *rtr_vindex_factory(const rtr_vindex *v) { return v->factory; }
 uint32_t rtr_vindex_nprobe(const rtr_vindex *v) { return v->nprobe; }
+uint32_t rtr_vindex_nlist(const rtr_vindex *v) { return v->nlist; }
 
 uint64_t rtr_vindex_ntotal(const rtr_vindex *v) {
     uint64_t n = 0;
@@ -207,7 +215,7 @@ uint64_t rtr_vindex_ntotal(const rtr_vindex *v) {
 }
 
 int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe) {
-    if (!strstr(v->factory, "IVF")) return nprobe ? rtr_seterr(RTR_E_INVALID, "nprobe applies to IVF indexes only") : RTR_OK;
+    if (!v->nlist) return nprobe ? rtr_seterr(RTR_E_INVALID, "nprobe applies to IVF indexes only") : RTR_OK;
     for (uint32_t s = 0; s < v->n_shards; s++) {
         int rc = set_nprobe_one(v->shards[s], nprobe);
         if (rc) return rc;
@@ -360,7 +368,7 @@ int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, cons
             uint32_t d = (uint32_t)faiss_Index_d(v->shards[s]);
             if (s == 0) v->dim = d;
             else if (d != v->dim) rc = rtr_seterr(RTR_E_CORRUPT, "%s: dimension %u, shard 0 has %u", path, d, v->dim);
-            if (!rc && strstr(factory, "IVF")) rc = set_nprobe_one(v->shards[s], nprobe);
+            if (!rc && v->nlist) rc = set_nprobe_one(v->shards[s], nprobe);
         }
         rtr_free(path);
     }

@@ -58,6 +58,7 @@ uint32_t rtr_vindex_dim(const rtr_vindex *v);
 uint64_t rtr_vindex_ntotal(const rtr_vindex *v);
 const char *rtr_vindex_factory(const rtr_vindex *v);
 uint32_t rtr_vindex_nprobe(const rtr_vindex *v);
+uint32_t rtr_vindex_nlist(const rtr_vindex *v);   /* 0 unless an inverted file */
 int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe);
 /* Sets a FAISS search parameter ("nprobe", "efSearch", ...) on every shard. */
 int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value);
