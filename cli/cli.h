@@ -33,5 +33,6 @@ int cmd_tokenizer(int argc, char **argv);
 int cmd_index(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_embed(int argc, char **argv);
+int cmd_train(int argc, char **argv);
 
 #endif

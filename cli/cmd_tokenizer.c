@@ -473,7 +473,7 @@ done:
     return rc;
 }
 
-static int cmd_train(int argc, char **argv) {
+static int tok_train(int argc, char **argv) {
     opts o;
     int st = parse_opts(argc, argv, "train", usage_train, OPT_TRAIN, &o);
     train_ctx c = {0};
@@ -554,7 +554,7 @@ int cmd_tokenizer(int argc, char **argv) {
         return CLI_OK;
     }
     const char *sub = argv[1];
-    if (!strcmp(sub, "train")) return cmd_train(argc, argv);
+    if (!strcmp(sub, "train")) return tok_train(argc, argv);
     if (!strcmp(sub, "encode")) return cmd_encode(argc, argv);
     if (!strcmp(sub, "decode")) return cmd_decode(argc, argv);
     if (!strcmp(sub, "info")) return cmd_info(argc, argv);

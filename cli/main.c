@@ -24,6 +24,7 @@ static const char usage[] =
     "  index build KB           embed chunks into the FAISS index (sharded)\n"
     "  search KB QUERY          the chunks nearest to QUERY, with sources\n"
     "  embed KB TEXT...         the vectors the knowledge base's embedder gives texts\n"
+    "  train KB -o DIR          train a baseline or RETRO model on the documents of KB\n"
     "  tokenizer train|encode|decode|info\n"
     "                           train a BPE tokenizer, or encode/decode stdin\n"
     "\n"
@@ -76,6 +77,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
     if (!strcmp(argv[1], "search")) return cmd_search(argc - 1, argv + 1);
     if (!strcmp(argv[1], "embed")) return cmd_embed(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
     fprintf(stderr, "retro: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

@@ -18,6 +18,7 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,14 @@
 #include "model/ops.h"
 
 #define PI 3.14159265358979323846
+
+void openblas_set_num_threads(int n);   /* OpenBLAS; not in every cblas.h */
+
+void rtr_set_threads(int n) {
+    if (n < 1) n = 1;
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
 
 /* --- configuration --------------------------------------------------------------------- */
 void rtr_model_config_default(rtr_model_config *cfg, int V) {

@@ -146,6 +146,9 @@ float rtr_lr_schedule(float lr, int64_t step, int64_t warmup, int64_t total);
  * (2 per multiply-add; backward twice forward), with or without retrieval. */
 double rtr_model_train_flops(const rtr_model_config *cfg, int B, int T, int retrieval);
 
+/* Threads for OpenMP and for BLAS (n >= 1). */
+void rtr_set_threads(int n);
+
 /* Bytes of the activation buffer for max_B sequences. */
 size_t rtr_model_act_bytes(const rtr_model *m);
 

@@ -1,0 +1,44 @@
+/*
+ * dataset.h - training and validation sequences from a knowledge base, with
+ * their precomputed neighbours: the rtr_train_source behind `retro train`.
+ *
+ * Documents are split by content hash (stable across re-ingestion): a
+ * document is in the validation split when the first 8 bytes of its XXH3
+ * hash, modulo 1e6, fall below val_frac * 1e6. Each split is the sequence of
+ * its documents' 64-token chunks in document order; training sequence i is
+ * chunks [i*Lc, (i+1)*Lc) (Lc = T/64), so every model chunk is a store chunk.
+ * Inputs are the chunk tokens (a document's short last chunk is padded with
+ * the end-of-document token, whose targets do not count); the target of a
+ * document's last token is the end-of-document token.
+ *
+ * Neighbours (retrieval modes): for every chunk, the K nearest chunks of the
+ * knowledge base with their continuations, never from the chunk's own
+ * document (the paper's rule) and never from a validation document (so
+ * validation text is never seen through retrieval either).
+ */
+#ifndef RTR_CLI_DATASET_H
+#define RTR_CLI_DATASET_H
+
+#include <stdint.h>
+
+#include "model/train.h"
+#include "retriever/retriever.h"
+
+typedef struct cli_dataset cli_dataset;
+
+typedef struct cli_dataset_opts {
+    int T;              /* context, a multiple of 64 */
+    int K;              /* neighbours per chunk; 0: no retrieval */
+    double val_frac;    /* share of documents held out */
+    int progress;
+} cli_dataset_opts;
+
+/* Builds the dataset from kb (and retriever r when o->K > 0). */
+int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, cli_dataset **out);
+void cli_dataset_free(cli_dataset *d);   /* NULL-safe */
+/* The training source; valid while d lives. */
+const rtr_train_source *cli_dataset_source(const cli_dataset *d);
+/* Chunks, documents and tokens of a split. */
+void cli_dataset_counts(const cli_dataset *d, int split, int64_t *chunks, int64_t *docs, int64_t *tokens);
+
+#endif

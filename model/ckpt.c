@@ -1,0 +1,160 @@
+/* ckpt.c - checkpoints (see ckpt.h). */
+#include "model/ckpt.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "lib/alloc.h"
+#include "lib/io.h"
+#include "lib/status.h"
+
+#define CKPT_FORMAT "retro-model"
+#define CKPT_VERSION 1
+
+static int add_group(rtr_st_writer *w, rtr_model *m, const char *prefix, const float *base) {
+    char nm[64];
+    for (int i = 0; i < rtr_model_ntensors(m); i++) {
+        const rtr_model_param *p = rtr_model_tensor(m, i);
+        snprintf(nm, sizeof nm, "%s%s", prefix, p->name);
+        int rc = rtr_st_writer_add(w, nm, RTR_ST_F32, p->ndim, p->shape, base + p->off);
+        if (rc < 0) return rc;
+    }
+    return RTR_OK;
+}
+
+static int write_file(rtr_model *m, const char *path, const char *cfg, const rtr_ckpt_meta *meta, int with_train) {
+    rtr_st_writer *w = NULL;
+    int rc = rtr_st_writer_new(&w);
+    char ver[16], step[32];
+    snprintf(ver, sizeof ver, "%d", CKPT_VERSION);
+    snprintf(step, sizeof step, "%" PRId64, *rtr_model_adam_step(m));
+    if (!rc) rc = rtr_st_writer_meta(w, "format", CKPT_FORMAT);
+    if (!rc) rc = rtr_st_writer_meta(w, "version", ver);
+    if (!rc) rc = rtr_st_writer_meta(w, "config", cfg);
+    for (int i = 0; meta && !rc && i < meta->n; i++) rc = rtr_st_writer_meta(w, meta->kv[2 * i], meta->kv[2 * i + 1]);
+    if (!rc) rc = add_group(w, m, "", rtr_model_params(m));
+    if (!rc && with_train) {
+        rc = rtr_st_writer_meta(w, "adam_step", step);
+        if (!rc) rc = add_group(w, m, "adam_m.", rtr_model_adam_m(m));
+        if (!rc) rc = add_group(w, m, "adam_v.", rtr_model_adam_v(m));
+    }
+    if (!rc) rc = rtr_st_writer_save(w, path);
+    rtr_st_writer_free(w);
+    return rc;
+}
+
+int rtr_ckpt_save(rtr_model *m, const char *dir, const rtr_ckpt_meta *meta, int with_train) {
+    if (with_train && (!rtr_model_adam_m(m) || !rtr_model_adam_v(m)))
+        return rtr_seterr(RTR_E_INVALID, "%s: a training checkpoint needs the optimizer state", dir);
+    int rc = rtr_mkdirs(dir);
+    if (rc < 0) return rc;
+    char *cfg = rtr_model_config_to_json(rtr_model_cfg(m));
+    char *ptrain = rtr_path_join(dir, "train.safetensors"), *pmodel = rtr_path_join(dir, "model.safetensors");
+    char *pcfg = rtr_path_join(dir, "config.json");
+    if (!cfg || !ptrain || !pmodel || !pcfg) rc = rtr_seterr(RTR_E_NOMEM, "%s: out of memory", dir);
+    if (!rc && with_train) rc = write_file(m, ptrain, cfg, meta, 1);
+    if (!rc) rc = write_file(m, pmodel, cfg, meta, 0);
+    if (!rc) {
+        size_t n = strlen(cfg);
+        cfg[n] = '\n';   /* the file ends in a newline (the NUL is not written) */
+        rc = rtr_write_file_atomic(pcfg, cfg, n + 1);
+        cfg[n] = 0;
+    }
+    free(cfg);
+    free(ptrain);
+    free(pmodel);
+    free(pcfg);
+    return rc;
+}
+
+/* Copies tensor prefix+NAME of st into base for every parameter, checking
+ * dtype and shape. */
+static int take_group(rtr_model *m, const rtr_safetensors *st, const char *path, const char *prefix, float *base) {
+    char nm[64];
+    for (int i = 0; i < rtr_model_ntensors(m); i++) {
+        const rtr_model_param *p = rtr_model_tensor(m, i);
+        snprintf(nm, sizeof nm, "%s%s", prefix, p->name);
+        const rtr_st_tensor *t = rtr_st_find(st, nm);
+        if (!t) return rtr_seterr(RTR_E_CORRUPT, "%s: tensor %s missing", path, nm);
+        if (t->dtype != RTR_ST_F32)
+            return rtr_seterr(RTR_E_CORRUPT, "%s: tensor %s is %s, expected F32", path, nm,
+                              rtr_st_dtype_name(t->dtype));
+        if (t->ndim != p->ndim || t->shape[0] != p->shape[0] || (p->ndim == 2 && t->shape[1] != p->shape[1]))
+            return rtr_seterr(RTR_E_CORRUPT, "%s: tensor %s has the wrong shape for the configuration", path, nm);
+        memcpy(base + p->off, t->data, p->n * sizeof(float));
+    }
+    return RTR_OK;
+}
+
+int rtr_ckpt_load(const char *path, int max_B, int T_override, int with_train, rtr_model **out,
+                  rtr_safetensors **st_out) {
+    *out = NULL;
+    if (st_out) *st_out = NULL;
+    struct stat sb;
+    char *file = NULL;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+        file = rtr_path_join(path, with_train ? "train.safetensors" : "model.safetensors");
+    else file = strdup(path);
+    if (!file) return rtr_seterr(RTR_E_NOMEM, "%s: out of memory", path);
+    rtr_safetensors *st = NULL;
+    rtr_model *m = NULL;
+    int rc = rtr_st_load(file, &st);
+    if (rc < 0) goto done;
+    const char *fmt = rtr_st_meta(st, "format"), *ver = rtr_st_meta(st, "version"), *cfgs = rtr_st_meta(st, "config");
+    if (!fmt || strcmp(fmt, CKPT_FORMAT) || !ver || !cfgs) {
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a retro model (no format, version or config metadata)", file);
+        goto done;
+    }
+    long v = strtol(ver, NULL, 10);
+    if (v < 1 || v > CKPT_VERSION) {
+        rc = rtr_seterr(RTR_E_VERSION, "%s: checkpoint version %s; this retro reads version %d", file, ver,
+                        CKPT_VERSION);
+        goto done;
+    }
+    rtr_model_config cfg;
+    if ((rc = rtr_model_config_from_json(cfgs, file, &cfg)) < 0) goto done;
+    if (T_override > 0) {
+        if (T_override % cfg.m || T_override > 65536) {
+            rc = rtr_seterr(RTR_E_INVALID, "context %d is not a multiple of the chunk size %d", T_override, cfg.m);
+            goto done;
+        }
+        cfg.T = T_override;
+    }
+    if ((rc = rtr_model_new(&cfg, max_B, &m)) < 0) goto done;
+    size_t want = (size_t)rtr_model_ntensors(m) * (with_train ? 3 : 1);
+    if (rtr_st_count(st) != want) {
+        if (with_train && rtr_st_count(st) == want / 3)
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: has no optimizer state to resume from", file);
+        else
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: %zu tensors, the configuration has %zu", file, rtr_st_count(st), want);
+        goto done;
+    }
+    if ((rc = take_group(m, st, file, "", rtr_model_params(m))) < 0) goto done;
+    if (with_train) {
+        const char *step = rtr_st_meta(st, "adam_step");
+        char *end = NULL;
+        long long s = step ? strtoll(step, &end, 10) : -1;
+        if (!step || *end || s < 0) {
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: bad or missing adam_step", file);
+            goto done;
+        }
+        if ((rc = rtr_model_alloc_train(m)) < 0) goto done;
+        if ((rc = take_group(m, st, file, "adam_m.", rtr_model_adam_m(m))) < 0) goto done;
+        if ((rc = take_group(m, st, file, "adam_v.", rtr_model_adam_v(m))) < 0) goto done;
+        *rtr_model_adam_step(m) = s;
+    }
+    *out = m;
+    m = NULL;
+    if (st_out) {
+        *st_out = st;
+        st = NULL;
+    }
+done:
+    rtr_model_free(m);
+    rtr_st_free(st);
+    free(file);
+    return rc;
+}

@@ -1,0 +1,52 @@
+/*
+ * ckpt.h - model checkpoints: safetensors weights that any safetensors
+ * reader (PyTorch included) loads, plus the JSON configuration.
+ *
+ * A checkpoint is a directory:
+ *   model.safetensors  the weights, named and shaped as in docs/model.md, all
+ *                      F32; metadata: "format" = "retro-model", "version" =
+ *                      "1", "config" = the configuration JSON, and the
+ *                      caller's keys (tokenizer hash, training step, ...)
+ *   config.json        the same configuration, for people and other tools
+ *   train.safetensors  (training checkpoints only) the weights again and the
+ *                      AdamW moments "adam_m.NAME", "adam_v.NAME"; metadata
+ *                      as above plus "adam_step" and the caller's training
+ *                      state. Resuming reads this one file, so weights and
+ *                      optimizer state always belong together.
+ * Every file is replaced atomically (temporary file, fsync, rename): a
+ * crash leaves the previous checkpoint or the new one, never a mix within
+ * a file.
+ *
+ * Loading checks, before anything is allocated from them, every header,
+ * dtype, shape and offset against the file's length (lib/safetensors.h),
+ * then that the configuration is valid and every tensor of that
+ * configuration is present with exactly its shape, and nothing else is.
+ * Failures are one-line RTR_E_CORRUPT / RTR_E_VERSION errors naming the file.
+ */
+#ifndef RTR_CKPT_H
+#define RTR_CKPT_H
+
+#include "lib/safetensors.h"
+#include "model/retro.h"
+
+/* Extra metadata: pairs of key, value strings; n pairs. */
+typedef struct rtr_ckpt_meta {
+    const char *const *kv;
+    int n;
+} rtr_ckpt_meta;
+
+/* Writes dir/model.safetensors and dir/config.json and, when with_train,
+ * first dir/train.safetensors (the model's gradients need not exist; its
+ * moments must). Creates dir. */
+int rtr_ckpt_save(rtr_model *m, const char *dir, const rtr_ckpt_meta *meta, int with_train);
+
+/* Loads a checkpoint: path is a checkpoint directory (its model.safetensors,
+ * or train.safetensors when with_train) or a .safetensors file. Allocates a
+ * model for batches of max_B (its T is the checkpoint's unless T_override >
+ * 0, which must be a multiple of the chunk size). With with_train the AdamW
+ * moments and step are restored too. *st_out (if not NULL) gets the loaded
+ * file for reading its metadata (rtr_st_meta); caller frees it. */
+int rtr_ckpt_load(const char *path, int max_B, int T_override, int with_train, rtr_model **out,
+                  rtr_safetensors **st_out);
+
+#endif
