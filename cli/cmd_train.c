@@ -97,6 +97,57 @@ static int copy_by_name(rtr_model *dst, rtr_model *src, const char *from) {
     return RTR_OK;
 }
 
+/* The settings a training checkpoint records, so that --resume continues
+ * the same run: metadata keys and how to print and parse them. */
+enum { S_SEED, S_BATCH, S_STEPS, S_LR, S_WARMUP, S_WD, S_CLIP, S_VAL, N_SETTINGS };
+static const char *SETTING_KEYS[N_SETTINGS] = {"seed", "batch", "steps", "lr", "warmup", "weight_decay", "clip",
+                                               "val_frac"};
+
+static void settings_meta(const rtr_train_opts *o, double val_frac, char sv[][40], const char **kv) {
+    snprintf(sv[S_SEED], 40, "%" PRIu64, o->seed);
+    snprintf(sv[S_BATCH], 40, "%d", o->B);
+    snprintf(sv[S_STEPS], 40, "%" PRId64, o->steps);
+    snprintf(sv[S_LR], 40, "%.9g", o->lr);
+    snprintf(sv[S_WARMUP], 40, "%" PRId64, o->warmup);
+    snprintf(sv[S_WD], 40, "%.9g", o->hp.weight_decay);
+    snprintf(sv[S_CLIP], 40, "%.9g", o->hp.clip);
+    snprintf(sv[S_VAL], 40, "%.17g", val_frac);
+    for (int i = 0; i < N_SETTINGS; i++) {
+        kv[2 * i] = SETTING_KEYS[i];
+        kv[2 * i + 1] = sv[i];
+    }
+}
+
+/* Reads the recorded settings into o and *val_frac, except those given[i]. */
+static int resume_settings(const rtr_safetensors *st, const char *file, const uint8_t *given, rtr_train_opts *o,
+                           double *val_frac) {
+    for (int i = 0; i < N_SETTINGS; i++) {
+        const char *v = rtr_st_meta(st, SETTING_KEYS[i]);
+        if (!v || given[i]) continue;
+        char *end;
+        double x = strtod(v, &end);
+        if (*end || end == v || !(x >= 0) || x > 1e15)
+            return rtr_seterr(RTR_E_CORRUPT, "%s: bad %s \"%s\"", file, SETTING_KEYS[i], v);
+        switch (i) {
+        case S_SEED: o->seed = strtoull(v, NULL, 10); break;
+        case S_BATCH:
+            if (x < 1 || x > 4096) return rtr_seterr(RTR_E_CORRUPT, "%s: bad batch %s", file, v);
+            o->B = (int)x;
+            break;
+        case S_STEPS: o->steps = (int64_t)x; break;
+        case S_LR: o->lr = (float)x; break;
+        case S_WARMUP: o->warmup = (int64_t)x; break;
+        case S_WD: o->hp.weight_decay = (float)x; break;
+        case S_CLIP: o->hp.clip = (float)x; break;
+        case S_VAL:
+            if (x >= 1) return rtr_seterr(RTR_E_CORRUPT, "%s: bad val_frac %s", file, v);
+            *val_frac = x;
+            break;
+        }
+    }
+    return RTR_OK;
+}
+
 static long parse_long(const char *s, long lo, long hi, int *bad) {
     char *end;
     long v = strtol(s, &end, 10);
@@ -134,8 +185,10 @@ int cmd_train(int argc, char **argv) {
     to.save_every = 200;
     rtr_adamw_default(&to.hp);
     double val_frac = 0.05;
+    uint8_t given[O_EHEADS + 1] = {0};   /* options set on the command line */
     optind = 1;
     while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+        if (c >= 256 && c <= O_EHEADS) given[c] = 1;
         switch (c) {
         case 'h': fputs(train_usage, stdout); return CLI_OK;
         case 'o': out_dir = optarg; break;
@@ -196,7 +249,20 @@ int cmd_train(int argc, char **argv) {
 
     /* the model: resumed, fitted from a baseline, or new */
     if (resume) {
-        if ((rc = rtr_ckpt_load(out_dir, to.B, 0, 1, &m, &st)) < 0) goto done;
+        path = rtr_ckpt_file(out_dir, 1);
+        if (path && !rtr_path_exists(path)) {
+            rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no training checkpoint to resume", path);
+            goto done;
+        }
+        if ((rc = rtr_st_load(path, &st)) < 0) goto done;
+        /* the run's settings, unless given again */
+        const int opt_of[N_SETTINGS] = {O_SEED, O_BATCH, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_VAL};
+        uint8_t given_s[N_SETTINGS];
+        for (int i = 0; i < N_SETTINGS; i++) given_s[i] = given[opt_of[i]];
+        if ((rc = resume_settings(st, path, given_s, &to, &val_frac)) < 0) goto done;
+        if ((rc = rtr_ckpt_from_st(st, path, to.B, 0, 1, &m)) < 0) goto done;
+        free(path);
+        path = NULL;
         const char *mm = rtr_st_meta(st, "mode"), *th = rtr_st_meta(st, "tokenizer");
         if (th && strcmp(th, rtr_kb_tokenizer_hash(kb))) {
             rc = rtr_seterr(RTR_E_MISMATCH, "%s: trained with tokenizer %s, %s has %s", out_dir, th, kb_dir,
@@ -209,8 +275,6 @@ int cmd_train(int argc, char **argv) {
             m_retro = !strcmp(mm, "retro");
             mode = m_base ? "baseline" : m_fit ? "fit" : "retro";
         }
-        const char *seed = rtr_st_meta(st, "seed");
-        if (seed) to.seed = strtoull(seed, NULL, 10);
         cfg = *rtr_model_cfg(m);
     } else if (m_fit) {
         if ((rc = rtr_ckpt_load(from, 1, 0, 0, &base, &st)) < 0) goto done;
@@ -261,6 +325,8 @@ int cmd_train(int argc, char **argv) {
                 "train: %s model, %zu parameters (%s trained); %" PRId64 " training documents (%" PRId64
                 " tokens), %" PRId64 " validation documents (%" PRId64 " tokens)\n",
                 mode, rtr_model_nparams(m), m_fit ? "retrieval path" : "all", docs[0], toks[0], docs[1], toks[1]);
+    if (docs[1] == 0 && val_frac > 0)
+        fprintf(stderr, "train: warning: no document fell in the validation split; raise --val-frac\n");
 
     /* the output directory: tokenizer, log, checkpoints */
     if ((rc = rtr_mkdirs(out_dir)) < 0) goto done;
@@ -273,10 +339,10 @@ int cmd_train(int argc, char **argv) {
         rc = rtr_seterr(RTR_E_IO, "%s: cannot open the log", path ? path : out_dir);
         goto done;
     }
-    char seed_s[32];
-    snprintf(seed_s, sizeof seed_s, "%" PRIu64, to.seed);
-    const char *kv[] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", mode, "seed", seed_s};
-    rtr_ckpt_meta meta = {kv, 3};
+    char sv[N_SETTINGS][40];
+    const char *kv[2 * (N_SETTINGS + 2)] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", mode};
+    settings_meta(&to, val_frac, sv, kv + 4);
+    rtr_ckpt_meta meta = {kv, N_SETTINGS + 2};
     to.out_dir = out_dir;
     to.meta = &meta;
     to.progress = !quiet;
@@ -291,11 +357,14 @@ int cmd_train(int argc, char **argv) {
     signal(SIGINT, SIG_DFL);
     signal(SIGTERM, SIG_DFL);
     if (rc) goto done;
-    if (json)
-        printf("{\"mode\":\"%s\",\"steps\":%" PRId64 ",\"params\":%zu,\"train_loss\":%.6f,\"val_loss\":%.6f,"
-               "\"val_bpb\":%.6f,\"tokens_per_s\":%.1f}\n",
-               mode, res.steps, rtr_model_nparams(m), res.train_loss, isfinite(res.val_loss) ? res.val_loss : -1.0,
-               isfinite(res.val_bpb) ? res.val_bpb : -1.0, res.tokens_per_s);
+    if (json) {
+        char vl[32] = "null", vb[32] = "null";
+        if (isfinite(res.val_loss)) snprintf(vl, sizeof vl, "%.6f", res.val_loss);
+        if (isfinite(res.val_bpb)) snprintf(vb, sizeof vb, "%.6f", res.val_bpb);
+        printf("{\"mode\":\"%s\",\"steps\":%" PRId64 ",\"params\":%zu,\"train_loss\":%.6f,\"val_loss\":%s,"
+               "\"val_bpb\":%s,\"tokens_per_s\":%.1f}\n",
+               mode, res.steps, rtr_model_nparams(m), res.train_loss, vl, vb, res.tokens_per_s);
+    }
     else
         fprintf(stderr, "train: %" PRId64 " steps; training loss %.4f; validation loss %.4f, %.4f bits per byte; "
                         "%.0f tokens/s; saved in %s\n",

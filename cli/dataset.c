@@ -50,6 +50,8 @@ static int grow(split *s, int64_t *cap) {
 static int is_val(const rtr_doc *d, double frac) {
     uint64_t h;
     memcpy(&h, d->content_hash, 8);
+    h = (h ^ (h >> 31)) * 0x94D049BB133111EBull;   /* spread every bit into the low ones */
+    h ^= h >> 29;
     return (double)(h % 1000000) < frac * 1e6;
 }
 

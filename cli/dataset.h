@@ -4,7 +4,7 @@
  *
  * Documents are split by content hash (stable across re-ingestion): a
  * document is in the validation split when the first 8 bytes of its XXH3
- * hash, modulo 1e6, fall below val_frac * 1e6. Each split is the sequence of
+ * hash, mixed, modulo 1e6, fall below val_frac * 1e6. Each split is the sequence of
  * its documents' 64-token chunks in document order; training sequence i is
  * chunks [i*Lc, (i+1)*Lc) (Lc = T/64), so every model chunk is a store chunk.
  * Inputs are the chunk tokens (a document's short last chunk is padded with

@@ -89,71 +89,75 @@ static int take_group(rtr_model *m, const rtr_safetensors *st, const char *path,
     return RTR_OK;
 }
 
-int rtr_ckpt_load(const char *path, int max_B, int T_override, int with_train, rtr_model **out,
-                  rtr_safetensors **st_out) {
-    *out = NULL;
-    if (st_out) *st_out = NULL;
+char *rtr_ckpt_file(const char *path, int with_train) {
     struct stat sb;
-    char *file = NULL;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
-        file = rtr_path_join(path, with_train ? "train.safetensors" : "model.safetensors");
-    else file = strdup(path);
-    if (!file) return rtr_seterr(RTR_E_NOMEM, "%s: out of memory", path);
-    rtr_safetensors *st = NULL;
+        return rtr_path_join(path, with_train ? "train.safetensors" : "model.safetensors");
+    return strdup(path);
+}
+
+int rtr_ckpt_from_st(const rtr_safetensors *st, const char *file, int max_B, int T_override, int with_train,
+                     rtr_model **out) {
+    *out = NULL;
     rtr_model *m = NULL;
-    int rc = rtr_st_load(file, &st);
-    if (rc < 0) goto done;
+    int rc;
     const char *fmt = rtr_st_meta(st, "format"), *ver = rtr_st_meta(st, "version"), *cfgs = rtr_st_meta(st, "config");
-    if (!fmt || strcmp(fmt, CKPT_FORMAT) || !ver || !cfgs) {
-        rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a retro model (no format, version or config metadata)", file);
-        goto done;
-    }
+    if (!fmt || strcmp(fmt, CKPT_FORMAT) || !ver || !cfgs)
+        return rtr_seterr(RTR_E_CORRUPT, "%s: not a retro model (no format, version or config metadata)", file);
     long v = strtol(ver, NULL, 10);
-    if (v < 1 || v > CKPT_VERSION) {
-        rc = rtr_seterr(RTR_E_VERSION, "%s: checkpoint version %s; this retro reads version %d", file, ver,
-                        CKPT_VERSION);
-        goto done;
-    }
+    if (v < 1 || v > CKPT_VERSION)
+        return rtr_seterr(RTR_E_VERSION, "%s: checkpoint version %s; this retro reads version %d", file, ver,
+                          CKPT_VERSION);
     rtr_model_config cfg;
-    if ((rc = rtr_model_config_from_json(cfgs, file, &cfg)) < 0) goto done;
+    if ((rc = rtr_model_config_from_json(cfgs, file, &cfg)) < 0) return rc;
     if (T_override > 0) {
-        if (T_override % cfg.m || T_override > 65536) {
-            rc = rtr_seterr(RTR_E_INVALID, "context %d is not a multiple of the chunk size %d", T_override, cfg.m);
-            goto done;
-        }
+        if (T_override % cfg.m || T_override > 65536)
+            return rtr_seterr(RTR_E_INVALID, "context %d is not a multiple of the chunk size %d", T_override, cfg.m);
         cfg.T = T_override;
     }
-    if ((rc = rtr_model_new(&cfg, max_B, &m)) < 0) goto done;
+    if ((rc = rtr_model_new(&cfg, max_B, &m)) < 0) return rc;
     size_t want = (size_t)rtr_model_ntensors(m) * (with_train ? 3 : 1);
     if (rtr_st_count(st) != want) {
         if (with_train && rtr_st_count(st) == want / 3)
             rc = rtr_seterr(RTR_E_CORRUPT, "%s: has no optimizer state to resume from", file);
         else
             rc = rtr_seterr(RTR_E_CORRUPT, "%s: %zu tensors, the configuration has %zu", file, rtr_st_count(st), want);
-        goto done;
+        goto fail;
     }
-    if ((rc = take_group(m, st, file, "", rtr_model_params(m))) < 0) goto done;
+    if ((rc = take_group(m, st, file, "", rtr_model_params(m))) < 0) goto fail;
     if (with_train) {
         const char *step = rtr_st_meta(st, "adam_step");
         char *end = NULL;
         long long s = step ? strtoll(step, &end, 10) : -1;
         if (!step || *end || s < 0) {
             rc = rtr_seterr(RTR_E_CORRUPT, "%s: bad or missing adam_step", file);
-            goto done;
+            goto fail;
         }
-        if ((rc = rtr_model_alloc_train(m)) < 0) goto done;
-        if ((rc = take_group(m, st, file, "adam_m.", rtr_model_adam_m(m))) < 0) goto done;
-        if ((rc = take_group(m, st, file, "adam_v.", rtr_model_adam_v(m))) < 0) goto done;
+        if ((rc = rtr_model_alloc_train(m)) < 0) goto fail;
+        if ((rc = take_group(m, st, file, "adam_m.", rtr_model_adam_m(m))) < 0) goto fail;
+        if ((rc = take_group(m, st, file, "adam_v.", rtr_model_adam_v(m))) < 0) goto fail;
         *rtr_model_adam_step(m) = s;
     }
     *out = m;
-    m = NULL;
-    if (st_out) {
+    return RTR_OK;
+fail:
+    rtr_model_free(m);
+    return rc;
+}
+
+int rtr_ckpt_load(const char *path, int max_B, int T_override, int with_train, rtr_model **out,
+                  rtr_safetensors **st_out) {
+    *out = NULL;
+    if (st_out) *st_out = NULL;
+    char *file = rtr_ckpt_file(path, with_train);
+    if (!file) return rtr_seterr(RTR_E_NOMEM, "%s: out of memory", path);
+    rtr_safetensors *st = NULL;
+    int rc = rtr_st_load(file, &st);
+    if (rc >= 0) rc = rtr_ckpt_from_st(st, file, max_B, T_override, with_train, out);
+    if (rc >= 0 && st_out) {
         *st_out = st;
         st = NULL;
     }
-done:
-    rtr_model_free(m);
     rtr_st_free(st);
     free(file);
     return rc;

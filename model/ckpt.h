@@ -49,4 +49,12 @@ int rtr_ckpt_save(rtr_model *m, const char *dir, const rtr_ckpt_meta *meta, int 
 int rtr_ckpt_load(const char *path, int max_B, int T_override, int with_train, rtr_model **out,
                   rtr_safetensors **st_out);
 
+/* The same from a safetensors file already loaded (name is used in errors);
+ * st stays the caller's. */
+int rtr_ckpt_from_st(const rtr_safetensors *st, const char *name, int max_B, int T_override, int with_train,
+                     rtr_model **out);
+
+/* The file rtr_ckpt_load reads for path (a directory or a file); caller frees. */
+char *rtr_ckpt_file(const char *path, int with_train);
+
 #endif
