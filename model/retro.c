@@ -455,15 +455,21 @@ void rtr_model_free(rtr_model *m) {
     rtr_free(m);
 }
 
+size_t rtr_model_scratch_bytes(const rtr_model *m) {
+    size_t sz[13], total = 0;
+    scratch_sizes(m, sz);
+    for (int i = 0; i < 13; i++) total += sz[i];
+    return total * sizeof(float);
+}
+
 int rtr_model_alloc_train(rtr_model *m) {
     if (!m->grads) m->grads = rtr_calloc(m->nparams, sizeof(float));
     if (!m->am) m->am = rtr_calloc(m->nparams, sizeof(float));
     if (!m->av) m->av = rtr_calloc(m->nparams, sizeof(float));
     if (!m->scr_mem) {
-        size_t sz[13], total = 0;
+        size_t sz[13];
         scratch_sizes(m, sz);
-        for (int i = 0; i < 13; i++) total += sz[i];
-        m->scr_mem = rtr_calloc(total, sizeof(float));
+        m->scr_mem = rtr_calloc(rtr_model_scratch_bytes(m) / sizeof(float), sizeof(float));
         if (m->scr_mem) {
             size_t off = 0;
             for (int i = 0; i < 13; i++) {

@@ -149,7 +149,9 @@ double rtr_model_train_flops(const rtr_model_config *cfg, int B, int T, int retr
 /* Threads for OpenMP and for BLAS (n >= 1). */
 void rtr_set_threads(int n);
 
-/* Bytes of the activation buffer for max_B sequences. */
+/* Bytes of the activation buffer for max_B sequences, and of the backward
+ * pass's scratch (allocated with the gradients). */
 size_t rtr_model_act_bytes(const rtr_model *m);
+size_t rtr_model_scratch_bytes(const rtr_model *m);
 
 #endif
