@@ -26,6 +26,7 @@
 #include "lib/alloc.h"
 #include "lib/status.h"
 #include "model/ops.h"
+#include "model/retro_int.h"
 
 #define PI 3.14159265358979323846
 
@@ -155,79 +156,6 @@ int rtr_model_config_from_json(const char *text, const char *name, rtr_model_con
     if (rc == RTR_OK && rtr_model_config_finish(cfg) < 0) rc = rtr_errprefix(RTR_E_CORRUPT, "%s", name);
     return rc;
 }
-
-/* --- the model object ------------------------------------------------------------------- */
-/* Indexes into the parameter table of one block's tensors (-1: absent). The
- * decoder's CCA tensors and the encoder's cross-attention tensors share the
- * x* slots. */
-typedef struct blk_ix {
-    int ln1, qkv, proj, xln, xq, xkv, xproj, ln2, fc, fcp;
-} blk_ix;
-
-typedef struct sa_acts {
-    float *ln, *rstd; /* (rows, W), (rows) */
-    float *q, *k, *v; /* (rows, W), q and k rotated */
-    float *att;       /* (Bn, NH, T, T) */
-    float *y;         /* (rows, W) attention output */
-} sa_acts;
-
-typedef struct xa_acts {
-    float *q;         /* (NQ, W) */
-    float *kx, *vx;   /* (NKV, W) keys and values */
-    float *k, *v;     /* (Bn*Tk, W): kx, vx replicated rep times (== kx, vx when rep is 1) */
-    float *att;       /* (Bn, NH, Tq, Tk) */
-    float *y;         /* (NQ, W) attention output */
-    float *o;         /* (NQ, W) after the output projection */
-} xa_acts;
-
-typedef struct mlp_acts {
-    float *ln, *rstd; /* (rows, W), (rows) */
-    float *h, *hg;    /* (rows, FW) before and after GELU */
-} mlp_acts;
-
-typedef struct blk_acts {
-    float *res;       /* (rows, W) the block's input */
-    sa_acts sa;
-    float *res1;      /* after self-attention */
-    float *xln, *xrstd; /* the cross-attention's normalised input (decoder: the CCA's c) */
-    float *g;         /* decoder CCA only: (B, Lc, m, C) gathered queries */
-    xa_acts xa;
-    float *res2;      /* after cross-attention (== res1 when it is skipped) */
-    mlp_acts mlp;
-} blk_acts;
-
-struct rtr_model {
-    rtr_model_config cfg;
-    int max_B;
-    rtr_model_param *tab;
-    int ntab;
-    size_t nparams;
-    float *params, *grads, *am, *av;
-    int64_t adam_t;
-    int frozen;
-    int first_cca;                   /* 0-based decoder layer, -1 if none */
-    uint8_t is_cca[RTR_MODEL_MAX_LAYERS];
-    int wte, lnf, ein, elnf;         /* table indexes */
-    blk_ix dec[RTR_MODEL_MAX_LAYERS];
-    blk_ix *enc;                     /* EL entries */
-
-    /* activations: one allocation */
-    void *act_mem;
-    size_t act_bytes;
-    blk_acts dl[RTR_MODEL_MAX_LAYERS];
-    float *resL, *lnf_out, *lnf_rstd, *logits, *dlogits; /* (N,C) (N,C) (N) (N,V) (N,V) */
-    blk_acts *el;
-    float *emb;                      /* (NE, C) neighbour token embeddings */
-    float *eresL, *E, *E_rstd;       /* (NE, EC) (NE, EC) (NE) */
-    uint8_t *nmask;                  /* (NE) neighbour token exists */
-    int32_t *idx, *targets, *nbr;    /* copies of the last inputs */
-    /* backward scratch: one allocation */
-    void *scr_mem;
-    float *s[13];                    /* s[0..7]: (rows, W) sized; s[8], s[9]: MLP-wide;
-                                      * s[10] dres, s[11] dx (N, C); s[12] dE (NE, EC) */
-    /* the last forward pass */
-    int B, T, has_targets, retrieval;
-};
 
 const rtr_model_config *rtr_model_cfg(const rtr_model *m) { return &m->cfg; }
 size_t rtr_model_nparams(const rtr_model *m) { return m->nparams; }
@@ -517,7 +445,6 @@ void rtr_model_init(rtr_model *m, uint64_t seed) {
 }
 
 /* --- sub-layers ------------------------------------------------------------------------- */
-#define PW(m, i) ((m)->params + (m)->tab[i].off)
 
 /* d(i): the gradient slice of tensor i, or NULL when it is frozen */
 static float *gw(rtr_model *m, int i) {
@@ -738,6 +665,21 @@ static void encoder_backward(rtr_model *m, float *dE, float *dctx, const float *
             const float *d = demb + r * c->C;
             for (int i = 0; i < c->C; i++) g[i] += d[i];
         }
+}
+
+void rtr_model_encode_chunk(rtr_model *m, const int32_t *nbr, const float *ctx, float *E) {
+    const rtr_model_config *c = &m->cfg;
+    size_t n = (size_t)c->K * c->R;
+    m->B = 1;
+    m->T = c->m;
+    m->retrieval = 1;
+    m->has_targets = 0;   /* the activations no longer hold a batch to backpropagate */
+    for (size_t i = 0; i < n; i++) {
+        m->nbr[i] = nbr[i];
+        m->nmask[i] = nbr[i] >= 0;
+    }
+    encoder_forward(m, ctx);
+    copyf(E, m->E, n * c->EC);
 }
 
 /* --- the whole model -------------------------------------------------------------------- */

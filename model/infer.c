@@ -1,0 +1,246 @@
+/* infer.c - incremental decoding with live retrieval (see infer.h). */
+#include "model/infer.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/progress.h"
+#include "lib/status.h"
+#include "model/ops.h"
+#include "model/retro_int.h"
+
+struct rtr_session {
+    rtr_model *m;
+    const rtr_model_config *c;
+    int T, pos;                 /* window capacity and the next position in it */
+    int64_t total;              /* tokens fed since the start */
+    int64_t win0;               /* stream index of the window's first token (a multiple of m) */
+    float *mem;                 /* one allocation for everything below */
+    float *kc, *vc;             /* (L, T, C): rotated keys and values */
+    float *ctx;                 /* (T, C): the first CCA layer's normalised rows */
+    float *ck, *cv;             /* (n_cca, K*R, C): the current chunk's CCA keys and values */
+    float *E;                   /* (K*R, EC) */
+    float *x, *a, *q, *k, *v, *y, *o, *h, *hg, *att, *logits, *rstd;
+    int32_t *tok;               /* (T) the window's tokens */
+    int32_t *nbr;               /* (T/m, K, R) neighbours of the window's chunks */
+    uint8_t *has_nbr;           /* (T/m) */
+    uint8_t *cmask;             /* (K*R) */
+    int cur;                    /* the CCA keys hold a chunk's neighbours */
+    int cca_slot[RTR_MODEL_MAX_LAYERS];   /* index of each CCA layer in ck/cv, -1 if none */
+    rtr_retrieve_fn retrieve;
+    void *rctx;
+    rtr_session_times times;
+};
+
+int rtr_session_new(rtr_model *m, rtr_session **out) {
+    *out = NULL;
+    const rtr_model_config *c = rtr_model_cfg(m);
+    rtr_session *s = rtr_calloc(1, sizeof *s);
+    if (!s) return rtr_seterr(RTR_E_NOMEM, "session: out of memory");
+    s->m = m;
+    s->c = c;
+    s->T = c->T;
+    size_t C = (size_t)c->C, T = (size_t)c->T, KR = (size_t)c->K * c->R, nc = (size_t)c->n_cca;
+    size_t attn = T > KR ? T : KR;
+    size_t sizes[] = {c->L * T * C, c->L * T * C, T * C, nc * KR * C, nc * KR * C, KR * (size_t)c->EC,
+                      C, C, C, C, C, C, C, (size_t)c->F, (size_t)c->F, (size_t)c->NH * attn, (size_t)c->V, 1};
+    float **ptrs[] = {&s->kc, &s->vc, &s->ctx, &s->ck, &s->cv, &s->E, &s->x, &s->a, &s->q, &s->k, &s->v,
+                      &s->y, &s->o, &s->h, &s->hg, &s->att, &s->logits, &s->rstd};
+    size_t n = sizeof sizes / sizeof sizes[0], total = 0;
+    for (size_t i = 0; i < n; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    s->mem = rtr_calloc(total, sizeof(float));
+    s->tok = rtr_calloc(T, sizeof *s->tok);
+    s->nbr = rtr_calloc((T / c->m) * KR + 1, sizeof *s->nbr);
+    s->has_nbr = rtr_calloc(T / c->m, 1);
+    s->cmask = rtr_calloc(KR + 1, 1);
+    if (!s->mem || !s->tok || !s->nbr || !s->has_nbr || !s->cmask) {
+        rtr_session_free(s);
+        return rtr_seterr(RTR_E_NOMEM, "session: out of memory for a context of %d", c->T);
+    }
+    float *p = s->mem;
+    for (size_t i = 0; i < n; i++) {
+        *ptrs[i] = p;
+        p += (sizes[i] + 15) & ~(size_t)15;
+    }
+    for (int l = 0; l < RTR_MODEL_MAX_LAYERS; l++) s->cca_slot[l] = -1;
+    for (int i = 0; i < c->n_cca; i++) s->cca_slot[c->cca[i] - 1] = i;
+    *out = s;
+    return RTR_OK;
+}
+
+void rtr_session_free(rtr_session *s) {
+    if (!s) return;
+    rtr_free(s->mem);
+    rtr_free(s->tok);
+    rtr_free(s->nbr);
+    rtr_free(s->has_nbr);
+    rtr_free(s->cmask);
+    rtr_free(s);
+}
+
+void rtr_session_reset(rtr_session *s) {
+    s->pos = 0;
+    s->total = 0;
+    s->win0 = 0;
+    s->cur = 0;
+    memset(s->has_nbr, 0, (size_t)(s->T / s->c->m));
+}
+
+void rtr_session_set_retrieval(rtr_session *s, rtr_retrieve_fn fn, void *ctx) {
+    s->retrieve = fn;
+    s->rctx = ctx;
+}
+
+int64_t rtr_session_tokens(const rtr_session *s) { return s->total; }
+void rtr_session_times_get(const rtr_session *s, rtr_session_times *t) { *t = s->times; }
+
+/* A chunk completed at window position p with neighbours nbr (K, R): encode
+ * them and project them for every CCA layer. */
+static void load_chunk(rtr_session *s, int p, const int32_t *nbr) {
+    rtr_model *m = s->m;
+    const rtr_model_config *c = s->c;
+    int u = p / c->m, KR = c->K * c->R;
+    double t0 = rtr_now();
+    int32_t *slot = s->nbr + (size_t)u * KR;
+    if (slot != nbr) memcpy(slot, nbr, (size_t)KR * sizeof *slot);
+    s->has_nbr[u] = 1;
+    rtr_model_encode_chunk(m, slot, s->ctx + (size_t)u * c->m * c->C, s->E);
+    for (int i = 0; i < KR; i++) s->cmask[i] = slot[i] >= 0;
+    for (int l = 0; l < c->L; l++) {
+        int j = s->cca_slot[l];
+        if (j < 0) continue;
+        const float *wkv = PW(m, m->dec[l].xkv);
+        float *ck = s->ck + (size_t)j * KR * c->C, *cv = s->cv + (size_t)j * KR * c->C;
+        rtr_matmul_forward(ck, s->E, wkv, NULL, KR, c->EC, c->C);
+        rtr_matmul_forward(cv, s->E, wkv + (size_t)c->C * c->EC, NULL, KR, c->EC, c->C);
+    }
+    s->cur = 1;
+    s->times.encode += rtr_now() - t0;
+}
+
+static void add_to(float *x, const float *y, int n) {
+    for (int i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* Runs the decoder on token t at window position s->pos. nbr: the
+ * neighbours of the chunk this token completes (NULL if none or retrieval is
+ * off). With want_logits, fills s->logits. */
+static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits) {
+    rtr_model *m = s->m;
+    const rtr_model_config *c = s->c;
+    int C = c->C, p = s->pos, hs = C / c->NH, KR = c->K * c->R;
+    size_t TC = (size_t)s->T * C;
+    s->tok[p] = t;
+    memcpy(s->x, PW(m, m->wte) + (size_t)t * C, (size_t)C * sizeof(float));
+    for (int l = 0; l < c->L; l++) {
+        const blk_ix *ix = &m->dec[l];
+        const float *wqkv = PW(m, ix->qkv);
+        float *kc = s->kc + l * TC, *vc = s->vc + l * TC;
+        rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, ix->ln1), 1, C);
+        rtr_matmul_forward(s->q, s->a, wqkv, NULL, 1, C, C);
+        rtr_matmul_forward(kc + (size_t)p * C, s->a, wqkv + (size_t)C * C, NULL, 1, C, C);
+        rtr_matmul_forward(vc + (size_t)p * C, s->a, wqkv + 2 * (size_t)C * C, NULL, 1, C, C);
+        rtr_rope_forward(s->q, s->q, 1, 1, c->NH, hs, p);
+        rtr_rope_forward(kc + (size_t)p * C, kc + (size_t)p * C, 1, 1, c->NH, hs, p);
+        rtr_attention_forward(s->y, s->att, s->q, kc, vc, NULL, 1, 1, p + 1, c->NH, hs, 0);
+        rtr_matmul_forward(s->o, s->y, PW(m, ix->proj), NULL, 1, C, C);
+        add_to(s->x, s->o, C);
+        int j = s->cca_slot[l];
+        if (j >= 0) {
+            rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, ix->xln), 1, C);
+            if (l == c->cca[0] - 1) {
+                memcpy(s->ctx + (size_t)p * C, s->a, (size_t)C * sizeof(float));
+                if (p % c->m == c->m - 1) {
+                    if (nbr) load_chunk(s, p, nbr);
+                    else s->cur = 0;   /* no neighbours: the CCA adds nothing */
+                }
+            }
+            if (s->cur) {
+                rtr_matmul_forward(s->q, s->a, PW(m, ix->xq), NULL, 1, C, C);
+                rtr_attention_forward(s->y, s->att, s->q, s->ck + (size_t)j * KR * C, s->cv + (size_t)j * KR * C,
+                                      s->cmask, 1, 1, KR, c->NH, hs, 0);
+                rtr_matmul_forward(s->o, s->y, PW(m, ix->xproj), NULL, 1, C, C);
+                add_to(s->x, s->o, C);
+            }
+        }
+        rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, ix->ln2), 1, C);
+        rtr_matmul_forward(s->h, s->a, PW(m, ix->fc), NULL, 1, C, c->F);
+        rtr_gelu_forward(s->hg, s->h, c->F);
+        rtr_matmul_forward(s->o, s->hg, PW(m, ix->fcp), NULL, 1, c->F, C);
+        add_to(s->x, s->o, C);
+    }
+    s->pos++;
+    if (want_logits) {
+        rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, m->lnf), 1, C);
+        rtr_matmul_forward(s->logits, s->a, PW(m, m->wte), NULL, 1, C, c->V);
+    }
+}
+
+/* The window is full: keep its last half (whole chunks) and recompute. */
+static void shift(rtr_session *s) {
+    const rtr_model_config *c = s->c;
+    int keep = (s->T / 2 / c->m) * c->m, drop = s->T - keep, KR = c->K * c->R;
+    int nch = s->T / c->m, dch = drop / c->m;
+    memmove(s->tok, s->tok + drop, (size_t)keep * sizeof *s->tok);
+    memmove(s->nbr, s->nbr + (size_t)dch * KR, (size_t)(nch - dch) * KR * sizeof *s->nbr);
+    memmove(s->has_nbr, s->has_nbr + dch, (size_t)(nch - dch));
+    memset(s->has_nbr + (nch - dch), 0, (size_t)dch);
+    s->win0 += drop;
+    s->pos = 0;
+    s->cur = 0;
+    for (int p = 0; p < keep; p++) {
+        int u = p / c->m, done = p % c->m == c->m - 1;
+        const int32_t *nb = done && s->has_nbr[u] && s->retrieve ? s->nbr + (size_t)u * KR : NULL;
+        step(s, s->tok[p], nb, 0);
+    }
+}
+
+int rtr_session_feed(rtr_session *s, const int32_t *tokens, int n, const float **logits) {
+    const rtr_model_config *c = s->c;
+    if (n < 1) return rtr_seterr(RTR_E_INVALID, "session: nothing to feed");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->V)
+            return rtr_seterr(RTR_E_INVALID, "session: token %d outside the vocabulary of %d", tokens[i], c->V);
+    double t0 = rtr_now();
+    int KR = c->K * c->R, mm = c->m;
+    /* the chunks that complete in this call, retrieved as one batch */
+    int64_t first = s->total / mm;              /* the first stream chunk that can complete */
+    int64_t end = (s->total + n) / mm;          /* chunks [first, end) complete */
+    int nc = c->n_cca && s->retrieve && end > first ? (int)(end - first) : 0;
+    int32_t *chunks = NULL, *nbr = NULL;
+    int rc = RTR_OK;
+    if (nc) {
+        chunks = rtr_malloc((size_t)nc * mm * sizeof *chunks);
+        nbr = rtr_malloc((size_t)nc * KR * sizeof *nbr);
+        if (!chunks || !nbr) rc = rtr_seterr(RTR_E_NOMEM, "session: out of memory");
+        for (int u = 0; !rc && u < nc; u++)
+            for (int i = 0; i < mm; i++) {
+                int64_t t = (first + u) * mm + i;   /* stream index */
+                chunks[(size_t)u * mm + i] = t < s->total ? s->tok[t - s->win0] : tokens[t - s->total];
+            }
+        if (!rc) {
+            double tr = rtr_now();
+            rc = s->retrieve(s->rctx, chunks, nc, first, nbr);
+            s->times.retrieve += rtr_now() - tr;
+            s->times.retrievals += nc;
+        }
+        for (size_t i = 0; !rc && i < (size_t)nc * KR; i++)
+            if (nbr[i] < -1 || nbr[i] >= c->V)
+                rc = rtr_seterr(RTR_E_INVALID, "session: neighbour token %d outside the vocabulary", nbr[i]);
+    }
+    for (int i = 0; !rc && i < n; i++) {
+        if (s->pos == s->T) shift(s);
+        int64_t t = s->total;
+        const int32_t *nb = NULL;
+        if (nc && t % mm == mm - 1) nb = nbr + (size_t)(t / mm - first) * KR;
+        step(s, tokens[i], nb, i == n - 1);
+        s->total++;
+    }
+    rtr_free(chunks);
+    rtr_free(nbr);
+    s->times.total += rtr_now() - t0;
+    if (rc) return rc;
+    if (logits) *logits = s->logits;
+    return RTR_OK;
+}

@@ -1,0 +1,158 @@
+/* test_infer.c - incremental decoding: the logits of KV-cached generation
+ * equal those of a full forward pass over the same tokens with the same
+ * neighbours, token by token, in uneven pieces, with retrieval off, and
+ * across a context shift; complete prompt chunks are retrieved in one call. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/status.h"
+#include "model/infer.h"
+#include "model/retro.h"
+
+enum { V = 48, TT = 16, M = 4, K = 2, R = 8, KR = K * R, NTOK = 64 };
+
+static int32_t g_tok[NTOK];
+static int32_t g_nbr[NTOK / M][KR];   /* the neighbours of stream chunk u */
+static int g_calls, g_chunks;
+
+static int retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
+    (void)ctx;
+    g_calls++;
+    g_chunks += n;
+    for (int u = 0; u < n; u++) {
+        /* the session hands over the right tokens */
+        assert_memory_equal(chunks + u * M, g_tok + (first + u) * M, M * sizeof(int32_t));
+        memcpy(nbr + u * KR, g_nbr[first + u], sizeof g_nbr[0]);
+    }
+    return RTR_OK;
+}
+
+static rtr_model *model(void) {
+    rtr_model_config c;
+    rtr_model_config_default(&c, V);
+    c.C = 16;
+    c.L = 4;
+    c.NH = 2;
+    c.T = TT;
+    c.m = M;
+    c.K = K;
+    c.R = R;
+    c.EC = 8;
+    assert_int_equal(rtr_model_config_finish(&c), RTR_OK);
+    rtr_model *m;
+    assert_int_equal(rtr_model_new(&c, 1, &m), RTR_OK);
+    rtr_model_init(m, 77);
+    float *w = rtr_model_params(m);
+    for (size_t i = 0; i < rtr_model_nparams(m); i++) w[i] *= 6.0f;   /* every path loud */
+    return m;
+}
+
+static void setup_data(void) {
+    uint64_t s = 3;
+    for (int i = 0; i < NTOK; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        g_tok[i] = (int32_t)((s >> 33) % V);
+    }
+    for (int u = 0; u < NTOK / M; u++)
+        for (int j = 0; j < KR; j++) {
+            s = s * 6364136223846793005ull + 1442695040888963407ull;
+            g_nbr[u][j] = (int32_t)((s >> 33) % V);
+        }
+    for (int j = 0; j < R; j++) g_nbr[1][j] = -1;           /* a missing neighbour */
+    for (int j = R - 3; j < KR; j++) g_nbr[2][j] = -1;      /* a short one */
+}
+
+/* The full forward's logits over window [w0, w0 + TT) of the stream. */
+static float *full(rtr_model *m, int w0, int retrieval) {
+    int32_t nbr[TT / M][KR];
+    for (int u = 0; u < TT / M; u++) memcpy(nbr[u], g_nbr[w0 / M + u], sizeof nbr[u]);
+    assert_int_equal(rtr_model_forward(m, g_tok + w0, NULL, retrieval ? &nbr[0][0] : NULL, 1, TT, NULL), RTR_OK);
+    float *l = malloc(TT * V * sizeof(float));
+    memcpy(l, rtr_model_logits(m), TT * V * sizeof(float));
+    return l;
+}
+
+static void near(const float *a, const float *b, const char *what, int pos) {
+    for (int v = 0; v < V; v++)
+        if (fabsf(a[v] - b[v]) > 2e-4f * fmaxf(1.0f, fabsf(b[v])))
+            fail_msg("%s: position %d, logit %d: cached %.7g, full %.7g", what, pos, v, a[v], b[v]);
+}
+
+static void test_token_by_token_and_pieces(void **state) {
+    (void)state;
+    setup_data();
+    rtr_model *m = model();
+    for (int retrieval = 0; retrieval < 2; retrieval++) {
+        float *want = full(m, 0, retrieval);
+        rtr_session *s;
+        assert_int_equal(rtr_session_new(m, &s), RTR_OK);
+        rtr_session_set_retrieval(s, retrieval ? retrieve : NULL, NULL);
+        const float *lg;
+        for (int p = 0; p < TT; p++) {
+            assert_int_equal(rtr_session_feed(s, g_tok + p, 1, &lg), RTR_OK);
+            near(lg, want + p * V, retrieval ? "token by token" : "token by token, retrieval off", p);
+        }
+        /* uneven pieces: the logits after each piece */
+        int pieces[] = {3, 5, 1, 7};
+        rtr_session_reset(s);
+        g_calls = g_chunks = 0;
+        for (int i = 0, p = 0; i < 4; p += pieces[i], i++) {
+            assert_int_equal(rtr_session_feed(s, g_tok + p, pieces[i], &lg), RTR_OK);
+            near(lg, want + (p + pieces[i] - 1) * V, "pieces", p + pieces[i] - 1);
+        }
+        if (retrieval) {
+            assert_int_equal(g_chunks, TT / M);   /* every chunk retrieved once */
+            assert_int_equal(g_calls, 2);         /* pieces 2 (chunks 0, 1) and 4 (chunks 2, 3) */
+        }
+        /* a whole prompt: its complete chunks in ONE call */
+        rtr_session_reset(s);
+        g_calls = g_chunks = 0;
+        assert_int_equal(rtr_session_feed(s, g_tok, TT - 1, &lg), RTR_OK);
+        near(lg, want + (TT - 2) * V, "prompt", TT - 2);
+        if (retrieval) {
+            assert_int_equal(g_calls, 1);
+            assert_int_equal(g_chunks, TT / M - 1);
+        }
+        rtr_session_free(s);
+        free(want);
+    }
+    rtr_model_free(m);
+}
+
+static void test_context_shift(void **state) {
+    (void)state;
+    setup_data();
+    rtr_model *m = model();
+    rtr_session *s;
+    assert_int_equal(rtr_session_new(m, &s), RTR_OK);
+    rtr_session_set_retrieval(s, retrieve, NULL);
+    const float *lg;
+    /* fill the window, then go on: the window becomes stream [8, 24) */
+    assert_int_equal(rtr_session_feed(s, g_tok, TT, &lg), RTR_OK);
+    float *want = full(m, TT / 2, 1);
+    for (int t = TT; t < TT + TT / 2; t++) {
+        assert_int_equal(rtr_session_feed(s, g_tok + t, 1, &lg), RTR_OK);
+        near(lg, want + (t - TT / 2) * V, "after the shift", t);
+    }
+    assert_int_equal(rtr_session_tokens(s), TT + TT / 2);
+    free(want);
+    /* bad tokens */
+    int32_t bad = V;
+    assert_int_equal(rtr_session_feed(s, &bad, 1, &lg), RTR_E_INVALID);
+    rtr_session_free(s);
+    rtr_model_free(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_token_by_token_and_pieces),
+        cmocka_unit_test(test_context_shift),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
