@@ -47,7 +47,7 @@ static int grow(split *s, int64_t *cap) {
     return RTR_OK;
 }
 
-static int is_val(const rtr_doc *d, double frac) {
+int cli_dataset_is_val(const rtr_doc *d, double frac) {
     uint64_t h;
     memcpy(&h, d->content_hash, 8);
     h = (h ^ (h >> 31)) * 0x94D049BB133111EBull;   /* spread every bit into the low ones */
@@ -64,7 +64,7 @@ static int load_chunks(cli_dataset *ds, rtr_kb *kb, double val_frac) {
     uint64_t after = 0;
     while (!rc && (rc = rtr_store_next_doc(t, after, &d)) == RTR_OK) {
         after = d.id;
-        split *s = &ds->sp[is_val(&d, val_frac)];
+        split *s = &ds->sp[cli_dataset_is_val(&d, val_frac)];
         s->n_docs++;
         for (uint32_t c = 0; !rc && c < d.n_chunks; c++) {
             rtr_chunk ch;

@@ -21,6 +21,7 @@
 
 #include <stdint.h>
 
+#include "index/store.h"
 #include "model/train.h"
 #include "retriever/retriever.h"
 
@@ -40,5 +41,8 @@ void cli_dataset_free(cli_dataset *d);   /* NULL-safe */
 const rtr_train_source *cli_dataset_source(const cli_dataset *d);
 /* Chunks, documents and tokens of a split. */
 void cli_dataset_counts(const cli_dataset *d, int split, int64_t *chunks, int64_t *docs, int64_t *tokens);
+
+/* 1 if document d falls in the validation split for val_frac. */
+int cli_dataset_is_val(const rtr_doc *d, double val_frac);
 
 #endif

@@ -25,6 +25,8 @@ static const char usage[] =
     "  search KB QUERY          the chunks nearest to QUERY, with sources\n"
     "  embed KB TEXT...         the vectors the knowledge base's embedder gives texts\n"
     "  train KB -o DIR          train a baseline or RETRO model on the documents of KB\n"
+    "  generate MODEL PROMPT    continue PROMPT, retrieving from --kb every 64 tokens\n"
+    "  eval --model DIR ...     bits per byte with and without retrieval, leakage filter\n"
     "  tokenizer train|encode|decode|info\n"
     "                           train a BPE tokenizer, or encode/decode stdin\n"
     "\n"
@@ -78,6 +80,8 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "search")) return cmd_search(argc - 1, argv + 1);
     if (!strcmp(argv[1], "embed")) return cmd_embed(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     fprintf(stderr, "retro: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

@@ -1,0 +1,43 @@
+/*
+ * nbr.h - the glue between the model and a knowledge base: the retrieval
+ * callback (model/infer.h's rtr_retrieve_fn) that generation, evaluation and
+ * `retro ask` use, and loading a model with its tokenizer.
+ */
+#ifndef RTR_CLI_NBR_H
+#define RTR_CLI_NBR_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "lib/bpe.h"
+#include "model/infer.h"
+#include "model/retro.h"
+#include "retriever/retriever.h"
+
+typedef struct cli_nbr {
+    rtr_kb *kb;
+    rtr_retriever *r;
+    int K;                     /* neighbours the model reads per chunk */
+    const uint64_t *exclude;   /* sorted document ids never returned */
+    size_t n_exclude;
+    uint64_t exclude_doc;      /* one more (0: none), e.g. the evaluated document */
+    FILE *show;                /* print each retrieval's sources here (NULL: quiet) */
+    const rtr_tokenizer *tok;  /* for showing text */
+} cli_nbr;
+
+/* Opens kb_dir and its retriever for a model of k neighbours. Refuses a
+ * knowledge base whose tokenizer is not the model's (model_tok_hash). */
+int cli_nbr_open(cli_nbr *n, const char *kb_dir, const char *model_tok_hash, int k);
+void cli_nbr_close(cli_nbr *n);
+
+/* rtr_retrieve_fn over a cli_nbr. */
+int cli_nbr_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr);
+
+/* Loads the model in checkpoint dir (model.safetensors) for batches of
+ * max_B, and its tokenizer (dir/tokenizer.rtok, else tok_path); checks that
+ * the tokenizer's hash is the one the model records. *tok_hash gets it
+ * (owned by the tokenizer's caller: a fresh string). */
+int cli_load_model(const char *dir, const char *tok_path, int max_B, int T, rtr_model **m, rtr_tokenizer **tok,
+                   char **tok_hash);
+
+#endif

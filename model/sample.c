@@ -1,0 +1,77 @@
+/* sample.c - next-token choice (see sample.h). */
+#include "model/sample.h"
+
+#include <math.h>
+#include <stdlib.h>
+
+#include "lib/alloc.h"
+
+void rtr_sampler_init(rtr_sampler *s, float temperature, int top_k, float top_p, uint64_t seed) {
+    s->temperature = temperature;
+    s->top_k = top_k;
+    s->top_p = top_p;
+    s->state = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
+}
+
+static double next_uniform(rtr_sampler *s) {
+    uint64_t z = (s->state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+typedef struct cand {
+    float p;
+    int32_t id;
+} cand;
+
+static int by_prob(const void *a, const void *b) {
+    const cand *x = a, *y = b;
+    if (x->p != y->p) return x->p > y->p ? -1 : 1;
+    return x->id < y->id ? -1 : x->id > y->id;   /* ties: the lower id first (deterministic) */
+}
+
+int32_t rtr_sample(rtr_sampler *s, const float *logits, int V, void *scratch) {
+    int32_t best = 0;
+    for (int v = 1; v < V; v++)
+        if (logits[v] > logits[best]) best = v;
+    if (s->temperature <= 0) return best;
+    cand *c = scratch ? scratch : rtr_malloc((size_t)V * sizeof *c);
+    if (!c) return -1;
+    double z = 0, mx = logits[best];
+    for (int v = 0; v < V; v++) {
+        c[v].id = v;
+        c[v].p = (float)exp((logits[v] - mx) / s->temperature);
+        z += c[v].p;
+    }
+    int n = V;
+    if ((s->top_k > 0 && s->top_k < V) || s->top_p < 1) {
+        qsort(c, (size_t)V, sizeof *c, by_prob);
+        if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+        if (s->top_p < 1) {
+            double acc = 0, tot = 0;
+            for (int i = 0; i < n; i++) tot += c[i].p;
+            for (int i = 0; i < n; i++) {
+                acc += c[i].p;
+                if (acc >= s->top_p * tot) {
+                    n = i + 1;
+                    break;
+                }
+            }
+        }
+        z = 0;
+        for (int i = 0; i < n; i++) z += c[i].p;
+    }
+    double r = next_uniform(s) * z, acc = 0;
+    int32_t out = c[n - 1].id;
+    for (int i = 0; i < n; i++) {
+        acc += c[i].p;
+        if (r < acc) {
+            out = c[i].id;
+            break;
+        }
+    }
+    if (!scratch) rtr_free(c);
+    return out;
+}
