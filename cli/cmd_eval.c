@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli/cli.h"
 #include "cli/dataset.h"
@@ -426,11 +427,11 @@ int cmd_eval(int argc, char **argv) {
             rtr_free(nbr);
             rtr_free(ov);
             docs++;
-            if (!json) fprintf(stderr, "\reval: %" PRId64 " documents", docs);
+            if (!json && isatty(2)) fprintf(stderr, "\reval: %" PRId64 " documents", docs);
         }
         rtr_free(x);
     }
-    if (!json) fprintf(stderr, "\n");
+    if (!json && isatty(2)) fprintf(stderr, "\n");
     if (!rc && docs == 0) rc = rtr_seterr(RTR_E_INVALID, "eval: no documents to evaluate");
     if (!rc) print_results(&e, json, docs);
 done:

@@ -46,6 +46,28 @@ static long find_stop(const rtr_buf *text, const cli_gen_opts *o) {
     return best;
 }
 
+/* Prints text[printed, end) repaired to valid UTF-8, where end leaves out
+ * the last hold bytes (a stop sequence may still claim them) and, unless
+ * final, a trailing sequence that is not complete yet. Returns the new end. */
+static size_t stream_out(FILE *f, const rtr_buf *text, size_t printed, size_t hold, int final) {
+    size_t end = text->len > hold ? text->len - hold : 0;
+    if (end <= printed) return printed;
+    for (size_t k = 1; !final && k <= 3 && k <= end - printed; k++) {
+        uint8_t b = text->data[end - k];
+        if ((b & 0xC0) == 0x80) continue;   /* a continuation byte: look further back */
+        size_t need = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+        if (k < need) end -= k;
+        break;
+    }
+    if (end <= printed) return printed;
+    rtr_buf fixed = {0};
+    rtr_utf8_repair(text->data + printed, end - printed, &fixed);
+    fwrite(fixed.data, 1, fixed.len, f);
+    fflush(f);
+    rtr_buf_free(&fixed);
+    return end;
+}
+
 int cli_generate(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const cli_gen_opts *o,
                  cli_gen_result *res) {
     memset(res, 0, sizeof *res);
@@ -86,20 +108,12 @@ int cli_generate(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, s
             res->stopped = "stop";
             break;
         }
-        if (o->stream) {   /* whole UTF-8 sequences, minus what a stop sequence may still claim */
-            size_t upto = text.len > hold ? text.len - hold : 0;
-            upto = printed + rtr_utf8_valid_prefix(text.data + printed, upto > printed ? upto - printed : 0);
-            if (upto > printed) {
-                fwrite(text.data + printed, 1, upto - printed, o->stream);
-                fflush(o->stream);
-                printed = upto;
-            }
-        }
+        if (o->stream) printed = stream_out(o->stream, &text, printed, hold, 0);
         if (i + 1 < o->max_tokens) rc = rtr_session_feed(s, &t, 1, &logits);
     }
     double el = rtr_now() - t0;
     res->tokens_per_s = el > 0 ? res->tokens / el : 0;
-    if (!rc && o->stream && text.len > printed) fwrite(text.data + printed, 1, text.len - printed, o->stream);
+    if (!rc && o->stream) stream_out(o->stream, &text, printed, 0, 1);
     if (!rc) {
         rtr_buf fixed = {0};
         rtr_utf8_repair(text.data, text.len, &fixed);

@@ -90,6 +90,8 @@ int cli_load_model(const char *dir, const char *tok_path, int max_B, int T, rtr_
     *m = NULL;
     *tok = NULL;
     *tok_hash = NULL;
+    if (!rtr_path_exists(dir))
+        return rtr_seterr(RTR_E_NOTFOUND, "%s: no such model (a checkpoint directory written by retro train)", dir);
     rtr_safetensors *st = NULL;
     char *own = rtr_path_join(dir, "tokenizer.rtok");
     int rc = rtr_ckpt_load(dir, max_B, T, 0, m, &st);
