@@ -3,8 +3,10 @@
  * backward pass. Tensors are row-major float arrays; shapes are in the
  * comments. Backward functions ACCUMULATE (+=) into their gradient outputs,
  * so a tensor used twice sums its gradients; callers zero gradients once per
- * step. Matrix products go through BLAS (cblas_sgemm); the rest is plain C
- * with OpenMP over rows.
+ * step. Matrix products go through BLAS (cblas_sgemm), split between the
+ * OpenMP threads (each making single-threaded BLAS calls); the rest is C with
+ * OpenMP over rows (AVX2 where it pays: exp, tanh). Prefer these to direct
+ * multi-threaded cblas_sgemm calls next to them: see model/ops.c.
  *
  * Every operation here is checked in tests/test_ops.c against a naive
  * reference and its backward against finite differences.
@@ -16,6 +18,8 @@
 
 /* out (N, OC) = inp (N, C) @ w^T + b;  w (OC, C), b (OC) or NULL */
 void rtr_matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
+/* out (N, OC) += inp (N, C) @ w^T (no bias) */
+void rtr_matmul_forward_acc(float *out, const float *inp, const float *w, int N, int C, int OC);
 /* dinp (N, C) += dout @ w;  dw (OC, C) += dout^T @ inp;  db (OC) += sum_n dout.
  * Any of dinp, dw, db may be NULL (frozen or not needed). */
 void rtr_matmul_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w, int N,

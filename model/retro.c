@@ -15,7 +15,6 @@
  */
 #include "model/retro.h"
 
-#include <cblas.h>
 #include <jansson.h>
 #include <math.h>
 #include <omp.h>
@@ -455,7 +454,7 @@ static float *gw(rtr_model *m, int i) {
 
 /* out (rows, OC) += inp (rows, IC) @ w^T */
 static void mm_add(float *out, const float *inp, const float *w, size_t rows, int IC, int OC) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)rows, OC, IC, 1.0f, inp, IC, w, IC, 1.0f, out, OC);
+    rtr_matmul_forward_acc(out, inp, w, (int)rows, IC, OC);
 }
 
 static void copyf(float *dst, const float *src, size_t n) { memcpy(dst, src, n * sizeof *dst); }

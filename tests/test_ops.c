@@ -301,6 +301,342 @@ static void test_rope(void **state) {
     free(r.x); free(r.out); free(r.R); free(dx);
 }
 
+/* ------------------------------------------------------------------ larger shapes
+ * The sizes above run on one thread; these go through the parallel, blocked
+ * and vectorised paths (row and column splits of the products, query blocks
+ * of causal attention, vector tails), against double-precision references. */
+
+/* C (M, N) = op(A) op(B) in double, row-major, for the references below */
+static void gemm_ref(double *Cm, const float *A, int lda, int ta, const float *B, int ldb, int tb, int M, int N,
+                     int K) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            double s = 0;
+            for (int k = 0; k < K; k++)
+                s += (double)(ta ? A[k * lda + i] : A[i * lda + k]) * (tb ? B[j * ldb + k] : B[k * ldb + j]);
+            Cm[i * N + j] = s;
+        }
+}
+
+static void check_matmul(int N, int C, int OC) {
+    float *inp = randv(N * C), *w = randv(OC * C), *dout = randv(N * OC);
+    float *out = randv(N * OC), *dinp = randv(N * C), *dw = randv(OC * C);
+    float *out0 = malloc(sizeof(float) * N * OC), *dinp0 = malloc(sizeof(float) * N * C),
+          *dw0 = malloc(sizeof(float) * OC * C);
+    memcpy(out0, out, sizeof(float) * N * OC);
+    memcpy(dinp0, dinp, sizeof(float) * N * C);
+    memcpy(dw0, dw, sizeof(float) * OC * C);
+    int big = N * OC > N * C ? N * OC : N * C;
+    double *ref = malloc(sizeof(double) * (big > OC * C ? big : OC * C));
+    /* out += inp w^T, then out = inp w^T */
+    rtr_matmul_forward_acc(out, inp, w, N, C, OC);
+    gemm_ref(ref, inp, C, 0, w, C, 1, N, OC, C);
+    for (int i = 0; i < N * OC; i++) ref[i] += out0[i];
+    assert_close(out, ref, N * OC, 1e-5, "matmul forward_acc");
+    rtr_matmul_forward(out, inp, w, NULL, N, C, OC);
+    for (int i = 0; i < N * OC; i++) ref[i] -= out0[i];
+    assert_close(out, ref, N * OC, 1e-5, "matmul forward (large)");
+    /* dinp += dout w; dw += dout^T inp */
+    rtr_matmul_backward(dinp, dw, NULL, dout, inp, w, N, C, OC);
+    gemm_ref(ref, dout, OC, 0, w, C, 0, N, C, OC);
+    for (int i = 0; i < N * C; i++) ref[i] += dinp0[i];
+    assert_close(dinp, ref, N * C, 1e-5, "matmul dinp (large)");
+    gemm_ref(ref, dout, OC, 1, inp, C, 0, OC, C, N);
+    for (int i = 0; i < OC * C; i++) ref[i] += dw0[i];
+    assert_close(dw, ref, OC * C, 1e-5, "matmul dw (large)");
+    free(inp); free(w); free(dout); free(out); free(dinp); free(dw); free(out0); free(dinp0); free(dw0); free(ref);
+}
+
+static void test_matmul_large(void **state) {
+    (void)state;
+    check_matmul(300, 64, 100);   /* rows split everywhere (dw: the rows of dout^T) */
+    check_matmul(40, 600, 64);    /* columns split: dinp, dw */
+    check_matmul(40, 64, 700);    /* columns split: forward (rows of w) */
+    check_matmul(3, 5, 7);        /* tiny: one call */
+}
+
+/* attention in double: out, P and, for a given dout, dq, dk, dv */
+typedef struct atref { double *out, *P, *dq, *dk, *dv; } atref;
+static void attention_ref_full(const at *a, const float *dout, atref *r) {
+    int C = a->NH * a->hs, Tq = a->Tq, Tk = a->Tk, hs = a->hs;
+    double sc = 1.0 / sqrt((double)hs), *dP = malloc(sizeof(double) * Tk);
+    memset(r->dq, 0, sizeof(double) * a->B * Tq * C);
+    memset(r->dk, 0, sizeof(double) * a->B * Tk * C);
+    memset(r->dv, 0, sizeof(double) * a->B * Tk * C);
+    for (int b = 0; b < a->B; b++)
+        for (int h = 0; h < a->NH; h++)
+            for (int i = 0; i < Tq; i++) {
+                double *P = r->P + (((size_t)b * a->NH + h) * Tq + i) * Tk, mx = -INFINITY, z = 0;
+                const float *qi = a->q + ((size_t)b * Tq + i) * C + h * hs;
+                for (int j = 0; j < Tk; j++) {
+                    int seen = (!a->causal || j <= i) && (!a->mask || a->mask[b * Tk + j]);
+                    P[j] = -INFINITY;
+                    if (!seen) continue;
+                    double s = 0;
+                    for (int d = 0; d < hs; d++) s += (double)qi[d] * a->k[((size_t)b * Tk + j) * C + h * hs + d];
+                    P[j] = s * sc;
+                    mx = fmax(mx, P[j]);
+                }
+                for (int j = 0; j < Tk; j++) {
+                    P[j] = P[j] == -INFINITY ? 0 : exp(P[j] - mx);
+                    z += P[j];
+                }
+                double *o = r->out + ((size_t)b * Tq + i) * C + h * hs, dot = 0;
+                const float *go = dout + ((size_t)b * Tq + i) * C + h * hs;
+                for (int d = 0; d < hs; d++) o[d] = 0;
+                for (int j = 0; j < Tk; j++) {
+                    if (z > 0) P[j] /= z;
+                    const float *vj = a->v + ((size_t)b * Tk + j) * C + h * hs;
+                    dP[j] = 0;
+                    for (int d = 0; d < hs; d++) {
+                        o[d] += P[j] * vj[d];
+                        dP[j] += (double)go[d] * vj[d];
+                        r->dv[((size_t)b * Tk + j) * C + h * hs + d] += P[j] * go[d];
+                    }
+                    dot += P[j] * dP[j];
+                }
+                for (int j = 0; j < Tk; j++) {
+                    double ds = P[j] * (dP[j] - dot) * sc;
+                    for (int d = 0; d < hs; d++) {
+                        size_t qd = ((size_t)b * Tq + i) * C + h * hs + d, kd = ((size_t)b * Tk + j) * C + h * hs + d;
+                        r->dq[qd] += ds * a->k[kd];
+                        r->dk[kd] += ds * qi[d];
+                    }
+                }
+            }
+    free(dP);
+}
+
+/* mask kinds: 0 none, 1 per-batch patterns (everything missing, a missing
+ * tail, scattered holes, the first key missing) */
+static void check_attention_large(int B, int Tq, int Tk, int NH, int hs, int causal, int masked) {
+    at a = {B, Tq, Tk, NH, hs, causal, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    int C = NH * hs, nq = B * Tq * C, nk = B * Tk * C, na = B * NH * Tq * Tk;
+    a.q = randv(nq);
+    a.k = randv(nk);
+    a.v = randv(nk);
+    for (int i = 0; i < nq; i++) a.q[i] *= 3.0f;   /* peakier softmax */
+    float *dout = randv(nq);
+    a.out = malloc(sizeof(float) * nq);
+    a.att = malloc(sizeof(float) * na);
+    uint8_t *mask = malloc((size_t)B * Tk);
+    for (int b = 0; b < B; b++)
+        for (int j = 0; j < Tk; j++) {
+            int kind = b % 4;
+            mask[b * Tk + j] = kind == 0 ? 0 : kind == 1 ? j < Tk / 2 : kind == 2 ? (j % 3 != 1) : j != 0;
+        }
+    if (masked) a.mask = mask;
+    for (int i = 0; i < na; i++) a.att[i] = 123.0f;   /* every element is written */
+    rtr_attention_forward(a.out, a.att, a.q, a.k, a.v, a.mask, B, Tq, Tk, NH, hs, causal);
+    atref r = {malloc(sizeof(double) * nq), malloc(sizeof(double) * na), malloc(sizeof(double) * nq),
+               malloc(sizeof(double) * nk), malloc(sizeof(double) * nk)};
+    attention_ref_full(&a, dout, &r);
+    assert_close(a.out, r.out, nq, 1e-5, "attention forward (large)");
+    assert_close(a.att, r.P, na, 1e-5, "attention probabilities (large)");
+    for (int i = 0; i < na; i++)   /* what is not seen is exactly 0 */
+        if (r.P[i] == 0) assert_float_equal(a.att[i], 0.0f, 0.0f);
+    /* backward accumulates onto what is there */
+    float *dq = randv(nq), *dk = randv(nk), *dv = randv(nk);
+    float *dq0 = malloc(sizeof(float) * nq), *dk0 = malloc(sizeof(float) * nk), *dv0 = malloc(sizeof(float) * nk);
+    memcpy(dq0, dq, sizeof(float) * nq);
+    memcpy(dk0, dk, sizeof(float) * nk);
+    memcpy(dv0, dv, sizeof(float) * nk);
+    rtr_attention_backward(dq, dk, dv, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    for (int i = 0; i < nq; i++) r.dq[i] += dq0[i];
+    for (int i = 0; i < nk; i++) {
+        r.dk[i] += dk0[i];
+        r.dv[i] += dv0[i];
+    }
+    assert_close(dq, r.dq, nq, 1e-4, "attention dq (large)");
+    assert_close(dk, r.dk, nk, 1e-4, "attention dk (large)");
+    assert_close(dv, r.dv, nk, 1e-4, "attention dv (large)");
+    /* one gradient at a time gives the same */
+    float *g1 = calloc((size_t)nk, sizeof(float));
+    rtr_attention_backward(NULL, NULL, g1, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    for (int i = 0; i < nk; i++) r.dv[i] -= dv0[i];
+    assert_close(g1, r.dv, nk, 1e-4, "attention dv alone");
+    memset(g1, 0, sizeof(float) * nk);
+    rtr_attention_backward(NULL, g1, NULL, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    for (int i = 0; i < nk; i++) r.dk[i] -= dk0[i];
+    assert_close(g1, r.dk, nk, 1e-4, "attention dk alone");
+    free(g1);
+    g1 = calloc((size_t)nq, sizeof(float));
+    rtr_attention_backward(g1, NULL, NULL, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    for (int i = 0; i < nq; i++) r.dq[i] -= dq0[i];
+    assert_close(g1, r.dq, nq, 1e-4, "attention dq alone");
+    free(g1);
+    free(a.q); free(a.k); free(a.v); free(dout); free(a.out); free(a.att); free(mask);
+    free(r.out); free(r.P); free(r.dq); free(r.dk); free(r.dv);
+    free(dq); free(dk); free(dv); free(dq0); free(dk0); free(dv0);
+}
+
+static void test_attention_large(void **state) {
+    (void)state;
+    check_attention_large(2, 150, 150, 2, 8, 1, 0);   /* causal, 3 query blocks, the last partial */
+    check_attention_large(4, 130, 130, 2, 6, 1, 1);   /* causal and kmask; head size with a vector tail */
+    check_attention_large(5, 70, 93, 3, 8, 0, 1);     /* cross, Tq != Tk, masks of every kind */
+    check_attention_large(3, 17, 37, 1, 16, 0, 0);    /* one head, Tk not a multiple of 8 */
+    check_attention_large(1, 9, 9, 1, 4, 1, 1);       /* tiny: the serial path */
+}
+
+/* rope in double */
+static void rope_ref(double *out, const float *x, int B, int T, int NH, int hs, int pos0, int dir) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++)
+            for (int h = 0; h < NH; h++)
+                for (int i = 0; i < hs / 2; i++) {
+                    size_t o = (((size_t)b * T + t) * NH + h) * hs + 2 * i;
+                    double ang = (double)(pos0 + t) * pow(10000.0, -2.0 * i / hs), c = cos(ang), s = dir * sin(ang);
+                    out[o] = x[o] * c - x[o + 1] * s;
+                    out[o + 1] = x[o] * s + x[o + 1] * c;
+                }
+}
+
+static void test_rope_large(void **state) {
+    (void)state;
+    /* growing T and pos0 (the position tables grow), negative positions, more
+     * head sizes than there are cached tables, head sizes without a vector tail and with */
+    struct { int B, T, NH, hs, pos0; } cs[] = {{2, 40, 3, 64, 0},   {2, 300, 3, 64, 0}, {1, 5, 2, 64, 1000},
+                                               {2, 77, 4, 6, 0},    {1, 9, 1, 10, 3},   {1, 33, 2, 12, 0},
+                                               {3, 21, 2, 14, 5},   {2, 50, 3, 64, 7},  {1, 8, 2, 8, -5},
+                                               {4, 128, 2, 32, 0}};
+    for (size_t c = 0; c < sizeof cs / sizeof *cs; c++) {
+        int B = cs[c].B, T = cs[c].T, NH = cs[c].NH, hs = cs[c].hs, pos0 = cs[c].pos0, n = B * T * NH * hs;
+        float *x = randv(n), *out = malloc(sizeof(float) * n), *dx = randv(n), *dx0 = malloc(sizeof(float) * n);
+        memcpy(dx0, dx, sizeof(float) * n);
+        double *ref = malloc(sizeof(double) * n);
+        rtr_rope_forward(out, x, B, T, NH, hs, pos0);
+        rope_ref(ref, x, B, T, NH, hs, pos0, 1);
+        assert_close(out, ref, n, 1e-5, "rope forward (large)");
+        rtr_rope_forward(x, x, B, T, NH, hs, pos0);   /* in place */
+        for (int i = 0; i < n; i++) assert_float_equal(x[i], out[i], 0.0f);
+        rtr_rope_backward(dx, out, B, T, NH, hs, pos0);   /* += the inverse: back to x */
+        rope_ref(ref, out, B, T, NH, hs, pos0, -1);
+        for (int i = 0; i < n; i++) ref[i] += dx0[i];
+        assert_close(dx, ref, n, 1e-5, "rope backward (large)");
+        free(x); free(out); free(dx); free(dx0); free(ref);
+    }
+}
+
+static void test_elementwise_large(void **state) {
+    (void)state;
+    /* GELU: parallel blocks and a vector tail, over the tails of tanh */
+    int N = 100003;
+    float *x = randv(N), *out = malloc(sizeof(float) * N), *go = randv(N), *dx = randv(N);
+    float *dx0 = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) x[i] *= 12.0f;
+    x[0] = 0;
+    x[1] = 1e-20f;
+    x[2] = -0.6249f;
+    x[3] = 0.6251f;
+    memcpy(dx0, dx, sizeof(float) * N);
+    double *ref = malloc(sizeof(double) * N);
+    rtr_gelu_forward(out, x, N);
+    double K = sqrt(2 / 3.14159265358979323846);
+    for (int i = 0; i < N; i++) {
+        double v = x[i];
+        ref[i] = 0.5 * v * (1 + tanh(K * (v + 0.044715 * v * v * v)));
+    }
+    assert_close(out, ref, N, 1e-6, "gelu forward (large)");
+    rtr_gelu_backward(dx, x, go, N);
+    for (int i = 0; i < N; i++) {
+        double v = x[i], t = tanh(K * (v + 0.044715 * v * v * v));
+        ref[i] = dx0[i] + go[i] * (0.5 * (1 + t) + 0.5 * v * (1 - t * t) * K * (1 + 3 * 0.044715 * v * v));
+    }
+    assert_close(dx, ref, N, 1e-5, "gelu backward (large)");
+    free(x); free(out); free(go); free(dx); free(dx0); free(ref);
+
+    /* RMSNorm: parallel rows, C with a vector tail, dg summed over threads */
+    int R = 700, C = 131;
+    x = randv(R * C);
+    float *g = randv(C), *rstd = malloc(sizeof(float) * R), *dy = randv(R * C), *dg = randv(C);
+    float *dg0 = malloc(sizeof(float) * C);
+    out = malloc(sizeof(float) * R * C);
+    dx = randv(R * C);
+    dx0 = malloc(sizeof(float) * R * C);
+    memcpy(dx0, dx, sizeof(float) * R * C);
+    memcpy(dg0, dg, sizeof(float) * C);
+    ref = malloc(sizeof(double) * R * C);
+    double *rr = malloc(sizeof(double) * R), *gref = calloc((size_t)C, sizeof(double));
+    rtr_rmsnorm_forward(out, rstd, x, g, R, C);
+    for (int n = 0; n < R; n++) {
+        double ss = 0;
+        for (int i = 0; i < C; i++) ss += (double)x[n * C + i] * x[n * C + i];
+        rr[n] = 1 / sqrt(ss / C + 1e-5);
+        for (int i = 0; i < C; i++) ref[n * C + i] = x[n * C + i] * rr[n] * g[i];
+    }
+    assert_close(out, ref, R * C, 1e-5, "rmsnorm forward (large)");
+    rtr_rmsnorm_backward(dx, dg, dy, x, g, rstd, R, C);
+    for (int n = 0; n < R; n++) {
+        double dot = 0, r = rr[n];
+        for (int i = 0; i < C; i++) dot += (double)dy[n * C + i] * g[i] * x[n * C + i];
+        for (int i = 0; i < C; i++) {
+            ref[n * C + i] = dx0[n * C + i] + r * g[i] * dy[n * C + i] - r * r * r / C * dot * x[n * C + i];
+            gref[i] += (double)dy[n * C + i] * x[n * C + i] * r;
+        }
+    }
+    for (int i = 0; i < C; i++) gref[i] += dg0[i];
+    assert_close(dx, ref, R * C, 1e-5, "rmsnorm dx (large)");
+    assert_close(dg, gref, C, 1e-5, "rmsnorm dg (large)");
+    /* dx or dg alone */
+    memcpy(dg, dg0, sizeof(float) * C);
+    rtr_rmsnorm_backward(NULL, dg, dy, x, g, rstd, R, C);
+    assert_close(dg, gref, C, 1e-5, "rmsnorm dg alone");
+    memcpy(dx, dx0, sizeof(float) * R * C);
+    rtr_rmsnorm_backward(dx, NULL, dy, x, g, rstd, R, C);
+    assert_close(dx, ref, R * C, 1e-5, "rmsnorm dx alone");
+    free(x); free(g); free(rstd); free(dy); free(dg); free(dg0); free(out); free(dx); free(dx0); free(ref); free(rr);
+    free(gref);
+
+    /* cross-entropy: parallel rows, V with a vector tail */
+    int NR = 41, V = 3001;
+    float *l = randv(NR * V), *d = malloc(sizeof(float) * NR * V);
+    for (int i = 0; i < NR * V; i++) l[i] *= 8.0f;
+    int32_t *t = malloc(sizeof(int32_t) * NR);
+    int counted = 0;
+    for (int n = 0; n < NR; n++) {
+        t[n] = n % 7 == 3 ? -1 : n % 11 == 5 ? V : (n * 977) % V;
+        counted += t[n] >= 0 && t[n] < V;
+    }
+    ref = malloc(sizeof(double) * NR * V);
+    double loss = 0;
+    for (int n = 0; n < NR; n++) {
+        double mx = -INFINITY, z = 0;
+        for (int v = 0; v < V; v++) mx = fmax(mx, l[n * V + v]);
+        for (int v = 0; v < V; v++) z += exp(l[n * V + v] - mx);
+        int ok = t[n] >= 0 && t[n] < V;
+        if (ok) loss += log(z) - (l[n * V + t[n]] - mx);
+        for (int v = 0; v < V; v++) ref[n * V + v] = ok ? (exp(l[n * V + v] - mx) / z - (v == t[n])) / counted : 0;
+    }
+    float got = rtr_crossentropy(d, l, t, NR, V);
+    assert_float_equal(got, loss / counted, 1e-5 * fmax(1, loss / counted));
+    assert_close(d, ref, NR * V, 1e-6, "crossentropy dlogits (large)");
+    assert_float_equal(rtr_crossentropy(NULL, l, t, NR, V), got, 0.0f);
+    free(l); free(d); free(t); free(ref);
+}
+
+/* NaN goes in, NaN comes out (the trainer checks for it) */
+static void test_nan_propagates(void **state) {
+    (void)state;
+    float x[19], y[19];
+    for (int i = 0; i < 19; i++) x[i] = 0.1f * i;
+    x[5] = NAN;
+    x[17] = NAN;   /* in the vector tail */
+    rtr_gelu_forward(y, x, 19);
+    assert_true(isnan(y[5]) && isnan(y[17]) && !isnan(y[4]));
+    float l[2 * 19];
+    for (int i = 0; i < 2 * 19; i++) l[i] = 0.3f * (i % 7);
+    int32_t t[2] = {1, 2};
+    l[19 + 10] = NAN;
+    assert_true(isnan(rtr_crossentropy(NULL, l, t, 2, 19)));
+    float q[4 * 8], k[12 * 8], v[12 * 8], out[4 * 8], att[4 * 12];
+    for (int i = 0; i < 4 * 8; i++) q[i] = 0.01f * i;
+    for (int i = 0; i < 12 * 8; i++) k[i] = v[i] = 0.02f * i;
+    q[2 * 8 + 3] = NAN;   /* query 2 */
+    rtr_attention_forward(out, att, q, k, v, NULL, 1, 4, 12, 1, 8, 0);
+    assert_true(isnan(out[2 * 8]) && !isnan(out[1 * 8]));
+}
+
 /* ------------------------------------------------------------------ CCA shift */
 static void test_cca_shift_positions_and_adjoint(void **state) {
     (void)state;
@@ -382,6 +718,11 @@ int main(void) {
         cmocka_unit_test(test_rope),
         cmocka_unit_test(test_cca_shift_positions_and_adjoint),
         cmocka_unit_test(test_cca_causality),
+        cmocka_unit_test(test_matmul_large),
+        cmocka_unit_test(test_attention_large),
+        cmocka_unit_test(test_rope_large),
+        cmocka_unit_test(test_elementwise_large),
+        cmocka_unit_test(test_nan_propagates),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
