@@ -27,6 +27,7 @@ struct rtr_session {
     uint8_t *has_nbr;           /* (T/m) */
     uint8_t *cmask;             /* (K*R) */
     int cur;                    /* the CCA keys hold a chunk's neighbours */
+    int cur_p;                  /* ... of the chunk completed at this window position */
     int cca_slot[RTR_MODEL_MAX_LAYERS];   /* index of each CCA layer in ck/cv, -1 if none */
     rtr_retrieve_fn retrieve;
     void *rctx;
@@ -114,8 +115,10 @@ static void load_chunk(rtr_session *s, int p, const int32_t *nbr) {
         float *ck = s->ck + (size_t)j * KR * c->C, *cv = s->cv + (size_t)j * KR * c->C;
         rtr_matmul_forward(ck, s->E, wkv, NULL, KR, c->EC, c->C);
         rtr_matmul_forward(cv, s->E, wkv + (size_t)c->C * c->EC, NULL, KR, c->EC, c->C);
+        rtr_rope_forward(ck, ck, c->K, c->R, c->NH, c->C / c->NH, 0);   /* token j of a neighbour: position j */
     }
     s->cur = 1;
+    s->cur_p = p;
     s->times.encode += rtr_now() - t0;
 }
 
@@ -158,6 +161,8 @@ static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits)
             }
             if (s->cur) {
                 rtr_matmul_forward(s->q, s->a, PW(m, ix->xq), NULL, 1, C, C);
+                /* query i of the span (position cur_p + i) sits at rotary position m + i */
+                rtr_rope_forward(s->q, s->q, 1, 1, c->NH, hs, c->m + p - s->cur_p);
                 rtr_attention_forward(s->y, s->att, s->q, s->ck + (size_t)j * KR * C, s->cv + (size_t)j * KR * C,
                                       s->cmask, 1, 1, KR, c->NH, hs, 0);
                 rtr_matmul_forward(s->o, s->y, PW(m, ix->xproj), NULL, 1, C, C);

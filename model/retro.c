@@ -531,6 +531,8 @@ static void mlp_backward(rtr_model *m, mlp_acts *a, float *dres, const float *in
 typedef struct xa_shape {
     int Bn, Tq, Tk, W, KW, NH, rep;
     const uint8_t *kmask; /* (Bn, Tk) or NULL */
+    int qpos0;            /* rotary positions: query i at qpos0 + i, key j at j mod kseq; -1: none */
+    int kseq;
 } xa_shape;
 
 static void xa_forward(rtr_model *m, xa_acts *a, const float *qin, const float *kvin, const blk_ix *ix,
@@ -540,6 +542,11 @@ static void xa_forward(rtr_model *m, xa_acts *a, const float *qin, const float *
     rtr_matmul_forward(a->q, qin, PW(m, ix->xq), NULL, (int)nq, s->W, s->W);
     rtr_matmul_forward(a->kx, kvin, wkv, NULL, (int)nkv, s->KW, s->W);
     rtr_matmul_forward(a->vx, kvin, wkv + (size_t)s->W * s->KW, NULL, (int)nkv, s->KW, s->W);
+    if (s->qpos0 >= 0) {
+        int hs = s->W / s->NH;
+        rtr_rope_forward(a->q, a->q, s->Bn, s->Tq, s->NH, hs, s->qpos0);
+        rtr_rope_forward(a->kx, a->kx, (int)(nkv / s->kseq), s->kseq, s->NH, hs, 0);
+    }
     if (s->rep > 1)
         for (int b = 0; b < s->Bn; b++) {
             copyf(a->k + b * seq, a->kx + (size_t)(b / s->rep) * seq, seq);
@@ -564,6 +571,20 @@ static void xa_backward(rtr_model *m, xa_acts *a, const float *do_, float *dqin,
     zerof(dk, nk * s->W);
     zerof(dv, nk * s->W);
     rtr_attention_backward(dq, dk, dv, dy, a->att, a->q, a->k, a->v, s->Bn, s->Tq, s->Tk, s->NH, s->W / s->NH);
+    if (s->qpos0 >= 0) {   /* back through the rotations (rep is 1 here: dy and dkx are free) */
+        RTR_ASSERT(s->rep == 1);
+        int hs = s->W / s->NH;
+        zerof(dy, nq * s->W);
+        zerof(dkx, nk * s->W);
+        rtr_rope_backward(dy, dq, s->Bn, s->Tq, s->NH, hs, s->qpos0);
+        rtr_rope_backward(dkx, dk, (int)(nk / s->kseq), s->kseq, s->NH, hs, 0);
+        float *t = dq;
+        dq = dy;
+        dy = t;
+        t = dk;
+        dk = dkx;
+        dkx = t;
+    }
     if (s->rep > 1) {   /* sum the replicas' gradients */
         zerof(dkx, nkv * s->W);
         zerof(dvx, nkv * s->W);
@@ -590,13 +611,13 @@ static void xa_backward(rtr_model *m, xa_acts *a, const float *do_, float *dqin,
 static xa_shape enc_xa_shape(const rtr_model *m, int B) {
     const rtr_model_config *c = &m->cfg;
     int Lc = m->T / c->m;
-    xa_shape s = {B * Lc * c->K, c->R, c->m, c->EC, c->C, c->ENH, c->K, NULL};
+    xa_shape s = {B * Lc * c->K, c->R, c->m, c->EC, c->C, c->ENH, c->K, NULL, -1, 0};
     return s;
 }
 
 static xa_shape cca_shape(const rtr_model *m, int B) {
     const rtr_model_config *c = &m->cfg;
-    xa_shape s = {B * (m->T / c->m), c->m, c->K * c->R, c->C, c->EC, c->NH, 1, m->nmask};
+    xa_shape s = {B * (m->T / c->m), c->m, c->K * c->R, c->C, c->EC, c->NH, 1, m->nmask, c->m, c->R};
     return s;
 }
 

@@ -28,14 +28,17 @@ for run in $(seq "$runs"); do
         for mode in "" --baseline; do
             "$bench" --threads "$threads" --steps "$steps" $mode | tee -a "$out"
             /usr/bin/python3 "$src/tests/tools/retro_ref.py" bench --threads "$threads" --steps "$steps" $mode \
-                | sed 's/^{/{"impl":"torch",/' | tee -a "$out"
+                | tee -a "$out"
         done
     done
 done
 # the machine's sgemm peak, measured in the same run: the best of bench_ops'
 # training-step GEMM shapes, median of 7 timings each
-"$build/tests/bench/bench_ops" 7 1 | tee /dev/stderr | sed -n \
-    's/.*peak (best shape): \([0-9.]*\) GFLOP\/s on 1 thread, \([0-9.]*\) GFLOP\/s on 2 threads.*/{"threads":1,"sgemm_gflops":\1}\n{"threads":2,"sgemm_gflops":\2}/p' >> "$out"
+"$build/tests/bench/bench_ops" 7 1 > "$out.ops"
+cat "$out.ops"
+sed -n \
+    's/.*peak (best shape): \([0-9.]*\) GFLOP\/s on 1 thread, \([0-9.]*\) GFLOP\/s on 2 threads.*/{"threads":1,"sgemm_gflops":\1}\n{"threads":2,"sgemm_gflops":\2}/p' "$out.ops" >> "$out"
+rm -f "$out.ops"
 /usr/bin/python3 - "$out" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.startswith("{")]

@@ -237,8 +237,16 @@ def chunked_cross_attention(P, cfg, l, c, E, nbr):
     g = torch.cat((c[:, m - 1:], c.new_zeros(B, m - 1, C)), dim=1).reshape(B * Lc, m, C)
     q = split_heads(g @ P[p + "cca_q"].t(), nh)
     k, v = (E.reshape(B * Lc, K * R, cfg.EC) @ P[p + "cca_kv"].t()).chunk(2, dim=-1)
+    k, v = split_heads(k, nh), split_heads(v, nh)
+    # relative positions: query i of the span at position m + i, token j of each
+    # neighbour at position j (a neighbour's continuation token i + m lines up with
+    # the query that predicts it, at relative distance 0)
+    cos, sin = rope_tables(max(2 * m, R), C // nh, q.dtype)
+    q = rope(q, cos[m:2 * m], sin[m:2 * m])
+    N, H, _, hs = k.shape
+    k = rope(k.reshape(N, H, K, R, hs), cos[:R], sin[:R]).reshape(N, H, K * R, hs)
     kmask = (nbr != -1).reshape(B * Lc, 1, 1, K * R)
-    o = merge_heads(attention(q, split_heads(k, nh), split_heads(v, nh), kmask))
+    o = merge_heads(attention(q, k, v, kmask))
     o = (o @ P[p + "cca_proj"].t()).reshape(B, T, C)
     # o[:, s] belongs at position s + m-1: shift right by m-1, dropping the overflow
     return torch.cat((o.new_zeros(B, m - 1, C), o[:, :T - (m - 1)]), dim=1)
@@ -537,7 +545,8 @@ def cmd_bench(args):
         step()
         times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    print(json.dumps({"threads": args.threads, "steps": args.steps,
+    print(json.dumps({"impl": "torch", "baseline": int(bool(args.baseline)), "threads": args.threads,
+                      "steps": args.steps,
                       "step_ms_median": round(med * 1e3, 3),
                       "tokens_per_s": round(cfg.B * cfg.T / med, 1),
                       "params": sum(t.numel() for t in params)}))
