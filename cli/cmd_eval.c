@@ -57,6 +57,7 @@ static const char eval_usage[] =
 #define MAX_MODELS 8
 #define LEAK_K 10
 #define N_ALPHA 5
+#define EVAL_BATCH 8   /* windows per forward pass */
 static const double ALPHA[N_ALPHA] = {0, 0.125, 0.25, 0.5, 1.0};
 
 /* One evaluated run: a model with retrieval on or off. */
@@ -117,36 +118,50 @@ static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, int 
         if (S > T) S = T;
         memset(cn, 0, (size_t)nch * sizeof *cn);
         memset(cb, 0, (size_t)nch * sizeof *cb);
-        int32_t *in = rtr_malloc((size_t)T * sizeof *in), *tg = rtr_malloc((size_t)T * sizeof *tg);
-        int32_t *wn = rtr_malloc((size_t)Lc * c->K * NL * sizeof *wn + 4);
-        if (!in || !tg || !wn) rc = rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
-        /* window w covers inputs [w, w+T); it scores targets w+1+j for j >= from */
-        for (int64_t w = 0; !rc && w + 1 < n; w += S) {
-            int from = w == 0 ? 0 : T - S;
-            for (int j = 0; j < T; j++) {
-                int64_t p = w + j;
-                in[j] = p < n ? x[p] : (int32_t)rtr_tokenizer_eod(e->tok);
-                tg[j] = j >= from && p + 1 < n ? x[p + 1] : -1;
-            }
-            if (r->retrieval)
-                for (int u = 0; u < Lc; u++) {
-                    int64_t cu = w / CH + u;
-                    for (int k = 0; k < c->K; k++)
-                        for (int t = 0; t < NL; t++)
-                            wn[((size_t)u * c->K + k) * NL + t] =
-                                cu < nch && k < kk ? nbr[((size_t)cu * kk + k) * NL + t] : -1;
-                }
-            if ((rc = rtr_model_forward(m, in, NULL, r->retrieval ? wn : NULL, 1, T, NULL))) break;
-            const float *lg = rtr_model_logits(m);
-            for (int j = 0; j < T; j++) {
-                if (tg[j] < 0) continue;
-                int64_t p = w + j + 1;   /* the scored token's position */
-                cn[p / CH] += token_nats(lg + (size_t)j * c->V, c->V, tg[j]);
-                cb[p / CH] += e->tok_bytes[tg[j]];
-                r->tokens++;
-            }
+        /* the windows: w covers inputs [w, w+T) and scores targets w+1+j for j >= from */
+        int64_t nw = 0, *ws = rtr_malloc((size_t)(n / S + 2) * sizeof *ws);
+        for (int64_t w = 0; ws && w + 1 < n; w += S) {
+            ws[nw++] = w;
             if (w + T >= n) break;
         }
+        int B = EVAL_BATCH;
+        int32_t *in = rtr_malloc((size_t)B * T * sizeof *in), *tg = rtr_malloc((size_t)B * T * sizeof *tg);
+        size_t per = (size_t)Lc * c->K * NL;
+        int32_t *wn = rtr_malloc((size_t)B * per * sizeof *wn + 4);
+        if (!ws || !in || !tg || !wn) rc = rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
+        for (int64_t w0 = 0; !rc && w0 < nw; w0 += B) {
+            int nb = (int)(nw - w0 < B ? nw - w0 : B);
+            for (int b = 0; b < nb; b++) {
+                int64_t w = ws[w0 + b];
+                int from = w == 0 ? 0 : T - S;
+                int32_t *ib = in + (size_t)b * T, *tb = tg + (size_t)b * T;
+                for (int j = 0; j < T; j++) {
+                    int64_t p = w + j;
+                    ib[j] = p < n ? x[p] : (int32_t)rtr_tokenizer_eod(e->tok);
+                    tb[j] = j >= from && p + 1 < n ? x[p + 1] : -1;
+                }
+                if (r->retrieval)
+                    for (int u = 0; u < Lc; u++) {
+                        int64_t cu = w / CH + u;
+                        for (int k = 0; k < c->K; k++)
+                            for (int t = 0; t < NL; t++)
+                                wn[b * per + ((size_t)u * c->K + k) * NL + t] =
+                                    cu < nch && k < kk ? nbr[((size_t)cu * kk + k) * NL + t] : -1;
+                    }
+            }
+            if ((rc = rtr_model_forward(m, in, NULL, r->retrieval ? wn : NULL, nb, T, NULL))) break;
+            const float *lg = rtr_model_logits(m);
+            for (int b = 0; b < nb; b++)
+                for (int j = 0; j < T; j++) {
+                    int32_t t = tg[(size_t)b * T + j];
+                    if (t < 0) continue;
+                    int64_t p = ws[w0 + b] + j + 1;   /* the scored token's position */
+                    cn[p / CH] += token_nats(lg + ((size_t)b * T + j) * c->V, c->V, t);
+                    cb[p / CH] += e->tok_bytes[t];
+                    r->tokens++;
+                }
+        }
+        rtr_free(ws);
         rtr_free(in);
         rtr_free(tg);
         rtr_free(wn);
@@ -302,7 +317,7 @@ int cmd_eval(int argc, char **argv) {
     size_t n_ex = 0;
     int64_t docs = 0;
     rtr_encoder *enc = NULL;
-    for (int i = 0; !rc && i < e.n_models; i++) rc = cli_load_model(e.paths[i], NULL, 1, 0, &e.models[i], &toks[i], &hashes[i]);
+    for (int i = 0; !rc && i < e.n_models; i++) rc = cli_load_model(e.paths[i], NULL, EVAL_BATCH, 0, &e.models[i], &toks[i], &hashes[i]);
     for (int i = 1; !rc && i < e.n_models; i++)
         if (strcmp(hashes[i], hashes[0]))
             rc = rtr_seterr(RTR_E_MISMATCH, "%s and %s use different tokenizers", e.paths[0], e.paths[i]);

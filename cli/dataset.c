@@ -26,6 +26,8 @@ typedef struct split {
 
 struct cli_dataset {
     int T, K, Lc;
+    double self_rate;
+    uint64_t seed;
     int32_t eod;
     split sp[2];
     float *tok_bytes;  /* (V): UTF-8 bytes of each token */
@@ -149,6 +151,15 @@ static int find_neighbours(cli_dataset *ds, rtr_retriever *r, int progress) {
     return rc;
 }
 
+/* 1 for the training chunks that get their own text as a neighbour. */
+static int self_pick(const cli_dataset *ds, int64_t c) {
+    uint64_t z = (uint64_t)c * 0x9E3779B97F4A7C15ull ^ (ds->seed + 0x632BE59BD9B4E019ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0) < ds->self_rate;
+}
+
 /* Sequence i of a split: chunks [i*Lc, (i+1)*Lc); chunks past the split's
  * end are padding (targets -1). */
 static int get_seq(void *ctx, int sp, int64_t i, int32_t *idx, int32_t *targets, int32_t *nbr, double *bytes) {
@@ -174,7 +185,15 @@ static int get_seq(void *ctx, int sp, int64_t i, int32_t *idx, int32_t *targets,
             tg[j] = tk[j] < 0 ? -1 : j + 1 < M && tk[j + 1] >= 0 ? tk[j + 1] : s->next[c];
             if (tg[j] >= 0) by += ds->tok_bytes[tg[j]];
         }
-        if (nbr) memcpy(nbr + u * nb, s->nbr + (size_t)c * nb, nb * sizeof *nbr);
+        if (nbr) {
+            memcpy(nbr + u * nb, s->nbr + (size_t)c * nb, nb * sizeof *nbr);
+            if (sp == RTR_SPLIT_TRAIN && ds->self_rate > 0 && self_pick(ds, c)) {
+                int32_t *last = nbr + u * nb + (size_t)(ds->K - 1) * R;
+                memcpy(last, tk, M * sizeof *last);
+                int cont = c + 1 < s->n_chunks && s->doc[c + 1] == s->doc[c];
+                for (int j = 0; j < M; j++) last[M + j] = cont ? s->tok[(size_t)(c + 1) * M + j] : -1;
+            }
+        }
     }
     *bytes = by;
     return RTR_OK;
@@ -190,6 +209,8 @@ int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, c
     ds->T = o->T;
     ds->Lc = o->T / M;
     ds->K = o->K;
+    ds->self_rate = o->self_rate;
+    ds->seed = o->seed;
     ds->V = (int)rtr_tokenizer_vocab_size(tk);
     ds->eod = (int32_t)rtr_tokenizer_eod(tk);
     ds->tok_bytes = rtr_malloc((size_t)ds->V * sizeof *ds->tok_bytes);

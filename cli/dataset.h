@@ -15,6 +15,14 @@
  * knowledge base with their continuations, never from the chunk's own
  * document (the paper's rule) and never from a validation document (so
  * validation text is never seen through retrieval either).
+ *
+ * self_rate > 0 (`retro train --self-neighbours P`; DEVIATION from the paper,
+ * off by default): for that share of training chunks, drawn from (seed,
+ * chunk), the last neighbour slot holds the chunk itself and its true
+ * continuation instead of a retrieved neighbour. It is a curriculum that
+ * teaches the cross-attention to read a neighbour that carries the answer,
+ * which other documents of a small corpus rarely do; validation sequences
+ * never get it.
  */
 #ifndef RTR_CLI_DATASET_H
 #define RTR_CLI_DATASET_H
@@ -31,6 +39,8 @@ typedef struct cli_dataset_opts {
     int T;              /* context, a multiple of 64 */
     int K;              /* neighbours per chunk; 0: no retrieval */
     double val_frac;    /* share of documents held out */
+    double self_rate;   /* share of training chunks whose last neighbour is their own text (see below) */
+    uint64_t seed;      /* which chunks those are */
     int progress;
 } cli_dataset_opts;
 
