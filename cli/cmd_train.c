@@ -197,7 +197,8 @@ int cmd_train(int argc, char **argv) {
     double self_rate = 0;
     uint8_t given[O_SELF + 1] = {0};   /* options set on the command line */
     optind = 1;
-    while ((c = getopt_long(argc, argv, "ho:", opts, NULL)) != -1) {
+    int li = -1;
+    while ((li = -1, c = getopt_long(argc, argv, "ho:", opts, &li)) != -1) {
         if (c >= 256 && c <= O_SELF) given[c] = 1;
         switch (c) {
         case 'h': fputs(train_usage, stdout); return CLI_OK;
@@ -232,7 +233,7 @@ int cmd_train(int argc, char **argv) {
         case O_SELF: self_rate = strtod(optarg, NULL); bad |= !(self_rate >= 0 && self_rate <= 1); break;
         default: return cli_usage_error("train", "bad option");
         }
-        if (bad) return cli_usage_error("train", "bad value for --%s", opts[0].name ? argv[optind - 2] + 2 : "");
+        if (bad) return cli_usage_error("train", "bad value for --%s", li >= 0 ? opts[li].name : "?");
     }
     if (argc - optind != 1) return cli_usage_error("train", "expected KB");
     if (!out_dir) return cli_usage_error("train", "-o DIR is required");

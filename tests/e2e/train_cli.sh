@@ -27,6 +27,11 @@ grep -q '"cca":\[1,2\]' retro/config.json || fail "retro: CCA layers $(cat retro
 awk -v l="$(json_get val_loss < retro.json)" 'BEGIN { exit !(l > 0 && l < 9) }' || fail "retro: validation loss"
 ok "RETRO model trains"
 
+# the curriculum option trains and is recorded for --resume
+"$RETRO" train kb -o selfn --steps 2 --self-neighbours 0.5 "${tiny[@]}" >/dev/null 2>&1
+grep -aq '"self_neighbours":"0.5"' selfn/train.safetensors || fail "self_neighbours not recorded"
+ok "the --self-neighbours curriculum trains and is recorded"
+
 # RETRO-fitting: the decoder's tensors are the baseline's, bit for bit
 "$RETRO" train kb -o fit --mode fit --from base --steps 4 "${tiny[@]}" --json > fit.json
 /usr/bin/python3 "$SRC/tests/tools/safetensors_read.py" base/model.safetensors | grep '"name"' | sort > base.t
@@ -60,6 +65,7 @@ expect_fail 2 "from" "$RETRO" train kb -o x --mode fit --steps 2
 expect_fail 2 "required" "$RETRO" train kb --steps 2
 expect_fail 1 "multiple of" "$RETRO" train kb -o x --context 100 --steps 2 --mode baseline
 expect_fail 1 "already has cross-attention" "$RETRO" train kb -o x --mode fit --from retro --steps 2
+expect_fail 2 "self-neighbours" "$RETRO" train kb -o x --self-neighbours 1.5 --steps 2
 head -c 1000 base/model.safetensors > trunc.safetensors
 expect_fail 1 "trunc.safetensors" "$RETRO" train kb -o x --mode fit --from trunc.safetensors --steps 2
 expect_fail 1 "no training checkpoint" "$RETRO" train kb -o nothing --resume --steps 2
