@@ -81,6 +81,11 @@ typedef struct ev {
     cli_nbr nb;
 } ev;
 
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* Longest common substring of token arrays a (na) and b (nb); -1 tokens never match. */
 static int lcs(const int32_t *a, int na, const int32_t *b, int nb) {
     int prev[NL + 1] = {0}, cur[NL + 1] = {0}, best = 0;
@@ -348,7 +353,8 @@ int cmd_eval(int argc, char **argv) {
             e.runs[e.n_runs++].retrieval = on;
         }
     }
-    /* what is never retrieved: --exclude-doc, and with --split val every validation document */
+    /* what is never retrieved: --exclude-doc, and with --split val (unless
+     * --leak) every validation document */
     rtr_store_txn *t = NULL;
     if ((rc = rtr_store_read_begin(rtr_kb_store(e.nb.kb), &t))) goto done;
     rtr_doc d;
@@ -356,7 +362,7 @@ int cmd_eval(int argc, char **argv) {
     ex = rtr_malloc((n_excl + 1) * sizeof *ex);
     if (!ex) rc = rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
     for (size_t i = 0; !rc && i < n_excl; i++) ex[n_ex++] = excl[i];
-    while (!rc && split && rtr_store_next_doc(t, after, &d) == RTR_OK) {
+    while (!rc && split && !e.leak && rtr_store_next_doc(t, after, &d) == RTR_OK) {
         after = d.id;
         if (!cli_dataset_is_val(&d, val_frac)) continue;
         uint64_t *g = rtr_realloc(ex, (n_ex + 1) * sizeof *ex);
@@ -365,23 +371,9 @@ int cmd_eval(int argc, char **argv) {
     }
     rtr_store_txn_end(t);
     if (rc) goto done;
-    for (size_t i = 1; i < n_ex; i++)   /* sorted (insertion sort: short lists) */
-        for (size_t j = i; j > 0 && ex[j - 1] > ex[j]; j--) {
-            uint64_t tmp = ex[j];
-            ex[j] = ex[j - 1];
-            ex[j - 1] = tmp;
-        }
-    e.nb.exclude = e.leak ? ex : ex;
-    e.nb.n_exclude = e.leak ? n_excl : n_ex;   /* --leak: the validation documents may be retrieved */
-    if (e.leak && split) {   /* keep only the explicit exclusions, sorted */
-        for (size_t i = 0; i < n_excl; i++) ex[i] = excl[i];
-        for (size_t i = 1; i < n_excl; i++)
-            for (size_t j = i; j > 0 && ex[j - 1] > ex[j]; j--) {
-                uint64_t tmp = ex[j];
-                ex[j] = ex[j - 1];
-                ex[j - 1] = tmp;
-            }
-    }
+    qsort(ex, n_ex, sizeof *ex, cmp_u64);
+    e.nb.exclude = ex;
+    e.nb.n_exclude = n_ex;
     if ((rc = rtr_encoder_new(e.tok, &enc))) goto done;
 
     /* the documents, one at a time */
