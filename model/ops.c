@@ -39,6 +39,40 @@ static void blas_single_end(int saved) {
 /* below this many multiply-adds a product is one plain BLAS call */
 #define MM_PAR_WORK (1 << 20)
 
+/* dot product of n floats with 8 independent partial sums (vectorisable) */
+static float dot8(const float *a, const float *b, int n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+/* c (N) = a (K) op(B) + beta c: one row (decoding a single token), where a
+ * BLAS call costs more in set-up than in arithmetic. tb: B is (N, K), else
+ * (K, N). */
+static void matvec(const float *a, const float *B, int ldb, int tb, int N, int K, float beta, float *c) {
+    if (tb) {
+#pragma omp parallel for if ((int64_t)N * K > (1 << 17) && !omp_in_parallel())
+        for (int j = 0; j < N; j++) {
+            float d = dot8(a, B + (int64_t)j * ldb, K);
+            c[j] = beta == 0 ? d : beta * c[j] + d;
+        }
+        return;
+    }
+    if (beta == 0)
+        for (int j = 0; j < N; j++) c[j] = 0;
+    else if (beta != 1)
+        for (int j = 0; j < N; j++) c[j] *= beta;
+    for (int k = 0; k < K; k++) {
+        const float *row = B + (int64_t)k * ldb;
+        float ak = a[k];
+        for (int j = 0; j < N; j++) c[j] += ak * row[j];
+    }
+}
+
 /* C (M, N) = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm, with the
  * rows (or, when there are more columns, the columns) of C split between the
  * OpenMP threads. */
@@ -46,6 +80,10 @@ static void sgemm_par(int ta, int tb, int M, int N, int K, float alpha, const fl
                       int ldb, float beta, float *Cm, int ldc) {
     enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
     if (M <= 0 || N <= 0) return;
+    if (M == 1 && !ta && alpha == 1.0f) {
+        matvec(A, B, ldb, tb, N, K, beta, Cm);
+        return;
+    }
     int nt = omp_get_max_threads();
     if (nt <= 1 || omp_in_parallel()) {
         cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);

@@ -353,6 +353,8 @@ static void test_matmul_large(void **state) {
     check_matmul(40, 600, 64);    /* columns split: dinp, dw */
     check_matmul(40, 64, 700);    /* columns split: forward (rows of w) */
     check_matmul(3, 5, 7);        /* tiny: one call */
+    check_matmul(1, 192, 768);    /* one row: the matrix-vector path (forward, dinp) */
+    check_matmul(1, 301, 7);      /* ... with a tail after the 8-wide sums */
 }
 
 /* attention in double: out, P and, for a given dout, dq, dk, dv */
