@@ -329,16 +329,10 @@ int cmd_eval(int argc, char **argv) {
     if (!rc) rc = cli_nbr_open(&e.nb, kb, hashes[0], LEAK_K);
     if (rc) goto done;
     e.tok = toks[0];
-    int V = (int)rtr_tokenizer_vocab_size(e.tok);
-    e.tok_bytes = rtr_malloc((size_t)V * sizeof *e.tok_bytes);
+    e.tok_bytes = rtr_tokenizer_byte_lengths(e.tok);
     if (!e.tok_bytes) {
-        rc = rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
+        rc = RTR_E_NOMEM;
         goto done;
-    }
-    for (int v = 0; v < V; v++) {
-        size_t len;
-        rtr_tokenizer_token(e.tok, (uint32_t)v, &len);
-        e.tok_bytes[v] = v == (int)rtr_tokenizer_eod(e.tok) ? 0.0f : (float)len;
     }
     int kk = LEAK_K;
     for (int i = 0; i < e.n_models; i++) {

@@ -10,6 +10,7 @@
 #include "index/store.h"
 #include "lib/alloc.h"
 #include "lib/progress.h"
+#include "lib/rng.h"
 #include "lib/status.h"
 
 #define M RTR_CHUNK_TOKENS
@@ -153,11 +154,8 @@ static int find_neighbours(cli_dataset *ds, rtr_retriever *r, int progress) {
 
 /* 1 for the training chunks that get their own text as a neighbour. */
 static int self_pick(const cli_dataset *ds, int64_t c) {
-    uint64_t z = (uint64_t)c * 0x9E3779B97F4A7C15ull ^ (ds->seed + 0x632BE59BD9B4E019ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0) < ds->self_rate;
+    uint64_t z = rtr_mix64((uint64_t)c * 0x9E3779B97F4A7C15ull ^ (ds->seed + 0x632BE59BD9B4E019ull));
+    return rtr_unit53(z) < ds->self_rate;
 }
 
 /* Sequence i of a split: chunks [i*Lc, (i+1)*Lc); chunks past the split's
@@ -213,13 +211,8 @@ int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, c
     ds->seed = o->seed;
     ds->V = (int)rtr_tokenizer_vocab_size(tk);
     ds->eod = (int32_t)rtr_tokenizer_eod(tk);
-    ds->tok_bytes = rtr_malloc((size_t)ds->V * sizeof *ds->tok_bytes);
-    int rc = ds->tok_bytes ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "dataset: out of memory");
-    for (int v = 0; !rc && v < ds->V; v++) {
-        size_t len = 0;
-        rtr_tokenizer_token(tk, (uint32_t)v, &len);
-        ds->tok_bytes[v] = v == ds->eod ? 0.0f : (float)len;
-    }
+    ds->tok_bytes = rtr_tokenizer_byte_lengths(tk);
+    int rc = ds->tok_bytes ? RTR_OK : RTR_E_NOMEM;
     if (!rc) rc = load_chunks(ds, kb, o->val_frac);
     if (!rc && ds->sp[0].n_chunks == 0)
         rc = rtr_seterr(RTR_E_INVALID, "%s: no training documents (%" PRId64 " in the validation split)",

@@ -9,6 +9,7 @@
 
 #include "lib/alloc.h"
 #include "lib/io.h"
+#include "lib/rng.h"
 #include "lib/status.h"
 
 #define DF_MAGIC "RTRHDF\0\1"
@@ -245,13 +246,6 @@ static void add_signed(float *restrict v, uint64_t bits, float w) {
     for (int k = 0; k < 64; k++) v[k] += add[k];
 }
 
-static uint64_t splitmix(uint64_t *x) {
-    uint64_t z = (*x += 0x9E3779B97F4A7C15ULL);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
-    return z ^ (z >> 31);
-}
-
 static int hash_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *out) {
     hash_impl *h = e->impl;
     uint32_t dim = e->dim;
@@ -271,7 +265,7 @@ static int hash_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *o
             float w = 1.0f + logf((float)c->counts[p]);
             if (h->idf) w *= h->idf[key >> (64 - h->df.bits)];
             uint64_t state = key ^ (h->seed * 0xD6E8FEB86659FD93ULL);   /* the projection's seed */
-            for (uint32_t j = 0; j < dim; j += 64) add_signed(v + j, splitmix(&state), w);
+            for (uint32_t j = 0; j < dim; j += 64) add_signed(v + j, rtr_splitmix64(&state), w);
         }
     }
     rtr_free(c);

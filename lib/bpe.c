@@ -329,6 +329,16 @@ const uint8_t *rtr_tokenizer_token(const rtr_tokenizer *t, uint32_t id, size_t *
     return t->tok_bytes + t->tok_off[id];
 }
 
+float *rtr_tokenizer_byte_lengths(const rtr_tokenizer *t) {
+    float *len = rtr_malloc((size_t)t->n_vocab * sizeof *len);
+    if (!len) {
+        rtr_seterr(RTR_E_NOMEM, "tokenizer: out of memory");
+        return NULL;
+    }
+    for (uint32_t v = 0; v < t->n_vocab; v++) len[v] = v == t->special[0] ? 0.0f : (float)tok_len(t, v);
+    return len;
+}
+
 int rtr_tokenizer_merge(const rtr_tokenizer *t, uint32_t j, uint32_t *left, uint32_t *right,
                         uint32_t *result) {
     if (j >= t->n_merges)

@@ -87,6 +87,10 @@ uint32_t rtr_tokenizer_vocab_size(const rtr_tokenizer *t);
 uint32_t rtr_tokenizer_eod(const rtr_tokenizer *t);   /* end-of-document id */
 /* Bytes of token id (points into t; valid while t lives). NULL if id >= V. */
 const uint8_t *rtr_tokenizer_token(const rtr_tokenizer *t, uint32_t id, size_t *len);
+/* The text bytes of every token, for bits-per-byte: a new array of V
+ * floats (rtr_free), the end-of-document token counting 0. NULL with the
+ * error set when out of memory. */
+float *rtr_tokenizer_byte_lengths(const rtr_tokenizer *t);
 /* Hex XXH3-128 of the serialized form: identifies a tokenizer. */
 void rtr_tokenizer_hash(const rtr_tokenizer *t, char hex[33]);
 

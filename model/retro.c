@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/rng.h"
 #include "lib/status.h"
 #include "model/ops.h"
 #include "model/retro_int.h"
@@ -394,9 +395,10 @@ int rtr_model_alloc_train(rtr_model *m) {
     if (!m->am) m->am = rtr_calloc(m->nparams, sizeof(float));
     if (!m->av) m->av = rtr_calloc(m->nparams, sizeof(float));
     if (!m->scr_mem) {
-        size_t sz[13];
+        size_t sz[13], total = 0;
         scratch_sizes(m, sz);
-        m->scr_mem = rtr_calloc(rtr_model_scratch_bytes(m) / sizeof(float), sizeof(float));
+        for (int i = 0; i < 13; i++) total += sz[i];
+        m->scr_mem = rtr_calloc(total, sizeof(float));
         if (m->scr_mem) {
             size_t off = 0;
             for (int i = 0; i < 13; i++) {
@@ -411,14 +413,8 @@ int rtr_model_alloc_train(rtr_model *m) {
 }
 
 /* --- initialisation --------------------------------------------------------------------- */
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
-
-static double uniform01(uint64_t *s) { return ((splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
+/* in (0, 1): never 0, so that log() is finite */
+static double uniform01(uint64_t *s) { return ((rtr_splitmix64(s) >> 11) + 0.5) * (1.0 / 9007199254740992.0); }
 
 void rtr_model_init(rtr_model *m, uint64_t seed) {
     const rtr_model_config *c = &m->cfg;
@@ -687,6 +683,14 @@ static void encoder_backward(rtr_model *m, float *dE, float *dctx, const float *
         }
 }
 
+/* Neighbour tokens into the model, with the mask of present ones (-1: missing). */
+static void put_neighbours(rtr_model *m, const int32_t *nbr, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        m->nbr[i] = nbr[i];
+        m->nmask[i] = nbr[i] >= 0;
+    }
+}
+
 void rtr_model_encode_chunk(rtr_model *m, const int32_t *nbr, const float *ctx, float *E) {
     const rtr_model_config *c = &m->cfg;
     size_t n = (size_t)c->K * c->R;
@@ -694,10 +698,7 @@ void rtr_model_encode_chunk(rtr_model *m, const int32_t *nbr, const float *ctx, 
     m->T = c->m;
     m->retrieval = 1;
     m->has_targets = 0;   /* the activations no longer hold a batch to backpropagate */
-    for (size_t i = 0; i < n; i++) {
-        m->nbr[i] = nbr[i];
-        m->nmask[i] = nbr[i] >= 0;
-    }
+    put_neighbours(m, nbr, n);
     encoder_forward(m, ctx);
     copyf(E, m->E, n * c->EC);
 }
@@ -725,13 +726,11 @@ int rtr_model_forward(rtr_model *m, const int32_t *idx, const int32_t *targets, 
     if (targets) memcpy(m->targets, targets, N * sizeof *targets);
     if (m->retrieval) {
         size_t NE = (size_t)B * (T / c->m) * c->K * c->R;
-        for (size_t i = 0; i < NE; i++) {
+        for (size_t i = 0; i < NE; i++)
             if (nbr[i] < -1 || nbr[i] >= c->V)
                 return rtr_seterr(RTR_E_INVALID, "model: neighbour token %d outside the vocabulary of %d", nbr[i],
                                   c->V);
-            m->nbr[i] = nbr[i];
-            m->nmask[i] = nbr[i] >= 0;
-        }
+        put_neighbours(m, nbr, NE);
     }
     const float *wte = PW(m, m->wte);
     float *x = m->dl[0].res;

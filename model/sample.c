@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "lib/alloc.h"
+#include "lib/rng.h"
 
 void rtr_sampler_init(rtr_sampler *s, float temperature, int top_k, float top_p, uint64_t seed) {
     s->temperature = temperature;
@@ -13,13 +14,7 @@ void rtr_sampler_init(rtr_sampler *s, float temperature, int top_k, float top_p,
     s->state = seed * 0x9E3779B97F4A7C15ull + 0x2545F4914F6CDD1Dull;
 }
 
-static double next_uniform(rtr_sampler *s) {
-    uint64_t z = (s->state += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
+static double next_uniform(rtr_sampler *s) { return rtr_unit53(rtr_splitmix64(&s->state)); }
 
 typedef struct cand {
     float p;

@@ -8,13 +8,8 @@
 
 #include "lib/alloc.h"
 #include "lib/progress.h"
+#include "lib/rng.h"
 #include "lib/status.h"
-
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* A permutation of [0, n) drawn from key: a 4-round Feistel network on the
  * smallest even power of two >= n, walking the cycle until the value falls
@@ -27,7 +22,7 @@ static uint64_t permute(uint64_t i, uint64_t n, uint64_t key) {
     do {
         uint64_t l = i >> half, r = i & mask;
         for (int round = 0; round < 4; round++) {
-            uint64_t f = mix64(r ^ (key + 0x9E3779B97F4A7C15ull * (round + 1))) & mask;
+            uint64_t f = rtr_mix64(r ^ (key + 0x9E3779B97F4A7C15ull * (round + 1))) & mask;
             uint64_t t = l ^ f;
             l = r;
             r = t;
@@ -40,7 +35,7 @@ static uint64_t permute(uint64_t i, uint64_t n, uint64_t key) {
 int64_t rtr_train_sequence(const rtr_train_source *src, uint64_t seed, int B, int64_t step, int b) {
     uint64_t pos = (uint64_t)step * (uint64_t)B + (uint64_t)b, n = (uint64_t)src->n_train;
     uint64_t epoch = pos / n;
-    return (int64_t)permute(pos % n, n, mix64(seed ^ mix64(epoch + 1)));
+    return (int64_t)permute(pos % n, n, rtr_mix64(seed ^ rtr_mix64(epoch + 1)));
 }
 
 /* Counted targets in a batch. */
