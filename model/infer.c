@@ -113,7 +113,7 @@ static void load_chunk(rtr_session *s, int p, const int32_t *nbr) {
         if (j < 0) continue;
         const float *wkv = PW(m, m->dec[l].xkv);
         float *ck = s->ck + (size_t)j * KR * c->C, *cv = s->cv + (size_t)j * KR * c->C;
-        rtr_matmul_forward(ck, s->E, wkv, NULL, KR, c->EC, c->C);
+        rtr_matmul_forward(ck, s->E, wkv, PW(m, m->dec[l].xkb), KR, c->EC, c->C);
         rtr_matmul_forward(cv, s->E, wkv + (size_t)c->C * c->EC, NULL, KR, c->EC, c->C);
         rtr_rope_forward(ck, ck, c->K, c->R, c->NH, c->C / c->NH, 0);   /* token j of a neighbour: position j */
     }
@@ -160,7 +160,7 @@ static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits)
                 }
             }
             if (s->cur) {
-                rtr_matmul_forward(s->q, s->a, PW(m, ix->xq), NULL, 1, C, C);
+                rtr_matmul_forward(s->q, s->a, PW(m, ix->xq), PW(m, ix->xqb), 1, C, C);
                 /* query i of the span (position cur_p + i) sits at rotary position m + i */
                 rtr_rope_forward(s->q, s->q, 1, 1, c->NH, hs, c->m + p - s->cur_p);
                 rtr_attention_forward(s->y, s->att, s->q, s->ck + (size_t)j * KR * C, s->cv + (size_t)j * KR * C,

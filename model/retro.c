@@ -214,6 +214,8 @@ static void build_table(rtr_model *m) {
             P(xln, "cca_ln", c->C, 0, 1);
             P(xq, "cca_q", c->C, c->C, 1);
             P(xkv, "cca_kv", 2 * c->C, c->EC, 1);
+            P(xqb, "cca_qb", c->C, 0, 1);
+            P(xkb, "cca_kb", c->C, 0, 1);
             P(xproj, "cca_proj", c->C, c->C, 1);
         }
         P(ln2, "ln2", c->C, 0, 0);
@@ -422,11 +424,12 @@ void rtr_model_init(rtr_model *m, uint64_t seed) {
     for (int i = 0; i < m->ntab; i++) {
         rtr_model_param *p = &m->tab[i];
         float *w = m->params + p->off;
-        if (p->ndim == 1) {
-            for (size_t j = 0; j < p->n; j++) w[j] = 1.0f;
+        const char *dot = strrchr(p->name, '.');
+        if (p->ndim == 1) {   /* norm gains 1; the CCA's query and key biases RTR_CCA_BIAS_INIT */
+            int bias = dot && (!strcmp(dot, ".cca_qb") || !strcmp(dot, ".cca_kb"));
+            for (size_t j = 0; j < p->n; j++) w[j] = bias ? RTR_CCA_BIAS_INIT : 1.0f;
             continue;
         }
-        const char *dot = strrchr(p->name, '.');
         int residual = dot && (!strcmp(dot, ".attn_proj") || !strcmp(dot, ".fc_proj") || !strcmp(dot, ".cca_proj") ||
                                !strcmp(dot, ".x_proj"));
         int layers = !strncmp(p->name, "enc.", 4) ? c->EL : c->L;
@@ -535,8 +538,9 @@ static void xa_forward(rtr_model *m, xa_acts *a, const float *qin, const float *
                        const xa_shape *s) {
     size_t nq = (size_t)s->Bn * s->Tq, nkv = (size_t)(s->Bn / s->rep) * s->Tk, seq = (size_t)s->Tk * s->W;
     const float *wkv = PW(m, ix->xkv);
-    rtr_matmul_forward(a->q, qin, PW(m, ix->xq), NULL, (int)nq, s->W, s->W);
-    rtr_matmul_forward(a->kx, kvin, wkv, NULL, (int)nkv, s->KW, s->W);
+    const float *bq = ix->xqb >= 0 ? PW(m, ix->xqb) : NULL, *bk = ix->xkb >= 0 ? PW(m, ix->xkb) : NULL;
+    rtr_matmul_forward(a->q, qin, PW(m, ix->xq), bq, (int)nq, s->W, s->W);
+    rtr_matmul_forward(a->kx, kvin, wkv, bk, (int)nkv, s->KW, s->W);
     rtr_matmul_forward(a->vx, kvin, wkv + (size_t)s->W * s->KW, NULL, (int)nkv, s->KW, s->W);
     if (s->qpos0 >= 0) {
         int hs = s->W / s->NH;
@@ -597,9 +601,9 @@ static void xa_backward(rtr_model *m, xa_acts *a, const float *do_, float *dqin,
         dvx = dv;
     }
     zerof(dqin, nq * s->W);
-    rtr_matmul_backward(dqin, gw(m, ix->xq), NULL, dq, qin, PW(m, ix->xq), (int)nq, s->W, s->W);
+    rtr_matmul_backward(dqin, gw(m, ix->xq), gw(m, ix->xqb), dq, qin, PW(m, ix->xq), (int)nq, s->W, s->W);
     size_t WK = (size_t)s->W * s->KW;
-    rtr_matmul_backward(dkvin, gkv, NULL, dkx, kvin, wkv, (int)nkv, s->KW, s->W);
+    rtr_matmul_backward(dkvin, gkv, gw(m, ix->xkb), dkx, kvin, wkv, (int)nkv, s->KW, s->W);
     rtr_matmul_backward(dkvin, gkv ? gkv + WK : NULL, NULL, dvx, kvin, wkv + WK, (int)nkv, s->KW, s->W);
 }
 

@@ -34,6 +34,11 @@
 #include <stdint.h>
 
 #define RTR_MODEL_MAX_LAYERS 64
+/* The initial value of every element of the CCA's query and key biases:
+ * through the rotary positions their product alone scores a neighbour token
+ * by its relative distance to the query, highest at distance 0 (the aligned
+ * continuation), about 4 nats above distance 1 at this value (docs/model.md). */
+#define RTR_CCA_BIAS_INIT 4.0f
 
 typedef struct rtr_model_config {
     int V;               /* vocabulary size */

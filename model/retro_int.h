@@ -13,9 +13,9 @@
 /* --- the model object ------------------------------------------------------------------- */
 /* Indexes into the parameter table of one block's tensors (-1: absent). The
  * decoder's CCA tensors and the encoder's cross-attention tensors share the
- * x* slots. */
+ * x* slots; only the CCA has the query and key biases xqb, xkb. */
 typedef struct blk_ix {
-    int ln1, qkv, proj, xln, xq, xkv, xproj, ln2, fc, fcp;
+    int ln1, qkv, proj, xln, xq, xkv, xqb, xkb, xproj, ln2, fc, fcp;
 } blk_ix;
 
 typedef struct sa_acts {

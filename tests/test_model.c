@@ -20,6 +20,7 @@
 #include "lib/safetensors.h"
 #include "lib/status.h"
 #include "model/retro.h"
+#include "model/retro_int.h"   /* the CCA attention weights, for test_cca_init */
 
 static uint64_t g_s = 11;
 static uint32_t urand(void) {
@@ -320,6 +321,74 @@ static void test_causality(void **state) {
 }
 
 /* --- configuration ---------------------------------------------------------------------- */
+/* --- the CCA's initial positional preference ---------------------------------------------- */
+/* At initialisation (docs/model.md), every CCA head of a model with the
+ * paper's chunk and neighbour lengths puts its largest weight, in every
+ * neighbour, on the continuation token aligned with the query's next token
+ * (relative distance 0), and most of its weight on those tokens, whatever
+ * the tokens. With the biases at zero it would not. */
+static void test_cca_init(void **state) {
+    (void)state;
+    rtr_model_config c;
+    rtr_model_config_default(&c, 64);
+    c.C = 128;
+    c.L = 2;
+    c.NH = 4;   /* heads of 32 */
+    c.F = 256;
+    c.T = 128;
+    c.EL = 1;
+    c.EC = 64;
+    c.ENH = 2;
+    c.EF = 128;
+    c.n_cca = 1;
+    c.cca[0] = 2;
+    assert_int_equal(rtr_model_config_finish(&c), RTR_OK);
+    assert_int_equal(c.m, 64);
+    assert_int_equal(c.R, 128);
+    rtr_model *m;
+    assert_int_equal(rtr_model_new(&c, 1, &m), RTR_OK);
+    int Lc = c.T / c.m, KR = c.K * c.R;
+    size_t NE = (size_t)Lc * KR;
+    int32_t idx[128], *nbr = malloc(NE * sizeof *nbr);
+    for (int zeroed = 0; zeroed < 2; zeroed++) {
+        rtr_model_init(m, 5);
+        if (zeroed)
+            for (int i = 0; i < rtr_model_ntensors(m); i++) {
+                const rtr_model_param *p = rtr_model_tensor(m, i);
+                if (strstr(p->name, ".cca_qb") || strstr(p->name, ".cca_kb"))
+                    memset(rtr_model_params(m) + p->off, 0, p->n * sizeof(float));
+            }
+        rand_tokens(idx, (size_t)c.T, c.V);
+        rand_tokens(nbr, NE, c.V);
+        assert_int_equal(rtr_model_forward(m, idx, NULL, nbr, 1, c.T, NULL), RTR_OK);
+        const float *att = m->dl[1].xa.att;   /* (Lc, NH, m, K*R) */
+        int aligned = 0, rows = 0;
+        double mass = 0;
+        for (int u = 0; u < Lc; u++)
+            for (int h = 0; h < c.NH; h++)
+                for (int i = 0; i < c.m; i++) {
+                    const float *a = att + (((size_t)u * c.NH + h) * c.m + i) * KR;
+                    for (int k = 0; k < c.K; k++) {
+                        const float *an = a + k * c.R;
+                        int best = 0;
+                        for (int r = 1; r < c.R; r++)
+                            if (an[r] > an[best]) best = r;
+                        aligned += best == c.m + i;
+                        mass += an[c.m + i];
+                    }
+                    rows++;
+                }
+        if (!zeroed) {
+            assert_int_equal(aligned, rows * c.K);
+            assert_true(mass / rows > 0.5);
+        } else {
+            assert_true(aligned < rows * c.K / 10);
+        }
+    }
+    free(nbr);
+    rtr_model_free(m);
+}
+
 static void test_config(void **state) {
     (void)state;
     rtr_model_config c, d;
@@ -374,6 +443,7 @@ int main(void) {
         cmocka_unit_test(test_causality),
         cmocka_unit_test(test_finite_differences),
         cmocka_unit_test(test_against_pytorch),
+        cmocka_unit_test(test_cca_init),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

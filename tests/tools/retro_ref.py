@@ -79,7 +79,7 @@ def param_shapes(cfg):
         out += [(p + "ln1", (C,)), (p + "attn_qkv", (3 * C, C)), (p + "attn_proj", (C, C))]
         if cfg.is_cca(l):
             out += [(p + "cca_ln", (C,)), (p + "cca_q", (C, C)), (p + "cca_kv", (2 * C, EC)),
-                    (p + "cca_proj", (C, C))]
+                    (p + "cca_qb", (C,)), (p + "cca_kb", (C,)), (p + "cca_proj", (C, C))]
         out += [(p + "ln2", (C,)), (p + "fc", (F_, C)), (p + "fc_proj", (C, F_))]
     out.append(("ln_f", (C,)))
     if cfg.cca:  # the encoder exists only when there are CCA layers
@@ -95,6 +95,9 @@ def param_shapes(cfg):
     return out
 
 
+CCA_BIAS_INIT = 4.0  # every element of the CCA's query and key biases at initialisation
+
+
 def init_params(cfg, seed=1234):
     """float32 parameters, initialised as docs/model.md says, drawn in table order."""
     gen = torch.Generator().manual_seed(seed)
@@ -103,6 +106,9 @@ def init_params(cfg, seed=1234):
     params = OrderedDict()
     for name, shape in param_shapes(cfg):
         last = name.rsplit(".", 1)[-1]
+        if last in ("cca_qb", "cca_kb"):      # CCA query and key biases
+            params[name] = torch.full(shape, CCA_BIAS_INIT, dtype=torch.float32)
+            continue
         if len(shape) == 1:                   # norm gains
             params[name] = torch.ones(shape, dtype=torch.float32)
             continue
@@ -235,8 +241,9 @@ def chunked_cross_attention(P, cfg, l, c, E, nbr):
     p = "h.%d." % l
     # g[b, u, i] = c[b, u*m + m-1 + i], zero past the end: c shifted left by m-1
     g = torch.cat((c[:, m - 1:], c.new_zeros(B, m - 1, C)), dim=1).reshape(B * Lc, m, C)
-    q = split_heads(g @ P[p + "cca_q"].t(), nh)
+    q = split_heads(g @ P[p + "cca_q"].t() + P[p + "cca_qb"], nh)
     k, v = (E.reshape(B * Lc, K * R, cfg.EC) @ P[p + "cca_kv"].t()).chunk(2, dim=-1)
+    k = k + P[p + "cca_kb"]
     k, v = split_heads(k, nh), split_heads(v, nh)
     # relative positions: query i of the span at position m + i, token j of each
     # neighbour at position j (a neighbour's continuation token i + m lines up with
@@ -429,6 +436,13 @@ def check_gradients(P64, cfg, idx, nbr, targets, grads):
 def cmd_fixture(args):
     cfg = TINY
     P32 = init_params(cfg)
+    # the CCA biases start as one constant; random values exercise them in every
+    # direction (and keep the tiny heads' attention soft enough that float32 and
+    # float64 AdamW runs stay comparable)
+    gen = torch.Generator().manual_seed(99)
+    for name in P32:
+        if name.endswith((".cca_qb", ".cca_kb")):
+            P32[name] = torch.randn(P32[name].shape, generator=gen, dtype=torch.float32)
     P64 = OrderedDict((n, t.double()) for n, t in P32.items())  # exact widening
     idx, targets, nbr = fixture_inputs(cfg)
 
