@@ -653,6 +653,21 @@ static void att_fwd_head(float *out, float *att, const float *q, const float *k,
         }
         if (!all) kp = keep;
     }
+    if (Tq == 1) {   /* one query (decoding): dot products and a weighted sum, no BLAS set-up */
+        int n = causal && kend > 1 ? 1 : kend;
+        for (int j = 0; j < n; j++) att[j] = scale * dot8(q, k + (int64_t)j * C, hs);
+        if (n > 0 && !softmax_row(att, kp, n)) n = 0;
+        if (n < Tk) memset(att + n, 0, (size_t)(Tk - n) * sizeof *att);
+        memset(out, 0, (size_t)hs * sizeof *out);
+        for (int j = 0; j < n; j++) {
+            float p = att[j];
+            if (p == 0) continue;
+            const float *vj = v + (int64_t)j * C;
+#pragma omp simd
+            for (int d = 0; d < hs; d++) out[d] += p * vj[d];
+        }
+        return;
+    }
     int qb = causal ? ATT_QB : Tq;
     for (int i0 = 0; i0 < Tq; i0 += qb) {
         int i1 = Tq - i0 < qb ? Tq : i0 + qb, M = i1 - i0;

@@ -27,6 +27,41 @@ static int by_prob(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;   /* ties: the lower id first (deterministic) */
 }
 
+/* 1 if a comes before b in by_prob's order (a strict total order: ids differ) */
+static int before(const cand *a, const cand *b) { return a->p > b->p || (a->p == b->p && a->id < b->id); }
+
+static void swap_cand(cand *a, cand *b) {
+    cand t = *a;
+    *a = *b;
+    *b = t;
+}
+
+/* Reorders c[0, n) so that its first k (0 < k < n) are the k first in
+ * by_prob's order, in no particular order: quickselect, expected O(n). */
+static void select_first(cand *c, int n, int k) {
+    int lo = 0, hi = n - 1;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;   /* median of three as the pivot, moved to hi */
+        if (before(&c[mid], &c[lo])) swap_cand(&c[mid], &c[lo]);
+        if (before(&c[hi], &c[lo])) swap_cand(&c[hi], &c[lo]);
+        if (before(&c[mid], &c[hi])) swap_cand(&c[mid], &c[hi]);
+        cand pv = c[hi];
+        int st = lo;
+        for (int i = lo; i < hi; i++)
+            if (before(&c[i], &pv)) swap_cand(&c[i], &c[st++]);
+        swap_cand(&c[st], &c[hi]);   /* the pivot is st-th */
+        if (st == k - 1 || st == k) return;
+        if (st < k) lo = st + 1;
+        else hi = st - 1;
+    }
+}
+
+/* c[0, k) sorted in by_prob's order, k of n, the rest after them */
+static void sort_first(cand *c, int n, int k) {
+    if (k < n) select_first(c, n, k);
+    qsort(c, (size_t)k, sizeof *c, by_prob);
+}
+
 int32_t rtr_sample(rtr_sampler *s, const float *logits, int V, void *scratch) {
     int32_t best = 0;
     for (int v = 1; v < V; v++)
@@ -42,8 +77,24 @@ int32_t rtr_sample(rtr_sampler *s, const float *logits, int V, void *scratch) {
     }
     int n = V;
     if ((s->top_k > 0 && s->top_k < V) || s->top_p < 1) {
-        qsort(c, (size_t)V, sizeof *c, by_prob);
-        if (s->top_k > 0 && s->top_k < n) n = s->top_k;
+        /* only the candidates that can be kept are sorted: the top k, or (top-p
+         * alone) a doubling prefix until it holds the mass top-p asks for */
+        if (s->top_k > 0 && s->top_k < n) {
+            n = s->top_k;
+            sort_first(c, V, n);
+        } else {
+            int sorted = 0;
+            for (int want = 64; !sorted; want *= 2) {
+                int k = want < V ? want : V;
+                sort_first(c, V, k);
+                double tot = 0, mass = 0;   /* summed as the cut below sums them */
+                for (int i = 0; i < V; i++) {
+                    tot += c[i].p;
+                    if (i == k - 1) mass = tot;
+                }
+                sorted = k == V || mass >= s->top_p * tot;
+            }
+        }
         if (s->top_p < 1) {
             double acc = 0, tot = 0;
             for (int i = 0; i < n; i++) tot += c[i].p;

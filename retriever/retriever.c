@@ -286,7 +286,7 @@ int rtr_retriever_neighbours(rtr_retriever *r, const uint32_t *chunks, const uin
     if (n == 0) return RTR_OK;
     const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
     uint32_t dim = rtr_vindex_dim(r->ix.vindex);
-    const size_t B = 4096;   /* queries per round */
+    const size_t B = n < 4096 ? n : 4096;   /* queries per round (buffers sized for no more) */
     rtr_text *texts = rtr_calloc(B, sizeof *texts);
     size_t *off = rtr_calloc(B + 1, sizeof *off);
     float *q = rtr_malloc(B * dim * sizeof *q), *d = dist ? NULL : rtr_malloc(B * k * sizeof *d);

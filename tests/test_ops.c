@@ -479,6 +479,9 @@ static void test_attention_large(void **state) {
     check_attention_large(5, 70, 93, 3, 8, 0, 1);     /* cross, Tq != Tk, masks of every kind */
     check_attention_large(3, 17, 37, 1, 16, 0, 0);    /* one head, Tk not a multiple of 8 */
     check_attention_large(1, 9, 9, 1, 4, 1, 1);       /* tiny: the serial path */
+    check_attention_large(3, 1, 200, 4, 12, 0, 1);    /* one query (decoding), masked keys: the dot-product path */
+    check_attention_large(2, 1, 77, 2, 48, 0, 0);     /* one query, a head of 48 */
+    check_attention_large(2, 1, 1, 2, 8, 1, 0);       /* one causal query */
 }
 
 /* rope in double */

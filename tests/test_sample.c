@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "model/sample.h"
@@ -80,11 +81,75 @@ static void test_top_k_top_p(void **state) {
     }
 }
 
+/* A large vocabulary (where only a prefix of the candidates is sorted), with
+ * tied logits: every draw is in the set a full sort keeps (ties: the lower id
+ * first), for top-k, top-p alone (kept sets below and above the first sorted
+ * prefix of 64) and both. */
+enum { BIG = 5000 };
+static float g_big[BIG];
+
+static int naive_cmp(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    if (g_big[x] != g_big[y]) return g_big[x] > g_big[y] ? -1 : 1;
+    return x < y ? -1 : 1;
+}
+
+/* kept[v] = 1 for the tokens a full sort keeps */
+static void naive_kept(int top_k, float top_p, uint8_t *kept) {
+    static int order[BIG];
+    for (int v = 0; v < BIG; v++) order[v] = v;
+    qsort(order, BIG, sizeof *order, naive_cmp);
+    int n = top_k > 0 && top_k < BIG ? top_k : BIG;
+    double tot = 0, acc = 0, mx = g_big[order[0]];
+    for (int i = 0; i < n; i++) tot += exp(g_big[order[i]] - mx);
+    int cut = n;
+    for (int i = 0; top_p < 1 && i < n; i++) {
+        acc += exp(g_big[order[i]] - mx);
+        if (acc >= top_p * tot) {
+            cut = i + 1;
+            break;
+        }
+    }
+    memset(kept, 0, BIG);
+    for (int i = 0; i < cut; i++) kept[order[i]] = 1;
+}
+
+static void test_large_vocabulary(void **state) {
+    (void)state;
+    uint64_t x = 99;
+    for (int v = 0; v < BIG; v++) {
+        x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+        g_big[v] = (float)((x >> 33) % 300) * 0.01f;   /* 300 distinct values: many ties */
+    }
+    static uint8_t kept[BIG];
+    static uint8_t seen[BIG];
+    const struct { int k; float p; } cases[] = {{40, 1.0f}, {1, 1.0f}, {0, 0.003f}, {0, 0.5f}, {300, 0.9f}};
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        naive_kept(cases[ci].k, cases[ci].p, kept);
+        int n_kept = 0, n_seen = 0;
+        for (int v = 0; v < BIG; v++) n_kept += kept[v];
+        memset(seen, 0, sizeof seen);
+        rtr_sampler s;
+        rtr_sampler_init(&s, 1, cases[ci].k, cases[ci].p, 11 + ci);
+        for (int i = 0; i < 4000; i++) {
+            int32_t t = rtr_sample(&s, g_big, BIG, NULL);
+            assert_true(t >= 0 && t < BIG);
+            if (!kept[t]) fail_msg("top-k %d top-p %.3f: drew %d, which a full sort drops", cases[ci].k, cases[ci].p, t);
+            n_seen += !seen[t];
+            seen[t] = 1;
+        }
+        /* the kept sets are near-uniform: draws reach most of the small ones */
+        if (n_kept <= 300) assert_true(n_seen >= n_kept * 9 / 10);
+        else assert_true(n_seen > 1000);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_and_seed),
         cmocka_unit_test(test_distribution),
         cmocka_unit_test(test_top_k_top_p),
+        cmocka_unit_test(test_large_vocabulary),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
