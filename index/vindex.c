@@ -1,6 +1,9 @@
 #include "index/vindex.h"
 
 #include <faiss/c_api/AutoTune_c.h>
+#include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/MetaIndexes_c.h>
+#include <faiss/c_api/utils/distances_c.h>
 #include <faiss/c_api/Index_c.h>
 #include <faiss/c_api/clone_index_c.h>
 #include <faiss/c_api/error_c.h>
@@ -8,7 +11,9 @@
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
 #include <fcntl.h>
+#include <float.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,10 +253,110 @@ int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, 
     return rc;
 }
 
+/* --- small batches on exact shards -------------------------------------------------------
+ * Debian's libfaiss is built for baseline x86-64. Below FAISS's
+ * distance_compute_blas_threshold (20 queries) its exact search runs the
+ * scalar reference distance kernel: about 16 ms for one query over 41 K
+ * vectors of 256 dimensions on the benchmark machine, a search per chunk
+ * that generation cannot hide. So for such small batches a shard that is an
+ * IDMap over a flat L2 index is scanned here, over FAISS's own vectors and
+ * ids (faiss_IndexFlat_xb, faiss_IndexIDMap_id_map): the same exact squared L2
+ * distances, vectorised and split over the threads. Larger batches (training
+ * and evaluation neighbours) keep FAISS's BLAS path; every other index type
+ * is searched by FAISS. */
+static int flat_arrays(FaissIndex *ix, uint32_t dim, const float **xb, const idx_t **ids, size_t *n) {
+    FaissIndexIDMap *m = faiss_IndexIDMap_cast(ix);
+    FaissIndex *sub = m ? faiss_IndexIDMap_sub_index(m) : NULL;
+    FaissIndexFlat *f = sub ? faiss_IndexFlat_cast(sub) : NULL;
+    if (!f || faiss_Index_metric_type(sub) != METRIC_L2) return 0;
+    float *x;
+    idx_t *id;
+    size_t nx, nid, nt = (size_t)faiss_Index_ntotal(sub);
+    faiss_IndexFlat_xb(f, &x, &nx);
+    faiss_IndexIDMap_id_map(m, &id, &nid);
+    if (nx != nt * dim || nid != nt) return 0;
+    *xb = x;
+    *ids = id;
+    *n = nt;
+    return 1;
+}
+
+static float l2sq(const float *a, const float *b, uint32_t n) {
+    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    uint32_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int j = 0; j < 8; j++) {
+            float t = a[i + j] - b[i + j];
+            acc[j] += t * t;
+        }
+    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i < n; i++) s += (a[i] - b[i]) * (a[i] - b[i]);
+    return s;
+}
+
+/* d, l: the k best so far, ascending (FLT_MAX and -1 where empty) */
+static void topk_put(float *d, idx_t *l, uint32_t k, float s, idx_t id) {
+    if (!(s < d[k - 1])) return;
+    uint32_t r = k - 1;
+    for (; r > 0 && s < d[r - 1]; r--) {
+        d[r] = d[r - 1];
+        l[r] = l[r - 1];
+    }
+    d[r] = s;
+    l[r] = id;
+}
+
+static void flat_search(const float *xb, const idx_t *ids, size_t n, uint32_t dim, size_t nq, const float *q,
+                        uint32_t k, float *dist, idx_t *lab) {
+    int nt = omp_in_parallel() || n < 4096 ? 1 : omp_get_max_threads();
+    float *td = rtr_malloc((size_t)nt * k * sizeof *td);
+    idx_t *tl = rtr_malloc((size_t)nt * k * sizeof *tl);
+    for (size_t i = 0; i < nq; i++) {
+        const float *qi = q + i * dim;
+        float *d = dist + i * k;
+        idx_t *l = lab + i * k;
+        if (!td || !tl) nt = 1;   /* out of memory for the threads' lists: one thread, the output as its list */
+#pragma omp parallel num_threads(nt)
+        {
+            int me = omp_get_thread_num();
+            float *md = nt > 1 ? td + (size_t)me * k : d;
+            idx_t *ml = nt > 1 ? tl + (size_t)me * k : l;
+            for (uint32_t r = 0; r < k; r++) {
+                md[r] = FLT_MAX;
+                ml[r] = -1;
+            }
+            size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
+            for (size_t j = lo; j < hi; j++) topk_put(md, ml, k, l2sq(qi, xb + j * dim, dim), ids[j]);
+        }
+        if (nt > 1) {   /* merge the threads' lists, in thread (= position) order */
+            for (uint32_t r = 0; r < k; r++) {
+                d[r] = FLT_MAX;
+                l[r] = -1;
+            }
+            for (size_t j = 0; j < (size_t)nt * k; j++)
+                if (tl[j] >= 0) topk_put(d, l, k, td[j], tl[j]);
+        }
+    }
+    rtr_free(td);
+    rtr_free(tl);
+}
+
+/* One shard's search: k results per query, ascending. */
+static int shard_search(FaissIndex *ix, uint32_t dim, size_t nq, const float *q, uint32_t k, float *dist, idx_t *lab) {
+    const float *xb;
+    const idx_t *ids;
+    size_t n;
+    if ((int)nq < faiss_get_distance_compute_blas_threshold() && flat_arrays(ix, dim, &xb, &ids, &n)) {
+        flat_search(xb, ids, n, dim, nq, q, k, dist, lab);
+        return 0;
+    }
+    return faiss_Index_search(ix, (idx_t)nq, q, k, dist, lab);
+}
+
 int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
     if (k == 0 || nq == 0) return RTR_OK;
     uint32_t S = v->n_shards;
-    if (S == 1) return faiss_Index_search(v->shards[0], (idx_t)nq, q, k, dist, (idx_t *)ids) ? faiss_err("search") : RTR_OK;
+    if (S == 1) return shard_search(v->shards[0], v->dim, nq, q, k, dist, (idx_t *)ids) ? faiss_err("search") : RTR_OK;
     float *sd = rtr_malloc((size_t)S * nq * k * sizeof *sd);
     idx_t *si = rtr_malloc((size_t)S * nq * k * sizeof *si);
     if (!sd || !si) {
@@ -262,7 +367,7 @@ int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k
     int failed = 0;
 #pragma omp parallel for schedule(static) if (nq * S > 1)
     for (uint32_t s = 0; s < S; s++) {
-        if (faiss_Index_search(v->shards[s], (idx_t)nq, q, k, sd + (size_t)s * nq * k, si + (size_t)s * nq * k)) {
+        if (shard_search(v->shards[s], v->dim, nq, q, k, sd + (size_t)s * nq * k, si + (size_t)s * nq * k)) {
 #pragma omp atomic write
             failed = 1;
         }

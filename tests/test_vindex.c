@@ -78,14 +78,29 @@ static void test_exact_equals_brute_force_sharded(void **state) {
         assert_int_equal(rtr_vindex_ntotal(v), n);
         float *dist = malloc(nq * k * sizeof *dist), bd[10];
         int64_t *got = malloc(nq * k * sizeof *got), want[10];
-        assert_int_equal(rtr_vindex_search(v, nq, q, k, dist, got), RTR_OK);
-        for (size_t i = 0; i < nq; i++) {
-            brute(x, ids, n, d, q + i * d, k, want, bd);
-            for (uint32_t r = 0; r < k; r++) {
-                assert_int_equal(got[i * k + r], want[r]);
-                assert_float_equal(dist[i * k + r], bd[r], 1e-4);
+        /* all 50 queries at once (FAISS's BLAS path), in batches of 5 and one by one
+         * (retro's own scan of flat shards) */
+        const size_t batch[] = {nq, 5, 1};
+        for (int bi = 0; bi < 3; bi++) {
+            for (size_t lo = 0; lo < nq; lo += batch[bi])
+                assert_int_equal(rtr_vindex_search(v, batch[bi], q + lo * d, k, dist + lo * k, got + lo * k), RTR_OK);
+            for (size_t i = 0; i < nq; i++) {
+                brute(x, ids, n, d, q + i * d, k, want, bd);
+                for (uint32_t r = 0; r < k; r++) {
+                    assert_int_equal(got[i * k + r], want[r]);
+                    assert_float_equal(dist[i * k + r], bd[r], 1e-4);
+                }
             }
         }
+        /* more results than vectors: the rest are empty */
+        uint32_t big = 5000;
+        float *bdist = malloc(big * sizeof *bdist);
+        int64_t *bids = malloc(big * sizeof *bids);
+        assert_int_equal(rtr_vindex_search(v, 1, q, big, bdist, bids), RTR_OK);
+        for (uint32_t r = 0; r < big; r++) assert_true(r < n ? bids[r] >= 1000 : bids[r] == -1);
+        for (uint32_t r = 1; r < n; r++) assert_true(bdist[r - 1] <= bdist[r]);
+        free(bdist);
+        free(bids);
         free(dist);
         free(got);
         rtr_vindex_free(v);
