@@ -281,18 +281,32 @@ static int flat_arrays(FaissIndex *ix, uint32_t dim, const float **xb, const idx
     return 1;
 }
 
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
 static float l2sq(const float *a, const float *b, uint32_t n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     uint32_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) {
-            float t = a[i + j] - b[i + j];
-            acc[j] += t * t;
-        }
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    for (; i + 16 <= n; i += 16) {
+        __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+        s0 = _mm256_fmadd_ps(t0, t0, s0);
+        s1 = _mm256_fmadd_ps(t1, t1, s1);
+    }
+    s0 = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float s = _mm_cvtss_f32(h);
     for (; i < n; i++) s += (a[i] - b[i]) * (a[i] - b[i]);
     return s;
 }
+#else
+static float l2sq(const float *a, const float *b, uint32_t n) {
+    float s = 0;
+    for (uint32_t i = 0; i < n; i++) s += (a[i] - b[i]) * (a[i] - b[i]);
+    return s;
+}
+#endif
 
 /* d, l: the k best so far, ascending (FLT_MAX and -1 where empty) */
 static void topk_put(float *d, idx_t *l, uint32_t k, float s, idx_t id) {
