@@ -38,9 +38,10 @@ $retro search "$kb" "the space program and landing on the moon" -k 2
 model=(--val-frac 0.1 --context 256 --width 128 --layers 4 --heads 4 --batch 8 --lr 2e-3 --warmup 30
        --steps "$steps" --eval-every "$steps" --eval-seqs 16 --save-every 0)
 train() {   # DIR MODE [extra...]: trains unless DIR holds a finished run of the same length
-    local dir=$1 mode=$2
+    local dir=$1 mode=$2     # that this build of retro can load
     shift 2
-    if [ -f "$dir/model.safetensors" ] && grep -q "\"step\":$steps,\"val_loss\"" "$dir/log.jsonl" 2>/dev/null; then
+    if [ -f "$dir/model.safetensors" ] && grep -q "\"step\":$steps,\"val_loss\"" "$dir/log.jsonl" 2>/dev/null &&
+        $retro generate "$dir" "The" -n 1 --no-retrieval > /dev/null 2>&1; then
         echo "(trained already: $dir)"
         return
     fi
