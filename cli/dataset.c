@@ -28,6 +28,8 @@ typedef struct split {
 struct cli_dataset {
     int T, K, Lc;
     double self_rate;
+    int self_anneal;
+    double rate_now;    /* the share at the current step */
     uint64_t seed;
     int32_t eod;
     split sp[2];
@@ -155,7 +157,12 @@ static int find_neighbours(cli_dataset *ds, rtr_retriever *r, int progress) {
 /* 1 for the training chunks that get their own text as a neighbour. */
 static int self_pick(const cli_dataset *ds, int64_t c) {
     uint64_t z = rtr_mix64((uint64_t)c * 0x9E3779B97F4A7C15ull ^ (ds->seed + 0x632BE59BD9B4E019ull));
-    return rtr_unit53(z) < ds->self_rate;
+    return rtr_unit53(z) < ds->rate_now;
+}
+
+static void at_step(void *ctx, int64_t step, int64_t steps) {
+    cli_dataset *ds = ctx;
+    ds->rate_now = ds->self_anneal && steps > 0 ? ds->self_rate * (1.0 - (double)step / (double)steps) : ds->self_rate;
 }
 
 /* Sequence i of a split: chunks [i*Lc, (i+1)*Lc); chunks past the split's
@@ -185,7 +192,7 @@ static int get_seq(void *ctx, int sp, int64_t i, int32_t *idx, int32_t *targets,
         }
         if (nbr) {
             memcpy(nbr + u * nb, s->nbr + (size_t)c * nb, nb * sizeof *nbr);
-            if (sp == RTR_SPLIT_TRAIN && ds->self_rate > 0 && self_pick(ds, c)) {
+            if (sp == RTR_SPLIT_TRAIN && ds->rate_now > 0 && self_pick(ds, c)) {
                 int32_t *last = nbr + u * nb + (size_t)(ds->K - 1) * R;
                 memcpy(last, tk, M * sizeof *last);
                 int cont = c + 1 < s->n_chunks && s->doc[c + 1] == s->doc[c];
@@ -207,7 +214,8 @@ int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, c
     ds->T = o->T;
     ds->Lc = o->T / M;
     ds->K = o->K;
-    ds->self_rate = o->self_rate;
+    ds->self_rate = ds->rate_now = o->self_rate;
+    ds->self_anneal = o->self_anneal;
     ds->seed = o->seed;
     ds->V = (int)rtr_tokenizer_vocab_size(tk);
     ds->eod = (int32_t)rtr_tokenizer_eod(tk);
@@ -226,6 +234,7 @@ int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, c
     ds->src.n_train = (ds->sp[0].n_chunks + ds->Lc - 1) / ds->Lc;
     ds->src.n_val = (ds->sp[1].n_chunks + ds->Lc - 1) / ds->Lc;
     ds->src.get = get_seq;
+    ds->src.at_step = at_step;
     *out = ds;
     return RTR_OK;
 }

@@ -22,7 +22,9 @@
  * continuation instead of a retrieved neighbour. It is a curriculum that
  * teaches the cross-attention to read a neighbour that carries the answer,
  * which other documents of a small corpus rarely do; validation sequences
- * never get it.
+ * never get it. With self_anneal the share at step s of S is
+ * self_rate * (1 - s / S): the last steps see honest neighbours only, so the
+ * model learns when not to trust a neighbour as well.
  */
 #ifndef RTR_CLI_DATASET_H
 #define RTR_CLI_DATASET_H
@@ -40,6 +42,7 @@ typedef struct cli_dataset_opts {
     int K;              /* neighbours per chunk; 0: no retrieval */
     double val_frac;    /* share of documents held out */
     double self_rate;   /* share of training chunks whose last neighbour is their own text (see below) */
+    int self_anneal;    /* 1: that share falls linearly from self_rate at step 0 to 0 at the last step */
     uint64_t seed;      /* which chunks those are */
     int progress;
 } cli_dataset_opts;

@@ -136,6 +136,7 @@ int rtr_train(rtr_model *m, const rtr_train_source *src, const rtr_train_opts *o
             break;
         }
         double bytes = 0, ts = rtr_now();
+        if (src->at_step) src->at_step(src->ctx, step, o->steps);
         for (int b = 0; !rc && b < o->B; b++)
             rc = batch_get(src, &bt, c, RTR_SPLIT_TRAIN, b, rtr_train_sequence(src, o->seed, o->B, step, b), &bytes);
         float loss = 0;

@@ -31,6 +31,10 @@ typedef struct rtr_train_source {
     /* Fills idx (T), targets (T), nbr (T/m * K * R; only when nbr is not
      * NULL) and *bytes for sequence i of split. Returns a status. */
     int (*get)(void *ctx, int split, int64_t i, int32_t *idx, int32_t *targets, int32_t *nbr, double *bytes);
+    /* Optional (NULL: none): told the step (of steps) whose training batch
+     * the next get() calls fill, so a source can vary with progress (the
+     * annealed curriculum of cli/dataset.h). */
+    void (*at_step)(void *ctx, int64_t step, int64_t steps);
 } rtr_train_source;
 
 typedef struct rtr_train_opts {

@@ -246,27 +246,39 @@ static void train_opts(rtr_train_opts *o, const char *dir) {
     o->out_dir = dir;
 }
 
+/* at_step's calls: the steps, in order */
+static int64_t g_at[64];
+static int g_nat;
+static void record_step(void *ctx, int64_t step, int64_t steps) {
+    (void)ctx;
+    assert_int_equal(steps, 8);
+    if (g_nat < 64) g_at[g_nat++] = step;
+}
+
 static void test_resume_is_exact(void **state) {
     (void)state;
     rtr_model_config c;
     small_config(&c, 1);
     synth s = {c, 0, 0, NULL};
-    rtr_train_source src = {&s, 10, 3, synth_get};
+    rtr_train_source src = {&s, 10, 3, synth_get, record_step};
     rtr_train_opts o;
     rtr_train_result r1, r2;
 
     /* uninterrupted */
     rtr_model *a = new_model(&c, 2);
     train_opts(&o, NULL);
+    g_nat = 0;
     assert_int_equal(rtr_train(a, &src, &o, &r1), RTR_OK);
     assert_int_equal(r1.steps, 8);
+    assert_int_equal(g_nat, 8);   /* told every step before its batch */
+    for (int i = 0; i < 8; i++) assert_int_equal(g_at[i], i);
     assert_true(isfinite(r1.val_loss) && isfinite(r1.val_bpb));
 
     /* interrupted after 3 steps (its 7th fetch is the 4th step's), saved, resumed */
     char *dir = tu_tmpdir("resume");
     volatile int stop = 0;
     synth s2 = {c, 0, 7, &stop};
-    rtr_train_source src2 = {&s2, 10, 3, synth_get};
+    rtr_train_source src2 = {&s2, 10, 3, synth_get, record_step};
     rtr_model *b = new_model(&c, 2);
     train_opts(&o, dir);
     o.stop = &stop;
@@ -277,8 +289,11 @@ static void test_resume_is_exact(void **state) {
     assert_int_equal(*rtr_model_adam_step(b), 4);
     stop = 0;
     s2.stop = NULL;
+    g_nat = 0;
     assert_int_equal(rtr_train(b, &src2, &o, &r2), RTR_OK);
     assert_int_equal(r2.steps, 8);
+    assert_int_equal(g_nat, 4);   /* resumed: steps 4 to 7 */
+    for (int i = 0; i < 4; i++) assert_int_equal(g_at[i], 4 + i);
     assert_memory_equal(rtr_model_params(b), rtr_model_params(a), rtr_model_nparams(a) * sizeof(float));
     assert_memory_equal(rtr_model_adam_m(b), rtr_model_adam_m(a), rtr_model_nparams(a) * sizeof(float));
     assert_true(r2.val_loss == r1.val_loss);
@@ -293,7 +308,7 @@ static void test_resume_is_exact(void **state) {
 /* --- data order, bits per byte, schedule ----------------------------------------------- */
 static void test_order_bpb_schedule(void **state) {
     (void)state;
-    rtr_train_source src = {NULL, 37, 0, NULL};
+    rtr_train_source src = {NULL, 37, 0, NULL, NULL};
     int B = 4;
     /* each epoch of 37 sequences visits each exactly once */
     for (int epoch = 0; epoch < 3; epoch++) {
@@ -314,7 +329,7 @@ static void test_order_bpb_schedule(void **state) {
     rtr_model_config c;
     small_config(&c, 0);
     synth s = {c, 0, 0, NULL};
-    rtr_train_source ss = {&s, 4, 5, synth_get};
+    rtr_train_source ss = {&s, 4, 5, synth_get, NULL};
     rtr_model *m = new_model(&c, 2);
     double loss, bpb;
     assert_int_equal(rtr_evaluate(m, &ss, RTR_SPLIT_VAL, 0, 2, 0, &loss, &bpb), RTR_OK);

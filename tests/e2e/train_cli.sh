@@ -31,6 +31,12 @@ ok "RETRO model trains"
 "$RETRO" train kb -o selfn --steps 2 --self-neighbours 0.5 "${tiny[@]}" >/dev/null 2>&1
 grep -aq '"self_neighbours":"0.5"' selfn/train.safetensors || fail "self_neighbours not recorded"
 ok "the --self-neighbours curriculum trains and is recorded"
+"$RETRO" train kb -o selfa --steps 2 --self-neighbours 0.5 --self-anneal "${tiny[@]}" >/dev/null 2>&1
+grep -aq '"self_anneal":"1"' selfa/train.safetensors || fail "self_anneal not recorded"
+grep -aq '"self_anneal":"0"' selfn/train.safetensors || fail "self_anneal recorded wrongly"
+"$RETRO" train kb -o selfa --resume --steps 3 >/dev/null 2>&1 || fail "resuming an annealed run failed"
+grep -aq '"self_anneal":"1"' selfa/train.safetensors || fail "self_anneal lost on --resume"
+ok "the annealed curriculum trains, is recorded and survives --resume"
 
 # RETRO-fitting: the decoder's tensors are the baseline's, bit for bit
 "$RETRO" train kb -o fit --mode fit --from base --steps 4 "${tiny[@]}" --json > fit.json
