@@ -38,7 +38,8 @@ static const char train_usage[] =
     "  --mode fit            RETRO-fitting: load the baseline given by --from, freeze\n"
     "                        it, train only the encoder and cross-attention\n"
     "  --from CKPT           the baseline checkpoint to RETRO-fit\n"
-    "  --resume              continue the training checkpoint in DIR exactly\n"
+    "  --resume              continue the training checkpoint in DIR exactly, with the\n"
+    "                        run's recorded settings (those given again override them)\n"
     "\n"
     "training:\n"
     "  --steps N             optimizer steps (default 1000)\n"
@@ -105,9 +106,12 @@ static int copy_by_name(rtr_model *dst, rtr_model *src, const char *from) {
 
 /* The settings a training checkpoint records, so that --resume continues
  * the same run: metadata keys and how to print and parse them. */
-enum { S_SEED, S_BATCH, S_STEPS, S_LR, S_WARMUP, S_WD, S_CLIP, S_VAL, S_SELF, S_ANNEAL, N_SETTINGS };
-static const char *SETTING_KEYS[N_SETTINGS] = {"seed", "batch", "steps", "lr", "warmup", "weight_decay", "clip",
-                                               "val_frac", "self_neighbours", "self_anneal"};
+enum { S_SEED, S_BATCH, S_STEPS, S_LR, S_WARMUP, S_WD, S_CLIP, S_VAL, S_SELF, S_ANNEAL, S_EVAL, S_EVALSEQ, S_SAVE,
+       N_SETTINGS };
+static const char *SETTING_KEYS[N_SETTINGS] = {"seed",     "batch",           "steps",       "lr",
+                                               "warmup",   "weight_decay",    "clip",        "val_frac",
+                                               "self_neighbours", "self_anneal", "eval_every", "eval_seqs",
+                                               "save_every"};
 
 static void settings_meta(const rtr_train_opts *o, double val_frac, double self_rate, int self_anneal, char sv[][40],
                           const char **kv) {
@@ -121,6 +125,9 @@ static void settings_meta(const rtr_train_opts *o, double val_frac, double self_
     snprintf(sv[S_VAL], 40, "%.17g", val_frac);
     snprintf(sv[S_SELF], 40, "%.17g", self_rate);
     snprintf(sv[S_ANNEAL], 40, "%d", self_anneal);
+    snprintf(sv[S_EVAL], 40, "%" PRId64, o->eval_every);
+    snprintf(sv[S_EVALSEQ], 40, "%" PRId64, o->eval_seqs);
+    snprintf(sv[S_SAVE], 40, "%" PRId64, o->save_every);
     for (int i = 0; i < N_SETTINGS; i++) {
         kv[2 * i] = SETTING_KEYS[i];
         kv[2 * i + 1] = sv[i];
@@ -160,6 +167,9 @@ static int resume_settings(const rtr_safetensors *st, const char *file, const ui
             if (x > 1) return rtr_seterr(RTR_E_CORRUPT, "%s: bad self_anneal %s", file, v);
             *self_anneal = (int)x;
             break;
+        case S_EVAL: o->eval_every = (int64_t)x; break;
+        case S_EVALSEQ: o->eval_seqs = (int64_t)x; break;
+        case S_SAVE: o->save_every = (int64_t)x; break;
         }
     }
     return RTR_OK;
@@ -278,7 +288,8 @@ int cmd_train(int argc, char **argv) {
         }
         if ((rc = rtr_st_load(path, &st)) < 0) goto done;
         /* the run's settings, unless given again */
-        const int opt_of[N_SETTINGS] = {O_SEED, O_BATCH, O_STEPS, O_LR, O_WARMUP, O_WD, O_CLIP, O_VAL, O_SELF, O_ANNEAL};
+        const int opt_of[N_SETTINGS] = {O_SEED, O_BATCH, O_STEPS,  O_LR,     O_WARMUP,  O_WD,   O_CLIP,
+                                        O_VAL,  O_SELF,  O_ANNEAL, O_EVAL, O_EVALSEQ, O_SAVE};
         uint8_t given_s[N_SETTINGS];
         for (int i = 0; i < N_SETTINGS; i++) given_s[i] = given[opt_of[i]];
         if ((rc = resume_settings(st, path, given_s, &to, &val_frac, &self_rate, &self_anneal)) < 0) goto done;

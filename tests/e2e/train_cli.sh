@@ -36,6 +36,7 @@ grep -aq '"self_anneal":"1"' selfa/train.safetensors || fail "self_anneal not re
 grep -aq '"self_anneal":"0"' selfn/train.safetensors || fail "self_anneal recorded wrongly"
 "$RETRO" train kb -o selfa --resume --steps 3 >/dev/null 2>&1 || fail "resuming an annealed run failed"
 grep -aq '"self_anneal":"1"' selfa/train.safetensors || fail "self_anneal lost on --resume"
+grep -aq '"eval_seqs":"4"' selfa/train.safetensors || fail "eval_seqs not kept by --resume"
 ok "the annealed curriculum trains, is recorded and survives --resume"
 
 # RETRO-fitting: the decoder's tensors are the baseline's, bit for bit
