@@ -22,6 +22,7 @@
 
 #include "lib/alloc.h"
 #include "lib/io.h"
+#include "lib/simd.h"
 #include "lib/status.h"
 
 #define FLAT_MAX ((uint64_t)64 * 1024)
@@ -281,8 +282,7 @@ static int flat_arrays(FaissIndex *ix, uint32_t dim, const float **xb, const idx
     return 1;
 }
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#ifdef RTR_SIMD
 static float l2sq(const float *a, const float *b, uint32_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     uint32_t i = 0;
@@ -292,11 +292,7 @@ static float l2sq(const float *a, const float *b, uint32_t n) {
         s0 = _mm256_fmadd_ps(t0, t0, s0);
         s1 = _mm256_fmadd_ps(t1, t1, s1);
     }
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float s = _mm_cvtss_f32(h);
+    float s = rtr_hsum8(_mm256_add_ps(s0, s1));
     for (; i < n; i++) s += (a[i] - b[i]) * (a[i] - b[i]);
     return s;
 }
@@ -323,13 +319,17 @@ static void topk_put(float *d, idx_t *l, uint32_t k, float s, idx_t id) {
 static void flat_search(const float *xb, const idx_t *ids, size_t n, uint32_t dim, size_t nq, const float *q,
                         uint32_t k, float *dist, idx_t *lab) {
     int nt = omp_in_parallel() || n < 4096 ? 1 : omp_get_max_threads();
-    float *td = rtr_malloc((size_t)nt * k * sizeof *td);
-    idx_t *tl = rtr_malloc((size_t)nt * k * sizeof *tl);
+    float *td = NULL;   /* the threads' own lists (one thread: the output is its list) */
+    idx_t *tl = NULL;
+    if (nt > 1) {
+        td = rtr_malloc((size_t)nt * k * sizeof *td);
+        tl = rtr_malloc((size_t)nt * k * sizeof *tl);
+        if (!td || !tl) nt = 1;   /* out of memory for them: one thread */
+    }
     for (size_t i = 0; i < nq; i++) {
         const float *qi = q + i * dim;
         float *d = dist + i * k;
         idx_t *l = lab + i * k;
-        if (!td || !tl) nt = 1;   /* out of memory for the threads' lists: one thread, the output as its list */
 #pragma omp parallel num_threads(nt)
         {
             int me = omp_get_thread_num();

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "lib/simd.h"
 #include "lib/status.h"
 
 /* --- matrix products ------------------------------------------------------------------
@@ -42,8 +43,7 @@ static void blas_single_end(int saved) {
 /* dot product of n floats: with AVX2 and FMA, four 8-wide partial sums (one
  * would wait on the adder's latency); otherwise 8 partial sums the compiler
  * can vectorise */
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
+#ifdef RTR_SIMD
 static float dot8(const float *a, const float *b, int n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int i = 0;
@@ -54,11 +54,7 @@ static float dot8(const float *a, const float *b, int n) {
         s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
     }
     for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    s0 = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float s = _mm_cvtss_f32(h);
+    float s = rtr_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
     for (; i < n; i++) s += a[i] * b[i];
     return s;
 }
@@ -170,10 +166,7 @@ void rtr_matmul_backward(float *dinp, float *dw, float *db, const float *dout, c
  * Cephes expf polynomial (about 1 ulp on the range softmax uses, x <= 0; 0 below
  * log(FLT_MIN), NaN in gives NaN out); tanh8 is Cephes tanhf (an odd polynomial
  * below |x| 0.625, 1 - 2 / (exp(2|x|) + 1) above; relative error about 2e-7). */
-#if defined(__AVX2__) && defined(__FMA__)
-#define RTR_SIMD 1
-#include <immintrin.h>
-
+#ifdef RTR_SIMD
 static inline __m256 exp8(__m256 x) {
     const __m256 lo = _mm256_set1_ps(-87.3365447505531f), hi = _mm256_set1_ps(88.3762626647949f);
     __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
@@ -217,12 +210,6 @@ static inline __m256 tanh8(__m256 x) {
 /* lanes [0, n) of 8 set (n in 0..8), for masked loads and stores of a tail */
 static inline __m256i tailmask(int n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-static inline float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
 }
 static inline float hmax8(__m256 v) {
     __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -638,7 +625,7 @@ static int softmax_row(float *s, const float *keep, int n) {
         _mm256_maskstore_ps(s + j, m, e);
         vz = _mm256_add_ps(vz, e);
     }
-    z = hsum8(vz);
+    z = rtr_hsum8(vz);
 #else
     int nan = 0;
     for (j = 0; j < n; j++) {
