@@ -30,18 +30,20 @@ static const char ask_usage[] =
     "  --temperature X       0 = greedy (default 0)\n"
     "  --seed N              sampling seed (default 1)\n"
     "  --no-retrieval        no retrieval while generating (the passages stay)\n"
+    "  --min-score S         while generating, withhold neighbours scoring below S\n"
     "  --threads N           threads (default: all cores)\n"
     "  --json                one JSON object: question, answer, sources\n";
 
 int cmd_ask(int argc, char **argv) {
-    enum { O_KB = 256, O_TEMP, O_SEED, O_NORET, O_THREADS, O_JSON };
+    enum { O_KB = 256, O_TEMP, O_SEED, O_NORET, O_THREADS, O_JSON, O_MINSC };
     static const struct option opts[] = {{"kb", 1, 0, O_KB},          {"max-tokens", 1, 0, 'n'},
                                          {"temperature", 1, 0, O_TEMP}, {"seed", 1, 0, O_SEED},
                                          {"no-retrieval", 0, 0, O_NORET}, {"threads", 1, 0, O_THREADS},
-                                         {"json", 0, 0, O_JSON},        {"help", 0, 0, 'h'},
-                                         {0, 0, 0, 0}};
+                                         {"json", 0, 0, O_JSON},        {"min-score", 1, 0, O_MINSC},
+                                         {"help", 0, 0, 'h'},           {0, 0, 0, 0}};
     const char *kb = NULL;
     int k = 3, json = 0, noret = 0, c;
+    float min_score = CLI_NO_MIN_SCORE;
     cli_gen_opts go;
     cli_gen_opts_default(&go);
     go.max_tokens = 64;
@@ -67,6 +69,10 @@ int cmd_ask(int argc, char **argv) {
         case O_NORET: noret = 1; break;
         case O_THREADS: rtr_set_threads(atoi(optarg) > 0 ? atoi(optarg) : 1); break;
         case O_JSON: json = 1; break;
+        case O_MINSC:
+            if (cli_parse_min_score(optarg, &min_score))
+                return cli_usage_error("ask", "--min-score must be a score in [-1, 1]");
+            break;
         default: return cli_usage_error("ask", "bad option");
         }
     }
@@ -86,6 +92,7 @@ int cmd_ask(int argc, char **argv) {
     cli_gen_result res = {0};
     int rc = cli_load_model(dir, NULL, 1, 0, &m, &tok, &hash);
     if (!rc) rc = cli_nbr_open(&nb, kb, hash, rtr_model_cfg(m)->K);
+    nb.min_score = min_score;
     rtr_search_opts so = {NULL, 0, 1};
     if (!rc) rc = rtr_retriever_search(nb.r, question, strlen(question), (uint32_t)k, &so, &hits);
     if (rc) goto done;

@@ -30,9 +30,11 @@ static const char eval_usage[] =
     "documents of KB (as retro train splits them) or text files. A RETRO model is\n"
     "evaluated with retrieval on and off. Text is read in windows of the model's\n"
     "context sliding by --stride tokens; every token after a document's first is\n"
-    "scored once. Neighbours never come from the evaluated document; with\n"
-    "--split val, never from any validation document (KB then holds the training\n"
-    "documents only).\n"
+    "scored once. Neighbours never come from the evaluated document; with --split,\n"
+    "never from any validation document (KB then holds the training documents only).\n"
+    "With --min-score, a RETRO model reads only the neighbours whose score (cosine\n"
+    "similarity) reaches it, one run per value: a chunk with none is predicted from\n"
+    "its context alone (a RETRO-fitted model then gives its baseline's prediction).\n"
     "\n"
     "The leakage filter (the RETRO paper, section 4): for every evaluated 64-token\n"
     "chunk, its 10 nearest neighbours in KB, s the longest token sequence the chunk\n"
@@ -42,9 +44,11 @@ static const char eval_usage[] =
     "options:\n"
     "  --model DIR           a checkpoint directory (repeatable)\n"
     "  --kb KB               knowledge base for neighbours (and for --split val)\n"
-    "  --split val           evaluate KB's validation documents\n"
+    "  --split val|train     evaluate KB's validation (or training) documents\n"
     "  --val-frac X          the validation share retro train used (default 0.05)\n"
     "  --stride S            window stride, a multiple of 64 (default: half the context)\n"
+    "  --min-score S         withhold neighbours scoring below S, in [-1, 1]\n"
+    "                        (repeatable: one run per value)\n"
     "  --leak                let neighbours come from the evaluated document itself\n"
     "                        (the leakage case that shows the mechanism)\n"
     "  --exclude-doc ID      never retrieve from document ID (repeatable)\n"
@@ -55,6 +59,7 @@ static const char eval_usage[] =
 #define CH RTR_CHUNK_TOKENS          /* chunk */
 #define NL (2 * RTR_CHUNK_TOKENS)    /* neighbour length */
 #define MAX_MODELS 8
+#define MAX_SCORES 8
 #define LEAK_K 10
 #define N_ALPHA 5
 #define EVAL_BATCH 8   /* windows per forward pass */
@@ -63,8 +68,9 @@ static const double ALPHA[N_ALPHA] = {0, 0.125, 0.25, 0.5, 1.0};
 /* One evaluated run: a model with retrieval on or off. */
 typedef struct run {
     int model, retrieval;
+    float min_score;            /* CLI_NO_MIN_SCORE: every neighbour is read */
     double nats, bytes;
-    int64_t tokens;
+    int64_t tokens, nbr_read, nbr_all;   /* neighbours read, of those retrieved for the model */
     double a_nats[N_ALPHA], a_bytes[N_ALPHA];
 } run;
 
@@ -72,7 +78,7 @@ typedef struct ev {
     rtr_model *models[MAX_MODELS];
     const char *paths[MAX_MODELS];
     int n_models;
-    run runs[2 * MAX_MODELS];
+    run runs[(MAX_SCORES + 1) * MAX_MODELS];
     int n_runs;
     const rtr_tokenizer *tok;
     float *tok_bytes;
@@ -109,8 +115,9 @@ static double token_nats(const float *lg, int V, int32_t target) {
 }
 
 /* Evaluates one document x (n tokens) whose chunks have neighbours nbr
- * (n_chunks, kk, NL) and overlaps ov (n_chunks). */
-static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, int kk, const double *ov, int stride) {
+ * (n_chunks, kk, NL) with scores sc (n_chunks, kk) and overlaps ov (n_chunks). */
+static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, const float *sc, int kk, const double *ov,
+                    int stride) {
     int64_t nch = (n + CH - 1) / CH;
     double *cn = rtr_calloc((size_t)nch, sizeof *cn), *cb = rtr_calloc((size_t)nch, sizeof *cb);
     int rc = cn && cb ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
@@ -123,6 +130,12 @@ static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, int 
         if (S > T) S = T;
         memset(cn, 0, (size_t)nch * sizeof *cn);
         memset(cb, 0, (size_t)nch * sizeof *cb);
+        for (int64_t u = 0; r->retrieval && u < nch; u++)
+            for (int k = 0; k < c->K && k < kk; k++) {
+                float s = sc[(size_t)u * kk + k];
+                r->nbr_all += !isnan(s);
+                r->nbr_read += !isnan(s) && s >= r->min_score;
+            }
         /* the windows: w covers inputs [w, w+T) and scores targets w+1+j for j >= from */
         int64_t nw = 0, *ws = rtr_malloc((size_t)(n / S + 2) * sizeof *ws);
         for (int64_t w = 0; ws && w + 1 < n; w += S) {
@@ -148,10 +161,12 @@ static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, int 
                 if (r->retrieval)
                     for (int u = 0; u < Lc; u++) {
                         int64_t cu = w / CH + u;
-                        for (int k = 0; k < c->K; k++)
+                        for (int k = 0; k < c->K; k++) {
+                            int read = cu < nch && k < kk && sc[(size_t)cu * kk + k] >= r->min_score;
                             for (int t = 0; t < NL; t++)
                                 wn[b * per + ((size_t)u * c->K + k) * NL + t] =
-                                    cu < nch && k < kk ? nbr[((size_t)cu * kk + k) * NL + t] : -1;
+                                    read ? nbr[((size_t)cu * kk + k) * NL + t] : -1;
+                        }
                     }
             }
             if ((rc = rtr_model_forward(m, in, NULL, r->retrieval ? wn : NULL, nb, T, NULL))) break;
@@ -185,20 +200,23 @@ static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, int 
     return rc;
 }
 
-/* Neighbours (k each) of every chunk of x and their overlaps. */
-static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk, int32_t **nbr_out, double **ov_out) {
+/* Neighbours (k each) of every chunk of x, their scores and the chunks' overlaps. */
+static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk, int32_t **nbr_out, float **sc_out,
+                      double **ov_out) {
     int64_t nch = (n + CH - 1) / CH;
     int32_t *chunks = rtr_malloc((size_t)nch * CH * sizeof *chunks);
     int32_t *nbr = rtr_malloc((size_t)nch * kk * NL * sizeof *nbr);
+    float *sc = rtr_malloc((size_t)nch * kk * sizeof *sc);
     double *ov = rtr_malloc((size_t)nch * sizeof *ov);
-    int rc = chunks && nbr && ov ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
+    int rc = chunks && nbr && sc && ov ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
     for (int64_t i = 0; !rc && i < nch * CH; i++) chunks[i] = i < n ? x[i] : 0;
     e->nb.K = kk;
     e->nb.exclude_doc = e->leak ? 0 : self;
     /* a short last chunk is searched with its padding: a small, honest cost */
     for (int64_t lo = 0; !rc && lo < nch; lo += 1024) {
         int cnt = (int)(nch - lo < 1024 ? nch - lo : 1024);
-        rc = cli_nbr_retrieve(&e->nb, chunks + lo * CH, cnt, lo, nbr + (size_t)lo * kk * NL);
+        rc = cli_nbr_retrieve_scored(&e->nb, chunks + lo * CH, cnt, lo, nbr + (size_t)lo * kk * NL,
+                                     sc + (size_t)lo * kk);
     }
     for (int64_t u = 0; !rc && u < nch; u++) {
         int len = (int)(n - u * CH < CH ? n - u * CH : CH), best = 0;
@@ -213,12 +231,23 @@ static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk,
     rtr_free(chunks);
     if (rc) {
         rtr_free(nbr);
+        rtr_free(sc);
         rtr_free(ov);
         return rc;
     }
     *nbr_out = nbr;
+    *sc_out = sc;
     *ov_out = ov;
     return RTR_OK;
+}
+
+/* "on", "off", "-" (no retrieval path), or "on>=S" with a minimum score. */
+static const char *retrieval_label(const ev *e, const run *r, char *buf, size_t cap) {
+    if (!rtr_model_cfg(e->models[r->model])->n_cca) return "-";
+    if (!r->retrieval) return "off";
+    if (r->min_score == CLI_NO_MIN_SCORE) return "on";
+    snprintf(buf, cap, "on>=%.3g", r->min_score);
+    return buf;
 }
 
 static void print_results(ev *e, int json, int64_t docs) {
@@ -229,9 +258,14 @@ static void print_results(ev *e, int json, int64_t docs) {
             double bpb = r->nats / log(2.0) / r->bytes, ppl = exp(r->nats / (double)r->tokens);
             printf("%s{\"model\":", i ? "," : "");
             cli_json_string(stdout, e->paths[r->model], strlen(e->paths[r->model]));
-            printf(",\"retrieval\":%s,\"tokens\":%" PRId64 ",\"bytes\":%.0f,\"loss\":%.6f,\"perplexity\":%.4f,"
-                   "\"bpb\":%.6f,\"leakage\":[",
-                   r->retrieval ? "true" : "false", r->tokens, r->bytes, r->nats / (double)r->tokens, ppl, bpb);
+            printf(",\"retrieval\":%s,\"min_score\":", r->retrieval ? "true" : "false");
+            if (r->retrieval && r->min_score != CLI_NO_MIN_SCORE) printf("%.6g", r->min_score);
+            else printf("null");
+            printf(",\"neighbours_read\":");
+            if (r->retrieval && r->nbr_all) printf("%.6f", (double)r->nbr_read / (double)r->nbr_all);
+            else printf("null");
+            printf(",\"tokens\":%" PRId64 ",\"bytes\":%.0f,\"loss\":%.6f,\"perplexity\":%.4f,\"bpb\":%.6f,\"leakage\":[",
+                   r->tokens, r->bytes, r->nats / (double)r->tokens, ppl, bpb);
             for (int a = 0; a < N_ALPHA; a++) {
                 double ab = r->a_bytes[a] > 0 ? r->a_nats[a] / log(2.0) / r->a_bytes[a] : NAN;
                 printf("%s{\"alpha\":%.3f,\"chunks\":%" PRId64 ",\"bpb\":", a ? "," : "", ALPHA[a], e->a_chunks[a]);
@@ -244,14 +278,17 @@ static void print_results(ev *e, int json, int64_t docs) {
         return;
     }
     printf("%" PRId64 " documents, %" PRId64 " chunks\n\n", docs, e->chunks);
-    printf("%-32s %-9s %10s %12s %8s %10s %8s\n", "model", "retrieval", "tokens", "bytes", "loss", "perplexity",
-           "bpb");
+    printf("%-32s %-10s %6s %10s %12s %8s %10s %8s\n", "model", "retrieval", "read", "tokens", "bytes", "loss",
+           "perplexity", "bpb");
     for (int i = 0; i < e->n_runs; i++) {
         run *r = &e->runs[i];
-        printf("%-32s %-9s %10" PRId64 " %12.0f %8.4f %10.2f %8.4f\n", e->paths[r->model],
-               rtr_model_cfg(e->models[r->model])->n_cca ? (r->retrieval ? "on" : "off") : "-", r->tokens, r->bytes,
-               r->nats / (double)r->tokens, exp(r->nats / (double)r->tokens), r->nats / log(2.0) / r->bytes);
+        char lb[32], rd[16] = "-";
+        if (r->retrieval && r->nbr_all) snprintf(rd, sizeof rd, "%.1f%%", 100.0 * (double)r->nbr_read / (double)r->nbr_all);
+        printf("%-32s %-10s %6s %10" PRId64 " %12.0f %8.4f %10.2f %8.4f\n", e->paths[r->model],
+               retrieval_label(e, r, lb, sizeof lb), rd, r->tokens, r->bytes, r->nats / (double)r->tokens,
+               exp(r->nats / (double)r->tokens), r->nats / log(2.0) / r->bytes);
     }
+    printf("(read: the share of the retrieved neighbours the model was given)\n");
     printf("\nleakage filter: bpb over the chunks whose overlap with their %d nearest neighbours is <= alpha\n",
            LEAK_K);
     printf("%-8s %8s", "alpha", "chunks");
@@ -270,12 +307,13 @@ static void print_results(ev *e, int json, int64_t docs) {
 }
 
 int cmd_eval(int argc, char **argv) {
-    enum { O_MODEL = 256, O_KB, O_SPLIT, O_VAL, O_STRIDE, O_LEAK, O_EXCL, O_MAXDOCS, O_THREADS, O_JSON };
+    enum { O_MODEL = 256, O_KB, O_SPLIT, O_VAL, O_STRIDE, O_LEAK, O_EXCL, O_MAXDOCS, O_THREADS, O_JSON, O_MINSC };
     static const struct option opts[] = {
         {"model", 1, 0, O_MODEL},     {"kb", 1, 0, O_KB},           {"split", 1, 0, O_SPLIT},
         {"val-frac", 1, 0, O_VAL},    {"stride", 1, 0, O_STRIDE},   {"leak", 0, 0, O_LEAK},
         {"exclude-doc", 1, 0, O_EXCL}, {"max-docs", 1, 0, O_MAXDOCS}, {"threads", 1, 0, O_THREADS},
-        {"json", 0, 0, O_JSON},       {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
+        {"json", 0, 0, O_JSON},       {"min-score", 1, 0, O_MINSC}, {"help", 0, 0, 'h'},
+        {0, 0, 0, 0}};
     ev e;
     memset(&e, 0, sizeof e);
     const char *kb = NULL, *split = NULL;
@@ -284,6 +322,8 @@ int cmd_eval(int argc, char **argv) {
     long max_docs = LONG_MAX;
     uint64_t excl[256];
     size_t n_excl = 0;
+    float scores[MAX_SCORES];
+    int n_scores = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
@@ -307,14 +347,22 @@ int cmd_eval(int argc, char **argv) {
         case O_MAXDOCS: max_docs = atol(optarg); break;
         case O_THREADS: rtr_set_threads(atoi(optarg)); break;
         case O_JSON: json = 1; break;
+        case O_MINSC:
+            if (n_scores == MAX_SCORES) return cli_usage_error("eval", "at most %d --min-score", MAX_SCORES);
+            if (cli_parse_min_score(optarg, &scores[n_scores++]))
+                return cli_usage_error("eval", "--min-score must be a score in [-1, 1]");
+            break;
         default: return cli_usage_error("eval", "bad option");
         }
     }
     if (!e.n_models) return cli_usage_error("eval", "--model DIR is required");
     if (!kb) return cli_usage_error("eval", "--kb KB is required (neighbours and the leakage filter)");
-    if (split && strcmp(split, "val")) return cli_usage_error("eval", "--split must be val");
+    if (split && strcmp(split, "val") && strcmp(split, "train"))
+        return cli_usage_error("eval", "--split must be val or train");
     if (!split && optind == argc) return cli_usage_error("eval", "give --split val or FILEs");
     if (split && optind < argc) return cli_usage_error("eval", "give --split val or FILEs, not both");
+    int want_val = split && !strcmp(split, "val");
+    if (!n_scores) scores[n_scores++] = CLI_NO_MIN_SCORE;
     int rc = RTR_OK;
     rtr_tokenizer *toks[MAX_MODELS] = {0};
     char *hashes[MAX_MODELS] = {0};
@@ -342,10 +390,9 @@ int cmd_eval(int argc, char **argv) {
             goto done;
         }
         if (mc->K > kk) kk = mc->K;
-        for (int on = mc->n_cca ? 1 : 0; on >= 0; on--) {
-            e.runs[e.n_runs].model = i;
-            e.runs[e.n_runs++].retrieval = on;
-        }
+        for (int j = 0; mc->n_cca && j < n_scores; j++)
+            e.runs[e.n_runs++] = (run){.model = i, .retrieval = 1, .min_score = scores[j]};
+        e.runs[e.n_runs++] = (run){.model = i, .retrieval = 0, .min_score = CLI_NO_MIN_SCORE};
     }
     /* what is never retrieved: --exclude-doc, and with --split val (unless
      * --leak) every validation document */
@@ -382,7 +429,7 @@ int cmd_eval(int argc, char **argv) {
             int found = 0;
             while (rtr_store_next_doc(t, after, &d) == RTR_OK) {
                 after = d.id;
-                if (cli_dataset_is_val(&d, val_frac)) {
+                if (cli_dataset_is_val(&d, val_frac) == want_val) {
                     found = 1;
                     break;
                 }
@@ -422,10 +469,12 @@ int cmd_eval(int argc, char **argv) {
         }
         if (!rc && n >= 2) {
             int32_t *nbr = NULL;
+            float *sc = NULL;
             double *ov = NULL;
-            rc = neighbours(&e, x, n, self, kk, &nbr, &ov);
-            if (!rc) rc = eval_doc(&e, x, n, nbr, kk, ov, stride);
+            rc = neighbours(&e, x, n, self, kk, &nbr, &sc, &ov);
+            if (!rc) rc = eval_doc(&e, x, n, nbr, sc, kk, ov, stride);
             rtr_free(nbr);
+            rtr_free(sc);
             rtr_free(ov);
             docs++;
             if (!json && isatty(2)) fprintf(stderr, "\reval: %" PRId64 " documents", docs);

@@ -29,6 +29,7 @@ static const char generate_usage[] =
     "  --kb KB               knowledge base to retrieve from (needed by a RETRO model)\n"
     "  --no-retrieval        generate without neighbours\n"
     "  --show-neighbours     print each retrieval's sources on standard error\n"
+    "  --min-score S         withhold neighbours scoring below S (cosine, in [-1, 1])\n"
     "  -n, --max-tokens N    tokens to generate (default 128)\n"
     "  --temperature X       0 = greedy (default 0.8)\n"
     "  --top-k N             sample from the N most likely tokens, 0 = all (default 40)\n"
@@ -40,17 +41,18 @@ static const char generate_usage[] =
     "  --json                print one JSON object at the end instead of streaming\n";
 
 int cmd_generate(int argc, char **argv) {
-    enum { O_KB = 256, O_NORET, O_SHOW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_STOP, O_TOK, O_THREADS, O_JSON };
+    enum { O_KB = 256, O_NORET, O_SHOW, O_TEMP, O_TOPK, O_TOPP, O_SEED, O_STOP, O_TOK, O_THREADS, O_JSON, O_MINSC };
     static const struct option opts[] = {
         {"kb", 1, 0, O_KB},         {"no-retrieval", 0, 0, O_NORET}, {"show-neighbours", 0, 0, O_SHOW},
         {"max-tokens", 1, 0, 'n'},  {"temperature", 1, 0, O_TEMP},   {"top-k", 1, 0, O_TOPK},
         {"top-p", 1, 0, O_TOPP},    {"seed", 1, 0, O_SEED},          {"stop", 1, 0, O_STOP},
         {"tokenizer", 1, 0, O_TOK}, {"threads", 1, 0, O_THREADS},    {"json", 0, 0, O_JSON},
-        {"help", 0, 0, 'h'},        {0, 0, 0, 0}};
+        {"min-score", 1, 0, O_MINSC}, {"help", 0, 0, 'h'},          {0, 0, 0, 0}};
     cli_gen_opts go;
     cli_gen_opts_default(&go);
     const char *kb = NULL, *tokp = NULL;
     int noret = 0, show = 0, json = 0, threads = 0, c;
+    float min_score = CLI_NO_MIN_SCORE;
     optind = 1;
     while ((c = getopt_long(argc, argv, "hn:", opts, NULL)) != -1) {
         switch (c) {
@@ -80,6 +82,10 @@ int cmd_generate(int argc, char **argv) {
         case O_TOK: tokp = optarg; break;
         case O_THREADS: threads = atoi(optarg); if (threads < 1) return cli_usage_error("generate", "bad --threads"); break;
         case O_JSON: json = 1; break;
+        case O_MINSC:
+            if (cli_parse_min_score(optarg, &min_score))
+                return cli_usage_error("generate", "--min-score must be a score in [-1, 1]");
+            break;
         default: return cli_usage_error("generate", "bad option");
         }
     }
@@ -108,6 +114,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (retro && (rc = cli_nbr_open(&nb, kb, hash, rtr_model_cfg(m)->K))) goto done;
     nb.show = show ? stderr : NULL;
+    nb.min_score = min_score;
     if ((rc = rtr_session_new(m, &s))) goto done;
     if (retro) rtr_session_set_retrieval(s, cli_nbr_retrieve, &nb);
     go.stream = json ? NULL : stdout;

@@ -2,6 +2,7 @@
 #include "cli/nbr.h"
 
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,6 +19,7 @@
 int cli_nbr_open(cli_nbr *n, const char *kb_dir, const char *model_tok_hash, int k) {
     memset(n, 0, sizeof *n);
     n->K = k;
+    n->min_score = CLI_NO_MIN_SCORE;
     int rc = rtr_kb_open(kb_dir, 0, NULL, NULL, &n->kb);
     if (!rc && model_tok_hash && strcmp(model_tok_hash, rtr_kb_tokenizer_hash(n->kb)))
         rc = rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", kb_dir,
@@ -43,6 +45,10 @@ static void show(cli_nbr *n, int64_t chunk, const int64_t *ids, const float *dis
     for (int j = 0; j < n->K; j++) {
         rtr_chunk c;
         rtr_doc d;
+        if (ids[j] >= 0 && 1 - dist[j] / 2 < n->min_score) {
+            fprintf(n->show, "  %d. (withheld: score %.3f below --min-score)\n", j + 1, 1 - dist[j] / 2);
+            continue;
+        }
         if (ids[j] < 0 || rtr_store_get_chunk(t, (uint64_t)ids[j], &c) || rtr_store_get_doc(t, c.doc_id, &d)) {
             fprintf(n->show, "  %d. (none)\n", j + 1);
             continue;
@@ -61,8 +67,19 @@ static void show(cli_nbr *n, int64_t chunk, const int64_t *ids, const float *dis
     rtr_store_txn_end(t);
 }
 
+int cli_parse_min_score(const char *s, float *out) {
+    char *end;
+    float v = strtof(s, &end);
+    if (end == s || *end || !(v >= -1 && v <= 1)) return -1;
+    *out = v;
+    return 0;
+}
+
 int cli_nbr_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
-    cli_nbr *c = ctx;
+    return cli_nbr_retrieve_scored(ctx, chunks, n, first, nbr, NULL);
+}
+
+int cli_nbr_retrieve_scored(cli_nbr *c, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score) {
     size_t nk = (size_t)n * c->K;
     uint32_t *q = rtr_malloc((size_t)n * M * sizeof *q), *tok = rtr_malloc(nk * R * sizeof *tok);
     uint64_t *self = rtr_malloc((size_t)n * sizeof *self);
@@ -74,6 +91,12 @@ int cli_nbr_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int
     if (!rc)
         rc = rtr_retriever_neighbours(c->r, q, NULL, (size_t)n, (uint32_t)c->K, c->exclude_doc ? self : NULL,
                                       c->exclude, c->n_exclude, ids, dist, tok, UINT32_MAX);
+    for (size_t i = 0; !rc && i < nk; i++) {   /* withhold the neighbours scoring below min_score */
+        float s = ids[i] < 0 ? NAN : 1 - dist[i] / 2;
+        if (score) score[i] = s;
+        if (ids[i] >= 0 && s < c->min_score)
+            for (int t = 0; t < R; t++) tok[i * R + t] = UINT32_MAX;
+    }
     for (size_t i = 0; !rc && i < nk * R; i++) nbr[i] = tok[i] == UINT32_MAX ? -1 : (int32_t)tok[i];
     for (int i = 0; !rc && c->show && i < n; i++) show(c, first + i, ids + (size_t)i * c->K, dist + (size_t)i * c->K,
                                                        tok + (size_t)i * c->K * R);

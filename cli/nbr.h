@@ -14,6 +14,9 @@
 #include "model/retro.h"
 #include "retriever/retriever.h"
 
+/* Scores (cosine similarity, 1 - distance / 2) lie in [-1, 1]. */
+#define CLI_NO_MIN_SCORE (-2.0f)
+
 typedef struct cli_nbr {
     rtr_kb *kb;
     rtr_retriever *r;
@@ -21,6 +24,7 @@ typedef struct cli_nbr {
     const uint64_t *exclude;   /* sorted document ids never returned */
     size_t n_exclude;
     uint64_t exclude_doc;      /* one more (0: none), e.g. the evaluated document */
+    float min_score;           /* neighbours scoring below it are withheld (CLI_NO_MIN_SCORE: none) */
     FILE *show;                /* print each retrieval's sources here (NULL: quiet) */
     const rtr_tokenizer *tok;  /* for showing text */
 } cli_nbr;
@@ -30,8 +34,14 @@ typedef struct cli_nbr {
 int cli_nbr_open(cli_nbr *n, const char *kb_dir, const char *model_tok_hash, int k);
 void cli_nbr_close(cli_nbr *n);
 
-/* rtr_retrieve_fn over a cli_nbr. */
+/* rtr_retrieve_fn over a cli_nbr: nbr (n, K, 2*64) neighbour tokens, -1
+ * where a neighbour is missing or withheld (below min_score). */
 int cli_nbr_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr);
+/* The same, with each neighbour's score in score (n, K; NAN where missing). */
+int cli_nbr_retrieve_scored(cli_nbr *c, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score);
+
+/* Parses a --min-score value (a score in [-1, 1]) into *out; -1 if it is not one. */
+int cli_parse_min_score(const char *s, float *out);
 
 /* Loads the model in checkpoint dir (model.safetensors) for batches of
  * max_B, and its tokenizer (dir/tokenizer.rtok, else tok_path); checks that

@@ -53,9 +53,25 @@ node -e '
 const j = JSON.parse(require("fs").readFileSync("leak.json", "utf8"));
 // with the document itself retrievable, almost every chunk finds itself
 if (j.runs[0].leakage[3].chunks > j.chunks / 10) throw "--leak: chunks still without overlap";'
+# --min-score: at -1 every neighbour is read (the plain run); at 1 none is, which
+# must score exactly as retrieval off; the split of training documents also evaluates
+"$RETRO" eval --model retro --kb kb --split val --val-frac 0.3 --min-score -1 --min-score 1 --json > ms.json
+node -e '
+const fs = require("fs");
+const j = JSON.parse(fs.readFileSync("ms.json", "utf8")), p = JSON.parse(fs.readFileSync("ev.json", "utf8"));
+const [all, none, off] = j.runs;
+if (all.min_score !== -1 || none.min_score !== 1 || off.retrieval) throw "runs: " + JSON.stringify(j.runs);
+if (all.neighbours_read !== 1 || none.neighbours_read !== 0) throw "neighbours read: " + all.neighbours_read + " " + none.neighbours_read;
+if (Math.abs(all.bpb - p.runs[0].bpb) > 1e-9) throw "min score -1 differs from the plain run";
+if (none.bpb !== off.bpb) throw "no neighbour read, yet not retrieval off: " + none.bpb + " " + off.bpb;
+if (all.bpb === off.bpb) throw "retrieval changed nothing";'
+"$RETRO" eval --model base --kb kb --split train --val-frac 0.3 --max-docs 2 > tr.txt
+grep -q "^2 documents" tr.txt || fail "eval of the training split: $(cat tr.txt)"
+"$RETRO" generate retro "The economy" --kb kb -n 70 --min-score 1 --show-neighbours > /dev/null 2> ms.err
+grep -q "withheld: score .* below --min-score" ms.err || fail "withheld neighbours not shown: $(head ms.err)"
 "$RETRO" eval --model base --kb kb docs/$(ls docs | head -1) > file.txt
 grep -q "^1 documents" file.txt || fail "eval of a file: $(cat file.txt)"
-ok "eval: runs, leakage filter, files"
+ok "eval: runs, leakage filter, --min-score, training split, files"
 
 # ask: an answer and its sources
 "$RETRO" ask retro --kb kb "What did the president say about taxes?" -n 10 --json > ask.json
@@ -74,4 +90,6 @@ expect_fail 1 "nowhere: no such model" "$RETRO" generate nowhere "x" --kb kb
 expect_fail 1 "model.safetensors" "$RETRO" generate docs "x" --kb kb
 expect_fail 2 "split val or FILE" "$RETRO" eval --model base --kb kb
 expect_fail 2 "empty" "$RETRO" ask retro --kb kb ""
+expect_fail 2 "min-score must be" "$RETRO" eval --model retro --kb kb --split val --min-score 1.5
+expect_fail 2 "min-score must be" "$RETRO" generate retro "x" --kb kb --min-score abc
 ok "bad input gets one-line errors"
