@@ -26,6 +26,9 @@ static const char search_usage[] =
     "  --continuation        also print each result's continuation (the next chunk)\n"
     "  --exclude-doc ID      never return document ID (repeatable)\n"
     "  --nprobe N            IVF lists to search (default: as built)\n"
+    "  --rerank N            a flat index of 64 Ki chunks or more is scanned through\n"
+    "                        4-bit codes and its N best re-ranked exactly (default 128;\n"
+    "                        0: exact search)\n"
     "  --json                one JSON object per result, one per line\n";
 
 static void print_indented(const char *s) {
@@ -38,10 +41,11 @@ static void print_indented(const char *s) {
 }
 
 int cmd_search(int argc, char **argv) {
-    enum { O_CONT = 256, O_EXCL, O_NPROBE, O_JSON };
+    enum { O_CONT = 256, O_EXCL, O_NPROBE, O_JSON, O_RERANK };
     static const struct option opts[] = {{"continuation", 0, 0, O_CONT}, {"exclude-doc", 1, 0, O_EXCL},
                                          {"nprobe", 1, 0, O_NPROBE},     {"json", 0, 0, O_JSON},
-                                         {"help", 0, 0, 'h'},            {0, 0, 0, 0}};
+                                         {"rerank", 1, 0, O_RERANK},     {"help", 0, 0, 'h'},
+                                         {0, 0, 0, 0}};
     long k = 5;
     int json = 0, cont = 0, c;
     uint64_t excl[256];
@@ -64,6 +68,14 @@ int cmd_search(int argc, char **argv) {
             ro.nprobe = (uint32_t)atol(optarg);
             if (!ro.nprobe) return cli_usage_error("search", "--nprobe must be positive");
             break;
+        case O_RERANK: {
+            char *end;
+            long v = strtol(optarg, &end, 10);
+            if (*end || end == optarg || v < 0 || v > RTR_VINDEX_MAX_RERANK)
+                return cli_usage_error("search", "--rerank must be 0..%d", RTR_VINDEX_MAX_RERANK);
+            ro.rerank = v ? (int)v : -1;
+            break;
+        }
         case O_JSON: json = 1; break;
         default: return cli_usage_error("search", "bad option");
         }

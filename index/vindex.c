@@ -22,17 +22,23 @@
 
 #include "lib/alloc.h"
 #include "lib/io.h"
+#include "index/sq4.h"
 #include "lib/simd.h"
 #include "lib/status.h"
+#include "lib/topk.h"
 
 #define FLAT_MAX ((uint64_t)64 * 1024)
 #define TRAIN_PER_LIST 40   /* FAISS asks for 30..256 per list and warns below 39 */
 #define MAX_SHARD_FILE ((size_t)64 << 30)
+#define SQ4_MIN ((size_t)64 * 1024)   /* flat shards from this size are scanned through 4-bit codes */
 
 struct rtr_vindex {
     uint32_t n_shards, dim, nprobe, nlist;   /* nlist 0: not an inverted file */
     char factory[96];
     FaissIndex **shards;
+    int rerank;            /* candidates re-ranked exactly after a 4-bit scan; -1: RTR_VINDEX_RERANK from SQ4_MIN */
+    rtr_sq4 **sq;          /* per shard: its 4-bit codes (built when first searched) */
+    uint64_t *gen, *sq_gen;   /* per shard: changes made; the change the codes were built at */
 };
 
 static int faiss_err(const char *what) {
@@ -74,12 +80,26 @@ static uint32_t default_nprobe(uint64_t n, uint32_t nlist, uint32_t shards) {
     return v > nlist ? nlist : v;
 }
 
+/* Flat shards from SQ4_MIN vectors are searched through 4-bit codes of
+ * dim/2 bytes per vector (sq4.h); up to FLAT_SCAN_BYTES of codes per shard,
+ * a single query scans them in about 3 ms on the benchmark machine. */
+#define FLAT_SCAN_BYTES ((uint64_t)96 << 20)
+
 int rtr_vindex_plan_auto(uint64_t n, uint32_t dim, uint64_t mem_budget, uint32_t shards, rtr_vindex_plan *p) {
     memset(p, 0, sizeof *p);
     if (!mem_budget) mem_budget = (uint64_t)4 << 30;
+    if (!shards) shards = 1;
+    uint64_t codes = n * ((dim + 1) / 2), flat_mem = n * (4ull * dim + 8) + codes + 4 * n;
     if (n < FLAT_MAX) {
         snprintf(p->factory, sizeof p->factory, "IDMap,Flat");
         snprintf(p->why, sizeof p->why, "%llu vectors: exact search", (unsigned long long)n);
+        return RTR_OK;
+    }
+    if (codes <= FLAT_SCAN_BYTES * shards && flat_mem <= mem_budget) {
+        snprintf(p->factory, sizeof p->factory, "IDMap,Flat");
+        snprintf(p->why, sizeof p->why,
+                 "%llu vectors: full scan of 4-bit codes, the best %d re-ranked exactly (%.1f GB)",
+                 (unsigned long long)n, RTR_VINDEX_RERANK, (double)flat_mem / 1e9);
         return RTR_OK;
     }
     uint32_t nlist = pow2_near(4.0 * sqrt((double)n));
@@ -144,6 +164,7 @@ static int set_nprobe_one(FaissIndex *ix, uint32_t nprobe) {
 }
 
 int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value) {
+    if (!strcmp(name, "rerank")) return rtr_vindex_set_rerank(v, value < 0 ? -1 : value > 1e6 ? -2 : (int)value);
     for (uint32_t s = 0; s < v->n_shards; s++) {
         int rc = set_param_one(v->shards[s], name, value);
         if (rc) return rc;
@@ -154,10 +175,19 @@ int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value) {
 static rtr_vindex *alloc_vindex(uint32_t n_shards, uint32_t dim, const char *factory, uint32_t nprobe) {
     rtr_vindex *v = rtr_calloc(1, sizeof *v);
     if (!v) return NULL;
-    if (!(v->shards = rtr_calloc(n_shards, sizeof *v->shards))) {
+    v->shards = rtr_calloc(n_shards, sizeof *v->shards);
+    v->sq = rtr_calloc(n_shards, sizeof *v->sq);
+    v->gen = rtr_calloc(n_shards, sizeof *v->gen);
+    v->sq_gen = rtr_calloc(n_shards, sizeof *v->sq_gen);
+    if (!v->shards || !v->sq || !v->gen || !v->sq_gen) {
+        rtr_free(v->shards);
+        rtr_free(v->sq);
+        rtr_free(v->gen);
+        rtr_free(v->sq_gen);
         rtr_free(v);
         return NULL;
     }
+    v->rerank = -1;
     v->n_shards = n_shards;
     v->dim = dim;
     v->nprobe = nprobe;
@@ -202,9 +232,14 @@ fail:
 
 void rtr_vindex_free(rtr_vindex *v) {
     if (!v) return;
-    for (uint32_t s = 0; s < v->n_shards; s++)
+    for (uint32_t s = 0; s < v->n_shards; s++) {
         if (v->shards[s]) faiss_Index_free(v->shards[s]);
+        rtr_sq4_free(v->sq[s]);
+    }
     rtr_free(v->shards);
+    rtr_free(v->sq);
+    rtr_free(v->gen);
+    rtr_free(v->sq_gen);
     rtr_free(v);
 }
 
@@ -213,6 +248,15 @@ uint32_t rtr_vindex_dim(const rtr_vindex *v) { return v->dim; }
 const char *rtr_vindex_factory(const rtr_vindex *v) { return v->factory; }
 uint32_t rtr_vindex_nprobe(const rtr_vindex *v) { return v->nprobe; }
 uint32_t rtr_vindex_nlist(const rtr_vindex *v) { return v->nlist; }
+
+int rtr_vindex_set_rerank(rtr_vindex *v, int rerank) {
+    if (rerank < -1 || rerank > RTR_VINDEX_MAX_RERANK)
+        return rtr_seterr(RTR_E_INVALID, "rerank must be 0 (exact) to %d, or -1 (automatic)", RTR_VINDEX_MAX_RERANK);
+    v->rerank = rerank;
+    return RTR_OK;
+}
+
+int rtr_vindex_rerank(const rtr_vindex *v) { return v->rerank; }
 
 uint64_t rtr_vindex_ntotal(const rtr_vindex *v) {
     uint64_t n = 0;
@@ -233,6 +277,7 @@ int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe) {
 /* --- add / search / remove --------------------------------------------------------------- */
 int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, const uint32_t *shard) {
     if (n == 0) return RTR_OK;
+    for (uint32_t s = 0; s < v->n_shards; s++) v->gen[s]++;
     if (v->n_shards == 1) {
         return faiss_Index_add_with_ids(v->shards[0], (idx_t)n, x, (const idx_t *)ids) ? faiss_err("add") : RTR_OK;
     }
@@ -304,73 +349,101 @@ static float l2sq(const float *a, const float *b, uint32_t n) {
 }
 #endif
 
-/* d, l: the k best so far, ascending (FLT_MAX and -1 where empty) */
-static void topk_put(float *d, idx_t *l, uint32_t k, float s, idx_t id) {
-    if (!(s < d[k - 1])) return;
-    uint32_t r = k - 1;
-    for (; r > 0 && s < d[r - 1]; r--) {
-        d[r] = d[r - 1];
-        l[r] = l[r - 1];
-    }
-    d[r] = s;
-    l[r] = id;
+/* Exact search of one query over vectors [lo, hi) of xb into d, l (k each). */
+static void exact_range(const float *xb, const idx_t *ids, size_t lo, size_t hi, uint32_t dim, const float *q,
+                        uint32_t k, float *d, idx_t *l) {
+    for (size_t j = lo; j < hi; j++) rtr_topk_put(d, l, k, l2sq(q, xb + j * dim, dim), ids[j]);
 }
 
-static void flat_search(const float *xb, const idx_t *ids, size_t n, uint32_t dim, size_t nq, const float *q,
-                        uint32_t k, float *dist, idx_t *lab) {
-    int nt = omp_in_parallel() || n < 4096 ? 1 : omp_get_max_threads();
-    float *td = NULL;   /* the threads' own lists (one thread: the output is its list) */
-    idx_t *tl = NULL;
-    if (nt > 1) {
-        td = rtr_malloc((size_t)nt * k * sizeof *td);
-        tl = rtr_malloc((size_t)nt * k * sizeof *tl);
-        if (!td || !tl) nt = 1;   /* out of memory for them: one thread */
+static void topk_clear(float *d, idx_t *l, size_t k) {
+    for (size_t r = 0; r < k; r++) {
+        d[r] = FLT_MAX;
+        l[r] = -1;
     }
-    for (size_t i = 0; i < nq; i++) {
+}
+
+/* Each query's k nearest: exact, or (sq not NULL) the rr best of a 4-bit
+ * scan re-ranked by exact distance. The vectors are split over the threads
+ * unless already in a parallel region. */
+static int flat_search(const float *xb, const idx_t *ids, size_t n, uint32_t dim, const rtr_sq4 *sq, uint32_t rr,
+                       size_t nq, const float *q, uint32_t k, float *dist, idx_t *lab) {
+    int nt = omp_in_parallel() || n < 4096 ? 1 : omp_get_max_threads();
+    uint32_t per = sq ? (rr > k ? rr : k) : k;   /* list length per thread */
+    float *td = rtr_malloc((size_t)nt * per * sizeof *td);
+    idx_t *tl = rtr_malloc((size_t)nt * per * sizeof *tl);
+    if (!td || !tl) {
+        rtr_free(td);
+        rtr_free(tl);
+        return rtr_seterr(RTR_E_NOMEM, "search: out of memory");
+    }
+    int rc = RTR_OK;
+    for (size_t i = 0; i < nq && !rc; i++) {
         const float *qi = q + i * dim;
         float *d = dist + i * k;
         idx_t *l = lab + i * k;
+        rtr_sq4_query qq = {0};
+        if (sq && (rc = rtr_sq4_query_init(sq, qi, &qq))) break;
 #pragma omp parallel num_threads(nt)
         {
             int me = omp_get_thread_num();
-            float *md = nt > 1 ? td + (size_t)me * k : d;
-            idx_t *ml = nt > 1 ? tl + (size_t)me * k : l;
-            for (uint32_t r = 0; r < k; r++) {
-                md[r] = FLT_MAX;
-                ml[r] = -1;
-            }
+            float *md = td + (size_t)me * per;
+            idx_t *ml = tl + (size_t)me * per;
+            topk_clear(md, ml, per);
             size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
-            for (size_t j = lo; j < hi; j++) topk_put(md, ml, k, l2sq(qi, xb + j * dim, dim), ids[j]);
+            if (sq) rtr_sq4_scan(sq, &qq, lo, hi, per, md, ml);
+            else exact_range(xb, ids, lo, hi, dim, qi, k, md, ml);
         }
-        if (nt > 1) {   /* merge the threads' lists, in thread (= position) order */
-            for (uint32_t r = 0; r < k; r++) {
-                d[r] = FLT_MAX;
-                l[r] = -1;
-            }
-            for (size_t j = 0; j < (size_t)nt * k; j++)
-                if (tl[j] >= 0) topk_put(d, l, k, td[j], tl[j]);
+        rtr_sq4_query_free(&qq);
+        /* merge the threads' lists in thread (= position) order; candidates
+         * of the 4-bit scan are positions, re-ranked by their exact distance */
+        topk_clear(d, l, k);
+        for (size_t j = 0; j < (size_t)nt * per; j++) {
+            if (tl[j] < 0) continue;
+            if (sq) rtr_topk_put(d, l, k, l2sq(qi, xb + (size_t)tl[j] * dim, dim), ids[tl[j]]);
+            else rtr_topk_put(d, l, k, td[j], tl[j]);
         }
     }
     rtr_free(td);
     rtr_free(tl);
+    return rc;
 }
 
-/* One shard's search: k results per query, ascending. */
-static int shard_search(FaissIndex *ix, uint32_t dim, size_t nq, const float *q, uint32_t k, float *dist, idx_t *lab) {
+/* Shard s's 4-bit codes when its search goes through them (else NULL), built
+ * on first use after a change. */
+static const rtr_sq4 *shard_sq4(const rtr_vindex *v, uint32_t s, const float *xb, size_t n) {
+    if (v->rerank == 0 || (v->rerank < 0 && n < SQ4_MIN)) return NULL;
+    const rtr_sq4 *sq = NULL;
+#pragma omp critical(rtr_vindex_sq4)
+    {
+        if (!v->sq[s] || v->sq_gen[s] != v->gen[s] || rtr_sq4_n(v->sq[s]) != n) {
+            rtr_sq4_free(v->sq[s]);
+            v->sq[s] = rtr_sq4_build(xb, n, v->dim);   /* NULL (no memory): exact search */
+            v->sq_gen[s] = v->gen[s];
+        }
+        sq = v->sq[s];
+    }
+    return sq;
+}
+
+/* One shard's search: k results per query, ascending. RTR_E_FAISS from FAISS. */
+static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float *q, uint32_t k, float *dist,
+                        idx_t *lab) {
     const float *xb;
     const idx_t *ids;
     size_t n;
-    if ((int)nq < faiss_get_distance_compute_blas_threshold() && flat_arrays(ix, dim, &xb, &ids, &n)) {
-        flat_search(xb, ids, n, dim, nq, q, k, dist, lab);
-        return 0;
+    if (flat_arrays(v->shards[s], v->dim, &xb, &ids, &n)) {
+        const rtr_sq4 *sq = shard_sq4(v, s, xb, n);
+        uint32_t rr = v->rerank > 0 ? (uint32_t)v->rerank : RTR_VINDEX_RERANK;
+        if (sq || (int)nq < faiss_get_distance_compute_blas_threshold())
+            return flat_search(xb, ids, n, v->dim, sq, rr, nq, q, k, dist, lab);
     }
-    return faiss_Index_search(ix, (idx_t)nq, q, k, dist, lab);
+    return faiss_Index_search(v->shards[s], (idx_t)nq, q, k, dist, lab) ? faiss_err("search") : RTR_OK;
 }
 
 int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
     if (k == 0 || nq == 0) return RTR_OK;
     uint32_t S = v->n_shards;
-    if (S == 1) return shard_search(v->shards[0], v->dim, nq, q, k, dist, (idx_t *)ids) ? faiss_err("search") : RTR_OK;
+    if (S == 1) return shard_search(v, 0, nq, q, k, dist, (idx_t *)ids);
     float *sd = rtr_malloc((size_t)S * nq * k * sizeof *sd);
     idx_t *si = rtr_malloc((size_t)S * nq * k * sizeof *si);
     if (!sd || !si) {
@@ -378,15 +451,20 @@ int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k
         rtr_free(si);
         return RTR_E_NOMEM;
     }
-    int failed = 0;
+    int rc = RTR_OK;
+    char why[256] = "";   /* errors are per thread: the first shard's failure, told on this one */
 #pragma omp parallel for schedule(static) if (nq * S > 1)
     for (uint32_t s = 0; s < S; s++) {
-        if (shard_search(v->shards[s], v->dim, nq, q, k, sd + (size_t)s * nq * k, si + (size_t)s * nq * k)) {
-#pragma omp atomic write
-            failed = 1;
+        int r = shard_search(v, s, nq, q, k, sd + (size_t)s * nq * k, si + (size_t)s * nq * k);
+        if (r) {
+#pragma omp critical(rtr_vindex_err)
+            if (!rc) {
+                rc = r;
+                snprintf(why, sizeof why, "%s", rtr_errdetail());
+            }
         }
     }
-    int rc = failed ? faiss_err("search") : RTR_OK;
+    if (rc) rtr_seterr(rc, "%s", why);
     /* merge: each shard's list is sorted; take the k smallest */
     for (size_t i = 0; i < nq && !rc; i++) {
         uint32_t pos[1024] = {0};
@@ -422,6 +500,7 @@ int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *rem
     int rc = RTR_OK;
     for (uint32_t s = 0; s < v->n_shards && !rc; s++) {
         size_t nr = 0;
+        v->gen[s]++;
         if (faiss_Index_remove_ids(v->shards[s], (const FaissIDSelector *)sel, &nr)) rc = faiss_err("remove ids");
         *removed += nr;
     }

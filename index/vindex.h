@@ -5,6 +5,16 @@
  * Choosing the index type (rtr_vindex_plan_auto), after FAISS's guidelines
  * ("Guidelines to choose an index" in the FAISS wiki):
  *   - under 64 Ki vectors: exact search ("IDMap,Flat");
+ *   - while their 4-bit codes (dim/2 bytes a vector) take at most 96 MiB per
+ *     shard and full vectors and codes fit the memory budget: "IDMap,Flat"
+ *     too, searched by a scan of the codes whose best RTR_VINDEX_RERANK
+ *     candidates are re-ranked by exact distance (below). This departs from
+ *     FAISS's guidelines, which turn to inverted files from about 64 Ki
+ *     vectors: lexical (hash) embeddings of text are nearly orthogonal, and
+ *     an inverted file finds their farther neighbours only by scanning most
+ *     of its lists (recall@10 0.38 at 1 M real chunks at its default
+ *     settings, docs/benchmarks.md), while the code scan keeps a single query
+ *     near 3 ms per 96 MiB of codes and its recall near 1;
  *   - otherwise an inverted file with nlist ~ 4 sqrt(n) lists (a power of two,
  *     64..65536), its coarse quantizer trained by k-means on a sample of 40
  *     vectors per list (FAISS asks for 30 to 256 and warns below 39), storing
@@ -60,8 +70,19 @@ const char *rtr_vindex_factory(const rtr_vindex *v);
 uint32_t rtr_vindex_nprobe(const rtr_vindex *v);
 uint32_t rtr_vindex_nlist(const rtr_vindex *v);   /* 0 unless an inverted file */
 int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe);
-/* Sets a FAISS search parameter ("nprobe", "efSearch", ...) on every shard. */
+/* Sets a FAISS search parameter ("nprobe", "efSearch", ...) on every shard,
+ * or retro's "rerank" (rtr_vindex_set_rerank). */
 int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value);
+
+/* Exact (IDMap over Flat L2) shards of SQ4_MIN (64 Ki) vectors or more are
+ * searched through a 4-bit copy of their vectors (index/sq4.h): the rerank
+ * best candidates of each query by approximate distance are re-ranked by the
+ * exact one. rerank: 0 = always exact; > 0 = this many candidates, for
+ * shards of every size; -1 (the default) = RTR_VINDEX_RERANK from SQ4_MIN. */
+#define RTR_VINDEX_RERANK 128
+#define RTR_VINDEX_MAX_RERANK 4096
+int rtr_vindex_set_rerank(rtr_vindex *v, int rerank);
+int rtr_vindex_rerank(const rtr_vindex *v);
 
 /* Adds n vectors x (n x dim) with ids to shards shard[i] (< n_shards). */
 int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, const uint32_t *shard);

@@ -24,6 +24,7 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
     r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
     int rc = rtr_kb_index_load(kb, &r->ix);
     if (!rc && o && o->nprobe) rc = rtr_vindex_set_nprobe(r->ix.vindex, o->nprobe);
+    if (!rc && o && o->rerank) rc = rtr_vindex_set_rerank(r->ix.vindex, o->rerank < 0 ? 0 : o->rerank);
     if (rc) {
         rtr_retriever_close(r);
         return rc;

@@ -32,6 +32,8 @@ typedef struct rtr_retriever rtr_retriever;
 
 typedef struct rtr_retriever_opts {
     uint32_t nprobe;   /* 0 = as recorded */
+    int rerank;        /* flat indexes: candidates of the 4-bit scan re-ranked exactly
+                        * (vindex.h); 0 = automatic, < 0 = exact search */
     int threads;       /* 0 = one per core */
 } rtr_retriever_opts;
 

@@ -117,9 +117,16 @@ static void test_plans(void **state) {
     assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF4096,Flat");
     assert_int_equal(p.nprobe, 8);    /* (6144 - 4096) * 4096 / 1M */
+    /* two shards: the 4-bit codes (128 MB) fit two shards' scan budget */
     assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 0, 2, &p), RTR_OK);
-    assert_int_equal(p.nprobe, 16);   /* two shards: twice the lists in the same time */
+    assert_string_equal(p.factory, "IDMap,Flat");
     assert_int_equal(rtr_vindex_plan_auto(138529, 256, 0, 1, &p), RTR_OK);
+    assert_string_equal(p.factory, "IDMap,Flat");
+    /* ... unless the budget cannot hold full vectors and codes */
+    assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 1100ull << 20, 2, &p), RTR_OK);
+    assert_string_equal(p.factory, "IVF4096,Flat");
+    assert_int_equal(p.nprobe, 16);   /* two shards: twice the lists in the same time */
+    assert_int_equal(rtr_vindex_plan_auto(138529, 256, 150ull << 20, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF1024,Flat");
     assert_int_equal(p.nprobe, 37);   /* a smaller collection: more probes */
     assert_true(p.train_n >= 30ull * p.nlist && p.train_n <= 256ull * p.nlist);
@@ -152,6 +159,81 @@ static size_t search_hits(const rtr_vindex *v, const float *x, const int64_t *id
     free(dist);
     free(got);
     return hit;
+}
+
+/* Recall@k of v against brute force over perturbed copies of stored vectors. */
+static double sq4_recall(const rtr_vindex *v, const float *x, const int64_t *ids, size_t n, uint32_t d,
+                         const float *q, size_t nq, uint32_t k) {
+    return (double)search_hits(v, x, ids, n, d, q, nq, k) / (double)(nq * k);
+}
+
+/* Flat shards searched through their 4-bit codes: with every vector re-ranked
+ * the result is exact; with 128 candidates recall stays high, with only k it
+ * drops (the re-ranking is real); codes follow adds and removals. Dimensions:
+ * whole 64-blocks (the AVX2 kernel in native builds), even, and odd. */
+static void test_sq4_rerank(void **state) {
+    (void)state;
+    const uint32_t dims[] = {128, 100, 37}, k = 10;
+    const size_t n = 4000, nq = 40;
+    for (int di = 0; di < 3; di++) {
+        uint32_t d = dims[di];
+        float *x = malloc((n + nq) * d * sizeof *x), *q = malloc(nq * d * sizeof *q);
+        for (size_t i = 0; i < (n + nq) * d; i++) x[i] = frand();
+        rtr_l2_normalize(x, n + nq, d);
+        for (size_t i = 0; i < nq; i++)   /* a stored vector, perturbed */
+            for (uint32_t j = 0; j < d; j++) q[i * d + j] = x[(i * 97) * d + j] + 0.02f * frand();
+        rtr_l2_normalize(q, nq, d);
+        int64_t *ids = malloc((n + nq) * sizeof *ids);
+        uint32_t *shard = malloc((n + nq) * sizeof *shard);
+        for (size_t i = 0; i < n + nq; i++) {
+            ids[i] = (int64_t)(5 + 3 * i);
+            shard[i] = (uint32_t)(i % 2);
+        }
+        rtr_vindex_plan p;
+        assert_int_equal(rtr_vindex_plan_factory("Flat", n, d, 2, &p), RTR_OK);
+        rtr_vindex *v;
+        assert_int_equal(rtr_vindex_create(&p, d, 2, NULL, 0, &v), RTR_OK);
+        assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
+        assert_int_equal(rtr_vindex_rerank(v), -1);
+        assert_int_equal(rtr_vindex_set_rerank(v, RTR_VINDEX_MAX_RERANK + 1), RTR_E_INVALID);
+        /* every vector a candidate: exactly brute force, one query at a time and in a batch */
+        assert_int_equal(rtr_vindex_set_param(v, "rerank", RTR_VINDEX_MAX_RERANK), RTR_OK);
+        float dist[40 * 10], bd[10];
+        int64_t got[40 * 10], want[10];
+        assert_int_equal(rtr_vindex_search(v, nq, q, k, dist, got), RTR_OK);
+        for (size_t i = 0; i < nq; i++) {
+            brute(x, ids, n, d, q + i * d, k, want, bd);
+            for (uint32_t r = 0; r < k; r++) {
+                assert_int_equal(got[i * k + r], want[r]);
+                assert_float_equal(dist[i * k + r], bd[r], 1e-4);
+            }
+        }
+        assert_int_equal(rtr_vindex_set_rerank(v, 128), RTR_OK);
+        double r128 = sq4_recall(v, x, ids, n, d, q, nq, k);
+        assert_int_equal(rtr_vindex_set_rerank(v, (int)k), RTR_OK);
+        double r10 = sq4_recall(v, x, ids, n, d, q, nq, k);
+        assert_int_equal(rtr_vindex_set_rerank(v, 0), RTR_OK);
+        double exact = sq4_recall(v, x, ids, n, d, q, nq, k);
+        print_message("dim %u: recall@10 %.3f with 128 candidates, %.3f with 10, %.3f exact\n", d, r128, r10, exact);
+        assert_true(exact == 1.0);
+        assert_true(r128 >= 0.95);
+        assert_true(r10 < r128);
+        /* added vectors are found (the codes are rebuilt), removed ones never */
+        assert_int_equal(rtr_vindex_set_rerank(v, 128), RTR_OK);
+        assert_int_equal(rtr_vindex_add(v, nq, x + n * d, ids + n, shard + n), RTR_OK);
+        assert_int_equal(rtr_vindex_search(v, nq, x + n * d, 1, dist, got), RTR_OK);
+        for (size_t i = 0; i < nq; i++) assert_int_equal(got[i], ids[n + i]);
+        uint64_t removed;
+        assert_int_equal(rtr_vindex_remove(v, ids + n, nq, &removed), RTR_OK);
+        assert_int_equal(removed, nq);
+        assert_int_equal(rtr_vindex_search(v, nq, x + n * d, k, dist, got), RTR_OK);
+        for (size_t i = 0; i < nq * k; i++) assert_true(got[i] >= 0 && got[i] < ids[n]);
+        rtr_vindex_free(v);
+        free(x);
+        free(q);
+        free(ids);
+        free(shard);
+    }
 }
 
 static void test_ivf_recall_and_bad_factory(void **state) {
@@ -245,6 +327,7 @@ int main(void) {
         cmocka_unit_test(test_exact_equals_brute_force_sharded),
         cmocka_unit_test(test_plans),
         cmocka_unit_test(test_ivf_recall_and_bad_factory),
+        cmocka_unit_test(test_sq4_rerank),
         cmocka_unit_test(test_save_load_corrupt_and_remove),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

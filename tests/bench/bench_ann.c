@@ -87,7 +87,8 @@ int main(int argc, char **argv) {
     rtr_vindex_plan flat;
     rtr_vindex_plan_factory("Flat", st.n_chunks, dim, 1, &flat);
     rtr_vindex *exact;
-    if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact)) bench_die("bench_ann", "exact index");
+    if (rtr_vindex_create(&flat, dim, 1, NULL, 0, &exact) || rtr_vindex_set_rerank(exact, 0))
+        bench_die("bench_ann", "exact index");
     enum { B = 8192 };
     float *all = malloc((size_t)st.n_chunks * dim * sizeof *all);
     int64_t *all_ids = malloc((size_t)st.n_chunks * sizeof *all_ids);
@@ -141,13 +142,18 @@ int main(int argc, char **argv) {
     printf("exact search: %.1f ms per query (batch of %zu)\n", (rtr_now() - t0) * 1e3 / (double)nq, nq);
     rtr_vindex_free(exact);
 
-    /* recall at the default nprobe and around it */
+    /* recall at the default search parameter and around it: nprobe for an
+     * inverted file, re-ranked candidates for a flat index (-1: automatic) */
     uint32_t np0 = rtr_vindex_nprobe(ann);
-    uint32_t probes[] = {np0, 16, 32, 64, 128, 256, 512};
-    printf("\n%-8s %-10s %-10s %-12s\n", "nprobe", "recall@10", "recall@1", "ms/query (batch)");
-    for (size_t p = 0; p < (np0 ? sizeof probes / sizeof *probes : 1); p++) {
-        if (p && probes[p] == np0) continue;
-        if (np0) rtr_vindex_set_nprobe(ann, probes[p]);
+    int rr0 = rtr_vindex_rerank(ann);
+    const char *pname = np0 ? "nprobe" : "rerank";
+    int probes[] = {(int)np0, 16, 32, 64, 128, 256, 512}, reranks[] = {rr0, 0, 16, 32, 64, 256, 512};
+    int *pvals = np0 ? probes : reranks;
+    printf("\n%-8s %-10s %-10s %-12s\n", pname, "recall@10", "recall@1", "ms/query (batch)");
+    for (size_t p = 0; p < sizeof probes / sizeof *probes; p++) {
+        if (p && pvals[p] == pvals[0]) continue;
+        if (rtr_vindex_set_param(ann, pname, pvals[p])) bench_die("bench_ann", "parameter");
+        rtr_vindex_search(ann, 1, qv, K, dist, got);   /* warm-up: builds a flat index's 4-bit codes */
         t0 = rtr_now();
         if (rtr_vindex_search(ann, nq, qv, K, dist, got)) bench_die("bench_ann", "search");
         double ms = (rtr_now() - t0) * 1e3 / (double)nq;
@@ -157,10 +163,10 @@ int main(int argc, char **argv) {
             for (int a = 0; a < K; a++)
                 for (int b = 0; b < K; b++) hit += got[i * K + a] == truth[i * K + b];
         }
-        printf("%-8u %-10.4f %-10.4f %-12.3f%s\n", np0 ? probes[p] : 0, (double)hit / (double)(nq * K),
+        printf("%-8d %-10.4f %-10.4f %-12.3f%s\n", pvals[p], (double)hit / (double)(nq * K),
                (double)top1 / (double)nq, ms, p == 0 ? "  (default)" : "");
     }
-    if (np0) rtr_vindex_set_nprobe(ann, np0);
+    rtr_vindex_set_param(ann, pname, pvals[0]);
 
     /* latency: single queries and batches of 32 (raw FAISS search) */
     double *lat = malloc(nq * sizeof *lat);

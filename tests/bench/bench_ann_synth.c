@@ -8,8 +8,10 @@
  * (x = c + 0.75 g, g ~ N(0, I/d), normalised: cosine about 0.8 to the centre).
  * Queries: half are real chunks with a fifth of their words dropped, half
  * fresh points of the synthetic clusters. Ground truth: exact search.
- * The index is the one rtr_vindex_plan_auto picks for N vectors, at its
- * default nprobe; then a table of nprobe, and shard counts 1 and 2.
+ * The index is the one rtr_vindex_plan_auto picks for N vectors on two shards
+ * (the default from 256 Ki chunks on two cores), at its default settings;
+ * then a table of its search parameter (nprobe for an inverted file, the
+ * re-ranked candidates of a flat one), for shard counts 1 and 2.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -139,15 +141,23 @@ int main(int argc, char **argv) {
         rtr_vindex_plan_factory("Flat", N, d, 1, &p);
         rtr_vindex *ex;
         memset(shard, 0, N * sizeof *shard);
-        if (rtr_vindex_create(&p, d, 1, NULL, 0, &ex) || rtr_vindex_add(ex, N, x, ids, shard)) bench_die("bench_ann_synth", "exact");
+        if (rtr_vindex_create(&p, d, 1, NULL, 0, &ex) || rtr_vindex_add(ex, N, x, ids, shard) ||
+            rtr_vindex_set_rerank(ex, 0))
+            bench_die("bench_ann_synth", "exact");
         double t0 = rtr_now();
         if (rtr_vindex_search(ex, nq, q, K, dist, truth)) bench_die("bench_ann_synth", "exact search");
         printf("exact search: %.1f ms per query in a batch of %zu\n", (rtr_now() - t0) * 1e3 / (double)nq, nq);
         rtr_vindex_free(ex);
     }
     rtr_vindex_plan plan;
-    if (rtr_vindex_plan_auto(N, d, 0, 1, &plan)) bench_die("bench_ann_synth", "plan");
+    if (rtr_vindex_plan_auto(N, d, 0, 2, &plan)) bench_die("bench_ann_synth", "plan");
     printf("automatic choice: %s, nprobe %u (%s)\n", plan.factory, plan.nprobe, plan.why);
+    /* the search parameter and its values, the default first */
+    int ivf = plan.nlist > 0;
+    const char *pname = ivf ? "nprobe" : "rerank";
+    uint32_t ivals[] = {plan.nprobe, 8, 16, 32, 64, 128, 256}, fvals[] = {RTR_VINDEX_RERANK, 16, 32, 64, 256, 512};
+    uint32_t *vals = ivf ? ivals : fvals;
+    size_t nvals = ivf ? sizeof ivals / sizeof *ivals : sizeof fvals / sizeof *fvals;
     float *tr = malloc(plan.train_n * d * sizeof *tr);
     for (uint64_t i = 0; i < plan.train_n; i++) memcpy(tr + i * d, x + (size_t)(i * N / plan.train_n) * d, d * sizeof *tr);
     for (uint32_t S = 1; S <= 2; S++) {
@@ -160,13 +170,14 @@ int main(int argc, char **argv) {
         if (rtr_vindex_add(v, N, x, ids, shard)) bench_die("bench_ann_synth", "add");
         printf("\n%u shard%s: trained on %" PRIu64 " in %.1f s, added in %.1f s\n", S, S > 1 ? "s" : "", plan.train_n,
                ttrain, rtr_now() - t0);
-        printf("%-8s %-10s %-14s %-14s %-12s %-12s\n", "nprobe", "recall@10", "recall (real)", "recall (synth)",
+        printf("%-8s %-10s %-14s %-14s %-12s %-12s\n", pname, "recall@10", "recall (real)", "recall (synth)",
                "single p50", "single p99");
-        uint32_t probes[] = {plan.nprobe, 8, 16, 32, 64, 128, 256};
-        for (size_t pi = 0; pi < sizeof probes / sizeof *probes; pi++) {
-            if (pi && probes[pi] == plan.nprobe) continue;
-            rtr_vindex_set_nprobe(v, probes[pi]);
-            if (rtr_vindex_search(v, nq, q, K, dist, got)) bench_die("bench_ann_synth", "search");
+        for (size_t pi = 0; pi < nvals; pi++) {
+            if (pi && vals[pi] == vals[0]) continue;
+            if (rtr_vindex_set_param(v, pname, vals[pi])) bench_die("bench_ann_synth", "parameter");
+            /* warm-up: the flat shards' 4-bit codes are built by the first search */
+            if (rtr_vindex_search(v, 1, q, K, dist, got) || rtr_vindex_search(v, nq, q, K, dist, got))
+                bench_die("bench_ann_synth", "search");
             double r_all = recall(got, truth, nq), r_real = recall(got, truth, nqt),
                    r_syn = recall(got + nqt * K, truth + nqt * K, nq - nqt);
             for (size_t i = 0; i < nq; i++) {
@@ -175,10 +186,10 @@ int main(int argc, char **argv) {
                 lat[i] = (rtr_now() - s0) * 1e3;
             }
             double p50 = bench_pct(lat, nq, 0.5), p99 = bench_pct(lat, nq, 0.99);
-            printf("%-8u %-10.4f %-14.4f %-14.4f %-12.3f %-12.3f%s\n", probes[pi], r_all, r_real, r_syn, p50, p99,
+            printf("%-8u %-10.4f %-14.4f %-14.4f %-12.3f %-12.3f%s\n", vals[pi], r_all, r_real, r_syn, p50, p99,
                    pi == 0 ? "  (default)" : "");
         }
-        rtr_vindex_set_nprobe(v, plan.nprobe);
+        rtr_vindex_set_param(v, pname, vals[0]);
         size_t nb = nq / 32;
         for (size_t b = 0; b < nb; b++) {
             double s0 = rtr_now();
@@ -186,7 +197,8 @@ int main(int argc, char **argv) {
             lat[b] = (rtr_now() - s0) * 1e3;
         }
         double b50 = bench_pct(lat, nb, 0.5), b99 = bench_pct(lat, nb, 0.99);
-        printf("batches of 32 at the default nprobe: p50 %.2f ms, p99 %.2f ms per batch (%.3f ms per query)\n", b50, b99,
+        printf("batches of 32 at the default %s: p50", pname);
+        printf(" %.2f ms, p99 %.2f ms per batch (%.3f ms per query)\n", b50, b99,
                b50 / 32);
         rtr_vindex_free(v);
     }

@@ -23,7 +23,13 @@ node -e '
   });
   if (!/moon|space/i.test(rs[0].text)) throw new Error("top result is off topic: " + rs[0].text);
 ' || fail "search --json"
-ok "search: ranked results whose byte spans are the source text"
+# through the 4-bit codes with every chunk re-ranked: the exact ranking
+"$RETRO" search kb "the space program and landing on the moon" -k 3 --json --rerank 4096 > rr.jsonl
+[ "$(grep -o '"chunk_id":[0-9]*' rr.jsonl)" = "$(grep -o '"chunk_id":[0-9]*' r.jsonl)" ] || fail "--rerank 4096 differs from exact search"
+"$RETRO" search kb "the space program and landing on the moon" -k 3 --json --rerank 0 > r0.jsonl
+cmp -s r0.jsonl r.jsonl || fail "--rerank 0 is not the exact search"
+expect_fail 2 "rerank must be" "$RETRO" search kb "oil" --rerank 5000
+ok "search: ranked results whose byte spans are the source text; --rerank"
 "$RETRO" search kb "the space program" -k 2 --continuation > human.txt
 grep -q "continuation" human.txt && grep -q "score" human.txt || fail "human output"
 

@@ -1,0 +1,54 @@
+/*
+ * sq4.h - a 4-bit copy of a flat shard's vectors for fast approximate scans.
+ *
+ * Exact search over a large flat shard reads every float of every vector:
+ * 1 GB per query at 1 M vectors of 256 dimensions, about 35 ms at this
+ * project's benchmark machine's memory bandwidth. Lexical (hash) embeddings
+ * are nearly orthogonal, so an inverted file cannot skip most of them
+ * without losing their farther neighbours (docs/benchmarks.md). Instead the
+ * search scans a copy eight times smaller, 4 bits per coordinate, for the R
+ * best candidates by approximate distance, and re-ranks those by the exact
+ * distance over the full vectors (vindex.c).
+ *
+ * Quantizer: per dimension d, 16 levels mean_d + (c - 7.5) * step_d with
+ * step_d = 0.335 sigma_d, the uniform 16-level quantizer of least error for
+ * a Gaussian coordinate (coordinates of unit random-projection vectors are
+ * close to Gaussian); values beyond the extreme levels are clipped. Codes
+ * are packed two per byte: byte b holds dimension 2b in its low nibble and
+ * 2b+1 in its high one.
+ *
+ * Approximate distance of x to a query q: |x|^2 - 2 q.x~ with |x|^2 exact
+ * and x~ the decoded vector (|q|^2 is the same for every x and left out).
+ * The query's weights q_d * step_d are rounded to 8 bits, so the scan is an
+ * integer dot product (AVX2: vpmaddubsw over 64 dimensions per load).
+ */
+#ifndef RTR_SQ4_H
+#define RTR_SQ4_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rtr_sq4 rtr_sq4;
+
+/* Encodes xb (n x dim). NULL when out of memory. */
+rtr_sq4 *rtr_sq4_build(const float *xb, size_t n, uint32_t dim);
+void rtr_sq4_free(rtr_sq4 *s);   /* NULL-safe */
+size_t rtr_sq4_n(const rtr_sq4 *s);
+
+/* The query's integer weights and offset, made once per query. */
+typedef struct rtr_sq4_query {
+    int8_t *w;          /* dim weights, reordered for the scan */
+    float scale;        /* approximate q.x~ = offset + dot(w, codes) / scale */
+    float offset;
+} rtr_sq4_query;
+
+int rtr_sq4_query_init(const rtr_sq4 *s, const float *q, rtr_sq4_query *out);   /* RTR_E_NOMEM */
+void rtr_sq4_query_free(rtr_sq4_query *qq);
+
+/* Scans vectors [lo, hi) and keeps the r best by approximate distance in d
+ * and pos (ascending; FLT_MAX and -1 where empty), given as r-long arrays
+ * that may already hold candidates. */
+void rtr_sq4_scan(const rtr_sq4 *s, const rtr_sq4_query *qq, size_t lo, size_t hi, uint32_t r, float *d,
+                  int64_t *pos);
+
+#endif
