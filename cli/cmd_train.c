@@ -70,6 +70,9 @@ static const char train_usage[] =
     "                        neighbours; validation never gets it (default 0)\n"
     "  --self-anneal         ... with that share falling linearly to 0 at the last step,\n"
     "                        so the last steps see only honest neighbours\n"
+    "  --self-shift S        ... with each self-neighbour cut up to S tokens (0..64) before\n"
+    "                        or after the chunk, as near-duplicates in other documents\n"
+    "                        are, so that it must be found by its text (default 0)\n"
     "  --enc-layers N        (default 2)          --enc-width W  (default width/2)\n"
     "  --enc-heads H         (default heads/2)\n";
 
@@ -107,13 +110,13 @@ static int copy_by_name(rtr_model *dst, rtr_model *src, const char *from) {
 /* The settings a training checkpoint records, so that --resume continues
  * the same run: metadata keys and how to print and parse them. */
 enum { S_SEED, S_BATCH, S_STEPS, S_LR, S_WARMUP, S_WD, S_CLIP, S_VAL, S_SELF, S_ANNEAL, S_EVAL, S_EVALSEQ, S_SAVE,
-       N_SETTINGS };
+       S_SHIFT, N_SETTINGS };
 static const char *SETTING_KEYS[N_SETTINGS] = {"seed",     "batch",           "steps",       "lr",
                                                "warmup",   "weight_decay",    "clip",        "val_frac",
                                                "self_neighbours", "self_anneal", "eval_every", "eval_seqs",
-                                               "save_every"};
+                                               "save_every", "self_shift"};
 
-static void settings_meta(const rtr_train_opts *o, double val_frac, double self_rate, int self_anneal, char sv[][40],
+static void settings_meta(const rtr_train_opts *o, double val_frac, const cli_dataset_opts *d, char sv[][40],
                           const char **kv) {
     snprintf(sv[S_SEED], 40, "%" PRIu64, o->seed);
     snprintf(sv[S_BATCH], 40, "%d", o->B);
@@ -123,8 +126,9 @@ static void settings_meta(const rtr_train_opts *o, double val_frac, double self_
     snprintf(sv[S_WD], 40, "%.9g", o->hp.weight_decay);
     snprintf(sv[S_CLIP], 40, "%.9g", o->hp.clip);
     snprintf(sv[S_VAL], 40, "%.17g", val_frac);
-    snprintf(sv[S_SELF], 40, "%.17g", self_rate);
-    snprintf(sv[S_ANNEAL], 40, "%d", self_anneal);
+    snprintf(sv[S_SELF], 40, "%.17g", d->self_rate);
+    snprintf(sv[S_ANNEAL], 40, "%d", d->self_anneal);
+    snprintf(sv[S_SHIFT], 40, "%d", d->self_shift);
     snprintf(sv[S_EVAL], 40, "%" PRId64, o->eval_every);
     snprintf(sv[S_EVALSEQ], 40, "%" PRId64, o->eval_seqs);
     snprintf(sv[S_SAVE], 40, "%" PRId64, o->save_every);
@@ -136,7 +140,7 @@ static void settings_meta(const rtr_train_opts *o, double val_frac, double self_
 
 /* Reads the recorded settings into o and *val_frac, except those given[i]. */
 static int resume_settings(const rtr_safetensors *st, const char *file, const uint8_t *given, rtr_train_opts *o,
-                           double *val_frac, double *self_rate, int *self_anneal) {
+                           double *val_frac, cli_dataset_opts *d) {
     for (int i = 0; i < N_SETTINGS; i++) {
         const char *v = rtr_st_meta(st, SETTING_KEYS[i]);
         if (!v || given[i]) continue;
@@ -161,11 +165,15 @@ static int resume_settings(const rtr_safetensors *st, const char *file, const ui
             break;
         case S_SELF:
             if (x > 1) return rtr_seterr(RTR_E_CORRUPT, "%s: bad self_neighbours %s", file, v);
-            *self_rate = x;
+            d->self_rate = x;
             break;
         case S_ANNEAL:
             if (x > 1) return rtr_seterr(RTR_E_CORRUPT, "%s: bad self_anneal %s", file, v);
-            *self_anneal = (int)x;
+            d->self_anneal = (int)x;
+            break;
+        case S_SHIFT:
+            if (x > 64) return rtr_seterr(RTR_E_CORRUPT, "%s: bad self_shift %s", file, v);
+            d->self_shift = (int)x;
             break;
         case S_EVAL: o->eval_every = (int64_t)x; break;
         case S_EVALSEQ: o->eval_seqs = (int64_t)x; break;
@@ -185,7 +193,7 @@ static long parse_long(const char *s, long lo, long hi, int *bad) {
 int cmd_train(int argc, char **argv) {
     enum { O_MODE = 256, O_FROM, O_RESUME, O_STEPS, O_BATCH, O_LR, O_WARMUP, O_WD, O_CLIP, O_SEED, O_VAL, O_EVAL,
            O_EVALSEQ, O_SAVE, O_THREADS, O_QUIET, O_JSON, O_CTX, O_WIDTH, O_LAYERS, O_HEADS, O_MLP, O_CCA, O_K,
-           O_ELAYERS, O_EWIDTH, O_EHEADS, O_SELF, O_ANNEAL };
+           O_ELAYERS, O_EWIDTH, O_EHEADS, O_SELF, O_ANNEAL, O_SHIFT };
     static const struct option opts[] = {
         {"mode", 1, 0, O_MODE},         {"from", 1, 0, O_FROM},          {"resume", 0, 0, O_RESUME},
         {"steps", 1, 0, O_STEPS},       {"batch", 1, 0, O_BATCH},        {"lr", 1, 0, O_LR},
@@ -196,7 +204,8 @@ int cmd_train(int argc, char **argv) {
         {"width", 1, 0, O_WIDTH},       {"layers", 1, 0, O_LAYERS},      {"heads", 1, 0, O_HEADS},
         {"mlp", 1, 0, O_MLP},           {"cca", 1, 0, O_CCA},            {"neighbours", 1, 0, O_K},
         {"enc-layers", 1, 0, O_ELAYERS}, {"enc-width", 1, 0, O_EWIDTH},  {"enc-heads", 1, 0, O_EHEADS},
-        {"self-neighbours", 1, 0, O_SELF}, {"self-anneal", 0, 0, O_ANNEAL}, {"output", 1, 0, 'o'},          {"help", 0, 0, 'h'},             {0, 0, 0, 0}};
+        {"self-neighbours", 1, 0, O_SELF}, {"self-anneal", 0, 0, O_ANNEAL}, {"self-shift", 1, 0, O_SHIFT},
+        {"output", 1, 0, 'o'},          {"help", 0, 0, 'h'},             {0, 0, 0, 0}};
     const char *out_dir = NULL, *from = NULL, *mode = "retro", *cca = NULL;
     int resume = 0, quiet = 0, json = 0, threads = 0, bad = 0, c;
     rtr_model_config cfg;
@@ -212,13 +221,12 @@ int cmd_train(int argc, char **argv) {
     to.save_every = 200;
     rtr_adamw_default(&to.hp);
     double val_frac = 0.05;
-    double self_rate = 0;
-    int self_anneal = 0;
-    uint8_t given[O_ANNEAL + 1] = {0};   /* options set on the command line */
+    cli_dataset_opts dopt = {0};   /* the curriculum's settings; the rest is filled in below */
+    uint8_t given[O_SHIFT + 1] = {0};   /* options set on the command line */
     optind = 1;
     int li = -1;
     while ((li = -1, c = getopt_long(argc, argv, "ho:", opts, &li)) != -1) {
-        if (c >= 256 && c <= O_ANNEAL) given[c] = 1;
+        if (c >= 256 && c <= O_SHIFT) given[c] = 1;
         switch (c) {
         case 'h': fputs(train_usage, stdout); return CLI_OK;
         case 'o': out_dir = optarg; break;
@@ -249,8 +257,12 @@ int cmd_train(int argc, char **argv) {
         case O_ELAYERS: cfg.EL = (int)parse_long(optarg, 1, RTR_MODEL_MAX_LAYERS, &bad); break;
         case O_EWIDTH: cfg.EC = (int)parse_long(optarg, 2, 16384, &bad); break;
         case O_EHEADS: cfg.ENH = (int)parse_long(optarg, 1, 1024, &bad); break;
-        case O_SELF: self_rate = strtod(optarg, NULL); bad |= !(self_rate >= 0 && self_rate <= 1); break;
-        case O_ANNEAL: self_anneal = 1; break;
+        case O_SELF:
+            dopt.self_rate = strtod(optarg, NULL);
+            bad |= !(dopt.self_rate >= 0 && dopt.self_rate <= 1);
+            break;
+        case O_ANNEAL: dopt.self_anneal = 1; break;
+        case O_SHIFT: dopt.self_shift = (int)parse_long(optarg, 0, 64, &bad); break;
         default: return cli_usage_error("train", "bad option");
         }
         if (bad) return cli_usage_error("train", "bad value for --%s", li >= 0 ? opts[li].name : "?");
@@ -289,10 +301,10 @@ int cmd_train(int argc, char **argv) {
         if ((rc = rtr_st_load(path, &st)) < 0) goto done;
         /* the run's settings, unless given again */
         const int opt_of[N_SETTINGS] = {O_SEED, O_BATCH, O_STEPS,  O_LR,     O_WARMUP,  O_WD,   O_CLIP,
-                                        O_VAL,  O_SELF,  O_ANNEAL, O_EVAL, O_EVALSEQ, O_SAVE};
+                                        O_VAL,  O_SELF,  O_ANNEAL, O_EVAL, O_EVALSEQ, O_SAVE, O_SHIFT};
         uint8_t given_s[N_SETTINGS];
         for (int i = 0; i < N_SETTINGS; i++) given_s[i] = given[opt_of[i]];
-        if ((rc = resume_settings(st, path, given_s, &to, &val_frac, &self_rate, &self_anneal)) < 0) goto done;
+        if ((rc = resume_settings(st, path, given_s, &to, &val_frac, &dopt)) < 0) goto done;
         if ((rc = rtr_ckpt_from_st(st, path, to.B, 0, 1, &m)) < 0) goto done;
         free(path);
         path = NULL;
@@ -349,7 +361,11 @@ int cmd_train(int argc, char **argv) {
 
     /* the data */
     if (to.retrieval && (rc = rtr_retriever_open(kb, NULL, &r)) < 0) goto done;
-    cli_dataset_opts dopt = {cfg.T, to.retrieval ? cfg.K : 0, val_frac, self_rate, self_anneal, to.seed, !quiet};
+    dopt.T = cfg.T;
+    dopt.K = to.retrieval ? cfg.K : 0;
+    dopt.val_frac = val_frac;
+    dopt.seed = to.seed;
+    dopt.progress = !quiet;
     if ((rc = cli_dataset_build(kb, r, &dopt, &ds)) < 0) goto done;
     int64_t ch[2], docs[2], toks[2];
     for (int s = 0; s < 2; s++) cli_dataset_counts(ds, s, &ch[s], &docs[s], &toks[s]);
@@ -374,7 +390,7 @@ int cmd_train(int argc, char **argv) {
     }
     char sv[N_SETTINGS][40];
     const char *kv[2 * (N_SETTINGS + 2)] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", mode};
-    settings_meta(&to, val_frac, self_rate, self_anneal, sv, kv + 4);
+    settings_meta(&to, val_frac, &dopt, sv, kv + 4);
     rtr_ckpt_meta meta = {kv, N_SETTINGS + 2};
     to.out_dir = out_dir;
     to.meta = &meta;

@@ -29,6 +29,7 @@ struct cli_dataset {
     int T, K, Lc;
     double self_rate;
     int self_anneal;
+    int self_shift;
     double rate_now;    /* the share at the current step */
     uint64_t seed;
     int32_t eod;
@@ -160,6 +161,24 @@ static int self_pick(const cli_dataset *ds, int64_t c) {
     return rtr_unit53(z) < ds->rate_now;
 }
 
+/* The self-neighbour's offset from the chunk's start: uniform in [-S, S]. */
+static int self_delta(const cli_dataset *ds, int64_t c) {
+    if (!ds->self_shift) return 0;
+    uint64_t z = rtr_mix64((uint64_t)c * 0xD1B54A32D192ED03ull ^ (ds->seed + 0x8CB92BA72F3D8DD7ull));
+    return (int)(z % (uint64_t)(2 * ds->self_shift + 1)) - ds->self_shift;
+}
+
+/* nb (R) = chunk c's own document from delta tokens after the chunk's start;
+ * -1 outside the document. Chunks of a document are consecutive in the split
+ * and only its last one is short, so offsets map onto (chunk, token). */
+static void self_neighbour(const split *s, int64_t c, int delta, int32_t *nb) {
+    for (int t = 0; t < R; t++) {
+        int64_t p = (int64_t)delta + t, cc = c + (p >= 0 ? p / M : -((-p + M - 1) / M));
+        int j = (int)(p - (cc - c) * M);
+        nb[t] = cc >= 0 && cc < s->n_chunks && s->doc[cc] == s->doc[c] ? s->tok[(size_t)cc * M + j] : -1;
+    }
+}
+
 static void at_step(void *ctx, int64_t step, int64_t steps) {
     cli_dataset *ds = ctx;
     ds->rate_now = ds->self_anneal && steps > 0 ? ds->self_rate * (1.0 - (double)step / (double)steps) : ds->self_rate;
@@ -192,12 +211,8 @@ static int get_seq(void *ctx, int sp, int64_t i, int32_t *idx, int32_t *targets,
         }
         if (nbr) {
             memcpy(nbr + u * nb, s->nbr + (size_t)c * nb, nb * sizeof *nbr);
-            if (sp == RTR_SPLIT_TRAIN && ds->rate_now > 0 && self_pick(ds, c)) {
-                int32_t *last = nbr + u * nb + (size_t)(ds->K - 1) * R;
-                memcpy(last, tk, M * sizeof *last);
-                int cont = c + 1 < s->n_chunks && s->doc[c + 1] == s->doc[c];
-                for (int j = 0; j < M; j++) last[M + j] = cont ? s->tok[(size_t)(c + 1) * M + j] : -1;
-            }
+            if (sp == RTR_SPLIT_TRAIN && ds->rate_now > 0 && self_pick(ds, c))
+                self_neighbour(s, c, self_delta(ds, c), nbr + u * nb + (size_t)(ds->K - 1) * R);
         }
     }
     *bytes = by;
@@ -216,6 +231,7 @@ int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, c
     ds->K = o->K;
     ds->self_rate = ds->rate_now = o->self_rate;
     ds->self_anneal = o->self_anneal;
+    ds->self_shift = o->self_shift;
     ds->seed = o->seed;
     ds->V = (int)rtr_tokenizer_vocab_size(tk);
     ds->eod = (int32_t)rtr_tokenizer_eod(tk);

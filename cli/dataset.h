@@ -25,6 +25,15 @@
  * never get it. With self_anneal the share at step s of S is
  * self_rate * (1 - s / S): the last steps see honest neighbours only, so the
  * model learns when not to trust a neighbour as well.
+ *
+ * self_shift S > 0 (`--self-shift S`): the self-neighbour is the chunk's own
+ * document read from d tokens after the chunk's start (d drawn from (seed,
+ * chunk), uniform in [-S, S]; tokens outside the document are -1), so the
+ * answer sits d positions away from the aligned one. A near-duplicate that
+ * retrieval finds in another document (a licence, a template) is the same
+ * text cut at another offset, up to half a chunk away; aligned self-neighbours
+ * teach only the fixed-offset copy, shifted ones teach finding the matching
+ * text and reading on from there.
  */
 #ifndef RTR_CLI_DATASET_H
 #define RTR_CLI_DATASET_H
@@ -43,6 +52,7 @@ typedef struct cli_dataset_opts {
     double val_frac;    /* share of documents held out */
     double self_rate;   /* share of training chunks whose last neighbour is their own text (see below) */
     int self_anneal;    /* 1: that share falls linearly from self_rate at step 0 to 0 at the last step */
+    int self_shift;     /* 0..64: the self-neighbour starts up to this many tokens before or after the chunk */
     uint64_t seed;      /* which chunks those are */
     int progress;
 } cli_dataset_opts;

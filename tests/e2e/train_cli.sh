@@ -38,6 +38,11 @@ grep -aq '"self_anneal":"0"' selfn/train.safetensors || fail "self_anneal record
 grep -aq '"self_anneal":"1"' selfa/train.safetensors || fail "self_anneal lost on --resume"
 grep -aq '"eval_seqs":"4"' selfa/train.safetensors || fail "eval_seqs not kept by --resume"
 ok "the annealed curriculum trains, is recorded and survives --resume"
+"$RETRO" train kb -o selfs --steps 2 --self-neighbours 0.5 --self-shift 32 "${tiny[@]}" >/dev/null 2>&1
+grep -aq '"self_shift":"32"' selfs/train.safetensors || fail "self_shift not recorded"
+"$RETRO" train kb -o selfs --resume --steps 3 >/dev/null 2>&1 || fail "resuming a shifted run failed"
+grep -aq '"self_shift":"32"' selfs/train.safetensors || fail "self_shift lost on --resume"
+ok "the shifted curriculum trains, is recorded and survives --resume"
 
 # RETRO-fitting: the decoder's tensors are the baseline's, bit for bit
 "$RETRO" train kb -o fit --mode fit --from base --steps 4 "${tiny[@]}" --json > fit.json
@@ -73,6 +78,7 @@ expect_fail 2 "required" "$RETRO" train kb --steps 2
 expect_fail 1 "multiple of" "$RETRO" train kb -o x --context 100 --steps 2 --mode baseline
 expect_fail 1 "already has cross-attention" "$RETRO" train kb -o x --mode fit --from retro --steps 2
 expect_fail 2 "self-neighbours" "$RETRO" train kb -o x --self-neighbours 1.5 --steps 2
+expect_fail 2 "self-shift" "$RETRO" train kb -o x --self-shift 65 --steps 2
 head -c 1000 base/model.safetensors > trunc.safetensors
 expect_fail 1 "trunc.safetensors" "$RETRO" train kb -o x --mode fit --from trunc.safetensors --steps 2
 expect_fail 1 "no training checkpoint" "$RETRO" train kb -o nothing --resume --steps 2
