@@ -90,9 +90,11 @@ int cmd_ask(int argc, char **argv) {
     rtr_hits hits = {0};
     rtr_buf prompt = {0};
     cli_gen_result res = {0};
-    int rc = cli_load_model(dir, NULL, 1, 0, &m, &tok, &hash);
+    uint32_t align = 0;
+    int rc = cli_load_model(dir, NULL, 1, 0, &m, &tok, &hash, &align);
     if (!rc) rc = cli_nbr_open(&nb, kb, hash, rtr_model_cfg(m)->K);
     nb.min_score = min_score;
+    nb.align = align;
     rtr_search_opts so = {NULL, 0, 1};
     if (!rc) rc = rtr_retriever_search(nb.r, question, strlen(question), (uint32_t)k, &so, &hits);
     if (rc) goto done;

@@ -77,6 +77,8 @@ typedef struct run {
 typedef struct ev {
     rtr_model *models[MAX_MODELS];
     const char *paths[MAX_MODELS];
+    uint32_t align[MAX_MODELS];   /* each model's neighbour alignment (cli/nbr.h; 0: the paper's) */
+    uint32_t align_run;           /* the one that the aligning models share (0: none aligns) */
     int n_models;
     run runs[(MAX_SCORES + 1) * MAX_MODELS];
     int n_runs;
@@ -115,15 +117,17 @@ static double token_nats(const float *lg, int V, int32_t target) {
 }
 
 /* Evaluates one document x (n tokens) whose chunks have neighbours nbr
- * (n_chunks, kk, NL) with scores sc (n_chunks, kk) and overlaps ov (n_chunks). */
-static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, const float *sc, int kk, const double *ov,
-                    int stride) {
+ * (n_chunks, kk, NL), the same aligned in nbr_al (NULL if no model aligns),
+ * with scores sc (n_chunks, kk) and overlaps ov (n_chunks). */
+static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr_paper, const int32_t *nbr_al,
+                    const float *sc, int kk, const double *ov, int stride) {
     int64_t nch = (n + CH - 1) / CH;
     double *cn = rtr_calloc((size_t)nch, sizeof *cn), *cb = rtr_calloc((size_t)nch, sizeof *cb);
     int rc = cn && cb ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
     for (int ri = 0; !rc && ri < e->n_runs; ri++) {
         run *r = &e->runs[ri];
         rtr_model *m = e->models[r->model];
+        const int32_t *nbr = e->align[r->model] ? nbr_al : nbr_paper;
         const rtr_model_config *c = rtr_model_cfg(m);
         int T = c->T, Lc = T / CH, S = stride > 0 ? stride : (T / 2 / CH) * CH;
         if (S < CH) S = CH;
@@ -201,14 +205,16 @@ static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, cons
 }
 
 /* Neighbours (k each) of every chunk of x, their scores and the chunks' overlaps. */
-static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk, int32_t **nbr_out, float **sc_out,
-                      double **ov_out) {
+static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk, int32_t **nbr_out,
+                      int32_t **al_out, float **sc_out, double **ov_out) {
     int64_t nch = (n + CH - 1) / CH;
     int32_t *chunks = rtr_malloc((size_t)nch * CH * sizeof *chunks);
     int32_t *nbr = rtr_malloc((size_t)nch * kk * NL * sizeof *nbr);
+    int32_t *al = e->align_run ? rtr_malloc((size_t)nch * kk * NL * sizeof *al) : NULL;
     float *sc = rtr_malloc((size_t)nch * kk * sizeof *sc);
     double *ov = rtr_malloc((size_t)nch * sizeof *ov);
-    int rc = chunks && nbr && sc && ov ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
+    int rc = chunks && nbr && sc && ov && (al || !e->align_run) ? RTR_OK
+                                                                : rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
     for (int64_t i = 0; !rc && i < nch * CH; i++) chunks[i] = i < n ? x[i] : 0;
     e->nb.K = kk;
     e->nb.exclude_doc = e->leak ? 0 : self;
@@ -216,7 +222,7 @@ static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk,
     for (int64_t lo = 0; !rc && lo < nch; lo += 1024) {
         int cnt = (int)(nch - lo < 1024 ? nch - lo : 1024);
         rc = cli_nbr_retrieve_scored(&e->nb, chunks + lo * CH, cnt, lo, nbr + (size_t)lo * kk * NL,
-                                     sc + (size_t)lo * kk);
+                                     sc + (size_t)lo * kk, al ? al + (size_t)lo * kk * NL : NULL, e->align_run);
     }
     for (int64_t u = 0; !rc && u < nch; u++) {
         int len = (int)(n - u * CH < CH ? n - u * CH : CH), best = 0;
@@ -231,11 +237,13 @@ static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk,
     rtr_free(chunks);
     if (rc) {
         rtr_free(nbr);
+        rtr_free(al);
         rtr_free(sc);
         rtr_free(ov);
         return rc;
     }
     *nbr_out = nbr;
+    *al_out = al;
     *sc_out = sc;
     *ov_out = ov;
     return RTR_OK;
@@ -245,8 +253,9 @@ static int neighbours(ev *e, const int32_t *x, int64_t n, uint64_t self, int kk,
 static const char *retrieval_label(const ev *e, const run *r, char *buf, size_t cap) {
     if (!rtr_model_cfg(e->models[r->model])->n_cca) return "-";
     if (!r->retrieval) return "off";
-    if (r->min_score == CLI_NO_MIN_SCORE) return "on";
-    snprintf(buf, cap, "on>=%.3g", r->min_score);
+    int al = e->align[r->model] != 0;
+    if (r->min_score == CLI_NO_MIN_SCORE) return al ? "aligned" : "on";
+    snprintf(buf, cap, "%s>=%.3g", al ? "al" : "on", r->min_score);
     return buf;
 }
 
@@ -258,7 +267,8 @@ static void print_results(ev *e, int json, int64_t docs) {
             double bpb = r->nats / log(2.0) / r->bytes, ppl = exp(r->nats / (double)r->tokens);
             printf("%s{\"model\":", i ? "," : "");
             cli_json_string(stdout, e->paths[r->model], strlen(e->paths[r->model]));
-            printf(",\"retrieval\":%s,\"min_score\":", r->retrieval ? "true" : "false");
+            printf(",\"retrieval\":%s,\"aligned\":%s,\"min_score\":", r->retrieval ? "true" : "false",
+                   r->retrieval && e->align[r->model] ? "true" : "false");
             if (r->retrieval && r->min_score != CLI_NO_MIN_SCORE) printf("%.6g", r->min_score);
             else printf("null");
             printf(",\"neighbours_read\":");
@@ -289,6 +299,9 @@ static void print_results(ev *e, int json, int64_t docs) {
                exp(r->nats / (double)r->tokens), r->nats / log(2.0) / r->bytes);
     }
     printf("(read: the share of the retrieved neighbours the model was given)\n");
+    if (e->align_run)
+        printf("(aligned: each neighbour re-cut to line up with its chunk where they share %u or more tokens in a "
+               "row, as the model was trained)\n", e->align_run);
     printf("\nleakage filter: bpb over the chunks whose overlap with their %d nearest neighbours is <= alpha\n",
            LEAK_K);
     printf("%-8s %8s", "alpha", "chunks");
@@ -370,10 +383,16 @@ int cmd_eval(int argc, char **argv) {
     size_t n_ex = 0;
     int64_t docs = 0;
     rtr_encoder *enc = NULL;
-    for (int i = 0; !rc && i < e.n_models; i++) rc = cli_load_model(e.paths[i], NULL, EVAL_BATCH, 0, &e.models[i], &toks[i], &hashes[i]);
-    for (int i = 1; !rc && i < e.n_models; i++)
-        if (strcmp(hashes[i], hashes[0]))
+    for (int i = 0; !rc && i < e.n_models; i++)
+        rc = cli_load_model(e.paths[i], NULL, EVAL_BATCH, 0, &e.models[i], &toks[i], &hashes[i], &e.align[i]);
+    for (int i = 0; !rc && i < e.n_models; i++) {
+        if (i && strcmp(hashes[i], hashes[0]))
             rc = rtr_seterr(RTR_E_MISMATCH, "%s and %s use different tokenizers", e.paths[0], e.paths[i]);
+        else if (e.align[i] && e.align_run && e.align[i] != e.align_run)
+            rc = rtr_seterr(RTR_E_MISMATCH, "%s aligns neighbours at runs of %u tokens, another model at %u: "
+                            "evaluate them separately", e.paths[i], e.align[i], e.align_run);
+        else if (e.align[i] && rtr_model_cfg(e.models[i])->n_cca) e.align_run = e.align[i];
+    }
     if (!rc) rc = cli_nbr_open(&e.nb, kb, hashes[0], LEAK_K);
     if (rc) goto done;
     e.tok = toks[0];
@@ -468,12 +487,13 @@ int cmd_eval(int argc, char **argv) {
             }
         }
         if (!rc && n >= 2) {
-            int32_t *nbr = NULL;
+            int32_t *nbr = NULL, *al = NULL;
             float *sc = NULL;
             double *ov = NULL;
-            rc = neighbours(&e, x, n, self, kk, &nbr, &sc, &ov);
-            if (!rc) rc = eval_doc(&e, x, n, nbr, sc, kk, ov, stride);
+            rc = neighbours(&e, x, n, self, kk, &nbr, &al, &sc, &ov);
+            if (!rc) rc = eval_doc(&e, x, n, nbr, al, sc, kk, ov, stride);
             rtr_free(nbr);
+            rtr_free(al);
             rtr_free(sc);
             rtr_free(ov);
             docs++;

@@ -106,7 +106,8 @@ int cmd_generate(int argc, char **argv) {
     cli_nbr nb = {0};
     rtr_session *s = NULL;
     cli_gen_result res = {0};
-    if ((rc = cli_load_model(dir, tokp, 1, 0, &m, &tok, &hash))) goto done;
+    uint32_t align = 0;
+    if ((rc = cli_load_model(dir, tokp, 1, 0, &m, &tok, &hash, &align))) goto done;
     int retro = rtr_model_cfg(m)->n_cca > 0 && !noret;
     if (retro && !kb) {
         rc = rtr_seterr(RTR_E_INVALID, "%s is a RETRO model: give --kb KB to retrieve from, or --no-retrieval", dir);
@@ -115,6 +116,7 @@ int cmd_generate(int argc, char **argv) {
     if (retro && (rc = cli_nbr_open(&nb, kb, hash, rtr_model_cfg(m)->K))) goto done;
     nb.show = show ? stderr : NULL;
     nb.min_score = min_score;
+    nb.align = align;
     if ((rc = rtr_session_new(m, &s))) goto done;
     if (retro) rtr_session_set_retrieval(s, cli_nbr_retrieve, &nb);
     go.stream = json ? NULL : stdout;

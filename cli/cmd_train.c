@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "cli/dataset.h"
+#include "cli/nbr.h"
 #include "index/kb.h"
 #include "lib/alloc.h"
 #include "lib/io.h"
@@ -70,6 +71,9 @@ static const char train_usage[] =
     "                        neighbours; validation never gets it (default 0)\n"
     "  --self-anneal         ... with that share falling linearly to 0 at the last step,\n"
     "                        so the last steps see only honest neighbours\n"
+    "  --align               neighbours re-cut to line up with their chunk where they share\n"
+    "                        a run of 8 or more tokens (not the paper's rule; eval, generate\n"
+    "                        and ask retrieve the same way for the model)\n"
     "  --self-shift S        ... with each self-neighbour cut up to S tokens (0..64) before\n"
     "                        or after the chunk, as near-duplicates in other documents\n"
     "                        are, so that it must be found by its text (default 0)\n"
@@ -110,11 +114,11 @@ static int copy_by_name(rtr_model *dst, rtr_model *src, const char *from) {
 /* The settings a training checkpoint records, so that --resume continues
  * the same run: metadata keys and how to print and parse them. */
 enum { S_SEED, S_BATCH, S_STEPS, S_LR, S_WARMUP, S_WD, S_CLIP, S_VAL, S_SELF, S_ANNEAL, S_EVAL, S_EVALSEQ, S_SAVE,
-       S_SHIFT, N_SETTINGS };
+       S_SHIFT, S_ALIGN, N_SETTINGS };
 static const char *SETTING_KEYS[N_SETTINGS] = {"seed",     "batch",           "steps",       "lr",
                                                "warmup",   "weight_decay",    "clip",        "val_frac",
                                                "self_neighbours", "self_anneal", "eval_every", "eval_seqs",
-                                               "save_every", "self_shift"};
+                                               "save_every", "self_shift", "align"};
 
 static void settings_meta(const rtr_train_opts *o, double val_frac, const cli_dataset_opts *d, char sv[][40],
                           const char **kv) {
@@ -129,6 +133,7 @@ static void settings_meta(const rtr_train_opts *o, double val_frac, const cli_da
     snprintf(sv[S_SELF], 40, "%.17g", d->self_rate);
     snprintf(sv[S_ANNEAL], 40, "%d", d->self_anneal);
     snprintf(sv[S_SHIFT], 40, "%d", d->self_shift);
+    snprintf(sv[S_ALIGN], 40, "%u", d->align);
     snprintf(sv[S_EVAL], 40, "%" PRId64, o->eval_every);
     snprintf(sv[S_EVALSEQ], 40, "%" PRId64, o->eval_seqs);
     snprintf(sv[S_SAVE], 40, "%" PRId64, o->save_every);
@@ -175,6 +180,9 @@ static int resume_settings(const rtr_safetensors *st, const char *file, const ui
             if (x > 64) return rtr_seterr(RTR_E_CORRUPT, "%s: bad self_shift %s", file, v);
             d->self_shift = (int)x;
             break;
+        case S_ALIGN:
+            if (cli_align_meta(v, file, &d->align) < 0) return RTR_E_CORRUPT;
+            break;
         case S_EVAL: o->eval_every = (int64_t)x; break;
         case S_EVALSEQ: o->eval_seqs = (int64_t)x; break;
         case S_SAVE: o->save_every = (int64_t)x; break;
@@ -193,7 +201,7 @@ static long parse_long(const char *s, long lo, long hi, int *bad) {
 int cmd_train(int argc, char **argv) {
     enum { O_MODE = 256, O_FROM, O_RESUME, O_STEPS, O_BATCH, O_LR, O_WARMUP, O_WD, O_CLIP, O_SEED, O_VAL, O_EVAL,
            O_EVALSEQ, O_SAVE, O_THREADS, O_QUIET, O_JSON, O_CTX, O_WIDTH, O_LAYERS, O_HEADS, O_MLP, O_CCA, O_K,
-           O_ELAYERS, O_EWIDTH, O_EHEADS, O_SELF, O_ANNEAL, O_SHIFT };
+           O_ELAYERS, O_EWIDTH, O_EHEADS, O_SELF, O_ANNEAL, O_SHIFT, O_ALIGN };
     static const struct option opts[] = {
         {"mode", 1, 0, O_MODE},         {"from", 1, 0, O_FROM},          {"resume", 0, 0, O_RESUME},
         {"steps", 1, 0, O_STEPS},       {"batch", 1, 0, O_BATCH},        {"lr", 1, 0, O_LR},
@@ -205,6 +213,7 @@ int cmd_train(int argc, char **argv) {
         {"mlp", 1, 0, O_MLP},           {"cca", 1, 0, O_CCA},            {"neighbours", 1, 0, O_K},
         {"enc-layers", 1, 0, O_ELAYERS}, {"enc-width", 1, 0, O_EWIDTH},  {"enc-heads", 1, 0, O_EHEADS},
         {"self-neighbours", 1, 0, O_SELF}, {"self-anneal", 0, 0, O_ANNEAL}, {"self-shift", 1, 0, O_SHIFT},
+        {"align", 0, 0, O_ALIGN},
         {"output", 1, 0, 'o'},          {"help", 0, 0, 'h'},             {0, 0, 0, 0}};
     const char *out_dir = NULL, *from = NULL, *mode = "retro", *cca = NULL;
     int resume = 0, quiet = 0, json = 0, threads = 0, bad = 0, c;
@@ -222,11 +231,11 @@ int cmd_train(int argc, char **argv) {
     rtr_adamw_default(&to.hp);
     double val_frac = 0.05;
     cli_dataset_opts dopt = {0};   /* the curriculum's settings; the rest is filled in below */
-    uint8_t given[O_SHIFT + 1] = {0};   /* options set on the command line */
+    uint8_t given[O_ALIGN + 1] = {0};   /* options set on the command line */
     optind = 1;
     int li = -1;
     while ((li = -1, c = getopt_long(argc, argv, "ho:", opts, &li)) != -1) {
-        if (c >= 256 && c <= O_SHIFT) given[c] = 1;
+        if (c >= 256 && c <= O_ALIGN) given[c] = 1;
         switch (c) {
         case 'h': fputs(train_usage, stdout); return CLI_OK;
         case 'o': out_dir = optarg; break;
@@ -263,6 +272,7 @@ int cmd_train(int argc, char **argv) {
             break;
         case O_ANNEAL: dopt.self_anneal = 1; break;
         case O_SHIFT: dopt.self_shift = (int)parse_long(optarg, 0, 64, &bad); break;
+        case O_ALIGN: dopt.align = CLI_ALIGN_MIN_RUN; break;
         default: return cli_usage_error("train", "bad option");
         }
         if (bad) return cli_usage_error("train", "bad value for --%s", li >= 0 ? opts[li].name : "?");
@@ -301,7 +311,7 @@ int cmd_train(int argc, char **argv) {
         if ((rc = rtr_st_load(path, &st)) < 0) goto done;
         /* the run's settings, unless given again */
         const int opt_of[N_SETTINGS] = {O_SEED, O_BATCH, O_STEPS,  O_LR,     O_WARMUP,  O_WD,   O_CLIP,
-                                        O_VAL,  O_SELF,  O_ANNEAL, O_EVAL, O_EVALSEQ, O_SAVE, O_SHIFT};
+                                        O_VAL,  O_SELF,  O_ANNEAL, O_EVAL, O_EVALSEQ, O_SAVE, O_SHIFT, O_ALIGN};
         uint8_t given_s[N_SETTINGS];
         for (int i = 0; i < N_SETTINGS; i++) given_s[i] = given[opt_of[i]];
         if ((rc = resume_settings(st, path, given_s, &to, &val_frac, &dopt)) < 0) goto done;

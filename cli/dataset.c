@@ -30,6 +30,7 @@ struct cli_dataset {
     double self_rate;
     int self_anneal;
     int self_shift;
+    uint32_t align;
     double rate_now;    /* the share at the current step */
     uint64_t seed;
     int32_t eod;
@@ -139,6 +140,8 @@ static int find_neighbours(cli_dataset *ds, rtr_retriever *r, int progress) {
             }
             rc = rtr_retriever_neighbours(r, q, nt, n, (uint32_t)ds->K, s->doc + lo, ex, n_ex, ids, NULL, tok,
                                           UINT32_MAX);
+            if (!rc && ds->align)
+                rc = rtr_retriever_align(r, q, nt, n, (uint32_t)ds->K, ids, ds->align, tok, UINT32_MAX, NULL);
             size_t nn = n * ds->K * R;
             int32_t *dst = s->nbr + (size_t)lo * ds->K * R;
             for (size_t i = 0; !rc && i < nn; i++) dst[i] = tok[i] == UINT32_MAX ? -1 : (int32_t)tok[i];
@@ -232,6 +235,7 @@ int cli_dataset_build(rtr_kb *kb, rtr_retriever *r, const cli_dataset_opts *o, c
     ds->self_rate = ds->rate_now = o->self_rate;
     ds->self_anneal = o->self_anneal;
     ds->self_shift = o->self_shift;
+    ds->align = o->align;
     ds->seed = o->seed;
     ds->V = (int)rtr_tokenizer_vocab_size(tk);
     ds->eod = (int32_t)rtr_tokenizer_eod(tk);

@@ -14,7 +14,8 @@
  * Neighbours (retrieval modes): for every chunk, the K nearest chunks of the
  * knowledge base with their continuations, never from the chunk's own
  * document (the paper's rule) and never from a validation document (so
- * validation text is never seen through retrieval either).
+ * validation text is never seen through retrieval either). With align > 0
+ * every neighbour is re-cut to line up with its chunk (rtr_retriever_align).
  *
  * self_rate > 0 (`retro train --self-neighbours P`; DEVIATION from the paper,
  * off by default): for that share of training chunks, drawn from (seed,
@@ -53,6 +54,8 @@ typedef struct cli_dataset_opts {
     double self_rate;   /* share of training chunks whose last neighbour is their own text (see below) */
     int self_anneal;    /* 1: that share falls linearly from self_rate at step 0 to 0 at the last step */
     int self_shift;     /* 0..64: the self-neighbour starts up to this many tokens before or after the chunk */
+    uint32_t align;     /* > 0: neighbours aligned with their chunk at runs of at least this many tokens
+                         * (rtr_retriever_align; 0: the paper's) */
     uint64_t seed;      /* which chunks those are */
     int progress;
 } cli_dataset_opts;

@@ -76,40 +76,63 @@ int cli_parse_min_score(const char *s, float *out) {
 }
 
 int cli_nbr_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
-    return cli_nbr_retrieve_scored(ctx, chunks, n, first, nbr, NULL);
+    cli_nbr *c = ctx;
+    return cli_nbr_retrieve_scored(c, chunks, n, first, c->align ? NULL : nbr, NULL, c->align ? nbr : NULL, c->align);
 }
 
-int cli_nbr_retrieve_scored(cli_nbr *c, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score) {
+/* dst (nk * R) = tok with UINT32_MAX as -1; neighbours scoring below min_score withheld. */
+static void put_tokens(int32_t *dst, const uint32_t *tok, const float *s, size_t nk, float min_score) {
+    for (size_t i = 0; i < nk; i++)
+        for (int t = 0; t < R; t++)
+            dst[i * R + t] = s[i] < min_score || tok[i * R + t] == UINT32_MAX ? -1 : (int32_t)tok[i * R + t];
+}
+
+int cli_nbr_retrieve_scored(cli_nbr *c, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score,
+                            int32_t *aligned, uint32_t align_run) {
     size_t nk = (size_t)n * c->K;
     uint32_t *q = rtr_malloc((size_t)n * M * sizeof *q), *tok = rtr_malloc(nk * R * sizeof *tok);
     uint64_t *self = rtr_malloc((size_t)n * sizeof *self);
     int64_t *ids = rtr_malloc(nk * sizeof *ids);
-    float *dist = rtr_malloc(nk * sizeof *dist);
-    int rc = q && tok && self && ids && dist ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
+    float *dist = rtr_malloc(nk * sizeof *dist), *s = rtr_malloc(nk * sizeof *s);
+    int rc = q && tok && self && ids && dist && s ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
     for (size_t i = 0; !rc && i < (size_t)n * M; i++) q[i] = (uint32_t)chunks[i];
     for (int i = 0; !rc && i < n; i++) self[i] = c->exclude_doc;
     if (!rc)
         rc = rtr_retriever_neighbours(c->r, q, NULL, (size_t)n, (uint32_t)c->K, c->exclude_doc ? self : NULL,
                                       c->exclude, c->n_exclude, ids, dist, tok, UINT32_MAX);
-    for (size_t i = 0; !rc && i < nk; i++) {   /* withhold the neighbours scoring below min_score */
-        float s = ids[i] < 0 ? NAN : 1 - dist[i] / 2;
-        if (score) score[i] = s;
-        if (ids[i] >= 0 && s < c->min_score)
-            for (int t = 0; t < R; t++) tok[i * R + t] = UINT32_MAX;
+    for (size_t i = 0; !rc && i < nk; i++) {
+        s[i] = ids[i] < 0 ? NAN : 1 - dist[i] / 2;
+        if (score) score[i] = s[i];
     }
-    for (size_t i = 0; !rc && i < nk * R; i++) nbr[i] = tok[i] == UINT32_MAX ? -1 : (int32_t)tok[i];
+    if (!rc && nbr) put_tokens(nbr, tok, s, nk, c->min_score);
     for (int i = 0; !rc && c->show && i < n; i++) show(c, first + i, ids + (size_t)i * c->K, dist + (size_t)i * c->K,
                                                        tok + (size_t)i * c->K * R);
+    if (!rc && aligned) {
+        rc = rtr_retriever_align(c->r, q, NULL, (size_t)n, (uint32_t)c->K, ids, align_run ? align_run : 1, tok,
+                                 UINT32_MAX, NULL);
+        if (!rc) put_tokens(aligned, tok, s, nk, c->min_score);
+    }
     rtr_free(q);
     rtr_free(tok);
     rtr_free(self);
     rtr_free(ids);
     rtr_free(dist);
+    rtr_free(s);
     return rc;
 }
 
+int cli_align_meta(const char *v, const char *file, uint32_t *align) {
+    *align = 0;
+    if (!v) return RTR_OK;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < 0 || x > M) return rtr_seterr(RTR_E_CORRUPT, "%s: bad align \"%s\"", file, v);
+    *align = (uint32_t)x;
+    return RTR_OK;
+}
+
 int cli_load_model(const char *dir, const char *tok_path, int max_B, int T, rtr_model **m, rtr_tokenizer **tok,
-                   char **tok_hash) {
+                   char **tok_hash, uint32_t *align) {
     *m = NULL;
     *tok = NULL;
     *tok_hash = NULL;
@@ -134,6 +157,9 @@ int cli_load_model(const char *dir, const char *tok_path, int max_B, int T, rtr_
                             rtr_tokenizer_vocab_size(*tok), rtr_model_cfg(*m)->V);
         else if (!(*tok_hash = strdup(hex))) rc = rtr_seterr(RTR_E_NOMEM, "out of memory");
     }
+    uint32_t al = 0;
+    if (!rc) rc = cli_align_meta(rtr_st_meta(st, "align"), dir, &al);
+    if (align) *align = al;
     if (rc) {
         rtr_model_free(*m);
         rtr_tokenizer_free(*tok);

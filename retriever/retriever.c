@@ -335,3 +335,69 @@ int rtr_retriever_neighbours(rtr_retriever *r, const uint32_t *chunks, const uin
     rtr_free(d);
     return rc;
 }
+
+/* --- aligned neighbours ---------------------------------------------------------------------------- */
+#define M RTR_CHUNK_TOKENS
+#define WIN (4 * M)   /* the chunk before the neighbour, the neighbour, and the two after it */
+
+/* w (WIN): chunks id-1 .. id+2 of id's document, pad where there is none. */
+static int align_window(rtr_store_txn *t, uint64_t id, uint32_t pad, uint32_t *w) {
+    for (int i = 0; i < WIN; i++) w[i] = pad;
+    rtr_chunk c0, c;
+    int rc = rtr_store_get_chunk(t, id, &c0);
+    if (rc) return rc;
+    for (int j = -1; j <= 2; j++) {
+        if (j < 0 && c0.seq == 0) continue;
+        if (j == 0) c = c0;
+        else if ((rc = rtr_store_get_chunk(t, id + (uint64_t)(int64_t)j, &c)) == RTR_E_NOTFOUND) continue;
+        else if (rc) return rc;
+        if (c.doc_id != c0.doc_id || c.seq != c0.seq + (uint32_t)j) continue;
+        memcpy(w + (j + 1) * M, c.tokens, c.n_tokens * sizeof *w);
+        if (j >= 0 && (c.flags & RTR_CHUNK_LAST)) break;
+    }
+    return RTR_OK;
+}
+
+/* The shift of the longest run of q (nq) equal to w[M + d + j] (see rtr_retriever_align). */
+static int best_shift(const uint32_t *q, uint32_t nq, const uint32_t *w, uint32_t pad, uint32_t min_run) {
+    int best_d = 0, best_len = 0, best_end = 0, at0 = 0;
+    for (int d = -(M - 1); d < M; d++) {
+        int run = 0;
+        for (int j = 0; j < (int)nq; j++) {
+            uint32_t x = w[M + d + j];
+            run = x != pad && x == q[j] ? run + 1 : 0;
+            if (!run) continue;
+            if (d == 0 && run > at0) at0 = run;
+            if (run > best_len || (run == best_len && (j > best_end || (j == best_end && abs(d) < abs(best_d))))) {
+                best_len = run;
+                best_end = j;
+                best_d = d;
+            }
+        }
+    }
+    return best_len >= (int)min_run && best_len > at0 ? best_d : 0;
+}
+
+int rtr_retriever_align(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n, uint32_t k,
+                        const int64_t *ids, uint32_t min_run, uint32_t *tokens, uint32_t pad, int32_t *shifts) {
+    if (min_run < 1) return rtr_seterr(RTR_E_INVALID, "alignment: min_run must be at least 1");
+    rtr_store_txn *t = NULL;
+    int rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    uint32_t w[WIN];
+    for (size_t i = 0; !rc && i < n * k; i++) {
+        if (shifts) shifts[i] = 0;
+        if (ids[i] < 0) continue;
+        const uint32_t *q = chunks + i / k * M;
+        uint32_t nq = n_tokens ? n_tokens[i / k] : M;
+        if (nq > M) {
+            rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has %u tokens", i / k, nq);
+            break;
+        }
+        if ((rc = align_window(t, (uint64_t)ids[i], pad, w)) < 0) break;
+        int d = best_shift(q, nq, w, pad, min_run);
+        memcpy(tokens + i * 2 * M, w + M + d, 2 * M * sizeof *tokens);
+        if (shifts) shifts[i] = d;
+    }
+    rtr_store_txn_end(t);
+    return rc;
+}

@@ -83,4 +83,21 @@ int rtr_retriever_neighbours(rtr_retriever *r, const uint32_t *chunks, const uin
                              uint32_t k, const uint64_t *exclude_doc, const uint64_t *exclude, size_t n_exclude,
                              int64_t *ids, float *dist, uint32_t *tokens, uint32_t pad);
 
+/* Neighbours re-cut to line up with their query chunks (`retro train
+ * --align`; DEVIATION from the paper, whose neighbour is always a stored chunk
+ * and the chunk after it). A near-duplicate in another document (a licence, a
+ * template, a quotation) holds the query's text at another offset from its
+ * chunk boundaries, so the token that continues the query sits up to half a
+ * chunk away from the one aligned with it. For every neighbour ids[i] of
+ * query chunk i / k, tokens (n x k x 2*64, as rtr_retriever_neighbours fills
+ * them) becomes the 128 tokens of the neighbour's document from d tokens
+ * after the neighbour chunk's start, pad outside the document: d in [-63, 63]
+ * is the shift at which the query chunk and the document share their longest
+ * run of equal tokens (ties: the run nearer the chunk's end, then the smaller
+ * |d|), kept at 0 unless that run is at least min_run tokens (>= 1) and longer
+ * than the longest run at d = 0. A neighbour with ids[i] < 0 is left as is.
+ * shifts (n x k, may be NULL) receives every d. */
+int rtr_retriever_align(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n, uint32_t k,
+                        const int64_t *ids, uint32_t min_run, uint32_t *tokens, uint32_t pad, int32_t *shifts);
+
 #endif

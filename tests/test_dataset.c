@@ -18,9 +18,9 @@
 
 #define M RTR_CHUNK_TOKENS
 #define R (2 * M)
-#define T 256
-#define LC (T / M)
-#define K 2
+#define CTX 256
+#define LC (CTX / M)
+#define NK 2
 
 static char *g_parent;
 static rtr_kb *g_kb;
@@ -106,7 +106,7 @@ static int teardown(void **state) {
 }
 
 static cli_dataset *build(double self_rate, int self_shift) {
-    cli_dataset_opts o = {T, K, 0.0, self_rate, 0, self_shift, 7, 0};
+    cli_dataset_opts o = {.T = CTX, .K = NK, .self_rate = self_rate, .self_shift = self_shift, .seed = 7};
     cli_dataset *ds = NULL;
     int rc = cli_dataset_build(g_kb, g_r, &o, &ds);
     if (rc) fprintf(stderr, "dataset: %s\n", rtr_errdetail());
@@ -130,7 +130,7 @@ static void test_sequences_and_honest_neighbours(void **state) {
     (void)state;
     cli_dataset *ds = build(0, 0);
     const rtr_train_source *src = cli_dataset_source(ds);
-    int32_t idx[T], tg[T], nbr[LC * K * R];
+    int32_t idx[CTX], tg[CTX], nbr[LC * NK * R];
     double bytes;
     int64_t seen = 0;
     for (int64_t i = 0; i < src->n_train; i++) {
@@ -139,7 +139,7 @@ static void test_sequences_and_honest_neighbours(void **state) {
             int64_t c = i * LC + u;
             int64_t len = (c + 1 < g_nchunks && g_dbeg[c + 1] == g_dbeg[c] ? g_cbeg[c + 1] : g_dend[c]) - g_cbeg[c];
             for (int j = 0; j < len; j++) assert_int_equal(idx[u * M + j], g_tok[g_cbeg[c] + j]);
-            for (int k = 0; k < K; k++) assert_false(is_shifted_self(nbr + (u * K + k) * R, c, 0));
+            for (int k = 0; k < NK; k++) assert_false(is_shifted_self(nbr + (u * NK + k) * R, c, 0));
             seen++;
         }
     }
@@ -152,13 +152,13 @@ static void test_sequences_and_honest_neighbours(void **state) {
 static void shifts_drawn(int S, int64_t *counts) {
     cli_dataset *ds = build(1.0, S);
     const rtr_train_source *src = cli_dataset_source(ds);
-    int32_t idx[T], tg[T], nbr[LC * K * R];
+    int32_t idx[CTX], tg[CTX], nbr[LC * NK * R];
     double bytes;
     for (int64_t i = 0; i < src->n_train; i++) {
         assert_int_equal(src->get(src->ctx, RTR_SPLIT_TRAIN, i, idx, tg, nbr, &bytes), RTR_OK);
         for (int u = 0; u < LC && i * LC + u < g_nchunks; u++) {
             int64_t c = i * LC + u;
-            const int32_t *last = nbr + (u * K + K - 1) * R;
+            const int32_t *last = nbr + (u * NK + NK - 1) * R;
             int found = S + 1;
             for (int d = -S; d <= S && found > S; d++)
                 if (is_shifted_self(last, c, d)) found = d;

@@ -1,6 +1,8 @@
 /* test_retriever.c - the query path on the bundled corpus: perturbed-chunk
  * recovery, deleted and excluded documents, batch neighbours with
  * continuations, incremental builds, bad queries. */
+#define _GNU_SOURCE   /* realpath */
+#include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -325,6 +327,119 @@ static void test_no_index_and_corrupt_index(void **state) {
     rtr_free(dir);
 }
 
+
+/* Aligned neighbours: B is A with a short preface, so B's chunks hold A's
+ * text at another offset; re-cut, A's chunk finds in B its own tokens and its
+ * true continuation at the aligned positions. A neighbour that shares no run
+ * of min_run tokens stays the paper's. */
+static void test_aligned_neighbours(void **state) {
+    (void)state;
+    char *dir = rtr_path_join(g_parent, "align"), *docs = rtr_path_join(g_parent, "align-docs");
+    rtr_mkdirs(docs);
+    uint8_t *a, *c;
+    size_t na, nc;
+    assert_int_equal(rtr_read_file(RETRO_SOURCE_DIR "/datasets/sotu/1961_john_f_kennedy_d.txt", 1 << 24, &a, &na),
+                     RTR_OK);
+    assert_int_equal(rtr_read_file(RETRO_SOURCE_DIR "/datasets/sotu/1960_dwight_d_eisenhower_r.txt", 1 << 24, &c, &nc),
+                     RTR_OK);
+    const char *preface = "A copy, kept for the record.\n\n";
+    char *b = malloc(strlen(preface) + na);
+    memcpy(b, preface, strlen(preface));
+    memcpy(b + strlen(preface), a, na);
+    tu_write(docs, "a.txt", a, na);
+    tu_write(docs, "b.txt", b, strlen(preface) + na);
+    tu_write(docs, "c.txt", c, nc);
+    rtr_kb *kb;
+    assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, rtr_kb_tokenizer(g_kb), NULL, &kb), RTR_OK);
+    const char *paths[] = {docs};
+    rtr_ingest_opts io = {0};
+    rtr_ingest_report rep;
+    assert_int_equal(rtr_ingest(kb, paths, 1, &io, &rep), RTR_OK);
+    rtr_ingest_report_free(&rep);
+    rtr_build_opts bo = {0};
+    rtr_build_report br;
+    assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(kb, NULL, &r), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    uint64_t ida = 0, idb = 0, idc = 0, *dids;
+    size_t nd;
+    const char *names[] = {"a.txt", "b.txt", "c.txt"};
+    uint64_t *outs[] = {&ida, &idb, &idc};
+    for (int i = 0; i < 3; i++) {
+        char *p = rtr_path_join(docs, names[i]), real[PATH_MAX];
+        assert_non_null(realpath(p, real));
+        assert_int_equal(rtr_store_file_docs(t, real, &dids, &nd), RTR_OK);
+        assert_int_equal(nd, 1);
+        *outs[i] = dids[0];
+        rtr_free(dids);
+        rtr_free(p);
+    }
+    rtr_doc da, dc;
+    assert_int_equal(rtr_store_get_doc(t, ida, &da), RTR_OK);
+    assert_int_equal(rtr_store_get_doc(t, idc, &dc), RTR_OK);
+    /* queries: chunks 1 .. 20 of A, neighbours never from A */
+    enum { N = 20, K = 2 };
+    assert_true(da.n_chunks > N + 2);
+    uint32_t q[N * 64], tok[N * K * 128], paper[N * K * 128];
+    uint64_t self[N];
+    int64_t ids[N * K];
+    int32_t shifts[N * K];
+    for (int i = 0; i < N; i++) {
+        rtr_chunk ch;
+        assert_int_equal(rtr_store_get_chunk(t, da.first_chunk + 1 + (uint64_t)i, &ch), RTR_OK);
+        assert_int_equal(ch.n_tokens, 64);
+        memcpy(q + i * 64, ch.tokens, sizeof ch.tokens);
+        self[i] = ida;
+    }
+    assert_int_equal(rtr_retriever_neighbours(r, q, NULL, N, K, self, NULL, 0, ids, NULL, paper, 0xFFFFFFFF), RTR_OK);
+    memcpy(tok, paper, sizeof tok);
+    assert_int_equal(rtr_retriever_align(r, q, NULL, N, K, ids, 8, tok, 0xFFFFFFFF, shifts), RTR_OK);
+    int in_b = 0, exact = 0;
+    for (int i = 0; i < N; i++) {
+        rtr_chunk nb;
+        assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i * K], &nb), RTR_OK);
+        if (nb.doc_id != idb) continue;
+        in_b++;
+        assert_true(shifts[i * K] != 0);
+        assert_true(shifts[i * K] > -64 && shifts[i * K] < 64);
+        /* the aligned neighbour: this chunk of A, then A's next chunk */
+        rtr_chunk next;
+        assert_int_equal(rtr_store_get_chunk(t, da.first_chunk + 2 + (uint64_t)i, &next), RTR_OK);
+        const uint32_t *al = tok + i * K * 128;
+        exact += !memcmp(al, q + i * 64, 64 * sizeof *al) && !memcmp(al + 64, next.tokens, next.n_tokens * sizeof *al);
+        /* and it is B's text d tokens on from the paper's neighbour */
+        int d = shifts[i * K];
+        const uint32_t *pp = paper + i * K * 128;
+        for (int j = 0; j < 128; j++)
+            if (j + d >= 0 && j + d < 128 && pp[j + d] != 0xFFFFFFFF) assert_int_equal(al[j], pp[j + d]);
+    }
+    assert_true(in_b >= N * 9 / 10);
+    assert_true(exact >= in_b * 9 / 10);
+    /* a neighbour from C shares no long run with A: it stays as retrieved */
+    int64_t cid[N * K];
+    for (int i = 0; i < N * K; i++) cid[i] = (int64_t)(dc.first_chunk + 3);
+    rtr_chunk c3, c4;
+    assert_int_equal(rtr_store_get_chunk(t, dc.first_chunk + 3, &c3), RTR_OK);
+    assert_int_equal(rtr_store_get_chunk(t, dc.first_chunk + 4, &c4), RTR_OK);
+    assert_int_equal(rtr_retriever_align(r, q, NULL, N, K, cid, 8, tok, 0xFFFFFFFF, shifts), RTR_OK);
+    int kept = 0;
+    for (int i = 0; i < N * K; i++)
+        kept += shifts[i] == 0 && !memcmp(tok + i * 128, c3.tokens, sizeof c3.tokens) &&
+                !memcmp(tok + i * 128 + 64, c4.tokens, sizeof c4.tokens);
+    assert_true(kept >= N * K * 9 / 10);
+    assert_int_equal(rtr_retriever_align(r, q, NULL, N, K, cid, 0, tok, 0xFFFFFFFF, NULL), RTR_E_INVALID);
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+    rtr_kb_close(kb);
+    rtr_free(a);
+    rtr_free(c);
+    free(b);
+    rtr_free(dir);
+    rtr_free(docs);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perturbed_chunk_recovery),
@@ -333,6 +448,7 @@ int main(void) {
         cmocka_unit_test(test_deep_search_when_most_is_excluded),
         cmocka_unit_test(test_deleted_never_returned_incremental_and_compact),
         cmocka_unit_test(test_no_index_and_corrupt_index),
+        cmocka_unit_test(test_aligned_neighbours),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -35,10 +35,12 @@ int main(int argc, char **argv) {
     rtr_model *m;
     rtr_tokenizer *tok;
     char *hash;
-    if (cli_load_model(argv[1], NULL, 1, 0, &m, &tok, &hash)) bench_die("bench_generate", argv[1]);
+    uint32_t align;
+    if (cli_load_model(argv[1], NULL, 1, 0, &m, &tok, &hash, &align)) bench_die("bench_generate", argv[1]);
     const rtr_model_config *c = rtr_model_cfg(m);
     cli_nbr nb;
     if (cli_nbr_open(&nb, argv[2], hash, c->K)) bench_die("bench_generate", argv[2]);
+    nb.align = align;
     rtr_encoder *enc;
     rtr_u32vec ids = {0};
     if (rtr_encoder_new(tok, &enc) || rtr_encoder_encode(enc, (const uint8_t *)PROMPT, strlen(PROMPT), &ids))

@@ -73,6 +73,20 @@ grep -q "withheld: score .* below --min-score" ms.err || fail "withheld neighbou
 grep -q "^1 documents" file.txt || fail "eval of a file: $(cat file.txt)"
 ok "eval: runs, leakage filter, --min-score, training split, files"
 
+# a model trained on aligned neighbours is evaluated and generates with them
+"$RETRO" train kb -o ral --steps 3 --align "${tiny[@]}" >/dev/null
+grep -aq '"align":"8"' ral/model.safetensors || fail "align not recorded"
+"$RETRO" eval --model ral --model retro --kb kb --split val --val-frac 0.3 --json > al.json
+node -e '
+const j = JSON.parse(require("fs").readFileSync("al.json", "utf8"));
+const a = j.runs.map(r => r.aligned).join();
+if (a !== "true,false,false,false") throw "aligned runs: " + a;'
+"$RETRO" eval --model ral --kb kb --split val --val-frac 0.3 > al.txt
+grep -q "^ral  *aligned " al.txt || fail "aligned run not labelled: $(cat al.txt)"
+"$RETRO" generate ral "The economy" --kb kb -n 70 --json > gal.json
+[ "$(json_get chunks_retrieved < gal.json)" -ge 1 ] || fail "aligned model: no live retrieval"
+ok "eval and generate retrieve aligned neighbours for a model trained on them"
+
 # ask: an answer and its sources
 "$RETRO" ask retro --kb kb "What did the president say about taxes?" -n 10 --json > ask.json
 node -e '
