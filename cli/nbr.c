@@ -108,8 +108,7 @@ int cli_nbr_retrieve_scored(cli_nbr *c, const int32_t *chunks, int n, int64_t fi
     for (int i = 0; !rc && c->show && i < n; i++) show(c, first + i, ids + (size_t)i * c->K, dist + (size_t)i * c->K,
                                                        tok + (size_t)i * c->K * R);
     if (!rc && aligned) {
-        rc = rtr_retriever_align(c->r, q, NULL, (size_t)n, (uint32_t)c->K, ids, align_run ? align_run : 1, tok,
-                                 UINT32_MAX, NULL);
+        rc = rtr_retriever_align(c->r, q, NULL, (size_t)n, (uint32_t)c->K, ids, align_run, tok, UINT32_MAX, NULL);
         if (!rc) put_tokens(aligned, tok, s, nk, c->min_score);
     }
     rtr_free(q);

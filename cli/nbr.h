@@ -47,7 +47,7 @@ void cli_nbr_close(cli_nbr *n);
 int cli_nbr_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr);
 /* The same, with each neighbour's score in score (n, K; NAN where missing;
  * may be NULL); nbr (may be NULL) gets the paper's neighbours, aligned (may be
- * NULL) the same neighbours aligned with minimum run align_run. */
+ * NULL) the same neighbours aligned with minimum run align_run (>= 1). */
 int cli_nbr_retrieve_scored(cli_nbr *c, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score,
                             int32_t *aligned, uint32_t align_run);
 
