@@ -71,12 +71,12 @@ static const char train_usage[] =
     "                        neighbours; validation never gets it (default 0)\n"
     "  --self-anneal         ... with that share falling linearly to 0 at the last step,\n"
     "                        so the last steps see only honest neighbours\n"
-    "  --align               neighbours re-cut to line up with their chunk where they share\n"
-    "                        a run of 8 or more tokens (not the paper's rule; eval, generate\n"
-    "                        and ask retrieve the same way for the model)\n"
     "  --self-shift S        ... with each self-neighbour cut up to S tokens (0..64) before\n"
     "                        or after the chunk, as near-duplicates in other documents\n"
     "                        are, so that it must be found by its text (default 0)\n"
+    "  --align               neighbours re-cut to line up with their chunk where they share\n"
+    "                        a run of 8 or more tokens (not the paper's rule; eval, generate\n"
+    "                        and ask retrieve the same way for the model)\n"
     "  --enc-layers N        (default 2)          --enc-width W  (default width/2)\n"
     "  --enc-heads H         (default heads/2)\n";
 
