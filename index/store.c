@@ -20,8 +20,9 @@
 #include "index/store.h"
 
 #include <errno.h>
-#include <signal.h>
 #include <lmdb.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -68,11 +69,26 @@ enum { C_NEXT_DOC, C_NEXT_CHUNK, C_DOCS, C_CHUNKS, C_TOKENS, C_BYTES, C_COUNT };
 
 #define MAX_TEXT_BYTES ((uint64_t)1 << 34)  /* 16 GiB: larger is corrupt */
 
+/* The map gate. LMDB lets mdb_env_set_mapsize run only while no transaction
+ * of the process is active, so every transaction holds the gate open (active
+ * counts them) and the map is resized only by a thread that has closed the
+ * gate (resizing) and seen active drop to 0. A thread that already holds a
+ * transaction of the store passes a closed gate: the resize waits for it
+ * anyway, and making it wait would deadlock. */
+typedef struct map_gate {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    long active;     /* transactions open in this process */
+    int resizing;    /* a thread waits for active == 0 to resize */
+} map_gate;
+
 struct rtr_store {
     MDB_env *env;
     MDB_dbi meta, docs, texts, chunks, files, file_docs, skipped;
     char *dir;
     int readonly;
+    int gate_init;
+    map_gate gate;
 };
 
 struct rtr_store_txn {
@@ -80,6 +96,8 @@ struct rtr_store_txn {
     MDB_txn *txn;
     int write;
     int map_full;
+    size_t map_at_begin;   /* the map size this transaction ran under */
+    pthread_t thread;      /* a transaction ends on the thread that began it */
     uint64_t c[C_COUNT];
     ZSTD_DCtx *dctx;
 };
@@ -168,6 +186,24 @@ static int check_schema(rtr_store *s, MDB_txn *txn, int init) {
     return RTR_OK;
 }
 
+/* A data.mdb shorter than its newest meta page says would make the first
+ * touch of a page past its end a SIGBUS. mdb_env_open has read the meta pages
+ * with read(2) and touched nothing mapped yet: compare before any read. */
+static int check_file_size(rtr_store *s) {
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_filehandle_t fd;
+    struct stat fst;
+    if (mdb_env_info(s->env, &info) || mdb_env_stat(s->env, &st) || mdb_env_get_fd(s->env, &fd) || fstat(fd, &fst))
+        return rtr_seterr(RTR_E_LMDB, "%s: cannot read the store's size", s->dir);
+    uint64_t need = ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+    if ((uint64_t)fst.st_size < need)
+        return rtr_seterr(RTR_E_CORRUPT, "%s/data.mdb: truncated: %llu bytes, its meta page needs %llu (pages 0..%llu of %u bytes)",
+                          s->dir, (unsigned long long)fst.st_size, (unsigned long long)need,
+                          (unsigned long long)info.me_last_pgno, st.ms_psize);
+    return RTR_OK;
+}
+
 int rtr_store_open(const char *dir, unsigned flags, const rtr_store_opts *o, rtr_store **out) {
     *out = NULL;
     int ro = (flags & RTR_STORE_READONLY) != 0;
@@ -192,14 +228,29 @@ int rtr_store_open(const char *dir, unsigned flags, const rtr_store_opts *o, rtr
     int rc;
     if (!(s->dir = rtr_strdup(dir))) { rc = RTR_E_NOMEM; goto fail; }
     s->readonly = ro;
-    if ((rc = mdb_env_create(&s->env))) { rc = rtr_seterr(RTR_E_LMDB, "%s: %s", dir, mdb_strerror(rc)); goto fail; }
-    mdb_env_set_maxdbs(s->env, 16);
-    mdb_env_set_maxreaders(s->env, 256);
-    size_t map = o && o->initial_map_size ? o->initial_map_size : (size_t)64 << 20;
+    if (pthread_mutex_init(&s->gate.mu, NULL) || pthread_cond_init(&s->gate.cv, NULL)) {
+        rc = rtr_seterr(RTR_E_NOMEM, "%s: cannot create the map gate", dir);
+        goto fail;
+    }
+    s->gate_init = 1;
+    /* The map is address space, not memory or disk: start it large so that it
+     * seldom has to grow. A writer gets room for the store to double. */
+    size_t map = o && o->initial_map_size ? o->initial_map_size : RTR_STORE_DEFAULT_MAP;
+    if (!ro && map / 2 < data_size) map = data_size * 2;
     if (map < data_size) map = data_size;
     map = (map + 4095) & ~(size_t)4095;
-    mdb_env_set_mapsize(s->env, map);
-    rc = mdb_env_open(s->env, dir, MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644);
+    for (;;) {
+        if ((rc = mdb_env_create(&s->env))) { rc = rtr_seterr(RTR_E_LMDB, "%s: %s", dir, mdb_strerror(rc)); goto fail; }
+        mdb_env_set_maxdbs(s->env, 16);
+        mdb_env_set_maxreaders(s->env, 256);
+        mdb_env_set_mapsize(s->env, map);
+        rc = mdb_env_open(s->env, dir, MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644);
+        /* address space limited (ulimit -v): ask for less, down to what the file needs */
+        if (rc != ENOMEM || map / 2 < data_size || map / 2 < ((size_t)64 << 20)) break;
+        mdb_env_close(s->env);
+        s->env = NULL;
+        map = (map / 2 + 4095) & ~(size_t)4095;
+    }
     if (rc) {
         if (rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH)
             rc = rtr_seterr(RTR_E_CORRUPT, "%s: not an LMDB chunk store (%s)", dir, mdb_strerror(rc));
@@ -207,6 +258,7 @@ int rtr_store_open(const char *dir, unsigned flags, const rtr_store_opts *o, rtr
             rc = rtr_seterr(rc == ENOSPC ? RTR_E_FULL : RTR_E_LMDB, "%s: open: %s", dir, mdb_strerror(rc));
         goto fail;
     }
+    if ((rc = check_file_size(s))) goto fail;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(s->env, NULL, ro ? MDB_RDONLY : 0, &txn))) {
         rc = rtr_seterr(RTR_E_LMDB, "%s: begin: %s", dir, mdb_strerror(rc));
@@ -225,12 +277,17 @@ fail:
 
 void rtr_store_close(rtr_store *s) {
     if (!s) return;
+    if (s->gate_init) {
+        RTR_ASSERT(s->gate.active == 0);
+        pthread_cond_destroy(&s->gate.cv);
+        pthread_mutex_destroy(&s->gate.mu);
+    }
     if (s->env) mdb_env_close(s->env);
     rtr_free(s->dir);
     rtr_free(s);
 }
 
-/* --- transactions --------------------------------------------------------- */
+/* --- counters --------------------------------------------------------------- */
 static int load_counters(rtr_store_txn *t) {
     MDB_val k = {8, "counters"}, v;
     int rc = mdb_get(t->txn, t->s->meta, &k, &v);
@@ -251,23 +308,98 @@ static int save_counters(rtr_store_txn *t) {
     return rc ? lmdb_err(t, rc, "write counters") : RTR_OK;
 }
 
+/* --- the map gate --------------------------------------------------------- */
+/* How many transactions of each store this thread holds (a thread seldom holds
+ * transactions of more than one or two stores at once). */
+enum { HELD_SLOTS = 8 };
+static _Thread_local struct held_slot { const rtr_store *s; long n; } held[HELD_SLOTS];
+
+static struct held_slot *held_slot(const rtr_store *s, int add) {
+    for (int i = 0; i < HELD_SLOTS; i++)
+        if (held[i].s == s) return &held[i];
+    if (!add) return NULL;
+    for (int i = 0; i < HELD_SLOTS; i++)
+        if (!held[i].s) { held[i].s = s; held[i].n = 0; return &held[i]; }
+    RTR_ASSERT(!"transactions of more than 8 stores open on one thread");
+    return NULL;
+}
+
+static long held_by_me(const rtr_store *s) {
+    const struct held_slot *h = held_slot(s, 0);
+    return h ? h->n : 0;
+}
+
+static void gate_enter(rtr_store *s) {
+    struct held_slot *h = held_slot(s, 1);
+    pthread_mutex_lock(&s->gate.mu);
+    while (s->gate.resizing && h->n == 0) pthread_cond_wait(&s->gate.cv, &s->gate.mu);
+    s->gate.active++;
+    pthread_mutex_unlock(&s->gate.mu);
+    h->n++;
+}
+
+static void gate_leave(rtr_store *s) {
+    struct held_slot *h = held_slot(s, 0);
+    RTR_ASSERT(h && h->n > 0);
+    if (--h->n == 0) h->s = NULL;
+    pthread_mutex_lock(&s->gate.mu);
+    RTR_ASSERT(s->gate.active > 0);
+    if (--s->gate.active == 0) pthread_cond_broadcast(&s->gate.cv);
+    pthread_mutex_unlock(&s->gate.mu);
+}
+
+/* Resizes the map with every other transaction of the process stopped:
+ * closes the gate, waits for the open transactions to end, resizes, opens.
+ * size 0 adopts the size another process gave the map; otherwise the map
+ * becomes size unless it has already grown past seen (another thread of
+ * this process grew it meanwhile). The calling thread must hold no
+ * transaction of s (RTR_E_BUSY otherwise: the wait could never end). */
+static int map_resize(rtr_store *s, size_t seen, size_t size) {
+    if (held_by_me(s))
+        return rtr_seterr(RTR_E_BUSY, "%s: the LMDB map must be resized while this thread holds a transaction; "
+                                      "run the command again", s->dir);
+    pthread_mutex_lock(&s->gate.mu);
+    while (s->gate.resizing) pthread_cond_wait(&s->gate.cv, &s->gate.mu);
+    s->gate.resizing = 1;
+    while (s->gate.active > 0) pthread_cond_wait(&s->gate.cv, &s->gate.mu);
+    int mrc = 0;
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    if (size == 0 || info.me_mapsize <= seen) mrc = mdb_env_set_mapsize(s->env, size);
+    s->gate.resizing = 0;
+    pthread_cond_broadcast(&s->gate.cv);
+    pthread_mutex_unlock(&s->gate.mu);
+    if (mrc) return rtr_seterr(RTR_E_LMDB, "%s: resize the map to %zu bytes: %s", s->dir, size, mdb_strerror(mrc));
+    return RTR_OK;
+}
+
+/* --- transactions --------------------------------------------------------- */
 static int txn_begin(rtr_store *s, int write, rtr_store_txn **out) {
     rtr_store_txn *t = rtr_calloc(1, sizeof *t);
     if (!t) return RTR_E_NOMEM;
     t->s = s;
     t->write = write;
+    t->thread = pthread_self();
+    gate_enter(s);
     int rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
     if (rc == MDB_MAP_RESIZED) {
-        /* another process grew the map: adopt its size and retry */
-        mdb_env_set_mapsize(s->env, 0);
+        /* another process grew the map: adopt its size, with the gate closed */
+        gate_leave(s);
+        if ((rc = map_resize(s, 0, 0))) { rtr_free(t); return rc; }
+        gate_enter(s);
         rc = mdb_txn_begin(s->env, NULL, write ? 0 : MDB_RDONLY, &t->txn);
     }
     if (rc) {
+        gate_leave(s);
         rtr_free(t);
         return rtr_seterr(RTR_E_LMDB, "%s: begin transaction: %s", s->dir, mdb_strerror(rc));
     }
+    MDB_envinfo info;
+    mdb_env_info(s->env, &info);
+    t->map_at_begin = info.me_mapsize;
     if ((rc = load_counters(t))) {
         mdb_txn_abort(t->txn);
+        gate_leave(s);
         rtr_free(t);
         return rc;
     }
@@ -279,7 +411,9 @@ int rtr_store_read_begin(rtr_store *s, rtr_store_txn **out) { return txn_begin(s
 
 void rtr_store_txn_end(rtr_store_txn *t) {
     if (!t) return;
+    RTR_ASSERT(pthread_equal(t->thread, pthread_self()));
     if (t->txn) mdb_txn_abort(t->txn);
+    gate_leave(t->s);
     if (t->dctx) ZSTD_freeDCtx(t->dctx);
     rtr_free(t);
 }
@@ -327,15 +461,14 @@ int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx) {
             else maybe_crash(1);
         }
         int full = t->map_full;
+        size_t seen = t->map_at_begin;
         rtr_store_txn_end(t);
         if (!rc || !full) return rc;
-        /* Map full: grow and run the whole batch again. */
-        MDB_envinfo info;
-        mdb_env_info(s->env, &info);
-        size_t nsize = info.me_mapsize * 2;
-        if (attempt > 40 || nsize < info.me_mapsize) return rc;
-        int mrc = mdb_env_set_mapsize(s->env, nsize);
-        if (mrc) return rtr_seterr(RTR_E_LMDB, "%s: grow map to %zu bytes: %s", s->dir, nsize, mdb_strerror(mrc));
+        /* Map full: double it (every other transaction stopped) and run the
+         * whole batch again. */
+        size_t nsize = seen * 2;
+        if (attempt > 40 || nsize < seen) return rc;
+        if ((rc = map_resize(s, seen, nsize))) return rc;
         rtr_clearerr();
     }
 }

@@ -19,6 +19,13 @@
  * callback run again, so a callback must only write through its txn.
  * Readers (other threads or processes) keep working while a writer writes.
  *
+ * Threads: any number of threads may hold read transactions of one store
+ * while one writes. A transaction ends on the thread that began it. The map
+ * (address space, not memory: RTR_STORE_DEFAULT_MAP) is resized only with
+ * every other transaction of the process ended: a resize waits for open
+ * transactions to end and holds new ones back meanwhile, so a thread must not
+ * wait for another thread's write while it holds a transaction.
+ *
  * Invariants:
  *   - document and chunk ids come from counters stored in the same
  *     transactions as the records, start at 1 and are never reused;
@@ -45,13 +52,22 @@ typedef struct rtr_store_txn rtr_store_txn;
 
 enum { RTR_STORE_READONLY = 1 };
 
+/* The map a store opens with: 64 GiB of address space on 64-bit systems
+ * (a billion-token store fits), less where address space is limited
+ * (ulimit -v: the open retries with halves, down to what the file needs). */
+#define RTR_STORE_DEFAULT_MAP (sizeof(size_t) >= 8 ? (size_t)64 << 30 : (size_t)1 << 30)
+
 typedef struct rtr_store_opts {
-    size_t initial_map_size;   /* bytes; 0 = default (64 MiB). Grows by doubling. */
+    size_t initial_map_size;   /* bytes; 0 = RTR_STORE_DEFAULT_MAP. Grows by doubling. */
 } rtr_store_opts;
 
 /* Opens (creating if needed, unless READONLY) the store in directory dir.
  * A directory that holds no LMDB or an LMDB without retro's schema fails with
- * RTR_E_CORRUPT; one written by a newer schema with RTR_E_VERSION. */
+ * RTR_E_CORRUPT, as does a data.mdb shorter than its meta page says (checked
+ * before any page is touched); one written by a newer schema with
+ * RTR_E_VERSION; RTR_E_NOTFOUND for READONLY without a data.mdb;
+ * RTR_E_INVALID if dir is not a directory; RTR_E_LMDB, RTR_E_IO, RTR_E_FULL,
+ * RTR_E_NOMEM otherwise. */
 int rtr_store_open(const char *dir, unsigned flags, const rtr_store_opts *o, rtr_store **out);
 void rtr_store_close(rtr_store *s);   /* NULL-safe; no transaction may be open */
 const char *rtr_store_dir(const rtr_store *s);
@@ -105,6 +121,9 @@ typedef struct rtr_skip_rec {
 } rtr_skip_rec;
 
 /* --- reading ------------------------------------------------------------ */
+/* A read snapshot. RTR_E_LMDB (too many readers, say), RTR_E_CORRUPT
+ * (counters), RTR_E_NOMEM; RTR_E_BUSY if another process grew the map while
+ * this thread holds another transaction of s (end it and retry). */
 int rtr_store_read_begin(rtr_store *s, rtr_store_txn **out);
 void rtr_store_txn_end(rtr_store_txn *t);   /* ends a read txn; NULL-safe */
 

@@ -7,6 +7,8 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 #include "index/ingest.h"
@@ -331,6 +333,99 @@ static void test_threads_give_identical_stores(void **state) {
     free(dumps[1]);
 }
 
+/* Readers that keep opening transactions while an ingest grows the map. */
+typedef struct reader_loop {
+    rtr_store *store;
+    atomic_int stop;
+    long txns, chunks_read;
+    int rc;
+} reader_loop;
+
+static void *reader_main(void *arg) {
+    reader_loop *r = arg;
+    while (!atomic_load(&r->stop) && !r->rc) {
+        rtr_store_txn *t;
+        if ((r->rc = rtr_store_read_begin(r->store, &t))) break;
+        rtr_store_stats st;
+        rtr_store_get_stats(t, &st);
+        rtr_chunk c;
+        for (uint64_t id = st.next_chunk_id > 64 ? st.next_chunk_id - 64 : 1; id < st.next_chunk_id; id++) {
+            int rc = rtr_store_get_chunk(t, id, &c);
+            if (rc && rc != RTR_E_NOTFOUND) { r->rc = rc; break; }
+            r->chunks_read += rc == RTR_OK;
+        }
+        rtr_store_txn_end(t);
+        r->txns++;
+    }
+    return NULL;
+}
+
+/* Many small files into a store whose map starts tiny: the map grows several
+ * times while every worker thread and two reader threads hold or open read
+ * transactions (LMDB resizes only with no transaction active). A rerun with
+ * the same tiny map finds everything unchanged. */
+static void test_map_grows_under_load(void **state) {
+    (void)state;
+    enum { FILES = 2000 };
+    char *corpus = tu_tmpdir("many"), name[64];
+    uint64_t seed = 7;
+    rtr_buf text = {0};
+    for (int d = 0; d < 20; d++) {
+        snprintf(name, sizeof name, "%s/d%02d", corpus, d);
+        rtr_mkdirs(name);
+    }
+    for (int f = 0; f < FILES; f++) {
+        text.len = 0;
+        for (int w = 0; w < 220; w++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            rtr_buf_printf(&text, "w%u%c", (unsigned)(seed >> 40) % 5000, w % 17 == 16 ? '\n' : ' ');
+        }
+        snprintf(name, sizeof name, "d%02d/f%04d.txt", f % 20, f);
+        tu_write(corpus, name, text.data, text.len);
+    }
+    rtr_buf_free(&text);
+    char *parent = tu_tmpdir("kb"), *kbdir = rtr_path_join(parent, "kb");
+    rtr_store_opts so = {.initial_map_size = 256 << 10};
+    for (int run = 0; run < 2; run++) {
+        rtr_kb *kb;
+        assert_int_equal(rtr_kb_open(kbdir, RTR_KB_WRITE | RTR_KB_CREATE, g_tok, &so, &kb), RTR_OK);
+        reader_loop rd[2] = {{.store = rtr_kb_store(kb)}, {.store = rtr_kb_store(kb)}};
+        pthread_t th[2];
+        for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&th[i], NULL, reader_main, &rd[i]), 0);
+        rtr_ingest_opts o = {.threads = 4, .batch_bytes = 32 << 10};
+        rtr_ingest_report rep;
+        const char *paths[] = {corpus};
+        int rc = rtr_ingest(kb, paths, 1, &o, &rep);
+        for (int i = 0; i < 2; i++) {
+            atomic_store(&rd[i].stop, 1);
+            pthread_join(th[i], NULL);
+        }
+        if (rc) fprintf(stderr, "ingest: %s\n", rtr_errdetail());
+        assert_int_equal(rc, RTR_OK);
+        for (int i = 0; i < 2; i++) {
+            assert_int_equal(rd[i].rc, RTR_OK);
+            assert_true(rd[i].txns > 0);
+        }
+        assert_int_equal(rep.files, FILES);
+        assert_int_equal(run == 0 ? rep.files_new : rep.files_unchanged, FILES);
+        rtr_ingest_report_free(&rep);
+        free(verify_and_dump(kb));
+        rtr_store_txn *t;
+        assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+        rtr_store_stats st;
+        rtr_store_get_stats(t, &st);
+        rtr_store_txn_end(t);
+        assert_int_equal(st.n_docs, FILES);
+        if (run == 0) assert_true(st.map_size >= 16 * so.initial_map_size);   /* grew 4 times or more */
+        rtr_kb_close(kb);
+    }
+    rtr_rmtree(corpus);
+    rtr_rmtree(parent);
+    free(corpus);
+    free(parent);
+    rtr_free(kbdir);
+}
+
 static void test_allocation_failures_lose_nothing(void **state) {
     (void)state;
     kbenv ref;
@@ -405,6 +500,7 @@ int main(void) {
         cmocka_unit_test(test_remove_and_prune),
         cmocka_unit_test(test_file_deleted_while_reading),
         cmocka_unit_test(test_threads_give_identical_stores),
+        cmocka_unit_test(test_map_grows_under_load),
         cmocka_unit_test(test_allocation_failures_lose_nothing),
         cmocka_unit_test(test_not_a_knowledge_base),
         cmocka_unit_test(test_second_writer_is_refused),

@@ -1,10 +1,13 @@
-/* test_store.c - the LMDB chunk store: records, ids, deletes, map growth,
- * snapshots, corrupt stores and allocation failures. */
+/* test_store.c - the LMDB chunk store: records, ids, deletes, map growth
+ * (here and by another process), snapshots, corrupt and truncated stores and
+ * allocation failures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "index/store.h"
 #include "lib/alloc.h"
@@ -180,19 +183,24 @@ static void test_delete_and_ids_never_reused(void **state) {
     free(dir);
 }
 
+/* 40 documents of 4000 tokens written with a 64 KiB map: it grows several times. */
+static doc_spec g_docs40[40];
+static char g_paths40[40][16];
+static add_ctx docs40(void) {
+    for (int i = 0; i < 40; i++) {
+        snprintf(g_paths40[i], sizeof g_paths40[i], "/d%02d", i);
+        g_docs40[i] = (doc_spec){g_paths40[i], NULL, NULL, 4000, (uint32_t)i};
+    }
+    return (add_ctx){g_docs40, 40, {0}};
+}
+
 static void test_map_grows_when_full(void **state) {
     (void)state;
     char *dir = tu_tmpdir("store");
     rtr_store *s;
     rtr_store_opts o = {.initial_map_size = 64 * 1024};   /* far too small */
     assert_int_equal(rtr_store_open(dir, 0, &o, &s), RTR_OK);
-    static doc_spec docs[40];
-    char paths[40][16];
-    for (int i = 0; i < 40; i++) {
-        snprintf(paths[i], sizeof paths[i], "/d%02d", i);
-        docs[i] = (doc_spec){paths[i], NULL, NULL, 4000, (uint32_t)i};
-    }
-    add_ctx c = {docs, 40, {0}};
+    add_ctx c = docs40();
     assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
     rtr_store_txn *t;
     assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
@@ -203,6 +211,75 @@ static void test_map_grows_when_full(void **state) {
     assert_true(st.map_size > 64 * 1024);
     rtr_store_txn_end(t);
     rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+/* Another process grows the map past what this one mapped: a reader adopts
+ * the new size at its next transaction (with no other transaction of the
+ * store open on its thread; with one open it is told to end it first). */
+static void test_map_grown_by_another_process(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s, *r;
+    rtr_store_opts o = {.initial_map_size = 64 * 1024};
+    assert_int_equal(rtr_store_open(dir, 0, &o, &s), RTR_OK);
+    rtr_store_close(s);
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, &o, &r), RTR_OK);
+    rtr_store_txn *t1, *t2;
+    assert_int_equal(rtr_store_read_begin(r, &t1), RTR_OK);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {   /* a second process: its own environment */
+        rtr_store *w;
+        add_ctx c = docs40();
+        int ok = rtr_store_open(dir, 0, &o, &w) == RTR_OK && rtr_store_write(w, add_fn, &c) == RTR_OK;
+        rtr_store_close(w);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    assert_int_equal(rtr_store_read_begin(r, &t2), RTR_E_BUSY);   /* t1 holds the map */
+    assert_non_null(strstr(rtr_errdetail(), dir));
+    rtr_store_txn_end(t1);
+    assert_int_equal(rtr_store_read_begin(r, &t2), RTR_OK);
+    rtr_store_stats st;
+    rtr_store_get_stats(t2, &st);
+    assert_int_equal(st.n_docs, 40);
+    assert_true(st.map_size > 4 * 64 * 1024);
+    rtr_chunk ch;
+    assert_int_equal(rtr_store_get_chunk(t2, st.next_chunk_id - 1, &ch), RTR_OK);   /* the last page */
+    rtr_store_txn_end(t2);
+    rtr_store_close(r);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+/* A data.mdb cut short is refused at open with the file named, never a
+ * SIGBUS at the first read past its end. */
+static void test_truncated_store_is_refused(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s = NULL;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    add_ctx c = docs40();
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    rtr_store_close(s);
+    char *file = rtr_path_join(dir, "data.mdb");
+    struct stat st;
+    assert_int_equal(stat(file, &st), 0);
+    off_t cuts[] = {st.st_size / 2, st.st_size - 4096, 3 * 4096};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++) {
+        assert_int_equal(truncate(file, cuts[i]), 0);
+        for (int ro = 0; ro < 2; ro++) {
+            s = NULL;
+            assert_int_equal(rtr_store_open(dir, ro ? RTR_STORE_READONLY : 0, NULL, &s), RTR_E_CORRUPT);
+            assert_null(s);
+            assert_non_null(strstr(rtr_errdetail(), "data.mdb: truncated"));
+        }
+    }
+    free(file);
     rtr_rmtree(dir);
     free(dir);
 }
@@ -292,6 +369,8 @@ int main(void) {
         cmocka_unit_test(test_add_get_and_continuation),
         cmocka_unit_test(test_delete_and_ids_never_reused),
         cmocka_unit_test(test_map_grows_when_full),
+        cmocka_unit_test(test_map_grown_by_another_process),
+        cmocka_unit_test(test_truncated_store_is_refused),
         cmocka_unit_test(test_reader_sees_snapshot_while_writer_adds),
         cmocka_unit_test(test_not_a_store),
         cmocka_unit_test(test_allocation_failures_leave_store_intact),
