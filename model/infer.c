@@ -16,12 +16,21 @@ struct rtr_session {
     int T, pos;                 /* window capacity and the next position in it */
     int64_t total;              /* tokens fed since the start */
     int64_t win0;               /* stream index of the window's first token (a multiple of m) */
-    float *mem;                 /* one allocation for everything below */
+    float *mem;                 /* one allocation for the caches and the row buffers below */
     float *kc, *vc;             /* (L, T, C): rotated keys and values */
     float *ctx;                 /* (T, C): the first CCA layer's normalised rows */
-    float *ck, *cv;             /* (n_cca, K*R, C): the current chunk's CCA keys and values */
-    float *E;                   /* (K*R, EC) */
-    float *x, *a, *q, *k, *v, *y, *o, *h, *hg, *att, *logits, *rstd;
+    float *ck, *cv;             /* (n_cca, K*R, C): the current chunk's CCA keys (rotated) and values */
+    float *E;                   /* (K*R, EC): the current chunk's encoded neighbours */
+    /* one token's row through the decoder */
+    float *x;                   /* (C) the residual stream */
+    float *a;                   /* (C) a normalised copy of x (the input of each sub-layer) */
+    float *q;                   /* (C) the query (self-attention, then CCA), rotated */
+    float *y;                   /* (C) an attention's output, before its projection */
+    float *o;                   /* (C) a sub-layer's output, added to x */
+    float *h, *hg;              /* (F) the MLP's hidden row before and after GELU */
+    float *att;                 /* (NH, max(T, K*R)) attention probabilities */
+    float *logits;              /* (V) */
+    float *rstd;                /* (1) rtr_rmsnorm_forward's rstd output (not needed here) */
     int32_t *tok;               /* (T) the window's tokens */
     int32_t *nbr;               /* (T/m, K, R) neighbours of the window's chunks */
     uint8_t *has_nbr;           /* (T/m) */
@@ -43,13 +52,17 @@ int rtr_session_new(rtr_model *m, rtr_session **out) {
     s->c = c;
     s->T = c->T;
     size_t C = (size_t)c->C, T = (size_t)c->T, KR = (size_t)c->K * c->R, nc = (size_t)c->n_cca;
-    size_t attn = T > KR ? T : KR;
-    size_t sizes[] = {c->L * T * C, c->L * T * C, T * C, nc * KR * C, nc * KR * C, KR * (size_t)c->EC,
-                      C, C, C, C, C, C, C, (size_t)c->F, (size_t)c->F, (size_t)c->NH * attn, (size_t)c->V, 1};
-    float **ptrs[] = {&s->kc, &s->vc, &s->ctx, &s->ck, &s->cv, &s->E, &s->x, &s->a, &s->q, &s->k, &s->v,
-                      &s->y, &s->o, &s->h, &s->hg, &s->att, &s->logits, &s->rstd};
-    size_t n = sizeof sizes / sizeof sizes[0], total = 0;
-    for (size_t i = 0; i < n; i++) total += (sizes[i] + 15) & ~(size_t)15;
+    size_t attn = T > KR ? T : KR, L = (size_t)c->L, F = (size_t)c->F;
+    /* the size table of s->mem (floats; each rounded up to 16) */
+    struct {
+        float **p;
+        size_t n;
+    } tab[] = {{&s->kc, L * T * C}, {&s->vc, L * T * C}, {&s->ctx, T * C}, {&s->ck, nc * KR * C},
+               {&s->cv, nc * KR * C}, {&s->E, KR * (size_t)c->EC}, {&s->x, C}, {&s->a, C}, {&s->q, C}, {&s->y, C},
+               {&s->o, C}, {&s->h, F}, {&s->hg, F}, {&s->att, (size_t)c->NH * attn}, {&s->logits, (size_t)c->V},
+               {&s->rstd, 1}};
+    size_t n = sizeof tab / sizeof tab[0], total = 0;
+    for (size_t i = 0; i < n; i++) total += (tab[i].n + 15) & ~(size_t)15;
     s->mem = rtr_calloc(total, sizeof(float));
     s->tok = rtr_calloc(T, sizeof *s->tok);
     s->nbr = rtr_calloc((T / c->m) * KR + 1, sizeof *s->nbr);
@@ -61,8 +74,8 @@ int rtr_session_new(rtr_model *m, rtr_session **out) {
     }
     float *p = s->mem;
     for (size_t i = 0; i < n; i++) {
-        *ptrs[i] = p;
-        p += (sizes[i] + 15) & ~(size_t)15;
+        *tab[i].p = p;
+        p += (tab[i].n + 15) & ~(size_t)15;
     }
     for (int l = 0; l < RTR_MODEL_MAX_LAYERS; l++) s->cca_slot[l] = -1;
     for (int i = 0; i < c->n_cca; i++) s->cca_slot[c->cca[i] - 1] = i;
@@ -115,7 +128,8 @@ static void load_chunk(rtr_session *s, int p, const int32_t *nbr) {
         float *ck = s->ck + (size_t)j * KR * c->C, *cv = s->cv + (size_t)j * KR * c->C;
         rtr_matmul_forward(ck, s->E, wkv, PW(m, m->dec[l].xkb), KR, c->EC, c->C);
         rtr_matmul_forward(cv, s->E, wkv + (size_t)c->C * c->EC, NULL, KR, c->EC, c->C);
-        rtr_rope_forward(ck, ck, c->K, c->R, c->NH, c->C / c->NH, 0);   /* token j of a neighbour: position j */
+        /* token j of a neighbour: position j */
+        rtr_rope_forward(ck, ck, &m->rope_dec, c->K, c->R, c->NH, c->C / c->NH, 0);
     }
     s->cur = 1;
     s->cur_p = p;
@@ -144,8 +158,8 @@ static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits)
         rtr_matmul_forward(s->q, s->a, wqkv, NULL, 1, C, C);
         rtr_matmul_forward(kc + (size_t)p * C, s->a, wqkv + (size_t)C * C, NULL, 1, C, C);
         rtr_matmul_forward(vc + (size_t)p * C, s->a, wqkv + 2 * (size_t)C * C, NULL, 1, C, C);
-        rtr_rope_forward(s->q, s->q, 1, 1, c->NH, hs, p);
-        rtr_rope_forward(kc + (size_t)p * C, kc + (size_t)p * C, 1, 1, c->NH, hs, p);
+        rtr_rope_forward(s->q, s->q, &m->rope_dec, 1, 1, c->NH, hs, p);
+        rtr_rope_forward(kc + (size_t)p * C, kc + (size_t)p * C, &m->rope_dec, 1, 1, c->NH, hs, p);
         rtr_attention_forward(s->y, s->att, s->q, kc, vc, NULL, 1, 1, p + 1, c->NH, hs, 0);
         rtr_matmul_forward(s->o, s->y, PW(m, ix->proj), NULL, 1, C, C);
         add_to(s->x, s->o, C);
@@ -162,7 +176,7 @@ static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits)
             if (s->cur) {
                 rtr_matmul_forward(s->q, s->a, PW(m, ix->xq), PW(m, ix->xqb), 1, C, C);
                 /* query i of the span (position cur_p + i) sits at rotary position m + i */
-                rtr_rope_forward(s->q, s->q, 1, 1, c->NH, hs, c->m + p - s->cur_p);
+                rtr_rope_forward(s->q, s->q, &m->rope_dec, 1, 1, c->NH, hs, c->m + p - s->cur_p);
                 rtr_attention_forward(s->y, s->att, s->q, s->ck + (size_t)j * KR * C, s->cv + (size_t)j * KR * C,
                                       s->cmask, 1, 1, KR, c->NH, hs, 0);
                 rtr_matmul_forward(s->o, s->y, PW(m, ix->xproj), NULL, 1, C, C);

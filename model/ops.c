@@ -1,10 +1,10 @@
+/* ops.c - the network's kernels, forward and backward, each beside a naive reference in tests/test_ops.c (see ops.h). */
 #include "model/ops.h"
 
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
-#include <pthread.h>
-#include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "lib/simd.h"
@@ -39,6 +39,20 @@ static void blas_single_end(int saved) {
 
 /* below this many multiply-adds a product is one plain BLAS call */
 #define MM_PAR_WORK (1 << 20)
+
+/* --- per-thread scratch (see ops.h) ---------------------------------------------------- */
+static size_t round64(size_t n) { return (n + 63) & ~(size_t)63; }
+
+/* The threads a kernel may run on with slices of `slice` bytes of scratch:
+ * as many as fit, at most OpenMP's count. Thread t uses bytes
+ * [t * slice, (t + 1) * slice). */
+static int scratch_threads(const void *scratch, size_t scratch_bytes, size_t slice) {
+    RTR_ASSERT(scratch != NULL && slice > 0 && scratch_bytes >= slice);
+    RTR_ASSERT((uintptr_t)scratch % sizeof(double) == 0);
+    size_t fit = scratch_bytes / slice;
+    int nt = omp_get_max_threads();
+    return fit < (size_t)nt ? (int)fit : nt;
+}
 
 /* dot product of n floats: with AVX2 and FMA, four 8-wide partial sums (one
  * would wait on the adder's latency); otherwise 8 partial sums the compiler
@@ -237,25 +251,22 @@ void rtr_rmsnorm_forward(float *out, float *rstd, const float *x, const float *g
     }
 }
 
+size_t rtr_rmsnorm_backward_scratch(int C) { return round64((size_t)(C > 0 ? C : 1) * sizeof(double)); }
+
 /* y_i = x_i r g_i, r = (mean(x^2) + eps)^-1/2, dr/dx_j = -r^3 x_j / C:
  * dx_j = r g_j dy_j - (r^3 / C) x_j sum_i dy_i g_i x_i
  * dg_i = sum_n dy_ni x_ni r_n: each thread sums its own (static) block of rows
- * in double, then the partial sums are added in thread order (deterministic
- * for a given thread count). */
-void rtr_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *x, const float *g, const float *rstd,
-                          int N, int C) {
-    double *part = NULL;
-#pragma omp parallel if ((int64_t)N * C > 65536)
+ * in double into its slice of the scratch, then the partial sums are added in
+ * thread order (deterministic for a given thread count). */
+void rtr_rmsnorm_backward(float *dx, float *dg, void *scratch, size_t scratch_bytes, const float *dout,
+                          const float *x, const float *g, const float *rstd, int N, int C) {
+    size_t slice = rtr_rmsnorm_backward_scratch(C);
+    int nthr = dg ? scratch_threads(scratch, scratch_bytes, slice) : omp_get_max_threads();
+#pragma omp parallel if ((int64_t)N * C > 65536) num_threads(nthr)
     {
         int nt = omp_get_num_threads(), tid = omp_get_thread_num();
-        if (dg) {
-#pragma omp single
-            {
-                part = calloc((size_t)nt * (size_t)C, sizeof *part);
-                RTR_ASSERT(part != NULL);
-            }
-        }
-        double *pd = dg ? part + (size_t)tid * C : NULL;
+        double *pd = dg ? (double *)((char *)scratch + (size_t)tid * slice) : NULL;
+        if (pd) memset(pd, 0, (size_t)C * sizeof *pd);   /* read by the others only after the loop's barrier */
 #pragma omp for schedule(static)
         for (int n = 0; n < N; n++) {
             const float *xr = x + (int64_t)n * C, *dy = dout + (int64_t)n * C;
@@ -278,12 +289,11 @@ void rtr_rmsnorm_backward(float *dx, float *dg, const float *dout, const float *
 #pragma omp for schedule(static)
             for (int i = 0; i < C; i++) {
                 double s = 0;
-                for (int t = 0; t < nt; t++) s += part[(size_t)t * C + i];
+                for (int t = 0; t < nt; t++) s += ((const double *)((const char *)scratch + (size_t)t * slice))[i];
                 dg[i] += (float)s;
             }
         }
     }
-    free(part);
 }
 
 /* --- GELU ------------------------------------------------------------------------------- */
@@ -437,70 +447,21 @@ float rtr_crossentropy(float *dlogits, const float *logits, const int32_t *targe
 }
 
 /* --- rotary positions ---------------------------------------------------------------- */
-/* The rotation of position p, pair i is (cos, sin) of p * 10000^(-2i/hs),
- * computed in double and rounded to float. Tables of them, cs[p*hs + 2i] = cos
- * and cs[p*hs + 2i + 1] = sin for p = 0 .. npos-1, are kept per thread (a few
- * head sizes; grown as longer positions come) so that a call costs no cos/sin. */
-#define ROPE_SLOTS 4
-typedef struct rope_tab {
-    int hs, npos;
-    unsigned used;   /* last use, for replacement */
-    float *cs;
-} rope_tab;
-typedef struct rope_cache {
-    unsigned tick;
-    rope_tab t[ROPE_SLOTS];
-} rope_cache;
+/* The tables are the caller's (ops.h), so that a call costs no cos/sin. A
+ * position gets the same (cos, sin) whatever the start p0 of its table. */
+size_t rtr_rope_table_floats(int hs, int npos) { return (size_t)(npos > 0 ? npos : 0) * (size_t)(hs > 0 ? hs : 0); }
 
-static pthread_key_t rope_key;
-static pthread_once_t rope_once = PTHREAD_ONCE_INIT;
-static void rope_cache_free(void *p) {
-    rope_cache *c = p;
-    for (int i = 0; i < ROPE_SLOTS; i++) free(c->t[i].cs);
-    free(c);
-}
-static void rope_key_init(void) { RTR_ASSERT(pthread_key_create(&rope_key, rope_cache_free) == 0); }
-
-static void rope_fill(float *cs, int hs, int p0, int p1) {
-#pragma omp parallel for schedule(static) if ((int64_t)(p1 - p0) * hs > 16384)
-    for (int p = p0; p < p1; p++)
+rtr_rope_table rtr_rope_table_fill(float *cs, int hs, int p0, int npos) {
+    RTR_ASSERT(hs >= 2 && hs % 2 == 0 && npos >= 0 && (int64_t)p0 + npos <= INT32_MAX);
+    RTR_ASSERT(cs != NULL || npos == 0);
+#pragma omp parallel for schedule(static) if ((int64_t)npos * hs > 16384)
+    for (int p = 0; p < npos; p++)
         for (int i = 0; i < hs / 2; i++) {
-            double ang = (double)p * pow(10000.0, -2.0 * i / hs);
+            double ang = (double)(p0 + p) * pow(10000.0, -2.0 * i / hs);
             cs[(int64_t)p * hs + 2 * i] = (float)cos(ang);
             cs[(int64_t)p * hs + 2 * i + 1] = (float)sin(ang);
         }
-}
-
-/* the table for positions 0 .. npos-1 (valid until this thread's next call) */
-static const float *rope_table(int hs, int npos) {
-    pthread_once(&rope_once, rope_key_init);
-    rope_cache *c = pthread_getspecific(rope_key);
-    if (!c) {
-        c = calloc(1, sizeof *c);
-        RTR_ASSERT(c != NULL);
-        RTR_ASSERT(pthread_setspecific(rope_key, c) == 0);
-    }
-    rope_tab *t = NULL;
-    for (int i = 0; i < ROPE_SLOTS && !t; i++)
-        if (c->t[i].cs && c->t[i].hs == hs) t = &c->t[i];
-    if (!t) {   /* a free slot, or the least recently used */
-        t = &c->t[0];
-        for (int i = 1; i < ROPE_SLOTS; i++)
-            if (!c->t[i].cs || (t->cs && c->t[i].used < t->used)) t = &c->t[i];
-        free(t->cs);
-        *t = (rope_tab){hs, 0, 0, NULL};
-    }
-    t->used = ++c->tick;
-    if (npos > t->npos) {
-        int want = npos;
-        if (t->npos && want < 2 * t->npos) want = 2 * t->npos;   /* growing one position at a time stays cheap */
-        float *cs = realloc(t->cs, (size_t)want * (size_t)hs * sizeof *cs);
-        RTR_ASSERT(cs != NULL);
-        rope_fill(cs, hs, t->npos, want);
-        t->cs = cs;
-        t->npos = want;
-    }
-    return t->cs;
+    return (rtr_rope_table){cs, hs, p0, npos};
 }
 
 /* out[0..hs) (=|+=) the rotation of x[0..hs) by the (cos, sin) pairs cs; dir -1 rotates back.
@@ -532,23 +493,11 @@ static inline void rope_head(float *out, const float *x, const float *cs, int hs
     }
 }
 
-static void rope(float *out, const float *x, int B, int T, int NH, int hs, int pos0, float dir, int acc) {
+static void rope(float *out, const float *x, const rtr_rope_table *rt, int B, int T, int NH, int hs, int pos0,
+                 float dir, int acc) {
     if (B <= 0 || T <= 0 || NH <= 0 || hs <= 0) return;
-    const float *tab;
-    float *own = NULL;
-    if (pos0 >= 0) {
-        tab = rope_table(hs, pos0 + T) + (int64_t)pos0 * hs;
-    } else {   /* negative positions: a table for this call only */
-        own = malloc((size_t)T * (size_t)hs * sizeof *own);
-        RTR_ASSERT(own != NULL);
-        for (int t = 0; t < T; t++)
-            for (int i = 0; i < hs / 2; i++) {
-                double ang = (double)(pos0 + t) * pow(10000.0, -2.0 * i / hs);
-                own[(int64_t)t * hs + 2 * i] = (float)cos(ang);
-                own[(int64_t)t * hs + 2 * i + 1] = (float)sin(ang);
-            }
-        tab = own;
-    }
+    RTR_ASSERT(rt != NULL && rt->hs == hs && pos0 >= rt->p0 && (int64_t)pos0 - rt->p0 + T <= rt->npos);
+    const float *tab = rt->cs + (int64_t)(pos0 - rt->p0) * hs;   /* (T, hs): positions pos0 .. pos0 + T - 1 */
 #pragma omp parallel for collapse(2) schedule(static) if ((int64_t)B * T * NH * hs > 65536)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
@@ -558,15 +507,15 @@ static void rope(float *out, const float *x, int B, int T, int NH, int hs, int p
                 rope_head(out + base, x + base, cs, hs, dir, acc);
             }
         }
-    free(own);
 }
 
-void rtr_rope_forward(float *out, const float *x, int B, int T, int NH, int hs, int pos0) {
-    rope(out, x, B, T, NH, hs, pos0, 1.0f, 0);
+void rtr_rope_forward(float *out, const float *x, const rtr_rope_table *tab, int B, int T, int NH, int hs, int pos0) {
+    rope(out, x, tab, B, T, NH, hs, pos0, 1.0f, 0);
 }
 
-void rtr_rope_backward(float *dx, const float *dout, int B, int T, int NH, int hs, int pos0) {
-    rope(dx, dout, B, T, NH, hs, pos0, -1.0f, 1);
+void rtr_rope_backward(float *dx, const float *dout, const rtr_rope_table *tab, int B, int T, int NH, int hs,
+                       int pos0) {
+    rope(dx, dout, tab, B, T, NH, hs, pos0, -1.0f, 1);
 }
 
 /* --- attention ------------------------------------------------------------------------- */
@@ -583,7 +532,7 @@ void rtr_rope_backward(float *dx, const float *dout, int B, int T, int NH, int h
 /* Softmax over s[0..n) in place, keys with keep[j] == 0 (keep may be NULL)
  * left out (probability 0). Returns 0, with s zeroed, if no key is kept. A NaN
  * among the kept scores makes the whole row NaN. */
-static int softmax_row(float *s, const float *keep, int n) {
+static int softmax_row(float *s, const uint8_t *keep, int n) {
     float mx = -INFINITY, z = 0;
     int j = 0;
 #ifdef RTR_SIMD
@@ -594,9 +543,17 @@ static int softmax_row(float *s, const float *keep, int n) {
         __m256i m = tailmask(rem);
         __m256 v = rem == 8 ? _mm256_loadu_ps(s + j) : _mm256_maskload_ps(s + j, m);
         __m256 live = _mm256_castsi256_ps(m);
-        if (keep) {
-            __m256 kp = rem == 8 ? _mm256_loadu_ps(keep + j) : _mm256_maskload_ps(keep + j, m);
-            live = _mm256_and_ps(live, _mm256_cmp_ps(kp, zero, _CMP_NEQ_OQ));
+        if (keep) {   /* the 8 mask bytes (the tail's through a copy: no read past n) widened to lanes */
+            __m128i kb;
+            if (rem == 8) {
+                kb = _mm_loadl_epi64((const __m128i *)(keep + j));
+            } else {
+                uint8_t t8[16] = {0};
+                memcpy(t8, keep + j, (size_t)rem);
+                kb = _mm_loadu_si128((const __m128i *)t8);
+            }
+            __m256i dropped = _mm256_cmpeq_epi32(_mm256_cvtepu8_epi32(kb), _mm256_setzero_si256());
+            live = _mm256_andnot_ps(_mm256_castsi256_ps(dropped), live);
             v = _mm256_blendv_ps(ninf, v, live);
             if (rem == 8) _mm256_storeu_ps(s + j, v);
             else _mm256_maskstore_ps(s + j, m, v);
@@ -650,19 +607,14 @@ static int softmax_row(float *s, const float *keep, int n) {
 }
 
 /* one (batch, head): q, out (Tq rows), k, v (Tk rows) at stride C; att (Tq, Tk);
- * km (Tk) or NULL; keep: scratch of Tk floats */
+ * km (Tk) or NULL */
 static void att_fwd_head(float *out, float *att, const float *q, const float *k, const float *v, const uint8_t *km,
-                         float *keep, int Tq, int Tk, int C, int hs, int causal, float scale) {
+                         int Tq, int Tk, int C, int hs, int causal, float scale) {
     int kend = Tk;
-    const float *kp = NULL;
+    const uint8_t *kp = NULL;   /* the mask, when some key up to kend is dropped */
     if (km) {
         while (kend > 0 && !km[kend - 1]) kend--;
-        int all = 1;
-        for (int j = 0; j < kend; j++) {
-            keep[j] = km[j] ? 1.0f : 0.0f;
-            all &= km[j] != 0;
-        }
-        if (!all) kp = keep;
+        if (kend > 0 && memchr(km, 0, (size_t)kend)) kp = km;
     }
     if (Tq == 1) {   /* one query (decoding): dot products and a weighted sum, no BLAS set-up */
         int n = causal && kend > 1 ? 1 : kend;
@@ -712,27 +664,17 @@ void rtr_attention_forward(float *out, float *att, const float *q, const float *
     int par = npair > 1 && (int64_t)npair * Tq * Tk * hs > ATT_PAR_WORK && omp_get_max_threads() > 1 &&
               !omp_in_parallel();
     int saved = par ? blas_single_begin() : 0;
-#pragma omp parallel if (par)
-    {
-        float *keep = NULL;
-        if (kmask) {
-            keep = malloc((size_t)(Tk > 0 ? Tk : 1) * sizeof *keep);
-            RTR_ASSERT(keep != NULL);
-        }
-#pragma omp for schedule(dynamic, 1)
-        for (int p = 0; p < npair; p++) {
-            int b = p / NH, h = p % NH;
-            att_fwd_head(out + (int64_t)b * Tq * C + h * hs, att + (int64_t)p * Tq * Tk,
-                         q + (int64_t)b * Tq * C + h * hs, k + (int64_t)b * Tk * C + h * hs,
-                         v + (int64_t)b * Tk * C + h * hs, kmask ? kmask + (int64_t)b * Tk : NULL, keep, Tq, Tk, C, hs,
-                         causal, scale);
-        }
-        free(keep);
+#pragma omp parallel for schedule(dynamic, 1) if (par)
+    for (int p = 0; p < npair; p++) {
+        int b = p / NH, h = p % NH;
+        att_fwd_head(out + (int64_t)b * Tq * C + h * hs, att + (int64_t)p * Tq * Tk, q + (int64_t)b * Tq * C + h * hs,
+                     k + (int64_t)b * Tk * C + h * hs, v + (int64_t)b * Tk * C + h * hs,
+                     kmask ? kmask + (int64_t)b * Tk : NULL, Tq, Tk, C, hs, causal, scale);
     }
     blas_single_end(saved);
 }
 
-/* one (batch, head) of the backward pass; ds: scratch of ATT_QB * Tk floats */
+/* one (batch, head) of the backward pass; ds: scratch of min(Tq, ATT_QB) * Tk floats */
 static void att_bwd_head(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
                          const float *k, const float *v, float *ds, int Tq, int Tk, int C, int hs, float scale) {
     for (int i0 = 0; i0 < Tq; i0 += ATT_QB) {
@@ -774,21 +716,26 @@ static void att_bwd_head(float *dq, float *dk, float *dv, const float *dout, con
     }
 }
 
-void rtr_attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *att, const float *q,
-                            const float *k, const float *v, int B, int Tq, int Tk, int NH, int hs) {
+size_t rtr_attention_backward_scratch(int Tq, int Tk) {
+    int qb = Tq < ATT_QB ? Tq : ATT_QB;
+    return round64((size_t)(qb > 0 ? qb : 1) * (size_t)(Tk > 0 ? Tk : 1) * sizeof(float));
+}
+
+void rtr_attention_backward(float *dq, float *dk, float *dv, void *scratch, size_t scratch_bytes, const float *dout,
+                            const float *att, const float *q, const float *k, const float *v, int B, int Tq, int Tk,
+                            int NH, int hs) {
     RTR_ASSERT(Tk <= RTR_ATT_MAX_KEYS);
     if (B <= 0 || NH <= 0 || Tq <= 0 || Tk <= 0 || (!dq && !dk && !dv)) return;
     int C = NH * hs, npair = B * NH;
     float scale = 1.0f / sqrtf((float)hs);
-    int par = npair > 1 && (int64_t)npair * Tq * Tk * hs > ATT_PAR_WORK && omp_get_max_threads() > 1 &&
-              !omp_in_parallel();
+    size_t slice = rtr_attention_backward_scratch(Tq, Tk);   /* ds of a query block, per thread */
+    int need = dq || dk, nthr = need ? scratch_threads(scratch, scratch_bytes, slice) : omp_get_max_threads();
+    int par = npair > 1 && (int64_t)npair * Tq * Tk * hs > ATT_PAR_WORK && nthr > 1 && !omp_in_parallel();
     int saved = par ? blas_single_begin() : 0;
     /* each (b, h) writes its own columns of dq, dk, dv: no races */
-#pragma omp parallel if (par)
+#pragma omp parallel if (par) num_threads(nthr)
     {
-        int qb = Tq < ATT_QB ? Tq : ATT_QB;
-        float *ds = malloc((size_t)qb * (size_t)Tk * sizeof *ds);
-        RTR_ASSERT(ds != NULL);
+        float *ds = need ? (float *)((char *)scratch + (size_t)omp_get_thread_num() * slice) : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int p = 0; p < npair; p++) {
             int b = p / NH, h = p % NH;
@@ -796,7 +743,6 @@ void rtr_attention_backward(float *dq, float *dk, float *dv, const float *dout, 
             att_bwd_head(dq ? dq + qo : NULL, dk ? dk + ko : NULL, dv ? dv + ko : NULL, dout + qo,
                          att + (int64_t)p * Tq * Tk, q + qo, k + ko, v + ko, ds, Tq, Tk, C, hs, scale);
         }
-        free(ds);
     }
     blas_single_end(saved);
 }

@@ -30,14 +30,6 @@
 
 #define PI 3.14159265358979323846
 
-void openblas_set_num_threads(int n);   /* OpenBLAS; not in every cblas.h */
-
-void rtr_set_threads(int n) {
-    if (n < 1) n = 1;
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
-
 /* --- configuration --------------------------------------------------------------------- */
 void rtr_model_config_default(rtr_model_config *cfg, int V) {
     memset(cfg, 0, sizeof *cfg);
@@ -298,10 +290,21 @@ static void layout_block(bump *b, blk_acts *a, size_t rows, int W, int FW, int N
     a->mlp.hg = TAKEF(b, rows * FW);
 }
 
+/* Positions the decoder's rotary table covers: the context, the CCA's
+ * queries (m .. 2m - 1) and its keys (0 .. R - 1). */
+static int rope_dec_positions(const rtr_model_config *c) {
+    int n = c->T;
+    if (c->n_cca && 2 * c->m > n) n = 2 * c->m;
+    if (c->n_cca && c->R > n) n = c->R;
+    return n;
+}
+
 static void layout_acts(rtr_model *m, bump *b) {
     const rtr_model_config *c = &m->cfg;
     size_t B = (size_t)m->max_B, N = B * c->T, Lc = c->T / c->m;
     size_t NE = B * Lc * c->K * c->R;
+    m->rope_dec_cs = TAKEF(b, rtr_rope_table_floats(c->C / c->NH, rope_dec_positions(c)));
+    m->rope_enc_cs = c->n_cca ? TAKEF(b, rtr_rope_table_floats(c->EC / c->ENH, c->R)) : NULL;
     for (int l = 0; l < c->L; l++)
         layout_block(b, &m->dl[l], N, c->C, c->F, c->NH, B, c->T, m->is_cca[l], N, NE, NE, c->m, c->K * c->R, 1);
     m->resL = TAKEF(b, N * c->C);
@@ -323,17 +326,73 @@ static void layout_acts(rtr_model *m, bump *b) {
     m->nbr = take(b, NE * sizeof(int32_t));
 }
 
-/* The sizes of the backward scratch buffers (see rtr_model.s). */
-static void scratch_sizes(const rtr_model *m, size_t sz[13]) {
+/* --- backward scratch (retro_int.h, bwd_scratch) --------------------------------------- */
+/* The slots, in allocation order: eight of (rows, W), two MLP-wide (rows,
+ * FW), and the three gradients live through the whole pass. */
+enum { SLOT_ROW0, SLOT_ROW1, SLOT_ROW2, SLOT_ROW3, SLOT_ROW4, SLOT_ROW5, SLOT_ROW6, SLOT_ROW7, SLOT_WIDE0, SLOT_WIDE1,
+       SLOT_DRES, SLOT_DX, SLOT_DE, N_SLOTS };
+
+/* The size table: floats of each slot, for batches of max_B. */
+static void scratch_sizes(const rtr_model *m, size_t sz[N_SLOTS]) {
     const rtr_model_config *c = &m->cfg;
     size_t B = (size_t)m->max_B, N = B * c->T, NE = c->n_cca ? B * (c->T / c->m) * c->K * c->R : 0;
     size_t s = N * (size_t)c->C, wide = N * (size_t)c->F, maxw = c->C > c->EC ? c->C : c->EC;
     if (NE * maxw > s) s = NE * maxw;
     if (NE * (size_t)c->EF > wide) wide = NE * (size_t)c->EF;
-    for (int i = 0; i < 8; i++) sz[i] = s;
-    sz[8] = sz[9] = wide;
-    sz[10] = sz[11] = N * (size_t)c->C;
-    sz[12] = NE * (size_t)c->EC;
+    for (int i = SLOT_ROW0; i <= SLOT_ROW7; i++) sz[i] = s;
+    sz[SLOT_WIDE0] = sz[SLOT_WIDE1] = wide;
+    sz[SLOT_DRES] = sz[SLOT_DX] = N * (size_t)c->C;
+    sz[SLOT_DE] = NE * (size_t)c->EC;
+}
+
+/* Points the names at the slots. Sharing a slot: ROW0 holds the first
+ * gradient of whatever runs (dlnf, cca_dout, demb, sa.dy, mlp.dln); ROW1..6
+ * the self- or the cross-attention's; ROW7 the CCA's gathered queries, whose
+ * gradient is scattered into dx before the encoder's residual stream needs it. */
+static void bind_scratch(bwd_scratch *bs, float *slot[N_SLOTS]) {
+    bs->dres = slot[SLOT_DRES];
+    bs->dx = slot[SLOT_DX];
+    bs->dE = slot[SLOT_DE];
+    bs->dlnf = bs->cca_dout = bs->demb = slot[SLOT_ROW0];
+    bs->cca_dq = bs->enc_dres = slot[SLOT_ROW7];
+    bs->sa = (sa_grads){.dy = slot[SLOT_ROW0], .dq = slot[SLOT_ROW1], .dk = slot[SLOT_ROW2], .dv = slot[SLOT_ROW3],
+                        .dq0 = slot[SLOT_ROW4], .dk0 = slot[SLOT_ROW5], .dln = slot[SLOT_ROW6]};
+    bs->xa = (xa_grads){.dy = slot[SLOT_ROW1], .dq = slot[SLOT_ROW2], .dk = slot[SLOT_ROW3], .dv = slot[SLOT_ROW4],
+                        .dkx = slot[SLOT_ROW5], .dvx = slot[SLOT_ROW6]};
+    bs->mlp = (mlp_grads){.dhg = slot[SLOT_WIDE0], .dh = slot[SLOT_WIDE1], .dln = slot[SLOT_ROW0]};
+}
+
+/* Bytes one thread of the backward kernels uses: the widest RMSNorm's
+ * partial sums or the largest attention's block of score gradients (decoder
+ * self-attention (T, T); encoder self-attention (R, R); CCA (m, K*R); the
+ * encoder's cross-attention (R, m)). */
+static size_t kern_slice_bytes(const rtr_model_config *c) {
+    size_t s = rtr_rmsnorm_backward_scratch(c->C), a = rtr_attention_backward_scratch(c->T, c->T);
+    if (a > s) s = a;
+    if (c->n_cca) {
+        size_t more[] = {rtr_rmsnorm_backward_scratch(c->EC), rtr_attention_backward_scratch(c->R, c->R),
+                         rtr_attention_backward_scratch(c->m, c->K * c->R), rtr_attention_backward_scratch(c->R, c->m)};
+        for (size_t i = 0; i < sizeof more / sizeof *more; i++)
+            if (more[i] > s) s = more[i];
+    }
+    return s;
+}
+
+/* The kernels' per-thread scratch for OpenMP's present thread count
+ * (allocated again, larger, when it has risen). */
+static int kern_scratch_ensure(rtr_model *m) {
+    bwd_scratch *bs = &m->bs;
+    int nt = omp_get_max_threads();
+    if (bs->kern && nt <= bs->kern_threads) return RTR_OK;
+    size_t slice = kern_slice_bytes(&m->cfg);
+    void *p = rtr_calloc((size_t)nt, slice);
+    if (!p) return rtr_seterr(RTR_E_NOMEM, "model: out of memory for the backward scratch of %d threads", nt);
+    rtr_free(bs->kern);
+    bs->kern = p;
+    bs->kern_slice = slice;
+    bs->kern_bytes = (size_t)nt * slice;
+    bs->kern_threads = nt;
+    return RTR_OK;
 }
 
 int rtr_model_new(const rtr_model_config *cfg, int max_B, rtr_model **out) {
@@ -364,6 +423,8 @@ int rtr_model_new(const rtr_model_config *cfg, int max_B, rtr_model **out) {
     b.base = (char *)(((uintptr_t)m->act_mem + 63) & ~(uintptr_t)63);
     b.off = 0;
     layout_acts(m, &b);
+    m->rope_dec = rtr_rope_table_fill(m->rope_dec_cs, cfg->C / cfg->NH, 0, rope_dec_positions(cfg));
+    if (cfg->n_cca) m->rope_enc = rtr_rope_table_fill(m->rope_enc_cs, cfg->EC / cfg->ENH, 0, cfg->R);
     *out = m;
     return RTR_OK;
 nomem:
@@ -380,16 +441,19 @@ void rtr_model_free(rtr_model *m) {
     rtr_free(m->av);
     rtr_free(m->act_mem);
     rtr_free(m->scr_mem);
+    rtr_free(m->bs.kern);
     rtr_free(m->enc);
     rtr_free(m->el);
     rtr_free(m);
 }
 
 size_t rtr_model_scratch_bytes(const rtr_model *m) {
-    size_t sz[13], total = 0;
+    size_t sz[N_SLOTS], total = 0;
     scratch_sizes(m, sz);
-    for (int i = 0; i < 13; i++) total += sz[i];
-    return total * sizeof(float);
+    for (int i = 0; i < N_SLOTS; i++) total += sz[i];
+    int nt = omp_get_max_threads();
+    if (m->bs.kern_threads > nt) nt = m->bs.kern_threads;
+    return total * sizeof(float) + (size_t)nt * kern_slice_bytes(&m->cfg);
 }
 
 int rtr_model_alloc_train(rtr_model *m) {
@@ -397,21 +461,23 @@ int rtr_model_alloc_train(rtr_model *m) {
     if (!m->am) m->am = rtr_calloc(m->nparams, sizeof(float));
     if (!m->av) m->av = rtr_calloc(m->nparams, sizeof(float));
     if (!m->scr_mem) {
-        size_t sz[13], total = 0;
+        size_t sz[N_SLOTS], total = 0;
         scratch_sizes(m, sz);
-        for (int i = 0; i < 13; i++) total += sz[i];
+        for (int i = 0; i < N_SLOTS; i++) total += sz[i];
         m->scr_mem = rtr_calloc(total, sizeof(float));
         if (m->scr_mem) {
+            float *slot[N_SLOTS];
             size_t off = 0;
-            for (int i = 0; i < 13; i++) {
-                m->s[i] = (float *)m->scr_mem + off;
+            for (int i = 0; i < N_SLOTS; i++) {
+                slot[i] = (float *)m->scr_mem + off;
                 off += sz[i];
             }
+            bind_scratch(&m->bs, slot);
         }
     }
     if (!m->grads || !m->am || !m->av || !m->scr_mem)
         return rtr_seterr(RTR_E_NOMEM, "model: out of memory for gradients and optimizer state");
-    return RTR_OK;
+    return kern_scratch_ensure(m);
 }
 
 /* --- initialisation --------------------------------------------------------------------- */
@@ -460,17 +526,17 @@ static void copyf(float *dst, const float *src, size_t n) { memcpy(dst, src, n *
 static void zerof(float *dst, size_t n) { memset(dst, 0, n * sizeof *dst); }
 
 /* out = in + attention(rope(q), rope(k), v) Wproj^T over rmsnorm(in); Bn
- * sequences of T rows of width W. */
-static void sa_forward(rtr_model *m, sa_acts *a, float *out, const float *in, const blk_ix *ix, int Bn, int T, int W,
-                       int NH, int causal, const uint8_t *kmask) {
+ * sequences of T rows of width W; rope: the table for head size W / NH. */
+static void sa_forward(rtr_model *m, sa_acts *a, float *out, const float *in, const blk_ix *ix,
+                       const rtr_rope_table *rope, int Bn, int T, int W, int NH, int causal, const uint8_t *kmask) {
     size_t rows = (size_t)Bn * T;
     const float *wqkv = PW(m, ix->qkv);
     rtr_rmsnorm_forward(a->ln, a->rstd, in, PW(m, ix->ln1), (int)rows, W);
     rtr_matmul_forward(a->q, a->ln, wqkv, NULL, (int)rows, W, W);
     rtr_matmul_forward(a->k, a->ln, wqkv + (size_t)W * W, NULL, (int)rows, W, W);
     rtr_matmul_forward(a->v, a->ln, wqkv + 2 * (size_t)W * W, NULL, (int)rows, W, W);
-    rtr_rope_forward(a->q, a->q, Bn, T, NH, W / NH, 0);
-    rtr_rope_forward(a->k, a->k, Bn, T, NH, W / NH, 0);
+    rtr_rope_forward(a->q, a->q, rope, Bn, T, NH, W / NH, 0);
+    rtr_rope_forward(a->k, a->k, rope, Bn, T, NH, W / NH, 0);
     rtr_attention_forward(a->y, a->att, a->q, a->k, a->v, kmask, Bn, T, T, NH, W / NH, causal);
     copyf(out, in, rows * W);
     mm_add(out, a->y, PW(m, ix->proj), rows, W, W);
@@ -478,28 +544,30 @@ static void sa_forward(rtr_model *m, sa_acts *a, float *out, const float *in, co
 
 /* dres (rows, W): in, the gradient of the sub-layer's output; out, plus the
  * gradient of its input. */
-static void sa_backward(rtr_model *m, sa_acts *a, float *dres, const float *in, const blk_ix *ix, int Bn, int T, int W,
-                        int NH) {
+static void sa_backward(rtr_model *m, sa_acts *a, float *dres, const float *in, const blk_ix *ix,
+                        const rtr_rope_table *rope, int Bn, int T, int W, int NH) {
     size_t rows = (size_t)Bn * T, n = rows * W;
-    float *dy = m->s[0], *dq = m->s[1], *dk = m->s[2], *dv = m->s[3], *dq2 = m->s[4], *dk2 = m->s[5], *dln = m->s[6];
+    const sa_grads *d = &m->bs.sa;
     const float *wqkv = PW(m, ix->qkv);
     float *gqkv = gw(m, ix->qkv);
-    zerof(dy, n);
-    rtr_matmul_backward(dy, gw(m, ix->proj), NULL, dres, a->y, PW(m, ix->proj), (int)rows, W, W);
-    zerof(dq, n);
-    zerof(dk, n);
-    zerof(dv, n);
-    rtr_attention_backward(dq, dk, dv, dy, a->att, a->q, a->k, a->v, Bn, T, T, NH, W / NH);
-    zerof(dq2, n);
-    zerof(dk2, n);
-    rtr_rope_backward(dq2, dq, Bn, T, NH, W / NH, 0);
-    rtr_rope_backward(dk2, dk, Bn, T, NH, W / NH, 0);
-    zerof(dln, n);
+    zerof(d->dy, n);
+    rtr_matmul_backward(d->dy, gw(m, ix->proj), NULL, dres, a->y, PW(m, ix->proj), (int)rows, W, W);
+    zerof(d->dq, n);
+    zerof(d->dk, n);
+    zerof(d->dv, n);
+    rtr_attention_backward(d->dq, d->dk, d->dv, m->bs.kern, m->bs.kern_bytes, d->dy, a->att, a->q, a->k, a->v, Bn, T,
+                           T, NH, W / NH);
+    zerof(d->dq0, n);
+    zerof(d->dk0, n);
+    rtr_rope_backward(d->dq0, d->dq, rope, Bn, T, NH, W / NH, 0);
+    rtr_rope_backward(d->dk0, d->dk, rope, Bn, T, NH, W / NH, 0);
+    zerof(d->dln, n);
     size_t WW = (size_t)W * W;
-    rtr_matmul_backward(dln, gqkv, NULL, dq2, a->ln, wqkv, (int)rows, W, W);
-    rtr_matmul_backward(dln, gqkv ? gqkv + WW : NULL, NULL, dk2, a->ln, wqkv + WW, (int)rows, W, W);
-    rtr_matmul_backward(dln, gqkv ? gqkv + 2 * WW : NULL, NULL, dv, a->ln, wqkv + 2 * WW, (int)rows, W, W);
-    rtr_rmsnorm_backward(dres, gw(m, ix->ln1), dln, in, PW(m, ix->ln1), a->rstd, (int)rows, W);
+    rtr_matmul_backward(d->dln, gqkv, NULL, d->dq0, a->ln, wqkv, (int)rows, W, W);
+    rtr_matmul_backward(d->dln, gqkv ? gqkv + WW : NULL, NULL, d->dk0, a->ln, wqkv + WW, (int)rows, W, W);
+    rtr_matmul_backward(d->dln, gqkv ? gqkv + 2 * WW : NULL, NULL, d->dv, a->ln, wqkv + 2 * WW, (int)rows, W, W);
+    rtr_rmsnorm_backward(dres, gw(m, ix->ln1), m->bs.kern, m->bs.kern_bytes, d->dln, in, PW(m, ix->ln1), a->rstd,
+                         (int)rows, W);
 }
 
 /* out = in + gelu(rmsnorm(in) Wfc^T) Wproj^T */
@@ -514,14 +582,15 @@ static void mlp_forward(rtr_model *m, mlp_acts *a, float *out, const float *in, 
 
 static void mlp_backward(rtr_model *m, mlp_acts *a, float *dres, const float *in, const blk_ix *ix, size_t rows, int W,
                          int FW) {
-    float *dhg = m->s[8], *dh = m->s[9], *dln = m->s[0];
-    zerof(dhg, rows * FW);
-    rtr_matmul_backward(dhg, gw(m, ix->fcp), NULL, dres, a->hg, PW(m, ix->fcp), (int)rows, FW, W);
-    zerof(dh, rows * FW);
-    rtr_gelu_backward(dh, a->h, dhg, (int)(rows * FW));
-    zerof(dln, rows * W);
-    rtr_matmul_backward(dln, gw(m, ix->fc), NULL, dh, a->ln, PW(m, ix->fc), (int)rows, W, FW);
-    rtr_rmsnorm_backward(dres, gw(m, ix->ln2), dln, in, PW(m, ix->ln2), a->rstd, (int)rows, W);
+    const mlp_grads *d = &m->bs.mlp;
+    zerof(d->dhg, rows * FW);
+    rtr_matmul_backward(d->dhg, gw(m, ix->fcp), NULL, dres, a->hg, PW(m, ix->fcp), (int)rows, FW, W);
+    zerof(d->dh, rows * FW);
+    rtr_gelu_backward(d->dh, a->h, d->dhg, (int)(rows * FW));
+    zerof(d->dln, rows * W);
+    rtr_matmul_backward(d->dln, gw(m, ix->fc), NULL, d->dh, a->ln, PW(m, ix->fc), (int)rows, W, FW);
+    rtr_rmsnorm_backward(dres, gw(m, ix->ln2), m->bs.kern, m->bs.kern_bytes, d->dln, in, PW(m, ix->ln2), a->rstd,
+                         (int)rows, W);
 }
 
 /* Cross-attention: a->o (Bn*Tq, W) = attention(qin Wq^T, kvin Wk^T, kvin Wv^T) Wproj^T.
@@ -532,6 +601,7 @@ typedef struct xa_shape {
     const uint8_t *kmask; /* (Bn, Tk) or NULL */
     int qpos0;            /* rotary positions: query i at qpos0 + i, key j at j mod kseq; -1: none */
     int kseq;
+    const rtr_rope_table *rope; /* for head size W / NH, when qpos0 >= 0 */
 } xa_shape;
 
 static void xa_forward(rtr_model *m, xa_acts *a, const float *qin, const float *kvin, const blk_ix *ix,
@@ -544,8 +614,8 @@ static void xa_forward(rtr_model *m, xa_acts *a, const float *qin, const float *
     rtr_matmul_forward(a->vx, kvin, wkv + (size_t)s->W * s->KW, NULL, (int)nkv, s->KW, s->W);
     if (s->qpos0 >= 0) {
         int hs = s->W / s->NH;
-        rtr_rope_forward(a->q, a->q, s->Bn, s->Tq, s->NH, hs, s->qpos0);
-        rtr_rope_forward(a->kx, a->kx, (int)(nkv / s->kseq), s->kseq, s->NH, hs, 0);
+        rtr_rope_forward(a->q, a->q, s->rope, s->Bn, s->Tq, s->NH, hs, s->qpos0);
+        rtr_rope_forward(a->kx, a->kx, s->rope, (int)(nkv / s->kseq), s->kseq, s->NH, hs, 0);
     }
     if (s->rep > 1)
         for (int b = 0; b < s->Bn; b++) {
@@ -562,7 +632,8 @@ static void xa_backward(rtr_model *m, xa_acts *a, const float *do_, float *dqin,
                         const float *kvin, const blk_ix *ix, const xa_shape *s) {
     size_t nq = (size_t)s->Bn * s->Tq, nk = (size_t)s->Bn * s->Tk, nkv = (size_t)(s->Bn / s->rep) * s->Tk;
     size_t seq = (size_t)s->Tk * s->W;
-    float *dy = m->s[1], *dq = m->s[2], *dk = m->s[3], *dv = m->s[4], *dkx = m->s[5], *dvx = m->s[6];
+    const xa_grads *d = &m->bs.xa;
+    float *dy = d->dy, *dq = d->dq, *dk = d->dk, *dv = d->dv, *dkx = d->dkx, *dvx = d->dvx;
     const float *wkv = PW(m, ix->xkv);
     float *gkv = gw(m, ix->xkv);
     zerof(dy, nq * s->W);
@@ -570,14 +641,15 @@ static void xa_backward(rtr_model *m, xa_acts *a, const float *do_, float *dqin,
     zerof(dq, nq * s->W);
     zerof(dk, nk * s->W);
     zerof(dv, nk * s->W);
-    rtr_attention_backward(dq, dk, dv, dy, a->att, a->q, a->k, a->v, s->Bn, s->Tq, s->Tk, s->NH, s->W / s->NH);
+    rtr_attention_backward(dq, dk, dv, m->bs.kern, m->bs.kern_bytes, dy, a->att, a->q, a->k, a->v, s->Bn, s->Tq, s->Tk,
+                           s->NH, s->W / s->NH);
     if (s->qpos0 >= 0) {   /* back through the rotations (rep is 1 here: dy and dkx are free) */
         RTR_ASSERT(s->rep == 1);
         int hs = s->W / s->NH;
         zerof(dy, nq * s->W);
         zerof(dkx, nk * s->W);
-        rtr_rope_backward(dy, dq, s->Bn, s->Tq, s->NH, hs, s->qpos0);
-        rtr_rope_backward(dkx, dk, (int)(nk / s->kseq), s->kseq, s->NH, hs, 0);
+        rtr_rope_backward(dy, dq, s->rope, s->Bn, s->Tq, s->NH, hs, s->qpos0);
+        rtr_rope_backward(dkx, dk, s->rope, (int)(nk / s->kseq), s->kseq, s->NH, hs, 0);
         float *t = dq;
         dq = dy;
         dy = t;
@@ -611,13 +683,13 @@ static void xa_backward(rtr_model *m, xa_acts *a, const float *do_, float *dqin,
 static xa_shape enc_xa_shape(const rtr_model *m, int B) {
     const rtr_model_config *c = &m->cfg;
     int Lc = m->T / c->m;
-    xa_shape s = {B * Lc * c->K, c->R, c->m, c->EC, c->C, c->ENH, c->K, NULL, -1, 0};
+    xa_shape s = {B * Lc * c->K, c->R, c->m, c->EC, c->C, c->ENH, c->K, NULL, -1, 0, NULL};
     return s;
 }
 
 static xa_shape cca_shape(const rtr_model *m, int B) {
     const rtr_model_config *c = &m->cfg;
-    xa_shape s = {B * (m->T / c->m), c->m, c->K * c->R, c->C, c->EC, c->NH, 1, m->nmask, c->m, c->R};
+    xa_shape s = {B * (m->T / c->m), c->m, c->K * c->R, c->C, c->EC, c->NH, 1, m->nmask, c->m, c->R, &m->rope_dec};
     return s;
 }
 
@@ -639,7 +711,7 @@ static void encoder_forward(rtr_model *m, const float *ctx) {
     for (int j = 0; j < c->EL; j++) {
         blk_acts *a = &m->el[j];
         float *out = j + 1 < c->EL ? m->el[j + 1].res : m->eresL;
-        sa_forward(m, &a->sa, a->res1, a->res, &m->enc[j], Bn, c->R, c->EC, c->ENH, 0, m->nmask);
+        sa_forward(m, &a->sa, a->res1, a->res, &m->enc[j], &m->rope_enc, Bn, c->R, c->EC, c->ENH, 0, m->nmask);
         const float *mid = a->res1;
         if (j == 0) {
             rtr_rmsnorm_forward(a->xln, a->xrstd, a->res1, PW(m, m->enc[0].xln), (int)NE, c->EC);
@@ -658,9 +730,10 @@ static void encoder_backward(rtr_model *m, float *dE, float *dctx, const float *
     const rtr_model_config *c = &m->cfg;
     int B = m->B, Bn = B * (m->T / c->m) * c->K;
     size_t NE = (size_t)Bn * c->R;
-    float *dh = m->s[7];
+    float *dh = m->bs.enc_dres;
     zerof(dh, NE * c->EC);
-    rtr_rmsnorm_backward(dh, gw(m, m->elnf), dE, m->eresL, PW(m, m->elnf), m->E_rstd, (int)NE, c->EC);
+    rtr_rmsnorm_backward(dh, gw(m, m->elnf), m->bs.kern, m->bs.kern_bytes, dE, m->eresL, PW(m, m->elnf), m->E_rstd,
+                         (int)NE, c->EC);
     xa_shape xs = enc_xa_shape(m, B);
     for (int j = c->EL - 1; j >= 0; j--) {
         blk_acts *a = &m->el[j];
@@ -668,13 +741,13 @@ static void encoder_backward(rtr_model *m, float *dE, float *dctx, const float *
         if (j == 0) {
             float *dxln = dE;   /* E's gradient is no longer needed */
             xa_backward(m, &a->xa, dh, dxln, dctx, a->xln, ctx, &m->enc[0], &xs);
-            rtr_rmsnorm_backward(dh, gw(m, m->enc[0].xln), dxln, a->res1, PW(m, m->enc[0].xln), a->xrstd, (int)NE,
-                                 c->EC);
+            rtr_rmsnorm_backward(dh, gw(m, m->enc[0].xln), m->bs.kern, m->bs.kern_bytes, dxln, a->res1,
+                                 PW(m, m->enc[0].xln), a->xrstd, (int)NE, c->EC);
         }
-        sa_backward(m, &a->sa, dh, a->res, &m->enc[j], Bn, c->R, c->EC, c->ENH);
+        sa_backward(m, &a->sa, dh, a->res, &m->enc[j], &m->rope_enc, Bn, c->R, c->EC, c->ENH);
     }
     /* enc.in, and the shared token embedding unless frozen */
-    float *gwte = gw(m, m->wte), *demb = gwte ? m->s[0] : NULL;
+    float *gwte = gw(m, m->wte), *demb = gwte ? m->bs.demb : NULL;
     if (demb) zerof(demb, NE * c->C);
     rtr_matmul_backward(demb, gw(m, m->ein), NULL, dh, m->emb, PW(m, m->ein), (int)NE, c->C, c->EC);
     if (gwte)
@@ -744,7 +817,7 @@ int rtr_model_forward(rtr_model *m, const int32_t *idx, const int32_t *targets, 
     for (int l = 0; l < c->L; l++) {
         blk_acts *a = &m->dl[l];
         float *out = l + 1 < c->L ? m->dl[l + 1].res : m->resL;
-        sa_forward(m, &a->sa, a->res1, a->res, &m->dec[l], B, T, c->C, c->NH, 1, NULL);
+        sa_forward(m, &a->sa, a->res1, a->res, &m->dec[l], &m->rope_dec, B, T, c->C, c->NH, 1, NULL);
         const float *mid = a->res1;
         if (m->is_cca[l] && m->retrieval) {
             rtr_rmsnorm_forward(a->xln, a->xrstd, a->res1, PW(m, m->dec[l].xln), (int)N, c->C);
@@ -776,21 +849,22 @@ int rtr_model_zero_grad(rtr_model *m) {
 int rtr_model_backward(rtr_model *m) {
     const rtr_model_config *c = &m->cfg;
     if (!m->has_targets) return rtr_seterr(RTR_E_INVALID, "model: backward needs a forward pass with targets");
-    if (!m->grads) return rtr_seterr(RTR_E_INVALID, "model: backward before rtr_model_zero_grad");
+    if (!m->grads || !m->scr_mem) return rtr_seterr(RTR_E_INVALID, "model: backward before rtr_model_zero_grad");
+    int rc = kern_scratch_ensure(m);   /* OpenMP may have more threads than at rtr_model_zero_grad */
+    if (rc < 0) return rc;
     int B = m->B, T = m->T;
     size_t N = (size_t)B * T;
-    /* dres: the residual stream's gradient; dx: the CCA's normalised rows';
-     * dE: the encoder output's, summed over the CCA layers */
-    float *dres = m->s[10], *dx = m->s[11], *dE = m->s[12];
+    float *dres = m->bs.dres, *dx = m->bs.dx, *dE = m->bs.dE;
     zerof(dres, N * c->C);
     if (m->retrieval) zerof(dE, (size_t)B * (T / c->m) * c->K * c->R * c->EC);
     const float *wte = PW(m, m->wte);
     float *gwte = gw(m, m->wte);
     /* head (tied to the embedding) and the final norm */
-    float *dlnf = m->s[0];
+    float *dlnf = m->bs.dlnf;
     zerof(dlnf, N * c->C);
     rtr_matmul_backward(dlnf, gwte, NULL, m->dlogits, m->lnf_out, wte, (int)N, c->C, c->V);
-    rtr_rmsnorm_backward(dres, gw(m, m->lnf), dlnf, m->resL, PW(m, m->lnf), m->lnf_rstd, (int)N, c->C);
+    rtr_rmsnorm_backward(dres, gw(m, m->lnf), m->bs.kern, m->bs.kern_bytes, dlnf, m->resL, PW(m, m->lnf),
+                         m->lnf_rstd, (int)N, c->C);
     xa_shape cs = cca_shape(m, B);
     for (int l = c->L - 1; l >= 0; l--) {
         blk_acts *a = &m->dl[l];
@@ -798,17 +872,17 @@ int rtr_model_backward(rtr_model *m) {
         mlp_backward(m, &a->mlp, dres, cca ? a->res2 : a->res1, &m->dec[l], N, c->C, c->F);
         if (cca) {
             /* the CCA output's gradient, gathered with the shift */
-            float *dout = m->s[0], *dg = m->s[7];
+            float *dout = m->bs.cca_dout, *dg = m->bs.cca_dq;
             rtr_cca_gather(dout, NULL, dres, B, T, c->C, c->m);
             xa_backward(m, &a->xa, dout, dg, dE, a->g, m->E, &m->dec[l], &cs);
             zerof(dx, N * c->C);
             rtr_cca_scatter(dx, dg, B, T, c->C, c->m);   /* d(normalised rows) */
             if (l == m->first_cca) encoder_backward(m, dE, dx, a->xln);
-            rtr_rmsnorm_backward(dres, gw(m, m->dec[l].xln), dx, a->res1, PW(m, m->dec[l].xln), a->xrstd, (int)N,
-                                 c->C);
+            rtr_rmsnorm_backward(dres, gw(m, m->dec[l].xln), m->bs.kern, m->bs.kern_bytes, dx, a->res1,
+                                 PW(m, m->dec[l].xln), a->xrstd, (int)N, c->C);
         }
         if (m->frozen && l <= m->first_cca) break;   /* nothing below is trained */
-        sa_backward(m, &a->sa, dres, a->res, &m->dec[l], B, T, c->C, c->NH);
+        sa_backward(m, &a->sa, dres, a->res, &m->dec[l], &m->rope_dec, B, T, c->C, c->NH);
     }
     if (gwte) {
         const float *d = dres;

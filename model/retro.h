@@ -21,17 +21,22 @@
  *
  * Memory: parameters, gradients, the two AdamW moments and the activations
  * are each ONE allocation, pointed into from the parameter table
- * (rtr_model_param) and the activation layout. Gradients and moments are
- * allocated on first use, so a model that only infers never pays for them.
+ * (rtr_model_param) and the activation layout (which also holds the rotary
+ * tables, filled at creation). Gradients, moments and the backward pass's
+ * scratch are allocated on first use, so a model that only infers never pays
+ * for them.
  *
- * Threads: BLAS for the matrix products, OpenMP for everything else. One
- * model object must not be used by two threads at once.
+ * Threads: BLAS for the matrix products, OpenMP for everything else
+ * (rtr_set_threads, lib/threads.h). One model object must not be used by two
+ * threads at once.
  */
 #ifndef RTR_RETRO_H
 #define RTR_RETRO_H
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "lib/threads.h"   /* rtr_set_threads, for the callers that set the model's threads */
 
 #define RTR_MODEL_MAX_LAYERS 64
 /* The initial value of every element of the CCA's query and key biases:
@@ -122,11 +127,14 @@ int rtr_model_forward(rtr_model *m, const int32_t *idx, const int32_t *targets, 
 /* The logits of the last forward pass: (B, T, V). */
 const float *rtr_model_logits(const rtr_model *m);
 
-/* Sets all gradients to zero (allocating them on first use). */
+/* Sets all gradients to zero (allocating them, the moments and the backward
+ * scratch on first use). RTR_E_NOMEM when they cannot be allocated. */
 int rtr_model_zero_grad(rtr_model *m);
 /* Backward pass of the last forward pass (which must have had targets):
  * ACCUMULATES d(mean loss)/d(param) into the gradients. Frozen parameters
- * (rtr_model_freeze) get no gradient. */
+ * (rtr_model_freeze) get no gradient. RTR_E_INVALID without such a forward
+ * pass or before rtr_model_zero_grad; RTR_E_NOMEM when OpenMP has more
+ * threads than at rtr_model_zero_grad and their scratch cannot be allocated. */
 int rtr_model_backward(rtr_model *m);
 
 /* RETRO-fitting: when on, only the retrieval path (enc.*, h.*.cca_*) is
@@ -151,11 +159,9 @@ float rtr_lr_schedule(float lr, int64_t step, int64_t warmup, int64_t total);
  * (2 per multiply-add; backward twice forward), with or without retrieval. */
 double rtr_model_train_flops(const rtr_model_config *cfg, int B, int T, int retrieval);
 
-/* Threads for OpenMP and for BLAS (n >= 1). */
-void rtr_set_threads(int n);
-
 /* Bytes of the activation buffer for max_B sequences, and of the backward
- * pass's scratch (allocated with the gradients). */
+ * pass's scratch (allocated with the gradients; with the kernels' per-thread
+ * part for OpenMP's present thread count). */
 size_t rtr_model_act_bytes(const rtr_model *m);
 size_t rtr_model_scratch_bytes(const rtr_model *m);
 

@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -40,6 +41,30 @@ static double dotd(const float *out, const float *R, int n) {
     for (int i = 0; i < n; i++) s += (double)out[i] * R[i];
     return s;
 }
+
+/* The kernels' working memory comes from the caller (ops.h): per-thread
+ * scratch for the two backward passes that need it, for nthr threads (0:
+ * every OpenMP thread), and rotary tables. */
+static void rmsnorm_bwd(int nthr, float *dx, float *dg, const float *dout, const float *x, const float *g,
+                        const float *rstd, int N, int C) {
+    size_t bytes = rtr_rmsnorm_backward_scratch(C) * (size_t)(nthr ? nthr : omp_get_max_threads());
+    void *scratch = malloc(bytes);
+    rtr_rmsnorm_backward(dx, dg, scratch, bytes, dout, x, g, rstd, N, C);
+    free(scratch);
+}
+static void attention_bwd(int nthr, float *dq, float *dk, float *dv, const float *dout, const float *att,
+                          const float *q, const float *k, const float *v, int B, int Tq, int Tk, int NH, int hs) {
+    size_t bytes = rtr_attention_backward_scratch(Tq, Tk) * (size_t)(nthr ? nthr : omp_get_max_threads());
+    void *scratch = malloc(bytes);
+    rtr_attention_backward(dq, dk, dv, scratch, bytes, dout, att, q, k, v, B, Tq, Tk, NH, hs);
+    free(scratch);
+}
+/* positions p0 .. p0 + npos - 1; free with rope_tab_free */
+static rtr_rope_table rope_tab(int hs, int p0, int npos) {
+    float *cs = malloc(sizeof(float) * (rtr_rope_table_floats(hs, npos) + 1));
+    return rtr_rope_table_fill(cs, hs, p0, npos);
+}
+static void rope_tab_free(rtr_rope_table *t) { free((void *)t->cs); }
 
 typedef double (*loss_fn)(void *ctx);
 /* Central differences of loss with respect to p[0..n), in double. */
@@ -123,7 +148,7 @@ static void test_rmsnorm(void **state) {
     }
     assert_close(r.out, ref, r.N * r.C, 1e-5, "rmsnorm forward");
     float *dx = calloc((size_t)r.N * r.C, sizeof(float)), *dg = calloc((size_t)r.C, sizeof(float));
-    rtr_rmsnorm_backward(dx, dg, r.R, r.x, r.gain, r.rstd, r.N, r.C);
+    rmsnorm_bwd(0, dx, dg, r.R, r.x, r.gain, r.rstd, r.N, r.C);
     double *g = malloc(sizeof(double) * r.N * r.C);
     numgrad(rn_loss, &r, r.x, r.N * r.C, g, 1e-3f);
     assert_close(dx, g, r.N * r.C, 2e-3, "rmsnorm dx");
@@ -254,7 +279,7 @@ static void check_attention(int causal, int masked) {
         for (int i = a.Tq * C; i < 2 * a.Tq * C; i++) assert_float_equal(a.out[i], 0.0f, 0.0f);
     float *dq = calloc((size_t)a.B * a.Tq * C, sizeof(float)), *dk = calloc((size_t)a.B * a.Tk * C, sizeof(float)),
           *dv = calloc((size_t)a.B * a.Tk * C, sizeof(float));
-    rtr_attention_backward(dq, dk, dv, a.R, a.att, a.q, a.k, a.v, a.B, a.Tq, a.Tk, a.NH, a.hs);
+    attention_bwd(0, dq, dk, dv, a.R, a.att, a.q, a.k, a.v, a.B, a.Tq, a.Tk, a.NH, a.hs);
     double *g = malloc(sizeof(double) * a.B * a.Tk * C);
     numgrad(at_loss, &a, a.q, a.B * a.Tq * C, g, 1e-2f);
     assert_close(dq, g, a.B * a.Tq * C, 2e-3, "attention dq");
@@ -269,19 +294,19 @@ static void test_attention_causal(void **state) { (void)state; check_attention(1
 static void test_attention_masked_cross(void **state) { (void)state; check_attention(0, 1); }
 
 /* ------------------------------------------------------------------ rope */
-typedef struct rp { float *x, *out, *R; int pos0; } rp;
+typedef struct rp { float *x, *out, *R; int pos0; rtr_rope_table tab; } rp;
 static double rp_loss(void *vp) {
     rp *r = vp;
-    rtr_rope_forward(r->out, r->x, 1, 3, 2, 8, r->pos0);
+    rtr_rope_forward(r->out, r->x, &r->tab, 1, 3, 2, 8, r->pos0);
     return dotd(r->out, r->R, 3 * 2 * 8);
 }
 
 static void test_rope(void **state) {
     (void)state;
-    rp r = {randv(48), malloc(48 * sizeof(float)), randv(48), 5};
+    rp r = {randv(48), malloc(48 * sizeof(float)), randv(48), 5, rope_tab(8, 0, 32)};
     float *dx = calloc(48, sizeof(float));
     rp_loss(&r);
-    rtr_rope_backward(dx, r.R, 1, 3, 2, 8, r.pos0);
+    rtr_rope_backward(dx, r.R, &r.tab, 1, 3, 2, 8, r.pos0);
     double g[48];
     numgrad(rp_loss, &r, r.x, 48, g, 1e-2f);
     assert_close(dx, g, 48, 1e-3, "rope dx");
@@ -290,14 +315,15 @@ static void test_rope(void **state) {
     for (int i = 0; i < 8; i++) { a[i] = frand(); b[i] = frand(); }
     double dots[2];
     for (int s = 0; s < 2; s++) {
-        rtr_rope_forward(ra, a, 1, 1, 1, 8, 10 + 7 * s);
-        rtr_rope_forward(rb, b, 1, 1, 1, 8, 3 + 7 * s);
+        rtr_rope_forward(ra, a, &r.tab, 1, 1, 1, 8, 10 + 7 * s);
+        rtr_rope_forward(rb, b, &r.tab, 1, 1, 1, 8, 3 + 7 * s);
         double d = 0, na = 0, nr = 0;
         for (int i = 0; i < 8; i++) { d += (double)ra[i] * rb[i]; na += (double)a[i] * a[i]; nr += (double)ra[i] * ra[i]; }
         assert_true(fabs(na - nr) < 1e-5);
         dots[s] = d;
     }
     assert_true(fabs(dots[0] - dots[1]) < 1e-5);
+    rope_tab_free(&r.tab);
     free(r.x); free(r.out); free(r.R); free(dx);
 }
 
@@ -443,7 +469,7 @@ static void check_attention_large(int B, int Tq, int Tk, int NH, int hs, int cau
     memcpy(dq0, dq, sizeof(float) * nq);
     memcpy(dk0, dk, sizeof(float) * nk);
     memcpy(dv0, dv, sizeof(float) * nk);
-    rtr_attention_backward(dq, dk, dv, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    attention_bwd(0, dq, dk, dv, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
     for (int i = 0; i < nq; i++) r.dq[i] += dq0[i];
     for (int i = 0; i < nk; i++) {
         r.dk[i] += dk0[i];
@@ -452,18 +478,18 @@ static void check_attention_large(int B, int Tq, int Tk, int NH, int hs, int cau
     assert_close(dq, r.dq, nq, 1e-4, "attention dq (large)");
     assert_close(dk, r.dk, nk, 1e-4, "attention dk (large)");
     assert_close(dv, r.dv, nk, 1e-4, "attention dv (large)");
-    /* one gradient at a time gives the same */
+    /* one gradient at a time gives the same; dv alone needs no scratch */
     float *g1 = calloc((size_t)nk, sizeof(float));
-    rtr_attention_backward(NULL, NULL, g1, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    rtr_attention_backward(NULL, NULL, g1, NULL, 0, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
     for (int i = 0; i < nk; i++) r.dv[i] -= dv0[i];
     assert_close(g1, r.dv, nk, 1e-4, "attention dv alone");
     memset(g1, 0, sizeof(float) * nk);
-    rtr_attention_backward(NULL, g1, NULL, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    attention_bwd(0, NULL, g1, NULL, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
     for (int i = 0; i < nk; i++) r.dk[i] -= dk0[i];
     assert_close(g1, r.dk, nk, 1e-4, "attention dk alone");
     free(g1);
     g1 = calloc((size_t)nq, sizeof(float));
-    rtr_attention_backward(g1, NULL, NULL, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);
+    attention_bwd(1, g1, NULL, NULL, dout, a.att, a.q, a.k, a.v, B, Tq, Tk, NH, hs);   /* scratch for one thread */
     for (int i = 0; i < nq; i++) r.dq[i] -= dq0[i];
     assert_close(g1, r.dq, nq, 1e-4, "attention dq alone");
     free(g1);
@@ -499,8 +525,8 @@ static void rope_ref(double *out, const float *x, int B, int T, int NH, int hs, 
 
 static void test_rope_large(void **state) {
     (void)state;
-    /* growing T and pos0 (the position tables grow), negative positions, more
-     * head sizes than there are cached tables, head sizes without a vector tail and with */
+    /* growing T and pos0, negative positions, head sizes without a vector tail
+     * and with; tables that start at 0 and at pos0 */
     struct { int B, T, NH, hs, pos0; } cs[] = {{2, 40, 3, 64, 0},   {2, 300, 3, 64, 0}, {1, 5, 2, 64, 1000},
                                                {2, 77, 4, 6, 0},    {1, 9, 1, 10, 3},   {1, 33, 2, 12, 0},
                                                {3, 21, 2, 14, 5},   {2, 50, 3, 64, 7},  {1, 8, 2, 8, -5},
@@ -510,16 +536,23 @@ static void test_rope_large(void **state) {
         float *x = randv(n), *out = malloc(sizeof(float) * n), *dx = randv(n), *dx0 = malloc(sizeof(float) * n);
         memcpy(dx0, dx, sizeof(float) * n);
         double *ref = malloc(sizeof(double) * n);
-        rtr_rope_forward(out, x, B, T, NH, hs, pos0);
+        int p0 = pos0 < 0 ? pos0 : 0;
+        rtr_rope_table tab = rope_tab(hs, p0, pos0 + T - p0), own = rope_tab(hs, pos0, T);
+        rtr_rope_forward(out, x, &tab, B, T, NH, hs, pos0);
         rope_ref(ref, x, B, T, NH, hs, pos0, 1);
         assert_close(out, ref, n, 1e-5, "rope forward (large)");
-        rtr_rope_forward(x, x, B, T, NH, hs, pos0);   /* in place */
+        float *out2 = malloc(sizeof(float) * n);   /* a table of just these positions: the same rotation */
+        rtr_rope_forward(out2, x, &own, B, T, NH, hs, pos0);
+        for (int i = 0; i < n; i++) assert_float_equal(out2[i], out[i], 0.0f);
+        rtr_rope_forward(x, x, &tab, B, T, NH, hs, pos0);   /* in place */
         for (int i = 0; i < n; i++) assert_float_equal(x[i], out[i], 0.0f);
-        rtr_rope_backward(dx, out, B, T, NH, hs, pos0);   /* += the inverse: back to x */
+        rtr_rope_backward(dx, out, &tab, B, T, NH, hs, pos0);   /* += the inverse: back to x */
         rope_ref(ref, out, B, T, NH, hs, pos0, -1);
         for (int i = 0; i < n; i++) ref[i] += dx0[i];
         assert_close(dx, ref, n, 1e-5, "rope backward (large)");
-        free(x); free(out); free(dx); free(dx0); free(ref);
+        rope_tab_free(&tab);
+        rope_tab_free(&own);
+        free(x); free(out); free(out2); free(dx); free(dx0); free(ref);
     }
 }
 
@@ -571,7 +604,7 @@ static void test_elementwise_large(void **state) {
         for (int i = 0; i < C; i++) ref[n * C + i] = x[n * C + i] * rr[n] * g[i];
     }
     assert_close(out, ref, R * C, 1e-5, "rmsnorm forward (large)");
-    rtr_rmsnorm_backward(dx, dg, dy, x, g, rstd, R, C);
+    rmsnorm_bwd(0, dx, dg, dy, x, g, rstd, R, C);
     for (int n = 0; n < R; n++) {
         double dot = 0, r = rr[n];
         for (int i = 0; i < C; i++) dot += (double)dy[n * C + i] * g[i] * x[n * C + i];
@@ -583,12 +616,12 @@ static void test_elementwise_large(void **state) {
     for (int i = 0; i < C; i++) gref[i] += dg0[i];
     assert_close(dx, ref, R * C, 1e-5, "rmsnorm dx (large)");
     assert_close(dg, gref, C, 1e-5, "rmsnorm dg (large)");
-    /* dx or dg alone */
+    /* dx or dg alone; dg with scratch for one thread; dx alone needs none */
     memcpy(dg, dg0, sizeof(float) * C);
-    rtr_rmsnorm_backward(NULL, dg, dy, x, g, rstd, R, C);
+    rmsnorm_bwd(1, NULL, dg, dy, x, g, rstd, R, C);
     assert_close(dg, gref, C, 1e-5, "rmsnorm dg alone");
     memcpy(dx, dx0, sizeof(float) * R * C);
-    rtr_rmsnorm_backward(dx, NULL, dy, x, g, rstd, R, C);
+    rtr_rmsnorm_backward(dx, NULL, NULL, 0, dy, x, g, rstd, R, C);
     assert_close(dx, ref, R * C, 1e-5, "rmsnorm dx alone");
     free(x); free(g); free(rstd); free(dy); free(dg); free(dg0); free(out); free(dx); free(dx0); free(ref); free(rr);
     free(gref);

@@ -17,6 +17,8 @@
  *     RMSNorm, MLP with GELU) forward and backward through the ops, as a
  *     share of the measured sgemm peak.
  * Thread counts: OMP_NUM_THREADS and OPENBLAS_NUM_THREADS (default: all cores).
+ * The ops' scratch and rotary tables are made once, outside the timings, as
+ * the model makes them once.
  */
 #include <cblas.h>
 #include <math.h>
@@ -292,6 +294,15 @@ static float *zerov(size_t n) {
     }
     return v;
 }
+/* per-thread scratch of slice bytes for every OpenMP thread: *bytes gets its size */
+static void *scratchv(size_t slice, size_t *bytes) {
+    *bytes = slice * (size_t)omp_get_max_threads();
+    return zerov((*bytes + sizeof(float) - 1) / sizeof(float));
+}
+/* a rotary table for positions 0 .. npos - 1 (free its cs) */
+static rtr_rope_table rope_tabv(int hs, int npos) {
+    return rtr_rope_table_fill(zerov(rtr_rope_table_floats(hs, npos)), hs, 0, npos);
+}
 /* max |a - b| / max(1, |b|) */
 static double maxdiff(const float *a, const float *b, size_t n) {
     double w = 0;
@@ -372,6 +383,8 @@ typedef struct att {
     int B, Tq, Tk, NH, hs, causal;
     float *q, *k, *v, *dout, *out, *att, *dq, *dk, *dv;
     uint8_t *mask;
+    void *scratch;   /* rtr_attention_backward's */
+    size_t scratch_bytes;
 } att;
 static void att_new_f(void *p) {
     att *a = p;
@@ -383,7 +396,8 @@ static void att_old_f(void *p) {
 }
 static void att_new_b(void *p) {
     att *a = p;
-    rtr_attention_backward(a->dq, a->dk, a->dv, a->dout, a->att, a->q, a->k, a->v, a->B, a->Tq, a->Tk, a->NH, a->hs);
+    rtr_attention_backward(a->dq, a->dk, a->dv, a->scratch, a->scratch_bytes, a->dout, a->att, a->q, a->k, a->v, a->B,
+                           a->Tq, a->Tk, a->NH, a->hs);
 }
 static void att_old_b(void *p) {
     att *a = p;
@@ -393,7 +407,8 @@ static void att_old_b(void *p) {
 static void bench_attention_case(const char *what, int B, int Tq, int Tk, int NH, int hs, int causal, int masked) {
     int C = NH * hs;
     size_t nq = (size_t)B * Tq * C, nk = (size_t)B * Tk * C, na = (size_t)B * NH * Tq * Tk;
-    att a = {B, Tq, Tk, NH, hs, causal, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+    att a = {B, Tq, Tk, NH, hs, causal, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    a.scratch = scratchv(rtr_attention_backward_scratch(Tq, Tk), &a.scratch_bytes);
     a.q = randv(nq, 1);
     a.k = randv(nk, 1);
     a.v = randv(nk, 1);
@@ -439,7 +454,7 @@ static void bench_attention_case(const char *what, int B, int Tq, int Tk, int NH
            "max diff %.1e\n",
            what, of * 1e3, nf * 1e3, of / nf, ff / nf * 1e-9, ob * 1e3, nb * 1e3, ob / nb, fb / nb * 1e-9, dmax);
     free(a.q); free(a.k); free(a.v); free(a.dout); free(a.out); free(a.att); free(a.dq); free(a.dk); free(a.dv);
-    free(a.mask); free(o_out); free(o_att); free(o_dq); free(o_dk); free(o_dv);
+    free(a.mask); free(a.scratch); free(o_out); free(o_att); free(o_dq); free(o_dk); free(o_dv);
 }
 
 static void bench_attention(void) {
@@ -455,16 +470,19 @@ typedef struct el {
     float *x, *g, *dout, *out, *rstd, *dx, *dg;
     int32_t *tg;
     int old;
+    rtr_rope_table rope;   /* head size hs, positions 0 .. T - 1 */
+    void *scratch;         /* rtr_rmsnorm_backward's */
+    size_t scratch_bytes;
 } el;
 static void rope_f(void *p) {
     el *e = p;
     if (e->old) old_rope_forward(e->out, e->x, e->B, e->T, e->NH, e->hs, 0);
-    else rtr_rope_forward(e->out, e->x, e->B, e->T, e->NH, e->hs, 0);
+    else rtr_rope_forward(e->out, e->x, &e->rope, e->B, e->T, e->NH, e->hs, 0);
 }
 static void rope_b(void *p) {
     el *e = p;
     if (e->old) old_rope_backward(e->dx, e->dout, e->B, e->T, e->NH, e->hs, 0);
-    else rtr_rope_backward(e->dx, e->dout, e->B, e->T, e->NH, e->hs, 0);
+    else rtr_rope_backward(e->dx, e->dout, &e->rope, e->B, e->T, e->NH, e->hs, 0);
 }
 static void rms_f(void *p) {
     el *e = p;
@@ -474,7 +492,7 @@ static void rms_f(void *p) {
 static void rms_b(void *p) {
     el *e = p;
     if (e->old) old_rmsnorm_backward(e->dx, e->dg, e->dout, e->x, e->g, e->rstd, e->N, e->C);
-    else rtr_rmsnorm_backward(e->dx, e->dg, e->dout, e->x, e->g, e->rstd, e->N, e->C);
+    else rtr_rmsnorm_backward(e->dx, e->dg, e->scratch, e->scratch_bytes, e->dout, e->x, e->g, e->rstd, e->N, e->C);
 }
 static void gelu_f(void *p) {
     el *e = p;
@@ -521,7 +539,7 @@ static void bench_el(const char *what, run_fn f, el *e, float **outs, const size
 static void bench_elementwise(void) {
     printf("\n3. elementwise ops, before -> now\n");
     int N = 2048, C = 256, F = 1024, V = 4096;
-    el e = {N, C, 4, 512, 4, 64, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0};
+    el e = {N, C, 4, 512, 4, 64, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, 0, {NULL, 0, 0, 0}, NULL, 0};
     size_t nC = (size_t)N * C, nF = (size_t)N * F, nV = (size_t)N * V;
     e.x = randv(nV, 3);
     e.g = randv(F, 1);
@@ -532,6 +550,8 @@ static void bench_elementwise(void) {
     e.rstd = zerov(N);
     e.tg = malloc(sizeof(int32_t) * N);
     for (int n = 0; n < N; n++) e.tg[n] = n % 17 == 3 ? -1 : (int32_t)(((unsigned)n * 2654435761u) % (unsigned)V);
+    e.rope = rope_tabv(e.hs, e.T);
+    e.scratch = scratchv(rtr_rmsnorm_backward_scratch(C), &e.scratch_bytes);
     float *o1[] = {e.out}, *o2[] = {e.dx}, *o3[] = {e.out, e.rstd}, *o4[] = {e.dx, e.dg};
     size_t lC[] = {nC}, lF[] = {nF}, lr[] = {nC, (size_t)N}, lg[] = {nC, (size_t)C}, lV[] = {nV};
     bench_el("rope forward (B=4 T=512 NH=4 hs=64)", rope_f, &e, o1, lC, 1);
@@ -545,6 +565,7 @@ static void bench_elementwise(void) {
     e.C = V;
     bench_el("crossentropy + dlogits (2048, 4096)", ce_fb, &e, o2, lV, 1);
     free(e.x); free(e.g); free(e.dout); free(e.out); free(e.dx); free(e.dg); free(e.rstd); free(e.tg);
+    free((void *)e.rope.cs); free(e.scratch);
 }
 
 /* ----------------------------------------------------------------------- decoder block */
@@ -554,6 +575,9 @@ typedef struct blk {
     float *ln1, *r1, *q, *k, *v, *att, *ya, *res, *ln2, *r2, *h, *hg;       /* activations */
     float *dy, *dx, *dg1, *dg2, *dwqkv, *dwproj, *dwfc, *dwfcp;             /* gradients */
     float *s0, *s1, *s2, *s3, *s4, *s5, *s6, *s7;                           /* scratch */
+    rtr_rope_table rope;                                                    /* hs C/NH, positions 0 .. T-1 */
+    void *kern;                                                             /* the backward kernels' scratch */
+    size_t kern_bytes;
 } blk;
 
 static void blk_fwd(blk *m) {
@@ -563,8 +587,8 @@ static void blk_fwd(blk *m) {
     rtr_matmul_forward(m->q, m->ln1, m->wqkv, NULL, (int)N, C, C);
     rtr_matmul_forward(m->k, m->ln1, m->wqkv + (size_t)C * C, NULL, (int)N, C, C);
     rtr_matmul_forward(m->v, m->ln1, m->wqkv + 2 * (size_t)C * C, NULL, (int)N, C, C);
-    rtr_rope_forward(m->q, m->q, m->B, m->T, m->NH, hs, 0);
-    rtr_rope_forward(m->k, m->k, m->B, m->T, m->NH, hs, 0);
+    rtr_rope_forward(m->q, m->q, &m->rope, m->B, m->T, m->NH, hs, 0);
+    rtr_rope_forward(m->k, m->k, &m->rope, m->B, m->T, m->NH, hs, 0);
     rtr_attention_forward(m->ya, m->att, m->q, m->k, m->v, NULL, m->B, m->T, m->T, m->NH, hs, 1);
     memcpy(m->res, m->x, N * C * sizeof(float));
     rtr_matmul_forward_acc(m->res, m->ya, m->wproj, (int)N, C, C);
@@ -586,24 +610,25 @@ static void blk_bwd(blk *m) {
     rtr_gelu_backward(dh, m->h, dhg, (int)(N * F));
     memset(dln, 0, n * sizeof(float));
     rtr_matmul_backward(dln, m->dwfc, NULL, dh, m->ln2, m->wfc, (int)N, C, F);
-    rtr_rmsnorm_backward(dres, m->dg2, dln, m->res, m->g2, m->r2, (int)N, C);
+    rtr_rmsnorm_backward(dres, m->dg2, m->kern, m->kern_bytes, dln, m->res, m->g2, m->r2, (int)N, C);
     memset(dya, 0, n * sizeof(float));
     rtr_matmul_backward(dya, m->dwproj, NULL, dres, m->ya, m->wproj, (int)N, C, C);
     memset(dq, 0, n * sizeof(float));
     memset(dk, 0, n * sizeof(float));
     memset(dv, 0, n * sizeof(float));
-    rtr_attention_backward(dq, dk, dv, dya, m->att, m->q, m->k, m->v, m->B, m->T, m->T, m->NH, hs);
+    rtr_attention_backward(dq, dk, dv, m->kern, m->kern_bytes, dya, m->att, m->q, m->k, m->v, m->B, m->T, m->T, m->NH,
+                           hs);
     float *dq2 = dh, *dk2 = dh + n;   /* dh is free again (F >= 2C) */
     memset(dq2, 0, 2 * n * sizeof(float));
-    rtr_rope_backward(dq2, dq, m->B, m->T, m->NH, hs, 0);
-    rtr_rope_backward(dk2, dk, m->B, m->T, m->NH, hs, 0);
+    rtr_rope_backward(dq2, dq, &m->rope, m->B, m->T, m->NH, hs, 0);
+    rtr_rope_backward(dk2, dk, &m->rope, m->B, m->T, m->NH, hs, 0);
     memset(dln, 0, n * sizeof(float));
     size_t WW = (size_t)C * C;
     rtr_matmul_backward(dln, m->dwqkv, NULL, dq2, m->ln1, m->wqkv, (int)N, C, C);
     rtr_matmul_backward(dln, m->dwqkv + WW, NULL, dk2, m->ln1, m->wqkv + WW, (int)N, C, C);
     rtr_matmul_backward(dln, m->dwqkv + 2 * WW, NULL, dv, m->ln1, m->wqkv + 2 * WW, (int)N, C, C);
     memcpy(m->dx, dres, n * sizeof(float));
-    rtr_rmsnorm_backward(m->dx, m->dg1, dln, m->x, m->g1, m->r1, (int)N, C);
+    rtr_rmsnorm_backward(m->dx, m->dg1, m->kern, m->kern_bytes, dln, m->x, m->g1, m->r1, (int)N, C);
 }
 static void blk_step(void *p) {
     blk_fwd(p);
@@ -624,6 +649,10 @@ static void bench_block(void) {
     m.dwqkv = zerov(3 * C * C); m.dwproj = zerov(C * C); m.dwfc = zerov(F * C); m.dwfcp = zerov(C * F);
     m.s0 = zerov(n); m.s1 = zerov(nf); m.s2 = zerov(nf); m.s3 = zerov(n);
     m.s4 = zerov(n); m.s5 = zerov(n); m.s6 = zerov(n); m.s7 = zerov(n);
+    m.rope = rope_tabv(m.C / m.NH, m.T);
+    size_t slice = rtr_attention_backward_scratch(m.T, m.T);
+    if (rtr_rmsnorm_backward_scratch(m.C) > slice) slice = rtr_rmsnorm_backward_scratch(m.C);
+    m.kern = scratchv(slice, &m.kern_bytes);
     /* flops: matmuls 2 N C^2 (3 + 1) + 2 N C F * 2 forward, twice that backward; causal attention
      * 2 * 2 * (B NH T(T+1)/2) hs forward, twice that backward */
     double mm = 2.0 * N * C * C * 4 + 2.0 * N * C * F * 2;
@@ -641,6 +670,8 @@ static void bench_block(void) {
                     m.res, m.ln2, m.r2, m.h, m.hg, m.dy, m.dx, m.dg1, m.dg2, m.dwqkv, m.dwproj, m.dwfc, m.dwfcp,
                     m.s0, m.s1, m.s2, m.s3, m.s4, m.s5, m.s6, m.s7};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++) free(all[i]);
+    free((void *)m.rope.cs);
+    free(m.kern);
 }
 
 int main(int argc, char **argv) {
