@@ -10,9 +10,12 @@
 
 #include <stdio.h>
 
+#include "include/retro.h"
 #include "lib/bpe.h"
 
 enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+#define CLI_MAX_STOP 16   /* --stop sequences (retro_generate's limit) */
 
 /* Prints "retro: <detail of the last error>" to stderr; returns CLI_FAIL. */
 int cli_fail(int status);
@@ -22,11 +25,12 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format
 int cli_is_help(const char *arg);
 
 /* Loads a tokenizer from --tokenizer FILE or --gpt2 DIR (exactly one may be
- * given); with neither, loads the default tokenizer shipped with retro. */
+ * given); with neither, retro_default_tokenizer(). */
 int cli_load_tokenizer(const char *file, const char *gpt2_dir, rtr_tokenizer **out);
-/* Path of the default tokenizer (RETRO_DEFAULT_TOKENIZER env, else the
- * installed/bundled datasets/tokenizer.rtok). */
-const char *cli_default_tokenizer_path(void);
+/* Writes s (n bytes; invalid UTF-8 replaced) as a JSON string. */
+void cli_json_string(FILE *f, const char *s, size_t n);
+/* Parses a --min-score value (a score in [-1, 1]) into *out; -1 if it is not one. */
+int cli_parse_min_score(const char *s, float *out);
 
 /* Subcommands, each in its own file. argv[0] is the subcommand name. */
 int cmd_tokenizer(int argc, char **argv);

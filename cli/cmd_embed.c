@@ -40,22 +40,22 @@ int cmd_embed(int argc, char **argv) {
         }
     }
     rtr_kb *kb = NULL;
-    rtr_kb_index ix = {0};
+    rtr_kb_vectors *ix = NULL;
     float *v = NULL;
     if (!rc) rc = rtr_kb_open(dir, 0, NULL, NULL, &kb);
-    if (!rc) rc = rtr_kb_index_load(kb, &ix);
-    if (!rc && !(v = rtr_malloc(n * ix.embedder->dim * sizeof *v))) rc = RTR_E_NOMEM;
-    if (!rc) rc = rtr_embedder_embed(ix.embedder, tx, n, v);
+    if (!rc) rc = rtr_kb_vectors_open(kb, &ix);
+    if (!rc && !(v = rtr_malloc(n * rtr_kb_vectors_embedder(ix)->dim * sizeof *v))) rc = RTR_E_NOMEM;
+    if (!rc) rc = rtr_embedder_embed(rtr_kb_vectors_embedder(ix), tx, n, v);
     for (size_t i = 0; i < n && !rc; i++) {
         json_t *a = json_array();
-        for (uint32_t j = 0; j < ix.embedder->dim; j++) json_array_append_new(a, json_real(v[i * ix.embedder->dim + j]));
+        for (uint32_t j = 0; j < rtr_kb_vectors_embedder(ix)->dim; j++) json_array_append_new(a, json_real(v[i * rtr_kb_vectors_embedder(ix)->dim + j]));
         json_t *o = json_pack("{s:s%, s:o}", "text", tx[i].data, tx[i].len, "embedding", a);
         json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9));
         putchar('\n');
         json_decref(o);
     }
     rtr_free(v);
-    rtr_kb_index_free(&ix);
+    rtr_kb_vectors_close(ix);
     rtr_kb_close(kb);
     rtr_free(tx);
     rtr_free(in);

@@ -9,7 +9,6 @@
  * Exit status: 0 ok, 1 failure (message "retro: <detail>"), 2 usage error.
  */
 #define _GNU_SOURCE
-#include <dirent.h>
 #include <errno.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -20,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "index/corpus.h"
 #include "lib/alloc.h"
 #include "lib/bpe.h"
 #include "lib/buf.h"
@@ -27,8 +27,6 @@
 #include "lib/status.h"
 
 #define STDIN_LIMIT ((size_t)4 << 30)   /* encode/decode read at most 4 GiB */
-#define TRAIN_FILE_LIMIT ((size_t)1 << 30)
-#define TEXT_SNIFF 65536                /* a NUL in the first 64 KiB: not text */
 
 static const char usage_main[] =
     "usage: retro tokenizer <command> [options]\n"
@@ -48,9 +46,11 @@ static const char usage_train[] =
     "\n"
     "Learns a byte-level BPE tokenizer (GPT-2 pre-tokenizer, 256 byte tokens,\n"
     "merges, and the end-of-document token <|endoftext|>) from the text files\n"
-    "given. Directories are walked recursively (names starting with '.' are\n"
-    "skipped, as are files with a NUL byte in their first 64 KiB); '-' reads\n"
-    "standard input. Each file is one document.\n"
+    "given. Directories are walked as 'retro index add' walks them: recursively,\n"
+    "following symbolic links, skipping names that start with '.', files over\n"
+    "1 GiB and files that look binary (a NUL byte, or over 10% control codes,\n"
+    "in the first 8 KiB); '-' reads standard input. Each file is one document,\n"
+    "its bytes taken as they are.\n"
     "\n"
     "options:\n"
     "  --vocab-size N   tokens in the result, 257..16777216 (default 4096)\n"
@@ -339,7 +339,7 @@ static int cmd_info(int argc, char **argv) {
         st = cli_fail(rc);
         goto done;
     }
-    const char *src = o.gpt2 ? o.gpt2 : o.tokenizer ? o.tokenizer : cli_default_tokenizer_path();
+    const char *src = o.gpt2 ? o.gpt2 : o.tokenizer ? o.tokenizer : retro_default_tokenizer();
     char hash[33];
     rtr_tokenizer_hash(tok, hash);
     uint32_t ns = rtr_tokenizer_n_special(tok);
@@ -382,18 +382,15 @@ done:
 typedef struct train_ctx {
     rtr_bpe_trainer *tr;
     bool tty;
-    size_t files, skipped;
+    size_t files;
     uint64_t bytes;
+    rtr_skip_list skips;   /* files under a directory that were not read */
 } train_ctx;
 
 static void train_progress(void *ctx, uint64_t done, uint64_t total) {
     (void)ctx;
     fprintf(stderr, "\rtraining: %llu/%llu merges", (unsigned long long)done, (unsigned long long)total);
     if (done == total) fputc('\n', stderr);
-}
-
-static bool looks_binary(const uint8_t *p, size_t n) {
-    return memchr(p, 0, n < TEXT_SNIFF ? n : TEXT_SNIFF) != NULL;
 }
 
 static int feed_data(train_ctx *c, const uint8_t *p, size_t n) {
@@ -406,71 +403,56 @@ static int feed_data(train_ctx *c, const uint8_t *p, size_t n) {
     return RTR_OK;
 }
 
-static int feed_file(train_ctx *c, const char *path, bool explicit) {
-    uint8_t *data;
-    size_t len;
-    int rc = rtr_read_file(path, TRAIN_FILE_LIMIT, &data, &len);
-    if (rc) return rc;
-    if (looks_binary(data, len)) {
-        rtr_free(data);
-        if (explicit) return rtr_seterr(RTR_E_INVALID, "%s: not a text file (contains NUL bytes)", path);
-        c->skipped++;
-        return RTR_OK;
+/* Feeds one file, read and judged as `retro index add` reads and judges it
+ * (rtr_corpus_read, rtr_looks_binary). A file named on the command line that
+ * cannot be used is an error naming it; one found in a directory becomes a
+ * skip. */
+static int feed_file(train_ctx *c, const char *path, bool named) {
+    rtr_corpus_data in;
+    int rc = rtr_corpus_read(path, NULL, &in);
+    if (rc < 0) return rc;
+    if (rc == RTR_OK && rtr_looks_binary(in.data, in.len)) {
+        rtr_free(in.data);
+        rc = RTR_SKIP_BINARY;
+        in.detail = rtr_strdup("contains NUL bytes or control codes");
     }
-    rc = feed_data(c, data, len);
-    rtr_free(data);
+    if (rc > 0) {
+        const char *why = in.detail ? in.detail : rtr_skip_reason_name((uint32_t)rc);
+        if (!named) rc = rtr_skip_list_add(&c->skips, path, (uint32_t)rc, in.detail);
+        else if (rc == RTR_SKIP_BINARY) rc = rtr_seterr(RTR_E_INVALID, "%s: not a text file (%s)", path, why);
+        else if (!strncmp(why, path, strlen(path))) rc = rtr_seterr(RTR_E_INVALID, "%s", why);   /* names it */
+        else rc = rtr_seterr(RTR_E_INVALID, "%s: %s (%s)", path, rtr_skip_reason_name((uint32_t)rc), why);
+        rtr_free(in.detail);
+        return rc;
+    }
+    rc = feed_data(c, in.data, in.len);
+    rtr_free(in.data);
     return rc;
 }
 
-static int cmp_names(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* Feeds every regular text file under dir, in name order. */
-static int feed_dir(train_ctx *c, const char *dir, int depth) {
-    if (depth > 64) return rtr_seterr(RTR_E_INVALID, "%s: directories nested too deeply", dir);
-    DIR *d = opendir(dir);
-    if (!d) return rtr_seterr(rtr_status_from_errno(errno), "%s: %s", dir, strerror(errno));
-    char **names = NULL;
-    size_t n = 0, cap = 0;
-    int rc = RTR_OK;
-    struct dirent *e;
-    errno = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] == '.') continue;
-        if (n == cap) {
-            size_t nc = cap ? cap * 2 : 64;
-            char **nn = rtr_reallocarray(names, nc, sizeof *nn);
-            if (!nn) {
-                rc = RTR_E_NOMEM;
-                goto done;
-            }
-            names = nn;
-            cap = nc;
-        }
-        if (!(names[n] = rtr_path_join(dir, e->d_name))) {
-            rc = RTR_E_NOMEM;
-            goto done;
-        }
-        n++;
-    }
-    if (errno) {
-        rc = rtr_seterr(RTR_E_IO, "%s: %s", dir, strerror(errno));
-        goto done;
-    }
-    if (n) qsort(names, n, sizeof *names, cmp_names);
-    for (size_t i = 0; i < n && rc == RTR_OK; i++) {
-        struct stat st;
-        if (stat(names[i], &st) != 0) {
-            rc = rtr_seterr(rtr_status_from_errno(errno), "%s: %s", names[i], strerror(errno));
-            break;
-        }
-        if (S_ISDIR(st.st_mode)) rc = feed_dir(c, names[i], depth + 1);
-        else if (S_ISREG(st.st_mode)) rc = feed_file(c, names[i], false);
-    }
-done:
-    for (size_t i = 0; i < n; i++) rtr_free(names[i]);
-    rtr_free(names);
-    closedir(d);
+/* Feeds every file under dir that `retro index add` would take (the corpus
+ * walker: hidden names skipped, symbolic links followed), in path order. */
+static int feed_dir(train_ctx *c, const char *dir) {
+    rtr_corpus_list l;
+    int rc = rtr_corpus_walk(&dir, 1, NULL, &l);
+    if (rc) return rc;
+    for (size_t i = 0; i < l.skips.n && !rc; i++)
+        rc = rtr_skip_list_add(&c->skips, l.skips.items[i].path, l.skips.items[i].reason, l.skips.items[i].detail);
+    for (size_t i = 0; i < l.n && !rc; i++) rc = feed_file(c, l.files[i].path, false);
+    rtr_corpus_list_free(&l);
     return rc;
+}
+
+/* One line for the binary files skipped, one for each other skip. */
+static void report_skips(const rtr_skip_list *l) {
+    size_t binary = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const rtr_skip *s = &l->items[i];
+        if (s->reason == RTR_SKIP_BINARY) binary++;
+        else fprintf(stderr, "retro: skipped %s (%s%s%s)\n", s->path, rtr_skip_reason_name(s->reason),
+                     s->detail ? ": " : "", s->detail ? s->detail : "");
+    }
+    if (binary) fprintf(stderr, "retro: skipped %zu non-text files\n", binary);
 }
 
 static int tok_train(int argc, char **argv) {
@@ -507,7 +489,7 @@ static int tok_train(int argc, char **argv) {
         } else if (stat(p, &sb) != 0) {
             rc = rtr_seterr(rtr_status_from_errno(errno), "%s: %s", p, strerror(errno));
         } else if (S_ISDIR(sb.st_mode)) {
-            rc = feed_dir(&c, p, 0);
+            rc = feed_dir(&c, p);
         } else {
             rc = feed_file(&c, p, true);
         }
@@ -518,6 +500,7 @@ static int tok_train(int argc, char **argv) {
         }
     }
     if (c.tty) fputc('\n', stderr);
+    report_skips(&c.skips);
     if (c.files == 0) {
         rtr_seterr(RTR_E_INVALID, "no text files found in the given paths");
         st = cli_fail(RTR_E_INVALID);
@@ -535,11 +518,11 @@ static int tok_train(int argc, char **argv) {
     printf("%s: %u tokens (%u merges) from %zu files, %llu bytes%s; hash %s\n", o.output,
            rtr_tokenizer_vocab_size(tok), rtr_tokenizer_n_merges(tok), c.files, (unsigned long long)c.bytes,
            rtr_tokenizer_vocab_size(tok) < o.vocab_size ? " (ran out of pairs)" : "", hash);
-    if (c.skipped) fprintf(stderr, "retro: skipped %zu non-text files\n", c.skipped);
     st = write_stdout(NULL, 0) == RTR_OK ? CLI_OK : cli_fail(RTR_E_IO);
 done:
     rtr_free(o.paths);
     rtr_bpe_trainer_free(c.tr);
+    rtr_skip_list_free(&c.skips);
     rtr_tokenizer_free(tok);
     return st;
 }

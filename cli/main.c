@@ -5,12 +5,13 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "cli/cli.h"
-#include "lib/status.h"
+#include <jansson.h>
 
-#ifndef RETRO_SOURCE_DIR
-#define RETRO_SOURCE_DIR "."
-#endif
+#include "cli/cli.h"
+#include "include/retro.h"
+#include "lib/buf.h"
+#include "lib/status.h"
+#include "lib/utf8.h"
 
 static const char usage[] =
     "usage: retro <command> [options]\n"
@@ -34,8 +35,8 @@ static const char usage[] =
     "Run 'retro <command> --help' for a command's options.\n";
 
 int cli_fail(int status) {
-    (void)status;
-    fprintf(stderr, "retro: %s\n", rtr_errdetail());
+    const char *d = rtr_errdetail();
+    fprintf(stderr, "retro: %s\n", d && *d ? d : rtr_strerror(status));
     return CLI_FAIL;
 }
 
@@ -51,20 +52,28 @@ int cli_usage_error(const char *cmd, const char *fmt, ...) {
 
 int cli_is_help(const char *arg) { return !strcmp(arg, "-h") || !strcmp(arg, "--help"); }
 
-const char *cli_default_tokenizer_path(void) {
-    const char *env = getenv("RETRO_DEFAULT_TOKENIZER");
-    if (env && *env) return env;
-#ifdef RETRO_DATA_DIR
-    if (access(RETRO_DATA_DIR "/tokenizer.rtok", R_OK) == 0) return RETRO_DATA_DIR "/tokenizer.rtok";
-#endif
-    return RETRO_SOURCE_DIR "/datasets/tokenizer.rtok";
-}
-
 int cli_load_tokenizer(const char *file, const char *gpt2_dir, rtr_tokenizer **out) {
     if (file && gpt2_dir)
         return rtr_seterr(RTR_E_INVALID, "--tokenizer and --gpt2 cannot be used together");
     if (gpt2_dir) return rtr_tokenizer_load_gpt2(gpt2_dir, out);
-    return rtr_tokenizer_load(file ? file : cli_default_tokenizer_path(), out);
+    return rtr_tokenizer_load(file ? file : retro_default_tokenizer(), out);
+}
+
+void cli_json_string(FILE *f, const char *s, size_t n) {
+    rtr_buf fixed = {0};
+    rtr_utf8_repair((const uint8_t *)s, n, &fixed);
+    json_t *j = json_stringn(fixed.data ? (const char *)fixed.data : "", fixed.len);
+    json_dumpf(j, f, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+    json_decref(j);
+    rtr_buf_free(&fixed);
+}
+
+int cli_parse_min_score(const char *s, float *out) {
+    char *end;
+    float v = strtof(s, &end);
+    if (end == s || *end || !(v >= -1 && v <= 1)) return -1;
+    *out = v;
+    return 0;
 }
 
 int main(int argc, char **argv) {

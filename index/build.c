@@ -1,3 +1,4 @@
+/* build.c - `retro index build`: embed new chunks, add them to the FAISS shards, drop deleted ones (see build.h). */
 #define _GNU_SOURCE
 #include "index/build.h"
 
@@ -11,89 +12,12 @@
 
 #include "index/embed_hash.h"
 #include "lib/alloc.h"
+#include "lib/buf.h"
 #include "lib/io.h"
 #include "lib/progress.h"
 #include "lib/status.h"
 
 #define EMBED_BATCH 4096
-
-/* --- loading what the manifest records ------------------------------------------------- */
-void rtr_kb_index_free(rtr_kb_index *x) {
-    rtr_embedder_free(x->embedder);
-    rtr_vindex_free(x->vindex);
-    rtr_free(x->embedder_desc);
-    memset(x, 0, sizeof *x);
-}
-
-int rtr_kb_index_load(rtr_kb *kb, rtr_kb_index *out) {
-    memset(out, 0, sizeof *out);
-    json_t *ix = rtr_kb_manifest_get(kb, "index");
-    if (!ix) return rtr_seterr(RTR_E_NOTFOUND, "%s: has no index yet; run 'retro index build %s'", rtr_kb_dir(kb), rtr_kb_dir(kb));
-    json_t *emb = NULL, *files = NULL;
-    const char *factory = NULL;
-    json_int_t nprobe = 0, upto = 0, trained = 0, version = 0;
-    if (json_unpack(ix, "{s:I, s:o, s:s, s:I, s:o, s:I, s:I}", "version", &version, "embedder", &emb, "factory",
-                    &factory, "nprobe", &nprobe, "shards", &files, "indexed_upto", &upto, "trained_on", &trained) ||
-        !json_is_object(emb) || !json_is_array(files) || nprobe < 0 || upto < 0)
-        return rtr_seterr(RTR_E_CORRUPT, "%s/manifest.json: bad \"index\" section", rtr_kb_dir(kb));
-    if (version > 1)
-        return rtr_seterr(RTR_E_VERSION, "%s/manifest.json: index version %lld is newer than this retro supports (1)",
-                          rtr_kb_dir(kb), (long long)version);
-    size_t n = json_array_size(files);
-    if (n == 0 || n > 1024) return rtr_seterr(RTR_E_CORRUPT, "%s/manifest.json: bad shard count", rtr_kb_dir(kb));
-    char **names = rtr_calloc(n, sizeof *names);
-    uint64_t *sums = rtr_calloc(n, sizeof *sums);
-    int rc = names && sums ? RTR_OK : RTR_E_NOMEM;
-    for (size_t i = 0; i < n && !rc; i++) {
-        const char *file = NULL, *sum = NULL;
-        if (json_unpack(json_array_get(files, i), "{s:s, s:s}", "file", &file, "xxh64", &sum) || strchr(file, '/') ||
-            strlen(sum) != 16)
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s/manifest.json: bad shard entry %zu", rtr_kb_dir(kb), i);
-        else if (!(names[i] = rtr_strdup(file))) rc = RTR_E_NOMEM;
-        else sums[i] = strtoull(sum, NULL, 16);
-    }
-    char *dir = rc ? NULL : rtr_path_join(rtr_kb_dir(kb), "index");
-    if (!rc && !dir) rc = RTR_E_NOMEM;
-    if (!rc) rc = rtr_vindex_load(dir, (uint32_t)n, names, sums, (uint32_t)nprobe, factory, &out->vindex);
-    if (!rc && !(out->embedder_desc = json_dumps(emb, JSON_COMPACT | JSON_SORT_KEYS))) rc = RTR_E_NOMEM;
-    if (!rc) rc = rtr_embedder_from_desc(rtr_kb_dir(kb), out->embedder_desc, &out->embedder);
-    if (!rc && out->embedder->dim && out->embedder->dim != rtr_vindex_dim(out->vindex))
-        rc = rtr_seterr(RTR_E_CORRUPT, "%s: embedder dimension %u but the index has %u", rtr_kb_dir(kb),
-                        out->embedder->dim, rtr_vindex_dim(out->vindex));
-    out->indexed_upto = (uint64_t)upto;
-    out->trained_on = (uint64_t)trained;
-    for (size_t i = 0; i < n && names; i++) rtr_free(names[i]);
-    rtr_free(names);
-    rtr_free(sums);
-    rtr_free(dir);
-    if (rc) rtr_kb_index_free(out);
-    return rc;
-}
-
-static char *describe(const rtr_embedder *e) {
-    rtr_buf b = {0};
-    if (rtr_embedder_describe(e, &b) || rtr_buf_terminate(&b)) {
-        rtr_buf_free(&b);
-        return NULL;
-    }
-    json_error_t err;
-    json_t *j = json_loads((const char *)b.data, 0, &err);
-    rtr_buf_free(&b);
-    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
-    json_decref(j);
-    return s;
-}
-
-int rtr_kb_index_check_embedder(const rtr_kb *kb, const rtr_kb_index *x, const rtr_embedder *e) {
-    char *d = describe(e);
-    if (!d) return rtr_seterr(RTR_E_NOMEM, "embedder description");
-    int same = !strcmp(d, x->embedder_desc);
-    int rc = same ? RTR_OK
-                  : rtr_seterr(RTR_E_MISMATCH, "%s: indexed with embedder %s, not %s (use --retrain to re-embed)",
-                               rtr_kb_dir(kb), x->embedder_desc, d);
-    free(d);
-    return rc;
-}
 
 /* --- embedding chunks ---------------------------------------------------------------------- */
 typedef struct chunk_batch {
@@ -202,12 +126,7 @@ static int deleted_ids(rtr_store_txn *t, uint64_t upto, int64_t **ids, size_t *n
         rc = rtr_store_next_chunk(t, after, &c);
         uint64_t next = rc == RTR_OK && c.id <= upto ? c.id : upto + 1;
         for (uint64_t id = expect; id < next; id++) {
-            if (*n == cap) {
-                cap = cap ? cap * 2 : 1024;
-                int64_t *p = rtr_reallocarray(*ids, cap, sizeof *p);
-                if (!p) return RTR_E_NOMEM;
-                *ids = p;
-            }
+            if (RTR_GROW(*ids, &cap, *n + 1)) return RTR_E_NOMEM;
             (*ids)[(*n)++] = (int64_t)id;
         }
         if (rc != RTR_OK || c.id > upto) break;
@@ -245,7 +164,10 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     chunk_batch *b = rtr_calloc(1, sizeof *b);
     float *vec = NULL, *train = NULL;
     rtr_store_txn *t = NULL;
-    rtr_kb_index x = {0};
+    rtr_kb_vectors *recorded = NULL;   /* the recorded vectors, when they are built on */
+    rtr_embedder *embedder = NULL;     /* the embedder in use (recorded's, the caller's or own) */
+    rtr_vindex *vx = NULL, *made = NULL;   /* the vector index in use; made: a new one */
+    uint64_t upto = 0, trained_on = 0;
     rtr_embedder *own = NULL;
     rtr_hash_df df = {0};
     char *df_name = NULL, *desc = NULL;
@@ -260,11 +182,17 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
 
     int have = !rc && rtr_kb_manifest_get(kb, "index") != NULL;
     if (!rc && have && !o->retrain) {
-        rc = rtr_kb_index_load(kb, &x);
-        if (!rc && o->embedder) rc = rtr_kb_index_check_embedder(kb, &x, o->embedder);
+        rc = rtr_kb_vectors_open(kb, &recorded);
+        if (!rc) {
+            embedder = rtr_kb_vectors_embedder(recorded);
+            vx = rtr_kb_vectors_vindex(recorded);
+            upto = rtr_kb_vectors_indexed_upto(recorded);
+            trained_on = rtr_kb_vectors_trained_on(recorded);
+        }
+        if (!rc && o->embedder) rc = rtr_kb_vectors_check_embedder(kb, recorded, o->embedder);
         if (!rc && o->factory) rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed as %s; use --retrain to change the index type",
-                                              rtr_kb_dir(kb), rtr_vindex_factory(x.vindex));
-        if (!rc && o->nprobe) rc = rtr_vindex_set_nprobe(x.vindex, o->nprobe);
+                                              rtr_kb_dir(kb), rtr_vindex_factory(vx));
+        if (!rc && o->nprobe) rc = rtr_vindex_set_nprobe(vx, o->nprobe);
     } else if (!rc) {
         /* a new index: fix the embedder, plan, train */
         rep->created = 1;
@@ -301,32 +229,33 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
         size_t n_train = 0;
         if (!rc && plan.train_n) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
-        if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &x.vindex);
+        if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &made);
         if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
-        x.embedder = e;
-        x.indexed_upto = 0;
-        x.trained_on = st.n_chunks;
+        embedder = e;
+        vx = made;
+        upto = 0;
+        trained_on = st.n_chunks;
     }
     /* embed and add everything above the watermark */
     rtr_progress prog;
-    rtr_progress_init(&prog, "embed", last > x.indexed_upto ? last - x.indexed_upto : 0, " chunks", o->progress);
-    if (!rc && !(vec = rtr_malloc((size_t)EMBED_BATCH * x.embedder->dim * sizeof *vec))) rc = RTR_E_NOMEM;
-    uint64_t after = x.indexed_upto;
+    rtr_progress_init(&prog, "embed", last > upto ? last - upto : 0, " chunks", o->progress);
+    if (!rc && !(vec = rtr_malloc((size_t)EMBED_BATCH * embedder->dim * sizeof *vec))) rc = RTR_E_NOMEM;
+    uint64_t after = upto;
     while (!rc) {
-        if ((rc = next_batch(t, tok, &after, last, EMBED_BATCH, rtr_vindex_shards(x.vindex), b)) || b->n == 0) break;
+        if ((rc = next_batch(t, tok, &after, last, EMBED_BATCH, rtr_vindex_shards(vx), b)) || b->n == 0) break;
         double te = rtr_now();
-        if ((rc = embed_batch(x.embedder, b, vec, threads))) break;
+        if ((rc = embed_batch(embedder, b, vec, threads))) break;
         rep->embed_seconds += rtr_now() - te;
-        if ((rc = rtr_vindex_add(x.vindex, b->n, vec, b->ids, b->shard))) break;
+        if ((rc = rtr_vindex_add(vx, b->n, vec, b->ids, b->shard))) break;
         rep->embedded += b->n;
-        rtr_progress_update(&prog, after - x.indexed_upto, NULL);
+        rtr_progress_update(&prog, after - upto, NULL);
     }
     rtr_progress_finish(&prog);
     if (!rc && o->compact) {
         int64_t *ids;
         size_t n;
         if (!(rc = deleted_ids(t, last, &ids, &n))) {
-            rc = rtr_vindex_remove(x.vindex, ids, n, &rep->removed);
+            rc = rtr_vindex_remove(vx, ids, n, &rep->removed);
             rtr_free(ids);
         }
     }
@@ -338,16 +267,16 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     /* save a new generation, then switch the manifest to it */
     json_t *old = unchanged ? NULL : rtr_kb_manifest_get(kb, "index");
     json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
-    uint32_t S = rc || unchanged ? 0 : rtr_vindex_shards(x.vindex);
+    uint32_t S = rc || unchanged ? 0 : rtr_vindex_shards(vx);
     char **names = S ? rtr_calloc(S, sizeof *names) : NULL;
     uint64_t *sums = S ? rtr_calloc(S, sizeof *sums) : NULL;
     if (!rc && S && (!names || !sums)) rc = RTR_E_NOMEM;
     if (!rc && !unchanged) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
-        rc = rtr_vindex_save(x.vindex, dir, prefix, names, sums);
+        rc = rtr_vindex_save(vx, dir, prefix, names, sums);
     }
-    if (!rc && !unchanged && !(desc = describe(x.embedder))) rc = RTR_E_NOMEM;
+    if (!rc && !unchanged && !(desc = rtr_embedder_canonical(embedder))) rc = RTR_E_NOMEM;
     if (!rc && !unchanged) {
         shards_json = json_array();
         for (uint32_t s = 0; s < S; s++) {
@@ -358,11 +287,11 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         json_error_t err;
         json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
                                     "generation", gen, "embedder", json_loads(desc, 0, &err), "metric", "L2",
-                                    "factory", rtr_vindex_factory(x.vindex), "dim", (int)rtr_vindex_dim(x.vindex),
-                                    "nlist", (int)rtr_vindex_nlist(x.vindex),
-                                    "nprobe", (int)rtr_vindex_nprobe(x.vindex), "shards", shards_json,
-                                    "indexed_upto", (json_int_t)last, "trained_on", (json_int_t)x.trained_on,
-                                    "vectors", (json_int_t)rtr_vindex_ntotal(x.vindex));
+                                    "factory", rtr_vindex_factory(vx), "dim", (int)rtr_vindex_dim(vx),
+                                    "nlist", (int)rtr_vindex_nlist(vx),
+                                    "nprobe", (int)rtr_vindex_nprobe(vx), "shards", shards_json,
+                                    "indexed_upto", (json_int_t)last, "trained_on", (json_int_t)trained_on,
+                                    "vectors", (json_int_t)rtr_vindex_ntotal(vx));
         rc = section ? rtr_kb_manifest_set(kb, "index", section) : rtr_seterr(RTR_E_NOMEM, "manifest");
     }
     if (!rc && !unchanged) {
@@ -373,23 +302,22 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         rtr_free(keep_df);
     }
     if (!rc) {   /* the index as it stands now, saved or unchanged */
-        rep->vectors = rtr_vindex_ntotal(x.vindex);
-        rep->shards = rtr_vindex_shards(x.vindex);
-        rep->dim = rtr_vindex_dim(x.vindex);
-        rep->nprobe = rtr_vindex_nprobe(x.vindex);
-        rep->nlist = rtr_vindex_nlist(x.vindex);
-        rep->trained_on = x.trained_on;
-        rep->drifted = rep->nlist && st.n_chunks > 4 * x.trained_on;
-        snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(x.vindex));
+        rep->vectors = rtr_vindex_ntotal(vx);
+        rep->shards = rtr_vindex_shards(vx);
+        rep->dim = rtr_vindex_dim(vx);
+        rep->nprobe = rtr_vindex_nprobe(vx);
+        rep->nlist = rtr_vindex_nlist(vx);
+        rep->trained_on = trained_on;
+        rep->drifted = rep->nlist && st.n_chunks > 4 * trained_on;
+        snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(vx));
     }
     for (uint32_t s = 0; s < S && names; s++) rtr_free(names[s]);
     rtr_free(names);
     rtr_free(sums);
     json_decref(shards_json);
     free(desc);
-    if (x.embedder == own) x.embedder = NULL;   /* owned below, not by x */
-    if (x.embedder == o->embedder) x.embedder = NULL;
-    rtr_kb_index_free(&x);
+    rtr_kb_vectors_close(recorded);
+    rtr_vindex_free(made);
     rtr_embedder_free(own);
     rtr_hash_df_free(&df);
     rtr_free(df_name);

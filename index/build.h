@@ -22,6 +22,7 @@
 
 #include "index/embed.h"
 #include "index/kb.h"
+#include "index/vectors.h"
 #include "index/vindex.h"
 
 typedef struct rtr_build_opts {
@@ -51,22 +52,5 @@ typedef struct rtr_build_report {
 } rtr_build_report;
 
 int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep);
-
-/* The index of a knowledge base, as its manifest records it. */
-typedef struct rtr_kb_index {
-    rtr_embedder *embedder;
-    rtr_vindex *vindex;
-    uint64_t indexed_upto;   /* chunk ids <= this are indexed (or deleted) */
-    uint64_t trained_on;
-    char *embedder_desc;     /* JSON */
-} rtr_kb_index;
-
-/* Loads the embedder and shards named by the manifest. RTR_E_NOTFOUND (with
- * a hint to run `retro index build`) if the knowledge base has no index. */
-int rtr_kb_index_load(rtr_kb *kb, rtr_kb_index *out);
-void rtr_kb_index_free(rtr_kb_index *x);
-
-/* RTR_E_MISMATCH unless e describes itself exactly as recorded. */
-int rtr_kb_index_check_embedder(const rtr_kb *kb, const rtr_kb_index *x, const rtr_embedder *e);
 
 #endif

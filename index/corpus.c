@@ -1,3 +1,4 @@
+/* corpus.c - finding documents: the walker, file reading, the binary check, HTML/JSON extraction (see corpus.h). */
 #define _GNU_SOURCE
 #include "index/corpus.h"
 
@@ -13,6 +14,8 @@
 #include <unistd.h>
 
 #include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/io.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
 
@@ -49,13 +52,8 @@ int rtr_format_from_path(const char *path) {
 
 /* --- skip list ------------------------------------------------------------- */
 int rtr_skip_list_add(rtr_skip_list *l, const char *path, uint32_t reason, const char *detail) {
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 16;
-        rtr_skip *p = rtr_reallocarray(l->items, cap, sizeof *p);
-        if (!p) return RTR_E_NOMEM;
-        l->items = p;
-        l->cap = cap;
-    }
+    int rc = RTR_GROW(l->items, &l->cap, l->n + 1);
+    if (rc) return rc;
     rtr_skip *s = &l->items[l->n];
     s->path = rtr_strdup(path);
     s->detail = detail ? rtr_strdup(detail) : NULL;
@@ -121,13 +119,8 @@ typedef struct walker {
 
 static int add_file(walker *w, const char *path, const struct stat *st, int format) {
     rtr_corpus_list *l = w->out;
-    if (l->n == l->cap) {
-        size_t cap = l->cap ? l->cap * 2 : 64;
-        rtr_corpus_file *p = rtr_reallocarray(l->files, cap, sizeof *p);
-        if (!p) return RTR_E_NOMEM;
-        l->files = p;
-        l->cap = cap;
-    }
+    int rc = RTR_GROW(l->files, &l->cap, l->n + 1);
+    if (rc) return rc;
     rtr_corpus_file *f = &l->files[l->n];
     if (!(f->path = rtr_strdup(path))) return RTR_E_NOMEM;
     f->size = st ? (uint64_t)st->st_size : 0;
@@ -241,6 +234,38 @@ void rtr_corpus_list_free(rtr_corpus_list *l) {
     rtr_free(l->roots);
     rtr_skip_list_free(&l->skips);
     memset(l, 0, sizeof *l);
+}
+
+/* --- reading ------------------------------------------------------------------ */
+static char *dupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static int read_skip(rtr_corpus_data *out, uint32_t reason, char *detail) {
+    out->detail = detail;
+    return (int)reason;
+}
+
+int rtr_corpus_read(const char *path, const rtr_corpus_opts *o, rtr_corpus_data *out) {
+    memset(out, 0, sizeof *out);
+    uint64_t max = o && o->max_file_size ? o->max_file_size : DEFAULT_MAX_FILE;
+    int rc;
+    if (!strcmp(path, "-")) {
+        rc = rtr_read_fd(0, "standard input", max, &out->data, &out->len);
+    } else {
+        struct stat st;
+        if (stat(path, &st) != 0) {
+            uint32_t why = errno == ENOENT ? RTR_SKIP_VANISHED : RTR_SKIP_UNREADABLE;
+            return read_skip(out, why, dupf("%s", strerror(errno)));
+        }
+        out->size = (uint64_t)st.st_size;
+        out->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
+        if (out->size > max)
+            return read_skip(out, RTR_SKIP_TOO_LARGE, dupf("%llu bytes, limit %llu", (unsigned long long)out->size,
+                                                           (unsigned long long)max));
+        rc = rtr_read_file(path, max, &out->data, &out->len);
+    }
+    if (rc == RTR_OK || rc == RTR_E_NOMEM) return rc;
+    uint32_t why = rc == RTR_E_NOTFOUND ? RTR_SKIP_VANISHED : rc == RTR_E_INVALID ? RTR_SKIP_TOO_LARGE : RTR_SKIP_UNREADABLE;
+    return read_skip(out, why, rtr_strdup(rtr_errdetail()));
 }
 
 /* --- sniffing ---------------------------------------------------------------- */
@@ -386,7 +411,6 @@ static int only_space(const uint8_t *s, size_t n) {
     return 1;
 }
 
-static char *dupf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static char *dupf(const char *fmt, ...) {
     char buf[512];
     va_list ap;

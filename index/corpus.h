@@ -3,8 +3,10 @@
  *
  * rtr_corpus_walk expands files and directories (recursively; symbolic links
  * followed, loops and duplicates detected) into a sorted list of candidate
- * files, and lists what it could not use. rtr_corpus_extract turns one file's
- * bytes into documents:
+ * files, and lists what it could not use. rtr_corpus_read reads one of them
+ * under the size limit, rtr_looks_binary tells text from binary data (the
+ * walker, the reader and the check are also what `retro tokenizer train`
+ * uses), and rtr_corpus_extract turns one file's bytes into documents:
  *   .txt .md .markdown .rst .text   the whole file is one document
  *   .html .htm .xhtml               text without markup; <title> is the title
  *   .jsonl .ndjson                  one document per line (an object with a
@@ -90,6 +92,23 @@ typedef struct rtr_corpus_list {
 int rtr_corpus_walk(const char *const *paths, size_t n, const rtr_corpus_opts *o, rtr_corpus_list *out);
 void rtr_corpus_list_free(rtr_corpus_list *l);
 
+/* A file's bytes, as rtr_corpus_read found them. */
+typedef struct rtr_corpus_data {
+    uint8_t *data;      /* owned (rtr_free); a NUL follows the len bytes; NULL after a skip */
+    size_t len;
+    uint64_t size;      /* size stat reported before reading (0 for "-" or if stat failed) */
+    int64_t mtime_ns;   /* modification time stat reported (0 likewise) */
+    char *detail;       /* after a skip: why, a fresh string (rtr_free; NULL if none) */
+} rtr_corpus_data;
+
+/* Reads a listed file whole, as `retro index add` does: "-" is standard
+ * input; a file over o->max_file_size bytes (0 = 1 GiB) is not read.
+ * Returns RTR_OK with out->data; a positive RTR_SKIP_VANISHED,
+ * RTR_SKIP_UNREADABLE or RTR_SKIP_TOO_LARGE when the file cannot be used
+ * (out->detail says why); or RTR_E_NOMEM. Whether the bytes are text is
+ * rtr_looks_binary's (and rtr_corpus_extract's) question, not this one's. */
+int rtr_corpus_read(const char *path, const rtr_corpus_opts *o, rtr_corpus_data *out);
+
 /* One extracted document. text is valid UTF-8 (after the policy). */
 typedef struct rtr_extracted {
     const uint8_t *text;
@@ -108,7 +127,8 @@ typedef int (*rtr_extract_fn)(void *ctx, const rtr_extracted *doc);
 int rtr_corpus_extract(const uint8_t *data, size_t len, int format, const rtr_corpus_opts *o,
                        rtr_extract_fn emit, void *ctx, char **detail, uint64_t *bad_records);
 
-/* 1 if the first bytes look like binary data (NUL bytes, many control codes). */
+/* 1 if data looks binary: a NUL byte, or over 10% control codes (tab, line
+ * breaks, form feed, vertical tab and ESC do not count), in its first 8 KiB. */
 int rtr_looks_binary(const uint8_t *data, size_t len);
 
 /* Extracts the text of an HTML document into out; *title receives the

@@ -1,56 +1,26 @@
+/* embed.c - the embedder interface: dispatch on a recorded "kind", L2 normalisation (see embed.h). */
 #include "index/embed.h"
 
 #include <jansson.h>
 #include <math.h>
-#include <pthread.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "index/embed_hash.h"
 #include "lib/status.h"
-
-static struct { char kind[24]; rtr_embedder_factory f; } g_kinds[16];
-static int g_nkinds;
-static pthread_mutex_t g_kinds_lock = PTHREAD_MUTEX_INITIALIZER;
-
-int rtr_embedder_register(const char *kind, rtr_embedder_factory f) {
-    pthread_mutex_lock(&g_kinds_lock);
-    int rc = RTR_OK, i;
-    for (i = 0; i < g_nkinds; i++)
-        if (!strcmp(g_kinds[i].kind, kind)) break;
-    if (i == g_nkinds && g_nkinds == 16) rc = rtr_seterr(RTR_E_INVALID, "too many embedder kinds");
-    else if (strlen(kind) >= sizeof g_kinds[0].kind) rc = rtr_seterr(RTR_E_INVALID, "embedder kind too long");
-    else {
-        snprintf(g_kinds[i].kind, sizeof g_kinds[i].kind, "%s", kind);
-        g_kinds[i].f = f;
-        if (i == g_nkinds) g_nkinds++;
-    }
-    pthread_mutex_unlock(&g_kinds_lock);
-    return rc;
-}
-
-int rtr_http_embedder_factory(const char *kb_dir, const char *desc, rtr_embedder **out);
 
 int rtr_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **out) {
     json_error_t err;
     json_t *j = json_loads(desc, 0, &err);
     const char *kind = json_string_value(json_object_get(j, "kind"));
     int rc;
-    if (!kind) {
+    if (!kind)
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: embedder description without a kind", kb_dir);
-    } else if (!strcmp(kind, "hash")) {
-        rc = rtr_hash_embedder_factory()(kb_dir, desc, out);
-    } else if (!strcmp(kind, "http")) {
-        rc = rtr_http_embedder_factory(kb_dir, desc, out);
-    } else {
-        rtr_embedder_factory f = NULL;
-        pthread_mutex_lock(&g_kinds_lock);
-        for (int i = 0; i < g_nkinds; i++)
-            if (!strcmp(g_kinds[i].kind, kind)) f = g_kinds[i].f;
-        pthread_mutex_unlock(&g_kinds_lock);
-        rc = f ? f(kb_dir, desc, out)
-               : rtr_seterr(RTR_E_INVALID, "%s: built with embedder '%s', which this retro does not have", kb_dir, kind);
-    }
+    else if (!strcmp(kind, "hash"))
+        rc = rtr_hash_embedder_from_desc(kb_dir, desc, out);
+    else if (!strcmp(kind, "http"))
+        rc = rtr_http_embedder_from_desc(kb_dir, desc, out);
+    else   /* a new kind of embedder: a branch above */
+        rc = rtr_seterr(RTR_E_INVALID, "%s: built with embedder '%s', which this retro does not have", kb_dir, kind);
     json_decref(j);
     return rc;
 }
@@ -75,4 +45,18 @@ void rtr_l2_normalize(float *v, size_t n, uint32_t dim) {
         float inv = (float)(1.0 / sqrt(ss));
         for (uint32_t j = 0; j < dim; j++) r[j] *= inv;
     }
+}
+
+char *rtr_embedder_canonical(const rtr_embedder *e) {
+    rtr_buf b = {0};
+    if (rtr_embedder_describe(e, &b) || rtr_buf_terminate(&b)) {
+        rtr_buf_free(&b);
+        return NULL;
+    }
+    json_error_t err;
+    json_t *j = json_loads((const char *)b.data, 0, &err);
+    rtr_buf_free(&b);
+    char *s = j ? json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(j);
+    return s;
 }

@@ -2,12 +2,13 @@
  * embed.h - embedders: text -> L2-normalised float vectors.
  *
  * An embedder turns chunk texts into fixed-size vectors for the FAISS
- * indexes. Implementations plug in through rtr_embedder_ops:
+ * indexes. Implementations plug in through rtr_embedder_ops, one "kind" each:
  *   hash   (index/embed_hash.c) lexical, TF-IDF-weighted hashed unigrams and
  *          bigrams through a fixed signed random projection; no weights needed
  *   http   (index/embed_http.c) an OpenAI-compatible /v1/embeddings server
- *   later: a frozen transformer encoder from model/, registered by cli/ (index/
- *          never includes model/).
+ *   later: a frozen transformer encoder (safetensors weights, in index/ on
+ *          lib/: index/ never includes model/), a third kind: its constructor
+ *          and a branch in rtr_embedder_from_desc.
  *
  *     rtr_embedder *e;
  *     rtr_hash_embedder_new(&opts, &e);
@@ -57,16 +58,18 @@ struct rtr_embedder {
 
 int rtr_embedder_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *out);
 int rtr_embedder_describe(const rtr_embedder *e, rtr_buf *json);
+/* The description as compact JSON with sorted keys, the form a manifest
+ * records and compares; a fresh string (free()), NULL when out of memory. */
+char *rtr_embedder_canonical(const rtr_embedder *e);
 void rtr_embedder_free(rtr_embedder *e);   /* NULL-safe */
 
 /* --- creating embedders from a recorded description ---------------------------- */
-/* A factory makes an embedder from its description (as rtr_embedder_describe
- * wrote it, parsed) for the knowledge base in kb_dir (for files it keeps). */
-typedef int (*rtr_embedder_factory)(const char *kb_dir, const char *desc_json, rtr_embedder **out);
-/* Registers a factory for descriptions with "kind": kind (up to 16 kinds).
- * "hash" and "http" are built in; cli/ registers others (a transformer). */
-int rtr_embedder_register(const char *kind, rtr_embedder_factory f);
-/* Makes the embedder a description names; RTR_E_INVALID for an unknown kind. */
+/* Makes the embedder that a description (JSON, as rtr_embedder_describe wrote
+ * it) names, for the knowledge base in kb_dir (where it keeps its files). The
+ * "kind" field chooses, from a fixed list: "hash" (rtr_hash_embedder_from_desc)
+ * and "http" (rtr_http_embedder_from_desc); a new embedder adds its kind there.
+ * Returns RTR_OK, RTR_E_CORRUPT (no kind, or a bad description), RTR_E_INVALID
+ * (a kind this build does not have), or what the kind's constructor returns. */
 int rtr_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedder **out);
 
 /* L2-normalises each of n rows of dim floats in place (zero rows stay zero). */
@@ -85,5 +88,9 @@ typedef struct rtr_http_embedder_opts {
 } rtr_http_embedder_opts;
 
 int rtr_http_embedder_new(const rtr_http_embedder_opts *o, rtr_embedder **out);
+/* The http embedder a description {"kind":"http","url":...,"model":...,"dim":N}
+ * names; the API key comes from $RETRO_EMBED_API_KEY (never recorded).
+ * RTR_E_CORRUPT for a bad description. */
+int rtr_http_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedder **out);
 
 #endif

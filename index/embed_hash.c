@@ -1,3 +1,4 @@
+/* embed_hash.c - the `hash` embedder: document-frequency tables and hashed-feature projection (see embed_hash.h). */
 #include "index/embed_hash.h"
 
 #include <jansson.h>
@@ -187,8 +188,7 @@ char *rtr_hash_df_filename(uint64_t checksum) {
     return rtr_strdup(name);
 }
 
-/* Factory for a recorded description: statistics from KB/index/hash-df-SUM.bin. */
-static int hash_factory(const char *kb_dir, const char *desc, rtr_embedder **out) {
+int rtr_hash_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **out) {
     json_error_t err;
     json_t *j = json_loads(desc, 0, &err);
     json_int_t dim = 0, n = 0;
@@ -218,8 +218,6 @@ static int hash_factory(const char *kb_dir, const char *desc, rtr_embedder **out
     json_decref(j);
     return rc;
 }
-
-rtr_embedder_factory rtr_hash_embedder_factory(void) { return hash_factory; }
 
 void rtr_hash_df_free(rtr_hash_df *d) {
     rtr_free(d->df);

@@ -63,7 +63,10 @@ typedef struct rtr_hash_embedder_opts {
 
 /* Thread safety: embed() may be called from several threads at once. */
 int rtr_hash_embedder_new(const rtr_hash_embedder_opts *o, rtr_embedder **out);
-/* The factory registered for "kind": "hash" (see rtr_embedder_register). */
-rtr_embedder_factory rtr_hash_embedder_factory(void);
+/* The hash embedder a description {"kind":"hash","dim":..,"seed":..,"idf":..,
+ * "idf_n":..} names, with its statistics from KB/index/hash-df-SUM.bin (see
+ * rtr_embedder_from_desc). RTR_E_CORRUPT for a bad description or statistics
+ * that do not match it. */
+int rtr_hash_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedder **out);
 
 #endif

@@ -7,9 +7,7 @@
 #include "index/embed.h"
 #include "lib/status.h"
 
-int rtr_http_embedder_factory(const char *kb_dir, const char *desc, rtr_embedder **out);
-
-int rtr_http_embedder_factory(const char *kb_dir, const char *desc, rtr_embedder **out) {
+int rtr_http_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **out) {
     json_error_t err;
     json_t *j = json_loads(desc, 0, &err);
     const char *url = NULL, *model = NULL;

@@ -1,3 +1,4 @@
+/* ingest.c - adding documents to a knowledge base: parallel read and tokenize, batched LMDB writes (see ingest.h). */
 #define _GNU_SOURCE
 #include "index/ingest.h"
 
@@ -12,12 +13,12 @@
 #include <unistd.h>
 
 #include "lib/alloc.h"
+#include "lib/buf.h"
 #include "lib/io.h"
 #include "lib/progress.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
 
-#define DEFAULT_MAX_FILE ((uint64_t)1 << 30)
 #define DEFAULT_BATCH ((uint64_t)4 << 20)
 
 int rtr_chunk_ends(const rtr_tokenizer *tok, const uint32_t *ids, size_t n, uint64_t **ends) {
@@ -116,20 +117,15 @@ static int on_doc(void *vctx, const rtr_extracted *x) {
             return RTR_OK;
         }
     }
-    if (fr->n_docs == fr->cap_docs) {
-        size_t cap = fr->cap_docs ? fr->cap_docs * 2 : 4;
-        new_doc *p = rtr_reallocarray(fr->docs, cap, sizeof *p);
-        if (!p) return RTR_E_NOMEM;
-        fr->docs = p;
-        fr->cap_docs = cap;
-    }
+    int rc = RTR_GROW(fr->docs, &fr->cap_docs, fr->n_docs + 1);
+    if (rc) return rc;
     new_doc *d = &fr->docs[fr->n_docs++];
     memset(d, 0, sizeof *d);
     memcpy(d->hash, hash, 16);
     d->n_bytes = x->len;
     if (x->title && !(d->title = rtr_strdup(x->title))) return RTR_E_NOMEM;
     if (x->ext_id && !(d->ext_id = rtr_strdup(x->ext_id))) return RTR_E_NOMEM;
-    int rc = rtr_encoder_encode(w->enc, x->text, x->len, &d->tokens);
+    rc = rtr_encoder_encode(w->enc, x->text, x->len, &d->tokens);
     if (!rc) rc = rtr_chunk_ends(rtr_kb_tokenizer(w->kb), d->tokens.data, d->tokens.len, &d->ends);
     if (!rc && d->tokens.len) RTR_ASSERT(d->ends[(d->tokens.len - 1) / RTR_CHUNK_TOKENS] == x->len);
     if (!rc) rc = rtr_store_compress_text(x->text, x->len, &d->z);
@@ -164,33 +160,17 @@ static void set_skip(file_result *fr, uint32_t reason, const char *detail) {
 static void process_file(rtr_kb *kb, rtr_encoder *enc, const rtr_corpus_file *f, const char *rec_path,
                          const rtr_ingest_opts *o, file_result *fr) {
     fr->path = rec_path;
-    uint64_t max = o->corpus.max_file_size ? o->corpus.max_file_size : DEFAULT_MAX_FILE;
     if (o->before_read) o->before_read(f->path, o->hook_ctx);
-    uint8_t *data = NULL;
-    size_t len = 0;
-    int rc;
-    if (!strcmp(f->path, "-")) {
-        rc = rtr_read_fd(0, "standard input", max, &data, &len);
-    } else {
-        struct stat st;
-        if (stat(f->path, &st) != 0) {
-            set_skip(fr, errno == ENOENT ? RTR_SKIP_VANISHED : RTR_SKIP_UNREADABLE, strerror(errno));
-            goto check_known;
-        }
-        fr->size = (uint64_t)st.st_size;
-        fr->mtime_ns = (int64_t)st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec;
-        if (fr->size > max) {
-            char msg[96];
-            snprintf(msg, sizeof msg, "%llu bytes, limit %llu", (unsigned long long)fr->size, (unsigned long long)max);
-            set_skip(fr, RTR_SKIP_TOO_LARGE, msg);
-            goto check_known;
-        }
-        rc = rtr_read_file(f->path, max, &data, &len);
-    }
-    if (rc) {
-        if (rc == RTR_E_NOMEM) goto fail;
-        set_skip(fr, rc == RTR_E_NOTFOUND ? RTR_SKIP_VANISHED : rc == RTR_E_INVALID ? RTR_SKIP_TOO_LARGE : RTR_SKIP_UNREADABLE,
-                 rtr_errdetail());
+    rtr_corpus_data in;
+    int rc = rtr_corpus_read(f->path, &o->corpus, &in);
+    uint8_t *data = in.data;
+    size_t len = in.len;
+    fr->size = in.size;
+    fr->mtime_ns = in.mtime_ns;
+    if (rc < 0) goto fail;
+    if (rc > 0) {
+        set_skip(fr, (uint32_t)rc, in.detail);
+        rtr_free(in.detail);
         goto check_known;
     }
     fr->size = len;
@@ -510,12 +490,7 @@ static int remove_fn(rtr_store_txn *t, void *vctx) {
         r->files++;
         r->docs += f.n_docs;
         if (r->dry) continue;
-        if (nh == ch) {
-            ch = ch ? ch * 2 : 16;
-            char **p = rtr_reallocarray(hits, ch, sizeof *p);
-            if (!p) { rc = RTR_E_NOMEM; break; }
-            hits = p;
-        }
+        if ((rc = RTR_GROW(hits, &ch, nh + 1))) break;
         if (!(hits[nh] = rtr_strndup(f.path, f.path_len))) { rc = RTR_E_NOMEM; break; }
         nh++;
     }

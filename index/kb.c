@@ -1,3 +1,4 @@
+/* kb.c - a knowledge base directory: create/open, the writer lock, manifest.json, the tokenizer copy (see kb.h). */
 #define _GNU_SOURCE
 #include "index/kb.h"
 
@@ -154,8 +155,6 @@ static int read_manifest(rtr_kb *kb) {
     rtr_free(path);
     return rc;
 }
-
-int rtr_kb_manifest_reload(rtr_kb *kb) { return read_manifest(kb); }
 
 json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key) { return json_object_get(kb->manifest, key); }
 

@@ -44,8 +44,6 @@ json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key);
 /* Replaces (value != NULL, reference stolen) or removes a top-level section
  * and rewrites manifest.json atomically. Needs RTR_KB_WRITE. */
 int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value);
-/* Re-reads manifest.json (to see a writer's changes). */
-int rtr_kb_manifest_reload(rtr_kb *kb);
 /* RTR_E_MISMATCH (with both hashes in the detail) if tok differs. */
 int rtr_kb_check_tokenizer(const rtr_kb *kb, const rtr_tokenizer *tok);
 

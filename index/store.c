@@ -30,6 +30,7 @@
 #include <zstd.h>
 
 #include "lib/alloc.h"
+#include "lib/buf.h"
 #include "lib/io.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
@@ -659,12 +660,7 @@ static int file_docs_by_key(rtr_store_txn *t, const uint8_t key[16], uint64_t **
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_KEY);
     while (rc == 0) {
         if (v.mv_size != 8) { rc = rtr_seterr(RTR_E_CORRUPT, "%s: corrupt file_docs entry", t->s->dir); goto out; }
-        if (*n == cap) {
-            cap = cap ? cap * 2 : 8;
-            uint64_t *p = rtr_reallocarray(*ids, cap, sizeof **ids);
-            if (!p) { rc = RTR_E_NOMEM; goto out; }
-            *ids = p;
-        }
+        if ((rc = RTR_GROW(*ids, &cap, *n + 1))) goto out;
         (*ids)[(*n)++] = get_be64(v.mv_data);
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT_DUP);
     }

@@ -1,3 +1,4 @@
+/* vindex.c - the vector index: FAISS shards through the C API, planning, training, merged search, files (see vindex.h). */
 #include "index/vindex.h"
 
 #include <faiss/c_api/AutoTune_c.h>

@@ -2,33 +2,12 @@
  * vindex.h - the vector index: N FAISS shards (official C API) whose ids are
  * chunk ids, with one plan (index type and search parameters) for all.
  *
- * Choosing the index type (rtr_vindex_plan_auto), after FAISS's guidelines
- * ("Guidelines to choose an index" in the FAISS wiki):
- *   - under 64 Ki vectors: exact search ("IDMap,Flat");
- *   - while their 4-bit codes (dim/2 bytes a vector) take at most 96 MiB per
- *     shard and full vectors and codes fit the memory budget: "IDMap,Flat"
- *     too, searched by a scan of the codes whose best RTR_VINDEX_RERANK
- *     candidates are re-ranked by exact distance (below). This departs from
- *     FAISS's guidelines, which turn to inverted files from about 64 Ki
- *     vectors: lexical (hash) embeddings of text are nearly orthogonal, and
- *     an inverted file finds their farther neighbours only by scanning most
- *     of its lists (recall@10 0.38 at 1 M real chunks at its default
- *     settings, docs/benchmarks.md), while the code scan keeps a single query
- *     near 3 ms per 96 MiB of codes and its recall near 1;
- *   - otherwise an inverted file with nlist ~ 4 sqrt(n) lists (a power of two,
- *     64..65536), its coarse quantizer trained by k-means on a sample of 40
- *     vectors per list (FAISS asks for 30 to 256 and warns below 39), storing
- *       full vectors ("IVFn,Flat") when n * 4 * dim fits the memory budget,
- *       8-bit scalar codes ("IVFn,SQ8") when n * dim does,
- *       else product-quantizer codes ("IVFn,PQm") with the largest m in
- *       {64, 32, 16, 8} (dividing dim) that fits;
- *   - nprobe (lists visited per query) comes from a scan budget of about 6144
- *     vectors per shard and query, centroids included: (6144 - nlist) * nlist
- *     * shards / n, within 8..nlist/4. At 1M vectors on two shards that is
- *     15 (p99 under 10 ms on the benchmark machine); smaller collections get
- *     more probes in the same time. Lexical (hash) embeddings of text are
- *     nearly orthogonal and need many probes for their farther neighbours
- *     (docs/benchmarks.md has the tables; --nprobe sets it).
+ * rtr_vindex_plan_auto chooses the index type from the number of vectors,
+ * their dimension and a memory budget: exact search ("IDMap,Flat", searched
+ * through 4-bit codes from 64 Ki vectors a shard) while the codes fit, then
+ * inverted files ("IVFn,Flat", "IVFn,SQ8", "IVFn,PQm") with nprobe from a
+ * scan budget; docs/architecture.md ("Choosing the index type") gives the
+ * rules and why, docs/benchmarks.md the measurements.
  * A FAISS factory string may be given instead; "IDMap," is prefixed when the
  * index type cannot take ids itself.
  *

@@ -1,3 +1,4 @@
+/* alloc.c - the one allocation path, with the test hook that makes the nth allocation fail (see alloc.h). */
 #include "alloc.h"
 
 #include <stdatomic.h>

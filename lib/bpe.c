@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <jansson.h>
 #include <xxhash.h>
 
 #include "lib/alloc.h"
@@ -525,239 +526,100 @@ static bool gpt2_unspell(const int16_t cp_to_byte[324], const uint8_t *s, size_t
     return true;
 }
 
-/* Minimal JSON for encoder.json: one object of "string": non-negative int. */
-typedef struct jcur {
-    const uint8_t *p, *end;
-    const char *name;
-} jcur;
-
-static void jskip(jcur *c) {
-    while (c->p < c->end && (*c->p == ' ' || *c->p == '\t' || *c->p == '\n' || *c->p == '\r')) c->p++;
-}
-
-static int jerr(jcur *c, const uint8_t *base, const char *what) {
-    return rtr_seterr(RTR_E_CORRUPT, "%s: bad JSON at byte %zu: %s", c->name,
-                      (size_t)(c->p - base), what);
-}
-
-static int hexval(int ch) {
-    if (ch >= '0' && ch <= '9') return ch - '0';
-    if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-    if (ch >= 'A' && ch <= 'F') return ch - 'A' + 10;
-    return -1;
-}
-
-static bool j4hex(jcur *c, uint32_t *v) {
-    if (c->end - c->p < 4) return false;
-    *v = 0;
-    for (int i = 0; i < 4; i++) {
-        int h = hexval(c->p[i]);
-        if (h < 0) return false;
-        *v = *v << 4 | (uint32_t)h;
-    }
-    c->p += 4;
-    return true;
-}
-
-static size_t put_utf8(uint8_t *o, uint32_t cp) {
-    if (cp < 0x80) { o[0] = (uint8_t)cp; return 1; }
-    if (cp < 0x800) {
-        o[0] = (uint8_t)(0xc0 | cp >> 6);
-        o[1] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 2;
-    }
-    if (cp < 0x10000) {
-        o[0] = (uint8_t)(0xe0 | cp >> 12);
-        o[1] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
-        o[2] = (uint8_t)(0x80 | (cp & 0x3f));
-        return 3;
-    }
-    o[0] = (uint8_t)(0xf0 | cp >> 18);
-    o[1] = (uint8_t)(0x80 | (cp >> 12 & 0x3f));
-    o[2] = (uint8_t)(0x80 | (cp >> 6 & 0x3f));
-    o[3] = (uint8_t)(0x80 | (cp & 0x3f));
-    return 4;
-}
-
-/* Parses a JSON string at c->p into out (UTF-8, at most cap bytes). */
-static int jstring(jcur *c, const uint8_t *base, uint8_t *out, size_t cap, size_t *n) {
-    if (c->p >= c->end || *c->p != '"') return jerr(c, base, "expected a string");
-    c->p++;
-    size_t k = 0;
-    for (;;) {
-        if (c->p >= c->end) return jerr(c, base, "unterminated string");
-        uint8_t ch = *c->p++;
-        if (ch == '"') break;
-        if (ch < 0x20) return jerr(c, base, "control character in string");
-        if (k + 4 > cap) return jerr(c, base, "string too long for a token");
-        if (ch != '\\') {
-            out[k++] = ch;
-            continue;
-        }
-        if (c->p >= c->end) return jerr(c, base, "unterminated escape");
-        uint32_t cp;
-        switch (*c->p++) {
-        case '"': out[k++] = '"'; continue;
-        case '\\': out[k++] = '\\'; continue;
-        case '/': out[k++] = '/'; continue;
-        case 'b': out[k++] = '\b'; continue;
-        case 'f': out[k++] = '\f'; continue;
-        case 'n': out[k++] = '\n'; continue;
-        case 'r': out[k++] = '\r'; continue;
-        case 't': out[k++] = '\t'; continue;
-        case 'u':
-            if (!j4hex(c, &cp)) return jerr(c, base, "bad \\u escape");
-            if (cp >= 0xdc00 && cp <= 0xdfff) return jerr(c, base, "lone low surrogate");
-            if (cp >= 0xd800 && cp <= 0xdbff) {
-                uint32_t lo;
-                if (c->end - c->p < 2 || c->p[0] != '\\' || c->p[1] != 'u')
-                    return jerr(c, base, "lone high surrogate");
-                c->p += 2;
-                if (!j4hex(c, &lo) || lo < 0xdc00 || lo > 0xdfff)
-                    return jerr(c, base, "bad surrogate pair");
-                cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-            }
-            k += put_utf8(out + k, cp);
-            continue;
-        default:
-            return jerr(c, base, "unknown escape");
-        }
-    }
-    *n = k;
-    return RTR_OK;
-}
-
-/* Reads encoder.json into t->tok_off/tok_bytes/special; ids must be 0..V-1,
- * each once. */
+/* Reads encoder.json, one JSON object of token string -> id (parsed by
+ * jansson, which also refuses a string listed twice), into t->tok_off,
+ * t->tok_bytes and t->special; ids must be 0..V-1, each once. jansson's own
+ * allocations do not go through rtr_malloc (rtr_alloc_fail_at does not reach
+ * them); when one fails the load returns RTR_E_NOMEM all the same. */
 static int gpt2_read_encoder(const char *path, const int16_t cp_to_byte[324], rtr_tokenizer *t) {
     uint8_t *data = NULL;
     size_t len;
-    uint32_t *ent_id = NULL, *ent_off = NULL, *ent_len = NULL;
+    uint32_t *off_of = NULL, *len_of = NULL;   /* (V): token id -> its bytes in `bytes` */
     rtr_buf bytes = {0};
-    size_t n = 0, cap = 0;
     int rc = rtr_read_file(path, (size_t)64 << 20, &data, &len);
     if (rc) return rc;
-    jcur c = {data, data + len, path};
-    jskip(&c);
-    if (c.p >= c.end || *c.p != '{') {
-        rc = jerr(&c, data, "expected '{'");
+    json_error_t err;
+    json_t *root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &err);
+    rtr_free(data);
+    if (!root) {
+        rc = json_error_code(&err) == json_error_out_of_memory
+                 ? rtr_seterr(RTR_E_NOMEM, "%s: out of memory parsing JSON", path)
+                 : rtr_seterr(RTR_E_CORRUPT, "%s: bad JSON at line %d, column %d: %s", path, err.line,
+                              err.column, err.text);
         goto done;
     }
-    c.p++;
-    jskip(&c);
-    bool first = true;
-    for (;;) {
-        jskip(&c);
-        if (c.p < c.end && *c.p == '}' && first) {
-            c.p++;
-            break;
-        }
-        uint8_t str[4 * RTOK_MAX_TOKEN + 8], raw[RTOK_MAX_TOKEN];
-        size_t slen = 0, rlen = 0;
-        if ((rc = jstring(&c, data, str, sizeof str, &slen)) != RTR_OK) goto done;
-        jskip(&c);
-        if (c.p >= c.end || *c.p != ':') {
-            rc = jerr(&c, data, "expected ':'");
+    if (!json_is_object(root)) {
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: bad JSON: expected an object of token strings to ids", path);
+        goto done;
+    }
+    size_t n = json_object_size(root);
+    if (n > RTOK_MAX_VOCAB) {
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: more than 2^24 tokens", path);
+        goto done;
+    }
+    off_of = rtr_calloc(n ? n : 1, sizeof *off_of);
+    len_of = rtr_calloc(n ? n : 1, sizeof *len_of);
+    if (!off_of || !len_of) {
+        rc = RTR_E_NOMEM;
+        goto done;
+    }
+    const char *key;
+    json_t *val;
+    json_object_foreach(root, key, val) {
+        size_t slen = strlen(key);   /* jansson refuses \u0000 in strings */
+        int show = (int)(slen > 40 ? 40 : slen);
+        json_int_t id = json_is_integer(val) ? json_integer_value(val) : -1;
+        if (id < 0 || id >= (json_int_t)RTOK_MAX_VOCAB) {
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token \"%.*s\": expected a token id (0..2^24-1)", path, show, key);
             goto done;
         }
-        c.p++;
-        jskip(&c);
-        uint64_t v = 0;
-        const uint8_t *d0 = c.p;
-        while (c.p < c.end && *c.p >= '0' && *c.p <= '9' && v < RTOK_MAX_VOCAB) v = v * 10 + (*c.p++ - '0');
-        if (c.p == d0 || v >= RTOK_MAX_VOCAB || (c.p < c.end && *c.p >= '0' && *c.p <= '9')) {
-            rc = jerr(&c, data, "expected a token id (0..2^24-1)");
+        /* a byte spells as one or two UTF-8 bytes: raw never overflows */
+        uint8_t raw[2 * RTOK_MAX_TOKEN];
+        size_t rlen = 0;
+        if (slen > sizeof raw) {
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token %lld: \"%.*s...\" is longer than %u bytes", path,
+                            (long long)id, show, key, RTOK_MAX_TOKEN);
             goto done;
         }
-        if (!gpt2_unspell(cp_to_byte, str, slen, raw, &rlen, sizeof raw) || rlen == 0) {
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token %llu: \"%.*s\" is not a GPT-2 byte string", path,
-                            (unsigned long long)v, (int)(slen > 40 ? 40 : slen), (const char *)str);
+        if (!gpt2_unspell(cp_to_byte, (const uint8_t *)key, slen, raw, &rlen, sizeof raw) || rlen == 0) {
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token %lld: \"%.*s\" is not a GPT-2 byte string", path,
+                            (long long)id, show, key);
             goto done;
         }
-        if (n == cap) {
-            size_t ncap = cap ? cap * 2 : 65536;
-            uint32_t *a = rtr_reallocarray(ent_id, ncap, 4);
-            if (!a) { rc = RTR_E_NOMEM; goto done; }
-            ent_id = a;
-            a = rtr_reallocarray(ent_off, ncap, 4);
-            if (!a) { rc = RTR_E_NOMEM; goto done; }
-            ent_off = a;
-            a = rtr_reallocarray(ent_len, ncap, 4);
-            if (!a) { rc = RTR_E_NOMEM; goto done; }
-            ent_len = a;
-            cap = ncap;
-        }
-        if (n >= RTOK_MAX_VOCAB) {
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: more than 2^24 tokens", path);
+        if ((size_t)id >= n || len_of[id]) {
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token ids are not 0..%zu, each once (id %lld)", path, n - 1,
+                            (long long)id);
             goto done;
         }
-        ent_id[n] = (uint32_t)v;
-        ent_off[n] = (uint32_t)bytes.len;
-        ent_len[n] = (uint32_t)rlen;
+        off_of[id] = (uint32_t)bytes.len;
+        len_of[id] = (uint32_t)rlen;
         if ((rc = rtr_buf_append(&bytes, raw, rlen)) != RTR_OK) goto done;
-        if (slen == sizeof EOD_TEXT - 1 && memcmp(str, EOD_TEXT, slen) == 0) {
-            if (t->n_special) {
-                rc = rtr_seterr(RTR_E_CORRUPT, "%s: %s listed twice", path, EOD_TEXT);
-                goto done;
-            }
-            t->special[0] = (uint32_t)v;
+        if (slen == sizeof EOD_TEXT - 1 && memcmp(key, EOD_TEXT, slen) == 0) {
+            t->special[0] = (uint32_t)id;
             t->n_special = 1;
         }
-        n++;
-        first = false;
-        jskip(&c);
-        if (c.p < c.end && *c.p == ',') {
-            c.p++;
-            continue;
-        }
-        if (c.p < c.end && *c.p == '}') {
-            c.p++;
-            break;
-        }
-        rc = jerr(&c, data, "expected ',' or '}'");
-        goto done;
-    }
-    jskip(&c);
-    if (c.p != c.end) {
-        rc = jerr(&c, data, "trailing data after the object");
-        goto done;
     }
     if (!t->n_special) {
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: no %s token", path, EOD_TEXT);
         goto done;
     }
+    /* n distinct ids below n: every id 0..n-1 is there */
     t->n_vocab = (uint32_t)n;
     t->tok_off = rtr_calloc(n + 1, sizeof *t->tok_off);
-    uint32_t *len_of = rtr_calloc(n ? n : 1, sizeof *len_of);
-    if (!t->tok_off || !len_of) {
-        rtr_free(len_of);
+    t->tok_bytes = rtr_malloc(bytes.len ? bytes.len : 1);
+    if (!t->tok_off || !t->tok_bytes) {
         rc = RTR_E_NOMEM;
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
-        if (ent_id[i] >= n || len_of[ent_id[i]]) {
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token ids are not 0..%zu, each once (id %u)", path,
-                            n - 1, ent_id[i]);
-            rtr_free(len_of);
-            goto done;
-        }
-        len_of[ent_id[i]] = ent_len[i];
+        t->tok_off[i + 1] = t->tok_off[i] + len_of[i];
+        memcpy(t->tok_bytes + t->tok_off[i], bytes.data + off_of[i], len_of[i]);
     }
-    for (size_t i = 0; i < n; i++) t->tok_off[i + 1] = t->tok_off[i] + len_of[i];
-    rtr_free(len_of);
-    t->tok_bytes = rtr_malloc(bytes.len ? bytes.len : 1);
-    if (!t->tok_bytes) {
-        rc = RTR_E_NOMEM;
-        goto done;
-    }
-    for (size_t i = 0; i < n; i++)
-        memcpy(t->tok_bytes + t->tok_off[ent_id[i]], bytes.data + ent_off[i], ent_len[i]);
     rc = RTR_OK;
 done:
-    rtr_free(data);
-    rtr_free(ent_id);
-    rtr_free(ent_off);
-    rtr_free(ent_len);
+    json_decref(root);
+    rtr_free(off_of);
+    rtr_free(len_of);
     rtr_buf_free(&bytes);
     return rc;
 }
@@ -1398,13 +1260,8 @@ static int tr_heap_push(train *T, uint32_t pair) {
     const tr_pair *pp = &T->pairs[pair];
     if (pp->count <= 0) return RTR_OK;
     if (off[pp->a + 1] - off[pp->a] + off[pp->b + 1] - off[pp->b] > RTOK_MAX_TOKEN) return RTR_OK;
-    if (T->n_heap == T->cap_heap) {
-        size_t nc = T->cap_heap ? T->cap_heap * 2 : 1024;
-        tr_heap_ent *h = rtr_reallocarray(T->heap, nc, sizeof *h);
-        if (!h) return RTR_E_NOMEM;
-        T->heap = h;
-        T->cap_heap = nc;
-    }
+    int rc = RTR_GROW(T->heap, &T->cap_heap, T->n_heap + 1);
+    if (rc) return rc;
     tr_heap_ent x = {pp->count, pair};
     size_t i = T->n_heap++;
     while (i > 0) {
@@ -1447,13 +1304,7 @@ static uint32_t tr_pair_get(train *T, uint32_t a, uint32_t b) {
         rtr_seterr(RTR_E_NOMEM, "too many distinct pairs");
         return UINT32_MAX;
     }
-    if (T->n_pairs == T->cap_pairs) {
-        size_t nc = T->cap_pairs ? T->cap_pairs * 2 : 4096;
-        tr_pair *np = rtr_reallocarray(T->pairs, nc, sizeof *np);
-        if (!np) return UINT32_MAX;
-        T->pairs = np;
-        T->cap_pairs = nc;
-    }
+    if (RTR_GROW(T->pairs, &T->cap_pairs, T->n_pairs + 1)) return UINT32_MAX;
     if ((T->n_pairs + 1) * 2 > T->pmask + 1) {
         size_t cap = (T->pmask + 1) * 2;
         uint32_t *nm = rtr_calloc(cap, sizeof *nm);
@@ -1483,14 +1334,9 @@ static int tr_pair_add(train *T, uint32_t a, uint32_t b, int64_t delta, uint32_t
     pp->count += delta;
     RTR_ASSERT(pp->count >= 0);
     if (delta > 0 && pp->last_word != w) {
-        if (T->n_occ == T->cap_occ) {
-            size_t nc = T->cap_occ ? T->cap_occ * 2 : 65536;
-            if (nc > UINT32_MAX - 1) return rtr_seterr(RTR_E_NOMEM, "too many pair occurrences");
-            tr_occ *no = rtr_reallocarray(T->occ, nc, sizeof *no);
-            if (!no) return RTR_E_NOMEM;
-            T->occ = no;
-            T->cap_occ = nc;
-        }
+        if (T->n_occ >= UINT32_MAX - 1) return rtr_seterr(RTR_E_NOMEM, "too many pair occurrences");
+        int rc = RTR_GROW(T->occ, &T->cap_occ, T->n_occ + 1);
+        if (rc) return rc;
         T->occ[T->n_occ] = (tr_occ){w, pp->head};
         pp->head = (uint32_t)++T->n_occ;
         pp->last_word = w;

@@ -1,3 +1,4 @@
+/* buf.c - growable arrays: rtr_grow, the byte buffer and the u32 vector (see buf.h). */
 #include "buf.h"
 
 #include <stdarg.h>
@@ -7,23 +8,29 @@
 #include "alloc.h"
 #include "status.h"
 
-static int grow(void **data, size_t *cap, size_t need, size_t elem) {
+int rtr_grow(void *arrp, size_t *cap, size_t need, size_t elem) {
+    RTR_ASSERT(elem > 0);
     if (need <= *cap) return RTR_OK;
     size_t ncap = *cap ? *cap : 16;
     while (ncap < need) {
-        if (ncap > SIZE_MAX / 2 / elem) return rtr_seterr(RTR_E_NOMEM, "buffer too large");
+        if (ncap > SIZE_MAX / 2 / elem)
+            return rtr_seterr(RTR_E_NOMEM, "array too large (%zu elements of %zu bytes)", need, elem);
         ncap *= 2;
     }
-    void *p = rtr_reallocarray(*data, ncap, elem);
+    /* arrp is a T **: copy the pointer in and out rather than access a T *
+     * through a void ** */
+    void *old;
+    memcpy(&old, arrp, sizeof old);
+    void *p = rtr_reallocarray(old, ncap, elem);
     if (!p) return RTR_E_NOMEM;
-    *data = p;
+    memcpy(arrp, &p, sizeof p);
     *cap = ncap;
     return RTR_OK;
 }
 
 int rtr_buf_reserve(rtr_buf *b, size_t extra) {
     if (extra > SIZE_MAX - b->len - 1) return rtr_seterr(RTR_E_NOMEM, "buffer too large");
-    return grow((void **)&b->data, &b->cap, b->len + extra, 1);
+    return RTR_GROW(b->data, &b->cap, b->len + extra);
 }
 
 int rtr_buf_append(rtr_buf *b, const void *p, size_t n) {
@@ -66,7 +73,7 @@ void rtr_buf_free(rtr_buf *b) {
 
 int rtr_u32vec_reserve(rtr_u32vec *v, size_t extra) {
     if (extra > SIZE_MAX / 4 - v->len) return rtr_seterr(RTR_E_NOMEM, "vector too large");
-    return grow((void **)&v->data, &v->cap, v->len + extra, sizeof(uint32_t));
+    return RTR_GROW(v->data, &v->cap, v->len + extra);
 }
 
 int rtr_u32vec_push(rtr_u32vec *v, uint32_t x) {

@@ -1,3 +1,4 @@
+/* io.c - checked file I/O: whole-file reads under a limit, atomic replace, directories (see io.h). */
 #define _GNU_SOURCE
 #include "io.h"
 
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "alloc.h"
+#include "buf.h"
 #include "status.h"
 
 static int io_err(const char *what, const char *path) {
@@ -21,38 +23,39 @@ static int io_err(const char *what, const char *path) {
 }
 
 int rtr_read_fd(int fd, const char *name, size_t max_size, uint8_t **out, size_t *len) {
-    size_t cap = 65536, n = 0;
-    uint8_t *buf = rtr_malloc(cap + 1);
-    if (!buf) return RTR_E_NOMEM;
+    rtr_buf b = {0};
+    int rc;
     for (;;) {
-        if (n == cap) {
-            if (cap >= max_size) {
-                rtr_free(buf);
-                return rtr_seterr(RTR_E_INVALID, "%s: too large (over %zu bytes)", name, max_size);
-            }
-            size_t ncap = cap * 2 > max_size ? max_size : cap * 2;
-            uint8_t *nb = rtr_realloc(buf, ncap + 1);
-            if (!nb) {
-                rtr_free(buf);
-                return RTR_E_NOMEM;
-            }
-            buf = nb;
-            cap = ncap;
+        /* below the limit read into the buffer; at it, read one byte aside
+         * to tell the end of the stream from a stream over the limit */
+        uint8_t probe, *dst = &probe;
+        size_t room = 1;
+        if (b.len < max_size) {
+            size_t left = max_size - b.len;
+            if ((rc = rtr_buf_reserve(&b, left < 65536 ? left : 65536)) != RTR_OK) goto fail;
+            room = b.cap - b.len < left ? b.cap - b.len : left;
+            dst = b.data + b.len;
         }
-        ssize_t r = read(fd, buf + n, cap - n);
+        ssize_t r = read(fd, dst, room);
         if (r < 0) {
             if (errno == EINTR) continue;
-            int rc = io_err("read", name);
-            rtr_free(buf);
-            return rc;
+            rc = io_err("read", name);
+            goto fail;
         }
         if (r == 0) break;
-        n += (size_t)r;
+        if (dst == &probe) {
+            rc = rtr_seterr(RTR_E_INVALID, "%s: too large (over %zu bytes)", name, max_size);
+            goto fail;
+        }
+        b.len += (size_t)r;
     }
-    buf[n] = '\0';
-    *out = buf;
-    *len = n;
+    if ((rc = rtr_buf_terminate(&b)) != RTR_OK) goto fail;
+    *out = b.data;
+    *len = b.len;
     return RTR_OK;
+fail:
+    rtr_buf_free(&b);
+    return rc;
 }
 
 int rtr_read_file(const char *path, size_t max_size, uint8_t **out, size_t *len) {

@@ -18,7 +18,8 @@
  * *out is owned by the caller (rtr_free). */
 int rtr_read_file(const char *path, size_t max_size, uint8_t **out, size_t *len);
 
-/* Reads a whole stream (for standard input) with the same limit. */
+/* Reads a whole stream (standard input, a pipe) the same way: one of more
+ * than max_size bytes fails with RTR_E_INVALID ("too large"). */
 int rtr_read_fd(int fd, const char *name, size_t max_size, uint8_t **out, size_t *len);
 
 /* Writes len bytes atomically to path (tmp file + fsync + rename + dir fsync). */

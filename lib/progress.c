@@ -1,3 +1,4 @@
+/* progress.c - progress bars with rate and ETA on a terminal (see progress.h). */
 #include "progress.h"
 
 #include <stdio.h>

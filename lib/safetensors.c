@@ -1,3 +1,4 @@
+/* safetensors.c - reading (validated) and writing safetensors files (see safetensors.h). */
 #include "lib/safetensors.h"
 
 #include <jansson.h>
@@ -17,7 +18,6 @@ static const struct { const char *name; size_t size; } dtypes[RTR_ST_DTYPES] = {
 };
 
 const char *rtr_st_dtype_name(int d) { return d >= 0 && d < RTR_ST_DTYPES ? dtypes[d].name : "?"; }
-size_t rtr_st_dtype_size(int d) { return d >= 0 && d < RTR_ST_DTYPES ? dtypes[d].size : 0; }
 
 struct rtr_safetensors {
     uint8_t *buf;            /* the whole file */

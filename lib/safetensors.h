@@ -51,7 +51,6 @@ typedef struct rtr_st_tensor {
 typedef struct rtr_safetensors rtr_safetensors;
 
 const char *rtr_st_dtype_name(int dtype);
-size_t rtr_st_dtype_size(int dtype);
 
 int rtr_st_load(const char *path, rtr_safetensors **out);
 /* Parses a file already in memory (data is copied). name is used in errors. */

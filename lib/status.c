@@ -1,3 +1,4 @@
+/* status.c - status codes, their text and the thread-local error detail (see status.h). */
 #include "status.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* utf8.c - UTF-8 validation and repair, content hashes (see utf8.h). */
 #include "utf8.h"
 
 #include <xxhash.h>

@@ -1,4 +1,4 @@
-/* ckpt.c - checkpoints (see ckpt.h). */
+/* ckpt.c - checkpoints: saving, loading, and a model with its tokenizer and retrieval settings. */
 #include "model/ckpt.h"
 
 #include <inttypes.h>
@@ -161,4 +161,60 @@ int rtr_ckpt_load(const char *path, int max_B, int T_override, int with_train, r
     rtr_st_free(st);
     free(file);
     return rc;
+}
+
+int rtr_ckpt_align_meta(const char *v, const char *file, uint32_t *align) {
+    *align = 0;
+    if (!v) return RTR_OK;
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (end == v || *end || x < 0 || x > 64) return rtr_seterr(RTR_E_CORRUPT, "%s: bad align \"%s\"", file, v);
+    *align = (uint32_t)x;
+    return RTR_OK;
+}
+
+void rtr_loaded_model_free(rtr_loaded_model *lm) {
+    if (!lm) return;
+    rtr_model_free(lm->model);
+    rtr_tokenizer_free(lm->tok);
+    memset(lm, 0, sizeof *lm);
+}
+
+int rtr_ckpt_load_model(const char *dir, const char *tok_path, int max_B, int T, rtr_loaded_model *out) {
+    memset(out, 0, sizeof *out);
+    if (!rtr_path_exists(dir))
+        return rtr_seterr(RTR_E_NOTFOUND, "%s: no such model (a checkpoint directory written by retro train)", dir);
+    rtr_safetensors *st = NULL;
+    char *own = rtr_path_join(dir, "tokenizer.rtok");
+    int rc = own ? rtr_ckpt_load(dir, max_B, T, 0, &out->model, &st) : RTR_E_NOMEM;
+    if (!rc) {
+        const char *p = tok_path ? tok_path : rtr_path_exists(own) ? own : NULL;
+        if (!p) rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no tokenizer.rtok beside the model (give --tokenizer)", dir);
+        else rc = rtr_tokenizer_load(p, &out->tok);
+    }
+    if (!rc) {
+        rtr_tokenizer_hash(out->tok, out->tok_hash);
+        const char *want = rtr_st_meta(st, "tokenizer");
+        if (want && strcmp(want, out->tok_hash))
+            rc = rtr_seterr(RTR_E_MISMATCH, "%s: the model was trained with tokenizer %s, not %s", dir, want,
+                            out->tok_hash);
+        else if ((int)rtr_tokenizer_vocab_size(out->tok) != rtr_model_cfg(out->model)->V)
+            rc = rtr_seterr(RTR_E_MISMATCH, "%s: the tokenizer's %u tokens are not the model's %d", dir,
+                            rtr_tokenizer_vocab_size(out->tok), rtr_model_cfg(out->model)->V);
+    }
+    if (!rc) rc = rtr_ckpt_align_meta(rtr_st_meta(st, "align"), dir, &out->align);
+    if (rc) rtr_loaded_model_free(out);
+    rtr_st_free(st);
+    rtr_free(own);
+    return rc;
+}
+
+int rtr_model_copy_tensors(rtr_model *dst, rtr_model *src, const char *from) {
+    for (int i = 0; i < rtr_model_ntensors(src); i++) {
+        const rtr_model_param *p = rtr_model_tensor(src, i), *q = rtr_model_find(dst, p->name);
+        if (!q || q->n != p->n)
+            return rtr_seterr(RTR_E_MISMATCH, "%s: tensor %s does not fit the RETRO model", from, p->name);
+        memcpy(rtr_model_params(dst) + q->off, rtr_model_params(src) + p->off, p->n * sizeof(float));
+    }
+    return RTR_OK;
 }

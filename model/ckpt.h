@@ -26,6 +26,7 @@
 #ifndef RTR_CKPT_H
 #define RTR_CKPT_H
 
+#include "lib/bpe.h"
 #include "lib/safetensors.h"
 #include "model/retro.h"
 
@@ -56,5 +57,37 @@ int rtr_ckpt_from_st(const rtr_safetensors *st, const char *name, int max_B, int
 
 /* The file rtr_ckpt_load reads for path (a directory or a file); caller frees. */
 char *rtr_ckpt_file(const char *path, int with_train);
+
+/* `retro train --align`: neighbours re-cut to line up with their query chunk
+ * (retriever/retriever.h) where they share a run of at least this many tokens
+ * with it, an eighth of a chunk (the leakage filter's first alpha). Models
+ * record the run length as metadata "align" (0 or absent: the paper's
+ * neighbours); evaluation and generation retrieve for them the same way. */
+#define RTR_ALIGN_MIN_RUN 8
+
+/* A model ready to use: the network, its tokenizer and its retrieval settings. */
+typedef struct rtr_loaded_model {
+    rtr_model *model;
+    rtr_tokenizer *tok;
+    char tok_hash[33];   /* the tokenizer's hash (hex), as the model records it */
+    uint32_t align;      /* 0: the paper's neighbours; else the minimum run of aligned ones */
+} rtr_loaded_model;
+
+/* Loads checkpoint directory dir (model.safetensors) for batches of max_B
+ * (context T, or the checkpoint's when 0) and its tokenizer (dir/tokenizer.rtok,
+ * else tok_path); checks that the tokenizer is the one the model records.
+ * RTR_E_NOTFOUND (no such model, no tokenizer), RTR_E_MISMATCH (tokenizer),
+ * RTR_E_CORRUPT / RTR_E_VERSION (files), RTR_E_NOMEM. */
+int rtr_ckpt_load_model(const char *dir, const char *tok_path, int max_B, int T, rtr_loaded_model *out);
+void rtr_loaded_model_free(rtr_loaded_model *lm);   /* NULL-safe; zeroes it */
+
+/* RETRO-fitting's start: copies every tensor of src into the tensor of dst
+ * with its name; RTR_E_MISMATCH (naming from) if dst lacks one or its size
+ * differs. */
+int rtr_model_copy_tensors(rtr_model *dst, rtr_model *src, const char *from);
+
+/* The alignment recorded in checkpoint metadata value v (NULL: none) of
+ * file; RTR_E_CORRUPT unless it is 0..64. */
+int rtr_ckpt_align_meta(const char *v, const char *file, uint32_t *align);
 
 #endif

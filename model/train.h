@@ -20,10 +20,9 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lib/split.h"
 #include "model/ckpt.h"
 #include "model/retro.h"
-
-enum { RTR_SPLIT_TRAIN = 0, RTR_SPLIT_VAL = 1 };
 
 typedef struct rtr_train_source {
     void *ctx;
@@ -33,7 +32,7 @@ typedef struct rtr_train_source {
     int (*get)(void *ctx, int split, int64_t i, int32_t *idx, int32_t *targets, int32_t *nbr, double *bytes);
     /* Optional (NULL: none): told the step (of steps) whose training batch
      * the next get() calls fill, so a source can vary with progress (the
-     * annealed curriculum of cli/dataset.h). */
+     * annealed curriculum of retriever/dataset.h). */
     void (*at_step)(void *ctx, int64_t step, int64_t steps);
 } rtr_train_source;
 

@@ -1,3 +1,4 @@
+/* retriever.c - the query path: text search with sources, and neighbours for the model. */
 #include "retriever/retriever.h"
 
 #include <math.h>
@@ -6,13 +7,16 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/sort.h"
 #include "lib/status.h"
 
 #define MAX_K 4096
 
 struct rtr_retriever {
     rtr_kb *kb;
-    rtr_kb_index ix;
+    rtr_kb_vectors *vec;
+    rtr_embedder *embedder;   /* vec's */
+    rtr_vindex *vindex;       /* vec's */
     int threads;
 };
 
@@ -22,9 +26,13 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
     if (!r) return RTR_E_NOMEM;
     r->kb = kb;
     r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
-    int rc = rtr_kb_index_load(kb, &r->ix);
-    if (!rc && o && o->nprobe) rc = rtr_vindex_set_nprobe(r->ix.vindex, o->nprobe);
-    if (!rc && o && o->rerank) rc = rtr_vindex_set_rerank(r->ix.vindex, o->rerank < 0 ? 0 : o->rerank);
+    int rc = rtr_kb_vectors_open(kb, &r->vec);
+    if (!rc) {
+        r->embedder = rtr_kb_vectors_embedder(r->vec);
+        r->vindex = rtr_kb_vectors_vindex(r->vec);
+    }
+    if (!rc && o && o->nprobe) rc = rtr_vindex_set_nprobe(r->vindex, o->nprobe);
+    if (!rc && o && o->rerank) rc = rtr_vindex_set_rerank(r->vindex, o->rerank < 0 ? 0 : o->rerank);
     if (rc) {
         rtr_retriever_close(r);
         return rc;
@@ -35,25 +43,22 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
 
 void rtr_retriever_close(rtr_retriever *r) {
     if (!r) return;
-    rtr_kb_index_free(&r->ix);
+    rtr_kb_vectors_close(r->vec);
     rtr_free(r);
 }
 
-const rtr_kb_index *rtr_retriever_index(const rtr_retriever *r) { return &r->ix; }
+const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r) { return r->vec; }
 
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
+rtr_kb *rtr_retriever_kb(rtr_retriever *r) { return r->kb; }
 
-static int excluded(uint64_t doc, uint64_t self, const uint64_t *ex, size_t n_ex) {
-    if (doc == self) return 1;
-    return n_ex && bsearch(&doc, ex, n_ex, sizeof *ex, cmp_u64) != NULL;
+static int excluded(uint64_t doc, uint64_t self, uint64_t other, const uint64_t *ex, size_t n_ex) {
+    if (doc == self || doc == other) return 1;
+    return n_ex && bsearch(&doc, ex, n_ex, sizeof *ex, rtr_cmp_u64) != NULL;
 }
 
 /* Embeds n chunk texts (in parallel when the embedder allows). */
 static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float *out) {
-    rtr_embedder *e = r->ix.embedder;
+    rtr_embedder *e = r->embedder;
     if (!e->thread_safe || r->threads <= 1 || n < 32) return rtr_embedder_embed(e, texts, n, out);
     int rc = RTR_OK;
 #pragma omp parallel num_threads(r->threads)
@@ -78,10 +83,13 @@ static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float 
 #define MAX_DEPTH 65536
 #define ROUND_RESULTS ((size_t)1 << 22)
 
+/* kept (nq x k, may be NULL) receives each accepted hit's chunk record, so
+ * that callers need not read it again. */
 static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const float *q, uint32_t k,
-                           const uint64_t *self_doc, const uint64_t *ex, size_t n_ex, int64_t *ids, float *dist) {
-    uint64_t total = rtr_vindex_ntotal(r->ix.vindex);
-    uint32_t dim = rtr_vindex_dim(r->ix.vindex);
+                           const uint64_t *self_doc, uint64_t exclude_doc, const uint64_t *ex, size_t n_ex,
+                           int64_t *ids, float *dist, rtr_chunk *kept) {
+    uint64_t total = rtr_vindex_ntotal(r->vindex);
+    uint32_t dim = rtr_vindex_dim(r->vindex);
     for (size_t i = 0; i < nq * k; i++) {
         ids[i] = -1;
         dist[i] = INFINITY;
@@ -106,7 +114,7 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
             sd = rtr_malloc(gn * kk * sizeof *sd);
             si = rtr_malloc(gn * kk * sizeof *si);
             if (!sd || !si) { rc = RTR_E_NOMEM; break; }
-            if ((rc = rtr_vindex_search(r->ix.vindex, gn, qq, (uint32_t)kk, sd, si))) break;
+            if ((rc = rtr_vindex_search(r->vindex, gn, qq, (uint32_t)kk, sd, si))) break;
             for (size_t j = 0; j < gn && !rc; j++) {
                 size_t qi = todo[g0 + j];
                 uint32_t have = 0;   /* rescan from the top: results are a superset */
@@ -117,9 +125,10 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
                     int x = rtr_store_get_chunk(t, (uint64_t)id, &c);
                     if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
                     if (x) { rc = x; break; }
-                    if (excluded(c.doc_id, self_doc ? self_doc[qi] : 0, ex, n_ex)) continue;
+                    if (excluded(c.doc_id, self_doc ? self_doc[qi] : 0, exclude_doc, ex, n_ex)) continue;
                     ids[qi * k + have] = id;
                     dist[qi * k + have] = sd[j * kk + m];
+                    if (kept) kept[qi * k + have] = c;
                     have++;
                 }
                 if (have < k && kk < total && kk < MAX_DEPTH) todo[still++] = qi;   /* todo[still] <= todo[g0+j] */
@@ -161,6 +170,36 @@ static int cmp_hit(const void *a, const void *b) {
     const rtr_hit *x = a, *y = b;
     if (x->distance != y->distance) return x->distance < y->distance ? -1 : 1;
     return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+/* By chunk id, then distance, then query chunk: the first of each id is its best. */
+static int cmp_hit_id(const void *a, const void *b) {
+    const rtr_hit *x = a, *y = b;
+    if (x->chunk_id != y->chunk_id) return x->chunk_id < y->chunk_id ? -1 : 1;
+    if (x->distance != y->distance) return x->distance < y->distance ? -1 : 1;
+    return x->query_chunk < y->query_chunk ? -1 : x->query_chunk > y->query_chunk;
+}
+
+/* The merge of a multi-chunk query: the k results of each of nq query chunks
+ * (ids, dist: nq x k; id -1 = none) become one list in which every chunk
+ * appears once, with its best distance and the query chunk that found it,
+ * ordered by distance (then chunk id). *out (*n entries) is the caller's. */
+static int merge_query_chunks(const int64_t *ids, const float *dist, size_t nq, uint32_t k, rtr_hit **out,
+                              size_t *n) {
+    *n = 0;
+    rtr_hit *all = *out = rtr_calloc(nq * k + 1, sizeof *all);
+    if (!all) return RTR_E_NOMEM;
+    size_t na = 0;
+    for (size_t i = 0; i < nq * k; i++)
+        if (ids[i] >= 0)
+            all[na++] = (rtr_hit){.chunk_id = (uint64_t)ids[i], .distance = dist[i], .query_chunk = (uint32_t)(i / k)};
+    qsort(all, na, sizeof *all, cmp_hit_id);
+    size_t u = 0;
+    for (size_t i = 0; i < na; i++)
+        if (u == 0 || all[u - 1].chunk_id != all[i].chunk_id) all[u++] = all[i];
+    qsort(all, u, sizeof *all, cmp_hit);
+    *n = u;
+    return RTR_OK;
 }
 
 static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, float d, uint32_t qc, int cont, rtr_hit *h) {
@@ -210,7 +249,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     if (!rc) rc = rtr_encoder_encode(enc, (const uint8_t *)query, len, &ids);
     size_t nq = (ids.len + RTR_CHUNK_TOKENS - 1) / RTR_CHUNK_TOKENS;
     if (!rc && nq == 0) rc = rtr_seterr(RTR_E_INVALID, "empty query");
-    uint32_t dim = rc ? 0 : rtr_vindex_dim(r->ix.vindex);
+    uint32_t dim = rc ? 0 : rtr_vindex_dim(r->vindex);
     if (!rc) {
         texts = rtr_calloc(nq, sizeof *texts);
         off = rtr_calloc(nq + 1, sizeof *off);
@@ -233,28 +272,15 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
         if (!(ex = rtr_malloc(so->n_exclude * sizeof *ex))) rc = RTR_E_NOMEM;
         else {
             memcpy(ex, so->exclude_docs, so->n_exclude * sizeof *ex);
-            qsort(ex, so->n_exclude, sizeof *ex, cmp_u64);
+            qsort(ex, so->n_exclude, sizeof *ex, rtr_cmp_u64);
         }
     }
     if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
-    if (!rc) rc = search_filtered(r, t, nq, q, k, NULL, ex, so->n_exclude, hid, dist);
+    if (!rc) rc = search_filtered(r, t, nq, q, k, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
     if (!rc) {
-        /* merge the query chunks' lists: best distance per chunk id, then top k */
-        rtr_hit *all = rtr_calloc(nq * k, sizeof *all);
+        rtr_hit *all = NULL;
         size_t na = 0;
-        if (!all) rc = RTR_E_NOMEM;
-        for (size_t i = 0; all && i < nq * k; i++) {
-            if (hid[i] < 0) continue;
-            size_t j;
-            for (j = 0; j < na; j++)
-                if (all[j].chunk_id == (uint64_t)hid[i]) break;
-            if (j == na) all[na++] = (rtr_hit){.chunk_id = (uint64_t)hid[i], .distance = dist[i], .query_chunk = (uint32_t)(i / k)};
-            else if (dist[i] < all[j].distance) {
-                all[j].distance = dist[i];
-                all[j].query_chunk = (uint32_t)(i / k);
-            }
-        }
-        if (all) qsort(all, na, sizeof *all, cmp_hit);
+        rc = merge_query_chunks(hid, dist, nq, k, &all, &na);
         size_t n = na < k ? na : k;
         if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
         for (size_t i = 0; i < n && !rc; i++) {
@@ -279,93 +305,45 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     return rc;
 }
 
-/* --- batch neighbours ------------------------------------------------------------------------------ */
-int rtr_retriever_neighbours(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n,
-                             uint32_t k, const uint64_t *exclude_doc, const uint64_t *exclude, size_t n_exclude,
-                             int64_t *ids, float *dist, uint32_t *tokens, uint32_t pad) {
-    if (k == 0 || k > MAX_K) return rtr_seterr(RTR_E_INVALID, "k must be 1..%d", MAX_K);
-    if (n == 0) return RTR_OK;
-    const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
-    uint32_t dim = rtr_vindex_dim(r->ix.vindex);
-    const size_t B = n < 4096 ? n : 4096;   /* queries per round (buffers sized for no more) */
-    rtr_text *texts = rtr_calloc(B, sizeof *texts);
-    size_t *off = rtr_calloc(B + 1, sizeof *off);
-    float *q = rtr_malloc(B * dim * sizeof *q), *d = dist ? NULL : rtr_malloc(B * k * sizeof *d);
-    rtr_buf text = {0};
-    rtr_store_txn *t = NULL;
-    int rc = texts && off && q && (dist || d) ? RTR_OK : RTR_E_NOMEM;
-    for (size_t i = 1; !rc && exclude && i < n_exclude; i++)
-        if (exclude[i - 1] > exclude[i]) rc = rtr_seterr(RTR_E_INVALID, "exclude list must be sorted");
-    if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
-    for (size_t lo = 0; lo < n && !rc; lo += B) {
-        size_t m = n - lo < B ? n - lo : B;
-        text.len = 0;
-        for (size_t i = 0; i < m && !rc; i++) {
-            uint32_t nt = n_tokens ? n_tokens[lo + i] : RTR_CHUNK_TOKENS;
-            if (nt == 0 || nt > RTR_CHUNK_TOKENS) rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has %u tokens", lo + i, nt);
-            off[i] = text.len;
-            if (!rc) rc = rtr_tokenizer_decode(tok, chunks + (lo + i) * RTR_CHUNK_TOKENS, nt, &text);
-        }
-        if (rc) break;
-        off[m] = text.len;
-        for (size_t i = 0; i < m; i++) texts[i] = (rtr_text){(const char *)text.data + off[i], off[i + 1] - off[i]};
-        if ((rc = embed_texts(r, texts, m, q))) break;
-        float *dd = dist ? dist + lo * k : d;
-        if ((rc = search_filtered(r, t, m, q, k, exclude_doc ? exclude_doc + lo : NULL, exclude, n_exclude,
-                                  ids + lo * k, dd)))
-            break;
-        if (!tokens) continue;
-        for (size_t i = 0; i < m * k && !rc; i++) {
-            uint32_t *dst = tokens + (lo * k + i) * 2 * RTR_CHUNK_TOKENS;
-            for (int j = 0; j < 2 * RTR_CHUNK_TOKENS; j++) dst[j] = pad;
-            int64_t id = ids[lo * k + i];
-            if (id < 0) continue;
-            rtr_chunk c, nx;
-            if ((rc = rtr_store_get_chunk(t, (uint64_t)id, &c))) break;
-            memcpy(dst, c.tokens, c.n_tokens * sizeof *dst);
-            if (!(c.flags & RTR_CHUNK_LAST) && rtr_store_get_chunk(t, (uint64_t)id + 1, &nx) == RTR_OK && nx.doc_id == c.doc_id)
-                memcpy(dst + RTR_CHUNK_TOKENS, nx.tokens, nx.n_tokens * sizeof *dst);
-        }
-    }
-    rtr_store_txn_end(t);
-    rtr_buf_free(&text);
-    rtr_free(texts);
-    rtr_free(off);
-    rtr_free(q);
-    rtr_free(d);
-    return rc;
+/* --- neighbours for the model ------------------------------------------------------ */
+#define WIN (4 * RTR_CHUNK_TOKENS)   /* the chunk before the neighbour, the neighbour, and the two after it */
+
+/* Tokens of a query chunk: those before its first -1, at most RTR_CHUNK_TOKENS. */
+static uint32_t query_len(const int32_t *q) {
+    uint32_t n = 0;
+    while (n < RTR_CHUNK_TOKENS && q[n] >= 0) n++;
+    return n;
 }
 
-/* --- aligned neighbours ---------------------------------------------------------------------------- */
-#define M RTR_CHUNK_TOKENS
-#define WIN (4 * M)   /* the chunk before the neighbour, the neighbour, and the two after it */
-
-/* w (WIN): chunks id-1 .. id+2 of id's document, pad where there is none. */
-static int align_window(rtr_store_txn *t, uint64_t id, uint32_t pad, uint32_t *w) {
-    for (int i = 0; i < WIN; i++) w[i] = pad;
-    rtr_chunk c0, c;
-    int rc = rtr_store_get_chunk(t, id, &c0);
-    if (rc) return rc;
-    for (int j = -1; j <= 2; j++) {
-        if (j < 0 && c0.seq == 0) continue;
-        if (j == 0) c = c0;
-        else if ((rc = rtr_store_get_chunk(t, id + (uint64_t)(int64_t)j, &c)) == RTR_E_NOTFOUND) continue;
-        else if (rc) return rc;
-        if (c.doc_id != c0.doc_id || c.seq != c0.seq + (uint32_t)j) continue;
-        memcpy(w + (j + 1) * M, c.tokens, c.n_tokens * sizeof *w);
-        if (j >= 0 && (c.flags & RTR_CHUNK_LAST)) break;
+/* w (WIN): chunks c0-1 .. c0+2 of c0's document, -1 where there is none;
+ * c0 has been read. Reads the continuation c0+1 always, c0-1 and c0+2 only
+ * when wide (alignment). */
+static int read_window(rtr_store_txn *t, const rtr_chunk *c0, int wide, int32_t *w) {
+    for (int i = 0; i < WIN; i++) w[i] = -1;
+    for (int j = wide ? -1 : 0; j <= (wide ? 2 : 1); j++) {
+        rtr_chunk c;
+        const rtr_chunk *cp = j == 0 ? c0 : &c;
+        if (j < 0 && c0->seq == 0) continue;
+        if (j != 0) {
+            int rc = rtr_store_get_chunk(t, c0->id + (uint64_t)(int64_t)j, &c);
+            if (rc == RTR_E_NOTFOUND) continue;
+            if (rc) return rc;
+        }
+        if (cp->doc_id != c0->doc_id || cp->seq != c0->seq + (uint32_t)j) continue;
+        for (uint32_t i = 0; i < cp->n_tokens; i++) w[(j + 1) * RTR_CHUNK_TOKENS + (int)i] = (int32_t)cp->tokens[i];
+        if (j >= 0 && (cp->flags & RTR_CHUNK_LAST)) break;
     }
     return RTR_OK;
 }
 
-/* The shift of the longest run of q (nq) equal to w[M + d + j] (see rtr_retriever_align). */
-static int best_shift(const uint32_t *q, uint32_t nq, const uint32_t *w, uint32_t pad, uint32_t min_run) {
+/* The shift of the longest run of q (nq) equal to w[RTR_CHUNK_TOKENS + d + j] (see rtr_retriever_neighbours). */
+static int best_shift(const int32_t *q, uint32_t nq, const int32_t *w, uint32_t min_run) {
     int best_d = 0, best_len = 0, best_end = 0, at0 = 0;
-    for (int d = -(M - 1); d < M; d++) {
+    for (int d = -(RTR_CHUNK_TOKENS - 1); d < RTR_CHUNK_TOKENS; d++) {
         int run = 0;
         for (int j = 0; j < (int)nq; j++) {
-            uint32_t x = w[M + d + j];
-            run = x != pad && x == q[j] ? run + 1 : 0;
+            int32_t x = w[RTR_CHUNK_TOKENS + d + j];
+            run = x >= 0 && x == q[j] ? run + 1 : 0;
             if (!run) continue;
             if (d == 0 && run > at0) at0 = run;
             if (run > best_len || (run == best_len && (j > best_end || (j == best_end && abs(d) < abs(best_d))))) {
@@ -378,25 +356,94 @@ static int best_shift(const uint32_t *q, uint32_t nq, const uint32_t *w, uint32_
     return best_len >= (int)min_run && best_len > at0 ? best_d : 0;
 }
 
-int rtr_retriever_align(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n, uint32_t k,
-                        const int64_t *ids, uint32_t min_run, uint32_t *tokens, uint32_t pad, int32_t *shifts) {
+/* Fills neighbour i's outputs from its chunk record c. */
+static int put_neighbour(rtr_store_txn *t, const rtr_chunk *c, const int32_t *q, uint32_t nq, uint32_t align,
+                         const rtr_nbrs *out, size_t i) {
+    int32_t w[WIN];
+    int rc = read_window(t, c, align > 0, w);
+    if (rc) return rc;
+    if (out->tokens) memcpy(out->tokens + i * RTR_NBR_TOKENS, w + RTR_CHUNK_TOKENS, RTR_NBR_TOKENS * sizeof *w);
+    if (!align) return RTR_OK;
+    int d = best_shift(q, nq, w, align);
+    if (out->aligned) memcpy(out->aligned + i * RTR_NBR_TOKENS, w + RTR_CHUNK_TOKENS + d, RTR_NBR_TOKENS * sizeof *w);
+    if (out->shifts) out->shifts[i] = d;
+    return RTR_OK;
+}
+
+int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, const rtr_nbr_opts *o,
+                             const rtr_nbrs *out) {
+    uint32_t k = o->k;
+    if (k == 0 || k > MAX_K) return rtr_seterr(RTR_E_INVALID, "k must be 1..%d", MAX_K);
+    if (!o->align && (out->aligned || out->shifts))
+        return rtr_seterr(RTR_E_INVALID, "aligned neighbours need a minimum run (align > 0)");
+    for (size_t i = 1; i < o->n_exclude; i++)
+        if (o->exclude[i - 1] > o->exclude[i]) return rtr_seterr(RTR_E_INVALID, "exclude list must be sorted");
+    if (n == 0) return RTR_OK;
+    const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
+    uint32_t dim = rtr_vindex_dim(r->vindex);
+    const size_t B = n < 4096 ? n : 4096;   /* queries per round (buffers sized for no more) */
+    rtr_text *texts = rtr_calloc(B, sizeof *texts);
+    size_t *off = rtr_calloc(B + 1, sizeof *off);
+    uint32_t *nt = rtr_malloc(B * sizeof *nt);
+    float *q = rtr_malloc(B * dim * sizeof *q), *d = out->dist ? NULL : rtr_malloc(B * k * sizeof *d);
+    rtr_chunk *kept = rtr_malloc(B * k * sizeof *kept);
+    rtr_buf text = {0};
+    rtr_store_txn *t = NULL;
+    int rc = texts && off && nt && q && kept && (out->dist || d) ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    for (size_t lo = 0; lo < n && !rc; lo += B) {
+        size_t m = n - lo < B ? n - lo : B;
+        text.len = 0;
+        for (size_t i = 0; i < m && !rc; i++) {
+            const int32_t *qc = chunks + (lo + i) * RTR_CHUNK_TOKENS;
+            nt[i] = query_len(qc);
+            if (nt[i] == 0) rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has no tokens", lo + i);
+            off[i] = text.len;
+            if (!rc) rc = rtr_tokenizer_decode(tok, (const uint32_t *)qc, nt[i], &text);
+        }
+        if (rc) break;
+        off[m] = text.len;
+        for (size_t i = 0; i < m; i++) texts[i] = (rtr_text){(const char *)text.data + off[i], off[i + 1] - off[i]};
+        if ((rc = embed_texts(r, texts, m, q))) break;
+        int64_t *ids = out->ids + lo * k;
+        if ((rc = search_filtered(r, t, m, q, k, o->self_doc ? o->self_doc + lo : NULL, o->exclude_doc, o->exclude,
+                                  o->n_exclude, ids, out->dist ? out->dist + lo * k : d, kept)))
+            break;
+        if (!out->tokens && !out->aligned && !out->shifts) continue;
+        for (size_t i = 0; i < m * k && !rc; i++) {
+            size_t at = lo * k + i;
+            if (ids[i] < 0) {
+                if (out->tokens) for (int j = 0; j < RTR_NBR_TOKENS; j++) out->tokens[at * RTR_NBR_TOKENS + j] = -1;
+                if (out->aligned) for (int j = 0; j < RTR_NBR_TOKENS; j++) out->aligned[at * RTR_NBR_TOKENS + j] = -1;
+                if (out->shifts) out->shifts[at] = 0;
+                continue;
+            }
+            rc = put_neighbour(t, &kept[i], chunks + (lo + i / k) * RTR_CHUNK_TOKENS, nt[i / k], o->align, out, at);
+        }
+    }
+    rtr_store_txn_end(t);
+    rtr_buf_free(&text);
+    rtr_free(texts);
+    rtr_free(off);
+    rtr_free(nt);
+    rtr_free(q);
+    rtr_free(d);
+    rtr_free(kept);
+    return rc;
+}
+
+int rtr_retriever_align(rtr_retriever *r, const int32_t *chunks, size_t n, uint32_t k, const int64_t *ids,
+                        uint32_t min_run, int32_t *tokens, int32_t *shifts) {
     if (min_run < 1) return rtr_seterr(RTR_E_INVALID, "alignment: min_run must be at least 1");
     rtr_store_txn *t = NULL;
     int rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
-    uint32_t w[WIN];
+    rtr_nbrs out = {.aligned = tokens, .shifts = shifts};
     for (size_t i = 0; !rc && i < n * k; i++) {
         if (shifts) shifts[i] = 0;
         if (ids[i] < 0) continue;
-        const uint32_t *q = chunks + i / k * M;
-        uint32_t nq = n_tokens ? n_tokens[i / k] : M;
-        if (nq > M) {
-            rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has %u tokens", i / k, nq);
-            break;
-        }
-        if ((rc = align_window(t, (uint64_t)ids[i], pad, w)) < 0) break;
-        int d = best_shift(q, nq, w, pad, min_run);
-        memcpy(tokens + i * 2 * M, w + M + d, 2 * M * sizeof *tokens);
-        if (shifts) shifts[i] = d;
+        rtr_chunk c;
+        if ((rc = rtr_store_get_chunk(t, (uint64_t)ids[i], &c))) break;
+        rc = put_neighbour(t, &c, chunks + i / k * RTR_CHUNK_TOKENS, query_len(chunks + i / k * RTR_CHUNK_TOKENS), min_run, &out, i);
     }
     rtr_store_txn_end(t);
     return rc;

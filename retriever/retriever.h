@@ -25,8 +25,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "index/build.h"
 #include "index/kb.h"
+#include "index/vectors.h"
 
 typedef struct rtr_retriever rtr_retriever;
 
@@ -39,7 +39,8 @@ typedef struct rtr_retriever_opts {
 
 int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **out);
 void rtr_retriever_close(rtr_retriever *r);   /* NULL-safe; kb stays open */
-const rtr_kb_index *rtr_retriever_index(const rtr_retriever *r);
+const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r);   /* what it searches */
+rtr_kb *rtr_retriever_kb(rtr_retriever *r);   /* the knowledge base it was opened on */
 
 typedef struct rtr_hit {
     uint64_t chunk_id, doc_id;
@@ -71,33 +72,56 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
                          rtr_hits *out);
 void rtr_hits_free(rtr_hits *h);
 
-/* Batch neighbours for training and evaluation (the paper's retrieval).
- * chunks: n x 64 token ids (query chunk i has n_tokens[i] valid tokens, or 64
- * if n_tokens is NULL). exclude_doc[i] (if exclude_doc) is a document id never
- * returned for query i (0 = none); exclude (if n_exclude) a sorted list of
- * document ids never returned for any query.
- * Out: ids (n x k; -1 = no neighbour), dist (n x k, may be NULL), and tokens
- * (n x k x 2*64, may be NULL): each neighbour's chunk then its continuation,
- * padded with pad where the chunk is short or the continuation missing. */
-int rtr_retriever_neighbours(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n,
-                             uint32_t k, const uint64_t *exclude_doc, const uint64_t *exclude, size_t n_exclude,
-                             int64_t *ids, float *dist, uint32_t *tokens, uint32_t pad);
+/* --- neighbours for the model ------------------------------------------------------ */
+/* Neighbour tokens: a neighbour is its chunk then the chunk's continuation
+ * (RTR_NBR_TOKENS = 2 * 64), -1 where the chunk is short or the
+ * continuation missing. */
+#define RTR_NBR_TOKENS (2 * RTR_CHUNK_TOKENS)
 
-/* Neighbours re-cut to line up with their query chunks (`retro train
- * --align`; DEVIATION from the paper, whose neighbour is always a stored chunk
- * and the chunk after it). A near-duplicate in another document (a licence, a
- * template, a quotation) holds the query's text at another offset from its
- * chunk boundaries, so the token that continues the query sits up to half a
- * chunk away from the one aligned with it. For every neighbour ids[i] of
- * query chunk i / k, tokens (n x k x 2*64, as rtr_retriever_neighbours fills
- * them) becomes the 128 tokens of the neighbour's document from d tokens
- * after the neighbour chunk's start, pad outside the document: d in [-63, 63]
- * is the shift at which the query chunk and the document share their longest
- * run of equal tokens (ties: the run nearer the chunk's end, then the smaller
- * |d|), kept at 0 unless that run is at least min_run tokens (>= 1) and longer
- * than the longest run at d = 0. A neighbour with ids[i] < 0 is left as is.
- * shifts (n x k, may be NULL) receives every d. */
-int rtr_retriever_align(rtr_retriever *r, const uint32_t *chunks, const uint32_t *n_tokens, size_t n, uint32_t k,
-                        const int64_t *ids, uint32_t min_run, uint32_t *tokens, uint32_t pad, int32_t *shifts);
+typedef struct rtr_nbr_opts {
+    uint32_t k;                 /* neighbours per query chunk, 1..4096 */
+    const uint64_t *self_doc;   /* (n) or NULL: query i's document, never returned for it (0: none) */
+    uint64_t exclude_doc;       /* a document never returned for any query (0: none) */
+    const uint64_t *exclude;    /* sorted document ids never returned (n_exclude of them) */
+    size_t n_exclude;
+    uint32_t align;             /* > 0: fill aligned (below) at runs of at least this many tokens */
+} rtr_nbr_opts;
+
+/* Caller-allocated outputs of rtr_retriever_neighbours; any but ids may be NULL. */
+typedef struct rtr_nbrs {
+    int64_t *ids;       /* (n, k) chunk ids, ascending distance; -1 = no neighbour */
+    float *dist;        /* (n, k) squared L2 distance; +inf where missing */
+    int32_t *tokens;    /* (n, k, RTR_NBR_TOKENS) the paper's neighbours */
+    int32_t *aligned;   /* (n, k, RTR_NBR_TOKENS) the same neighbours aligned (needs align > 0) */
+    int32_t *shifts;    /* (n, k) the alignment shift d of each (needs align > 0) */
+} rtr_nbrs;
+
+/* The k nearest chunks of each of n query chunks (n x 64 token ids; a short
+ * chunk ends at its first -1) for training, evaluation and generation, in one
+ * read transaction that reads each record once. Deleted and excluded chunks
+ * are skipped (the search goes deeper). RTR_E_INVALID for k out of range, an
+ * unsorted exclude list, a query chunk without tokens, or aligned/shifts
+ * without align; RTR_E_NOMEM; store and FAISS errors.
+ *
+ * Aligned neighbours (`retro train --align`; DEVIATION from the paper, whose
+ * neighbour is always a stored chunk and the chunk after it): a near-duplicate
+ * in another document (a licence, a template, a quotation) holds the query's
+ * text at another offset from its chunk boundaries, so the token that
+ * continues the query sits up to half a chunk away from the one aligned with
+ * it. The aligned neighbour is the 128 tokens of the neighbour's document from
+ * d tokens after the neighbour chunk's start (-1 outside the document): d in
+ * [-63, 63] is the shift at which the query chunk and the document share
+ * their longest run of equal tokens (ties: the run nearer the chunk's end,
+ * then the smaller |d|), kept at 0 unless that run is at least align tokens
+ * and longer than the longest run at d = 0. */
+int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, const rtr_nbr_opts *o,
+                             const rtr_nbrs *out);
+
+/* The alignment above for given neighbours: for each ids[i] (>= 0) of query
+ * chunk i / k, tokens[i] (RTR_NBR_TOKENS) becomes its aligned neighbour and
+ * shifts[i] (may be NULL) its d; ids[i] < 0 is left as is. RTR_E_INVALID if
+ * min_run is 0. */
+int rtr_retriever_align(rtr_retriever *r, const int32_t *chunks, size_t n, uint32_t k, const int64_t *ids,
+                        uint32_t min_run, int32_t *tokens, int32_t *shifts);
 
 #endif

@@ -24,6 +24,7 @@
 #include "lib/alloc.h"
 #include "lib/bpe.h"
 #include "lib/io.h"
+#include "lib/sort.h"
 #include "lib/status.h"
 #include "lib/unicode_tab.h"
 
@@ -149,10 +150,6 @@ static int cmp_tokens(const void *a, const void *b) {
     int c = memcmp(pa, pb, la < lb ? la : lb);
     return c ? c : (la > lb) - (la < lb);
 }
-static int cmp_u64(const void *a, const void *b) {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
-}
 
 static void naive_init(naive *nv, const rtr_tokenizer *t) {
     uint32_t V = rtr_tokenizer_vocab_size(t), M = rtr_tokenizer_n_merges(t);
@@ -198,9 +195,9 @@ static void naive_init(naive *nv, const rtr_tokenizer *t) {
     }
     /* keys sorted, ranks found by a second search over the unsorted copy */
     memcpy(pairs, nv->keys, M * sizeof *pairs);
-    qsort(nv->keys, M, sizeof *nv->keys, cmp_u64);
+    qsort(nv->keys, M, sizeof *nv->keys, rtr_cmp_u64);
     for (uint32_t j = 0; j < M; j++) {
-        uint64_t *k = bsearch(&pairs[j], nv->keys, M, sizeof *nv->keys, cmp_u64);
+        uint64_t *k = bsearch(&pairs[j], nv->keys, M, sizeof *nv->keys, rtr_cmp_u64);
         nv->rank[k - nv->keys] = j;
     }
     free(pairs);
@@ -215,7 +212,7 @@ static void naive_free(naive *nv) {
 
 static uint32_t naive_rank(const naive *nv, uint32_t a, uint32_t b) {
     uint64_t key = (uint64_t)a << 32 | b;
-    uint64_t *k = bsearch(&key, nv->keys, rtr_tokenizer_n_merges(nv->t), sizeof key, cmp_u64);
+    uint64_t *k = bsearch(&key, nv->keys, rtr_tokenizer_n_merges(nv->t), sizeof key, rtr_cmp_u64);
     return k ? nv->rank[k - nv->keys] : UINT32_MAX;
 }
 
@@ -825,6 +822,20 @@ static void test_corrupt_file(void **state) {
     rtr_free(path);
 }
 
+/* rtr_cmp_u64 (lib/sort.h), which the naive reference sorts and searches
+ * with: the order holds across the whole range, where a subtraction would wrap. */
+static void test_cmp_u64(void **state) {
+    (void)state;
+    uint64_t v[] = {UINT64_MAX, 0, (uint64_t)1 << 63, 5, ((uint64_t)1 << 63) - 1, 5};
+    qsort(v, 6, sizeof *v, rtr_cmp_u64);
+    uint64_t want[] = {0, 5, 5, ((uint64_t)1 << 63) - 1, (uint64_t)1 << 63, UINT64_MAX};
+    assert_memory_equal(v, want, sizeof v);
+    uint64_t key = (uint64_t)1 << 63;
+    assert_ptr_equal(bsearch(&key, v, 6, sizeof *v, rtr_cmp_u64), &v[4]);
+    key = 6;
+    assert_null(bsearch(&key, v, 6, sizeof *v, rtr_cmp_u64));
+}
+
 /* ---- allocation failures --------------------------------------------------- */
 
 static void test_alloc_failures(void **state) {
@@ -918,6 +929,18 @@ static void test_alloc_failures(void **state) {
     rtr_tokenizer_free(t);
 }
 
+/* Writes json as dir/encoder.json and checks the load fails with one line
+ * naming the file and containing `what`. */
+static void expect_bad_encoder(const char *dir, const char *enc, const char *json, const char *what) {
+    rtr_tokenizer *t = NULL;
+    assert_int_equal(rtr_write_file_atomic(enc, json, strlen(json)), RTR_OK);
+    int rc = rtr_tokenizer_load_gpt2(dir, &t);
+    if (rc != RTR_E_CORRUPT || !strstr(rtr_errdetail(), "encoder.json") || !strstr(rtr_errdetail(), what) ||
+        strchr(rtr_errdetail(), '\n'))
+        fail_msg("encoder.json %.60s...: status %d, \"%s\" (want \"%s\")", json, rc, rtr_errdetail(), what);
+    assert_null(t);
+}
+
 /* GPT-2 files that are wrong in small ways: a clear error naming the file. */
 static void test_gpt2_bad_files(void **state) {
     (void)state;
@@ -966,6 +989,39 @@ static void test_gpt2_bad_files(void **state) {
     assert_int_equal(rtr_write_file_atomic(enc, "{\"a\": 0,", 8), RTR_OK);
     assert_int_equal(rtr_tokenizer_load_gpt2(dir, &t), RTR_E_CORRUPT);
     assert_non_null(strstr(rtr_errdetail(), "encoder.json"));
+    /* encoder.json wrong in each way the loader checks (the valid text, edited) */
+    rtr_buf_terminate(&j);
+    const char *good_end = ", \"<|endoftext|>\": 257}";
+    char *end = strstr((char *)j.data, good_end);
+    assert_non_null(end);
+    size_t head = (size_t)(end - (char *)j.data);
+    static const struct { const char *tail, *what; } bad[] = {
+        {", \"<|endoftext|>\": 258}", "token ids are not 0..257, each once (id 258)"},
+        {", \"<|endoftext|>\": 0}", "each once (id 0)"},
+        {", \"<|endoftext|>\": 16777216}", "expected a token id"},
+        {", \"<|endoftext|>\": -1}", "expected a token id"},
+        {", \"<|endoftext|>\": 257.0}", "expected a token id"},
+        {", \"<|endoftext|>\": \"257\"}", "expected a token id"},
+        {", \"a\": 257}", "duplicate"},
+        {", \"\\u00ad\": 257}", "is not a GPT-2 byte string"},
+        {", \"\\u0120a\": 257}", "no <|endoftext|> token"},
+        {", \"<|endoftext|>\": 257} {}", "bad JSON"},
+        {", \"<|endoftext|>\": 257", "bad JSON"},
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        rtr_buf e = {0};
+        rtr_buf_printf(&e, "%.*s%s", (int)head, (const char *)j.data, bad[k].tail);
+        expect_bad_encoder(dir, enc, (const char *)e.data, bad[k].what);
+        rtr_buf_free(&e);
+    }
+    expect_bad_encoder(dir, enc, "[0, 1]", "expected an object");
+    expect_bad_encoder(dir, enc, "{}", "no <|endoftext|> token");
+    rtr_buf tl = {0};   /* a token string longer than any token */
+    rtr_buf_printf(&tl, "{\"");
+    for (int k = 0; k < 600; k++) rtr_buf_putc(&tl, 'a');
+    rtr_buf_printf(&tl, "\": 0}");
+    expect_bad_encoder(dir, enc, (const char *)tl.data, "longer than 256 bytes");
+    rtr_buf_free(&tl);
     /* missing files */
     assert_int_equal(rtr_rmtree(dir), RTR_OK);
     assert_int_not_equal(rtr_tokenizer_load_gpt2(dir, &t), RTR_OK);
@@ -991,6 +1047,7 @@ int main(void) {
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_corrupt),
         cmocka_unit_test(test_corrupt_file),
+        cmocka_unit_test(test_cmp_u64),
         cmocka_unit_test(test_alloc_failures),
         cmocka_unit_test(test_gpt2_bad_files),
     };

@@ -1,4 +1,4 @@
-/* test_corpus.c - walking paths and extracting documents. */
+/* test_corpus.c - walking paths, reading files, the binary check and extracting documents. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,6 +8,7 @@
 
 #include "index/corpus.h"
 #include "lib/alloc.h"
+#include "lib/buf.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
 #include "testutil.h"
@@ -213,6 +214,99 @@ static void test_walk_symlink_loops_hidden_and_order(void **state) {
     free(dir);
 }
 
+/* The one text/binary verdict (index add and tokenizer train both use it). */
+static void test_looks_binary(void **state) {
+    (void)state;
+    uint8_t b[10000];
+    memset(b, 'a', sizeof b);
+    assert_false(rtr_looks_binary(b, sizeof b));
+    for (size_t i = 0; i < 1000; i += 5) b[i] = 0x01;   /* 20% control codes in 1000 bytes */
+    assert_true(rtr_looks_binary(b, 1000));
+    memset(b, 'a', sizeof b);
+    for (size_t i = 0; i < 1000; i += 20) b[i] = 0x01;  /* 5%: text */
+    assert_false(rtr_looks_binary(b, 1000));
+    memset(b, 'a', sizeof b);
+    for (size_t i = 0; i < 1000; i += 4) b[i] = i % 8 ? '\t' : 0x1b;   /* tabs and ESC are text */
+    assert_false(rtr_looks_binary(b, 1000));
+    memset(b, 'a', sizeof b);
+    b[9000] = 0;                                        /* a NUL after the 8 KiB looked at */
+    assert_false(rtr_looks_binary(b, sizeof b));
+    b[100] = 0;
+    assert_true(rtr_looks_binary(b, sizeof b));
+}
+
+static void test_read(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("read");
+    tu_write_str(dir, "five.txt", "hello");
+    char *path = rtr_path_join(dir, "five.txt"), *missing = rtr_path_join(dir, "missing.txt");
+    rtr_corpus_data in;
+    assert_int_equal(rtr_corpus_read(path, NULL, &in), RTR_OK);
+    assert_int_equal(in.len, 5);
+    assert_int_equal(in.size, 5);
+    assert_true(in.mtime_ns > 0);
+    assert_string_equal((char *)in.data, "hello");
+    assert_null(in.detail);
+    rtr_free(in.data);
+    rtr_corpus_opts five = {.max_file_size = 5}, four = {.max_file_size = 4};
+    assert_int_equal(rtr_corpus_read(path, &five, &in), RTR_OK);   /* the limit itself is fine */
+    rtr_free(in.data);
+    assert_int_equal(rtr_corpus_read(path, &four, &in), RTR_SKIP_TOO_LARGE);
+    assert_null(in.data);
+    assert_string_equal(in.detail, "5 bytes, limit 4");
+    assert_int_equal(in.size, 5);
+    rtr_free(in.detail);
+    assert_int_equal(rtr_corpus_read(missing, NULL, &in), RTR_SKIP_VANISHED);
+    assert_null(in.data);
+    assert_non_null(in.detail);
+    rtr_free(in.detail);
+    rtr_alloc_fail_at(1);
+    int rc = rtr_corpus_read(path, NULL, &in);
+    rtr_alloc_fail_at(0);
+    assert_int_equal(rc, RTR_E_NOMEM);
+    assert_null(in.data);
+    rtr_rmtree(dir);
+    rtr_free(path);
+    rtr_free(missing);
+    free(dir);
+}
+
+/* rtr_grow through one of its users: a failed growth keeps what was there. */
+static void test_growth(void **state) {
+    (void)state;
+    rtr_skip_list l = {0};
+    char name[32];
+    for (int i = 0; i < 100; i++) {
+        snprintf(name, sizeof name, "f%d", i);
+        assert_int_equal(rtr_skip_list_add(&l, name, RTR_SKIP_BINARY, NULL), RTR_OK);
+    }
+    assert_int_equal(l.n, 100);
+    assert_int_equal(l.cap, 128);   /* 16, 32, 64, 128 */
+    while (l.n < l.cap) assert_int_equal(rtr_skip_list_add(&l, "x", RTR_SKIP_EMPTY, NULL), RTR_OK);
+    rtr_skip *before = l.items;
+    rtr_alloc_fail_at(1);   /* the growth, the first allocation, fails */
+    int rc = rtr_skip_list_add(&l, "one too many", RTR_SKIP_EMPTY, NULL);
+    rtr_alloc_fail_at(0);
+    assert_int_equal(rc, RTR_E_NOMEM);
+    assert_int_equal(l.n, 128);
+    assert_int_equal(l.cap, 128);
+    assert_ptr_equal(l.items, before);
+    assert_string_equal(l.items[99].path, "f99");
+    rtr_skip_list_free(&l);
+
+    uint64_t *v = NULL;
+    size_t cap = 0;
+    assert_int_equal(RTR_GROW(v, &cap, 0), RTR_OK);        /* nothing needed: nothing allocated */
+    assert_null(v);
+    assert_int_equal(RTR_GROW(v, &cap, 17), RTR_OK);
+    assert_int_equal(cap, 32);
+    v[16] = 7;
+    assert_int_equal(RTR_GROW(v, &cap, SIZE_MAX / 4), RTR_E_NOMEM);   /* bytes would overflow */
+    assert_int_equal(cap, 32);
+    assert_int_equal(v[16], 7);
+    rtr_free(v);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_html_to_text),
@@ -221,6 +315,9 @@ int main(void) {
         cmocka_unit_test(test_jsonl_records_and_truncated_line),
         cmocka_unit_test(test_json_file),
         cmocka_unit_test(test_walk_symlink_loops_hidden_and_order),
+        cmocka_unit_test(test_looks_binary),
+        cmocka_unit_test(test_read),
+        cmocka_unit_test(test_growth),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

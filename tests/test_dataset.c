@@ -1,4 +1,4 @@
-/* test_dataset.c - the training source of `retro train` (cli/dataset.c) on a
+/* test_dataset.c - the training source of `retro train` (retriever/dataset.c) on a
  * few bundled addresses: sequences are the store's chunks in document order,
  * and the self-neighbour curriculum puts the chunk's own document text, aligned
  * or shifted by at most --self-shift tokens, in the last neighbour slot. */
@@ -8,11 +8,12 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "cli/dataset.h"
 #include "index/build.h"
 #include "index/ingest.h"
 #include "lib/alloc.h"
 #include "lib/status.h"
+#include "model/train.h"
+#include "retriever/dataset.h"
 #include "retriever/retriever.h"
 #include "testutil.h"
 
@@ -105,10 +106,18 @@ static int teardown(void **state) {
     return 0;
 }
 
-static cli_dataset *build(double self_rate, int self_shift) {
-    cli_dataset_opts o = {.T = CTX, .K = NK, .self_rate = self_rate, .self_shift = self_shift, .seed = 7};
-    cli_dataset *ds = NULL;
-    int rc = cli_dataset_build(g_kb, g_r, &o, &ds);
+/* The training source over ds, as retro train wires it. */
+static const rtr_train_source *source(rtr_dataset *ds) {
+    static rtr_train_source src;
+    src = (rtr_train_source){ds, rtr_dataset_sequences(ds, RTR_SPLIT_TRAIN), rtr_dataset_sequences(ds, RTR_SPLIT_VAL),
+                             rtr_dataset_get, rtr_dataset_at_step};
+    return &src;
+}
+
+static rtr_dataset *build(double self_rate, int self_shift) {
+    rtr_dataset_opts o = {.T = CTX, .K = NK, .self_rate = self_rate, .self_shift = self_shift, .seed = 7};
+    rtr_dataset *ds = NULL;
+    int rc = rtr_dataset_build(g_kb, g_r, &o, &ds);
     if (rc) fprintf(stderr, "dataset: %s\n", rtr_errdetail());
     assert_int_equal(rc, RTR_OK);
     return ds;
@@ -128,8 +137,8 @@ static int is_shifted_self(const int32_t *nb, int64_t c, int delta) {
  * is the chunk's own text (neighbours never come from its own document). */
 static void test_sequences_and_honest_neighbours(void **state) {
     (void)state;
-    cli_dataset *ds = build(0, 0);
-    const rtr_train_source *src = cli_dataset_source(ds);
+    rtr_dataset *ds = build(0, 0);
+    const rtr_train_source *src = source(ds);
     int32_t idx[CTX], tg[CTX], nbr[LC * NK * R];
     double bytes;
     int64_t seen = 0;
@@ -144,14 +153,14 @@ static void test_sequences_and_honest_neighbours(void **state) {
         }
     }
     assert_int_equal(seen, g_nchunks);
-    cli_dataset_free(ds);
+    rtr_dataset_free(ds);
 }
 
 /* Returns in counts[d + S] how often each shift d was drawn, and checks that
  * every training chunk's last neighbour is its own text at one of them. */
 static void shifts_drawn(int S, int64_t *counts) {
-    cli_dataset *ds = build(1.0, S);
-    const rtr_train_source *src = cli_dataset_source(ds);
+    rtr_dataset *ds = build(1.0, S);
+    const rtr_train_source *src = source(ds);
     int32_t idx[CTX], tg[CTX], nbr[LC * NK * R];
     double bytes;
     for (int64_t i = 0; i < src->n_train; i++) {
@@ -167,7 +176,7 @@ static void shifts_drawn(int S, int64_t *counts) {
             counts[found + S]++;
         }
     }
-    cli_dataset_free(ds);
+    rtr_dataset_free(ds);
 }
 
 static void test_self_neighbours_aligned(void **state) {

@@ -1,7 +1,8 @@
 /* test_embed_http.c - the http embedder against tests/embed/fake_embed_server.js
  * (node, on 127.0.0.1): vectors, batching, row order, empty and non-UTF-8
  * texts, API key, retries and backoff, timeouts, refused connections, bad
- * responses of every kind, describe(), and allocation failures. */
+ * responses of every kind, describe(), making an embedder from its description
+ * (rtr_embedder_from_desc), and allocation failures. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -586,6 +587,41 @@ static void test_bad_options(void **state) {
     rtr_embedder_free(NULL);
 }
 
+/* rtr_embedder_from_desc: the fixed dispatch on "kind". An http description
+ * makes the embedder it describes (no request needed); other kinds fail. */
+static void test_from_desc(void **state) {
+    (void)state;
+    rtr_http_embedder_opts o = {.url = "http://127.0.0.1:1", .model = "m", .dim = 8};
+    rtr_embedder *e = NULL, *f = NULL;
+    assert_int_equal(rtr_http_embedder_new(&o, &e), RTR_OK);
+    rtr_buf d = {0}, d2 = {0};
+    assert_int_equal(rtr_embedder_describe(e, &d), RTR_OK);
+    assert_int_equal(rtr_buf_terminate(&d), RTR_OK);
+    assert_int_equal(rtr_embedder_from_desc("/kb", (const char *)d.data, &f), RTR_OK);
+    assert_int_equal(f->dim, 8);
+    assert_int_equal(rtr_embedder_describe(f, &d2), RTR_OK);
+    assert_int_equal(d2.len, d.len);
+    assert_memory_equal(d2.data, d.data, d.len);
+    rtr_embedder_free(f);
+    rtr_embedder_free(e);
+    rtr_buf_free(&d);
+    rtr_buf_free(&d2);
+    static const struct { const char *desc; int rc; const char *what; } bad[] = {
+        {"{\"kind\":\"transformer\",\"dim\":768}", RTR_E_INVALID, "'transformer'"},
+        {"{\"dim\":8}", RTR_E_CORRUPT, "without a kind"},
+        {"not json", RTR_E_CORRUPT, "without a kind"},
+        {"{\"kind\":\"http\",\"dim\":8}", RTR_E_CORRUPT, "bad http embedder description"},
+        {"{\"kind\":\"hash\",\"dim\":256}", RTR_E_CORRUPT, "bad hash embedder description"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        f = NULL;
+        assert_int_equal(rtr_embedder_from_desc("/kb", bad[i].desc, &f), bad[i].rc);
+        assert_null(f);
+        if (!strstr(rtr_errdetail(), "/kb") || !strstr(rtr_errdetail(), bad[i].what))
+            fail_msg("%s: \"%s\" (want \"%s\")", bad[i].desc, rtr_errdetail(), bad[i].what);
+    }
+}
+
 /* Every allocation of new() and embed() failing in turn: RTR_E_NOMEM, no leak. */
 static void test_alloc_failures(void **state) {
     (void)state;
@@ -629,6 +665,7 @@ int main(void) {
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_describe_and_urls),
         cmocka_unit_test(test_bad_options),
+        cmocka_unit_test(test_from_desc),
         cmocka_unit_test(test_alloc_failures),
     };
     return cmocka_run_group_tests(tests, start_server, stop_server);

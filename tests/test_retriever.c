@@ -170,43 +170,45 @@ static void test_excluded_never_returned_and_neighbours(void **state) {
     assert_int_equal(rtr_store_get_doc(t, 5, &d), RTR_OK);
     size_t n = d.n_chunks < 40 ? d.n_chunks : 40;
     const uint32_t k = 4;
-    uint32_t *q = calloc(n * 64, sizeof *q), *nt = calloc(n, sizeof *nt), *tok = malloc(n * k * 128 * sizeof *tok);
+    int32_t *q = malloc(n * 64 * sizeof *q), *tok = malloc(n * k * 128 * sizeof *tok);
     uint64_t *self = malloc(n * sizeof *self);
     int64_t *ids = malloc(n * k * sizeof *ids);
     float *dist = malloc(n * k * sizeof *dist);
     for (size_t i = 0; i < n; i++) {
         rtr_chunk c;
         assert_int_equal(rtr_store_get_chunk(t, d.first_chunk + i, &c), RTR_OK);
-        memcpy(q + i * 64, c.tokens, c.n_tokens * sizeof *q);
-        nt[i] = c.n_tokens;
+        for (int j = 0; j < 64; j++) q[i * 64 + j] = j < (int)c.n_tokens ? (int32_t)c.tokens[j] : -1;
         self[i] = 5;
     }
     uint64_t also[] = {7, 9};   /* and two more documents for everyone */
-    assert_int_equal(rtr_retriever_neighbours(r, q, nt, n, k, self, also, 2, ids, dist, tok, 0xFFFFFFFF), RTR_OK);
+    rtr_nbr_opts no = {.k = k, .self_doc = self, .exclude = also, .n_exclude = 2};
+    assert_int_equal(rtr_retriever_neighbours(r, q, n, &no, &(rtr_nbrs){.ids = ids, .dist = dist, .tokens = tok}),
+                     RTR_OK);
     for (size_t i = 0; i < n * k; i++) {
         assert_true(ids[i] > 0);
         rtr_chunk c, nx;
         assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i], &c), RTR_OK);
         assert_true(c.doc_id != 5 && c.doc_id != 7 && c.doc_id != 9);
         /* neighbour = chunk tokens, then its continuation, then padding */
-        const uint32_t *nb = tok + i * 128;
+        const int32_t *nb = tok + i * 128;
         assert_memory_equal(nb, c.tokens, c.n_tokens * sizeof *nb);
-        if (c.n_tokens < 64) assert_int_equal(nb[c.n_tokens], 0xFFFFFFFF);
+        if (c.n_tokens < 64) assert_int_equal(nb[c.n_tokens], -1);
         if (!(c.flags & RTR_CHUNK_LAST)) {
             assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i] + 1, &nx), RTR_OK);
             assert_memory_equal(nb + 64, nx.tokens, nx.n_tokens * sizeof *nb);
         } else {
-            assert_int_equal(nb[64], 0xFFFFFFFF);
+            assert_int_equal(nb[64], -1);
         }
         if (i % k) assert_true(dist[i] >= dist[i - 1]);
     }
     /* without exclusion the chunk finds itself first */
-    assert_int_equal(rtr_retriever_neighbours(r, q, nt, n, 1, NULL, NULL, 0, ids, dist, NULL, 0), RTR_OK);
+    assert_int_equal(rtr_retriever_neighbours(r, q, n, &(rtr_nbr_opts){.k = 1}, &(rtr_nbrs){.ids = ids, .dist = dist}),
+                     RTR_OK);
     size_t self_hits = 0;
     for (size_t i = 0; i < n; i++) self_hits += ids[i] == (int64_t)(d.first_chunk + i);
     assert_true(self_hits >= n * 9 / 10);
     rtr_store_txn_end(t);
-    free(q); free(nt); free(tok); free(self); free(ids); free(dist);
+    free(q); free(tok); free(self); free(ids); free(dist);
     rtr_retriever_close(r);
 }
 
@@ -287,7 +289,7 @@ static void test_deleted_never_returned_incremental_and_compact(void **state) {
     rtr_embedder *e;
     rtr_hash_embedder_opts ho = {.dim = 128};
     assert_int_equal(rtr_hash_embedder_new(&ho, &e), RTR_OK);
-    assert_int_equal(rtr_kb_index_check_embedder(g_kb, rtr_retriever_index(r), e), RTR_E_MISMATCH);
+    assert_int_equal(rtr_kb_vectors_check_embedder(g_kb, rtr_retriever_vectors(r), e), RTR_E_MISMATCH);
     rtr_build_opts bo2 = {.embedder = e};
     assert_int_equal(rtr_index_build(g_kb, &bo2, &br), RTR_E_MISMATCH);
     rtr_embedder_free(e);
@@ -382,7 +384,7 @@ static void test_aligned_neighbours(void **state) {
     /* queries: chunks 1 .. 20 of A, neighbours never from A */
     enum { N = 20, K = 2 };
     assert_true(da.n_chunks > N + 2);
-    uint32_t q[N * 64], tok[N * K * 128], paper[N * K * 128];
+    int32_t q[N * 64], tok[N * K * 128], paper[N * K * 128];
     uint64_t self[N];
     int64_t ids[N * K];
     int32_t shifts[N * K];
@@ -393,9 +395,11 @@ static void test_aligned_neighbours(void **state) {
         memcpy(q + i * 64, ch.tokens, sizeof ch.tokens);
         self[i] = ida;
     }
-    assert_int_equal(rtr_retriever_neighbours(r, q, NULL, N, K, self, NULL, 0, ids, NULL, paper, 0xFFFFFFFF), RTR_OK);
-    memcpy(tok, paper, sizeof tok);
-    assert_int_equal(rtr_retriever_align(r, q, NULL, N, K, ids, 8, tok, 0xFFFFFFFF, shifts), RTR_OK);
+    /* the paper's neighbours and the aligned ones from one call */
+    rtr_nbr_opts no = {.k = K, .self_doc = self, .align = 8};
+    assert_int_equal(rtr_retriever_neighbours(r, q, N, &no,
+                                              &(rtr_nbrs){.ids = ids, .tokens = paper, .aligned = tok, .shifts = shifts}),
+                     RTR_OK);
     int in_b = 0, exact = 0;
     for (int i = 0; i < N; i++) {
         rtr_chunk nb;
@@ -407,13 +411,13 @@ static void test_aligned_neighbours(void **state) {
         /* the aligned neighbour: this chunk of A, then A's next chunk */
         rtr_chunk next;
         assert_int_equal(rtr_store_get_chunk(t, da.first_chunk + 2 + (uint64_t)i, &next), RTR_OK);
-        const uint32_t *al = tok + i * K * 128;
+        const int32_t *al = tok + i * K * 128;
         exact += !memcmp(al, q + i * 64, 64 * sizeof *al) && !memcmp(al + 64, next.tokens, next.n_tokens * sizeof *al);
         /* and it is B's text d tokens on from the paper's neighbour */
         int d = shifts[i * K];
-        const uint32_t *pp = paper + i * K * 128;
+        const int32_t *pp = paper + i * K * 128;
         for (int j = 0; j < 128; j++)
-            if (j + d >= 0 && j + d < 128 && pp[j + d] != 0xFFFFFFFF) assert_int_equal(al[j], pp[j + d]);
+            if (j + d >= 0 && j + d < 128 && pp[j + d] != -1) assert_int_equal(al[j], pp[j + d]);
     }
     assert_true(in_b >= N * 9 / 10);
     assert_true(exact >= in_b * 9 / 10);
@@ -423,13 +427,13 @@ static void test_aligned_neighbours(void **state) {
     rtr_chunk c3, c4;
     assert_int_equal(rtr_store_get_chunk(t, dc.first_chunk + 3, &c3), RTR_OK);
     assert_int_equal(rtr_store_get_chunk(t, dc.first_chunk + 4, &c4), RTR_OK);
-    assert_int_equal(rtr_retriever_align(r, q, NULL, N, K, cid, 8, tok, 0xFFFFFFFF, shifts), RTR_OK);
+    assert_int_equal(rtr_retriever_align(r, q, N, K, cid, 8, tok, shifts), RTR_OK);
     int kept = 0;
     for (int i = 0; i < N * K; i++)
         kept += shifts[i] == 0 && !memcmp(tok + i * 128, c3.tokens, sizeof c3.tokens) &&
                 !memcmp(tok + i * 128 + 64, c4.tokens, sizeof c4.tokens);
     assert_true(kept >= N * K * 9 / 10);
-    assert_int_equal(rtr_retriever_align(r, q, NULL, N, K, cid, 0, tok, 0xFFFFFFFF, NULL), RTR_E_INVALID);
+    assert_int_equal(rtr_retriever_align(r, q, N, K, cid, 0, tok, NULL), RTR_E_INVALID);
     rtr_store_txn_end(t);
     rtr_retriever_close(r);
     rtr_kb_close(kb);

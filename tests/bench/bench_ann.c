@@ -46,10 +46,10 @@ int main(int argc, char **argv) {
     if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb)) bench_die("bench_ann", "open");
     rtr_retriever *r;
     if (rtr_retriever_open(kb, NULL, &r)) bench_die("bench_ann", "retriever");
-    const rtr_kb_index *ix = rtr_retriever_index(r);
-    rtr_embedder *e = ix->embedder;
+    const rtr_kb_vectors *ix = rtr_retriever_vectors(r);
+    rtr_embedder *e = rtr_kb_vectors_embedder(ix);
     uint32_t dim = e->dim;
-    rtr_vindex *ann = ix->vindex;
+    rtr_vindex *ann = rtr_kb_vectors_vindex(ix);
     const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
     rtr_store_txn *t;
     if (rtr_store_read_begin(rtr_kb_store(kb), &t)) bench_die("bench_ann", "txn");

@@ -60,9 +60,9 @@ int main(int argc, char **argv) {
     }
     size_t N = argc > 2 ? (size_t)atol(argv[2]) : 1000000, nq = argc > 3 ? (size_t)atol(argv[3]) : 1000;
     rtr_kb *kb;
-    rtr_kb_index ix;
-    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb) || rtr_kb_index_load(kb, &ix)) bench_die("bench_ann_synth", "open");
-    rtr_embedder *e = ix.embedder;
+    rtr_kb_vectors *ix;
+    if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb) || rtr_kb_vectors_open(kb, &ix)) bench_die("bench_ann_synth", "open");
+    rtr_embedder *e = rtr_kb_vectors_embedder(ix);
     uint32_t d = e->dim;
     const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
     rtr_store_txn *t;
@@ -203,7 +203,7 @@ int main(int argc, char **argv) {
         rtr_vindex_free(v);
     }
     rtr_store_txn_end(t);
-    rtr_kb_index_free(&ix);
+    rtr_kb_vectors_close(ix);
     rtr_kb_close(kb);
     return 0;
 }

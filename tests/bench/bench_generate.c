@@ -11,15 +11,18 @@
  * cached run's time spent retrieving neighbours (embedding the chunk, the
  * search, fetching the neighbours' tokens) and encoding them.
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "bench_util.h"
-#include "cli/nbr.h"
+#include "index/kb.h"
 #include "lib/progress.h"
+#include "model/ckpt.h"
 #include "model/infer.h"
 #include "model/retro.h"
+#include "retriever/live.h"
 
 static const char PROMPT[] =
     "Mr. Speaker, Mr. Vice President, Members of the Congress, my fellow Americans: tonight I want to talk "
@@ -32,15 +35,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     int n = argc > 3 ? atoi(argv[3]) : 192, runs = argc > 4 ? atoi(argv[4]) : 3;
-    rtr_model *m;
-    rtr_tokenizer *tok;
-    char *hash;
-    uint32_t align;
-    if (cli_load_model(argv[1], NULL, 1, 0, &m, &tok, &hash, &align)) bench_die("bench_generate", argv[1]);
+    rtr_loaded_model lm;
+    if (rtr_ckpt_load_model(argv[1], NULL, 1, 0, &lm)) bench_die("bench_generate", argv[1]);
+    rtr_model *m = lm.model;
+    const rtr_tokenizer *tok = lm.tok;
     const rtr_model_config *c = rtr_model_cfg(m);
-    cli_nbr nb;
-    if (cli_nbr_open(&nb, argv[2], hash, c->K)) bench_die("bench_generate", argv[2]);
-    nb.align = align;
+    rtr_kb *kb;
+    rtr_live nb = {.k = (uint32_t)c->K, .min_score = -INFINITY, .align = lm.align};
+    if (rtr_kb_open(argv[2], 0, NULL, NULL, &kb) || rtr_kb_check_tokenizer(kb, tok) ||
+        rtr_retriever_open(kb, NULL, &nb.r))
+        bench_die("bench_generate", argv[2]);
     rtr_encoder *enc;
     rtr_u32vec ids = {0};
     if (rtr_encoder_new(tok, &enc) || rtr_encoder_encode(enc, (const uint8_t *)PROMPT, strlen(PROMPT), &ids))
@@ -57,7 +61,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < runs; r++) {
         for (int mode = 0; mode < 2; mode++) {   /* cached, retrieval on then off */
             rtr_session_reset(s);
-            rtr_session_set_retrieval(s, mode == 0 && c->n_cca ? cli_nbr_retrieve : NULL, &nb);
+            rtr_session_set_retrieval(s, mode == 0 && c->n_cca ? rtr_live_retrieve : NULL, &nb);
             rtr_session_times a, b;
             rtr_session_times_get(s, &a);
             const float *lg;
@@ -90,7 +94,7 @@ int main(int argc, char **argv) {
         double t0 = rtr_now();
         for (int i = 0; i < n; i++) {
             while (c->n_cca && (done_chunks + 1) * c->m <= len) {   /* newly complete chunks */
-                if (cli_nbr_retrieve(&nb, ctx + done_chunks * c->m, 1, done_chunks, nbr + (size_t)done_chunks * KR))
+                if (rtr_live_retrieve(&nb, ctx + done_chunks * c->m, 1, done_chunks, nbr + (size_t)done_chunks * KR))
                     bench_die("bench_generate", "retrieve");
                 done_chunks++;
             }
@@ -122,12 +126,11 @@ int main(int argc, char **argv) {
     printf("  recompute every token:     %8.1f tokens/s (KV-cached is %.1fx faster)\n", n / re, re / on);
     printf("  the greedy tokens of the cached and the recomputing decoder agree for %d of %d\n", same, n);
     rtr_session_free(s);
-    cli_nbr_close(&nb);
+    rtr_retriever_close(nb.r);
+    rtr_kb_close(kb);
     rtr_encoder_free(enc);
     rtr_u32vec_free(&ids);
-    rtr_model_free(m);
-    rtr_tokenizer_free(tok);
-    free(hash);
+    rtr_loaded_model_free(&lm);
     free(seq);
     free(gen_on);
     free(gen_re);

@@ -33,25 +33,25 @@ int main(int argc, char **argv) {
     rtr_store_stats st;
     rtr_store_get_stats(t, &st);
     size_t n = st.n_chunks < limit ? st.n_chunks : limit;
-    uint32_t *q = calloc(n * 64, sizeof *q), *nt = malloc(n * sizeof *nt), *tok = malloc((size_t)16384 * k * 128 * sizeof *tok);
+    int32_t *q = malloc(n * 64 * sizeof *q), *tok = malloc((size_t)16384 * k * 128 * sizeof *tok);
     uint64_t *self = malloc(n * sizeof *self), after = 0, tokens = 0;
     int64_t *ids = malloc(n * k * sizeof *ids);
     rtr_chunk c;
     for (size_t i = 0; i < n && rtr_store_next_chunk(t, after, &c) == RTR_OK; i++) {
         after = c.id;
-        memcpy(q + i * 64, c.tokens, c.n_tokens * sizeof *q);
-        nt[i] = c.n_tokens;
+        for (int j = 0; j < 64; j++) q[i * 64 + j] = j < (int)c.n_tokens ? (int32_t)c.tokens[j] : -1;
         self[i] = c.doc_id;
         tokens += c.n_tokens;
     }
     rtr_store_txn_end(t);
-    const rtr_kb_index *ix = rtr_retriever_index(r);
+    rtr_vindex *vx = rtr_kb_vectors_vindex(rtr_retriever_vectors(r));
     printf("%zu chunks (%" PRIu64 " tokens); index %s, nprobe %u; k = %u, own document excluded\n", n, tokens,
-           rtr_vindex_factory(ix->vindex), rtr_vindex_nprobe(ix->vindex), k);
+           rtr_vindex_factory(vx), rtr_vindex_nprobe(vx), k);
     double t0 = rtr_now();
     for (size_t lo = 0; lo < n; lo += 16384) {
         size_t m = n - lo < 16384 ? n - lo : 16384;
-        if (rtr_retriever_neighbours(r, q + lo * 64, nt + lo, m, k, self + lo, NULL, 0, ids + lo * k, NULL, tok, 0)) {
+        rtr_nbr_opts no = {.k = k, .self_doc = self + lo};
+        if (rtr_retriever_neighbours(r, q + lo * 64, m, &no, &(rtr_nbrs){.ids = ids + lo * k, .tokens = tok})) {
             fprintf(stderr, "bench_neighbours: %s\n", rtr_errdetail());
             return 1;
         }

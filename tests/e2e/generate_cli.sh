@@ -95,7 +95,30 @@ if (typeof j.answer !== "string" || j.sources.length < 1) throw "no answer or so
 for (const s of j.sources) if (!s.path.endsWith(".txt") || !(s.byte_end > s.byte_start) || !s.text) throw "bad source";'
 "$RETRO" ask retro --kb kb "taxes" -n 5 > ask.txt
 grep -q "^Sources:" ask.txt || fail "no sources listed"
+grep -q "^What the sources say:" ask.txt || fail "no quotes section"
+grep -q "^What the model writes" ask.txt || fail "the generation is not labelled as the model's"
 ok "ask: answer with sources"
+
+# a known fact in one document: ask quotes the sentence that holds it and names that document first
+mkdir facts
+cp "$SRC"/datasets/sotu/1962_john_f_kennedy_d.txt "$SRC"/datasets/sotu/1990_george_bush_r.txt facts/
+printf '%s\n\n' "Harbour notes for the autumn season." \
+    "The old lighthouse on Gull Point was repainted red and white in the spring." \
+    "The lighthouse keeper at Gull Point is named Agnes Ploughwright, and she has kept the light since 1971." \
+    "Ferries to the island leave twice a day from the north pier." > facts/harbour.txt
+"$RETRO" index add fkb facts --quiet >/dev/null
+"$RETRO" index build fkb >/dev/null
+"$RETRO" ask retro --kb fkb "Who is the lighthouse keeper at Gull Point?" -n 5 --json > fact.json
+node -e '
+const j = JSON.parse(require("fs").readFileSync("fact.json", "utf8"));
+if (!j.sources.length || !j.sources[0].path.endsWith("facts/harbour.txt")) throw "first source: " + JSON.stringify(j.sources[0]);
+const q = j.quotes[0];
+if (!q || !q.text.includes("Agnes Ploughwright") || !q.path.endsWith("facts/harbour.txt")) throw "quote: " + JSON.stringify(j.quotes);
+if (j.answer !== q.text) throw "the answer is not the best quote";
+const text = require("fs").readFileSync("facts/harbour.txt");
+if (text.slice(q.byte_start, q.byte_end).toString() !== q.text) throw "the quote is not its byte span";
+if (typeof j.generated !== "string") throw "no generated text";'
+ok "ask: the sentence holding a known fact is quoted from its document, with its byte span"
 
 # bad input
 expect_fail 1 "RETRO model.*--kb" "$RETRO" generate retro "x"

@@ -1,0 +1,274 @@
+/* model.c - the public API's models, generation with live retrieval, and answers with sources (include/retro.h). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/status.h"
+#include "model/generate.h"
+#include "model/infer.h"
+#include "retriever/quote.h"
+
+int retro_model_load(const char *dir, const retro_model_opts *o, retro_model **out) {
+    *out = NULL;
+    retro_model *m = rtr_calloc(1, sizeof *m);
+    if (!m) return RTR_E_NOMEM;
+    m->max_B = o && o->max_batch > 0 ? o->max_batch : 8;
+    int rc = rtr_ckpt_load_model(dir, o ? o->tokenizer : NULL, m->max_B, 0, &m->lm);
+    if (rc) {
+        rtr_free(m);
+        return rc;
+    }
+    *out = m;
+    return RTR_OK;
+}
+
+void retro_model_free(retro_model *m) {
+    if (!m) return;
+    rtr_loaded_model_free(&m->lm);
+    rtr_free(m);
+}
+
+void retro_model_get_info(const retro_model *m, retro_model_info *out) {
+    const rtr_model_config *c = rtr_model_cfg(m->lm.model);
+    *out = (retro_model_info){c->n_cca > 0, c->T, c->V, c->L, c->C, c->K, m->lm.align,
+                              rtr_model_nparams(m->lm.model), m->lm.tok_hash};
+}
+
+int retro_tokenize(const retro_model *m, const char *text, size_t len, int32_t **tokens, size_t *n) {
+    *tokens = NULL;
+    *n = 0;
+    rtr_encoder *enc = NULL;
+    rtr_u32vec ids = {0};
+    int rc = rtr_encoder_new(m->lm.tok, &enc);
+    if (!rc) rc = rtr_encoder_encode(enc, (const uint8_t *)text, len, &ids);
+    rtr_encoder_free(enc);
+    if (rc) {
+        rtr_u32vec_free(&ids);
+        return rc;
+    }
+    *tokens = (int32_t *)ids.data;   /* ids below 2^31: the vocabulary is smaller */
+    *n = ids.len;
+    return RTR_OK;
+}
+
+int retro_detokenize(const retro_model *m, const int32_t *tokens, size_t n, char **text, size_t *len) {
+    *text = NULL;
+    *len = 0;
+    uint32_t V = rtr_tokenizer_vocab_size(m->lm.tok);
+    for (size_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || (uint32_t)tokens[i] >= V)
+            return rtr_seterr(RTR_E_INVALID, "token %d at %zu is outside the vocabulary (%u)", tokens[i], i, V);
+    rtr_buf b = {0};
+    int rc = rtr_tokenizer_decode(m->lm.tok, (const uint32_t *)tokens, n, &b);
+    if (!rc) rc = rtr_buf_terminate(&b);
+    if (rc) {
+        rtr_buf_free(&b);
+        return rc;
+    }
+    *text = (char *)b.data;
+    *len = b.len;
+    return RTR_OK;
+}
+
+void retro_free(void *p) { rtr_free(p); }
+
+int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out) {
+    memset(out, 0, sizeof *out);
+    if (strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb)))
+        return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
+                          rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
+    int rc = rtr_api_retriever(kb, &out->r);
+    out->k = (uint32_t)rtr_model_cfg(m->lm.model)->K;
+    out->min_score = -INFINITY;
+    out->align = m->lm.align;
+    return rc;
+}
+
+/* --- generation ----------------------------------------------------------------- */
+void retro_gen_opts_default(retro_gen_opts *o) {
+    memset(o, 0, sizeof *o);
+    rtr_gen_opts g;
+    rtr_gen_opts_default(&g);
+    o->max_tokens = g.max_tokens;
+    o->temperature = g.temperature;
+    o->top_k = g.top_k;
+    o->top_p = g.top_p;
+    o->seed = g.seed;
+    o->min_score = -INFINITY;
+}
+
+void retro_gen_result_free(retro_gen_result *r) {
+    if (!r) return;
+    rtr_free(r->text);
+    memset(r, 0, sizeof *r);
+}
+
+/* rtr_live's report, handed on as retro_neighbour. */
+static void on_retrieval(void *ctx, int64_t chunk, const rtr_live_hit *hits, uint32_t k) {
+    const retro_gen_opts *o = ctx;
+    retro_neighbour nb[64];
+    for (uint32_t j = 0; j < k && j < 64; j++)
+        nb[j] = (retro_neighbour){hits[j].chunk_id, hits[j].doc_id, hits[j].path, hits[j].path_len, hits[j].byte_start,
+                                  hits[j].byte_end, hits[j].distance, hits[j].score, hits[j].withheld, hits[j].tokens};
+    o->on_retrieval(o->ctx, chunk, nb, k < 64 ? k : 64);
+}
+
+int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_gen_opts *o, retro_gen_result *out) {
+    memset(out, 0, sizeof *out);
+    retro_gen_opts dflt;
+    if (!o) {
+        retro_gen_opts_default(&dflt);
+        o = &dflt;
+    }
+    if (o->n_stop < 0 || o->n_stop > RTR_GEN_MAX_STOP)
+        return rtr_seterr(RTR_E_INVALID, "generate: at most %d stop sequences", RTR_GEN_MAX_STOP);
+    rtr_gen_opts g = {o->max_tokens, o->temperature, o->top_k, o->top_p, o->seed, {0}, o->n_stop,
+                      o->on_text, o->ctx, o->cancel};
+    for (int i = 0; i < o->n_stop; i++) g.stop[i] = o->stop[i];
+    int retrieval = rtr_model_cfg(m->lm.model)->n_cca > 0 && o->kb;
+    rtr_live lv;
+    rtr_session *s = NULL;
+    int rc = retrieval ? rtr_api_live(m, o->kb, &lv) : RTR_OK;
+    if (retrieval) {
+        lv.min_score = o->min_score;
+        if (o->on_retrieval) {
+            lv.report = on_retrieval;
+            lv.report_ctx = (void *)o;
+        }
+    }
+    if (!rc) rc = rtr_session_new(m->lm.model, &s);
+    if (!rc && retrieval) rtr_session_set_retrieval(s, rtr_live_retrieve, &lv);
+    rtr_gen_result res;
+    if (!rc) rc = rtr_generate(s, m->lm.tok, prompt, len, &g, &res);
+    if (!rc) {
+        rtr_session_times t;
+        rtr_session_times_get(s, &t);
+        *out = (retro_gen_result){res.text, res.len, res.prompt_tokens, res.tokens, res.stopped, retrieval,
+                                  t.retrievals, res.tokens_per_s, t.retrieve, t.encode, t.total};
+    }
+    rtr_session_free(s);
+    return rc;
+}
+
+/* --- answers with sources ----------------------------------------------------------- */
+void retro_ask_opts_default(retro_ask_opts *o) {
+    memset(o, 0, sizeof *o);
+    o->passages = 3;
+    o->quotes = 2;
+    retro_gen_opts_default(&o->gen);
+    o->gen.max_tokens = 64;
+    o->gen.temperature = 0;
+}
+
+void retro_answer_free(retro_answer *a) {
+    if (!a) return;
+    for (size_t i = 0; i < a->n_quotes; i++) rtr_free((char *)a->quotes[i].text);
+    rtr_free(a->quotes);
+    a->quotes = NULL;
+    a->n_quotes = 0;
+    retro_gen_result_free(&a->gen);
+    retro_results_free(&a->sources);
+}
+
+/* The prompt: passages (each chunk and its continuation), the question, the
+ * cue; passages are dropped, last first, until prompt and answer fit the
+ * context. *n_used gets how many stay. */
+static int ask_prompt(const rtr_tokenizer *tok, const retro_results *hits, const char *question, size_t budget,
+                      rtr_buf *prompt, size_t *n_used) {
+    rtr_encoder *enc = NULL;
+    int rc = rtr_encoder_new(tok, &enc);
+    size_t used = hits->n;
+    while (!rc) {
+        prompt->len = 0;
+        for (size_t i = 0; i < used && !rc; i++) {
+            const retro_source *h = &hits->items[i];
+            rc = rtr_buf_printf(prompt, "%s%s\n", h->text, h->continuation ? h->continuation : "");
+        }
+        if (!rc) rc = rtr_buf_printf(prompt, "Question: %s\nAnswer:", question);
+        rtr_u32vec ids = {0};
+        if (!rc) rc = rtr_encoder_encode(enc, prompt->data, prompt->len, &ids);
+        size_t n = ids.len;
+        rtr_u32vec_free(&ids);
+        if (rc || n <= budget || used == 0) break;
+        used--;
+    }
+    rtr_encoder_free(enc);
+    *n_used = used;
+    return rc;
+}
+
+/* The sentences of the sources that best answer question (retriever/quote.h). */
+static int ask_quotes(const char *question, const retro_results *src, size_t max, retro_answer *out) {
+    rtr_passage *p = rtr_calloc(src->n + 1, sizeof *p);
+    rtr_buf *text = rtr_calloc(src->n + 1, sizeof *text);
+    rtr_quote *q = rtr_calloc(max + 1, sizeof *q);
+    size_t n = 0;
+    int rc = p && text && q ? RTR_OK : RTR_E_NOMEM;
+    for (size_t i = 0; !rc && i < src->n; i++) {   /* a chunk and its continuation are one span of text */
+        const retro_source *s = &src->items[i];
+        rc = rtr_buf_printf(&text[i], "%s%s", s->text, s->continuation ? s->continuation : "");
+        p[i] = (rtr_passage){(const char *)text[i].data, text[i].len, s->byte_start};
+    }
+    if (!rc) rc = rtr_quotes(question, strlen(question), p, src->n, max, q, &n);
+    if (!rc && n && !(out->quotes = rtr_calloc(n, sizeof *out->quotes))) rc = RTR_E_NOMEM;
+    for (size_t i = 0; !rc && i < n; i++) {
+        char *t = rtr_strndup(p[q[i].passage].text + q[i].off, q[i].len);
+        if (!t) {
+            rc = RTR_E_NOMEM;
+            break;
+        }
+        out->quotes[i] = (retro_quote){t, q[i].passage, src->items[q[i].passage].path, q[i].byte_start, q[i].byte_end,
+                                       q[i].score};
+        out->n_quotes = i + 1;
+    }
+    for (size_t i = 0; text && i < src->n; i++) rtr_buf_free(&text[i]);
+    rtr_free(text);
+    rtr_free(p);
+    rtr_free(q);
+    return rc;
+}
+
+int retro_ask(retro_model *m, retro_kb *kb, const char *question, const retro_ask_opts *o, retro_answer *out) {
+    memset(out, 0, sizeof *out);
+    retro_ask_opts dflt;
+    if (!o) {
+        retro_ask_opts_default(&dflt);
+        o = &dflt;
+    }
+    if (!*question) return rtr_seterr(RTR_E_INVALID, "ask: the question is empty");
+    if (strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb)))
+        return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
+                          rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
+    retro_search_opts so = {.k = o->passages ? o->passages : 3, .continuation = 1};
+    int rc = retro_search(kb, question, strlen(question), &so, &out->sources);
+    rtr_buf prompt = {0};
+    size_t used = 0;
+    int T = rtr_model_cfg(m->lm.model)->T;
+    size_t budget = o->gen.max_tokens < T ? (size_t)(T - o->gen.max_tokens) : 0;
+    if (!rc) rc = ask_prompt(m->lm.tok, &out->sources, question, budget, &prompt, &used);
+    out->in_prompt = used;
+    if (!rc) rc = ask_quotes(question, &out->sources, o->quotes ? o->quotes : 2, out);
+    /* the answer stops at the next question or paragraph */
+    const char *stops[RTR_GEN_MAX_STOP];
+    retro_gen_opts g = o->gen;
+    int ns = 0;
+    for (int i = 0; i < g.n_stop && ns < RTR_GEN_MAX_STOP - 2; i++) stops[ns++] = g.stop[i];
+    stops[ns++] = "\nQuestion:";
+    stops[ns++] = "\n\n";
+    g.stop = stops;
+    g.n_stop = ns;
+    g.kb = o->no_retrieval ? NULL : kb;
+    if (!rc) rc = retro_generate(m, (const char *)prompt.data, prompt.len, &g, &out->gen);
+    if (!rc) {   /* the answer without the space the cue leaves */
+        size_t skip = 0;
+        while (skip < out->gen.len && out->gen.text[skip] == ' ') skip++;
+        memmove(out->gen.text, out->gen.text + skip, out->gen.len - skip + 1);
+        out->gen.len -= skip;
+    }
+    rtr_buf_free(&prompt);
+    if (rc) retro_answer_free(out);
+    return rc;
+}

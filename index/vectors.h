@@ -1,0 +1,34 @@
+/*
+ * vectors.h - a knowledge base's vectors: the embedder and the vector index
+ * (FAISS shards, index/vindex.h) that the manifest's "index" section names,
+ * with the chunk id they are built up to. The retriever searches them;
+ * `retro index build` (index/build.h) writes them.
+ */
+#ifndef RTR_VECTORS_H
+#define RTR_VECTORS_H
+
+#include <stdint.h>
+
+#include "index/embed.h"
+#include "index/kb.h"
+#include "index/vindex.h"
+
+typedef struct rtr_kb_vectors rtr_kb_vectors;
+
+/* Loads the embedder and shards named by kb's manifest (shard checksums
+ * verified first). RTR_E_NOTFOUND (with a hint to run `retro index build`)
+ * if the knowledge base has no index yet; RTR_E_CORRUPT, RTR_E_VERSION,
+ * RTR_E_FAISS, RTR_E_NOMEM. */
+int rtr_kb_vectors_open(rtr_kb *kb, rtr_kb_vectors **out);
+void rtr_kb_vectors_close(rtr_kb_vectors *v);   /* NULL-safe */
+
+/* Owned by v, valid until rtr_kb_vectors_close. */
+rtr_embedder *rtr_kb_vectors_embedder(const rtr_kb_vectors *v);
+rtr_vindex *rtr_kb_vectors_vindex(const rtr_kb_vectors *v);
+uint64_t rtr_kb_vectors_indexed_upto(const rtr_kb_vectors *v);   /* chunk ids <= this are indexed (or deleted) */
+uint64_t rtr_kb_vectors_trained_on(const rtr_kb_vectors *v);     /* chunks when the quantizer was trained */
+
+/* RTR_E_MISMATCH unless e describes itself exactly as recorded. */
+int rtr_kb_vectors_check_embedder(const rtr_kb *kb, const rtr_kb_vectors *v, const rtr_embedder *e);
+
+#endif

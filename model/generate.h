@@ -1,0 +1,61 @@
+/*
+ * generate.h - the generation loop: tokenize the prompt, feed it to a session
+ * (model/infer.h, with or without live retrieval), sample, and stream the
+ * text through a callback: never splitting a UTF-8 sequence, holding back what
+ * could still become a stop sequence.
+ *
+ *     rtr_gen_opts o;
+ *     rtr_gen_opts_default(&o);
+ *     o.on_text = print_piece;                 // optional
+ *     rtr_gen_result res;
+ *     rtr_generate(session, tok, "Once", 4, &o, &res);
+ *     ... res.text ...
+ *     rtr_gen_result_free(&res);
+ */
+#ifndef RTR_GENERATE_H
+#define RTR_GENERATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "lib/bpe.h"
+#include "model/infer.h"
+
+#define RTR_GEN_MAX_STOP 16
+
+/* Receives each piece of generated text as soon as it is final (valid UTF-8,
+ * len >= 1); a non-zero return stops the generation (stopped = "cancel"). */
+typedef int (*rtr_text_fn)(void *ctx, const char *text, size_t len);
+
+typedef struct rtr_gen_opts {
+    int max_tokens;
+    float temperature;            /* 0: greedy */
+    int top_k;                    /* 0: all */
+    float top_p;                  /* 1: all */
+    uint64_t seed;
+    const char *stop[RTR_GEN_MAX_STOP];   /* the text ends before the first of these */
+    int n_stop;
+    rtr_text_fn on_text;          /* NULL: not streamed */
+    void *ctx;
+    const volatile int *cancel;   /* when it becomes non-zero: stop (stopped = "cancel"); may be NULL */
+} rtr_gen_opts;
+
+void rtr_gen_opts_default(rtr_gen_opts *o);   /* 128 tokens, 0.8, top-k 40, top-p 0.95, seed 1 */
+
+typedef struct rtr_gen_result {
+    char *text;          /* the generated text (valid UTF-8, without the stop sequence); caller frees */
+    size_t len;
+    int prompt_tokens, tokens;
+    const char *stopped; /* "length", "stop", "end" (end-of-document token) or "cancel" */
+    double tokens_per_s; /* generated tokens per second, after the prompt */
+} rtr_gen_result;
+
+/* Continues prompt (plen bytes; empty: a new document) in session s, whose
+ * model uses tokenizer tok. RTR_E_INVALID (too many stop sequences, tokens
+ * outside the vocabulary), RTR_E_NOMEM, and what the session's retrieval
+ * returns. On failure res holds nothing. */
+int rtr_generate(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const rtr_gen_opts *o,
+                 rtr_gen_result *res);
+void rtr_gen_result_free(rtr_gen_result *r);   /* NULL-safe */
+
+#endif

@@ -1,0 +1,78 @@
+/* live.c - retrieval for a model's sessions and evaluation, with a report of the sources (see live.h). */
+#include "retriever/live.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "index/kb.h"
+#include "index/store.h"
+#include "lib/alloc.h"
+#include "lib/status.h"
+
+
+/* Looks up each neighbour's source and hands the list to l->report. */
+static void report(rtr_live *l, int64_t chunk, const int64_t *ids, const float *dist, const int32_t *tok) {
+    rtr_live_hit hits[64];
+    uint32_t k = l->k < 64 ? l->k : 64;
+    rtr_store_txn *t = NULL;
+    if (rtr_store_read_begin(rtr_kb_store(rtr_retriever_kb(l->r)), &t)) return;
+    for (uint32_t j = 0; j < k; j++) {
+        rtr_live_hit *h = &hits[j];
+        memset(h, 0, sizeof *h);
+        h->chunk_id = -1;
+        h->tokens = tok + (size_t)j * RTR_NBR_TOKENS;
+        rtr_chunk c;
+        rtr_doc d;
+        if (ids[j] < 0 || rtr_store_get_chunk(t, (uint64_t)ids[j], &c) || rtr_store_get_doc(t, c.doc_id, &d)) continue;
+        h->chunk_id = ids[j];
+        h->doc_id = c.doc_id;
+        h->distance = dist[j];
+        h->score = 1 - dist[j] / 2;
+        h->withheld = h->score < l->min_score;
+        h->path = d.path;
+        h->path_len = d.path_len;
+        h->byte_start = c.byte_start;
+        h->byte_end = c.byte_end;
+    }
+    l->report(l->report_ctx, chunk, hits, k);
+    rtr_store_txn_end(t);
+}
+
+int rtr_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
+    rtr_live *l = ctx;
+    return rtr_live_retrieve_scored(l, chunks, n, first, l->align ? NULL : nbr, NULL, l->align ? nbr : NULL, l->align);
+}
+
+/* Neighbours scoring below min_score become -1 throughout. */
+static void withhold(int32_t *tok, const float *s, size_t nk, float min_score) {
+    for (size_t i = 0; i < nk; i++)
+        if (s[i] < min_score)
+            for (int t = 0; t < RTR_NBR_TOKENS; t++) tok[i * RTR_NBR_TOKENS + t] = -1;
+}
+
+int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score,
+                             int32_t *aligned, uint32_t align_run) {
+    size_t nk = (size_t)n * l->k;
+    int64_t *ids = rtr_malloc(nk * sizeof *ids);
+    float *dist = rtr_malloc(nk * sizeof *dist), *s = rtr_malloc(nk * sizeof *s);
+    int32_t *paper = nbr ? nbr : rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *paper);
+    int rc = ids && dist && s && paper ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
+    rtr_nbr_opts o = {.k = l->k, .exclude_doc = l->exclude_doc, .exclude = l->exclude, .n_exclude = l->n_exclude,
+                      .align = aligned ? align_run : 0};
+    rtr_nbrs out = {.ids = ids, .dist = dist, .tokens = paper, .aligned = aligned};
+    if (!rc) rc = rtr_retriever_neighbours(l->r, chunks, (size_t)n, &o, &out);
+    for (size_t i = 0; !rc && i < nk; i++) {
+        s[i] = ids[i] < 0 ? NAN : 1 - dist[i] / 2;
+        if (score) score[i] = s[i];
+    }
+    if (!rc) withhold(paper, s, nk, l->min_score);
+    if (!rc && aligned) withhold(aligned, s, nk, l->min_score);
+    for (int i = 0; !rc && l->report && i < n; i++)
+        report(l, first + i, ids + (size_t)i * l->k, dist + (size_t)i * l->k,
+               paper + (size_t)i * l->k * RTR_NBR_TOKENS);
+    rtr_free(ids);
+    rtr_free(dist);
+    rtr_free(s);
+    if (paper != nbr) rtr_free(paper);
+    return rc;
+}
