@@ -531,16 +531,13 @@ static bool gpt2_unspell(const int16_t cp_to_byte[324], const uint8_t *s, size_t
  * t->tok_bytes and t->special; ids must be 0..V-1, each once. jansson's own
  * allocations do not go through rtr_malloc (rtr_alloc_fail_at does not reach
  * them); when one fails the load returns RTR_E_NOMEM all the same. */
-static int gpt2_read_encoder(const char *path, const int16_t cp_to_byte[324], rtr_tokenizer *t) {
-    uint8_t *data = NULL;
-    size_t len;
+static int gpt2_parse_encoder(const uint8_t *data, size_t len, const char *path, const int16_t cp_to_byte[324],
+                              rtr_tokenizer *t) {
     uint32_t *off_of = NULL, *len_of = NULL;   /* (V): token id -> its bytes in `bytes` */
     rtr_buf bytes = {0};
-    int rc = rtr_read_file(path, (size_t)64 << 20, &data, &len);
-    if (rc) return rc;
+    int rc;
     json_error_t err;
     json_t *root = json_loadb((const char *)data, len, JSON_REJECT_DUPLICATES, &err);
-    rtr_free(data);
     if (!root) {
         rc = json_error_code(&err) == json_error_out_of_memory
                  ? rtr_seterr(RTR_E_NOMEM, "%s: out of memory parsing JSON", path)
@@ -624,15 +621,13 @@ done:
     return rc;
 }
 
-/* Reads vocab.bpe into t->merges (tokens must be loaded). */
-static int gpt2_read_merges(const char *path, const int16_t cp_to_byte[324], rtr_tokenizer *t) {
-    uint8_t *data = NULL;
-    size_t len;
+/* Parses vocab.bpe into t->merges (tokens must be loaded). */
+static int gpt2_parse_merges(const uint8_t *data, size_t len, const char *path, const int16_t cp_to_byte[324],
+                             rtr_tokenizer *t) {
     bmap bm = {0};
     rtr_u32vec mv = {0};
     bview view = {t->tok_off, t->tok_bytes};
-    int rc = rtr_read_file(path, (size_t)64 << 20, &data, &len);
-    if (rc) return rc;
+    int rc;
     if ((rc = bmap_init(&bm, t->n_vocab)) != RTR_OK) goto done;
     for (uint32_t i = 0; i < t->n_vocab; i++) {
         if (i == t->special[0]) continue;
@@ -682,46 +677,57 @@ static int gpt2_read_merges(const char *path, const int16_t cp_to_byte[324], rtr
     mv.data = NULL;
     if (!t->merges) rc = RTR_E_NOMEM;
 done:
-    rtr_free(data);
     bmap_free(&bm);
     rtr_u32vec_free(&mv);
     return rc;
 }
 
-int rtr_tokenizer_load_gpt2(const char *dir, rtr_tokenizer **out) {
+int rtr_tokenizer_parse_gpt2(const uint8_t *enc, size_t enc_len, const char *enc_name, const uint8_t *bpe,
+                             size_t bpe_len, const char *bpe_name, rtr_tokenizer **out) {
     *out = NULL;
     int16_t cp_to_byte[324];
     gpt2_alphabet(cp_to_byte);
-    char *enc_path = rtr_path_join(dir, "encoder.json");
-    char *bpe_path = rtr_path_join(dir, "vocab.bpe");
     rtr_tokenizer *t = rtr_calloc(1, sizeof *t);
     int rc = RTR_E_NOMEM;
-    if (!enc_path || !bpe_path || !t) goto fail;
-    if ((rc = gpt2_read_encoder(enc_path, cp_to_byte, t)) != RTR_OK) goto fail;
+    if (!t) goto fail;
+    if ((rc = gpt2_parse_encoder(enc, enc_len, enc_name, cp_to_byte, t)) != RTR_OK) goto fail;
     for (uint32_t i = 0; i < t->n_vocab; i++) {
         if (tok_len(t, i) > RTOK_MAX_TOKEN) {
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token %u is longer than %u bytes", enc_path, i, RTOK_MAX_TOKEN);
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: token %u is longer than %u bytes", enc_name, i, RTOK_MAX_TOKEN);
             goto fail;
         }
         if (tok_len(t, i) == 1 && i != t->special[0]) t->byte_to_id[t->tok_bytes[t->tok_off[i]]] = i + 1;
     }
     for (int b = 0; b < 256; b++) {
         if (!t->byte_to_id[b]) {
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: no token for byte 0x%02x", enc_path, b);
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: no token for byte 0x%02x", enc_name, b);
             goto fail;
         }
         t->byte_to_id[b]--;
     }
-    if ((rc = gpt2_read_merges(bpe_path, cp_to_byte, t)) != RTR_OK) goto fail;
-    if ((rc = tok_finish(t, bpe_path)) != RTR_OK) goto fail;
-    rtr_free(enc_path);
-    rtr_free(bpe_path);
+    if ((rc = gpt2_parse_merges(bpe, bpe_len, bpe_name, cp_to_byte, t)) != RTR_OK) goto fail;
+    if ((rc = tok_finish(t, bpe_name)) != RTR_OK) goto fail;
     *out = t;
     return RTR_OK;
 fail:
+    rtr_tokenizer_free(t);
+    return rc;
+}
+
+int rtr_tokenizer_load_gpt2(const char *dir, rtr_tokenizer **out) {
+    *out = NULL;
+    char *enc_path = rtr_path_join(dir, "encoder.json");
+    char *bpe_path = rtr_path_join(dir, "vocab.bpe");
+    uint8_t *enc = NULL, *bpe = NULL;
+    size_t enc_len = 0, bpe_len = 0;
+    int rc = enc_path && bpe_path ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) rc = rtr_read_file(enc_path, (size_t)64 << 20, &enc, &enc_len);
+    if (!rc) rc = rtr_read_file(bpe_path, (size_t)64 << 20, &bpe, &bpe_len);
+    if (!rc) rc = rtr_tokenizer_parse_gpt2(enc, enc_len, enc_path, bpe, bpe_len, bpe_path, out);
+    rtr_free(enc);
+    rtr_free(bpe);
     rtr_free(enc_path);
     rtr_free(bpe_path);
-    rtr_tokenizer_free(t);
     return rc;
 }
 

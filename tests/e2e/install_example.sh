@@ -23,7 +23,10 @@ cc -std=c11 -Wall -Wextra -Werror "${san[@]}" "$SRC/docs/examples/retro_example.
 cc -std=c11 -Wall -Wextra -Werror "${san[@]}" "$SRC/docs/examples/retro_example.c" $(pkg-config --cflags retrolm) \
     "$prefix/lib/libretrolm.a" $(pkg-config --static --libs-only-other --libs-only-L retrolm) \
     $(pkg-config --static --libs retrolm | tr ' ' '\n' | grep -v '^-lretrolm$' | tr '\n' ' ') -o ex_static
-ldd ex_shared | grep -q "$prefix/lib/libretrolm.so" || fail "ex_shared does not load the installed library"
+readelf -d ex_shared > dyn.txt
+grep -q "NEEDED.*\[libretrolm.so.0\]" dyn.txt || fail "ex_shared does not need libretrolm.so.0: $(grep NEEDED dyn.txt)"
+grep -qE "(RUNPATH|RPATH).*$prefix/lib" dyn.txt || fail "ex_shared does not look in $prefix/lib: $(grep PATH dyn.txt)"
+readelf -d ex_static | grep -q "libretrolm" && fail "ex_static needs the shared library"
 ok "the example builds against the install: shared and static"
 
 mkdir docs
