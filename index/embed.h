@@ -88,6 +88,12 @@ typedef struct rtr_http_embedder_opts {
 } rtr_http_embedder_opts;
 
 int rtr_http_embedder_new(const rtr_http_embedder_opts *o, rtr_embedder **out);
+/* Reads a /v1/embeddings response body for m inputs (m <= the batch) as an
+ * http embedder e does after a request (for tests and fuzzing: nothing is
+ * sent): out (m x *dim, may be NULL) gets the rows; *dim is the expected
+ * dimension (0: any, then set). RTR_E_NET naming the endpoint for a body that
+ * is not a valid response, RTR_E_NOMEM. */
+int rtr_http_embedder_parse(rtr_embedder *e, const uint8_t *body, size_t len, size_t m, float *out, uint32_t *dim);
 /* The http embedder a description {"kind":"http","url":...,"model":...,"dim":N}
  * names; the API key comes from $RETRO_EMBED_API_KEY (never recorded).
  * RTR_E_CORRUPT for a bad description. */

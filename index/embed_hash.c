@@ -147,12 +147,9 @@ int rtr_hash_df_save(const rtr_hash_df *d, const char *path) {
     return rc;
 }
 
-int rtr_hash_df_load(const char *path, rtr_hash_df *d) {
+int rtr_hash_df_parse(const uint8_t *b, size_t len, const char *path, rtr_hash_df *d) {
     memset(d, 0, sizeof *d);
-    uint8_t *b;
-    size_t len;
-    int rc = rtr_read_file(path, DF_HEADER + 4 * ((size_t)1 << 24) + 8, &b, &len);
-    if (rc) return rc;
+    int rc = RTR_OK;
     uint32_t bits = len >= DF_HEADER ? get_u32(b + 8) : 0;
     if (len < DF_HEADER + 8 || memcmp(b, DF_MAGIC, 8) != 0) rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a hash statistics file", path);
     else if (bits < 10 || bits > 24 || len != DF_HEADER + 4 * ((size_t)1 << bits) + 8)
@@ -166,6 +163,16 @@ int rtr_hash_df_load(const char *path, rtr_hash_df *d) {
         }
         if (rc) rtr_hash_df_free(d);
     }
+    return rc;
+}
+
+int rtr_hash_df_load(const char *path, rtr_hash_df *d) {
+    memset(d, 0, sizeof *d);
+    uint8_t *b;
+    size_t len;
+    int rc = rtr_read_file(path, DF_HEADER + 4 * ((size_t)1 << 24) + 8, &b, &len);
+    if (rc) return rc;
+    rc = rtr_hash_df_parse(b, len, path, d);
     rtr_free(b);
     return rc;
 }

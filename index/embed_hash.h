@@ -49,6 +49,8 @@ int rtr_hash_df_init(rtr_hash_df *d, uint32_t bits);
 int rtr_hash_df_add(rtr_hash_df *d, const char *text, size_t len);
 int rtr_hash_df_save(const rtr_hash_df *d, const char *path);   /* atomic */
 int rtr_hash_df_load(const char *path, rtr_hash_df *d);
+/* The same from a file's contents (path names it in errors). RTR_E_CORRUPT, RTR_E_NOMEM. */
+int rtr_hash_df_parse(const uint8_t *data, size_t len, const char *path, rtr_hash_df *d);
 void rtr_hash_df_free(rtr_hash_df *d);
 /* Identifies a table: XXH64 over bits, n and the counts. */
 uint64_t rtr_hash_df_checksum(const rtr_hash_df *d);

@@ -388,6 +388,17 @@ done:
     return rc;
 }
 
+int rtr_http_embedder_parse(rtr_embedder *e, const uint8_t *body, size_t len, size_t m, float *out, uint32_t *dim) {
+    http_embedder *h = e->impl;
+    if (m == 0 || m > h->batch) return rtr_seterr(RTR_E_INVALID, "%s: 1 to %u inputs per response", h->shown, h->batch);
+    for (size_t k = 0; k < m; k++) h->pos[k] = k;
+    h->resp.len = 0;
+    int rc = rtr_buf_append(&h->resp, body, len);
+    if (!rc) rc = parse_response(h, m, out, dim);
+    h->resp.len = 0;
+    return rc;
+}
+
 /* --- ops ------------------------------------------------------------------------ */
 static int http_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *out) {
     http_embedder *h = e->impl;

@@ -117,20 +117,13 @@ out:
     return rc;
 }
 
-static int read_manifest(rtr_kb *kb) {
-    char *path = rtr_path_join(kb->dir, "manifest.json");
-    if (!path) return RTR_E_NOMEM;
-    uint8_t *data = NULL;
-    size_t len;
-    int rc = rtr_read_file(path, MANIFEST_MAX, &data, &len);
-    if (rc == RTR_E_NOTFOUND)
-        rc = rtr_seterr(RTR_E_INVALID, "%s: not a retro knowledge base (no manifest.json)", kb->dir);
-    if (rc) { rtr_free(path); return rc; }
+int rtr_kb_manifest_parse(const uint8_t *data, size_t len, const char *path, rtr_kb_manifest *out) {
+    memset(out, 0, sizeof *out);
     json_error_t err;
     json_t *m = json_loadb((const char *)data, len, 0, &err);
-    rtr_free(data);
     const char *format = NULL, *hash = NULL, *created = "";
     json_int_t version = 0, chunk = 0;
+    int rc = RTR_OK;
     if (!m) {
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: invalid JSON at line %d: %s", path, err.line, err.text);
     } else if (json_unpack(m, "{s:s, s:I, s?s, s:I, s:{s:s}}", "format", &format, "version", &version,
@@ -143,15 +136,32 @@ static int read_manifest(rtr_kb *kb) {
     } else if (version < 1 || chunk != RTR_CHUNK_TOKENS || strlen(hash) != 32) {
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: unsupported version, chunk size or tokenizer hash", path);
     } else {
-        memcpy(kb->tok_hash, hash, 33);
-        snprintf(kb->created, sizeof kb->created, "%s", created);
-    }
-    if (!rc) {
-        json_decref(kb->manifest);
-        kb->manifest = m;
-        m = NULL;
+        memcpy(out->tok_hash, hash, 33);
+        snprintf(out->created, sizeof out->created, "%s", created);
+        out->json = m;
+        return RTR_OK;
     }
     json_decref(m);
+    return rc;
+}
+
+static int read_manifest(rtr_kb *kb) {
+    char *path = rtr_path_join(kb->dir, "manifest.json");
+    if (!path) return RTR_E_NOMEM;
+    uint8_t *data = NULL;
+    size_t len;
+    int rc = rtr_read_file(path, MANIFEST_MAX, &data, &len);
+    if (rc == RTR_E_NOTFOUND)
+        rc = rtr_seterr(RTR_E_INVALID, "%s: not a retro knowledge base (no manifest.json)", kb->dir);
+    rtr_kb_manifest mf;
+    if (!rc) rc = rtr_kb_manifest_parse(data, len, path, &mf);
+    if (!rc) {
+        memcpy(kb->tok_hash, mf.tok_hash, sizeof kb->tok_hash);
+        memcpy(kb->created, mf.created, sizeof kb->created);
+        json_decref(kb->manifest);
+        kb->manifest = mf.json;
+    }
+    rtr_free(data);
     rtr_free(path);
     return rc;
 }

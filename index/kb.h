@@ -44,6 +44,16 @@ json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key);
 /* Replaces (value != NULL, reference stolen) or removes a top-level section
  * and rewrites manifest.json atomically. Needs RTR_KB_WRITE. */
 int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value);
+/* A manifest.json's contents, checked (format, version, chunk size,
+ * tokenizer hash): json is the caller's (json_decref). RTR_E_CORRUPT or
+ * RTR_E_VERSION naming path. */
+typedef struct rtr_kb_manifest {
+    json_t *json;
+    char tok_hash[33];
+    char created[32];
+} rtr_kb_manifest;
+int rtr_kb_manifest_parse(const uint8_t *data, size_t len, const char *path, rtr_kb_manifest *out);
+
 /* RTR_E_MISMATCH (with both hashes in the detail) if tok differs. */
 int rtr_kb_check_tokenizer(const rtr_kb *kb, const rtr_tokenizer *tok);
 

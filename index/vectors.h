@@ -28,6 +28,20 @@ rtr_vindex *rtr_kb_vectors_vindex(const rtr_kb_vectors *v);
 uint64_t rtr_kb_vectors_indexed_upto(const rtr_kb_vectors *v);   /* chunk ids <= this are indexed (or deleted) */
 uint64_t rtr_kb_vectors_trained_on(const rtr_kb_vectors *v);     /* chunks when the quantizer was trained */
 
+/* The manifest's "index" section, checked but not loaded (where names it in
+ * errors). RTR_E_CORRUPT, RTR_E_VERSION, RTR_E_NOMEM. */
+typedef struct rtr_vectors_section {
+    char factory[96];
+    uint32_t nprobe;
+    uint64_t indexed_upto, trained_on;
+    size_t n_shards;
+    char **names;            /* (n_shards) shard file names in KB/index/ */
+    uint64_t *sums;          /* (n_shards) their XXH64 */
+    char *embedder_desc;     /* canonical JSON */
+} rtr_vectors_section;
+int rtr_vectors_section_parse(const json_t *ix, const char *where, rtr_vectors_section *out);
+void rtr_vectors_section_free(rtr_vectors_section *x);
+
 /* RTR_E_MISMATCH unless e describes itself exactly as recorded. */
 int rtr_kb_vectors_check_embedder(const rtr_kb *kb, const rtr_kb_vectors *v, const rtr_embedder *e);
 

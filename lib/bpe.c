@@ -1075,6 +1075,7 @@ int rtr_tokenizer_decode(const rtr_tokenizer *t, const uint32_t *ids, size_t n, 
                               ids[i], i, t->n_vocab);
         total += tok_len(t, ids[i]);
     }
+    if (total == 0) return RTR_OK;   /* out->data may be NULL: no pointer arithmetic on it */
     int rc = rtr_buf_reserve(out, total);
     if (rc) return rc;
     uint8_t *o = out->data + start;

@@ -20,7 +20,8 @@ log() { printf 'setup: %s\n' "$*" >&2; }
 PKGS=(build-essential cmake pkg-config dpkg-dev git
       libfaiss-dev liblmdb-dev lmdb-utils libcurl4-openssl-dev libcmocka-dev
       libopenblas-dev libjansson-dev libzstd-dev libxxhash-dev libmicrohttpd-dev
-      python3 python3-numpy python3-faiss)
+      python3 python3-numpy python3-faiss
+      clang libclang-rt-14-dev)
 # Node.js and npm fetch the reference encoders and corpora; a machine that
 # already has them (from any source) keeps its own.
 command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)

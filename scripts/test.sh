@@ -2,7 +2,8 @@
 # scripts/test.sh - the whole test suite, as CI runs it:
 #   1. set-up (idempotent: packages, FAISS C API, reference npm packages);
 #   2. Release build with warnings as errors, all tests;
-#   3. address + undefined-behaviour sanitizer build, all tests.
+#   3. address + undefined-behaviour sanitizer build, all tests;
+#   4. every libFuzzer harness for a few seconds (tests/fuzz/run.sh; clang).
 # Usage: bash scripts/test.sh [ctest args...]   (e.g. -R store)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -22,3 +23,6 @@ cmake --build build/asan -j"$jobs"
 # by the unit tests' own frees, so leak detection stays on.
 (cd build/asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
     ctest --output-on-failure -j"$jobs" "$@")
+
+echo "== Fuzzing (${RETRO_FUZZ_SECONDS:-8} s a harness) =="
+bash tests/fuzz/run.sh "${RETRO_FUZZ_SECONDS:-8}"

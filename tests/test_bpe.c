@@ -394,6 +394,10 @@ static void test_specials_not_emitted(void **state) {
     assert_int_equal(out.len, before);
     assert_non_null(strstr(rtr_errdetail(), "600"));
     assert_null(rtr_tokenizer_token(t, 600, &l));
+    /* no ids into an empty buffer (found by tests/fuzz/fuzz_encode: NULL + 0 was computed) */
+    rtr_buf empty = {0};
+    assert_int_equal(rtr_tokenizer_decode(t, NULL, 0, &empty), RTR_OK);
+    assert_int_equal(empty.len, 0);
     rtr_buf_free(&out);
     rtr_u32vec_free(&ids);
     rtr_tokenizer_free(t);
