@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "index/build.h"
+#include "index/check.h"
 #include "index/embed_hash.h"
 #include "index/ingest.h"
 #include "index/kb.h"
@@ -28,6 +29,7 @@ static const char index_usage[] =
     "  dump KB           every document and chunk as JSON lines (for programs and diffs)\n"
     "  show KB [ID...]   chunks with their sources and text (default: the first 3)\n"
     "  build KB          embed new chunks and add them to the FAISS index\n"
+    "  check KB          walk everything and report what is wrong\n"
     "\n"
     "Run 'retro index <verb> --help' for its options.\n";
 
@@ -598,6 +600,68 @@ static int index_build(int argc, char **argv) {
     return CLI_OK;
 }
 
+/* ---------------------------------------------------------------- check */
+static void print_problem(void *ctx, const char *msg) {
+    json_t *arr = ctx;
+    if (arr) json_array_append_new(arr, json_string(msg));
+    else printf("  problem: %s\n", msg);
+}
+
+static int index_check(int argc, char **argv) {
+    int json;
+    const char *dir;
+    int done = parse_kb_flag(argc, argv, "index check",
+                             "usage: retro index check KB [--json]\n\n"
+                             "Walks knowledge base KB and reports what is wrong: the chunk store's records\n"
+                             "(sizes, bounds, ids, every document's chunks, spans, text and file link, every\n"
+                             "chunk's tokens decoded against its text, the counters), the vector index's files\n"
+                             "against their checksums, and the vectors against the chunks they claim (every\n"
+                             "id a chunk at or below the watermark, once; every indexed chunk has one; a sample\n"
+                             "of chunks embedded again finds its own). Exit status 1 if anything is wrong.\n"
+                             "LMDB has no page checksums: see docs/formats.md for what cannot be caught.",
+                             "--json", &dir, &json);
+    if (done >= 0) return done;
+    rtr_kb *kb;
+    int rc = open_ro(dir, &kb);
+    if (rc) return cli_fail(rc);
+    json_t *arr = json ? json_array() : NULL;
+    if (!json) printf("checking %s\n", dir);
+    rtr_kb_check_report r;
+    rc = rtr_kb_check(kb, print_problem, arr, &r);
+    rtr_kb_close(kb);
+    if (rc) {
+        json_decref(arr);
+        return cli_fail(rc);
+    }
+    const rtr_store_check_report *s = &r.store;
+    if (json) {
+        json_t *o = json_pack("{s:b, s:I, s:o, s:{s:I, s:I, s:I, s:I, s:I, s:I}, s:b, s:I, s:I, s:I, s:I, s:I}",
+                              "ok", r.problems == 0, "problems", (json_int_t)r.problems, "reported", arr, "store",
+                              "documents", (json_int_t)s->docs, "chunks", (json_int_t)s->chunks, "texts",
+                              (json_int_t)s->texts, "files", (json_int_t)s->files, "links", (json_int_t)s->links,
+                              "skipped", (json_int_t)s->skipped, "indexed", r.indexed, "vectors",
+                              (json_int_t)r.vectors, "stale_vectors", (json_int_t)r.stale, "unindexed_chunks",
+                              (json_int_t)r.unindexed, "sampled", (json_int_t)r.sampled, "found_own_vector",
+                              (json_int_t)r.found);
+        json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        putchar('\n');
+        json_decref(o);
+    } else {
+        printf("store: %" PRIu64 " documents, %" PRIu64 " chunks, %" PRIu64 " texts, %" PRIu64 " files, %" PRIu64
+               " links, %" PRIu64 " skip records\n", s->docs, s->chunks, s->texts, s->files, s->links, s->skipped);
+        if (r.indexed)
+            printf("index: %" PRIu64 " vectors (%" PRIu64 " of deleted chunks; %" PRIu64 " chunks not yet indexed); "
+                   "%" PRIu64 " of %" PRIu64 " sampled chunks found their own vector\n", r.vectors, r.stale,
+                   r.unindexed, r.found, r.sampled);
+        else
+            printf("index: none yet\n");
+        if (r.problems > RTR_CHECK_MAX_REPORTS)
+            printf("(%" PRIu64 " more problems not shown)\n", r.problems - RTR_CHECK_MAX_REPORTS);
+        printf("%s\n", r.problems ? "PROBLEMS FOUND" : "ok: no problems");
+    }
+    return r.problems ? CLI_FAIL : CLI_OK;
+}
+
 int cmd_index(int argc, char **argv) {
     if (argc < 2 || cli_is_help(argv[1])) {
         fputs(index_usage, argc < 2 ? stderr : stdout);
@@ -610,6 +674,7 @@ int cmd_index(int argc, char **argv) {
     if (!strcmp(verb, "dump")) return index_dump(argc - 1, argv + 1);
     if (!strcmp(verb, "show")) return index_show(argc - 1, argv + 1);
     if (!strcmp(verb, "build")) return index_build(argc - 1, argv + 1);
+    if (!strcmp(verb, "check")) return index_check(argc - 1, argv + 1);
     fprintf(stderr, "retro index: unknown verb '%s'\n\n%s", verb, index_usage);
     return CLI_USAGE;
 }

@@ -20,6 +20,8 @@
 #include "index/store.h"
 
 #include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <lmdb.h>
 #include <pthread.h>
 #include <signal.h>
@@ -887,4 +889,226 @@ int rtr_store_delete_skip(rtr_store_txn *t, const char *path) {
     rtr_store_path_key(path, key);
     int rc = del(t, t->s->skipped, key, 16, NULL, 0, "delete skip record");
     return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
+}
+
+/* --- checking ------------------------------------------------------------------ */
+typedef struct checker {
+    rtr_store_txn *t;
+    rtr_check_fn report;
+    void *ctx;
+    rtr_store_check_report *rep;
+} checker;
+
+static void problem(checker *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(checker *c, const char *fmt, ...) {
+    if (c->rep->problems++ >= RTR_CHECK_MAX_REPORTS || !c->report) return;
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    c->report(c->ctx, msg);
+}
+
+/* Every record of one database: keys of klen bytes, values that check() accepts. */
+static int walk(checker *c, MDB_dbi dbi, const char *name, size_t klen, int (*check)(checker *, const MDB_val *,
+                                                                                    const MDB_val *), uint64_t *count) {
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(c->t->txn, dbi, &cur);
+    if (rc) return lmdb_err(c->t, rc, "cursor");
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        (*count)++;
+        if (klen && k.mv_size != klen) {
+            problem(c, "%s: a key of %zu bytes (expected %zu)", name, k.mv_size, klen);
+            continue;
+        }
+        int x = check ? check(c, &k, &v) : RTR_OK;
+        if (x < 0 && x != RTR_E_CORRUPT) {
+            rc = x;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) return RTR_OK;
+    return rc < 0 ? rc : lmdb_err(c->t, rc, name);
+}
+
+static int check_chunk(checker *c, const MDB_val *k, const MDB_val *v) {
+    rtr_chunk ch;
+    uint64_t id = get_be64(k->mv_data);
+    int rc = parse_chunk(c->t, id, v, &ch);
+    if (rc) problem(c, "chunk %llu: %s", (unsigned long long)id, rtr_errdetail());
+    else if (id == 0 || id >= c->t->c[C_NEXT_CHUNK]) problem(c, "chunk %llu: id not below the next chunk id %llu",
+                                                             (unsigned long long)id, (unsigned long long)c->t->c[C_NEXT_CHUNK]);
+    return rc;
+}
+
+static int check_text(checker *c, const MDB_val *k, const MDB_val *v) {
+    (void)v;
+    uint64_t id = get_be64(k->mv_data);
+    rtr_doc d;
+    if (rtr_store_get_doc(c->t, id, &d)) problem(c, "text of document %llu: no such document", (unsigned long long)id);
+    return RTR_OK;
+}
+
+static int check_file(checker *c, const MDB_val *k, const MDB_val *v) {
+    rtr_file_rec f;
+    int rc = parse_file(c->t, v, &f);
+    uint8_t key[16];
+    if (!rc) {
+        char *p = rtr_strndup(f.path, f.path_len);
+        if (!p) return RTR_E_NOMEM;
+        rtr_store_path_key(p, key);
+        rtr_free(p);
+        if (memcmp(key, k->mv_data, 16)) problem(c, "file record %.*s: filed under another path's key", (int)f.path_len, f.path);
+    } else {
+        problem(c, "a file record: %s", rtr_errdetail());
+    }
+    return rc;
+}
+
+static int check_link(checker *c, const MDB_val *k, const MDB_val *v) {
+    if (v->mv_size != 8) {
+        problem(c, "file_docs: a value of %zu bytes", v->mv_size);
+        return RTR_E_CORRUPT;
+    }
+    rtr_doc d;
+    uint64_t id = get_be64(v->mv_data);
+    if (rtr_store_get_doc(c->t, id, &d)) problem(c, "file_docs: document %llu does not exist", (unsigned long long)id);
+    else if (memcmp(d.file_key, k->mv_data, 16)) problem(c, "file_docs: document %llu is filed under another file", (unsigned long long)id);
+    return RTR_OK;
+}
+
+static int check_skip(checker *c, const MDB_val *k, const MDB_val *v) {
+    (void)k;
+    rtr_skip_rec r;
+    int rc = parse_skip(c->t, v, &r);
+    if (rc) problem(c, "a skip record: %s", rtr_errdetail());
+    return rc;
+}
+
+/* A document against its chunks, text and file link. */
+static int check_doc(checker *c, const rtr_doc *d, const rtr_tokenizer *tok, rtr_buf *text, rtr_buf *dec,
+                     uint64_t *tokens) {
+    unsigned long long id = (unsigned long long)d->id;
+    text->len = 0;
+    int rc = rtr_store_get_text(c->t, d->id, text);
+    if (rc == RTR_E_NOMEM) return rc;
+    if (rc) problem(c, "document %llu: text: %s", id, rtr_errdetail());
+    else if (text->len != d->n_bytes) problem(c, "document %llu: %zu bytes of text, the record says %llu", id, text->len, (unsigned long long)d->n_bytes);
+    int have_text = rc == RTR_OK && text->len == d->n_bytes;
+    uint64_t pos = 0, ntok = 0;
+    for (uint32_t s = 0; s < d->n_chunks; s++) {
+        rtr_chunk ch;
+        int x = rtr_store_get_chunk(c->t, d->first_chunk + s, &ch);
+        if (x == RTR_E_NOMEM) return x;
+        if (x) {
+            problem(c, "document %llu: chunk %llu: %s", id, (unsigned long long)(d->first_chunk + s), rtr_errdetail());
+            continue;
+        }
+        if (ch.doc_id != d->id || ch.seq != s)
+            problem(c, "document %llu: chunk %llu belongs to document %llu as number %u", id, (unsigned long long)ch.id,
+                    (unsigned long long)ch.doc_id, ch.seq);
+        if (ch.byte_start != pos || ch.byte_end > d->n_bytes)
+            problem(c, "document %llu: chunk %llu spans %llu-%llu, not from %llu within %llu bytes", id,
+                    (unsigned long long)ch.id, (unsigned long long)ch.byte_start, (unsigned long long)ch.byte_end,
+                    (unsigned long long)pos, (unsigned long long)d->n_bytes);
+        if ((ch.flags & RTR_CHUNK_LAST) != (s + 1 == d->n_chunks ? RTR_CHUNK_LAST : 0u) ||
+            (ch.n_tokens < RTR_CHUNK_TOKENS && s + 1 != d->n_chunks))
+            problem(c, "document %llu: chunk %llu: a short or last chunk that is not the document's last", id,
+                    (unsigned long long)ch.id);
+        if (tok && have_text && ch.byte_end >= ch.byte_start && ch.byte_end <= text->len) {
+            dec->len = 0;
+            x = rtr_tokenizer_decode(tok, ch.tokens, ch.n_tokens, dec);
+            if (x == RTR_E_NOMEM) return x;
+            if (x || dec->len != ch.byte_end - ch.byte_start ||
+                (dec->len && memcmp(dec->data, text->data + ch.byte_start, dec->len)))
+                problem(c, "document %llu: chunk %llu: its tokens do not decode to its span of the text", id,
+                        (unsigned long long)ch.id);
+        }
+        pos = ch.byte_end;
+        ntok += ch.n_tokens;
+    }
+    if (d->n_chunks && pos != d->n_bytes)
+        problem(c, "document %llu: its chunks end at byte %llu of %llu", id, (unsigned long long)pos, (unsigned long long)d->n_bytes);
+    if (ntok != d->n_tokens)
+        problem(c, "document %llu: its chunks hold %llu tokens, the record says %llu", id, (unsigned long long)ntok,
+                (unsigned long long)d->n_tokens);
+    *tokens += ntok;
+    MDB_val k = {16, (void *)d->file_key}, v = {8, NULL};
+    uint8_t kb[8];
+    put_be64(kb, d->id);
+    v.mv_data = kb;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(c->t->txn, c->t->s->file_docs, &cur))) return lmdb_err(c->t, rc, "cursor");
+    rc = mdb_cursor_get(cur, &k, &v, MDB_GET_BOTH);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) problem(c, "document %llu: no file_docs link from its file", id);
+    else if (rc) return lmdb_err(c->t, rc, "file_docs");
+    return RTR_OK;
+}
+
+int rtr_store_check(rtr_store *s, const rtr_tokenizer *tok, rtr_check_fn report, void *ctx, rtr_store_check_report *out) {
+    memset(out, 0, sizeof *out);
+    rtr_store_txn *t;
+    int rc = rtr_store_read_begin(s, &t);
+    if (rc) return rc;
+    checker c = {t, report, ctx, out};
+    rtr_buf text = {0}, dec = {0};
+    uint64_t ignored = 0, docs_chunks = 0, tokens = 0, bytes = 0, last_doc = 0;
+    if (!rc) rc = walk(&c, s->chunks, "chunks", 8, check_chunk, &out->chunks);
+    if (!rc) rc = walk(&c, s->texts, "texts", 8, check_text, &out->texts);
+    if (!rc) rc = walk(&c, s->files, "files", 16, check_file, &out->files);
+    if (!rc) rc = walk(&c, s->file_docs, "file_docs", 16, check_link, &out->links);
+    if (!rc) rc = walk(&c, s->skipped, "skipped", 16, check_skip, &out->skipped);
+    if (!rc) rc = walk(&c, s->meta, "meta", 0, NULL, &ignored);
+    rtr_doc d;
+    uint64_t after = 0;
+    while (!rc) {
+        int x = rtr_store_next_doc(t, after, &d);
+        if (x == RTR_E_NOTFOUND) break;
+        if (x == RTR_E_CORRUPT) {   /* skip past the bad record */
+            problem(&c, "%s", rtr_errdetail());
+            MDB_val k, v;
+            MDB_cursor *cur;
+            uint8_t kb[8];
+            put_be64(kb, after + 1);
+            k = (MDB_val){8, kb};
+            if (mdb_cursor_open(t->txn, s->docs, &cur)) break;
+            x = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+            after = x == 0 && k.mv_size == 8 ? get_be64(k.mv_data) : UINT64_MAX;
+            mdb_cursor_close(cur);
+            out->docs++;
+            if (after == UINT64_MAX) break;
+            continue;
+        }
+        if (x) {
+            rc = x;
+            break;
+        }
+        after = d.id;
+        out->docs++;
+        if (d.id >= t->c[C_NEXT_DOC]) problem(&c, "document %llu: id not below the next document id", (unsigned long long)d.id);
+        if (d.id <= last_doc) problem(&c, "document %llu: out of order", (unsigned long long)d.id);
+        last_doc = d.id;
+        docs_chunks += d.n_chunks;
+        bytes += d.n_bytes;
+        rc = check_doc(&c, &d, tok, &text, &dec, &tokens);
+    }
+    if (!rc) {
+        if (out->docs != t->c[C_DOCS] || docs_chunks != t->c[C_CHUNKS] || out->chunks != t->c[C_CHUNKS] ||
+            tokens != t->c[C_TOKENS] || bytes != t->c[C_BYTES])
+            problem(&c, "counters (%llu documents, %llu chunks, %llu tokens, %llu bytes) disagree with the records "
+                    "(%llu documents holding %llu chunks, %llu chunk records, %llu tokens, %llu bytes)",
+                    (unsigned long long)t->c[C_DOCS], (unsigned long long)t->c[C_CHUNKS], (unsigned long long)t->c[C_TOKENS],
+                    (unsigned long long)t->c[C_BYTES], (unsigned long long)out->docs, (unsigned long long)docs_chunks,
+                    (unsigned long long)out->chunks, (unsigned long long)tokens, (unsigned long long)bytes);
+        if (out->texts != out->docs) problem(&c, "%llu texts for %llu documents", (unsigned long long)out->texts, (unsigned long long)out->docs);
+        if (out->links != out->docs) problem(&c, "%llu file_docs links for %llu documents", (unsigned long long)out->links, (unsigned long long)out->docs);
+    }
+    rtr_buf_free(&text);
+    rtr_buf_free(&dec);
+    rtr_store_txn_end(t);
+    return rc;
 }

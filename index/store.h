@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "lib/bpe.h"
 #include "lib/buf.h"
 
 #define RTR_CHUNK_TOKENS 64
@@ -181,6 +182,27 @@ int rtr_store_delete_skip(rtr_store_txn *t, const char *path);   /* missing is f
 
 /* Text compression used for rtr_doc_in.ztext (zstd). Appends to out. */
 int rtr_store_compress_text(const uint8_t *text, size_t len, rtr_buf *out);
+
+/* --- checking ------------------------------------------------------------ */
+#define RTR_CHECK_MAX_REPORTS 100   /* problems reported one by one; the rest are counted */
+typedef void (*rtr_check_fn)(void *ctx, const char *problem);
+
+typedef struct rtr_store_check_report {
+    uint64_t docs, chunks, texts, files, links, skipped;   /* records walked */
+    uint64_t problems;
+} rtr_store_check_report;
+
+/* Walks every record of the store in one read transaction and checks it:
+ * key sizes, each record's fields and bounds, ids below the counters, every
+ * document's chunks (its own, numbered, their spans meeting from 0 to its
+ * length, only the last short), its text (decompressed to its length) and
+ * its file link, no text or link without a document, and the counters
+ * against the sums. With tok, every chunk's tokens must decode to its span
+ * of the text. report (may be NULL) gets a line per problem (the first
+ * RTR_CHECK_MAX_REPORTS). Returns RTR_OK when the walk finished, whatever it
+ * found (out->problems); RTR_E_LMDB, RTR_E_NOMEM when it could not. */
+int rtr_store_check(rtr_store *s, const rtr_tokenizer *tok, rtr_check_fn report, void *ctx,
+                    rtr_store_check_report *out);
 
 /* 16-byte key of a path (XXH3-128). */
 void rtr_store_path_key(const char *path, uint8_t key[16]);

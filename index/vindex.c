@@ -3,6 +3,7 @@
 
 #include <faiss/c_api/AutoTune_c.h>
 #include <faiss/c_api/IndexFlat_c.h>
+#include <faiss/c_api/IndexIVF_c.h>
 #include <faiss/c_api/MetaIndexes_c.h>
 #include <faiss/c_api/utils/distances_c.h>
 #include <faiss/c_api/Index_c.h>
@@ -576,5 +577,48 @@ int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, cons
         return rc;
     }
     *out = v;
+    return RTR_OK;
+}
+
+int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n) {
+    *ids = NULL;
+    *n = 0;
+    RTR_ASSERT(shard < v->n_shards);
+    FaissIndex *ix = v->shards[shard];
+    size_t total = (size_t)faiss_Index_ntotal(ix);
+    int64_t *out = rtr_malloc((total ? total : 1) * sizeof *out);
+    if (!out) return RTR_E_NOMEM;
+    FaissIndexIDMap *m = faiss_IndexIDMap_cast(ix);
+    FaissIndexIVF *ivf = m ? NULL : faiss_IndexIVF_cast(ix);
+    if (m) {
+        idx_t *id;
+        size_t nid;
+        faiss_IndexIDMap_id_map(m, &id, &nid);
+        if (nid != total) {
+            rtr_free(out);
+            return rtr_seterr(RTR_E_CORRUPT, "shard %u: %zu ids for %zu vectors", shard, nid, total);
+        }
+        for (size_t i = 0; i < nid; i++) out[i] = id[i];
+    } else if (ivf) {
+        size_t got = 0, nlist = faiss_IndexIVF_nlist(ivf);
+        for (size_t l = 0; l < nlist; l++) {
+            size_t ls = faiss_IndexIVF_get_list_size(ivf, l);
+            if (got + ls > total) {
+                rtr_free(out);
+                return rtr_seterr(RTR_E_CORRUPT, "shard %u: its lists hold more ids than its %zu vectors", shard, total);
+            }
+            if (ls) faiss_IndexIVF_invlists_get_ids(ivf, l, (idx_t *)out + got);
+            got += ls;
+        }
+        if (got != total) {
+            rtr_free(out);
+            return rtr_seterr(RTR_E_CORRUPT, "shard %u: its lists hold %zu ids for %zu vectors", shard, got, total);
+        }
+    } else {
+        rtr_free(out);
+        return rtr_seterr(RTR_E_INVALID, "shard %u: %s keeps no ids that can be listed", shard, v->factory);
+    }
+    *ids = out;
+    *n = total;
     return RTR_OK;
 }

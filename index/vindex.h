@@ -71,6 +71,11 @@ int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, 
  * missing results have id -1 and distance +inf. */
 int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids);
 
+/* The ids of shard's vectors, in the index's order: *ids (*n of them) is the
+ * caller's. RTR_E_INVALID for an index type that keeps none, RTR_E_CORRUPT,
+ * RTR_E_NOMEM. */
+int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n);
+
 /* Removes ids (present or not) from every shard; *removed counts them. */
 int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed);
 

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <lmdb.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -284,6 +285,76 @@ static void test_truncated_store_is_refused(void **state) {
     free(dir);
 }
 
+/* rtr_store_check: a healthy store has no problems; records changed behind
+ * its back (raw LMDB puts) are each reported. */
+typedef struct seen { int n; char first[512]; int counters, chunk; } seen;
+static void on_problem(void *ctx, const char *msg) {
+    seen *s = ctx;
+    if (!s->n++) snprintf(s->first, sizeof s->first, "%s", msg);
+    s->counters |= strstr(msg, "counters") != NULL;
+    s->chunk |= strstr(msg, "corrupt chunk record 3") != NULL;
+}
+
+static void raw_put(const char *dir, const char *db, const void *key, size_t kl, const void *val, size_t vl) {
+    MDB_env *env;
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    assert_int_equal(mdb_env_create(&env), 0);
+    mdb_env_set_maxdbs(env, 16);
+    mdb_env_set_mapsize(env, (size_t)1 << 30);
+    assert_int_equal(mdb_env_open(env, dir, 0, 0644), 0);
+    assert_int_equal(mdb_txn_begin(env, NULL, 0, &txn), 0);
+    assert_int_equal(mdb_dbi_open(txn, db, 0, &dbi), 0);
+    MDB_val k = {kl, (void *)key}, v = {vl, (void *)val};
+    assert_int_equal(mdb_put(txn, dbi, &k, &v, 0), 0);
+    assert_int_equal(mdb_txn_commit(txn), 0);
+    mdb_env_close(env);
+}
+
+static void test_check_finds_damage(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    doc_spec docs[] = {{"/a", "t", NULL, 200, 1}, {"/b", NULL, NULL, 64, 2}};
+    add_ctx c = {docs, 2, {0}};
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    rtr_store_check_report r;
+    seen sn = {0};
+    assert_int_equal(rtr_store_check(s, NULL, on_problem, &sn, &r), RTR_OK);
+    assert_int_equal(r.problems, 0);
+    assert_int_equal(r.docs, 2);
+    assert_int_equal(r.chunks, 5);   /* 4 + 1 */
+    assert_int_equal(r.texts, 2);
+    assert_int_equal(r.links, 2);
+    rtr_store_close(s);
+    /* a chunk record cut short, and counters one document too many */
+    uint8_t key[8] = {0, 0, 0, 0, 0, 0, 0, 3}, junk[20] = {0};
+    raw_put(dir, "chunks", key, 8, junk, sizeof junk);
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, NULL, &s), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(s, &t), RTR_OK);
+    rtr_store_stats st;
+    rtr_store_get_stats(t, &st);
+    rtr_store_txn_end(t);
+    rtr_store_close(s);
+    uint8_t cnt[48];
+    uint64_t v[6] = {st.next_doc_id, st.next_chunk_id, st.n_docs + 1, st.n_chunks, st.n_tokens, st.n_bytes};
+    for (int i = 0; i < 6; i++)
+        for (int b = 0; b < 8; b++) cnt[8 * i + b] = (uint8_t)(v[i] >> (8 * b));
+    raw_put(dir, "meta", "counters", 8, cnt, sizeof cnt);
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, NULL, &s), RTR_OK);
+    memset(&sn, 0, sizeof sn);
+    assert_int_equal(rtr_store_check(s, NULL, on_problem, &sn, &r), RTR_OK);
+    assert_true(r.problems >= 2);
+    assert_int_equal(sn.n, (int)r.problems);
+    assert_true(sn.chunk);
+    assert_true(sn.counters);
+    rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
 static void test_reader_sees_snapshot_while_writer_adds(void **state) {
     (void)state;
     char *dir = tu_tmpdir("store");
@@ -371,6 +442,7 @@ int main(void) {
         cmocka_unit_test(test_map_grows_when_full),
         cmocka_unit_test(test_map_grown_by_another_process),
         cmocka_unit_test(test_truncated_store_is_refused),
+        cmocka_unit_test(test_check_finds_damage),
         cmocka_unit_test(test_reader_sees_snapshot_while_writer_adds),
         cmocka_unit_test(test_not_a_store),
         cmocka_unit_test(test_allocation_failures_leave_store_intact),
