@@ -9,6 +9,7 @@
 
 #include "cli/cli.h"
 #include "include/retro.h"
+#include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
@@ -76,7 +77,23 @@ int cli_parse_min_score(const char *s, float *out) {
     return 0;
 }
 
+/* Fault injection for the tests (tests/e2e/alloc_faults.sh): RETRO_TEST_ALLOC_FAIL=N
+ * makes the Nth allocation through lib/alloc and every one after it fail;
+ * RETRO_TEST_ALLOC_COUNT=1 prints how many allocations the command made. */
+static void print_alloc_count(void) { fprintf(stderr, "retro: %ld allocations\n", rtr_alloc_count()); }
+
+static void test_hooks(void) {
+    const char *n = getenv("RETRO_TEST_ALLOC_FAIL");
+    if (n && *n) rtr_alloc_fail_at(atol(n));
+    const char *c = getenv("RETRO_TEST_ALLOC_COUNT");
+    if (c && *c == '1') {
+        rtr_alloc_fail_at(0);
+        atexit(print_alloc_count);
+    }
+}
+
 int main(int argc, char **argv) {
+    test_hooks();
     if (argc < 2 || cli_is_help(argv[1])) {
         fputs(usage, argc < 2 ? stderr : stdout);
         return argc < 2 ? CLI_USAGE : CLI_OK;

@@ -98,7 +98,7 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
     float *qq = rtr_malloc((nq ? nq : 1) * dim * sizeof *qq);
     int rc = todo && qq ? RTR_OK : RTR_E_NOMEM;
     size_t n_todo = nq;
-    for (size_t i = 0; i < nq; i++) todo[i] = i;
+    for (size_t i = 0; !rc && i < nq; i++) todo[i] = i;
     uint64_t kk = (uint64_t)k * 2 + 16;
     float *sd = NULL;
     int64_t *si = NULL;
