@@ -11,7 +11,8 @@
 #   FUZZ_RUNS=10000000 bash tests/fuzz/run.sh 7200 # the long run of docs/fuzzing.md: 10 M
 #                                                  # executions a harness (at most 2 h each)
 #
-# Corpora grow in build/fuzz/corpus/ across runs; FUZZ_FRESH=1 starts anew.
+# Corpora grow in build/fuzz/corpus/ across runs; FUZZ_FRESH=1 starts anew;
+# FUZZ_HARNESSES="a b" runs those, in that order; FUZZ_JOBS=N runs N at a time.
 set -euo pipefail
 secs=${1:-10}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,7 +22,7 @@ par=${FUZZ_JOBS:-2}
 CC=clang CXX=clang++ cmake -S . -B $B -DCMAKE_BUILD_TYPE=Debug -DRETRO_FUZZ=ON -DRETRO_TESTS=OFF \
     -DRETRO_NATIVE=OFF >/dev/null
 cmake --build $B -j"$(nproc)" >/dev/null
-harnesses=$(cd $B/tests/fuzz && ls fuzz_* | grep -v '\.' | sed 's/^fuzz_//' | sort)
+harnesses=${FUZZ_HARNESSES:-$(cd $B/tests/fuzz && ls fuzz_* | grep -v '\.' | sed 's/^fuzz_//' | sort)}
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
 
 # --- seeds, from the project's own files ---------------------------------------
