@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # scripts/setup.sh - installs everything retro needs on a Debian 12 machine.
 #
-#   bash scripts/setup.sh            # packages + FAISS C API + reference npm packages
+#   bash scripts/setup.sh            # packages + FAISS C API (what building and running retro need)
+#   bash scripts/setup.sh --tests    # ... and what only the tests need: clang's libFuzzer,
+#                                    # Node.js and the reference npm packages and corpora
 #
 # Idempotent: a second run checks and returns in seconds. Needs root (or sudo)
 # for apt-get and for installing libfaiss_c into /usr/local.
@@ -17,14 +19,18 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 log() { printf 'setup: %s\n' "$*" >&2; }
 
+tests=0
+[ "${1:-}" = --tests ] && tests=1
 PKGS=(build-essential cmake pkg-config dpkg-dev git
       libfaiss-dev liblmdb-dev lmdb-utils libcurl4-openssl-dev libcmocka-dev
       libopenblas-dev libjansson-dev libzstd-dev libxxhash-dev libmicrohttpd-dev
-      python3 python3-numpy python3-faiss
-      clang libclang-rt-14-dev)
-# Node.js and npm fetch the reference encoders and corpora; a machine that
-# already has them (from any source) keeps its own.
-command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+      python3 python3-numpy python3-faiss)
+if [ $tests = 1 ]; then
+    PKGS+=(clang libclang-rt-14-dev)
+    # Node.js and npm fetch the reference encoders and corpora; a machine that
+    # already has them (from any source) keeps its own.
+    command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
+fi
 
 # --- 1. Debian packages ------------------------------------------------------
 missing=()
@@ -90,6 +96,6 @@ else
     log "installed $FAISS_C_PREFIX/lib/libfaiss_c.a"
 fi
 
-# --- 3. npm reference packages and corpora (outside git) ----------------------
-bash "$here/datasets/fetch.sh"
+# --- 3. npm reference packages and corpora (outside git), for the tests -------
+[ $tests = 1 ] && bash "$here/datasets/fetch.sh"
 log "done"
