@@ -115,6 +115,15 @@ int rtr_ckpt_from_st(const rtr_safetensors *st, const char *file, int max_B, int
             return rtr_seterr(RTR_E_INVALID, "context %d is not a multiple of the chunk size %d", T_override, cfg.m);
         cfg.T = T_override;
     }
+    /* the file's tensors must hold what the configuration needs before anything is allocated for it */
+    size_t need, have = 0;
+    if ((rc = rtr_model_config_nparams(&cfg, &need)) < 0) return rc;
+    for (size_t i = 0; i < rtr_st_count(st); i++) have += rtr_st_get(st, i)->nbytes / sizeof(float);
+    if (have != need && !(with_train && have == 3 * need) && !(!with_train && have == 3 * need))
+        return rtr_seterr(RTR_E_CORRUPT, "%s: its tensors hold %zu values, the configuration needs %zu%s", file, have,
+                          need, with_train ? " (three times that with the optimizer state)" : "");
+    if (with_train && have == need)
+        return rtr_seterr(RTR_E_CORRUPT, "%s: has no optimizer state to resume from", file);
     if ((rc = rtr_model_new(&cfg, max_B, &m)) < 0) return rc;
     size_t want = (size_t)rtr_model_ntensors(m) * (with_train ? 3 : 1);
     if (rtr_st_count(st) != want) {

@@ -168,9 +168,10 @@ const rtr_model_param *rtr_model_find(const rtr_model *m, const char *name) {
     return NULL;
 }
 
-/* Adds a tensor to the table (when tab is not NULL) and returns its index. */
+/* Adds a tensor to the table (when tab is not NULL; counts it either way) and returns its index. */
 static int add_param(rtr_model *m, const char *name, int64_t d0, int64_t d1, int retrieval) {
     int i = m->ntab++;
+    if (!m->tab) m->nparams += (size_t)d0 * (size_t)(d1 ? d1 : 1);
     if (m->tab) {
         rtr_model_param *p = &m->tab[i];
         snprintf(p->name, sizeof p->name, "%s", name);
@@ -411,6 +412,7 @@ int rtr_model_new(const rtr_model_config *cfg, int max_B, rtr_model **out) {
     }
     build_table(m);   /* counts */
     m->tab = rtr_calloc((size_t)m->ntab, sizeof *m->tab);
+    m->nparams = 0;
     if (!m->tab) goto nomem;
     build_table(m);
     m->params = rtr_calloc(m->nparams, sizeof(float));
@@ -430,6 +432,23 @@ int rtr_model_new(const rtr_model_config *cfg, int max_B, rtr_model **out) {
 nomem:
     rtr_model_free(m);
     return rtr_seterr(RTR_E_NOMEM, "model: out of memory for %d layers of width %d", cfg->L, cfg->C);
+}
+
+int rtr_model_config_nparams(const rtr_model_config *cfg, size_t *nparams) {
+    *nparams = 0;
+    rtr_model *m = rtr_calloc(1, sizeof *m);
+    if (!m) return RTR_E_NOMEM;
+    m->cfg = *cfg;
+    for (int i = 0; i < cfg->n_cca; i++) m->is_cca[cfg->cca[i] - 1] = 1;
+    int rc = RTR_OK;
+    if (cfg->n_cca && !(m->enc = rtr_calloc((size_t)cfg->EL, sizeof *m->enc))) rc = RTR_E_NOMEM;
+    if (!rc) {
+        build_table(m);   /* the counting pass: nothing is allocated from the sizes */
+        *nparams = m->nparams;
+    }
+    rtr_free(m->enc);
+    rtr_free(m);
+    return rc;
 }
 
 void rtr_model_free(rtr_model *m) {

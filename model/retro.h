@@ -89,6 +89,11 @@ typedef struct rtr_model_param {
 
 typedef struct rtr_model rtr_model;
 
+/* The number of parameters (floats) of a configuration that passed
+ * rtr_model_config_finish, computed without allocating them (a file's
+ * counts are checked against it first). RTR_E_NOMEM. */
+int rtr_model_config_nparams(const rtr_model_config *cfg, size_t *nparams);
+
 /* Allocates a model for batches of up to max_B sequences of cfg->T tokens
  * (cfg must have passed rtr_model_config_finish). Parameters are zero until
  * rtr_model_init or a load. */

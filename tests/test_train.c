@@ -212,6 +212,29 @@ static void test_bad_checkpoints(void **state) {
         expect_refused(bad, 0, variant == 0 ? "newer" : variant == 1 ? "shape" : variant == 2 ? "missing" : "format");
         if (variant == 0) assert_int_equal(rtr_errcode(), RTR_E_VERSION);
     }
+    /* a configuration far larger than its tensors: refused from the counts, before
+     * anything is allocated for it (found by tests/fuzz/fuzz_safetensors) */
+    rtr_model_config big = *rtr_model_cfg(m);
+    big.C = 16384;
+    big.F = 65536;
+    char *bj = rtr_model_config_to_json(&big);
+    assert_non_null(bj);
+    rtr_st_writer *w;
+    assert_int_equal(rtr_st_writer_new(&w), RTR_OK);
+    rtr_st_writer_meta(w, "format", "retro-model");
+    rtr_st_writer_meta(w, "version", "1");
+    rtr_st_writer_meta(w, "config", bj);
+    for (size_t i = 0; i < rtr_st_count(st); i++) {
+        const rtr_st_tensor *t = rtr_st_get(st, i);
+        assert_int_equal(rtr_st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, t->data), RTR_OK);
+    }
+    assert_int_equal(rtr_st_writer_save(w, bad), RTR_OK);
+    rtr_st_writer_free(w);
+    free(bj);
+    rtr_model *huge = NULL;
+    assert_int_equal(rtr_ckpt_load(bad, 1, 0, 0, &huge, NULL), RTR_E_CORRUPT);
+    assert_null(huge);
+    assert_non_null(strstr(rtr_errdetail(), "the configuration needs"));
     rtr_st_free(st);
     /* flipped bytes in the header: refused or harmless, never a crash */
     uint64_t hl;
