@@ -384,7 +384,6 @@ typedef struct train_ctx {
     bool tty;
     size_t files;
     uint64_t bytes;
-    rtr_skip_list skips;   /* files under a directory that were not read */
 } train_ctx;
 
 static void train_progress(void *ctx, uint64_t done, uint64_t total) {
@@ -393,54 +392,15 @@ static void train_progress(void *ctx, uint64_t done, uint64_t total) {
     if (done == total) fputc('\n', stderr);
 }
 
-static int feed_data(train_ctx *c, const uint8_t *p, size_t n) {
+static int feed_text(void *ctx, const char *path, const uint8_t *p, size_t n) {
+    (void)path;
+    train_ctx *c = ctx;
     int rc = rtr_bpe_trainer_feed(c->tr, p, n);
     if (rc) return rc;
     c->files++;
     c->bytes += n;
-    if (c->tty)
-        fprintf(stderr, "\rreading: %zu files, %.1f MB", c->files, (double)c->bytes / 1e6);
+    if (c->tty) fprintf(stderr, "\rreading: %zu files, %.1f MB", c->files, (double)c->bytes / 1e6);
     return RTR_OK;
-}
-
-/* Feeds one file, read and judged as `retro index add` reads and judges it
- * (rtr_corpus_read, rtr_looks_binary). A file named on the command line that
- * cannot be used is an error naming it; one found in a directory becomes a
- * skip. */
-static int feed_file(train_ctx *c, const char *path, bool named) {
-    rtr_corpus_data in;
-    int rc = rtr_corpus_read(path, NULL, &in);
-    if (rc < 0) return rc;
-    if (rc == RTR_OK && rtr_looks_binary(in.data, in.len)) {
-        rtr_free(in.data);
-        rc = RTR_SKIP_BINARY;
-        in.detail = rtr_strdup("contains NUL bytes or control codes");
-    }
-    if (rc > 0) {
-        const char *why = in.detail ? in.detail : rtr_skip_reason_name((uint32_t)rc);
-        if (!named) rc = rtr_skip_list_add(&c->skips, path, (uint32_t)rc, in.detail);
-        else if (rc == RTR_SKIP_BINARY) rc = rtr_seterr(RTR_E_INVALID, "%s: not a text file (%s)", path, why);
-        else if (!strncmp(why, path, strlen(path))) rc = rtr_seterr(RTR_E_INVALID, "%s", why);   /* names it */
-        else rc = rtr_seterr(RTR_E_INVALID, "%s: %s (%s)", path, rtr_skip_reason_name((uint32_t)rc), why);
-        rtr_free(in.detail);
-        return rc;
-    }
-    rc = feed_data(c, in.data, in.len);
-    rtr_free(in.data);
-    return rc;
-}
-
-/* Feeds every file under dir that `retro index add` would take (the corpus
- * walker: hidden names skipped, symbolic links followed), in path order. */
-static int feed_dir(train_ctx *c, const char *dir) {
-    rtr_corpus_list l;
-    int rc = rtr_corpus_walk(&dir, 1, NULL, &l);
-    if (rc) return rc;
-    for (size_t i = 0; i < l.skips.n && !rc; i++)
-        rc = rtr_skip_list_add(&c->skips, l.skips.items[i].path, l.skips.items[i].reason, l.skips.items[i].detail);
-    for (size_t i = 0; i < l.n && !rc; i++) rc = feed_file(c, l.files[i].path, false);
-    rtr_corpus_list_free(&l);
-    return rc;
 }
 
 /* One line for the binary files skipped, one for each other skip. */
@@ -475,32 +435,17 @@ static int tok_train(int argc, char **argv) {
         st = cli_fail(rc);
         goto done;
     }
-    for (int i = 0; i < o.n_paths; i++) {
-        const char *p = o.paths[i];
-        struct stat sb;
-        if (strcmp(p, "-") == 0) {
-            uint8_t *data;
-            size_t len;
-            rc = rtr_read_fd(0, "standard input", STDIN_LIMIT, &data, &len);
-            if (rc == RTR_OK) {
-                rc = feed_data(&c, data, len);
-                rtr_free(data);
-            }
-        } else if (stat(p, &sb) != 0) {
-            rc = rtr_seterr(rtr_status_from_errno(errno), "%s: %s", p, strerror(errno));
-        } else if (S_ISDIR(sb.st_mode)) {
-            rc = feed_dir(&c, p);
-        } else {
-            rc = feed_file(&c, p, true);
-        }
-        if (rc) {
-            if (c.tty) fputc('\n', stderr);
-            st = cli_fail(rc);
-            goto done;
-        }
+    rtr_skip_list skips = {0};
+    rc = rtr_corpus_texts((const char *const *)o.paths, (size_t)o.n_paths, feed_text, &c, &skips);
+    if (rc) {
+        if (c.tty) fputc('\n', stderr);
+        rtr_skip_list_free(&skips);
+        st = cli_fail(rc);
+        goto done;
     }
     if (c.tty) fputc('\n', stderr);
-    report_skips(&c.skips);
+    report_skips(&skips);
+    rtr_skip_list_free(&skips);
     if (c.files == 0) {
         rtr_seterr(RTR_E_INVALID, "no text files found in the given paths");
         st = cli_fail(RTR_E_INVALID);
@@ -522,7 +467,6 @@ static int tok_train(int argc, char **argv) {
 done:
     rtr_free(o.paths);
     rtr_bpe_trainer_free(c.tr);
-    rtr_skip_list_free(&c.skips);
     rtr_tokenizer_free(tok);
     return st;
 }

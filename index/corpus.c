@@ -556,3 +556,52 @@ int rtr_corpus_extract(const uint8_t *data, size_t len, int format, const rtr_co
     }
     return rc;
 }
+
+/* --- the text files of paths ---------------------------------------------------- */
+/* One file, read and judged as ingest reads and judges it. named: given by the
+ * caller (its problems are errors), else found in a directory (a skip). */
+static int text_of(const char *path, int named, rtr_text_fn fn, void *ctx, rtr_skip_list *skips) {
+    rtr_corpus_data in;
+    int rc = rtr_corpus_read(path, NULL, &in);
+    if (rc < 0) return rc;
+    if (rc == RTR_OK && strcmp(path, "-") && rtr_looks_binary(in.data, in.len)) {
+        rtr_free(in.data);
+        rc = RTR_SKIP_BINARY;
+        in.detail = rtr_strdup("contains NUL bytes or control codes");
+    }
+    if (rc > 0) {
+        const char *why = in.detail ? in.detail : rtr_skip_reason_name((uint32_t)rc);
+        if (!named) rc = rtr_skip_list_add(skips, path, (uint32_t)rc, in.detail);
+        else if (rc == RTR_SKIP_BINARY) rc = rtr_seterr(RTR_E_INVALID, "%s: not a text file (%s)", path, why);
+        else if (!strncmp(why, path, strlen(path))) rc = rtr_seterr(RTR_E_INVALID, "%s", why);   /* names it */
+        else rc = rtr_seterr(RTR_E_INVALID, "%s: %s (%s)", path, rtr_skip_reason_name((uint32_t)rc), why);
+        rtr_free(in.detail);
+        return rc;
+    }
+    rc = fn(ctx, path, in.data, in.len);
+    rtr_free(in.data);
+    return rc;
+}
+
+int rtr_corpus_texts(const char *const *paths, size_t n, rtr_text_fn fn, void *ctx, rtr_skip_list *skips) {
+    int rc = RTR_OK;
+    for (size_t i = 0; i < n && !rc; i++) {
+        const char *p = paths[i];
+        struct stat sb;
+        if (!strcmp(p, "-")) {
+            rc = text_of(p, 1, fn, ctx, skips);
+        } else if (stat(p, &sb) != 0) {
+            rc = rtr_seterr(rtr_status_from_errno(errno), "%s: %s", p, strerror(errno));
+        } else if (S_ISDIR(sb.st_mode)) {   /* every file ingest would take: hidden names skipped, links followed */
+            rtr_corpus_list l;
+            if ((rc = rtr_corpus_walk(&p, 1, NULL, &l))) break;
+            for (size_t k = 0; k < l.skips.n && !rc; k++)
+                rc = rtr_skip_list_add(skips, l.skips.items[k].path, l.skips.items[k].reason, l.skips.items[k].detail);
+            for (size_t k = 0; k < l.n && !rc; k++) rc = text_of(l.files[k].path, 0, fn, ctx, skips);
+            rtr_corpus_list_free(&l);
+        } else {
+            rc = text_of(p, 1, fn, ctx, skips);
+        }
+    }
+    return rc;
+}

@@ -127,6 +127,15 @@ typedef int (*rtr_extract_fn)(void *ctx, const rtr_extracted *doc);
 int rtr_corpus_extract(const uint8_t *data, size_t len, int format, const rtr_corpus_opts *o,
                        rtr_extract_fn emit, void *ctx, char **detail, uint64_t *bad_records);
 
+/* The text of every file in paths (files, directories walked as ingest walks
+ * them, "-" for standard input), read and judged as ingest reads and judges
+ * them, in order: fn gets each file's bytes (valid during the call; a
+ * non-zero return stops). A file found in a directory that cannot be used
+ * (binary, too large, unreadable) is added to skips; a named one is an error
+ * naming it (RTR_E_INVALID). RTR_E_NOMEM, and fn's error. */
+typedef int (*rtr_text_fn)(void *ctx, const char *path, const uint8_t *data, size_t len);
+int rtr_corpus_texts(const char *const *paths, size_t n, rtr_text_fn fn, void *ctx, rtr_skip_list *skips);
+
 /* 1 if data looks binary: a NUL byte, or over 10% control codes (tab, line
  * breaks, form feed, vertical tab and ESC do not count), in its first 8 KiB. */
 int rtr_looks_binary(const uint8_t *data, size_t len);

@@ -24,6 +24,8 @@ CC=clang CXX=clang++ cmake -S . -B $B -DCMAKE_BUILD_TYPE=Debug -DRETRO_FUZZ=ON -
 cmake --build $B -j"$(nproc)" >/dev/null
 harnesses=${FUZZ_HARNESSES:-$(cd $B/tests/fuzz && ls fuzz_* | grep -v '\.' | sed 's/^fuzz_//' | sort)}
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+# one thread a harness: OpenMP's spinning workers would only slow every execution
+export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 
 # --- seeds, from the project's own files ---------------------------------------
 S=$B/seeds
