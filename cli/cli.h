@@ -41,5 +41,6 @@ int cmd_train(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_ask(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 #endif

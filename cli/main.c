@@ -30,6 +30,7 @@ static const char usage[] =
     "  generate MODEL PROMPT    continue PROMPT, retrieving from --kb every 64 tokens\n"
     "  eval --model DIR ...     bits per byte with and without retrieval, leakage filter\n"
     "  ask MODEL --kb KB Q      answer question Q from the knowledge base, with sources\n"
+    "  serve --kb KB            an HTTP server: search, completions, metrics\n"
     "  tokenizer train|encode|decode|info\n"
     "                           train a BPE tokenizer, or encode/decode stdin\n"
     "\n"
@@ -110,6 +111,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "ask")) return cmd_ask(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 1, argv + 1);
     fprintf(stderr, "retro: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

@@ -1,0 +1,581 @@
+/* cmd_serve.c - `retro serve`: an HTTP server (libmicrohttpd, JSON by jansson) over the public API:
+ * health, models, search with sources, completions with live retrieval (streamed as server-sent
+ * events), and Prometheus metrics. Engine calls are serialized; the server binds 127.0.0.1 unless told. */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli/cli.h"
+#include "lib/status.h"
+#include "lib/threads.h"
+
+static const char serve_usage[] =
+    "usage: retro serve --kb KB [--model DIR] [options]\n"
+    "\n"
+    "Serves knowledge base KB (and the model in DIR) over HTTP, in OpenAI's shapes where\n"
+    "one exists (docs/server.md):\n"
+    "  GET  /health              200 when ready, 503 while loading\n"
+    "  GET  /v1/models           the model\n"
+    "  POST /v1/search           {\"query\", \"k\", \"continuation\", \"exclude_docs\"}: chunks with sources\n"
+    "  POST /v1/completions      {\"prompt\", \"max_tokens\", \"temperature\", \"top_p\", \"top_k\", \"seed\",\n"
+    "                            \"stop\", \"stream\"}; a RETRO model retrieves from KB, and the\n"
+    "                            \"retro\" field lists each retrieval's sources\n"
+    "  GET  /metrics             Prometheus text: requests, errors, latency, tokens\n"
+    "\n"
+    "options:\n"
+    "  --kb KB               the knowledge base (required)\n"
+    "  --model DIR           a checkpoint from retro train (completions need one)\n"
+    "  --host ADDR           address to bind (default 127.0.0.1)\n"
+    "  --port N              port (default 8080)\n"
+    "  --api-key KEY         require 'Authorization: Bearer KEY' (not for /health)\n"
+    "  --cors ORIGIN         allow browser requests from ORIGIN\n"
+    "  --max-body N          largest request body in bytes (default 1 MiB)\n"
+    "  --threads N           threads for the engine (default: all cores)\n";
+
+enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_METRICS, EP_OTHER, N_EP };
+static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "metrics", "other"};
+#define N_BUCKETS 12
+static const double BUCKET[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+
+typedef struct server {
+    retro_kb *kb;
+    retro_model *model;
+    const char *model_name;
+    const char *api_key;
+    const char *cors;
+    size_t max_body;
+    pthread_mutex_t engine;   /* one engine call at a time: handles are single-threaded */
+    atomic_int ready;
+    atomic_long requests[N_EP], errors[N_EP], buckets[N_EP][N_BUCKETS + 1], tokens, retrievals;
+    _Atomic double seconds[N_EP];
+    atomic_long next_id;
+} server;
+
+typedef struct request {
+    char *body;
+    size_t len;
+    int too_big;
+    double t0;
+} request;
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void observe(server *s, int ep, double secs, int error) {
+    atomic_fetch_add(&s->requests[ep], 1);
+    if (error) atomic_fetch_add(&s->errors[ep], 1);
+    int b = 0;
+    while (b < N_BUCKETS && secs > BUCKET[b]) b++;
+    atomic_fetch_add(&s->buckets[ep][b], 1);
+    double old = atomic_load(&s->seconds[ep]);
+    while (!atomic_compare_exchange_weak(&s->seconds[ep], &old, old + secs)) {}
+}
+
+static void add_headers(server *s, struct MHD_Response *r, const char *type) {
+    MHD_add_response_header(r, "Content-Type", type);
+    if (s->cors) {
+        MHD_add_response_header(r, "Access-Control-Allow-Origin", s->cors);
+        MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    }
+}
+
+static enum MHD_Result send_text(server *s, struct MHD_Connection *c, unsigned code, const char *type, char *text) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    add_headers(s, r, type);
+    enum MHD_Result ret = MHD_queue_response(c, code, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+/* Sends j (reference stolen) as the body. */
+static enum MHD_Result send_json(server *s, struct MHD_Connection *c, unsigned code, json_t *j) {
+    char *text = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(j);
+    if (!text) return MHD_NO;
+    return send_text(s, c, code, "application/json", text);
+}
+
+/* An OpenAI-shaped error body. */
+static enum MHD_Result send_error(server *s, struct MHD_Connection *c, unsigned code, const char *type,
+                                  const char *msg) {
+    return send_json(s, c, code, json_pack("{s:{s:s, s:s, s:i}}", "error", "message", msg, "type", type, "code",
+                                           (int)code));
+}
+
+/* Constant-time comparison of the Authorization header with "Bearer KEY". */
+static int authorized(server *s, struct MHD_Connection *c) {
+    if (!s->api_key) return 1;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    char want[512];
+    snprintf(want, sizeof want, "Bearer %s", s->api_key);
+    size_t n = strlen(want), m = h ? strlen(h) : 0;
+    unsigned char diff = (unsigned char)(n != m);
+    for (size_t i = 0; i < n; i++) diff |= (unsigned char)(want[i] ^ (i < m ? h[i] : 0));
+    return diff == 0;
+}
+
+/* --- search ------------------------------------------------------------------------ */
+static json_t *source_json(const retro_source *h) {
+    json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:f, s:f, s:s}", "chunk_id", (json_int_t)h->chunk_id, "doc_id",
+                          (json_int_t)h->doc_id, "path", h->path, "title", h->title, "byte_start",
+                          (json_int_t)h->byte_start, "byte_end", (json_int_t)h->byte_end, "score", (double)h->score,
+                          "distance", (double)h->distance, "text", h->text);
+    if (o && h->continuation) json_object_set_new(o, "continuation", json_string(h->continuation));
+    return o;
+}
+
+static enum MHD_Result do_search(server *s, struct MHD_Connection *c, json_t *req, int *err) {
+    const char *q = NULL;
+    json_int_t k = 5;
+    int cont = 0;
+    json_t *ex = NULL;
+    if (json_unpack(req, "{s:s, s?I, s?b, s?o}", "query", &q, "k", &k, "continuation", &cont, "exclude_docs", &ex) ||
+        k < 1 || k > 4096 || (ex && !json_is_array(ex))) {
+        *err = 1;
+        return send_error(s, c, 400, "invalid_request_error",
+                          "expected {\"query\": string, \"k\": 1..4096, \"continuation\": bool, \"exclude_docs\": [ids]}");
+    }
+    uint64_t excl[256];
+    size_t n_ex = 0;
+    for (size_t i = 0; ex && i < json_array_size(ex) && n_ex < 256; i++)
+        if (json_is_integer(json_array_get(ex, i))) excl[n_ex++] = (uint64_t)json_integer_value(json_array_get(ex, i));
+    retro_search_opts so = {.k = (uint32_t)k, .continuation = cont, .exclude_docs = excl, .n_exclude = n_ex};
+    retro_results res;
+    pthread_mutex_lock(&s->engine);
+    int rc = retro_search(s->kb, q, strlen(q), &so, &res);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
+    pthread_mutex_unlock(&s->engine);
+    if (rc) {
+        *err = 1;
+        return send_error(s, c, rc == RETRO_E_INVALID ? 400 : 500, rc == RETRO_E_INVALID ? "invalid_request_error" : "server_error", msg);
+    }
+    json_t *data = json_array();
+    for (size_t i = 0; i < res.n; i++) json_array_append_new(data, source_json(&res.items[i]));
+    retro_results_free(&res);
+    return send_json(s, c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+/* --- completions ---------------------------------------------------------------------- */
+typedef struct completion {
+    server *s;
+    char *prompt;
+    retro_gen_opts go;
+    const char *stops[16];
+    char *stop_own[16];
+    int stream;
+    int fd[2];                /* stream: generation thread -> response */
+    volatile int cancel;      /* set by the response when the client is gone */
+    json_t *retrievals;       /* the sources of each retrieval */
+    char id[32];
+    long created;
+    pthread_t th;
+    int started;
+} completion;
+
+static void comp_free(completion *cp) {
+    if (!cp) return;
+    for (int i = 0; i < 16; i++) free(cp->stop_own[i]);
+    free(cp->prompt);
+    json_decref(cp->retrievals);
+    free(cp);
+}
+
+static void on_retrieval(void *ctx, int64_t chunk, const retro_neighbour *nb, uint32_t k) {
+    completion *cp = ctx;
+    atomic_fetch_add(&cp->s->retrievals, 1);
+    json_t *src = json_array();
+    for (uint32_t i = 0; i < k; i++) {
+        if (nb[i].chunk_id < 0) continue;
+        json_array_append_new(src, json_pack("{s:I, s:s%, s:I, s:I, s:f, s:b}", "chunk_id", (json_int_t)nb[i].chunk_id,
+                                             "path", nb[i].path, (size_t)nb[i].path_len, "byte_start",
+                                             (json_int_t)nb[i].byte_start, "byte_end", (json_int_t)nb[i].byte_end,
+                                             "score", (double)nb[i].score, "withheld", nb[i].withheld));
+    }
+    json_array_append_new(cp->retrievals, json_pack("{s:I, s:o}", "chunk", (json_int_t)chunk, "sources", src));
+}
+
+/* Writes all of buf to fd; -1 when the reader is gone. */
+static int write_all(int fd, const char *buf, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        buf += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int send_event(completion *cp, json_t *j) {
+    char *t = json_dumps(j, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(j);
+    if (!t) return -1;
+    int rc = write_all(cp->fd[1], "data: ", 6) || write_all(cp->fd[1], t, strlen(t)) || write_all(cp->fd[1], "\n\n", 2);
+    free(t);
+    return rc;
+}
+
+static int on_text(void *ctx, const char *text, size_t len) {
+    completion *cp = ctx;
+    if (!cp->stream) return 0;
+    json_t *ev = json_pack("{s:s, s:s, s:I, s:s, s:[{s:s%, s:i, s:n, s:n}]}", "id", cp->id, "object", "text_completion",
+                           "created", (json_int_t)cp->created, "model", cp->s->model_name, "choices", "text", text, len,
+                           "index", 0, "logprobs", "finish_reason");
+    if (send_event(cp, ev)) cp->cancel = 1;   /* the client is gone: stop */
+    return cp->cancel;
+}
+
+static const char *finish_reason(const char *stopped) { return !strcmp(stopped, "length") ? "length" : "stop"; }
+
+/* Runs the generation; with stream, writes its events and [DONE] to the pipe. */
+static int generate(completion *cp, retro_gen_result *res) {
+    server *s = cp->s;
+    cp->go.on_text = on_text;
+    cp->go.on_retrieval = on_retrieval;
+    cp->go.ctx = cp;
+    cp->go.cancel = &cp->cancel;
+    pthread_mutex_lock(&s->engine);
+    int rc = retro_generate(s->model, cp->prompt, strlen(cp->prompt), &cp->go, res);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
+    pthread_mutex_unlock(&s->engine);
+    if (!rc) atomic_fetch_add(&s->tokens, res->tokens);
+    if (cp->stream) {
+        json_t *last = rc ? json_pack("{s:{s:s, s:s}}", "error", "message", msg, "type", "server_error")
+                          : json_pack("{s:s, s:s, s:I, s:s, s:[{s:s, s:i, s:n, s:s}], s:{s:O}}", "id", cp->id, "object",
+                                      "text_completion", "created", (json_int_t)cp->created, "model", s->model_name,
+                                      "choices", "text", "", "index", 0, "logprobs", "finish_reason",
+                                      finish_reason(res->stopped), "retro", "retrievals", cp->retrievals);
+        if (!send_event(cp, last)) write_all(cp->fd[1], "data: [DONE]\n\n", 14);
+        close(cp->fd[1]);
+        cp->fd[1] = -1;
+    }
+    if (rc) rtr_seterr(rc, "%s", msg);
+    return rc;
+}
+
+static void *stream_main(void *arg) {
+    completion *cp = arg;
+    retro_gen_result res;
+    if (!generate(cp, &res)) retro_gen_result_free(&res);
+    return NULL;
+}
+
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    completion *cp = cls;
+    ssize_t n;
+    do n = read(cp->fd[0], buf, max); while (n < 0 && errno == EINTR);
+    if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+}
+
+static void stream_done(void *cls) {
+    completion *cp = cls;
+    cp->cancel = 1;   /* a client that disconnects cancels its generation */
+    close(cp->fd[0]);               /* the writer sees EPIPE and stops */
+    if (cp->started) pthread_join(cp->th, NULL);
+    if (cp->fd[1] >= 0) close(cp->fd[1]);
+    comp_free(cp);
+}
+
+static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_t *req, int *err) {
+    *err = 1;
+    if (!s->model) return send_error(s, c, 400, "invalid_request_error", "no model: start retro serve with --model DIR");
+    const char *prompt = "";
+    json_t *stop = NULL;
+    json_int_t max_tokens = 16, top_k = 40, seed = 1;
+    double temperature = 1.0, top_p = 1.0;
+    int stream = 0;
+    if (json_unpack(req, "{s?s, s?I, s?F, s?F, s?I, s?I, s?o, s?b}", "prompt", &prompt, "max_tokens", &max_tokens,
+                    "temperature", &temperature, "top_p", &top_p, "top_k", &top_k, "seed", &seed, "stop", &stop,
+                    "stream", &stream))
+        return send_error(s, c, 400, "invalid_request_error", "bad request: prompt must be a string, the sampling "
+                                                               "settings numbers, stream a boolean");
+    if (max_tokens < 1 || max_tokens > 100000 || !(temperature >= 0 && temperature <= 100) ||
+        !(top_p > 0 && top_p <= 1) || top_k < 0 || seed < 0)
+        return send_error(s, c, 400, "invalid_request_error",
+                          "max_tokens must be 1..100000, temperature 0..100, top_p in (0, 1], top_k and seed >= 0");
+    completion *cp = calloc(1, sizeof *cp);
+    if (!cp || !(cp->prompt = strdup(prompt))) {
+        comp_free(cp);
+        return send_error(s, c, 500, "server_error", "out of memory");
+    }
+    cp->s = s;
+    cp->stream = stream;
+    cp->fd[0] = cp->fd[1] = -1;
+    cp->retrievals = json_array();
+    cp->created = (long)time(NULL);
+    snprintf(cp->id, sizeof cp->id, "cmpl-%ld", atomic_fetch_add(&s->next_id, 1));
+    retro_gen_opts_default(&cp->go);
+    cp->go.max_tokens = (int)max_tokens;
+    cp->go.temperature = (float)temperature;
+    cp->go.top_p = (float)top_p;
+    cp->go.top_k = (int)top_k;
+    cp->go.seed = (uint64_t)seed;
+    cp->go.kb = s->kb;
+    int ns = 0;
+    if (json_is_string(stop)) cp->stop_own[ns++] = strdup(json_string_value(stop));
+    for (size_t i = 0; json_is_array(stop) && i < json_array_size(stop) && ns < 16; i++)
+        if (json_is_string(json_array_get(stop, i)) && *json_string_value(json_array_get(stop, i)))
+            cp->stop_own[ns++] = strdup(json_string_value(json_array_get(stop, i)));
+    for (int i = 0; i < ns; i++) cp->stops[i] = cp->stop_own[i];
+    cp->go.stop = cp->stops;
+    cp->go.n_stop = ns;
+    if (stream) {
+        if (pipe(cp->fd) != 0) {
+            comp_free(cp);
+            return send_error(s, c, 500, "server_error", "cannot make a pipe");
+        }
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, cp, stream_done);
+        add_headers(s, r, "text/event-stream");
+        MHD_add_response_header(r, "Cache-Control", "no-cache");
+        cp->started = pthread_create(&cp->th, NULL, stream_main, cp) == 0;
+        if (!cp->started) close(cp->fd[1]), cp->fd[1] = -1;
+        enum MHD_Result ret = MHD_queue_response(c, 200, r);
+        MHD_destroy_response(r);
+        *err = 0;
+        return ret;
+    }
+    retro_gen_result res;
+    int rc = generate(cp, &res);
+    if (rc) {
+        enum MHD_Result ret = send_error(s, c, 500, "server_error", retro_errdetail());
+        comp_free(cp);
+        return ret;
+    }
+    json_t *out = json_pack("{s:s, s:s, s:I, s:s, s:[{s:s%, s:i, s:n, s:s}], s:{s:i, s:i, s:i}, s:{s:O}}", "id", cp->id,
+                            "object", "text_completion", "created", (json_int_t)cp->created, "model", s->model_name,
+                            "choices", "text", res.text, res.len, "index", 0, "logprobs", "finish_reason",
+                            finish_reason(res.stopped), "usage", "prompt_tokens", res.prompt_tokens,
+                            "completion_tokens", res.tokens, "total_tokens", res.prompt_tokens + res.tokens, "retro",
+                            "retrievals", cp->retrievals);
+    retro_gen_result_free(&res);
+    comp_free(cp);
+    *err = 0;
+    return send_json(s, c, 200, out);
+}
+
+/* --- metrics -------------------------------------------------------------------------- */
+static enum MHD_Result do_metrics(server *s, struct MHD_Connection *c) {
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f) return MHD_NO;
+    fprintf(f, "# HELP retro_requests_total HTTP requests by endpoint.\n# TYPE retro_requests_total counter\n");
+    for (int e = 0; e < N_EP; e++) fprintf(f, "retro_requests_total{endpoint=\"%s\"} %ld\n", EP_NAME[e], atomic_load(&s->requests[e]));
+    fprintf(f, "# HELP retro_errors_total HTTP requests answered with an error.\n# TYPE retro_errors_total counter\n");
+    for (int e = 0; e < N_EP; e++) fprintf(f, "retro_errors_total{endpoint=\"%s\"} %ld\n", EP_NAME[e], atomic_load(&s->errors[e]));
+    fprintf(f, "# HELP retro_request_seconds Request latency.\n# TYPE retro_request_seconds histogram\n");
+    for (int e = 0; e < N_EP; e++) {
+        long cum = 0;
+        for (int b = 0; b <= N_BUCKETS; b++) {
+            cum += atomic_load(&s->buckets[e][b]);
+            if (b < N_BUCKETS) fprintf(f, "retro_request_seconds_bucket{endpoint=\"%s\",le=\"%g\"} %ld\n", EP_NAME[e], BUCKET[b], cum);
+            else fprintf(f, "retro_request_seconds_bucket{endpoint=\"%s\",le=\"+Inf\"} %ld\n", EP_NAME[e], cum);
+        }
+        fprintf(f, "retro_request_seconds_sum{endpoint=\"%s\"} %.6f\nretro_request_seconds_count{endpoint=\"%s\"} %ld\n",
+                EP_NAME[e], atomic_load(&s->seconds[e]), EP_NAME[e], cum);
+    }
+    fprintf(f, "# HELP retro_tokens_generated_total Tokens generated.\n# TYPE retro_tokens_generated_total counter\n"
+               "retro_tokens_generated_total %ld\n", atomic_load(&s->tokens));
+    fprintf(f, "# HELP retro_retrievals_total Chunks retrieved for during generation.\n# TYPE retro_retrievals_total counter\n"
+               "retro_retrievals_total %ld\n", atomic_load(&s->retrievals));
+    retro_kb_stats st;
+    pthread_mutex_lock(&s->engine);
+    int rc = retro_kb_stats_get(s->kb, &st);
+    pthread_mutex_unlock(&s->engine);
+    if (!rc)
+        fprintf(f, "# HELP retro_documents Documents in the knowledge base.\n# TYPE retro_documents gauge\nretro_documents %" PRIu64
+                   "\n# HELP retro_chunks Chunks in the knowledge base.\n# TYPE retro_chunks gauge\nretro_chunks %" PRIu64 "\n",
+                st.documents, st.chunks);
+    fclose(f);
+    return send_text(s, c, 200, "text/plain; version=0.0.4", buf);
+}
+
+/* --- the request handler ---------------------------------------------------------------- */
+static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                              const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    server *s = cls;
+    request *rq = *con_cls;
+    if (!rq) {   /* the headers: a request state for the body to come */
+        if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
+        rq->t0 = now_s();
+        *con_cls = rq;
+        return MHD_YES;
+    }
+    if (*upload_size) {   /* a piece of the body */
+        if (!rq->too_big && rq->len + *upload_size <= s->max_body) {
+            char *b = realloc(rq->body, rq->len + *upload_size + 1);
+            if (b) {
+                rq->body = b;
+                memcpy(b + rq->len, upload, *upload_size);
+                rq->len += *upload_size;
+                b[rq->len] = 0;
+            } else {
+                rq->too_big = 1;
+            }
+        } else {
+            rq->too_big = 1;
+        }
+        *upload_size = 0;
+        return MHD_YES;
+    }
+    int ep = !strcmp(url, "/health") ? EP_HEALTH : !strcmp(url, "/v1/models") ? EP_MODELS
+           : !strcmp(url, "/v1/search") ? EP_SEARCH : !strcmp(url, "/v1/completions") ? EP_COMPLETIONS
+           : !strcmp(url, "/metrics") ? EP_METRICS : EP_OTHER;
+    int err = 1;
+    enum MHD_Result ret;
+    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
+    if (!strcmp(method, "OPTIONS") && s->cors) {
+        err = 0;
+        ret = send_text(s, c, 204, "text/plain", strdup(""));
+    } else if (ep == EP_HEALTH && get) {
+        int ready = atomic_load(&s->ready);
+        err = !ready;
+        ret = send_json(s, c, ready ? 200 : 503, json_pack("{s:s}", "status", ready ? "ok" : "loading"));
+    } else if (!authorized(s, c)) {
+        ret = send_error(s, c, 401, "authentication_error", "a valid 'Authorization: Bearer KEY' header is required");
+    } else if (!atomic_load(&s->ready)) {
+        ret = send_error(s, c, 503, "server_error", "loading");
+    } else if (rq->too_big) {
+        ret = send_error(s, c, 413, "invalid_request_error", "the request body is larger than --max-body");
+    } else if (ep == EP_MODELS && get) {
+        err = 0;
+        ret = send_json(s, c, 200, json_pack("{s:s, s:[{s:s, s:s, s:s}]}", "object", "list", "data", "id",
+                                             s->model_name, "object", "model", "owned_by", "retro"));
+    } else if (ep == EP_METRICS && get) {
+        err = 0;
+        ret = do_metrics(s, c);
+    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS) && post) {
+        json_error_t je;
+        json_t *req = rq->body ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je) : NULL;
+        if (!json_is_object(req)) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "the body must be a JSON object%s%s", req || !rq->body ? "" : ": ",
+                     req || !rq->body ? "" : je.text);
+            ret = send_error(s, c, 400, "invalid_request_error", msg);
+        } else {
+            ret = ep == EP_SEARCH ? do_search(s, c, req, &err) : do_completions(s, c, req, &err);
+        }
+        json_decref(req);
+    } else if (ep != EP_OTHER) {
+        ret = send_error(s, c, 405, "invalid_request_error", "method not allowed");
+    } else {
+        ret = send_error(s, c, 404, "invalid_request_error", "no such endpoint");
+    }
+    observe(s, ep, now_s() - rq->t0, err);
+    return ret;
+}
+
+static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
+    (void)cls, (void)c, (void)toe;
+    request *rq = *con_cls;
+    if (rq) free(rq->body);
+    free(rq);
+    *con_cls = NULL;
+}
+
+static volatile sig_atomic_t g_quit;
+static void on_quit(int sig) {
+    (void)sig;
+    g_quit = 1;
+}
+
+int cmd_serve(int argc, char **argv) {
+    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS };
+    static const struct option opts[] = {{"kb", 1, 0, O_KB},       {"model", 1, 0, O_MODEL}, {"host", 1, 0, O_HOST},
+                                         {"port", 1, 0, O_PORT},   {"api-key", 1, 0, O_KEY}, {"cors", 1, 0, O_CORS},
+                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS},
+                                         {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
+    const char *kb_dir = NULL, *model_dir = NULL, *host = "127.0.0.1";
+    long port = 8080;
+    server *s = calloc(1, sizeof *s);
+    if (!s) return cli_fail(RTR_E_NOMEM);
+    s->max_body = 1 << 20;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'h': fputs(serve_usage, stdout); free(s); return CLI_OK;
+        case O_KB: kb_dir = optarg; break;
+        case O_MODEL: model_dir = optarg; break;
+        case O_HOST: host = optarg; break;
+        case O_PORT:
+            port = atol(optarg);
+            if (port < 1 || port > 65535) { free(s); return cli_usage_error("serve", "--port must be 1..65535"); }
+            break;
+        case O_KEY: s->api_key = optarg; break;
+        case O_CORS: s->cors = optarg; break;
+        case O_BODY: {
+            long b = atol(optarg);
+            if (b < 64) { free(s); return cli_usage_error("serve", "--max-body must be at least 64"); }
+            s->max_body = (size_t)b;
+            break;
+        }
+        case O_THREADS: rtr_set_threads(atoi(optarg) > 0 ? atoi(optarg) : 1); break;
+        default: free(s); return cli_usage_error("serve", "bad option");
+        }
+    }
+    if (optind != argc) { free(s); return cli_usage_error("serve", "unexpected argument '%s'", argv[optind]); }
+    if (!kb_dir) { free(s); return cli_usage_error("serve", "--kb KB is required"); }
+    struct sockaddr_in addr = {0};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) { free(s); return cli_usage_error("serve", "--host must be an IPv4 address"); }
+    pthread_mutex_init(&s->engine, NULL);
+    const char *slash = model_dir ? strrchr(model_dir, '/') : NULL;
+    s->model_name = model_dir ? (slash && slash[1] ? slash + 1 : model_dir) : "none";
+    signal(SIGPIPE, SIG_IGN);
+    struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
+                                            (uint16_t)port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, &addr,
+                                            MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
+                                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30, MHD_OPTION_END);
+    if (!d) {
+        fprintf(stderr, "retro: cannot listen on %s:%ld: %s\n", host, port, strerror(errno));
+        free(s);
+        return CLI_FAIL;
+    }
+    fprintf(stderr, "serve: listening on http://%s:%ld (loading)\n", host, port);
+    int rc = retro_kb_open(kb_dir, 0, NULL, &s->kb);
+    retro_model_opts mo = {1, NULL};
+    if (!rc && model_dir) rc = retro_model_load(model_dir, &mo, &s->model);
+    if (rc) {
+        MHD_stop_daemon(d);
+        retro_kb_close(s->kb);
+        free(s);
+        return cli_fail(rc);
+    }
+    atomic_store(&s->ready, 1);
+    fprintf(stderr, "serve: ready\n");
+    struct sigaction sa = {0};
+    sa.sa_handler = on_quit;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    while (!g_quit) pause();
+    fprintf(stderr, "serve: stopping\n");
+    MHD_stop_daemon(d);   /* waits for the connections' threads: in-flight requests finish */
+    retro_model_free(s->model);
+    retro_kb_close(s->kb);
+    pthread_mutex_destroy(&s->engine);
+    free(s);
+    return CLI_OK;
+}

@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# serve_cli.sh - `retro serve` on loopback, driven with curl: health, models,
+# search with sources, completions (whole and streamed as server-sent events,
+# with the sources of each retrieval), an API key, request limits, JSON errors
+# for bad requests, Prometheus metrics, and a clean stop on SIGTERM.
+source "$(dirname "$0")/lib.sh"
+command -v curl >/dev/null || { echo "skipped: no curl"; exit 0; }
+
+mkdir docs
+ls "$SRC"/datasets/sotu/*.txt | head -8 | xargs -I{} cp {} docs/
+"$RETRO" index add kb docs --quiet > /dev/null
+"$RETRO" index build kb > /dev/null
+"$RETRO" train kb -o rtr --steps 3 --context 128 --width 32 --layers 2 --heads 2 --batch 2 --eval-seqs 2 \
+    --val-frac 0.3 --quiet > /dev/null 2>&1
+port=$(( 20000 + RANDOM % 20000 ))
+url=http://127.0.0.1:$port
+"$RETRO" serve --kb kb --model rtr --port $port --api-key sekrit --max-body 4096 2> serve.err &
+pid=$!
+trap 'kill $pid 2>/dev/null; rm -rf "$WORK"' EXIT
+for i in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && break
+    kill -0 $pid 2>/dev/null || { cat serve.err >&2; fail "the server died"; }
+    sleep 0.1
+done
+[ "$(curl -s $url/health)" = '{"status":"ok"}' ] || fail "health"
+auth=(-H "Authorization: Bearer sekrit")
+code() { curl -s -o body.json -w '%{http_code}' "$@"; }
+[ "$(code $url/v1/models)" = 401 ] || fail "no key: not refused"
+[ "$(code -H 'Authorization: Bearer wrong' $url/v1/models)" = 401 ] || fail "a wrong key: not refused"
+[ "$(code "${auth[@]}" $url/v1/models)" = 200 ] || fail "models"
+[ "$(json_get data.0.id < body.json)" = rtr ] || fail "models: $(cat body.json)"
+ok "health open, the API key required and compared, models listed"
+
+# search: sources with byte spans; the text is the document's bytes there
+first=$(ls docs | head -1)
+q=$(head -c 300 "docs/$first" | tail -c 200)
+curl -s "${auth[@]}" -X POST $url/v1/search -d "$(node -e 'console.log(JSON.stringify({query: process.argv[1], k: 3, continuation: true}))' "$q")" > s.json
+node -e '
+const fs = require("fs"), j = JSON.parse(fs.readFileSync("s.json", "utf8"));
+if (j.data.length !== 3) throw "results: " + j.data.length;
+const h = j.data[0];
+if (!h.path.endsWith(process.argv[1])) throw "first source: " + h.path;
+const text = fs.readFileSync(h.path);
+if (text.slice(h.byte_start, h.byte_end).toString() !== h.text) throw "the text is not its byte span";
+if (typeof h.continuation !== "string") throw "no continuation";' "$first"
+ok "search: the passage's own document first, its text at its byte span"
+
+# completions: whole, with usage and the sources of each retrieval
+curl -s "${auth[@]}" -X POST $url/v1/completions -d '{"prompt":"The economy and jobs","max_tokens":70,"temperature":0}' > c.json
+node -e '
+const j = JSON.parse(require("fs").readFileSync("c.json", "utf8"));
+if (j.object !== "text_completion" || typeof j.choices[0].text !== "string") throw "shape: " + JSON.stringify(j).slice(0, 200);
+if (j.usage.completion_tokens !== 70 || j.choices[0].finish_reason !== "length") throw "usage: " + JSON.stringify(j.usage);
+if (j.retro.retrievals.length < 1 || !j.retro.retrievals[0].sources[0].path.includes("docs/")) throw "no sources";'
+"$RETRO" generate rtr "The economy and jobs" --kb kb -n 70 --temperature 0 --json > g.json
+[ "$(node -e 'console.log(JSON.parse(require("fs").readFileSync("c.json","utf8")).choices[0].text)')" = "$(json_get text < g.json)" ] ||
+    fail "the server's greedy completion differs from retro generate's"
+# streamed: events that add up to the same text, the sources, then [DONE]
+curl -sN "${auth[@]}" -X POST $url/v1/completions -d '{"prompt":"The economy and jobs","max_tokens":70,"temperature":0,"stream":true}' > st.txt
+[ "$(tail -2 st.txt | head -1)" = "data: [DONE]" ] || fail "no [DONE]: $(tail -3 st.txt)"
+node -e '
+const fs = require("fs");
+const ev = fs.readFileSync("st.txt", "utf8").split("\n\n").filter(e => e.startsWith("data: {")).map(e => JSON.parse(e.slice(6)));
+const text = ev.map(e => e.choices[0].text).join("");
+const whole = JSON.parse(fs.readFileSync("c.json", "utf8")).choices[0].text;
+if (text !== whole) throw "streamed text differs";
+if (ev[ev.length - 1].choices[0].finish_reason !== "length" || !ev[ev.length - 1].retro.retrievals.length) throw "last event";'
+ok "completions: the same text as retro generate, whole and streamed, with the sources of each retrieval"
+
+# bad requests: JSON errors, never a crash
+[ "$(code "${auth[@]}" -X POST $url/v1/search -d '{not json')" = 400 ] || fail "bad JSON"
+[ "$(json_get error.type < body.json)" = invalid_request_error ] || fail "error body: $(cat body.json)"
+[ "$(code "${auth[@]}" -X POST $url/v1/search -d '{"query":7}')" = 400 ] || fail "wrong type"
+[ "$(code "${auth[@]}" -X POST $url/v1/completions -d '{"prompt":"x","max_tokens":0}')" = 400 ] || fail "max_tokens 0"
+big=$(head -c 6000 /dev/zero | tr '\0' a)
+[ "$(code "${auth[@]}" -X POST $url/v1/search -d "{\"query\":\"$big\"}")" = 413 ] || fail "a body over --max-body"
+[ "$(code "${auth[@]}" $url/v1/nothing)" = 404 ] || fail "404"
+[ "$(code "${auth[@]}" $url/v1/search)" = 405 ] || fail "GET of a POST endpoint"
+nested=$(printf '%.0s[' $(seq 1 3000))
+[ "$(code "${auth[@]}" -X POST $url/v1/search -d "$nested")" = 400 ] || fail "deep JSON"
+kill -0 $pid || fail "the server died on bad requests"
+ok "bad requests get a JSON error and a 4xx"
+
+curl -s "${auth[@]}" $url/metrics > m.txt
+grep -q '^retro_requests_total{endpoint="completions"} 3$' m.txt || fail "metrics: $(grep requests m.txt)"
+grep -q '^retro_errors_total{endpoint="search"} [1-9]' m.txt || fail "no errors counted"
+grep -q '^retro_tokens_generated_total 140$' m.txt || fail "tokens: $(grep tokens m.txt)"
+grep -q '^retro_request_seconds_bucket{endpoint="search",le="+Inf"} [1-9]' m.txt || fail "latency histogram"
+grep -q '^retro_chunks [1-9]' m.txt || fail "chunks gauge"
+ok "metrics: requests, errors, latency, tokens, chunks"
+
+kill -TERM $pid
+wait $pid || fail "serve did not stop cleanly on SIGTERM"
+trap 'rm -rf "$WORK"' EXIT
+ok "SIGTERM stops it cleanly"
