@@ -160,3 +160,27 @@ int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search
     rtr_hits_free(&h);
     return RTR_OK;
 }
+
+int retro_kb_embed(retro_kb *kb, const char *const *texts, const size_t *lens, size_t n, float **vectors,
+                   uint32_t *dim) {
+    *vectors = NULL;
+    *dim = 0;
+    if (n == 0 || n > 2048) return rtr_seterr(RTR_E_INVALID, "embeddings: 1 to 2048 inputs");
+    rtr_retriever *r;
+    int rc = rtr_api_retriever(kb, &r);
+    if (rc) return rc;
+    rtr_embedder *e = rtr_kb_vectors_embedder(rtr_retriever_vectors(r));
+    rtr_text *t = rtr_calloc(n, sizeof *t);
+    float *v = t && e->dim ? rtr_malloc(n * e->dim * sizeof *v) : NULL;
+    rc = t && v ? RTR_OK : RTR_E_NOMEM;
+    for (size_t i = 0; !rc && i < n; i++) t[i] = (rtr_text){texts[i], lens ? lens[i] : strlen(texts[i])};
+    if (!rc) rc = rtr_embedder_embed(e, t, n, v);
+    rtr_free(t);
+    if (rc) {
+        rtr_free(v);
+        return rc;
+    }
+    *vectors = v;
+    *dim = e->dim;
+    return RTR_OK;
+}

@@ -33,6 +33,8 @@ static const char serve_usage[] =
     "  POST /v1/completions      {\"prompt\", \"max_tokens\", \"temperature\", \"top_p\", \"top_k\", \"seed\",\n"
     "                            \"stop\", \"stream\"}; a RETRO model retrieves from KB, and the\n"
     "                            \"retro\" field lists each retrieval's sources\n"
+    "  POST /v1/embeddings       {\"input\": string or [strings], \"encoding_format\": float|base64}:\n"
+    "                            the knowledge base's embedder\n"
     "  GET  /metrics             Prometheus text: requests, errors, latency, tokens\n"
     "\n"
     "options:\n"
@@ -45,8 +47,8 @@ static const char serve_usage[] =
     "  --max-body N          largest request body in bytes (default 1 MiB)\n"
     "  --threads N           threads for the engine (default: all cores)\n";
 
-enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_METRICS, EP_OTHER, N_EP };
-static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "metrics", "other"};
+enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_EMBEDDINGS, EP_METRICS, EP_OTHER, N_EP };
+static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "embeddings", "metrics", "other"};
 #define N_BUCKETS 12
 static const double BUCKET[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
@@ -170,6 +172,82 @@ static enum MHD_Result do_search(server *s, struct MHD_Connection *c, json_t *re
     for (size_t i = 0; i < res.n; i++) json_array_append_new(data, source_json(&res.items[i]));
     retro_results_free(&res);
     return send_json(s, c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
+}
+
+/* --- embeddings ----------------------------------------------------------------------- */
+/* Standard base64 of n bytes (a fresh string). */
+static char *base64(const uint8_t *p, size_t n) {
+    static const char A[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    char *o = malloc(4 * ((n + 2) / 3) + 1), *q = o;
+    if (!o) return NULL;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
+        *q++ = A[v >> 18];
+        *q++ = A[(v >> 12) & 63];
+        *q++ = i + 1 < n ? A[(v >> 6) & 63] : '=';
+        *q++ = i + 2 < n ? A[v & 63] : '=';
+    }
+    *q = 0;
+    return o;
+}
+
+static enum MHD_Result do_embeddings(server *s, struct MHD_Connection *c, json_t *req, int *err) {
+    *err = 1;
+    json_t *in = json_object_get(req, "input");
+    const char *fmt = json_string_value(json_object_get(req, "encoding_format"));
+    if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64"))
+        return send_error(s, c, 400, "invalid_request_error", "encoding_format must be float or base64");
+    size_t n = json_is_string(in) ? 1 : json_is_array(in) ? json_array_size(in) : 0;
+    if (n == 0 || n > 2048)
+        return send_error(s, c, 400, "invalid_request_error", "input must be a string or an array of 1 to 2048 strings");
+    const char **texts = calloc(n, sizeof *texts);
+    size_t *lens = calloc(n, sizeof *lens);
+    if (!texts || !lens) {
+        free(texts);
+        free(lens);
+        return send_error(s, c, 500, "server_error", "out of memory");
+    }
+    int ok = 1;
+    for (size_t i = 0; i < n && ok; i++) {
+        json_t *t = json_is_string(in) ? in : json_array_get(in, i);
+        ok = json_is_string(t);
+        if (ok) {
+            texts[i] = json_string_value(t);
+            lens[i] = json_string_length(t);
+        }
+    }
+    if (!ok) {
+        free(texts);
+        free(lens);
+        return send_error(s, c, 400, "invalid_request_error", "input must be a string or an array of strings");
+    }
+    float *v = NULL;
+    uint32_t dim = 0;
+    pthread_mutex_lock(&s->engine);
+    int rc = retro_kb_embed(s->kb, texts, lens, n, &v, &dim);
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
+    pthread_mutex_unlock(&s->engine);
+    free(texts);
+    free(lens);
+    if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, "server_error", msg);
+    json_t *data = json_array();
+    for (size_t i = 0; i < n; i++) {
+        json_t *e;
+        if (fmt && !strcmp(fmt, "base64")) {   /* float32, little-endian, as OpenAI's */
+            char *b = base64((const uint8_t *)(v + i * dim), dim * sizeof(float));
+            e = json_string(b ? b : "");
+            free(b);
+        } else {
+            e = json_array();
+            for (uint32_t j = 0; j < dim; j++) json_array_append_new(e, json_real(v[i * dim + j]));
+        }
+        json_array_append_new(data, json_pack("{s:s, s:I, s:o}", "object", "embedding", "index", (json_int_t)i,
+                                              "embedding", e));
+    }
+    retro_free(v);
+    *err = 0;
+    return send_json(s, c, 200, json_pack("{s:s, s:o, s:s}", "object", "list", "data", data, "model", "retro-kb"));
 }
 
 /* --- completions ---------------------------------------------------------------------- */
@@ -441,6 +519,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     int ep = !strcmp(url, "/health") ? EP_HEALTH : !strcmp(url, "/v1/models") ? EP_MODELS
            : !strcmp(url, "/v1/search") ? EP_SEARCH : !strcmp(url, "/v1/completions") ? EP_COMPLETIONS
+           : !strcmp(url, "/v1/embeddings") ? EP_EMBEDDINGS
            : !strcmp(url, "/metrics") ? EP_METRICS : EP_OTHER;
     int err = 1;
     enum MHD_Result ret;
@@ -465,7 +544,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     } else if (ep == EP_METRICS && get) {
         err = 0;
         ret = do_metrics(s, c);
-    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS) && post) {
+    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS || ep == EP_EMBEDDINGS) && post) {
         json_error_t je;
         json_t *req = rq->body ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je) : NULL;
         if (!json_is_object(req)) {
@@ -474,7 +553,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
                      req || !rq->body ? "" : je.text);
             ret = send_error(s, c, 400, "invalid_request_error", msg);
         } else {
-            ret = ep == EP_SEARCH ? do_search(s, c, req, &err) : do_completions(s, c, req, &err);
+            ret = ep == EP_SEARCH ? do_search(s, c, req, &err) : ep == EP_EMBEDDINGS ? do_embeddings(s, c, req, &err)
+                                                                 : do_completions(s, c, req, &err);
         }
         json_decref(req);
     } else if (ep != EP_OTHER) {

@@ -187,6 +187,14 @@ typedef struct retro_search_opts {
 int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out);
 void retro_results_free(retro_results *r);
 
+/* The knowledge base's embedder on n texts: *vectors (n x *dim floats, each row
+ * unit length or zero for an empty text) is the caller's, freed with
+ * retro_free. RETRO_E_NOTFOUND (no index yet: the embedder is chosen by the
+ * first build), RETRO_E_INVALID (n is 0 or over 2048), RETRO_E_NET (an
+ * embeddings server), RETRO_E_NOMEM. */
+int retro_kb_embed(retro_kb *kb, const char *const *texts, const size_t *lens, size_t n, float **vectors,
+                   uint32_t *dim);
+
 /* --- models ------------------------------------------------------------------- */
 typedef struct retro_model retro_model;
 

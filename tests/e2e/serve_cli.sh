@@ -67,6 +67,23 @@ if (text !== whole) throw "streamed text differs";
 if (ev[ev.length - 1].choices[0].finish_reason !== "length" || !ev[ev.length - 1].retro.retrievals.length) throw "last event";'
 ok "completions: the same text as retro generate, whole and streamed, with the sources of each retrieval"
 
+# embeddings: the knowledge base's embedder, as `retro embed` gives it; floats or base64
+curl -s "${auth[@]}" -X POST $url/v1/embeddings -d '{"input":["hello world","the economy"]}' > e.json
+curl -s "${auth[@]}" -X POST $url/v1/embeddings -d '{"input":"hello world","encoding_format":"base64"}' > e64.json
+"$RETRO" embed kb "hello world" > ref_e.json
+node -e '
+const fs = require("fs"), j = JSON.parse(fs.readFileSync("e.json", "utf8")), b = JSON.parse(fs.readFileSync("e64.json", "utf8"));
+const ref = JSON.parse(fs.readFileSync("ref_e.json", "utf8").trim()).embedding;
+if (j.data.length !== 2 || j.data[1].index !== 1) throw "data: " + j.data.length;
+const e = j.data[0].embedding;
+if (e.length !== ref.length) throw "dimension " + e.length + " vs " + ref.length;
+for (let i = 0; i < e.length; i++) if (Math.abs(e[i] - ref[i]) > 1e-6) throw "value " + i;
+const raw = Buffer.from(b.data[0].embedding, "base64");
+if (raw.length !== 4 * e.length) throw "base64 length";
+for (let i = 0; i < e.length; i++) if (Math.abs(raw.readFloatLE(4 * i) - e[i]) > 1e-6) throw "base64 value " + i;'
+[ "$(code "${auth[@]}" -X POST $url/v1/embeddings -d '{"input":[1,2]}')" = 400 ] || fail "embeddings of numbers"
+ok "embeddings: the knowledge base's embedder, as floats and as base64"
+
 # bad requests: JSON errors, never a crash
 [ "$(code "${auth[@]}" -X POST $url/v1/search -d '{not json')" = 400 ] || fail "bad JSON"
 [ "$(json_get error.type < body.json)" = invalid_request_error ] || fail "error body: $(cat body.json)"
