@@ -33,6 +33,7 @@ static const char serve_usage[] =
     "  POST /v1/completions      {\"prompt\", \"max_tokens\", \"temperature\", \"top_p\", \"top_k\", \"seed\",\n"
     "                            \"stop\", \"stream\"}; a RETRO model retrieves from KB, and the\n"
     "                            \"retro\" field lists each retrieval's sources\n"
+    "  POST /v1/chat/completions {\"messages\": [{\"role\", \"content\"}], ...}: the same, as a chat\n"
     "  POST /v1/embeddings       {\"input\": string or [strings], \"encoding_format\": float|base64}:\n"
     "                            the knowledge base's embedder\n"
     "  GET  /metrics             Prometheus text: requests, errors, latency, tokens\n"
@@ -47,8 +48,9 @@ static const char serve_usage[] =
     "  --max-body N          largest request body in bytes (default 1 MiB)\n"
     "  --threads N           threads for the engine (default: all cores)\n";
 
-enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_EMBEDDINGS, EP_METRICS, EP_OTHER, N_EP };
-static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "embeddings", "metrics", "other"};
+enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_METRICS, EP_OTHER, N_EP };
+static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "chat", "embeddings", "metrics",
+                                          "other"};
 #define N_BUCKETS 12
 static const double BUCKET[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
@@ -258,6 +260,8 @@ typedef struct completion {
     const char *stops[16];
     char *stop_own[16];
     int stream;
+    int chat;                 /* /v1/chat/completions: messages in, a message out */
+    int sent_role;            /* chat stream: the first chunk carries the role */
     int fd[2];                /* stream: generation thread -> response */
     volatile int cancel;      /* set by the response when the client is gone */
     json_t *retrievals;       /* the sources of each retrieval */
@@ -310,13 +314,31 @@ static int send_event(completion *cp, json_t *j) {
     return rc;
 }
 
+/* A response or stream event around one choice (reference stolen). */
+static json_t *envelope(const completion *cp, int chunk, json_t *choice) {
+    const char *object = cp->chat ? (chunk ? "chat.completion.chunk" : "chat.completion") : "text_completion";
+    return json_pack("{s:s, s:s, s:I, s:s, s:[o]}", "id", cp->id, "object", object, "created",
+                     (json_int_t)cp->created, "model", cp->s->model_name, "choices", choice);
+}
+
+/* One choice: text (len bytes) and finish (NULL: not finished). */
+static json_t *choice(completion *cp, int chunk, const char *text, size_t len, const char *finish) {
+    json_t *fin = finish ? json_string(finish) : json_null();
+    if (!cp->chat) return json_pack("{s:s%, s:i, s:n, s:o}", "text", text, len, "index", 0, "logprobs", "finish_reason", fin);
+    if (!chunk) return json_pack("{s:i, s:{s:s, s:s%}, s:o}", "index", 0, "message", "role", "assistant", "content", text,
+                                 len, "finish_reason", fin);
+    json_t *delta = json_pack("{s:s%}", "content", text, len);
+    if (!cp->sent_role) {
+        json_object_set_new(delta, "role", json_string("assistant"));
+        cp->sent_role = 1;
+    }
+    return json_pack("{s:i, s:o, s:o}", "index", 0, "delta", delta, "finish_reason", fin);
+}
+
 static int on_text(void *ctx, const char *text, size_t len) {
     completion *cp = ctx;
     if (!cp->stream) return 0;
-    json_t *ev = json_pack("{s:s, s:s, s:I, s:s, s:[{s:s%, s:i, s:n, s:n}]}", "id", cp->id, "object", "text_completion",
-                           "created", (json_int_t)cp->created, "model", cp->s->model_name, "choices", "text", text, len,
-                           "index", 0, "logprobs", "finish_reason");
-    if (send_event(cp, ev)) cp->cancel = 1;   /* the client is gone: stop */
+    if (send_event(cp, envelope(cp, 1, choice(cp, 1, text, len, NULL)))) cp->cancel = 1;   /* the client is gone: stop */
     return cp->cancel;
 }
 
@@ -337,10 +359,8 @@ static int generate(completion *cp, retro_gen_result *res) {
     if (!rc) atomic_fetch_add(&s->tokens, res->tokens);
     if (cp->stream) {
         json_t *last = rc ? json_pack("{s:{s:s, s:s}}", "error", "message", msg, "type", "server_error")
-                          : json_pack("{s:s, s:s, s:I, s:s, s:[{s:s, s:i, s:n, s:s}], s:{s:O}}", "id", cp->id, "object",
-                                      "text_completion", "created", (json_int_t)cp->created, "model", s->model_name,
-                                      "choices", "text", "", "index", 0, "logprobs", "finish_reason",
-                                      finish_reason(res->stopped), "retro", "retrievals", cp->retrievals);
+                          : envelope(cp, 1, choice(cp, 1, "", 0, finish_reason(res->stopped)));
+        if (!rc) json_object_set_new(last, "retro", json_pack("{s:O}", "retrievals", cp->retrievals));
         if (!send_event(cp, last)) write_all(cp->fd[1], "data: [DONE]\n\n", 14);
         close(cp->fd[1]);
         cp->fd[1] = -1;
@@ -374,34 +394,76 @@ static void stream_done(void *cls) {
     comp_free(cp);
 }
 
-static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_t *req, int *err) {
+/* The chat template (docs/server.md): a system message first, then
+ * "User: ..." and "Assistant: ..." lines, ending with "Assistant:". NULL if
+ * messages is not an array of {role, content} with a known role. */
+static char *chat_prompt(const json_t *messages) {
+    if (!json_is_array(messages) || json_array_size(messages) == 0) return NULL;
+    char *buf = NULL;
+    size_t n = 0;
+    FILE *f = open_memstream(&buf, &n);
+    if (!f) return NULL;
+    int ok = 1;
+    for (size_t i = 0; i < json_array_size(messages) && ok; i++) {
+        const char *role = NULL, *content = NULL;
+        ok = !json_unpack(json_array_get(messages, i), "{s:s, s:s}", "role", &role, "content", &content);
+        if (!ok) break;
+        if (!strcmp(role, "system")) fprintf(f, "%s\n\n", content);
+        else if (!strcmp(role, "user")) fprintf(f, "User: %s\n", content);
+        else if (!strcmp(role, "assistant")) fprintf(f, "Assistant: %s\n", content);
+        else ok = 0;
+    }
+    fputs("Assistant:", f);
+    fclose(f);
+    if (!ok) {
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_t *req, int chat, int *err) {
     *err = 1;
     if (!s->model) return send_error(s, c, 400, "invalid_request_error", "no model: start retro serve with --model DIR");
-    const char *prompt = "";
+    char *chat_text = NULL;
+    if (chat) {
+        json_t *msgs = json_object_get(req, "messages");
+        if (!(chat_text = chat_prompt(msgs)))
+            return send_error(s, c, 400, "invalid_request_error",
+                              "messages must be an array of {\"role\": system|user|assistant, \"content\": string}");
+    }
+    const char *prompt = chat_text ? chat_text : "";
     json_t *stop = NULL;
     json_int_t max_tokens = 16, top_k = 40, seed = 1;
     double temperature = 1.0, top_p = 1.0;
     int stream = 0;
-    if (json_unpack(req, "{s?s, s?I, s?F, s?F, s?I, s?I, s?o, s?b}", "prompt", &prompt, "max_tokens", &max_tokens,
-                    "temperature", &temperature, "top_p", &top_p, "top_k", &top_k, "seed", &seed, "stop", &stop,
-                    "stream", &stream))
+    if (json_unpack(req, "{s?I, s?F, s?F, s?I, s?I, s?o, s?b}", "max_tokens", &max_tokens, "temperature", &temperature,
+                    "top_p", &top_p, "top_k", &top_k, "seed", &seed, "stop", &stop, "stream", &stream) ||
+        (!chat && json_unpack(req, "{s?s}", "prompt", &prompt))) {
+        free(chat_text);
         return send_error(s, c, 400, "invalid_request_error", "bad request: prompt must be a string, the sampling "
                                                                "settings numbers, stream a boolean");
+    }
     if (max_tokens < 1 || max_tokens > 100000 || !(temperature >= 0 && temperature <= 100) ||
-        !(top_p > 0 && top_p <= 1) || top_k < 0 || seed < 0)
+        !(top_p > 0 && top_p <= 1) || top_k < 0 || seed < 0) {
+        free(chat_text);
         return send_error(s, c, 400, "invalid_request_error",
                           "max_tokens must be 1..100000, temperature 0..100, top_p in (0, 1], top_k and seed >= 0");
+    }
     completion *cp = calloc(1, sizeof *cp);
     if (!cp || !(cp->prompt = strdup(prompt))) {
+        free(chat_text);
         comp_free(cp);
         return send_error(s, c, 500, "server_error", "out of memory");
     }
+    free(chat_text);
     cp->s = s;
+    cp->chat = chat;
     cp->stream = stream;
     cp->fd[0] = cp->fd[1] = -1;
     cp->retrievals = json_array();
     cp->created = (long)time(NULL);
-    snprintf(cp->id, sizeof cp->id, "cmpl-%ld", atomic_fetch_add(&s->next_id, 1));
+    snprintf(cp->id, sizeof cp->id, "%s-%ld", chat ? "chatcmpl" : "cmpl", atomic_fetch_add(&s->next_id, 1));
     retro_gen_opts_default(&cp->go);
     cp->go.max_tokens = (int)max_tokens;
     cp->go.temperature = (float)temperature;
@@ -414,6 +476,7 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
     for (size_t i = 0; json_is_array(stop) && i < json_array_size(stop) && ns < 16; i++)
         if (json_is_string(json_array_get(stop, i)) && *json_string_value(json_array_get(stop, i)))
             cp->stop_own[ns++] = strdup(json_string_value(json_array_get(stop, i)));
+    if (chat && ns < 16) cp->stop_own[ns++] = strdup("\nUser:");   /* the turn ends where the next would begin */
     for (int i = 0; i < ns; i++) cp->stops[i] = cp->stop_own[i];
     cp->go.stop = cp->stops;
     cp->go.n_stop = ns;
@@ -439,12 +502,11 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
         comp_free(cp);
         return ret;
     }
-    json_t *out = json_pack("{s:s, s:s, s:I, s:s, s:[{s:s%, s:i, s:n, s:s}], s:{s:i, s:i, s:i}, s:{s:O}}", "id", cp->id,
-                            "object", "text_completion", "created", (json_int_t)cp->created, "model", s->model_name,
-                            "choices", "text", res.text, res.len, "index", 0, "logprobs", "finish_reason",
-                            finish_reason(res.stopped), "usage", "prompt_tokens", res.prompt_tokens,
-                            "completion_tokens", res.tokens, "total_tokens", res.prompt_tokens + res.tokens, "retro",
-                            "retrievals", cp->retrievals);
+    json_t *out = envelope(cp, 0, choice(cp, 0, res.text, res.len, finish_reason(res.stopped)));
+    json_object_set_new(out, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", res.prompt_tokens,
+                                                "completion_tokens", res.tokens, "total_tokens",
+                                                res.prompt_tokens + res.tokens));
+    json_object_set_new(out, "retro", json_pack("{s:O}", "retrievals", cp->retrievals));
     retro_gen_result_free(&res);
     comp_free(cp);
     *err = 0;
@@ -519,7 +581,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     int ep = !strcmp(url, "/health") ? EP_HEALTH : !strcmp(url, "/v1/models") ? EP_MODELS
            : !strcmp(url, "/v1/search") ? EP_SEARCH : !strcmp(url, "/v1/completions") ? EP_COMPLETIONS
-           : !strcmp(url, "/v1/embeddings") ? EP_EMBEDDINGS
+           : !strcmp(url, "/v1/embeddings") ? EP_EMBEDDINGS : !strcmp(url, "/v1/chat/completions") ? EP_CHAT
            : !strcmp(url, "/metrics") ? EP_METRICS : EP_OTHER;
     int err = 1;
     enum MHD_Result ret;
@@ -544,7 +606,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     } else if (ep == EP_METRICS && get) {
         err = 0;
         ret = do_metrics(s, c);
-    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS || ep == EP_EMBEDDINGS) && post) {
+    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS || ep == EP_CHAT || ep == EP_EMBEDDINGS) && post) {
         json_error_t je;
         json_t *req = rq->body ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je) : NULL;
         if (!json_is_object(req)) {
@@ -554,7 +616,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             ret = send_error(s, c, 400, "invalid_request_error", msg);
         } else {
             ret = ep == EP_SEARCH ? do_search(s, c, req, &err) : ep == EP_EMBEDDINGS ? do_embeddings(s, c, req, &err)
-                                                                 : do_completions(s, c, req, &err);
+                                                                 : do_completions(s, c, req, ep == EP_CHAT, &err);
         }
         json_decref(req);
     } else if (ep != EP_OTHER) {
