@@ -20,16 +20,7 @@ typedef struct ck {
     rtr_kb_check_report *rep;
 } ck;
 
-static void problem(ck *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(ck *c, const char *fmt, ...) {
-    if (c->rep->problems++ >= RTR_CHECK_MAX_REPORTS || !c->report) return;
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    c->report(c->ctx, msg);
-}
+#define problem(c, ...) rtr_check_problem((c)->report, (c)->ctx, &(c)->rep->problems, __VA_ARGS__)
 
 static void count_store_problem(void *ctx, const char *msg) {
     ck *c = ctx;

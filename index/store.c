@@ -899,16 +899,17 @@ typedef struct checker {
     rtr_store_check_report *rep;
 } checker;
 
-static void problem(checker *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(checker *c, const char *fmt, ...) {
-    if (c->rep->problems++ >= RTR_CHECK_MAX_REPORTS || !c->report) return;
+void rtr_check_problem(rtr_check_fn report, void *ctx, uint64_t *problems, const char *fmt, ...) {
+    if ((*problems)++ >= RTR_CHECK_MAX_REPORTS || !report) return;
     char msg[512];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    c->report(c->ctx, msg);
+    report(ctx, msg);
 }
+
+#define problem(c, ...) rtr_check_problem((c)->report, (c)->ctx, &(c)->rep->problems, __VA_ARGS__)
 
 /* Every record of one database: keys of klen bytes, values that check() accepts. */
 static int walk(checker *c, MDB_dbi dbi, const char *name, size_t klen, int (*check)(checker *, const MDB_val *,

@@ -186,6 +186,10 @@ int rtr_store_compress_text(const uint8_t *text, size_t len, rtr_buf *out);
 /* --- checking ------------------------------------------------------------ */
 #define RTR_CHECK_MAX_REPORTS 100   /* problems reported one by one; the rest are counted */
 typedef void (*rtr_check_fn)(void *ctx, const char *problem);
+/* Counts a problem in *problems and, for the first RTR_CHECK_MAX_REPORTS,
+ * hands report (may be NULL) its line. */
+void rtr_check_problem(rtr_check_fn report, void *ctx, uint64_t *problems, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 
 typedef struct rtr_store_check_report {
     uint64_t docs, chunks, texts, files, links, skipped;   /* records walked */
