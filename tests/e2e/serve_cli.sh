@@ -115,8 +115,18 @@ nested=$(printf '%.0s[' $(seq 1 3000))
 kill -0 $pid || fail "the server died on bad requests"
 ok "bad requests get a JSON error and a 4xx"
 
+# a client that disconnects cancels its generation: the engine is free again at once
+curl -sN --max-time 1 "${auth[@]}" -X POST $url/v1/completions -d '{"prompt":"x","max_tokens":100000,"stream":true}' \
+    > /dev/null 2>&1 || true
+t0=$(date +%s%N)
+[ "$(code --max-time 20 "${auth[@]}" -X POST $url/v1/search -d '{"query":"jobs","k":1}')" = 200 ] ||
+    fail "no search after a cancelled stream"
+ms=$(( ($(date +%s%N) - t0) / 1000000 ))
+[ "$ms" -lt 10000 ] || fail "the search waited ${ms} ms: the generation went on after its client left"
+ok "a client that disconnects cancels its generation (the next request answered in ${ms} ms)"
+
 curl -s "${auth[@]}" $url/metrics > m.txt
-grep -q '^retro_requests_total{endpoint="completions"} 3$' m.txt || fail "metrics: $(grep requests m.txt)"
+grep -q '^retro_requests_total{endpoint="completions"} 4$' m.txt || fail "metrics: $(grep requests m.txt)"
 grep -q '^retro_errors_total{endpoint="search"} [1-9]' m.txt || fail "no errors counted"
 tok=$(sed -n 's/^retro_tokens_generated_total //p' m.txt)
 [ "$tok" -ge 140 ] || fail "tokens: $tok"   # 70 + 70 for the completions, and the chats
