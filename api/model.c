@@ -75,12 +75,17 @@ int retro_detokenize(const retro_model *m, const int32_t *tokens, size_t n, char
 
 void retro_free(void *p) { rtr_free(p); }
 
+/* RTR_E_MISMATCH unless kb's chunks are in m's tokens. */
+static int same_tokenizer(const retro_model *m, retro_kb *kb) {
+    if (!strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb))) return RTR_OK;
+    return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
+                      rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
+}
+
 int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out) {
     memset(out, 0, sizeof *out);
-    if (strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb)))
-        return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
-                          rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
-    int rc = rtr_api_retriever(kb, &out->r);
+    int rc = same_tokenizer(m, kb);
+    if (!rc) rc = rtr_api_retriever(kb, &out->r);
     out->k = (uint32_t)rtr_model_cfg(m->lm.model)->K;
     out->min_score = -INFINITY;
     out->align = m->lm.align;
@@ -239,11 +244,10 @@ int retro_ask(retro_model *m, retro_kb *kb, const char *question, const retro_as
         o = &dflt;
     }
     if (!*question) return rtr_seterr(RTR_E_INVALID, "ask: the question is empty");
-    if (strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb)))
-        return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
-                          rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
+    int rc = same_tokenizer(m, kb);   /* before the search: its passages go to the model */
+    if (rc) return rc;
     retro_search_opts so = {.k = o->passages ? o->passages : 3, .continuation = 1};
-    int rc = retro_search(kb, question, strlen(question), &so, &out->sources);
+    rc = retro_search(kb, question, strlen(question), &so, &out->sources);
     rtr_buf prompt = {0};
     size_t used = 0;
     int T = rtr_model_cfg(m->lm.model)->T;

@@ -55,7 +55,8 @@ int rtr_ckpt_save(rtr_model *m, const char *dir, const rtr_ckpt_meta *meta, int 
     char *ptrain = rtr_path_join(dir, "train.safetensors"), *pmodel = rtr_path_join(dir, "model.safetensors");
     char *pcfg = rtr_path_join(dir, "config.json");
     if (!cfg || !ptrain || !pmodel || !pcfg) rc = rtr_seterr(RTR_E_NOMEM, "%s: out of memory", dir);
-    if (!rc && with_train) rc = write_file(m, ptrain, cfg, meta, 1);
+    /* the training file last: a resume reads it, so after a crash between the
+     * files it is never newer than the model file, and resuming redoes the steps */
     if (!rc) rc = write_file(m, pmodel, cfg, meta, 0);
     if (!rc) {
         size_t n = strlen(cfg);
@@ -63,6 +64,7 @@ int rtr_ckpt_save(rtr_model *m, const char *dir, const rtr_ckpt_meta *meta, int 
         rc = rtr_write_file_atomic(pcfg, cfg, n + 1);
         cfg[n] = 0;
     }
+    if (!rc && with_train) rc = write_file(m, ptrain, cfg, meta, 1);
     free(cfg);
     free(ptrain);
     free(pmodel);

@@ -37,8 +37,9 @@ typedef struct rtr_ckpt_meta {
 } rtr_ckpt_meta;
 
 /* Writes dir/model.safetensors and dir/config.json and, when with_train,
- * first dir/train.safetensors (the model's gradients need not exist; its
- * moments must). Creates dir. */
+ * last dir/train.safetensors (the model's gradients need not exist; its
+ * moments must): a crash between the files leaves the training checkpoint,
+ * which a resume reads, no newer than the model file. Creates dir. */
 int rtr_ckpt_save(rtr_model *m, const char *dir, const rtr_ckpt_meta *meta, int with_train);
 
 /* Loads a checkpoint: path is a checkpoint directory (its model.safetensors,

@@ -191,14 +191,6 @@ int rtr_train(rtr_model *m, const rtr_train_source *src, const rtr_train_opts *o
         res->tokens_per_s = tps;
     }
     rtr_progress_finish(&pr);
-    /* Resumed at or past the last step: the run ended, but its final save may
-     * not have (a crash between the training file and the model file).
-     * Validate and save again so that the checkpoint is the finished run's. */
-    if (!rc && first >= o->steps) {
-        if (src->n_val > 0)
-            rc = rtr_evaluate(m, src, RTR_SPLIT_VAL, o->eval_seqs, o->B, o->retrieval, &res->val_loss, &res->val_bpb);
-        if (!rc) rc = save(m, o);
-    }
     int n = n_recent < 10 ? (int)n_recent : 10;
     for (int i = 0; i < n; i++) res->train_loss += (float)(recent[i] / n);
     res->steps = step;
