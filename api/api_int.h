@@ -7,15 +7,26 @@
 #ifndef RTR_API_INT_H
 #define RTR_API_INT_H
 
+#include <pthread.h>
+
 #include "include/retro.h"
 #include "index/kb.h"
 #include "model/ckpt.h"
 #include "retriever/live.h"
 #include "retriever/retriever.h"
 
+/* A retriever and the calls using it: a build switches the knowledge base
+ * to a new one while searches go on with the old, closed by the last. */
+typedef struct rtr_api_held {
+    rtr_retriever *r;
+    int refs;            /* users, and 1 while it is the knowledge base's current one */
+} rtr_api_held;
+
 struct retro_kb {
     rtr_kb *kb;
-    rtr_retriever *r;   /* opened on first use; closed when the index changes */
+    pthread_mutex_t wmu;   /* writers (add, remove, build) one at a time */
+    pthread_mutex_t rmu;   /* guards cur and the references */
+    rtr_api_held *cur;     /* opened on first use; replaced when a build commits */
 };
 
 struct retro_model {
@@ -23,13 +34,16 @@ struct retro_model {
     int max_B;
 };
 
-/* kb's retriever, opened now if it is not yet. */
-int rtr_api_retriever(retro_kb *kb, rtr_retriever **out);
+/* A reference to kb's current retriever (opened now if it is not yet);
+ * every success is paired with rtr_api_release. */
+int rtr_api_acquire(retro_kb *kb, rtr_api_held **out);
+void rtr_api_release(retro_kb *kb, rtr_api_held *h);   /* NULL-safe */
 
 /* Frees the strings of one search result. */
 void rtr_api_source_free(retro_source *s);
 
-/* A live-retrieval context for model m over kb (tokenizers checked). */
-int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out);
+/* A live-retrieval context for model m over kb (tokenizers checked), holding
+ * a reference to the retriever: rtr_api_release(kb, *held) when done. */
+int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out, rtr_api_held **held);
 
 #endif

@@ -218,7 +218,8 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
     size_t n_ex = 0;
     rtr_encoder *enc = NULL;
     int rc = plan_runs(e, o);
-    if (!rc) rc = rtr_api_live(models[0], kb, &e->live);
+    rtr_api_held *held = NULL;
+    if (!rc) rc = rtr_api_live(models[0], kb, &e->live, &held);
     if (!rc && !(e->tok_bytes = rtr_tokenizer_byte_lengths(e->tok))) rc = RTR_E_NOMEM;
     if (!rc) rc = exclusions(kb, o, val_frac, &ex, &n_ex);
     e->live.exclude = ex;
@@ -266,6 +267,7 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
             r->leak_bpb[k] = a->a_bytes[k] > 0 ? a->a_nats[k] / log(2.0) / a->a_bytes[k] : NAN;
     }
     rtr_encoder_free(enc);
+    rtr_api_release(kb, held);
     rtr_free(e->tok_bytes);
     rtr_free(ex);
     rtr_free(e);

@@ -31,6 +31,8 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
     *out = NULL;
     retro_kb *k = rtr_calloc(1, sizeof *k);
     if (!k) return RTR_E_NOMEM;
+    pthread_mutex_init(&k->wmu, NULL);
+    pthread_mutex_init(&k->rmu, NULL);
     rtr_tokenizer *tok = NULL;
     int rc = RTR_OK;
     unsigned f = (flags & RETRO_KB_WRITE ? RTR_KB_WRITE : 0) | (flags & RETRO_KB_CREATE ? RTR_KB_CREATE : 0);
@@ -38,6 +40,8 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
     if (!rc) rc = rtr_kb_open(dir, f, tok, NULL, &k->kb);
     rtr_tokenizer_free(tok);
     if (rc) {
+        pthread_mutex_destroy(&k->wmu);
+        pthread_mutex_destroy(&k->rmu);
         rtr_free(k);
         return rc;
     }
@@ -47,38 +51,137 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
 
 void retro_kb_close(retro_kb *kb) {
     if (!kb) return;
-    rtr_retriever_close(kb->r);
+    if (kb->cur) {
+        RTR_ASSERT(kb->cur->refs == 1);   /* no call may still be running */
+        rtr_retriever_close(kb->cur->r);
+        rtr_free(kb->cur);
+    }
     rtr_kb_close(kb->kb);
+    pthread_mutex_destroy(&kb->wmu);
+    pthread_mutex_destroy(&kb->rmu);
     rtr_free(kb);
 }
 
-int rtr_api_retriever(retro_kb *kb, rtr_retriever **out) {
-    int rc = kb->r ? RTR_OK : rtr_retriever_open(kb->kb, NULL, &kb->r);
-    *out = kb->r;
+static int held_open(retro_kb *kb, rtr_api_held **out) {
+    rtr_api_held *h = rtr_calloc(1, sizeof *h);
+    int rc = h ? rtr_retriever_open(kb->kb, NULL, &h->r) : RTR_E_NOMEM;
+    if (rc) {
+        rtr_free(h);
+        return rc;
+    }
+    h->refs = 1;
+    *out = h;
+    return RTR_OK;
+}
+
+static void held_unref(rtr_api_held *h) {   /* under rmu */
+    if (h && --h->refs == 0) {
+        rtr_retriever_close(h->r);
+        rtr_free(h);
+    }
+}
+
+int rtr_api_acquire(retro_kb *kb, rtr_api_held **out) {
+    *out = NULL;
+    pthread_mutex_lock(&kb->rmu);
+    if (!kb->cur) {   /* the first user opens it: not while a build switches the files */
+        pthread_mutex_unlock(&kb->rmu);
+        pthread_mutex_lock(&kb->wmu);
+        rtr_api_held *h = NULL;
+        int rc = kb->cur ? RTR_OK : held_open(kb, &h);
+        pthread_mutex_lock(&kb->rmu);
+        if (h) kb->cur = h;
+        pthread_mutex_unlock(&kb->wmu);
+        if (rc) {
+            pthread_mutex_unlock(&kb->rmu);
+            return rc;
+        }
+    }
+    kb->cur->refs++;
+    *out = kb->cur;
+    pthread_mutex_unlock(&kb->rmu);
+    return RTR_OK;
+}
+
+void rtr_api_release(retro_kb *kb, rtr_api_held *h) {
+    if (!h) return;
+    pthread_mutex_lock(&kb->rmu);
+    held_unref(h);
+    pthread_mutex_unlock(&kb->rmu);
+}
+
+/* After a build (under wmu): the retriever of the new index replaces the old
+ * one for the calls to come; calls in flight finish on the old. */
+static int index_changed(retro_kb *kb) {
+    rtr_api_held *h = NULL;
+    int rc = kb->cur ? held_open(kb, &h) : RTR_OK;   /* none open: the next call opens it */
+    pthread_mutex_lock(&kb->rmu);
+    held_unref(kb->cur);
+    kb->cur = h;
+    pthread_mutex_unlock(&kb->rmu);
     return rc;
 }
 
-/* The index changes under a writer: the next search opens it anew. */
-static void index_changed(retro_kb *kb) {
-    rtr_retriever_close(kb->r);
-    kb->r = NULL;
+static void add_report(const rtr_ingest_report *r, retro_add_report *rep) {
+    if (rep)
+        *rep = (retro_add_report){r->files, r->files_new, r->files_changed, r->files_unchanged, r->files_skipped,
+                                  r->docs_added, r->docs_removed, r->chunks_added, r->tokens_added, r->seconds};
 }
 
 int retro_kb_add(retro_kb *kb, const char *const *paths, size_t n, retro_add_report *rep) {
     rtr_ingest_opts o = {0};
     rtr_ingest_report r;
+    pthread_mutex_lock(&kb->wmu);
     int rc = rtr_ingest(kb->kb, paths, n, &o, &r);
-    if (!rc && rep) {
-        *rep = (retro_add_report){r.files, r.files_new, r.files_changed, r.files_unchanged, r.files_skipped,
-                                  r.docs_added, r.docs_removed, r.chunks_added, r.tokens_added, r.seconds};
-    }
+    pthread_mutex_unlock(&kb->wmu);
+    if (!rc) add_report(&r, rep);
     rtr_ingest_report_free(&r);
+    return rc;
+}
+
+int retro_kb_add_texts(retro_kb *kb, const retro_text *docs, size_t n, uint64_t *ids, retro_add_report *rep) {
+    if (n > 4096) return rtr_seterr(RTR_E_INVALID, "add: at most 4096 texts a call");
+    rtr_mem_file *f = rtr_calloc(n ? n : 1, sizeof *f);
+    if (!f) return RTR_E_NOMEM;
+    for (size_t i = 0; i < n; i++) f[i] = (rtr_mem_file){docs[i].name, (const uint8_t *)docs[i].text, docs[i].len, 0};
+    rtr_ingest_opts o = {0};
+    rtr_ingest_report r;
+    pthread_mutex_lock(&kb->wmu);
+    int rc = rtr_ingest_memory(kb->kb, f, n, &o, &r);
+    pthread_mutex_unlock(&kb->wmu);
+    rtr_store_txn *t = NULL;
+    if (!rc && ids) rc = rtr_store_read_begin(rtr_kb_store(kb->kb), &t);
+    for (size_t i = 0; !rc && ids && i < n; i++) {   /* each name's first document */
+        uint64_t *d = NULL;
+        size_t nd = 0;
+        rc = rtr_store_file_docs(t, docs[i].name, &d, &nd);
+        if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
+        ids[i] = 0;
+        for (size_t j = 0; j < nd; j++)
+            if (!ids[i] || d[j] < ids[i]) ids[i] = d[j];
+        rtr_free(d);
+    }
+    rtr_store_txn_end(t);
+    if (!rc) add_report(&r, rep);
+    rtr_ingest_report_free(&r);
+    rtr_free(f);
     return rc;
 }
 
 int retro_kb_remove(retro_kb *kb, const char *const *paths, size_t n, uint64_t *docs_removed) {
     uint64_t files = 0, docs = 0;
+    pthread_mutex_lock(&kb->wmu);
     int rc = rtr_kb_remove(kb->kb, paths, n, &files, &docs);
+    pthread_mutex_unlock(&kb->wmu);
+    if (docs_removed) *docs_removed = docs;
+    return rc;
+}
+
+int retro_kb_remove_docs(retro_kb *kb, const uint64_t *ids, size_t n, uint64_t *docs_removed) {
+    uint64_t files = 0, docs = 0;
+    pthread_mutex_lock(&kb->wmu);
+    int rc = rtr_kb_remove_docs(kb->kb, ids, n, &files, &docs);
+    pthread_mutex_unlock(&kb->wmu);
     if (docs_removed) *docs_removed = docs;
     return rc;
 }
@@ -87,8 +190,11 @@ int retro_kb_build(retro_kb *kb, retro_build_report *rep) {
     rtr_build_opts o = {0};
     rtr_build_report r;
     memset(&r, 0, sizeof r);
+    pthread_mutex_lock(&kb->wmu);
     int rc = rtr_index_build(kb->kb, &o, &r);
-    index_changed(kb);
+    int rc2 = index_changed(kb);
+    pthread_mutex_unlock(&kb->wmu);
+    if (!rc) rc = rc2;
     if (!rc && rep) {
         memset(rep, 0, sizeof *rep);
         rep->embedded = r.embedded;
@@ -109,9 +215,85 @@ int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out) {
     rtr_store_txn_end(t);
     if (rc) return rc;
     *out = (retro_kb_stats){st.n_docs, st.n_chunks, st.n_tokens, st.n_bytes, st.n_files, st.n_skipped, 0};
-    json_t *ix = rtr_kb_manifest_get(kb->kb, "index");
+    json_t *ix = rtr_kb_manifest_copy(kb->kb, "index");
     json_t *v = ix ? json_object_get(ix, "vectors") : NULL;
     if (json_is_integer(v)) out->vectors = (uint64_t)json_integer_value(v);
+    json_decref(ix);
+    return RTR_OK;
+}
+
+/* --- documents ------------------------------------------------------------------ */
+void retro_docs_free(retro_doc_info *docs, size_t n) {
+    for (size_t i = 0; docs && i < n; i++) {
+        rtr_free((char *)docs[i].path);
+        rtr_free((char *)docs[i].title);
+        rtr_free((char *)docs[i].record);
+    }
+    rtr_free(docs);
+}
+
+static char *dupn(const char *p, uint32_t n) { return n ? rtr_strndup(p, n) : rtr_strdup(""); }
+
+static int doc_info(const rtr_doc *d, retro_doc_info *o) {
+    *o = (retro_doc_info){d->id, dupn(d->path, d->path_len), dupn(d->title, d->title_len),
+                          dupn(d->ext_id, d->ext_id_len), d->n_bytes, d->n_tokens, d->first_chunk,
+                          d->n_chunks, d->mtime_ns};
+    return o->path && o->title && o->record ? RTR_OK : RTR_E_NOMEM;
+}
+
+int retro_kb_docs(retro_kb *kb, uint64_t after, size_t limit, retro_doc_info **docs, size_t *n) {
+    *docs = NULL;
+    *n = 0;
+    if (limit < 1 || limit > 10000) return rtr_seterr(RTR_E_INVALID, "documents: a page of 1 to 10000");
+    rtr_store_txn *t;
+    int rc = rtr_store_read_begin(rtr_kb_store(kb->kb), &t);
+    if (rc) return rc;
+    retro_doc_info *out = NULL;
+    size_t cap = 0, m = 0;
+    rtr_doc d;
+    while (m < limit && (rc = rtr_store_next_doc(t, after, &d)) == RTR_OK) {
+        if ((rc = RTR_GROW(out, &cap, m + 1))) break;
+        rc = doc_info(&d, &out[m++]);
+        if (rc) break;
+        after = d.id;
+    }
+    rtr_store_txn_end(t);
+    if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
+    if (rc) {
+        retro_docs_free(out, m);
+        return rc;
+    }
+    *docs = out;
+    *n = m;
+    return RTR_OK;
+}
+
+int retro_kb_doc_get(retro_kb *kb, uint64_t id, retro_doc_info **doc, char **text, size_t *len) {
+    *doc = NULL;
+    if (text) *text = NULL;
+    if (len) *len = 0;
+    rtr_store_txn *t;
+    int rc = rtr_store_read_begin(rtr_kb_store(kb->kb), &t);
+    if (rc) return rc;
+    rtr_doc d;
+    retro_doc_info *o = rtr_calloc(1, sizeof *o);
+    rc = o ? rtr_store_get_doc(t, id, &d) : RTR_E_NOMEM;
+    if (rc == RTR_E_NOTFOUND) rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no document %llu", rtr_kb_dir(kb->kb), (unsigned long long)id);
+    if (!rc) rc = doc_info(&d, o);
+    rtr_buf b = {0};
+    if (!rc && text) rc = rtr_store_get_text(t, id, &b);
+    rtr_store_txn_end(t);
+    if (!rc && text) rc = rtr_buf_terminate(&b);
+    if (rc) {
+        rtr_buf_free(&b);
+        retro_docs_free(o, o ? 1 : 0);
+        return rc;
+    }
+    if (text) {
+        *text = (char *)b.data;
+        if (len) *len = b.len;
+    }
+    *doc = o;
     return RTR_OK;
 }
 
@@ -131,13 +313,8 @@ void retro_results_free(retro_results *r) {
     memset(r, 0, sizeof *r);
 }
 
-int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
-    memset(out, 0, sizeof *out);
-    retro_search_opts none = {0};
-    if (!o) o = &none;
-    rtr_retriever *r;
-    int rc = rtr_api_retriever(kb, &r);
-    if (rc) return rc;
+static int search_held(rtr_retriever *r, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
+    int rc;
     if (o->nprobe && (rc = rtr_vindex_set_nprobe(rtr_kb_vectors_vindex(rtr_retriever_vectors(r)), o->nprobe))) return rc;
     if (o->rerank && (rc = rtr_vindex_set_rerank(rtr_kb_vectors_vindex(rtr_retriever_vectors(r)), o->rerank < 0 ? 0 : o->rerank)))
         return rc;
@@ -161,20 +338,34 @@ int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search
     return RTR_OK;
 }
 
+int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
+    memset(out, 0, sizeof *out);
+    retro_search_opts none = {0};
+    if (!o) o = &none;
+    rtr_api_held *held;
+    int rc = rtr_api_acquire(kb, &held);
+    if (rc) return rc;
+    rc = search_held(held->r, query, len, o, out);
+    rtr_api_release(kb, held);
+    return rc;
+}
+
+
 int retro_kb_embed(retro_kb *kb, const char *const *texts, const size_t *lens, size_t n, float **vectors,
                    uint32_t *dim) {
     *vectors = NULL;
     *dim = 0;
     if (n == 0 || n > 2048) return rtr_seterr(RTR_E_INVALID, "embeddings: 1 to 2048 inputs");
-    rtr_retriever *r;
-    int rc = rtr_api_retriever(kb, &r);
+    rtr_api_held *held;
+    int rc = rtr_api_acquire(kb, &held);
     if (rc) return rc;
-    rtr_embedder *e = rtr_kb_vectors_embedder(rtr_retriever_vectors(r));
+    rtr_embedder *e = rtr_kb_vectors_embedder(rtr_retriever_vectors(held->r));
     rtr_text *t = rtr_calloc(n, sizeof *t);
     float *v = t && e->dim ? rtr_malloc(n * e->dim * sizeof *v) : NULL;
     rc = t && v ? RTR_OK : RTR_E_NOMEM;
     for (size_t i = 0; !rc && i < n; i++) t[i] = (rtr_text){texts[i], lens ? lens[i] : strlen(texts[i])};
     if (!rc) rc = rtr_embedder_embed(e, t, n, v);
+    rtr_api_release(kb, held);
     rtr_free(t);
     if (rc) {
         rtr_free(v);

@@ -82,10 +82,12 @@ static int same_tokenizer(const retro_model *m, retro_kb *kb) {
                       rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
 }
 
-int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out) {
+int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out, rtr_api_held **held) {
     memset(out, 0, sizeof *out);
+    *held = NULL;
     int rc = same_tokenizer(m, kb);
-    if (!rc) rc = rtr_api_retriever(kb, &out->r);
+    if (!rc) rc = rtr_api_acquire(kb, held);
+    if (!rc) out->r = (*held)->r;
     out->k = (uint32_t)rtr_model_cfg(m->lm.model)->K;
     out->min_score = -INFINITY;
     out->align = m->lm.align;
@@ -135,8 +137,9 @@ int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_g
     for (int i = 0; i < o->n_stop; i++) g.stop[i] = o->stop[i];
     int retrieval = rtr_model_cfg(m->lm.model)->n_cca > 0 && o->kb;
     rtr_live lv;
+    rtr_api_held *held = NULL;
     rtr_session *s = NULL;
-    int rc = retrieval ? rtr_api_live(m, o->kb, &lv) : RTR_OK;
+    int rc = retrieval ? rtr_api_live(m, o->kb, &lv, &held) : RTR_OK;
     if (retrieval) {
         lv.min_score = o->min_score;
         if (o->on_retrieval) {
@@ -155,6 +158,7 @@ int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_g
                                   t.retrievals, res.tokens_per_s, t.retrieve, t.encode, t.total};
     }
     rtr_session_free(s);
+    if (retrieval) rtr_api_release(o->kb, held);
     return rc;
 }
 

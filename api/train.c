@@ -208,7 +208,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     if (!r) return RTR_E_NOMEM;
     run_settings(o, r);
     int mode = o->mode;
-    rtr_retriever *ret = NULL;
+    rtr_api_held *held = NULL;
     rtr_dataset *ds = NULL;
     rtr_model *m = NULL, *base = NULL;
     rtr_safetensors *st = NULL;
@@ -260,13 +260,13 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     r->to.retrieval = mode != RETRO_TRAIN_BASELINE;
 
     /* the data */
-    if (r->to.retrieval && (rc = rtr_api_retriever(k, &ret))) goto done;
+    if (r->to.retrieval && (rc = rtr_api_acquire(k, &held))) goto done;
     r->dopt.T = cfg.T;
     r->dopt.K = r->to.retrieval ? cfg.K : 0;
     r->dopt.val_frac = r->val_frac;
     r->dopt.seed = r->to.seed;
     r->dopt.progress = o->progress;
-    if ((rc = rtr_dataset_build(kb, ret, &r->dopt, &ds))) goto done;
+    if ((rc = rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds))) goto done;
     rtr_train_source src = {ds, rtr_dataset_sequences(ds, RTR_SPLIT_TRAIN), rtr_dataset_sequences(ds, RTR_SPLIT_VAL),
                             rtr_dataset_get, rtr_dataset_at_step};
     retro_train_plan plan = {MODE_NAMES[mode], rtr_model_nparams(m), mode == RETRO_TRAIN_FIT, {0, 0}, {0, 0},
@@ -309,6 +309,7 @@ done:
     rtr_model_free(m);
     rtr_model_free(base);
     rtr_dataset_free(ds);
+    rtr_api_release(k, held);
     rtr_free(r);
     return rc;
 }

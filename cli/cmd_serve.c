@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/serve_req.h"
 #include "lib/status.h"
 #include "lib/threads.h"
 
@@ -36,6 +37,10 @@ static const char serve_usage[] =
     "  POST /v1/chat/completions {\"messages\": [{\"role\", \"content\"}], ...}: the same, as a chat\n"
     "  POST /v1/embeddings       {\"input\": string or [strings], \"encoding_format\": float|base64}:\n"
     "                            the knowledge base's embedder\n"
+    "  POST /v1/documents        {\"name\", \"text\"} or {\"documents\": [...]}, or files as multipart/form-data:\n"
+    "                            added (or replaced) and indexed; searches see them at once\n"
+    "  GET  /v1/documents        the documents, ?after=ID&limit=N (1..1000, default 100)\n"
+    "  GET  /v1/documents/ID     one document with its text; DELETE removes it (and its source)\n"
     "  GET  /metrics             Prometheus text: requests, errors, latency, tokens\n"
     "\n"
     "options:\n"
@@ -46,11 +51,12 @@ static const char serve_usage[] =
     "  --api-key KEY         require 'Authorization: Bearer KEY' (not for /health)\n"
     "  --cors ORIGIN         allow browser requests from ORIGIN\n"
     "  --max-body N          largest request body in bytes (default 1 MiB)\n"
+    "  --read-only           open KB without the writer lock: no POST or DELETE of documents\n"
     "  --threads N           threads for the engine (default: all cores)\n";
 
-enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_METRICS, EP_OTHER, N_EP };
-static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "chat", "embeddings", "metrics",
-                                          "other"};
+enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_DOCUMENTS, EP_METRICS, EP_OTHER, N_EP };
+static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "chat", "embeddings", "documents",
+                                          "metrics", "other"};
 #define N_BUCKETS 12
 static const double BUCKET[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
@@ -61,6 +67,7 @@ typedef struct server {
     const char *api_key;
     const char *cors;
     size_t max_body;
+    int writable;             /* documents may be added and deleted (not --read-only) */
     pthread_mutex_t engine;   /* one engine call at a time: handles are single-threaded */
     atomic_int ready;
     atomic_long requests[N_EP], errors[N_EP], buckets[N_EP][N_BUCKETS + 1], tokens, retrievals;
@@ -68,11 +75,25 @@ typedef struct server {
     atomic_long next_id;
 } server;
 
+#define MAX_UPLOADS 64
+
+typedef struct upload_file {      /* one file of a multipart/form-data body */
+    char *name;
+    char *data;
+    size_t len;
+} upload_file;
+
 typedef struct request {
     char *body;
     size_t len;
     int too_big;
     double t0;
+    struct MHD_PostProcessor *pp;   /* multipart uploads to /v1/documents */
+    upload_file up[MAX_UPLOADS];
+    size_t n_up;
+    size_t up_bytes;
+    char *up_name;                   /* a "name" field: the name of the one file */
+    int up_bad;                      /* too many files, out of memory */
 } request;
 
 static double now_s(void) {
@@ -145,34 +166,21 @@ static json_t *source_json(const retro_source *h) {
 }
 
 static enum MHD_Result do_search(server *s, struct MHD_Connection *c, json_t *req, int *err) {
-    const char *q = NULL;
-    json_int_t k = 5;
-    int cont = 0;
-    json_t *ex = NULL;
-    if (json_unpack(req, "{s:s, s?I, s?b, s?o}", "query", &q, "k", &k, "continuation", &cont, "exclude_docs", &ex) ||
-        k < 1 || k > 4096 || (ex && !json_is_array(ex))) {
-        *err = 1;
-        return send_error(s, c, 400, "invalid_request_error",
-                          "expected {\"query\": string, \"k\": 1..4096, \"continuation\": bool, \"exclude_docs\": [ids]}");
-    }
-    uint64_t excl[256];
-    size_t n_ex = 0;
-    for (size_t i = 0; ex && i < json_array_size(ex) && n_ex < 256; i++)
-        if (json_is_integer(json_array_get(ex, i))) excl[n_ex++] = (uint64_t)json_integer_value(json_array_get(ex, i));
-    retro_search_opts so = {.k = (uint32_t)k, .continuation = cont, .exclude_docs = excl, .n_exclude = n_ex};
+    *err = 1;
+    serve_search q;
+    if (serve_parse_search(req, &q)) return send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
+    retro_search_opts so = {.k = q.k, .continuation = q.continuation, .exclude_docs = q.exclude, .n_exclude = q.n_exclude};
     retro_results res;
     pthread_mutex_lock(&s->engine);
-    int rc = retro_search(s->kb, q, strlen(q), &so, &res);
+    int rc = retro_search(s->kb, q.query, q.len, &so, &res);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
     pthread_mutex_unlock(&s->engine);
-    if (rc) {
-        *err = 1;
-        return send_error(s, c, rc == RETRO_E_INVALID ? 400 : 500, rc == RETRO_E_INVALID ? "invalid_request_error" : "server_error", msg);
-    }
+    if (rc) return send_error(s, c, rc == RETRO_E_INVALID ? 400 : 500, rc == RETRO_E_INVALID ? "invalid_request_error" : "server_error", msg);
     json_t *data = json_array();
     for (size_t i = 0; i < res.n; i++) json_array_append_new(data, source_json(&res.items[i]));
     retro_results_free(&res);
+    *err = 0;
     return send_json(s, c, 200, json_pack("{s:s, s:o}", "object", "list", "data", data));
 }
 
@@ -195,48 +203,24 @@ static char *base64(const uint8_t *p, size_t n) {
 
 static enum MHD_Result do_embeddings(server *s, struct MHD_Connection *c, json_t *req, int *err) {
     *err = 1;
-    json_t *in = json_object_get(req, "input");
-    const char *fmt = json_string_value(json_object_get(req, "encoding_format"));
-    if (fmt && strcmp(fmt, "float") && strcmp(fmt, "base64"))
-        return send_error(s, c, 400, "invalid_request_error", "encoding_format must be float or base64");
-    size_t n = json_is_string(in) ? 1 : json_is_array(in) ? json_array_size(in) : 0;
-    if (n == 0 || n > 2048)
-        return send_error(s, c, 400, "invalid_request_error", "input must be a string or an array of 1 to 2048 strings");
-    const char **texts = calloc(n, sizeof *texts);
-    size_t *lens = calloc(n, sizeof *lens);
-    if (!texts || !lens) {
-        free(texts);
-        free(lens);
-        return send_error(s, c, 500, "server_error", "out of memory");
-    }
-    int ok = 1;
-    for (size_t i = 0; i < n && ok; i++) {
-        json_t *t = json_is_string(in) ? in : json_array_get(in, i);
-        ok = json_is_string(t);
-        if (ok) {
-            texts[i] = json_string_value(t);
-            lens[i] = json_string_length(t);
-        }
-    }
-    if (!ok) {
-        free(texts);
-        free(lens);
-        return send_error(s, c, 400, "invalid_request_error", "input must be a string or an array of strings");
-    }
+    serve_embed in;
+    if (serve_parse_embeddings(req, &in))
+        return send_error(s, c, rtr_errcode() == RTR_E_NOMEM ? 500 : 400, "invalid_request_error", rtr_errdetail());
+    size_t n = in.n;
+    int b64 = in.base64;
     float *v = NULL;
     uint32_t dim = 0;
     pthread_mutex_lock(&s->engine);
-    int rc = retro_kb_embed(s->kb, texts, lens, n, &v, &dim);
+    int rc = retro_kb_embed(s->kb, in.texts, in.lens, n, &v, &dim);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
     pthread_mutex_unlock(&s->engine);
-    free(texts);
-    free(lens);
+    serve_embed_free(&in);
     if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, "server_error", msg);
     json_t *data = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *e;
-        if (fmt && !strcmp(fmt, "base64")) {   /* float32, little-endian, as OpenAI's */
+        if (b64) {   /* float32, little-endian, as OpenAI's */
             char *b = base64((const uint8_t *)(v + i * dim), dim * sizeof(float));
             e = json_string(b ? b : "");
             free(b);
@@ -255,10 +239,9 @@ static enum MHD_Result do_embeddings(server *s, struct MHD_Connection *c, json_t
 /* --- completions ---------------------------------------------------------------------- */
 typedef struct completion {
     server *s;
-    char *prompt;
+    serve_completion req;
     retro_gen_opts go;
-    const char *stops[16];
-    char *stop_own[16];
+    const char *stops[SERVE_MAX_STOP];
     int stream;
     int chat;                 /* /v1/chat/completions: messages in, a message out */
     int sent_role;            /* chat stream: the first chunk carries the role */
@@ -273,8 +256,7 @@ typedef struct completion {
 
 static void comp_free(completion *cp) {
     if (!cp) return;
-    for (int i = 0; i < 16; i++) free(cp->stop_own[i]);
-    free(cp->prompt);
+    serve_completion_free(&cp->req);
     json_decref(cp->retrievals);
     free(cp);
 }
@@ -352,7 +334,7 @@ static int generate(completion *cp, retro_gen_result *res) {
     cp->go.ctx = cp;
     cp->go.cancel = &cp->cancel;
     pthread_mutex_lock(&s->engine);
-    int rc = retro_generate(s->model, cp->prompt, strlen(cp->prompt), &cp->go, res);
+    int rc = retro_generate(s->model, cp->req.prompt, strlen(cp->req.prompt), &cp->go, res);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
     pthread_mutex_unlock(&s->engine);
@@ -394,69 +376,16 @@ static void stream_done(void *cls) {
     comp_free(cp);
 }
 
-/* The chat template (docs/server.md): a system message first, then
- * "User: ..." and "Assistant: ..." lines, ending with "Assistant:". NULL if
- * messages is not an array of {role, content} with a known role. */
-static char *chat_prompt(const json_t *messages) {
-    if (!json_is_array(messages) || json_array_size(messages) == 0) return NULL;
-    char *buf = NULL;
-    size_t n = 0;
-    FILE *f = open_memstream(&buf, &n);
-    if (!f) return NULL;
-    int ok = 1;
-    for (size_t i = 0; i < json_array_size(messages) && ok; i++) {
-        const char *role = NULL, *content = NULL;
-        ok = !json_unpack(json_array_get(messages, i), "{s:s, s:s}", "role", &role, "content", &content);
-        if (!ok) break;
-        if (!strcmp(role, "system")) fprintf(f, "%s\n\n", content);
-        else if (!strcmp(role, "user")) fprintf(f, "User: %s\n", content);
-        else if (!strcmp(role, "assistant")) fprintf(f, "Assistant: %s\n", content);
-        else ok = 0;
-    }
-    fputs("Assistant:", f);
-    fclose(f);
-    if (!ok) {
-        free(buf);
-        return NULL;
-    }
-    return buf;
-}
-
 static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_t *req, int chat, int *err) {
     *err = 1;
     if (!s->model) return send_error(s, c, 400, "invalid_request_error", "no model: start retro serve with --model DIR");
-    char *chat_text = NULL;
-    if (chat) {
-        json_t *msgs = json_object_get(req, "messages");
-        if (!(chat_text = chat_prompt(msgs)))
-            return send_error(s, c, 400, "invalid_request_error",
-                              "messages must be an array of {\"role\": system|user|assistant, \"content\": string}");
-    }
-    const char *prompt = chat_text ? chat_text : "";
-    json_t *stop = NULL;
-    json_int_t max_tokens = 16, top_k = 40, seed = 1;
-    double temperature = 1.0, top_p = 1.0;
-    int stream = 0;
-    if (json_unpack(req, "{s?I, s?F, s?F, s?I, s?I, s?o, s?b}", "max_tokens", &max_tokens, "temperature", &temperature,
-                    "top_p", &top_p, "top_k", &top_k, "seed", &seed, "stop", &stop, "stream", &stream) ||
-        (!chat && json_unpack(req, "{s?s}", "prompt", &prompt))) {
-        free(chat_text);
-        return send_error(s, c, 400, "invalid_request_error", "bad request: prompt must be a string, the sampling "
-                                                               "settings numbers, stream a boolean");
-    }
-    if (max_tokens < 1 || max_tokens > 100000 || !(temperature >= 0 && temperature <= 100) ||
-        !(top_p > 0 && top_p <= 1) || top_k < 0 || seed < 0) {
-        free(chat_text);
-        return send_error(s, c, 400, "invalid_request_error",
-                          "max_tokens must be 1..100000, temperature 0..100, top_p in (0, 1], top_k and seed >= 0");
-    }
     completion *cp = calloc(1, sizeof *cp);
-    if (!cp || !(cp->prompt = strdup(prompt))) {
-        free(chat_text);
+    if (!cp) return send_error(s, c, 500, "server_error", "out of memory");
+    if (serve_parse_completion(req, chat, &cp->req)) {
         comp_free(cp);
-        return send_error(s, c, 500, "server_error", "out of memory");
+        return send_error(s, c, rtr_errcode() == RTR_E_NOMEM ? 500 : 400, "invalid_request_error", rtr_errdetail());
     }
-    free(chat_text);
+    int stream = cp->req.stream;
     cp->s = s;
     cp->chat = chat;
     cp->stream = stream;
@@ -465,21 +394,15 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
     cp->created = (long)time(NULL);
     snprintf(cp->id, sizeof cp->id, "%s-%ld", chat ? "chatcmpl" : "cmpl", atomic_fetch_add(&s->next_id, 1));
     retro_gen_opts_default(&cp->go);
-    cp->go.max_tokens = (int)max_tokens;
-    cp->go.temperature = (float)temperature;
-    cp->go.top_p = (float)top_p;
-    cp->go.top_k = (int)top_k;
-    cp->go.seed = (uint64_t)seed;
+    cp->go.max_tokens = cp->req.max_tokens;
+    cp->go.temperature = cp->req.temperature;
+    cp->go.top_p = cp->req.top_p;
+    cp->go.top_k = cp->req.top_k;
+    cp->go.seed = cp->req.seed;
     cp->go.kb = s->kb;
-    int ns = 0;
-    if (json_is_string(stop)) cp->stop_own[ns++] = strdup(json_string_value(stop));
-    for (size_t i = 0; json_is_array(stop) && i < json_array_size(stop) && ns < 16; i++)
-        if (json_is_string(json_array_get(stop, i)) && *json_string_value(json_array_get(stop, i)))
-            cp->stop_own[ns++] = strdup(json_string_value(json_array_get(stop, i)));
-    if (chat && ns < 16) cp->stop_own[ns++] = strdup("\nUser:");   /* the turn ends where the next would begin */
-    for (int i = 0; i < ns; i++) cp->stops[i] = cp->stop_own[i];
+    for (int i = 0; i < cp->req.n_stop; i++) cp->stops[i] = cp->req.stop[i];
     cp->go.stop = cp->stops;
-    cp->go.n_stop = ns;
+    cp->go.n_stop = cp->req.n_stop;
     if (stream) {
         if (pipe(cp->fd) != 0) {
             comp_free(cp);
@@ -511,6 +434,158 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
     comp_free(cp);
     *err = 0;
     return send_json(s, c, 200, out);
+}
+
+/* --- documents -------------------------------------------------------------------------- */
+static json_t *doc_json(const retro_doc_info *d) {
+    return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "id", (json_int_t)d->id, "name", d->path, "title",
+                     d->title, "record", d->record, "bytes", (json_int_t)d->bytes, "tokens", (json_int_t)d->tokens,
+                     "chunks", (json_int_t)d->chunks, "first_chunk", (json_int_t)d->first_chunk, "modified_ns",
+                     (json_int_t)d->mtime_ns);
+}
+
+/* Adds the documents, updates the index and answers with what became of each. No engine lock: the
+ * searches go on while this writes (the library lets readers run beside its one writer). */
+static enum MHD_Result add_documents(server *s, struct MHD_Connection *c, const retro_text *docs, size_t n, int *err) {
+    *err = 1;
+    uint64_t *ids = calloc(n, sizeof *ids);
+    if (!ids) return send_error(s, c, 500, "server_error", "out of memory");
+    retro_add_report rep;
+    retro_build_report brep = {0};
+    int rc = retro_kb_add_texts(s->kb, docs, n, ids, &rep);
+    if (!rc && (rep.chunks_added || rep.docs_removed)) rc = retro_kb_build(s->kb, &brep);
+    if (rc) {
+        free(ids);
+        int client = rc == RETRO_E_INVALID;
+        return send_error(s, c, client ? 400 : rc == RETRO_E_FULL ? 507 : 500,
+                          client ? "invalid_request_error" : "server_error", retro_errdetail());
+    }
+    json_t *data = json_array();
+    for (size_t i = 0; i < n; i++) {
+        retro_doc_info *d = NULL;
+        json_t *o = ids[i] && !retro_kb_doc_get(s->kb, ids[i], &d, NULL, NULL) ? doc_json(d)
+                  : json_pack("{s:n, s:s, s:s}", "id", "name", docs[i].name, "skipped", "no text (empty or binary)");
+        retro_docs_free(d, d ? 1 : 0);
+        json_array_append_new(data, o);
+    }
+    free(ids);
+    *err = 0;
+    return send_json(s, c, 200, json_pack("{s:s, s:o, s:{s:I, s:I, s:I, s:I}, s:{s:I, s:I}}", "object", "list", "data",
+                                          data, "added", "new", (json_int_t)rep.files_new, "changed",
+                                          (json_int_t)rep.files_changed, "unchanged", (json_int_t)rep.files_unchanged,
+                                          "chunks", (json_int_t)rep.chunks_added, "index", "embedded",
+                                          (json_int_t)brep.embedded, "vectors", (json_int_t)brep.vectors));
+}
+
+static enum MHD_Result do_documents(server *s, struct MHD_Connection *c, const char *url, const char *method,
+                                    request *rq, int *err) {
+    *err = 1;
+    int get = !strcmp(method, "GET"), post = !strcmp(method, "POST"), del = !strcmp(method, "DELETE");
+    int one = strcmp(url, "/v1/documents") != 0;
+    if (!(one ? get || del : get || post)) return send_error(s, c, 405, "invalid_request_error", "method not allowed");
+    if ((post || del) && !s->writable)
+        return send_error(s, c, 403, "permission_error", "this server was started with --read-only");
+    uint64_t id = 0;
+    if (one && serve_parse_doc_id(url, &id)) return send_error(s, c, 404, "invalid_request_error", rtr_errdetail());
+    if (post && rq->pp) {   /* multipart/form-data: each file a document, named by its filename */
+        if (rq->up_bad || rq->n_up == 0)
+            return send_error(s, c, 400, "invalid_request_error",
+                              rq->up_bad ? "at most 64 files a request" : "no file in the form (curl -F file=@PATH)");
+        if (rq->up_name && rq->n_up == 1) {
+            free(rq->up[0].name);
+            rq->up[0].name = rq->up_name;
+            rq->up_name = NULL;
+        }
+        retro_text docs[MAX_UPLOADS];
+        for (size_t i = 0; i < rq->n_up; i++) docs[i] = (retro_text){rq->up[i].name, rq->up[i].data, rq->up[i].len};
+        return add_documents(s, c, docs, rq->n_up, err);
+    }
+    if (post) {
+        json_error_t je;
+        json_t *req = rq->body ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je) : NULL;
+        serve_docs d;
+        enum MHD_Result ret;
+        if (serve_parse_documents(req, &d)) ret = send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
+        else ret = add_documents(s, c, d.docs, d.n, err);
+        serve_docs_free(&d);
+        json_decref(req);
+        return ret;
+    }
+    if (del) {
+        uint64_t removed = 0;
+        int rc = retro_kb_remove_docs(s->kb, &id, 1, &removed);
+        if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, "invalid_request_error", retro_errdetail());
+        *err = 0;
+        return send_json(s, c, 200, json_pack("{s:I, s:s, s:b, s:I}", "id", (json_int_t)id, "object", "document",
+                                              "deleted", 1, "documents_removed", (json_int_t)removed));
+    }
+    pthread_mutex_lock(&s->engine);
+    int rc;
+    json_t *out = NULL;
+    if (one) {
+        retro_doc_info *d;
+        char *text;
+        size_t len;
+        if (!(rc = retro_kb_doc_get(s->kb, id, &d, &text, &len))) {
+            out = doc_json(d);
+            json_object_set_new(out, "text", json_stringn(text, len));
+            retro_docs_free(d, 1);
+            retro_free(text);
+        }
+    } else {
+        uint64_t after;
+        size_t limit;
+        if (serve_parse_page(MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
+                             MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"), &after, &limit)) {
+            pthread_mutex_unlock(&s->engine);
+            return send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
+        }
+        retro_doc_info *d;
+        size_t n;
+        if (!(rc = retro_kb_docs(s->kb, after, limit + 1, &d, &n))) {   /* one more: is there a next page? */
+            json_t *data = json_array();
+            for (size_t i = 0; i < n && i < limit; i++) json_array_append_new(data, doc_json(&d[i]));
+            out = json_pack("{s:s, s:o, s:b}", "object", "list", "data", data, "has_more", n > limit);
+            if (n) json_object_set_new(out, "last_id", json_integer((json_int_t)d[n > limit ? limit - 1 : n - 1].id));
+            retro_docs_free(d, n);
+        }
+    }
+    char msg[512];
+    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
+    pthread_mutex_unlock(&s->engine);
+    if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, rc == RETRO_E_NOTFOUND ? "invalid_request_error" : "server_error", msg);
+    *err = 0;
+    return send_json(s, c, 200, out);
+}
+
+/* The multipart iterator: a file field's bytes, piece by piece; a "name" field. */
+static enum MHD_Result on_post(void *cls, enum MHD_ValueKind kind, const char *key, const char *filename,
+                               const char *type, const char *enc, const char *data, uint64_t off, size_t size) {
+    (void)kind, (void)type, (void)enc;
+    request *rq = cls;
+    if (!filename) {
+        if (strcmp(key, "name")) return MHD_YES;   /* other fields are ignored */
+        size_t have = rq->up_name ? strlen(rq->up_name) : 0;
+        char *n = realloc(rq->up_name, have + size + 1);
+        if (!n || have + size > 4096) return rq->up_bad = 1, MHD_NO;
+        memcpy(n + have, data, size);
+        n[have + size] = 0;
+        rq->up_name = n;
+        return MHD_YES;
+    }
+    if (off == 0 && (rq->n_up == 0 || strcmp(rq->up[rq->n_up - 1].name, filename) || rq->up[rq->n_up - 1].len)) {
+        if (rq->n_up == MAX_UPLOADS || !(rq->up[rq->n_up].name = strdup(filename))) return rq->up_bad = 1, MHD_NO;
+        rq->n_up++;
+    }
+    if (rq->n_up == 0) return MHD_YES;
+    upload_file *u = &rq->up[rq->n_up - 1];
+    char *d = realloc(u->data, u->len + size + 1);
+    if (!d) return rq->up_bad = 1, MHD_NO;
+    memcpy(d + u->len, data, size);
+    u->len += size;
+    d[u->len] = 0;
+    u->data = d;
+    return MHD_YES;
 }
 
 /* --- metrics -------------------------------------------------------------------------- */
@@ -560,6 +635,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
         rq->t0 = now_s();
         *con_cls = rq;
+        const char *type = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+        if (!strcmp(method, "POST") && !strcmp(url, "/v1/documents") && type &&
+            !strncasecmp(type, "multipart/form-data", 19))
+            rq->pp = MHD_create_post_processor(c, 65536, on_post, rq);
+        return MHD_YES;
+    }
+    if (*upload_size && rq->pp) {   /* a piece of a form: the files go to rq->up */
+        rq->up_bytes += *upload_size;
+        if (rq->up_bytes > s->max_body) rq->too_big = 1;
+        else if (!rq->up_bad && MHD_post_process(rq->pp, upload, *upload_size) != MHD_YES) rq->up_bad = 1;
+        *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {   /* a piece of the body */
@@ -582,7 +668,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     int ep = !strcmp(url, "/health") ? EP_HEALTH : !strcmp(url, "/v1/models") ? EP_MODELS
            : !strcmp(url, "/v1/search") ? EP_SEARCH : !strcmp(url, "/v1/completions") ? EP_COMPLETIONS
            : !strcmp(url, "/v1/embeddings") ? EP_EMBEDDINGS : !strcmp(url, "/v1/chat/completions") ? EP_CHAT
-           : !strcmp(url, "/metrics") ? EP_METRICS : EP_OTHER;
+           : !strcmp(url, "/metrics") ? EP_METRICS
+           : !strcmp(url, "/v1/documents") || !strncmp(url, "/v1/documents/", 14) ? EP_DOCUMENTS : EP_OTHER;
     int err = 1;
     enum MHD_Result ret;
     int get = !strcmp(method, "GET"), post = !strcmp(method, "POST");
@@ -606,6 +693,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     } else if (ep == EP_METRICS && get) {
         err = 0;
         ret = do_metrics(s, c);
+    } else if (ep == EP_DOCUMENTS) {
+        ret = do_documents(s, c, url, method, rq, &err);
     } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS || ep == EP_CHAT || ep == EP_EMBEDDINGS) && post) {
         json_error_t je;
         json_t *req = rq->body ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je) : NULL;
@@ -631,7 +720,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 static void request_done(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     (void)cls, (void)c, (void)toe;
     request *rq = *con_cls;
-    if (rq) free(rq->body);
+    if (rq) {
+        free(rq->body);
+        if (rq->pp) MHD_destroy_post_processor(rq->pp);
+        for (size_t i = 0; i < rq->n_up; i++) free(rq->up[i].name), free(rq->up[i].data);
+        free(rq->up_name);
+    }
     free(rq);
     *con_cls = NULL;
 }
@@ -643,16 +737,17 @@ static void on_quit(int sig) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS };
+    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS, O_RO };
     static const struct option opts[] = {{"kb", 1, 0, O_KB},       {"model", 1, 0, O_MODEL}, {"host", 1, 0, O_HOST},
                                          {"port", 1, 0, O_PORT},   {"api-key", 1, 0, O_KEY}, {"cors", 1, 0, O_CORS},
-                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS},
+                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS}, {"read-only", 0, 0, O_RO},
                                          {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
     const char *kb_dir = NULL, *model_dir = NULL, *host = "127.0.0.1";
     long port = 8080;
     server *s = calloc(1, sizeof *s);
     if (!s) return cli_fail(RTR_E_NOMEM);
     s->max_body = 1 << 20;
+    s->writable = 1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -674,6 +769,7 @@ int cmd_serve(int argc, char **argv) {
             break;
         }
         case O_THREADS: rtr_set_threads(atoi(optarg) > 0 ? atoi(optarg) : 1); break;
+        case O_RO: s->writable = 0; break;
         default: free(s); return cli_usage_error("serve", "bad option");
         }
     }
@@ -697,7 +793,9 @@ int cmd_serve(int argc, char **argv) {
         return CLI_FAIL;
     }
     fprintf(stderr, "serve: listening on http://%s:%ld (loading)\n", host, port);
-    int rc = retro_kb_open(kb_dir, 0, NULL, &s->kb);
+    int rc = retro_kb_open(kb_dir, s->writable ? RETRO_KB_WRITE : 0, NULL, &s->kb);
+    if (rc == RETRO_E_BUSY)
+        rc = rtr_seterr(rc, "%s: another process holds its writer lock; stop it, or serve with --read-only", kb_dir);
     retro_model_opts mo = {1, NULL};
     if (!rc && model_dir) rc = retro_model_load(model_dir, &mo, &s->model);
     if (rc) {

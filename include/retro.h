@@ -42,10 +42,16 @@
  * with their *_free call; strings in them stay valid until then. Strings the
  * library passes to a callback are valid during the call only.
  *
- * Threads: a handle is used by one thread at a time; different handles may
- * be used by different threads at once. Readers in other processes keep
- * working while one process writes a knowledge base; only one process may
- * hold it open for writing (RETRO_E_BUSY).
+ * Threads: a model handle is used by one thread at a time. A knowledge
+ * base handle may be shared by threads: its writers (add, add_texts,
+ * remove, remove_docs, build) run one at a time, and each reader call
+ * (search, embed, stats, docs, doc_get, or a generation, evaluation or
+ * training retrieving from it) may run beside a writer without waiting for
+ * it; reader calls on one handle must not overlap each other (serialize
+ * them, or open a handle a thread). A search started before a build commits
+ * finishes on the old index; the calls after it see the new one. Readers in
+ * other processes keep working while one process writes a knowledge base;
+ * only one process may hold it open for writing (RETRO_E_BUSY).
  */
 #ifndef RETRO_H
 #define RETRO_H
@@ -120,11 +126,55 @@ typedef struct retro_add_report {
  * for writing), RETRO_E_FULL, RETRO_E_LMDB, RETRO_E_IO, RETRO_E_NOMEM. */
 int retro_kb_add(retro_kb *kb, const char *const *paths, size_t n, retro_add_report *rep);
 
+/* A document given as text rather than a file. */
+typedef struct retro_text {
+    const char *name;   /* recorded as its path: 1..4096 bytes of UTF-8, not starting with '/';
+                         * the extension picks the format (.html, .jsonl, .json; else text) */
+    const char *text;
+    size_t len;
+} retro_text;
+
+/* Adds documents from memory, at most 4096 a call, in one transaction, as
+ * retro_kb_add adds files: a name added before is replaced by its new text
+ * (the same text is left as it is). ids (may be NULL) gets, for each text,
+ * the id of its first document (0 if it was skipped: empty, binary). rep may
+ * be NULL. Needs RETRO_KB_WRITE. RETRO_E_INVALID (a bad or repeated name),
+ * RETRO_E_FULL, RETRO_E_LMDB, RETRO_E_NOMEM. */
+int retro_kb_add_texts(retro_kb *kb, const retro_text *docs, size_t n, uint64_t *ids, retro_add_report *rep);
+
 /* Deletes every document from paths[0..n) (files, folders, or names recorded
  * for standard input). *docs_removed (may be NULL) counts them.
  * RETRO_E_NOTFOUND if a path matches nothing (then nothing is deleted),
  * RETRO_E_INVALID, RETRO_E_LMDB, RETRO_E_NOMEM. */
 int retro_kb_remove(retro_kb *kb, const char *const *paths, size_t n, uint64_t *docs_removed);
+
+/* Deletes the documents ids[0..n) with their sources: every document read
+ * from the same file or name goes too (a .jsonl file's other records).
+ * RETRO_E_NOTFOUND if an id is not a document (then nothing is deleted),
+ * RETRO_E_LMDB, RETRO_E_NOMEM. */
+int retro_kb_remove_docs(retro_kb *kb, const uint64_t *ids, size_t n, uint64_t *docs_removed);
+
+typedef struct retro_doc_info {
+    uint64_t id;
+    const char *path;          /* its file, or the name it was added under */
+    const char *title;         /* "" if none */
+    const char *record;        /* the record's id within a .jsonl/.json file; "" if none */
+    uint64_t bytes, tokens;
+    uint64_t first_chunk;
+    uint32_t chunks;
+    int64_t mtime_ns;          /* the file's modification time, or when the text was added */
+} retro_doc_info;
+
+/* Up to limit (1..10000) documents with ids above after, in id order: *docs
+ * (*n entries) is the caller's, freed with retro_docs_free. *n < limit:
+ * there are no more. RETRO_E_INVALID, RETRO_E_LMDB, RETRO_E_NOMEM. */
+int retro_kb_docs(retro_kb *kb, uint64_t after, size_t limit, retro_doc_info **docs, size_t *n);
+/* Document id (*doc, freed with retro_docs_free(*doc, 1)), and its text when
+ * text is not NULL (*text, *len bytes and a NUL: retro_free).
+ * RETRO_E_NOTFOUND, RETRO_E_CORRUPT, RETRO_E_LMDB, RETRO_E_NOMEM. */
+int retro_kb_doc_get(retro_kb *kb, uint64_t id, retro_doc_info **doc, char **text, size_t *len);
+/* Frees docs[0..n), their strings and the array (NULL-safe). */
+void retro_docs_free(retro_doc_info *docs, size_t n);
 
 typedef struct retro_build_report {
     uint64_t embedded;     /* chunks embedded this call */

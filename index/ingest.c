@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lib/alloc.h"
@@ -157,42 +158,30 @@ static void set_skip(file_result *fr, uint32_t reason, const char *detail) {
     fr->detail = detail ? rtr_strdup(detail) : NULL;
 }
 
-static void process_file(rtr_kb *kb, rtr_encoder *enc, const rtr_corpus_file *f, const char *rec_path,
-                         const rtr_ingest_opts *o, file_result *fr) {
-    fr->path = rec_path;
-    if (o->before_read) o->before_read(f->path, o->hook_ctx);
-    rtr_corpus_data in;
-    int rc = rtr_corpus_read(f->path, &o->corpus, &in);
-    uint8_t *data = in.data;
-    size_t len = in.len;
-    fr->size = in.size;
-    fr->mtime_ns = in.mtime_ns;
-    if (rc < 0) goto fail;
-    if (rc > 0) {
-        set_skip(fr, (uint32_t)rc, in.detail);
-        rtr_free(in.detail);
-        goto check_known;
+/* Decides what becomes of one source's bytes (data, len; NULL after a skip
+ * already set in fr): unchanged, a skip, or new documents. data stays the
+ * caller's. */
+static void process_bytes(rtr_kb *kb, rtr_encoder *enc, const uint8_t *data, size_t len, int format,
+                          const rtr_ingest_opts *o, file_result *fr) {
+    int rc;
+    if (data) {
+        fr->size = len;
+        rtr_hash128(data, len, fr->hash);
     }
-    fr->size = len;
-    rtr_hash128(data, len, fr->hash);
-
-check_known:;
     rtr_store_txn *t = NULL;
     if ((rc = rtr_store_read_begin(rtr_kb_store(kb), &t))) goto fail;
     rtr_file_rec rec;
-    rc = rtr_store_get_file(t, rec_path, &rec);
+    rc = rtr_store_get_file(t, fr->path, &rec);
     if (rc && rc != RTR_E_NOTFOUND) { rtr_store_txn_end(t); goto fail; }
     fr->known = rc == RTR_OK;
     fr->known_docs = fr->known ? rec.n_docs : 0;
     if (fr->status == FR_SKIP || !data) {   /* a skip decided before reading */
         rtr_store_txn_end(t);
-        rtr_free(data);
         return;
     }
     if (fr->known && !memcmp(rec.content_hash, fr->hash, 16)) {
         fr->status = FR_UNCHANGED;
         rtr_store_txn_end(t);
-        rtr_free(data);
         return;
     }
     rc = fr->known ? load_old_docs(t, fr) : RTR_OK;
@@ -201,9 +190,7 @@ check_known:;
 
     worker_ctx w = {kb, enc, fr, o};
     char *detail = NULL;
-    rc = rtr_corpus_extract(data, len, f->format, &o->corpus, on_doc, &w, &detail, &fr->bad_records);
-    rtr_free(data);
-    data = NULL;
+    rc = rtr_corpus_extract(data, len, format, &o->corpus, on_doc, &w, &detail, &fr->bad_records);
     if (rc < 0) { rtr_free(detail); goto fail; }
     if (rc > 0) {
         set_skip(fr, (uint32_t)rc, detail);
@@ -214,10 +201,31 @@ check_known:;
     fr->detail = detail;   /* bad-record description, if any */
     return;
 fail:
-    rtr_free(data);
     fr->status = FR_ERROR;
     fr->err = rc;
     snprintf(fr->errmsg, sizeof fr->errmsg, "%s", rtr_errdetail());
+}
+
+static void process_file(rtr_kb *kb, rtr_encoder *enc, const rtr_corpus_file *f, const char *rec_path,
+                         const rtr_ingest_opts *o, file_result *fr) {
+    fr->path = rec_path;
+    if (o->before_read) o->before_read(f->path, o->hook_ctx);
+    rtr_corpus_data in;
+    int rc = rtr_corpus_read(f->path, &o->corpus, &in);
+    fr->size = in.size;
+    fr->mtime_ns = in.mtime_ns;
+    if (rc < 0) {
+        fr->status = FR_ERROR;
+        fr->err = rc;
+        snprintf(fr->errmsg, sizeof fr->errmsg, "%s", rtr_errdetail());
+        return;
+    }
+    if (rc > 0) {
+        set_skip(fr, (uint32_t)rc, in.detail);
+        rtr_free(in.detail);
+    }
+    process_bytes(kb, enc, in.data, in.len, f->format, o, fr);
+    rtr_free(in.data);
 }
 
 /* --- writing a batch (re-runnable: see rtr_store_write) ------------------------ */
@@ -449,6 +457,52 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
     return rc;
 }
 
+int rtr_ingest_memory(rtr_kb *kb, const rtr_mem_file *files, size_t n, const rtr_ingest_opts *o,
+                      rtr_ingest_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    double t0 = rtr_now();
+    if (n == 0) return RTR_OK;
+    uint64_t max = o->corpus.max_file_size ? o->corpus.max_file_size : (uint64_t)1 << 30;
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = files[i].name;
+        size_t nl = nm ? strlen(nm) : 0;
+        if (nl == 0 || nl > 4096 || nm[0] == '/' || rtr_utf8_valid_prefix((const uint8_t *)nm, nl) != nl)
+            return rtr_seterr(RTR_E_INVALID, "document name %zu: 1 to 4096 bytes of UTF-8, not starting with '/'", i);
+        for (size_t j = 0; j < i; j++)
+            if (!strcmp(files[j].name, nm)) return rtr_seterr(RTR_E_INVALID, "document name '%s' given twice", nm);
+    }
+    rtr_encoder *enc = NULL;
+    file_result *res = rtr_calloc(n, sizeof *res);
+    int rc = res ? rtr_encoder_new(rtr_kb_tokenizer(kb), &enc) : RTR_E_NOMEM;
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    for (size_t i = 0; i < n && !rc; i++) {
+        const rtr_mem_file *f = &files[i];
+        file_result *fr = &res[i];
+        fr->path = f->name;
+        fr->mtime_ns = (int64_t)now.tv_sec * 1000000000 + now.tv_nsec;
+        fr->size = f->len;
+        if (f->len > max) set_skip(fr, RTR_SKIP_TOO_LARGE, "larger than the size limit");
+        int fmt = f->format ? f->format : o->corpus.format ? o->corpus.format : rtr_format_from_path(f->name);
+        process_bytes(kb, enc, fr->status == FR_SKIP ? NULL : f->data, f->len, fmt, o, fr);
+        if (fr->status == FR_ERROR) rc = rtr_seterr(fr->err, "%s", fr->errmsg);
+    }
+    rep->files = n;
+    if (!rc) {
+        batch b = {res, n};
+        rc = rtr_store_write(rtr_kb_store(kb), write_batch, &b);
+    }
+    for (size_t i = 0; i < n && res; i++) {
+        if (!rc) rc = account(rep, &res[i]);
+        if (res[i].status != FR_SKIP) rep->bytes_read += res[i].size;
+        free_result(&res[i]);
+    }
+    rtr_free(res);
+    rtr_encoder_free(enc);
+    rep->seconds = rtr_now() - t0;
+    return rc;
+}
+
 void rtr_ingest_report_free(rtr_ingest_report *r) { rtr_skip_list_free(&r->skips); }
 
 /* --- removal ----------------------------------------------------------------------- */
@@ -565,5 +619,51 @@ int rtr_kb_remove(rtr_kb *kb, const char *const *paths, size_t n, uint64_t *file
     for (size_t i = 0; i < n && r.paths; i++) rtr_free(r.paths[i]);
     rtr_free(r.paths);
     rtr_free(r.matches);
+    return rc;
+}
+
+typedef struct remove_ids_ctx {
+    const uint64_t *ids;
+    size_t n;
+    uint64_t files, docs;
+} remove_ids_ctx;
+
+static int remove_ids_fn(rtr_store_txn *t, void *vctx) {
+    remove_ids_ctx *r = vctx;
+    r->files = r->docs = 0;
+    int rc = RTR_OK;
+    for (size_t i = 0; i < r->n && !rc; i++) {
+        rtr_doc d;
+        if ((rc = rtr_store_get_doc(t, r->ids[i], &d)) == RTR_E_NOTFOUND) {
+            rc = RTR_OK;   /* the source of an earlier id took it along */
+            continue;
+        }
+        char *path = rc ? NULL : rtr_strndup(d.path, d.path_len);
+        if (!rc && !path) rc = RTR_E_NOMEM;
+        rtr_file_rec f;
+        if (!rc && !(rc = rtr_store_get_file(t, path, &f))) {
+            r->files++;
+            r->docs += f.n_docs;
+        }
+        if (!rc) rc = rtr_store_delete_file(t, path);
+        if (!rc) rc = rtr_store_delete_skip(t, path);
+        rtr_free(path);
+    }
+    return rc;
+}
+
+int rtr_kb_remove_docs(rtr_kb *kb, const uint64_t *ids, size_t n, uint64_t *files_removed, uint64_t *docs_removed) {
+    rtr_store_txn *t;
+    int rc = rtr_store_read_begin(rtr_kb_store(kb), &t);
+    for (size_t i = 0; i < n && !rc; i++) {
+        rtr_doc d;
+        if ((rc = rtr_store_get_doc(t, ids[i], &d)) == RTR_E_NOTFOUND)
+            rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no document %llu", rtr_kb_dir(kb), (unsigned long long)ids[i]);
+    }
+    rtr_store_txn_end(t);
+    remove_ids_ctx r = {ids, n, 0, 0};
+    if (!rc) rc = rtr_store_write(rtr_kb_store(kb), remove_ids_fn, &r);
+    if (files_removed) *files_removed = rc ? 0 : r.files;
+    if (docs_removed) *docs_removed = rc ? 0 : r.docs;
     return rc;
 }

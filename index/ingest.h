@@ -49,12 +49,31 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
                rtr_ingest_report *rep);
 void rtr_ingest_report_free(rtr_ingest_report *r);
 
+/* A source given as bytes instead of a file (the server's uploads). */
+typedef struct rtr_mem_file {
+    const char *name;       /* recorded as its path: 1..4096 bytes of UTF-8, not starting with '/' */
+    const uint8_t *data;
+    size_t len;
+    int format;             /* RTR_FMT_*; AUTO: by the name's extension, text otherwise */
+} rtr_mem_file;
+
+/* Adds sources from memory as rtr_ingest adds files, in one transaction: a
+ * name recorded before is replaced by its new bytes (unchanged bytes are
+ * kept as they are), so posting a document again updates it. */
+int rtr_ingest_memory(rtr_kb *kb, const rtr_mem_file *files, size_t n, const rtr_ingest_opts *o,
+                      rtr_ingest_report *rep);
+
 /* Deletes every document that came from the given paths: a file's path, a
  * directory (everything under it), or a name recorded for standard input.
  * Paths that match nothing fail with RTR_E_NOTFOUND before anything is
  * deleted. */
 int rtr_kb_remove(rtr_kb *kb, const char *const *paths, size_t n, uint64_t *files_removed,
                   uint64_t *docs_removed);
+
+/* Deletes the sources of the documents with these ids (every document of
+ * each source: a .jsonl file's other records go with it). An id that is not
+ * a document fails with RTR_E_NOTFOUND before anything is deleted. */
+int rtr_kb_remove_docs(rtr_kb *kb, const uint64_t *ids, size_t n, uint64_t *files_removed, uint64_t *docs_removed);
 
 /* Byte end of each 64-token chunk of ids (ceil(n/64) entries appended to
  * ends, owned by the caller), from the tokens' byte lengths. */

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -28,6 +29,7 @@ struct rtr_kb {
     char created[32];
     int lock_fd;
     json_t *manifest;
+    pthread_mutex_t manifest_mu;   /* a reader's copy never sees a section half replaced */
 };
 
 rtr_store *rtr_kb_store(rtr_kb *kb) { return kb->store; }
@@ -168,11 +170,20 @@ static int read_manifest(rtr_kb *kb) {
 
 json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key) { return json_object_get(kb->manifest, key); }
 
+json_t *rtr_kb_manifest_copy(rtr_kb *kb, const char *key) {
+    pthread_mutex_lock(&kb->manifest_mu);
+    json_t *v = json_deep_copy(json_object_get(kb->manifest, key));
+    pthread_mutex_unlock(&kb->manifest_mu);
+    return v;
+}
+
 int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value) {
     RTR_ASSERT(kb->lock_fd >= 0);   /* writers only */
+    pthread_mutex_lock(&kb->manifest_mu);
     if (value) json_object_set_new(kb->manifest, key, value);
     else json_object_del(kb->manifest, key);
     char *text = json_dumps(kb->manifest, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    pthread_mutex_unlock(&kb->manifest_mu);
     if (!text) return rtr_seterr(RTR_E_NOMEM, "manifest");
     char *path = rtr_path_join(kb->dir, "manifest.json");
     int rc = path ? RTR_OK : RTR_E_NOMEM;
@@ -212,6 +223,7 @@ int rtr_kb_open(const char *dir, unsigned flags, const rtr_tokenizer *tok, const
     }
 
     rtr_kb *kb = rtr_calloc(1, sizeof *kb);
+    if (kb) pthread_mutex_init(&kb->manifest_mu, NULL);
     if (!kb) return RTR_E_NOMEM;
     kb->lock_fd = -1;
     char *p = NULL;
@@ -254,6 +266,7 @@ void rtr_kb_close(rtr_kb *kb) {
     rtr_tokenizer_free(kb->tok);
     if (kb->lock_fd >= 0) close(kb->lock_fd);
     json_decref(kb->manifest);
+    pthread_mutex_destroy(&kb->manifest_mu);
     rtr_free(kb->dir);
     rtr_free(kb);
 }

@@ -41,6 +41,9 @@ const char *rtr_kb_created(const rtr_kb *kb);         /* ISO 8601 UTC */
 /* A top-level section of the manifest ("index", ...): borrowed, valid until
  * the next rtr_kb_manifest_set or rtr_kb_close; NULL if absent. */
 json_t *rtr_kb_manifest_get(rtr_kb *kb, const char *key);
+/* A deep copy of a section (the caller's, json_decref; NULL if absent),
+ * safe while another thread of the process calls rtr_kb_manifest_set. */
+json_t *rtr_kb_manifest_copy(rtr_kb *kb, const char *key);
 /* Replaces (value != NULL, reference stolen) or removes a top-level section
  * and rewrites manifest.json atomically. Needs RTR_KB_WRITE. */
 int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value);

@@ -71,7 +71,7 @@ int rtr_vectors_section_parse(const json_t *ix, const char *where, rtr_vectors_s
 
 int rtr_kb_vectors_open(rtr_kb *kb, rtr_kb_vectors **vout) {
     *vout = NULL;
-    json_t *ix = rtr_kb_manifest_get(kb, "index");
+    json_t *ix = rtr_kb_manifest_copy(kb, "index");
     if (!ix) return rtr_seterr(RTR_E_NOTFOUND, "%s: has no index yet; run 'retro index build %s'", rtr_kb_dir(kb), rtr_kb_dir(kb));
     char *where = rtr_path_join(rtr_kb_dir(kb), "manifest.json");
     char *dir = rtr_path_join(rtr_kb_dir(kb), "index");
@@ -93,6 +93,7 @@ int rtr_kb_vectors_open(rtr_kb *kb, rtr_kb_vectors **vout) {
         out->trained_on = sec.trained_on;
     }
     rtr_vectors_section_free(&sec);
+    json_decref(ix);
     rtr_free(where);
     rtr_free(dir);
     if (rc) rtr_kb_vectors_close(out);

@@ -12,17 +12,19 @@
 #                                                  # executions a harness (at most 2 h each)
 #
 # Corpora grow in build/fuzz/corpus/ across runs; FUZZ_FRESH=1 starts anew;
-# FUZZ_HARNESSES="a b" runs those, in that order; FUZZ_JOBS=N runs N at a time.
+# FUZZ_HARNESSES="a b" runs those, in that order; FUZZ_JOBS=N runs N at a time;
+# FUZZ_BUILD=DIR builds in DIR instead of build/fuzz.
 set -euo pipefail
 secs=${1:-10}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
-B=build/fuzz
+B=${FUZZ_BUILD:-build/fuzz}
 par=${FUZZ_JOBS:-2}
 CC=clang CXX=clang++ cmake -S . -B $B -DCMAKE_BUILD_TYPE=Debug -DRETRO_FUZZ=ON -DRETRO_TESTS=OFF \
     -DRETRO_NATIVE=OFF >/dev/null
 cmake --build $B -j"$(nproc)" >/dev/null
-harnesses=${FUZZ_HARNESSES:-$(cd $B/tests/fuzz && ls fuzz_* | grep -v '\.' | sed 's/^fuzz_//' | sort)}
+all=$(cd $B/tests/fuzz && ls fuzz_* | grep -v '\.' | sed 's/^fuzz_//' | sort)
+harnesses=${FUZZ_HARNESSES:-$all}
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
 # one thread a harness: OpenMP's spinning workers would only slow every execution
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
@@ -31,7 +33,7 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 S=$B/seeds
 if [ ! -f $S/.made ]; then
     rm -rf $S && mkdir -p $S
-    for h in $harnesses; do mkdir -p $S/$h; done
+    for h in $all; do mkdir -p $S/$h; done
     retro=$B/retro
     w=$(mktemp -d)
     trap 'rm -rf "$w"' EXIT
@@ -82,6 +84,16 @@ EOF
     trap - EXIT
     touch $S/.made
 fi
+
+# the server's requests, as docs/server.md shows them (the first byte picks the endpoint)
+mkdir -p $S/serve
+printf '\000{"query":"the space program","k":3,"continuation":true,"exclude_docs":[1,2]}' > $S/serve/search
+printf '\001{"prompt":"The economy","max_tokens":64,"temperature":0,"top_p":0.9,"top_k":40,"seed":7,"stop":["\\n\\n","."],"stream":true}' > $S/serve/completion
+printf '\002{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"What about jobs?"},{"role":"assistant","content":"Yes."}],"max_tokens":40,"stop":"x"}' > $S/serve/chat
+printf '\003{"input":["hello world","the economy"],"encoding_format":"base64"}' > $S/serve/embed
+printf '\004{"documents":[{"name":"notes/a.txt","text":"one"},{"name":"b.html","text":"<p>two</p>"}]}' > $S/serve/docs
+printf '\005/v1/documents/42' > $S/serve/docid
+printf '\00617&100' > $S/serve/page
 
 # --- runs ------------------------------------------------------------------------
 [ "${FUZZ_FRESH:-0}" = 1 ] && rm -rf $B/corpus
