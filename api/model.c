@@ -10,6 +10,7 @@
 #include "model/generate.h"
 #include "model/infer.h"
 #include "retriever/quote.h"
+#include "retriever/reader.h"
 
 int retro_model_load(const char *dir, const retro_model_opts *o, retro_model **out) {
     *out = NULL;
@@ -123,6 +124,68 @@ static void on_retrieval(void *ctx, int64_t chunk, const rtr_live_hit *hits, uin
     o->on_retrieval(o->ctx, chunk, nb, k < 64 ? k : 64);
 }
 
+/* One generation of the API: its session, live retrieval and loop. */
+typedef struct api_gen {
+    retro_model *m;
+    const retro_gen_opts *o;
+    int retrieval;
+    rtr_live lv;
+    rtr_api_held *held;
+    rtr_session *s;
+    rtr_gen *g;
+} api_gen;
+
+static void api_gen_free(api_gen *x) {
+    rtr_gen_free(x->g);
+    rtr_session_free(x->s);
+    if (x->retrieval) rtr_api_release(x->o->kb, x->held);
+    memset(x, 0, sizeof *x);
+}
+
+/* Sets up x for o (which must outlive it) and feeds the prompt. */
+static int api_gen_begin(retro_model *m, const char *prompt, size_t len, const retro_gen_opts *o, api_gen *x) {
+    memset(x, 0, sizeof *x);
+    if (o->n_stop < 0 || o->n_stop > RTR_GEN_MAX_STOP)
+        return rtr_seterr(RTR_E_INVALID, "generate: at most %d stop sequences", RTR_GEN_MAX_STOP);
+    x->m = m;
+    x->o = o;
+    rtr_gen_opts g = {o->max_tokens, o->temperature, o->top_k, o->top_p, o->seed, {0}, o->n_stop,
+                      o->on_text, o->ctx, o->cancel, o->ignore_end};
+    for (int i = 0; i < o->n_stop; i++) g.stop[i] = o->stop[i];
+    x->retrieval = rtr_model_cfg(m->lm.model)->n_cca > 0 && o->kb;
+    int rc = x->retrieval ? rtr_api_live(m, o->kb, &x->lv, &x->held) : RTR_OK;
+    if (x->retrieval) {
+        x->lv.min_score = o->min_score;
+        if (o->on_retrieval) {
+            x->lv.report = on_retrieval;
+            x->lv.report_ctx = (void *)o;
+        }
+    }
+    if (!rc) rc = rtr_session_new(m->lm.model, &x->s);
+    if (!rc && x->retrieval) rtr_session_set_retrieval(x->s, rtr_live_retrieve, &x->lv);
+    if (!rc) rc = rtr_gen_begin(x->s, m->lm.tok, prompt, len, &g, &x->g);
+    if (rc) api_gen_free(x);
+    return rc;
+}
+
+/* The result of x's generation (rc: how its loop ended); frees x. */
+static int api_gen_finish(api_gen *x, int rc, retro_gen_result *out) {
+    memset(out, 0, sizeof *out);
+    rtr_gen_result res;
+    if (!rc) {
+        rc = rtr_gen_finish(x->g, &res);
+        x->g = NULL;
+    }
+    if (!rc) {
+        rtr_session_times t;
+        rtr_session_times_get(x->s, &t);
+        *out = (retro_gen_result){res.text, res.len, res.prompt_tokens, res.tokens, res.stopped, x->retrieval,
+                                  t.retrievals, res.tokens_per_s, t.retrieve, t.encode, t.total};
+    }
+    api_gen_free(x);
+    return rc;
+}
+
 int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_gen_opts *o, retro_gen_result *out) {
     memset(out, 0, sizeof *out);
     retro_gen_opts dflt;
@@ -130,35 +193,137 @@ int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_g
         retro_gen_opts_default(&dflt);
         o = &dflt;
     }
-    if (o->n_stop < 0 || o->n_stop > RTR_GEN_MAX_STOP)
-        return rtr_seterr(RTR_E_INVALID, "generate: at most %d stop sequences", RTR_GEN_MAX_STOP);
-    rtr_gen_opts g = {o->max_tokens, o->temperature, o->top_k, o->top_p, o->seed, {0}, o->n_stop,
-                      o->on_text, o->ctx, o->cancel};
-    for (int i = 0; i < o->n_stop; i++) g.stop[i] = o->stop[i];
-    int retrieval = rtr_model_cfg(m->lm.model)->n_cca > 0 && o->kb;
-    rtr_live lv;
-    rtr_api_held *held = NULL;
-    rtr_session *s = NULL;
-    int rc = retrieval ? rtr_api_live(m, o->kb, &lv, &held) : RTR_OK;
-    if (retrieval) {
-        lv.min_score = o->min_score;
-        if (o->on_retrieval) {
-            lv.report = on_retrieval;
-            lv.report_ctx = (void *)o;
-        }
+    api_gen x;
+    int rc = api_gen_begin(m, prompt, len, o, &x);
+    if (rc) return rc;
+    const float *logits = NULL;
+    int32_t t;
+    while ((rc = rtr_gen_next(x.g, logits, &t)) == 1)
+        if ((rc = rtr_session_feed(x.s, &t, 1, &logits))) break;
+    return api_gen_finish(&x, rc < 0 ? rc : RTR_OK, out);
+}
+
+/* --- generations decoded together ------------------------------------------------------ */
+enum { SLOT_FREE = 0, SLOT_RUNNING, SLOT_ENDED };
+
+typedef struct batch_slot {
+    int state;
+    api_gen x;
+    int32_t next;             /* the token to feed at the next step */
+    int rc;                   /* how it ended */
+    char err[512];
+    retro_gen_result res;
+} batch_slot;
+
+struct retro_batch {
+    retro_model *m;
+    int n;
+    batch_slot *slots;
+    rtr_batch *b;
+    rtr_session **ss;
+    int32_t *toks;
+    int *idx;
+    const float **logits;
+};
+
+int retro_batch_new(retro_model *m, int slots, retro_batch **out) {
+    *out = NULL;
+    if (slots < 1 || slots > 256) return rtr_seterr(RTR_E_INVALID, "batch: 1 to 256 slots");
+    retro_batch *b = rtr_calloc(1, sizeof *b);
+    if (!b) return RTR_E_NOMEM;
+    b->m = m;
+    b->n = slots;
+    b->slots = rtr_calloc((size_t)slots, sizeof *b->slots);
+    b->ss = rtr_calloc((size_t)slots, sizeof *b->ss);
+    b->toks = rtr_calloc((size_t)slots, sizeof *b->toks);
+    b->idx = rtr_calloc((size_t)slots, sizeof *b->idx);
+    b->logits = rtr_calloc((size_t)slots, sizeof *b->logits);
+    int rc = b->slots && b->ss && b->toks && b->idx && b->logits ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) rc = rtr_batch_new(m->lm.model, slots, &b->b);
+    if (rc) {
+        retro_batch_free(b);
+        return rc;
     }
-    if (!rc) rc = rtr_session_new(m->lm.model, &s);
-    if (!rc && retrieval) rtr_session_set_retrieval(s, rtr_live_retrieve, &lv);
-    rtr_gen_result res;
-    if (!rc) rc = rtr_generate(s, m->lm.tok, prompt, len, &g, &res);
-    if (!rc) {
-        rtr_session_times t;
-        rtr_session_times_get(s, &t);
-        *out = (retro_gen_result){res.text, res.len, res.prompt_tokens, res.tokens, res.stopped, retrieval,
-                                  t.retrievals, res.tokens_per_s, t.retrieve, t.encode, t.total};
+    *out = b;
+    return RTR_OK;
+}
+
+void retro_batch_free(retro_batch *b) {
+    if (!b) return;
+    for (int i = 0; b->slots && i < b->n; i++) {
+        if (b->slots[i].state == SLOT_RUNNING) api_gen_free(&b->slots[i].x);
+        retro_gen_result_free(&b->slots[i].res);
     }
-    rtr_session_free(s);
-    if (retrieval) rtr_api_release(o->kb, held);
+    rtr_batch_free(b->b);
+    rtr_free(b->slots);
+    rtr_free(b->ss);
+    rtr_free(b->toks);
+    rtr_free(b->idx);
+    rtr_free(b->logits);
+    rtr_free(b);
+}
+
+int retro_batch_active(const retro_batch *b) {
+    int n = 0;
+    for (int i = 0; i < b->n; i++) n += b->slots[i].state == SLOT_RUNNING;
+    return n;
+}
+
+/* Slot i's generation ended (rc: its loop's status): its result waits for retro_batch_take. */
+static void slot_end(batch_slot *sl, int rc) {
+    sl->rc = api_gen_finish(&sl->x, rc, &sl->res);
+    if (sl->rc) snprintf(sl->err, sizeof sl->err, "%s", rtr_errdetail());
+    sl->state = SLOT_ENDED;
+}
+
+/* Samples slot i's next token from logits: it goes on, or ends. */
+static void slot_pick(batch_slot *sl, const float *logits) {
+    int r = rtr_gen_next(sl->x.g, logits, &sl->next);
+    if (r != 1) slot_end(sl, r < 0 ? r : RTR_OK);
+}
+
+int retro_batch_add(retro_batch *b, const char *prompt, size_t len, const retro_gen_opts *o, int *slot) {
+    *slot = -1;
+    int i = 0;
+    while (i < b->n && b->slots[i].state != SLOT_FREE) i++;
+    if (i == b->n) return rtr_seterr(RTR_E_BUSY, "batch: all %d slots are taken", b->n);
+    batch_slot *sl = &b->slots[i];
+    memset(sl, 0, sizeof *sl);
+    int rc = api_gen_begin(b->m, prompt, len, o, &sl->x);
+    if (rc) return rc;
+    sl->state = SLOT_RUNNING;
+    slot_pick(sl, NULL);   /* the first token, from the prompt's logits */
+    *slot = i;
+    return RTR_OK;
+}
+
+int retro_batch_step(retro_batch *b, int *active) {
+    int n = 0;
+    for (int i = 0; i < b->n; i++) {
+        if (b->slots[i].state != SLOT_RUNNING) continue;
+        b->idx[n] = i;
+        b->ss[n] = b->slots[i].x.s;
+        b->toks[n++] = b->slots[i].next;
+    }
+    int rc = n ? rtr_batch_feed(b->b, b->ss, b->toks, n, b->logits) : RTR_OK;
+    if (rc) {   /* a retrieval failed: the generations of this step end with its status */
+        for (int k = 0; k < n; k++) slot_end(&b->slots[b->idx[k]], rc);
+    }
+    for (int k = 0; !rc && k < n; k++) slot_pick(&b->slots[b->idx[k]], b->logits[k]);
+    if (active) *active = retro_batch_active(b);
+    return RTR_OK;
+}
+
+int retro_batch_take(retro_batch *b, int slot, retro_gen_result *out) {
+    memset(out, 0, sizeof *out);
+    if (slot < 0 || slot >= b->n || b->slots[slot].state == SLOT_FREE)
+        return rtr_seterr(RTR_E_INVALID, "batch: slot %d holds no generation", slot);
+    batch_slot *sl = &b->slots[slot];
+    if (sl->state == SLOT_RUNNING) return rtr_seterr(RTR_E_BUSY, "batch: slot %d is still generating", slot);
+    int rc = sl->rc;
+    if (rc) rtr_seterr(rc, "%s", sl->err);
+    else *out = sl->res;
+    memset(sl, 0, sizeof *sl);
     return rc;
 }
 
@@ -180,6 +345,8 @@ void retro_answer_free(retro_answer *a) {
     a->n_quotes = 0;
     retro_gen_result_free(&a->gen);
     retro_results_free(&a->sources);
+    rtr_free((char *)a->generated_by);
+    a->generated_by = NULL;
 }
 
 /* The prompt: passages (each chunk and its continuation), the question, the
@@ -240,6 +407,41 @@ static int ask_quotes(const char *question, const retro_results *src, size_t max
     return rc;
 }
 
+/* retro_ask with o->reader_url: the quotes as with a model; every passage
+ * and the question go to the reader (retriever/reader.h), whose answer is
+ * out->gen.text. */
+static int ask_reader(retro_kb *kb, const char *question, const retro_ask_opts *o, retro_answer *out) {
+    retro_search_opts so = {.k = o->passages ? o->passages : 3, .continuation = 1};
+    int rc = retro_search(kb, question, strlen(question), &so, &out->sources);
+    out->in_prompt = out->sources.n;
+    if (!rc) rc = ask_quotes(question, &out->sources, o->quotes ? o->quotes : 2, out);
+    if (!rc && !(out->generated_by = rtr_reader_url_shown(o->reader_url))) rc = RTR_E_NOMEM;
+    rtr_reader_passage *p = rc ? NULL : rtr_calloc(out->sources.n + 1, sizeof *p);
+    if (!rc && !p) rc = RTR_E_NOMEM;
+    for (size_t i = 0; !rc && i < out->sources.n; i++)
+        p[i] = (rtr_reader_passage){out->sources.items[i].text, out->sources.items[i].continuation};
+    const char *key = getenv("RETRO_READER_KEY");
+    rtr_reader_opts ro = {.url = o->reader_url, .model = o->reader_model, .completions = o->reader_completions,
+                          .api_key = key && *key ? key : NULL, .max_tokens = o->gen.max_tokens,
+                          .temperature = o->gen.temperature};
+    rtr_reader_reply r = {0};
+    if (!rc) rc = rtr_reader_ask(&ro, question, p, out->sources.n, &r);
+    if (!rc) {   /* the reader's answer takes the place of the model's generation */
+        out->gen.text = r.text;
+        out->gen.len = r.len;
+        r.text = NULL;
+        out->gen.prompt_tokens = r.prompt_tokens > 0 && r.prompt_tokens < INT32_MAX ? (int)r.prompt_tokens : 0;
+        out->gen.tokens = r.completion_tokens > 0 && r.completion_tokens < INT32_MAX ? (int)r.completion_tokens : 0;
+        out->gen.stopped = r.length ? "length" : "stop";
+        out->gen.total_s = r.seconds;
+        out->gen.tokens_per_s = r.seconds > 0 ? out->gen.tokens / r.seconds : 0;
+    }
+    rtr_reader_reply_free(&r);
+    rtr_free(p);
+    if (rc) retro_answer_free(out);
+    return rc;
+}
+
 int retro_ask(retro_model *m, retro_kb *kb, const char *question, const retro_ask_opts *o, retro_answer *out) {
     memset(out, 0, sizeof *out);
     retro_ask_opts dflt;
@@ -248,8 +450,10 @@ int retro_ask(retro_model *m, retro_kb *kb, const char *question, const retro_as
         o = &dflt;
     }
     if (!*question) return rtr_seterr(RTR_E_INVALID, "ask: the question is empty");
+    if (o->reader_url) return ask_reader(kb, question, o, out);
     int rc = same_tokenizer(m, kb);   /* before the search: its passages go to the model */
     if (rc) return rc;
+    if (!(out->generated_by = rtr_strdup("model"))) return RTR_E_NOMEM;
     retro_search_opts so = {.k = o->passages ? o->passages : 3, .continuation = 1};
     rc = retro_search(kb, question, strlen(question), &so, &out->sources);
     rtr_buf prompt = {0};

@@ -1,5 +1,6 @@
 /* cmd_ask.c - `retro ask MODEL --kb KB "question"`: an answer generated from
- * the best chunks of a knowledge base, with the sources it was given. */
+ * the best chunks of a knowledge base, with the sources it was given; with
+ * --reader URL another server (OpenAI's API) writes the answer from them. */
 #define _GNU_SOURCE
 #include <getopt.h>
 #include <inttypes.h>
@@ -13,6 +14,7 @@
 
 static const char ask_usage[] =
     "usage: retro ask MODEL --kb KB QUESTION [options]\n"
+    "       retro ask [MODEL] --kb KB --reader URL QUESTION [options]\n"
     "\n"
     "Searches KB for the chunks nearest to QUESTION and answers with what they say:\n"
     "the sentences that best answer the question, quoted with their source (path and\n"
@@ -20,6 +22,12 @@ static const char ask_usage[] =
     "question in the prompt of the model in MODEL, and what it writes from them is\n"
     "printed apart, labelled as the model's (a RETRO model also retrieves from KB\n"
     "while it writes). Last, the sources: path, byte span, score and text.\n"
+    "\n"
+    "With --reader URL, the passages, numbered, and the question go to the OpenAI-\n"
+    "compatible server at URL (llama.cpp's server, ollama, another `retro serve`)\n"
+    "instead, and its answer is printed, labelled as the reader's, with retro's\n"
+    "sources; MODEL is then not needed (nor loaded). The bearer key for URL, if it\n"
+    "needs one, is read from $RETRO_READER_KEY.\n"
     "\n"
     "options:\n"
     "  --kb KB               the knowledge base (required)\n"
@@ -31,16 +39,39 @@ static const char ask_usage[] =
     "  --no-retrieval        no retrieval while generating (the passages stay)\n"
     "  --min-score S         while generating, withhold neighbours scoring below S\n"
     "  --threads N           threads (default: all cores)\n"
+    "  --reader URL          the server that writes the answer (its base URL, e.g.\n"
+    "                        http://127.0.0.1:8080); -n and --temperature go to it\n"
+    "  --reader-model NAME   the model asked of it (default: the first URL/v1/models lists)\n"
+    "  --reader-chat         ask with POST URL/v1/chat/completions (the default)\n"
+    "  --reader-completions  ask with POST URL/v1/completions and a prompt\n"
     "  --json                one JSON object: question, answer (the best quote), quotes,\n"
-    "                        generated (the model's text), sources\n";
+    "                        generated (the model's or the reader's text), generated_by\n"
+    "                        (\"model\" or the reader's URL), sources\n";
+
+/* text as indented lines, white space around it removed. */
+static void print_block(const char *text, size_t len) {
+    while (len > 0 && (*text == ' ' || *text == '\n' || *text == '\t' || *text == '\r')) text++, len--;
+    while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\n' || text[len - 1] == '\t' || text[len - 1] == '\r'))
+        len--;
+    fputs("  ", stdout);
+    for (size_t i = 0; i < len; i++) {
+        if (text[i] == '\r') continue;
+        putchar(text[i]);
+        if (text[i] == '\n') fputs("  ", stdout);
+    }
+    putchar('\n');
+}
 
 int cmd_ask(int argc, char **argv) {
-    enum { O_KB = 256, O_TEMP, O_SEED, O_NORET, O_THREADS, O_JSON, O_MINSC, O_QUOTES };
+    enum { O_KB = 256, O_TEMP, O_SEED, O_NORET, O_THREADS, O_JSON, O_MINSC, O_QUOTES, O_READER, O_RMODEL, O_RCHAT,
+           O_RCOMPL };
     static const struct option opts[] = {{"kb", 1, 0, O_KB},          {"max-tokens", 1, 0, 'n'},
                                          {"temperature", 1, 0, O_TEMP}, {"seed", 1, 0, O_SEED},
                                          {"no-retrieval", 0, 0, O_NORET}, {"threads", 1, 0, O_THREADS},
                                          {"json", 0, 0, O_JSON},        {"min-score", 1, 0, O_MINSC},
-                                         {"quotes", 1, 0, O_QUOTES},
+                                         {"quotes", 1, 0, O_QUOTES},    {"reader", 1, 0, O_READER},
+                                         {"reader-model", 1, 0, O_RMODEL}, {"reader-chat", 0, 0, O_RCHAT},
+                                         {"reader-completions", 0, 0, O_RCOMPL},
                                          {"help", 0, 0, 'h'},           {0, 0, 0, 0}};
     const char *kb_dir = NULL;
     int json = 0, c;
@@ -75,6 +106,16 @@ int cmd_ask(int argc, char **argv) {
             ao.quotes = (uint32_t)q;
             break;
         }
+        case O_READER:
+            if (!*optarg) return cli_usage_error("ask", "--reader needs a URL");
+            ao.reader_url = optarg;
+            break;
+        case O_RMODEL:
+            if (!*optarg) return cli_usage_error("ask", "--reader-model needs a name");
+            ao.reader_model = optarg;
+            break;
+        case O_RCHAT: ao.reader_completions = 0; break;
+        case O_RCOMPL: ao.reader_completions = 1; break;
         case O_MINSC:
             if (cli_parse_min_score(optarg, &ao.gen.min_score))
                 return cli_usage_error("ask", "--min-score must be a score in [-1, 1]");
@@ -82,15 +123,18 @@ int cmd_ask(int argc, char **argv) {
         default: return cli_usage_error("ask", "bad option");
         }
     }
-    if (argc - optind != 2) return cli_usage_error("ask", "expected MODEL and QUESTION");
+    const int reader = ao.reader_url != NULL;
+    if (argc - optind != 2 && !(reader && argc - optind == 1))
+        return cli_usage_error("ask", reader ? "expected [MODEL] QUESTION" : "expected MODEL and QUESTION");
     if (!kb_dir) return cli_usage_error("ask", "--kb KB is required");
-    const char *dir = argv[optind], *question = argv[optind + 1];
+    if (!reader && ao.reader_model) return cli_usage_error("ask", "--reader-model needs --reader URL");
+    const char *dir = argc - optind == 2 ? argv[optind] : NULL, *question = argv[argc - 1];
     if (!*question) return cli_usage_error("ask", "the question is empty");
     retro_model *m = NULL;
     retro_kb *kb = NULL;
     retro_answer ans = {0};
     retro_model_opts mo = {1, NULL};
-    int rc = retro_model_load(dir, &mo, &m);
+    int rc = reader ? 0 : retro_model_load(dir, &mo, &m);   /* a reader writes the answer: no model needed */
     if (!rc) rc = retro_kb_open(kb_dir, 0, NULL, &kb);
     if (!rc) rc = retro_ask(m, kb, question, &ao, &ans);
     if (rc) goto done;
@@ -112,6 +156,8 @@ int cmd_ask(int argc, char **argv) {
         }
         printf("],\"generated\":");
         cli_json_string(stdout, ans.gen.text, ans.gen.len);
+        printf(",\"generated_by\":");
+        cli_json_string(stdout, ans.generated_by, strlen(ans.generated_by));
         printf(",\"tokens\":%d,\"tokens_per_s\":%.1f,\"sources\":[", ans.gen.tokens, ans.gen.tokens_per_s);
         for (size_t i = 0; i < ans.sources.n; i++) {
             const retro_source *h = &ans.sources.items[i];
@@ -134,11 +180,19 @@ int cmd_ask(int argc, char **argv) {
                    q->byte_end);
         }
         if (!ans.n_quotes) printf("  (no sentence of the sources shares a content word with the question)\n");
-        retro_model_info mi;
-        retro_model_get_info(m, &mi);
-        printf("\nWhat the model writes from %s (%s, %zu parameters; a small model writes fluent nonsense: "
-               "trust the quotes):\n  %s\n\nSources:\n", ans.in_prompt == ans.sources.n ? "them" : "the first that fit its context",
-               dir, mi.params, ans.gen.text);
+        if (reader) {
+            printf("\nWhat the reader at %s writes from them:\n", ans.generated_by);
+            print_block(ans.gen.text, ans.gen.len);
+        } else {
+            retro_model_info mi;
+            retro_model_get_info(m, &mi);
+            printf("\nWhat the model writes from %s (%s, %zu parameters; a small model writes fluent nonsense: "
+                   "trust the quotes):\n  %s\n",
+                   ans.in_prompt == ans.sources.n ? "them" : "the first that fit its context", dir, mi.params,
+                   ans.gen.text);
+            printf("(for a fluent answer from a bigger model: --reader URL, any OpenAI-compatible server)\n");
+        }
+        printf("\nSources:\n");
         for (size_t i = 0; i < ans.sources.n; i++) {
             const retro_source *h = &ans.sources.items[i];
             char ex[121];

@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <microhttpd.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -19,6 +20,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/serve_page.h"
 #include "cli/serve_req.h"
 #include "lib/status.h"
 #include "lib/threads.h"
@@ -28,6 +30,7 @@ static const char serve_usage[] =
     "\n"
     "Serves knowledge base KB (and the model in DIR) over HTTP, in OpenAI's shapes where\n"
     "one exists (docs/server.md):\n"
+    "  GET  /                    the search page: search, ask, documents (in the binary)\n"
     "  GET  /health              200 when ready, 503 while loading\n"
     "  GET  /v1/models           the model\n"
     "  POST /v1/search           {\"query\", \"k\", \"continuation\", \"exclude_docs\"}: chunks with sources\n"
@@ -52,7 +55,9 @@ static const char serve_usage[] =
     "  --cors ORIGIN         allow browser requests from ORIGIN\n"
     "  --max-body N          largest request body in bytes (default 1 MiB)\n"
     "  --read-only           open KB without the writer lock: no POST or DELETE of documents\n"
-    "  --threads N           threads for the engine (default: all cores)\n";
+    "  --threads N           threads for the engine (default: all cores)\n"
+    "  --parallel N          generation slots, decoded together in one batched step (default 4)\n"
+    "  --queue N             completions that may wait for a slot; more get 429 (default 64)\n";
 
 enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_DOCUMENTS, EP_METRICS, EP_OTHER, N_EP };
 static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "chat", "embeddings", "documents",
@@ -68,7 +73,16 @@ typedef struct server {
     const char *cors;
     size_t max_body;
     int writable;             /* documents may be added and deleted (not --read-only) */
-    pthread_mutex_t engine;   /* one engine call at a time: handles are single-threaded */
+    pthread_mutex_t engine;   /* one engine call at a time (a search, a prefill, a batched step) */
+    int parallel, queue_max;  /* generation slots; completions that may wait for one */
+    retro_batch *batch;       /* the slots, decoded together by the scheduler */
+    pthread_t scheduler;
+    pthread_mutex_t q_mu;     /* the queue, and each completion's done flag */
+    pthread_cond_t work_cv, done_cv;
+    struct completion *queue;
+    int queued, stopping;
+    atomic_int busy;          /* slots generating */
+    atomic_long rejected;     /* completions refused with 429 */
     atomic_int ready;
     atomic_long requests[N_EP], errors[N_EP], buckets[N_EP][N_BUCKETS + 1], tokens, retrievals;
     _Atomic double seconds[N_EP];
@@ -144,6 +158,20 @@ static enum MHD_Result send_error(server *s, struct MHD_Connection *c, unsigned 
 }
 
 /* Constant-time comparison of the Authorization header with "Bearer KEY". */
+/* 429: the queue is full; try again in a second. */
+static enum MHD_Result send_busy(server *s, struct MHD_Connection *c) {
+    json_t *j = json_pack("{s:{s:s, s:s, s:i}}", "error", "message", "the queue of completions is full; retry later",
+                          "type", "rate_limit_error", "code", 429);
+    char *t = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    struct MHD_Response *r = MHD_create_response_from_buffer(t ? strlen(t) : 0, t, MHD_RESPMEM_MUST_FREE);
+    add_headers(s, r, "application/json");
+    MHD_add_response_header(r, "Retry-After", "1");
+    enum MHD_Result ret = MHD_queue_response(c, 429, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 static int authorized(server *s, struct MHD_Connection *c) {
     if (!s->api_key) return 1;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
@@ -245,18 +273,22 @@ typedef struct completion {
     int stream;
     int chat;                 /* /v1/chat/completions: messages in, a message out */
     int sent_role;            /* chat stream: the first chunk carries the role */
-    int fd[2];                /* stream: generation thread -> response */
+    int fd[2];                /* stream: the scheduler -> the response */
     volatile int cancel;      /* set by the response when the client is gone */
     json_t *retrievals;       /* the sources of each retrieval */
     char id[32];
     long created;
-    pthread_t th;
-    int started;
+    struct completion *next;  /* the queue */
+    int done;                 /* the scheduler is finished with it (under s->q_mu) */
+    int rc;                   /* how it ended, with res or err */
+    retro_gen_result res;
+    char err[512];
 } completion;
 
 static void comp_free(completion *cp) {
     if (!cp) return;
     serve_completion_free(&cp->req);
+    retro_gen_result_free(&cp->res);
     json_decref(cp->retrievals);
     free(cp);
 }
@@ -326,41 +358,123 @@ static int on_text(void *ctx, const char *text, size_t len) {
 
 static const char *finish_reason(const char *stopped) { return !strcmp(stopped, "length") ? "length" : "stop"; }
 
-/* Runs the generation; with stream, writes its events and [DONE] to the pipe. */
-static int generate(completion *cp, retro_gen_result *res) {
-    server *s = cp->s;
-    cp->go.on_text = on_text;
-    cp->go.on_retrieval = on_retrieval;
-    cp->go.ctx = cp;
-    cp->go.cancel = &cp->cancel;
-    pthread_mutex_lock(&s->engine);
-    int rc = retro_generate(s->model, cp->req.prompt, strlen(cp->req.prompt), &cp->go, res);
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
-    pthread_mutex_unlock(&s->engine);
-    if (!rc) atomic_fetch_add(&s->tokens, res->tokens);
+/* The scheduler is done with cp (rc: how it ended, res its result): a stream
+ * gets its last event and [DONE]; the waiting request is woken. */
+static void complete(server *s, completion *cp, int rc, retro_gen_result *res) {
+    cp->rc = rc;
+    if (rc) snprintf(cp->err, sizeof cp->err, "%s", retro_errdetail());
+    else {
+        cp->res = *res;
+        atomic_fetch_add(&s->tokens, res->tokens);
+    }
     if (cp->stream) {
-        json_t *last = rc ? json_pack("{s:{s:s, s:s}}", "error", "message", msg, "type", "server_error")
+        json_t *last = rc ? json_pack("{s:{s:s, s:s}}", "error", "message", cp->err, "type", "server_error")
                           : envelope(cp, 1, choice(cp, 1, "", 0, finish_reason(res->stopped)));
         if (!rc) json_object_set_new(last, "retro", json_pack("{s:O}", "retrievals", cp->retrievals));
         if (!send_event(cp, last)) write_all(cp->fd[1], "data: [DONE]\n\n", 14);
         close(cp->fd[1]);
         cp->fd[1] = -1;
     }
-    if (rc) rtr_seterr(rc, "%s", msg);
-    return rc;
+    pthread_mutex_lock(&s->q_mu);
+    cp->done = 1;
+    pthread_cond_broadcast(&s->done_cv);
+    pthread_mutex_unlock(&s->q_mu);
 }
 
-static void *stream_main(void *arg) {
-    completion *cp = arg;
-    retro_gen_result res;
-    if (!generate(cp, &res)) retro_gen_result_free(&res);
+/* Queues a completion for the scheduler; 0, or -1 when the queue is full. */
+static int enqueue(server *s, completion *cp) {
+    cp->go.on_text = on_text;
+    cp->go.on_retrieval = on_retrieval;
+    cp->go.ctx = cp;
+    cp->go.cancel = &cp->cancel;
+    pthread_mutex_lock(&s->q_mu);
+    if (s->queued >= s->queue_max) {
+        pthread_mutex_unlock(&s->q_mu);
+        return -1;
+    }
+    completion **tail = &s->queue;
+    while (*tail) tail = &(*tail)->next;
+    *tail = cp;
+    s->queued++;
+    pthread_cond_signal(&s->work_cv);
+    pthread_mutex_unlock(&s->q_mu);
+    return 0;
+}
+
+static void wait_done(server *s, completion *cp) {
+    pthread_mutex_lock(&s->q_mu);
+    while (!cp->done) pthread_cond_wait(&s->done_cv, &s->q_mu);
+    pthread_mutex_unlock(&s->q_mu);
+}
+
+/* The scheduler: admits queued completions into free slots (each prompt fed
+ * on admission), then decodes one token for every running one in a single
+ * batched step, and hands each finished one back. Searches take the engine
+ * between steps. */
+static void *scheduler_main(void *arg) {
+    server *s = arg;
+    completion **slot = calloc((size_t)s->parallel, sizeof *slot);
+    if (!slot) abort();
+    for (;;) {
+        pthread_mutex_lock(&s->q_mu);
+        int running = retro_batch_active(s->batch);
+        while (!s->stopping && !s->queue && running == 0) pthread_cond_wait(&s->work_cv, &s->q_mu);
+        if (s->stopping && !s->queue && running == 0) {
+            pthread_mutex_unlock(&s->q_mu);
+            break;
+        }
+        completion *admit = NULL;
+        if (s->queue && running < s->parallel) {
+            admit = s->queue;
+            s->queue = admit->next;
+            s->queued--;
+        }
+        pthread_mutex_unlock(&s->q_mu);
+        if (admit) {
+            int k = -1, rc;
+            retro_gen_result none = {0};
+            if (admit->cancel) rc = rtr_seterr(RETRO_E_INTERRUPTED, "the client left before its turn");
+            else {
+                pthread_mutex_lock(&s->engine);
+                rc = retro_batch_add(s->batch, admit->req.prompt, strlen(admit->req.prompt), &admit->go, &k);
+                pthread_mutex_unlock(&s->engine);
+            }
+            if (rc) complete(s, admit, rc, &none);
+            else slot[k] = admit;
+            atomic_store(&s->busy, retro_batch_active(s->batch));
+        } else {
+            pthread_mutex_lock(&s->engine);
+            retro_batch_step(s->batch, NULL);
+            pthread_mutex_unlock(&s->engine);
+        }
+        for (int k = 0; k < s->parallel; k++) {   /* the ended ones go back to their requests */
+            if (!slot[k]) continue;
+            retro_gen_result res;
+            int rc = retro_batch_take(s->batch, k, &res);
+            if (rc == RETRO_E_BUSY) continue;
+            completion *cp = slot[k];
+            slot[k] = NULL;
+            complete(s, cp, rc, &res);
+        }
+        atomic_store(&s->busy, retro_batch_active(s->batch));
+    }
+    free(slot);
     return NULL;
 }
 
+/* The stream's next bytes. A second without any (waiting for a slot, or a long prefill) sends an SSE
+ * comment: clients ignore it, and a client that has left is found out by the failed send. */
 static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
     (void)pos;
     completion *cp = cls;
+    struct pollfd pf = {cp->fd[0], POLLIN, 0};
+    int r;
+    do r = poll(&pf, 1, 1000); while (r < 0 && errno == EINTR);
+    static const char beat[] = ": waiting\n\n";
+    if (r == 0 && max >= sizeof beat - 1) {
+        memcpy(buf, beat, sizeof beat - 1);
+        return (ssize_t)(sizeof beat - 1);
+    }
     ssize_t n;
     do n = read(cp->fd[0], buf, max); while (n < 0 && errno == EINTR);
     if (n == 0) return MHD_CONTENT_READER_END_OF_STREAM;
@@ -371,8 +485,7 @@ static void stream_done(void *cls) {
     completion *cp = cls;
     cp->cancel = 1;   /* a client that disconnects cancels its generation */
     close(cp->fd[0]);               /* the writer sees EPIPE and stops */
-    if (cp->started) pthread_join(cp->th, NULL);
-    if (cp->fd[1] >= 0) close(cp->fd[1]);
+    wait_done(cp->s, cp);
     comp_free(cp);
 }
 
@@ -399,38 +512,41 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
     cp->go.top_p = cp->req.top_p;
     cp->go.top_k = cp->req.top_k;
     cp->go.seed = cp->req.seed;
+    cp->go.ignore_end = cp->req.ignore_eos;
     cp->go.kb = s->kb;
     for (int i = 0; i < cp->req.n_stop; i++) cp->stops[i] = cp->req.stop[i];
     cp->go.stop = cp->stops;
     cp->go.n_stop = cp->req.n_stop;
+    if (stream && pipe(cp->fd) != 0) {
+        comp_free(cp);
+        return send_error(s, c, 500, "server_error", "cannot make a pipe");
+    }
+    if (enqueue(s, cp)) {
+        comp_free(cp);
+        atomic_fetch_add(&s->rejected, 1);
+        return send_busy(s, c);
+    }
     if (stream) {
-        if (pipe(cp->fd) != 0) {
-            comp_free(cp);
-            return send_error(s, c, 500, "server_error", "cannot make a pipe");
-        }
         struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, cp, stream_done);
         add_headers(s, r, "text/event-stream");
         MHD_add_response_header(r, "Cache-Control", "no-cache");
-        cp->started = pthread_create(&cp->th, NULL, stream_main, cp) == 0;
-        if (!cp->started) close(cp->fd[1]), cp->fd[1] = -1;
         enum MHD_Result ret = MHD_queue_response(c, 200, r);
         MHD_destroy_response(r);
         *err = 0;
         return ret;
     }
-    retro_gen_result res;
-    int rc = generate(cp, &res);
-    if (rc) {
-        enum MHD_Result ret = send_error(s, c, 500, "server_error", retro_errdetail());
+    wait_done(s, cp);
+    if (cp->rc) {
+        enum MHD_Result ret = send_error(s, c, 500, "server_error", cp->err);
         comp_free(cp);
         return ret;
     }
-    json_t *out = envelope(cp, 0, choice(cp, 0, res.text, res.len, finish_reason(res.stopped)));
-    json_object_set_new(out, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", res.prompt_tokens,
-                                                "completion_tokens", res.tokens, "total_tokens",
-                                                res.prompt_tokens + res.tokens));
+    retro_gen_result *res = &cp->res;
+    json_t *out = envelope(cp, 0, choice(cp, 0, res->text, res->len, finish_reason(res->stopped)));
+    json_object_set_new(out, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", res->prompt_tokens,
+                                                "completion_tokens", res->tokens, "total_tokens",
+                                                res->prompt_tokens + res->tokens));
     json_object_set_new(out, "retro", json_pack("{s:O}", "retrievals", cp->retrievals));
-    retro_gen_result_free(&res);
     comp_free(cp);
     *err = 0;
     return send_json(s, c, 200, out);
@@ -613,6 +729,15 @@ static enum MHD_Result do_metrics(server *s, struct MHD_Connection *c) {
                "retro_tokens_generated_total %ld\n", atomic_load(&s->tokens));
     fprintf(f, "# HELP retro_retrievals_total Chunks retrieved for during generation.\n# TYPE retro_retrievals_total counter\n"
                "retro_retrievals_total %ld\n", atomic_load(&s->retrievals));
+    pthread_mutex_lock(&s->q_mu);
+    int queued = s->queued;
+    pthread_mutex_unlock(&s->q_mu);
+    fprintf(f, "# HELP retro_queue_depth Completions waiting for a generation slot.\n# TYPE retro_queue_depth gauge\n"
+               "retro_queue_depth %d\n# HELP retro_slots_busy Generation slots decoding.\n# TYPE retro_slots_busy gauge\n"
+               "retro_slots_busy %d\n# HELP retro_slots Generation slots (--parallel).\n# TYPE retro_slots gauge\n"
+               "retro_slots %d\n# HELP retro_rejected_total Completions refused with 429 (queue full).\n"
+               "# TYPE retro_rejected_total counter\nretro_rejected_total %ld\n",
+            queued, atomic_load(&s->busy), s->model ? s->parallel : 0, atomic_load(&s->rejected));
     retro_kb_stats st;
     pthread_mutex_lock(&s->engine);
     int rc = retro_kb_stats_get(s->kb, &st);
@@ -680,6 +805,17 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         int ready = atomic_load(&s->ready);
         err = !ready;
         ret = send_json(s, c, ready ? 200 : 503, json_pack("{s:s}", "status", ready ? "ok" : "loading"));
+    } else if (get && (!strcmp(url, "/") || !strcmp(url, "/index.html"))) {   /* the page; open, its requests carry the key */
+        struct MHD_Response *r = MHD_create_response_from_buffer(rtr_serve_page_len, (void *)rtr_serve_page,
+                                                                 MHD_RESPMEM_PERSISTENT);
+        if (r) {
+            add_headers(s, r, "text/html; charset=utf-8");
+            err = 0;
+            ret = MHD_queue_response(c, 200, r);
+            MHD_destroy_response(r);
+        } else {
+            ret = MHD_NO;
+        }
     } else if (!authorized(s, c)) {
         ret = send_error(s, c, 401, "authentication_error", "a valid 'Authorization: Bearer KEY' header is required");
     } else if (!atomic_load(&s->ready)) {
@@ -737,10 +873,10 @@ static void on_quit(int sig) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS, O_RO };
+    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS, O_RO, O_PAR, O_QUEUE };
     static const struct option opts[] = {{"kb", 1, 0, O_KB},       {"model", 1, 0, O_MODEL}, {"host", 1, 0, O_HOST},
                                          {"port", 1, 0, O_PORT},   {"api-key", 1, 0, O_KEY}, {"cors", 1, 0, O_CORS},
-                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS}, {"read-only", 0, 0, O_RO},
+                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS}, {"read-only", 0, 0, O_RO}, {"parallel", 1, 0, O_PAR}, {"queue", 1, 0, O_QUEUE},
                                          {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
     const char *kb_dir = NULL, *model_dir = NULL, *host = "127.0.0.1";
     long port = 8080;
@@ -748,6 +884,8 @@ int cmd_serve(int argc, char **argv) {
     if (!s) return cli_fail(RTR_E_NOMEM);
     s->max_body = 1 << 20;
     s->writable = 1;
+    s->parallel = 4;
+    s->queue_max = 64;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -770,6 +908,14 @@ int cmd_serve(int argc, char **argv) {
         }
         case O_THREADS: rtr_set_threads(atoi(optarg) > 0 ? atoi(optarg) : 1); break;
         case O_RO: s->writable = 0; break;
+        case O_PAR:
+            s->parallel = atoi(optarg);
+            if (s->parallel < 1 || s->parallel > 256) { free(s); return cli_usage_error("serve", "--parallel must be 1..256"); }
+            break;
+        case O_QUEUE:
+            s->queue_max = atoi(optarg);
+            if (s->queue_max < 0 || s->queue_max > 100000) { free(s); return cli_usage_error("serve", "--queue must be 0..100000"); }
+            break;
         default: free(s); return cli_usage_error("serve", "bad option");
         }
     }
@@ -780,6 +926,9 @@ int cmd_serve(int argc, char **argv) {
     addr.sin_port = htons((uint16_t)port);
     if (inet_pton(AF_INET, host, &addr.sin_addr) != 1) { free(s); return cli_usage_error("serve", "--host must be an IPv4 address"); }
     pthread_mutex_init(&s->engine, NULL);
+    pthread_mutex_init(&s->q_mu, NULL);
+    pthread_cond_init(&s->work_cv, NULL);
+    pthread_cond_init(&s->done_cv, NULL);
     const char *slash = model_dir ? strrchr(model_dir, '/') : NULL;
     s->model_name = model_dir ? (slash && slash[1] ? slash + 1 : model_dir) : "none";
     signal(SIGPIPE, SIG_IGN);
@@ -798,8 +947,13 @@ int cmd_serve(int argc, char **argv) {
         rc = rtr_seterr(rc, "%s: another process holds its writer lock; stop it, or serve with --read-only", kb_dir);
     retro_model_opts mo = {1, NULL};
     if (!rc && model_dir) rc = retro_model_load(model_dir, &mo, &s->model);
+    if (!rc && s->model) rc = retro_batch_new(s->model, s->parallel, &s->batch);
+    if (!rc && s->model && pthread_create(&s->scheduler, NULL, scheduler_main, s) != 0)
+        rc = rtr_seterr(RETRO_E_NOMEM, "serve: cannot start the scheduler thread");
     if (rc) {
         MHD_stop_daemon(d);
+        retro_batch_free(s->batch);
+        retro_model_free(s->model);
         retro_kb_close(s->kb);
         free(s);
         return cli_fail(rc);
@@ -813,6 +967,14 @@ int cmd_serve(int argc, char **argv) {
     while (!g_quit) pause();
     fprintf(stderr, "serve: stopping\n");
     MHD_stop_daemon(d);   /* waits for the connections' threads: in-flight requests finish */
+    if (s->batch) {
+        pthread_mutex_lock(&s->q_mu);
+        s->stopping = 1;
+        pthread_cond_signal(&s->work_cv);
+        pthread_mutex_unlock(&s->q_mu);
+        pthread_join(s->scheduler, NULL);
+    }
+    retro_batch_free(s->batch);
     retro_model_free(s->model);
     retro_kb_close(s->kb);
     pthread_mutex_destroy(&s->engine);

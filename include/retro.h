@@ -314,6 +314,7 @@ typedef struct retro_gen_opts {
     retro_retrieval_fn on_retrieval;  /* may be NULL */
     void *ctx;                        /* passed to both callbacks */
     const volatile int *cancel;       /* stop when it becomes non-zero; may be NULL */
+    int ignore_end;                   /* never sample the end-of-document token (runs to max_tokens or a stop) */
 } retro_gen_opts;
 
 void retro_gen_opts_default(retro_gen_opts *o);
@@ -338,12 +339,45 @@ typedef struct retro_gen_result {
 int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_gen_opts *o, retro_gen_result *out);
 void retro_gen_result_free(retro_gen_result *r);
 
+/* --- generations decoded together (a server's slots) --------------------------- */
+/* Up to `slots` generations of one model decoded together: each step feeds
+ * one token to every running generation in one pass of the decoder, whose
+ * matrix products take all their rows at once (continuous batching: a
+ * generation joins or leaves between steps). Each gives retro_generate's
+ * text for the same options (to rounding; alone in the batch, exactly). */
+typedef struct retro_batch retro_batch;
+/* 1..256 slots. RETRO_E_INVALID, RETRO_E_NOMEM. */
+int retro_batch_new(retro_model *m, int slots, retro_batch **out);
+void retro_batch_free(retro_batch *b);   /* NULL-safe; ends what still runs */
+/* Starts a generation in a free slot (*slot): tokenizes the prompt, feeds it
+ * (with its retrieval) and samples the first token, so a prompt costs the
+ * caller's thread its prefill. o and what it points to must stay valid until
+ * the slot's result is taken; callbacks run in the thread that calls
+ * retro_batch_add and retro_batch_step. RETRO_E_BUSY (every slot taken), and
+ * retro_generate's statuses. */
+int retro_batch_add(retro_batch *b, const char *prompt, size_t len, const retro_gen_opts *o, int *slot);
+/* One token for every running generation. A generation that ends (length,
+ * stop, end, cancel, or a failed retrieval) waits in its slot for
+ * retro_batch_take. *running (may be NULL) counts those still running.
+ * Returns RETRO_OK. */
+int retro_batch_step(retro_batch *b, int *running);
+/* Takes slot's result once its generation has ended, freeing the slot:
+ * RETRO_OK and *out (retro_gen_result_free), or the status the generation
+ * failed with. RETRO_E_BUSY while it runs, RETRO_E_INVALID for an empty slot. */
+int retro_batch_take(retro_batch *b, int slot, retro_gen_result *out);
+/* Generations running now. */
+int retro_batch_active(const retro_batch *b);
+
 /* --- answers with sources --------------------------------------------------------- */
 typedef struct retro_ask_opts {
     uint32_t passages;                /* chunks retrieved and, as many as fit, put in the prompt (0: 3) */
     uint32_t quotes;                  /* sentences quoted from them (0: 2) */
     int no_retrieval;                 /* a RETRO model does not retrieve while it writes (the passages stay) */
     retro_gen_opts gen;               /* default greedy, 64 tokens; gen.kb is ignored (kb is used) */
+    const char *reader_url;           /* an OpenAI-compatible server (its base URL) that writes the answer
+                                       * from the passages instead of the model; NULL: the model */
+    const char *reader_model;         /* the "model" asked of it; NULL: the first its /v1/models lists */
+    int reader_completions;           /* 1: its /v1/completions with a prompt; 0: /v1/chat/completions */
 } retro_ask_opts;
 
 void retro_ask_opts_default(retro_ask_opts *o);
@@ -363,6 +397,7 @@ typedef struct retro_answer {
     retro_gen_result gen;             /* what the model generates from the passages */
     retro_results sources;            /* the passages found, best first */
     size_t in_prompt;                 /* the first in_prompt of them were given to the model */
+    const char *generated_by;         /* who wrote gen.text: "model", or the reader's URL (no user:password@) */
 } retro_answer;
 
 /* Searches kb for question; quotes the passages' sentences that best answer
@@ -372,7 +407,14 @@ typedef struct retro_answer {
  * generates from them (a RETRO model also retrieves while it writes). The
  * quotes are what the sources say; the generation is the model's, and a
  * small model's may be fluent nonsense. Errors as retro_search and
- * retro_generate. o may be NULL. */
+ * retro_generate. o may be NULL.
+ * With o->reader_url, all the passages, numbered, and the question go to
+ * that server instead (retriever/reader.h: POST /v1/chat/completions, or
+ * /v1/completions; gen.max_tokens and gen.temperature; the bearer key of
+ * $RETRO_READER_KEY if set; 120 s) and gen.text is its answer as it wrote it
+ * (gen.tokens from its usage, 0 if none); m may then be NULL. RETRO_E_NET,
+ * one line naming the URL, when the server cannot be reached, answers a
+ * status outside 2xx (with its error.message) or a malformed response. */
 int retro_ask(retro_model *m, retro_kb *kb, const char *question, const retro_ask_opts *o, retro_answer *out);
 void retro_answer_free(retro_answer *a);
 

@@ -2,6 +2,7 @@
 #define _GNU_SOURCE
 #include "model/generate.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -61,79 +62,149 @@ static int stream_out(const rtr_gen_opts *o, const rtr_buf *text, size_t *sent, 
     return rc;
 }
 
-int rtr_generate(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const rtr_gen_opts *o,
-                 rtr_gen_result *res) {
-    memset(res, 0, sizeof *res);
+struct rtr_gen {
+    rtr_session *s;
+    const rtr_tokenizer *tok;
+    rtr_gen_opts o;
+    rtr_encoder *enc;
+    rtr_buf text;
+    void *scratch;
+    float *masked;            /* ignore_end: the logits without the end-of-document token */
+    const float *logits;      /* the prompt's, until the first rtr_gen_next */
+    rtr_sampler sm;
+    uint32_t V, eod;
+    size_t hold, sent;
+    int prompt_tokens, tokens, done;
+    const char *stopped;
+    double t0;
+};
+
+void rtr_gen_free(rtr_gen *g) {
+    if (!g) return;
+    rtr_encoder_free(g->enc);
+    rtr_buf_free(&g->text);
+    rtr_free(g->scratch);
+    rtr_free(g->masked);
+    rtr_free(g);
+}
+
+rtr_session *rtr_gen_session(rtr_gen *g) { return g->s; }
+
+int rtr_gen_begin(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const rtr_gen_opts *o,
+                  rtr_gen **out) {
+    *out = NULL;
     if (o->n_stop < 0 || o->n_stop > RTR_GEN_MAX_STOP)
         return rtr_seterr(RTR_E_INVALID, "generate: at most %d stop sequences", RTR_GEN_MAX_STOP);
-    rtr_encoder *enc = NULL;
+    rtr_gen *g = rtr_calloc(1, sizeof *g);
+    if (!g) return rtr_seterr(RTR_E_NOMEM, "generate: out of memory");
+    g->s = s;
+    g->tok = tok;
+    g->o = *o;
+    g->V = rtr_tokenizer_vocab_size(tok);
+    g->eod = rtr_tokenizer_eod(tok);
+    g->stopped = "length";
     rtr_u32vec ids = {0};
-    rtr_buf text = {0};
-    uint32_t V = rtr_tokenizer_vocab_size(tok), eod = rtr_tokenizer_eod(tok);
-    void *scratch = rtr_malloc((size_t)V * 8);
-    int rc = scratch ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "generate: out of memory");
-    if (!rc) rc = rtr_encoder_new(tok, &enc);
-    if (!rc) rc = rtr_encoder_encode(enc, (const uint8_t *)prompt, plen, &ids);
-    if (!rc && ids.len == 0) rc = rtr_u32vec_push(&ids, eod);   /* an empty prompt starts a document */
-    const float *logits = NULL;
-    if (!rc) rc = rtr_session_feed(s, (const int32_t *)ids.data, (int)ids.len, &logits);
-    res->prompt_tokens = (int)ids.len;
-    size_t hold = 0, sent = 0;
-    for (int i = 0; i < o->n_stop; i++)
-        if (strlen(o->stop[i]) > hold) hold = strlen(o->stop[i]);
-    hold = hold ? hold - 1 : 0;
-    rtr_sampler sm;
-    rtr_sampler_init(&sm, o->temperature, o->top_k, o->top_p, o->seed);
-    res->stopped = "length";
-    double t0 = rtr_now();
-    for (int i = 0; !rc && i < o->max_tokens; i++) {
-        if (o->cancel && *o->cancel) {
-            res->stopped = "cancel";
-            break;
-        }
-        int32_t t = rtr_sample(&sm, logits, (int)V, scratch);
-        if (t == (int32_t)eod) {
-            res->stopped = "end";
-            break;
-        }
-        res->tokens++;
-        size_t len;
-        const uint8_t *b = rtr_tokenizer_token(tok, (uint32_t)t, &len);
-        if ((rc = rtr_buf_append(&text, b, len))) break;
-        long at = find_stop(&text, o);
-        if (at >= 0) {
-            text.len = (size_t)at;
-            res->stopped = "stop";
-            break;
-        }
-        if (o->on_text) {
-            int x = stream_out(o, &text, &sent, hold, 0);
-            if (x > 0) {
-                res->stopped = "cancel";
-                break;
-            }
-            if ((rc = x)) break;
-        }
-        if (i + 1 < o->max_tokens) rc = rtr_session_feed(s, &t, 1, &logits);
+    int rc = (g->scratch = rtr_malloc((size_t)g->V * 8)) ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "generate: out of memory");
+    if (!rc && o->ignore_end && !(g->masked = rtr_malloc((size_t)g->V * sizeof *g->masked)))
+        rc = rtr_seterr(RTR_E_NOMEM, "generate: out of memory");
+    if (!rc) rc = rtr_encoder_new(tok, &g->enc);
+    if (!rc) rc = rtr_encoder_encode(g->enc, (const uint8_t *)prompt, plen, &ids);
+    if (!rc && ids.len == 0) rc = rtr_u32vec_push(&ids, g->eod);   /* an empty prompt starts a document */
+    if (!rc) rc = rtr_session_feed(s, (const int32_t *)ids.data, (int)ids.len, &g->logits);
+    g->prompt_tokens = (int)ids.len;
+    rtr_u32vec_free(&ids);
+    if (rc) {
+        rtr_gen_free(g);
+        return rc;
     }
-    double el = rtr_now() - t0;
-    res->tokens_per_s = el > 0 ? res->tokens / el : 0;
-    if (!rc && o->on_text && strcmp(res->stopped, "cancel")) {
-        int x = stream_out(o, &text, &sent, 0, 1);
+    for (int i = 0; i < o->n_stop; i++)
+        if (strlen(o->stop[i]) > g->hold) g->hold = strlen(o->stop[i]);
+    g->hold = g->hold ? g->hold - 1 : 0;
+    rtr_sampler_init(&g->sm, o->temperature, o->top_k, o->top_p, o->seed);
+    g->t0 = rtr_now();
+    *out = g;
+    return RTR_OK;
+}
+
+/* Ends the generation with reason why (0: ended; a status passes through). */
+static int gen_end(rtr_gen *g, const char *why) {
+    g->stopped = why;
+    g->done = 1;
+    return 0;
+}
+
+int rtr_gen_next(rtr_gen *g, const float *logits, int32_t *next) {
+    const rtr_gen_opts *o = &g->o;
+    if (g->done) return 0;
+    if (!logits) logits = g->logits;
+    if (g->tokens >= o->max_tokens) return gen_end(g, "length");
+    if (o->cancel && *o->cancel) return gen_end(g, "cancel");
+    if (g->masked) {
+        memcpy(g->masked, logits, (size_t)g->V * sizeof *g->masked);
+        g->masked[g->eod] = -INFINITY;
+        logits = g->masked;
+    }
+    int32_t t = rtr_sample(&g->sm, logits, (int)g->V, g->scratch);
+    if (t == (int32_t)g->eod) return gen_end(g, "end");
+    g->tokens++;
+    size_t len;
+    const uint8_t *b = rtr_tokenizer_token(g->tok, (uint32_t)t, &len);
+    int rc = rtr_buf_append(&g->text, b, len);
+    if (rc) return rc;
+    long at = find_stop(&g->text, o);
+    if (at >= 0) {
+        g->text.len = (size_t)at;
+        return gen_end(g, "stop");
+    }
+    if (o->on_text) {
+        int x = stream_out(o, &g->text, &g->sent, g->hold, 0);
+        if (x > 0) return gen_end(g, "cancel");
+        if (x < 0) return x;
+    }
+    if (g->tokens >= o->max_tokens) return gen_end(g, "length");
+    *next = t;
+    return 1;
+}
+
+int rtr_gen_finish(rtr_gen *g, rtr_gen_result *res) {
+    memset(res, 0, sizeof *res);
+    const rtr_gen_opts *o = &g->o;
+    double el = rtr_now() - g->t0;
+    res->prompt_tokens = g->prompt_tokens;
+    res->tokens = g->tokens;
+    res->stopped = g->stopped;
+    res->tokens_per_s = el > 0 ? g->tokens / el : 0;
+    int rc = RTR_OK;
+    if (o->on_text && strcmp(g->stopped, "cancel")) {
+        int x = stream_out(o, &g->text, &g->sent, 0, 1);
         if (x < 0) rc = x;
     }
     if (!rc) {
         rtr_buf fixed = {0};
-        long x = rtr_utf8_repair(text.data, text.len, &fixed);
+        long x = rtr_utf8_repair(g->text.data, g->text.len, &fixed);
         rc = x < 0 ? (int)x : rtr_buf_terminate(&fixed);
         res->text = (char *)fixed.data;
         res->len = fixed.len;
         if (!rc && !res->text && !(res->text = rtr_strdup(""))) rc = RTR_E_NOMEM;
     }
     if (rc) rtr_gen_result_free(res);
-    rtr_encoder_free(enc);
-    rtr_u32vec_free(&ids);
-    rtr_buf_free(&text);
-    rtr_free(scratch);
+    rtr_gen_free(g);
     return rc;
+}
+
+int rtr_generate(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const rtr_gen_opts *o,
+                 rtr_gen_result *res) {
+    memset(res, 0, sizeof *res);
+    rtr_gen *g;
+    int rc = rtr_gen_begin(s, tok, prompt, plen, o, &g);
+    if (rc) return rc;
+    const float *logits = NULL;
+    int32_t t;
+    while ((rc = rtr_gen_next(g, logits, &t)) == 1)
+        if ((rc = rtr_session_feed(s, &t, 1, &logits))) break;
+    if (rc < 0) {
+        rtr_gen_free(g);
+        return rc;
+    }
+    return rtr_gen_finish(g, res);
 }

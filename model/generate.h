@@ -38,6 +38,7 @@ typedef struct rtr_gen_opts {
     rtr_text_fn on_text;          /* NULL: not streamed */
     void *ctx;
     const volatile int *cancel;   /* when it becomes non-zero: stop (stopped = "cancel"); may be NULL */
+    int ignore_end;               /* the end-of-document token is never sampled */
 } rtr_gen_opts;
 
 void rtr_gen_opts_default(rtr_gen_opts *o);   /* 128 tokens, 0.8, top-k 40, top-p 0.95, seed 1 */
@@ -57,5 +58,25 @@ typedef struct rtr_gen_result {
 int rtr_generate(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const rtr_gen_opts *o,
                  rtr_gen_result *res);
 void rtr_gen_result_free(rtr_gen_result *r);   /* NULL-safe */
+
+/* The same loop a step at a time, for decoding several generations together
+ * (rtr_batch_feed): rtr_gen_begin feeds the prompt; rtr_gen_next samples
+ * from logits (NULL: the prompt's), streams, and returns 1 with the token to
+ * feed next, 0 when the generation has ended, or a status; rtr_gen_finish
+ * gives the result and frees g (rtr_gen_free frees it without one). o is
+ * copied; its strings and callbacks must outlive g.
+ *
+ *     rtr_gen_begin(s, tok, prompt, n, &o, &g);
+ *     const float *lg = NULL;
+ *     while (rtr_gen_next(g, lg, &t) == 1) rtr_session_feed(s, &t, 1, &lg);
+ *     rtr_gen_finish(g, &res);
+ */
+typedef struct rtr_gen rtr_gen;
+int rtr_gen_begin(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, size_t plen, const rtr_gen_opts *o,
+                  rtr_gen **out);
+int rtr_gen_next(rtr_gen *g, const float *logits, int32_t *next);
+int rtr_gen_finish(rtr_gen *g, rtr_gen_result *res);
+void rtr_gen_free(rtr_gen *g);   /* NULL-safe */
+rtr_session *rtr_gen_session(rtr_gen *g);
 
 #endif

@@ -10,6 +10,42 @@
 #include "model/ops.h"
 #include "model/retro_int.h"
 
+/* Rows through the decoder, one a token (n of them: a session's own 1, or a batch's). */
+typedef struct rows {
+    float *x;                   /* (n, C) the residual stream */
+    float *a;                   /* (n, C) a normalised copy of x (the input of each sub-layer) */
+    float *q, *k, *v;           /* (n, C) the query (self-attention, then CCA), rotated; the new key and value */
+    float *y;                   /* (n, C) an attention's output, before its projection */
+    float *o;                   /* (n, C) a sub-layer's output, added to x */
+    float *h, *hg;              /* (n, F) the MLP's hidden rows before and after GELU */
+    float *logits;              /* (n, V) */
+    float *rstd;                /* (n) rtr_rmsnorm_forward's rstd output (not needed here) */
+} rows;
+
+/* The size table of rows for n tokens, for one allocation. */
+#define ROWS_TABLE(r, n, c)                                                                                        \
+    {&(r)->x, (n) * (size_t)(c)->C}, {&(r)->a, (n) * (size_t)(c)->C}, {&(r)->q, (n) * (size_t)(c)->C},            \
+        {&(r)->k, (n) * (size_t)(c)->C}, {&(r)->v, (n) * (size_t)(c)->C}, {&(r)->y, (n) * (size_t)(c)->C},         \
+        {&(r)->o, (n) * (size_t)(c)->C}, {&(r)->h, (n) * (size_t)(c)->F}, {&(r)->hg, (n) * (size_t)(c)->F},        \
+        {&(r)->logits, (n) * (size_t)(c)->V}, {&(r)->rstd, (n)}
+
+typedef struct size_entry {
+    float **p;
+    size_t n;
+} size_entry;
+
+/* One zeroed allocation for the table's arrays (each rounded up to 16 floats). */
+static float *alloc_table(size_entry *tab, size_t n) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) total += (tab[i].n + 15) & ~(size_t)15;
+    float *mem = rtr_calloc(total, sizeof(float)), *p = mem;
+    for (size_t i = 0; mem && i < n; i++) {
+        *tab[i].p = p;
+        p += (tab[i].n + 15) & ~(size_t)15;
+    }
+    return mem;
+}
+
 struct rtr_session {
     rtr_model *m;
     const rtr_model_config *c;
@@ -21,16 +57,8 @@ struct rtr_session {
     float *ctx;                 /* (T, C): the first CCA layer's normalised rows */
     float *ck, *cv;             /* (n_cca, K*R, C): the current chunk's CCA keys (rotated) and values */
     float *E;                   /* (K*R, EC): the current chunk's encoded neighbours */
-    /* one token's row through the decoder */
-    float *x;                   /* (C) the residual stream */
-    float *a;                   /* (C) a normalised copy of x (the input of each sub-layer) */
-    float *q;                   /* (C) the query (self-attention, then CCA), rotated */
-    float *y;                   /* (C) an attention's output, before its projection */
-    float *o;                   /* (C) a sub-layer's output, added to x */
-    float *h, *hg;              /* (F) the MLP's hidden row before and after GELU */
+    rows r;                     /* one token's row through the decoder */
     float *att;                 /* (NH, max(T, K*R)) attention probabilities */
-    float *logits;              /* (V) */
-    float *rstd;                /* (1) rtr_rmsnorm_forward's rstd output (not needed here) */
     int32_t *tok;               /* (T) the window's tokens */
     int32_t *nbr;               /* (T/m, K, R) neighbours of the window's chunks */
     uint8_t *has_nbr;           /* (T/m) */
@@ -52,18 +80,11 @@ int rtr_session_new(rtr_model *m, rtr_session **out) {
     s->c = c;
     s->T = c->T;
     size_t C = (size_t)c->C, T = (size_t)c->T, KR = (size_t)c->K * c->R, nc = (size_t)c->n_cca;
-    size_t attn = T > KR ? T : KR, L = (size_t)c->L, F = (size_t)c->F;
-    /* the size table of s->mem (floats; each rounded up to 16) */
-    struct {
-        float **p;
-        size_t n;
-    } tab[] = {{&s->kc, L * T * C}, {&s->vc, L * T * C}, {&s->ctx, T * C}, {&s->ck, nc * KR * C},
-               {&s->cv, nc * KR * C}, {&s->E, KR * (size_t)c->EC}, {&s->x, C}, {&s->a, C}, {&s->q, C}, {&s->y, C},
-               {&s->o, C}, {&s->h, F}, {&s->hg, F}, {&s->att, (size_t)c->NH * attn}, {&s->logits, (size_t)c->V},
-               {&s->rstd, 1}};
-    size_t n = sizeof tab / sizeof tab[0], total = 0;
-    for (size_t i = 0; i < n; i++) total += (tab[i].n + 15) & ~(size_t)15;
-    s->mem = rtr_calloc(total, sizeof(float));
+    size_t attn = T > KR ? T : KR, L = (size_t)c->L;
+    size_entry tab[] = {{&s->kc, L * T * C}, {&s->vc, L * T * C}, {&s->ctx, T * C}, {&s->ck, nc * KR * C},
+                        {&s->cv, nc * KR * C}, {&s->E, KR * (size_t)c->EC}, {&s->att, (size_t)c->NH * attn},
+                        ROWS_TABLE(&s->r, 1, c)};
+    s->mem = alloc_table(tab, sizeof tab / sizeof tab[0]);
     s->tok = rtr_calloc(T, sizeof *s->tok);
     s->nbr = rtr_calloc((T / c->m) * KR + 1, sizeof *s->nbr);
     s->has_nbr = rtr_calloc(T / c->m, 1);
@@ -71,11 +92,6 @@ int rtr_session_new(rtr_model *m, rtr_session **out) {
     if (!s->mem || !s->tok || !s->nbr || !s->has_nbr || !s->cmask) {
         rtr_session_free(s);
         return rtr_seterr(RTR_E_NOMEM, "session: out of memory for a context of %d", c->T);
-    }
-    float *p = s->mem;
-    for (size_t i = 0; i < n; i++) {
-        *tab[i].p = p;
-        p += (tab[i].n + 15) & ~(size_t)15;
     }
     for (int l = 0; l < RTR_MODEL_MAX_LAYERS; l++) s->cca_slot[l] = -1;
     for (int i = 0; i < c->n_cca; i++) s->cca_slot[c->cca[i] - 1] = i;
@@ -140,60 +156,89 @@ static void add_to(float *x, const float *y, int n) {
     for (int i = 0; i < n; i++) x[i] += y[i];
 }
 
-/* Runs the decoder on token t at window position s->pos. nbr: the
- * neighbours of the chunk this token completes (NULL if none or retrieval is
- * off). With want_logits, fills s->logits. */
-static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits) {
-    rtr_model *m = s->m;
-    const rtr_model_config *c = s->c;
-    int C = c->C, p = s->pos, hs = C / c->NH, KR = c->K * c->R;
-    size_t TC = (size_t)s->T * C;
-    s->tok[p] = t;
-    memcpy(s->x, PW(m, m->wte) + (size_t)t * C, (size_t)C * sizeof(float));
+/* Runs the decoder on n tokens, t[i] at window position ss[i]->pos of
+ * session ss[i] (sessions of one model, each once), their rows together in
+ * r. nbr[i]: the neighbours of the chunk t[i] completes (NULL if none or
+ * retrieval is off). With want_logits, fills r->logits. With n = 1 this is
+ * exactly the one-token step: the same operations in the same order. */
+static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *const *nbr, int n, const rows *r,
+                      int want_logits) {
+    rtr_model *m = ss[0]->m;
+    const rtr_model_config *c = ss[0]->c;
+    int C = c->C, hs = C / c->NH, KR = c->K * c->R;
+    size_t TC = (size_t)ss[0]->T * C;
+    for (int i = 0; i < n; i++) {
+        ss[i]->tok[ss[i]->pos] = t[i];
+        memcpy(r->x + (size_t)i * C, PW(m, m->wte) + (size_t)t[i] * C, (size_t)C * sizeof(float));
+    }
     for (int l = 0; l < c->L; l++) {
         const blk_ix *ix = &m->dec[l];
         const float *wqkv = PW(m, ix->qkv);
-        float *kc = s->kc + l * TC, *vc = s->vc + l * TC;
-        rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, ix->ln1), 1, C);
-        rtr_matmul_forward(s->q, s->a, wqkv, NULL, 1, C, C);
-        rtr_matmul_forward(kc + (size_t)p * C, s->a, wqkv + (size_t)C * C, NULL, 1, C, C);
-        rtr_matmul_forward(vc + (size_t)p * C, s->a, wqkv + 2 * (size_t)C * C, NULL, 1, C, C);
-        rtr_rope_forward(s->q, s->q, &m->rope_dec, 1, 1, c->NH, hs, p);
-        rtr_rope_forward(kc + (size_t)p * C, kc + (size_t)p * C, &m->rope_dec, 1, 1, c->NH, hs, p);
-        rtr_attention_forward(s->y, s->att, s->q, kc, vc, NULL, 1, 1, p + 1, c->NH, hs, 0);
-        rtr_matmul_forward(s->o, s->y, PW(m, ix->proj), NULL, 1, C, C);
-        add_to(s->x, s->o, C);
-        int j = s->cca_slot[l];
+        rtr_rmsnorm_forward(r->a, r->rstd, r->x, PW(m, ix->ln1), n, C);
+        rtr_matmul_forward(r->q, r->a, wqkv, NULL, n, C, C);
+        rtr_matmul_forward(r->k, r->a, wqkv + (size_t)C * C, NULL, n, C, C);
+        rtr_matmul_forward(r->v, r->a, wqkv + 2 * (size_t)C * C, NULL, n, C, C);
+        for (int i = 0; i < n; i++) {   /* each row against its own session's cache */
+            rtr_session *s = ss[i];
+            int p = s->pos;
+            float *kc = s->kc + l * TC, *vc = s->vc + l * TC, *q = r->q + (size_t)i * C;
+            rtr_rope_forward(q, q, &m->rope_dec, 1, 1, c->NH, hs, p);
+            rtr_rope_forward(kc + (size_t)p * C, r->k + (size_t)i * C, &m->rope_dec, 1, 1, c->NH, hs, p);
+            memcpy(vc + (size_t)p * C, r->v + (size_t)i * C, (size_t)C * sizeof(float));
+            rtr_attention_forward(r->y + (size_t)i * C, s->att, q, kc, vc, NULL, 1, 1, p + 1, c->NH, hs, 0);
+        }
+        rtr_matmul_forward(r->o, r->y, PW(m, ix->proj), NULL, n, C, C);
+        add_to(r->x, r->o, n * C);
+        int j = ss[0]->cca_slot[l];
         if (j >= 0) {
-            rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, ix->xln), 1, C);
-            if (l == c->cca[0] - 1) {
-                memcpy(s->ctx + (size_t)p * C, s->a, (size_t)C * sizeof(float));
-                if (p % c->m == c->m - 1) {
-                    if (nbr) load_chunk(s, p, nbr);
-                    else s->cur = 0;   /* no neighbours: the CCA adds nothing */
+            rtr_rmsnorm_forward(r->a, r->rstd, r->x, PW(m, ix->xln), n, C);
+            int any = 0;
+            for (int i = 0; i < n; i++) {
+                rtr_session *s = ss[i];
+                int p = s->pos;
+                if (l == c->cca[0] - 1) {
+                    memcpy(s->ctx + (size_t)p * C, r->a + (size_t)i * C, (size_t)C * sizeof(float));
+                    if (p % c->m == c->m - 1) {
+                        if (nbr[i]) load_chunk(s, p, nbr[i]);
+                        else s->cur = 0;   /* no neighbours: the CCA adds nothing */
+                    }
                 }
+                any |= s->cur;
             }
-            if (s->cur) {
-                rtr_matmul_forward(s->q, s->a, PW(m, ix->xq), PW(m, ix->xqb), 1, C, C);
-                /* query i of the span (position cur_p + i) sits at rotary position m + i */
-                rtr_rope_forward(s->q, s->q, &m->rope_dec, 1, 1, c->NH, hs, c->m + p - s->cur_p);
-                rtr_attention_forward(s->y, s->att, s->q, s->ck + (size_t)j * KR * C, s->cv + (size_t)j * KR * C,
-                                      s->cmask, 1, 1, KR, c->NH, hs, 0);
-                rtr_matmul_forward(s->o, s->y, PW(m, ix->xproj), NULL, 1, C, C);
-                add_to(s->x, s->o, C);
+            if (any) {
+                rtr_matmul_forward(r->q, r->a, PW(m, ix->xq), PW(m, ix->xqb), n, C, C);
+                for (int i = 0; i < n; i++) {
+                    rtr_session *s = ss[i];
+                    float *q = r->q + (size_t)i * C, *y = r->y + (size_t)i * C;
+                    if (!s->cur) {
+                        memset(y, 0, (size_t)C * sizeof(float));
+                        continue;
+                    }
+                    /* query i of the span (position cur_p + i) sits at rotary position m + i */
+                    rtr_rope_forward(q, q, &m->rope_dec, 1, 1, c->NH, hs, c->m + s->pos - s->cur_p);
+                    rtr_attention_forward(y, s->att, q, s->ck + (size_t)j * KR * C, s->cv + (size_t)j * KR * C,
+                                          s->cmask, 1, 1, KR, c->NH, hs, 0);
+                }
+                rtr_matmul_forward(r->o, r->y, PW(m, ix->xproj), NULL, n, C, C);
+                for (int i = 0; i < n; i++)
+                    if (ss[i]->cur) add_to(r->x + (size_t)i * C, r->o + (size_t)i * C, C);
             }
         }
-        rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, ix->ln2), 1, C);
-        rtr_matmul_forward(s->h, s->a, PW(m, ix->fc), NULL, 1, C, c->F);
-        rtr_gelu_forward(s->hg, s->h, c->F);
-        rtr_matmul_forward(s->o, s->hg, PW(m, ix->fcp), NULL, 1, c->F, C);
-        add_to(s->x, s->o, C);
+        rtr_rmsnorm_forward(r->a, r->rstd, r->x, PW(m, ix->ln2), n, C);
+        rtr_matmul_forward(r->h, r->a, PW(m, ix->fc), NULL, n, C, c->F);
+        rtr_gelu_forward(r->hg, r->h, n * c->F);
+        rtr_matmul_forward(r->o, r->hg, PW(m, ix->fcp), NULL, n, c->F, C);
+        add_to(r->x, r->o, n * C);
     }
-    s->pos++;
+    for (int i = 0; i < n; i++) ss[i]->pos++;
     if (want_logits) {
-        rtr_rmsnorm_forward(s->a, s->rstd, s->x, PW(m, m->lnf), 1, C);
-        rtr_matmul_forward(s->logits, s->a, PW(m, m->wte), NULL, 1, C, c->V);
+        rtr_rmsnorm_forward(r->a, r->rstd, r->x, PW(m, m->lnf), n, C);
+        rtr_matmul_forward(r->logits, r->a, PW(m, m->wte), NULL, n, C, c->V);
     }
+}
+
+static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits) {
+    step_rows(&s, &t, &nbr, 1, &s->r, want_logits);
 }
 
 /* The window is full: keep its last half (whole chunks) and recompute. */
@@ -260,6 +305,87 @@ int rtr_session_feed(rtr_session *s, const int32_t *tokens, int n, const float *
     rtr_free(nbr);
     s->times.total += rtr_now() - t0;
     if (rc) return rc;
-    if (logits) *logits = s->logits;
+    if (logits) *logits = s->r.logits;
+    return RTR_OK;
+}
+
+/* --- batches ---------------------------------------------------------------------- */
+struct rtr_batch {
+    rtr_model *m;
+    int max_b;
+    float *mem;
+    rows r;
+    int32_t *chunk;             /* (m) a completing chunk's tokens */
+    int32_t *nbr;               /* (max_b, K, R) */
+};
+
+int rtr_batch_new(rtr_model *m, int max_b, rtr_batch **out) {
+    *out = NULL;
+    if (max_b < 1 || max_b > 1024) return rtr_seterr(RTR_E_INVALID, "batch: 1 to 1024 sessions");
+    const rtr_model_config *c = rtr_model_cfg(m);
+    rtr_batch *b = rtr_calloc(1, sizeof *b);
+    if (!b) return rtr_seterr(RTR_E_NOMEM, "batch: out of memory");
+    b->m = m;
+    b->max_b = max_b;
+    size_entry tab[] = {ROWS_TABLE(&b->r, (size_t)max_b, c)};
+    b->mem = alloc_table(tab, sizeof tab / sizeof tab[0]);
+    b->chunk = rtr_calloc((size_t)c->m, sizeof *b->chunk);
+    b->nbr = rtr_calloc((size_t)max_b * c->K * c->R + 1, sizeof *b->nbr);
+    if (!b->mem || !b->chunk || !b->nbr) {
+        rtr_batch_free(b);
+        return rtr_seterr(RTR_E_NOMEM, "batch: out of memory for %d sessions", max_b);
+    }
+    *out = b;
+    return RTR_OK;
+}
+
+void rtr_batch_free(rtr_batch *b) {
+    if (!b) return;
+    rtr_free(b->mem);
+    rtr_free(b->chunk);
+    rtr_free(b->nbr);
+    rtr_free(b);
+}
+
+int rtr_batch_feed(rtr_batch *b, rtr_session *const *ss, const int32_t *tokens, int n, const float **logits) {
+    if (n < 1 || n > b->max_b) return rtr_seterr(RTR_E_INVALID, "batch: 1 to %d sessions, not %d", b->max_b, n);
+    const rtr_model_config *c = rtr_model_cfg(b->m);
+    int mm = c->m, KR = c->K * c->R;
+    for (int i = 0; i < n; i++) {
+        if (ss[i]->m != b->m) return rtr_seterr(RTR_E_INVALID, "batch: a session of another model");
+        if (tokens[i] < 0 || tokens[i] >= c->V)
+            return rtr_seterr(RTR_E_INVALID, "session: token %d outside the vocabulary of %d", tokens[i], c->V);
+        for (int j = 0; j < i; j++)
+            if (ss[j] == ss[i]) return rtr_seterr(RTR_E_INVALID, "batch: a session twice");
+    }
+    double t0 = rtr_now();
+    const int32_t *nb[1024];
+    int rc = RTR_OK;
+    for (int i = 0; i < n && !rc; i++) {   /* each session's completing chunk, retrieved first */
+        rtr_session *s = ss[i];
+        nb[i] = NULL;
+        if (s->pos == s->T) shift(s);
+        if (!(c->n_cca && s->retrieve && s->total % mm == mm - 1)) continue;
+        int64_t first = s->total / mm;
+        for (int k = 0; k < mm - 1; k++) b->chunk[k] = s->tok[first * mm + k - s->win0];
+        b->chunk[mm - 1] = tokens[i];
+        int32_t *out = b->nbr + (size_t)i * KR;
+        double tr = rtr_now();
+        rc = s->retrieve(s->rctx, b->chunk, 1, first, out);
+        s->times.retrieve += rtr_now() - tr;
+        s->times.retrievals++;
+        for (int k = 0; !rc && k < KR; k++)
+            if (out[k] < -1 || out[k] >= c->V)
+                rc = rtr_seterr(RTR_E_INVALID, "session: neighbour token %d outside the vocabulary", out[k]);
+        nb[i] = out;
+    }
+    if (rc) return rc;
+    step_rows(ss, tokens, nb, n, &b->r, 1);
+    double el = rtr_now() - t0;
+    for (int i = 0; i < n; i++) {
+        ss[i]->total++;
+        ss[i]->times.total += el / n;
+        if (logits) logits[i] = b->r.logits + (size_t)i * c->V;
+    }
     return RTR_OK;
 }

@@ -60,4 +60,17 @@ typedef struct rtr_session_times {
 } rtr_session_times;
 void rtr_session_times_get(const rtr_session *s, rtr_session_times *t);
 
+/* Decoding several sessions of one model together (continuous batching):
+ * one call feeds one token to each, and the decoder's matrix products take
+ * all their rows at once, which is where a small model spends its time. */
+typedef struct rtr_batch rtr_batch;
+int rtr_batch_new(rtr_model *m, int max_sessions, rtr_batch **out);   /* 1..1024 */
+void rtr_batch_free(rtr_batch *b);                                    /* NULL-safe */
+/* Feeds tokens[i] to ss[i] for i < n (distinct sessions of b's model), as
+ * rtr_session_feed(ss[i], &tokens[i], 1, ...) would, retrieval included;
+ * logits[i] (if logits is not NULL) gets session i's logits, valid until
+ * the next call on b. The logits equal the one-session feed's to rounding
+ * (the products' sums run in another order); with n = 1, exactly. */
+int rtr_batch_feed(rtr_batch *b, rtr_session *const *ss, const int32_t *tokens, int n, const float **logits);
+
 #endif

@@ -4,6 +4,7 @@
 #   bash scripts/setup.sh            # packages + FAISS C API (what building and running retro need)
 #   bash scripts/setup.sh --tests    # ... and what only the tests need: clang's libFuzzer,
 #                                    # Node.js and the reference npm packages and corpora
+#   bash scripts/setup.sh --bench    # ... and what the benchmarks need besides: hey (HTTP load)
 #
 # Idempotent: a second run checks and returns in seconds. Needs root (or sudo)
 # for apt-get and for installing libfaiss_c into /usr/local.
@@ -19,18 +20,22 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO=sudo
 log() { printf 'setup: %s\n' "$*" >&2; }
 
-tests=0
+tests=0 bench=0
 [ "${1:-}" = --tests ] && tests=1
+[ "${1:-}" = --bench ] && tests=1 bench=1
 PKGS=(build-essential cmake pkg-config dpkg-dev git
       libfaiss-dev liblmdb-dev lmdb-utils libcurl4-openssl-dev libcmocka-dev
       libopenblas-dev libjansson-dev libzstd-dev libxxhash-dev libmicrohttpd-dev
       python3 python3-numpy python3-faiss)
 if [ $tests = 1 ]; then
     PKGS+=(clang libclang-rt-14-dev)
+    # headless Chromium drives the search page of `retro serve` (tests/e2e/serve_page.sh)
+    PKGS+=(chromium)
     # Node.js and npm fetch the reference encoders and corpora; a machine that
     # already has them (from any source) keeps its own.
     command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 fi
+[ $bench = 1 ] && PKGS+=(hey python3-torch)
 
 # --- 1. Debian packages ------------------------------------------------------
 missing=()

@@ -9,6 +9,8 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 bash scripts/setup.sh --tests
+# the set-up installed chromium and puppeteer-core: the browser test must run, not skip
+export RETRO_REQUIRE_BROWSER=1
 jobs=$(nproc)
 
 echo "== Release (-Werror) =="

@@ -149,10 +149,73 @@ static void test_context_shift(void **state) {
     rtr_model_free(m);
 }
 
+/* Sessions at different points of the stream, one with retrieval off, fed
+ * together: each one's logits are those of feeding it alone (to rounding:
+ * the batched products sum in another order), across a context shift, and
+ * exactly those with a batch of one. */
+static void test_batch(void **state) {
+    (void)state;
+    setup_data();
+    rtr_model *m = model();
+    enum { B = 3, STEPS = 24 };
+    int start[B] = {5, 2, 0}, retrieval[B] = {1, 1, 0};
+    rtr_session *bs[B], *ref[B];
+    const float *lg, *blg[B];
+    for (int i = 0; i < B; i++) {
+        assert_int_equal(rtr_session_new(m, &bs[i]), RTR_OK);
+        assert_int_equal(rtr_session_new(m, &ref[i]), RTR_OK);
+        rtr_session_set_retrieval(bs[i], retrieval[i] ? retrieve : NULL, NULL);
+        rtr_session_set_retrieval(ref[i], retrieval[i] ? retrieve : NULL, NULL);
+        if (start[i]) {
+            assert_int_equal(rtr_session_feed(bs[i], g_tok, start[i], &lg), RTR_OK);
+            assert_int_equal(rtr_session_feed(ref[i], g_tok, start[i], &lg), RTR_OK);
+        }
+    }
+    rtr_batch *b;
+    assert_int_equal(rtr_batch_new(m, 4, &b), RTR_OK);
+    g_calls = g_chunks = 0;
+    for (int t = 0; t < STEPS; t++) {
+        int32_t tok[B];
+        for (int i = 0; i < B; i++) tok[i] = g_tok[start[i] + t];
+        assert_int_equal(rtr_batch_feed(b, bs, tok, B, blg), RTR_OK);
+        for (int i = 0; i < B; i++) {
+            assert_int_equal(rtr_session_feed(ref[i], &tok[i], 1, &lg), RTR_OK);
+            near(blg[i], lg, "batched", start[i] + t);
+        }
+    }
+    /* the batched retrievals: one a completed chunk of the sessions with retrieval (and as many in the
+     * reference sessions) */
+    assert_int_equal(g_chunks, 2 * ((start[0] + STEPS) / M - start[0] / M + (start[1] + STEPS) / M - start[1] / M));
+    for (int i = 0; i < B; i++) assert_int_equal(rtr_session_tokens(bs[i]), start[i] + STEPS);
+    /* a batch of one is the one-session step exactly (from the same history) */
+    rtr_session_reset(bs[0]);
+    rtr_session_reset(ref[0]);
+    assert_int_equal(rtr_session_feed(bs[0], g_tok, 7, &lg), RTR_OK);
+    assert_int_equal(rtr_session_feed(ref[0], g_tok, 7, &lg), RTR_OK);
+    int32_t x = g_tok[7];
+    assert_int_equal(rtr_batch_feed(b, bs, &x, 1, blg), RTR_OK);
+    assert_int_equal(rtr_session_feed(ref[0], &x, 1, &lg), RTR_OK);
+    assert_memory_equal(blg[0], lg, V * sizeof(float));
+    /* refused: a session twice, too many, a bad token */
+    rtr_session *twice[2] = {bs[0], bs[0]};
+    int32_t two[2] = {1, 2};
+    assert_int_equal(rtr_batch_feed(b, twice, two, 2, blg), RTR_E_INVALID);
+    assert_int_equal(rtr_batch_feed(b, bs, two, 5, blg), RTR_E_INVALID);
+    int32_t bad = V;
+    assert_int_equal(rtr_batch_feed(b, bs, &bad, 1, blg), RTR_E_INVALID);
+    rtr_batch_free(b);
+    for (int i = 0; i < B; i++) {
+        rtr_session_free(bs[i]);
+        rtr_session_free(ref[i]);
+    }
+    rtr_model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_token_by_token_and_pieces),
         cmocka_unit_test(test_context_shift),
+        cmocka_unit_test(test_batch),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

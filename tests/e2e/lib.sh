@@ -7,7 +7,12 @@ SRC=${RETRO_SOURCE_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
 DEFAULT_TOK=${RETRO_DEFAULT_TOKENIZER:-$SRC/datasets/tokenizer.rtok}
 E2E_DIR=$(cd "$(dirname "$0")" && pwd)
 WORK=$(mktemp -d /tmp/retro-e2e-XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+serve_pids=()
+e2e_cleanup() {
+    for p in "${serve_pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap e2e_cleanup EXIT
 cd "$WORK"
 
 fail() { echo "FAIL: $*" >&2; exit 1; }
@@ -23,3 +28,33 @@ expect_fail() {
     [ "$(wc -l < err.txt)" -le 2 ] || { cat err.txt >&2; fail "more than a short error: $*"; }
 }
 json_get() { node -e 'const j=JSON.parse(require("fs").readFileSync(0,"utf8"));let v=j;for(const k of process.argv[1].split("."))v=v[k];console.log(v)' "$1"; }
+# sotu_kb N: the first N bundled State of the Union addresses copied into docs/, ingested and indexed as kb
+sotu_kb() {
+    mkdir -p docs
+    ls "$SRC"/datasets/sotu/*.txt | head -"$1" | xargs -I{} cp {} docs/
+    "$RETRO" index add kb docs --quiet > /dev/null
+    "$RETRO" index build kb > /dev/null
+}
+# tiny_model KB DIR: a small RETRO model trained on KB in seconds (its text is noise; the server's tests
+# need a model, not a good one)
+tiny_model() {
+    "$RETRO" train "$1" -o "$2" --steps 3 --context 128 --width 32 --layers 2 --heads 2 --batch 2 --eval-seqs 2 \
+        --val-frac 0.3 --quiet > /dev/null 2>&1
+}
+# serve_start ARGS...: `retro serve ARGS` on a random loopback port, waited for until /health answers 200;
+# sets port, url and serve_pid (stopped at exit); its stderr goes to serve.err
+serve_start() {
+    port=$(( 20000 + RANDOM % 20000 ))
+    url=http://127.0.0.1:$port
+    "$RETRO" serve --port $port "$@" 2> serve.err &
+    serve_pid=$!
+    serve_pids+=($serve_pid)
+    for i in $(seq 1 300); do
+        [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && return 0
+        kill -0 $serve_pid 2>/dev/null || { cat serve.err >&2; fail "the server died"; }
+        sleep 0.1
+    done
+    fail "the server did not get ready"
+}
+# serve_stop: SIGTERM to the last server started; it must exit 0
+serve_stop() { kill -TERM $serve_pid; wait $serve_pid || fail "serve did not stop cleanly"; }

@@ -11,21 +11,8 @@ mkdir docs
 ls "$SRC"/datasets/sotu/*.txt | head -4 | xargs -I{} cp {} docs/
 "$RETRO" index add kb docs --quiet > /dev/null
 "$RETRO" index build kb > /dev/null
-pid=
-start() {   # start ARGS...: a server on a fresh port, ready
-    port=$(( 20000 + RANDOM % 20000 ))
-    url=http://127.0.0.1:$port
-    "$RETRO" serve --kb kb --port $port "$@" 2> serve.err &
-    pid=$!
-    for i in $(seq 1 200); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && return 0
-        kill -0 $pid 2>/dev/null || { cat serve.err >&2; fail "the server died"; }
-        sleep 0.1
-    done
-    fail "the server did not get ready"
-}
-stop() { kill -TERM $pid; wait $pid || fail "serve did not stop cleanly"; pid=; }
-trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$WORK"' EXIT
+start() { serve_start --kb kb "$@"; pid=$serve_pid; }
+stop() { serve_pid=$pid; serve_stop; }
 code() { curl -s -o body.json -w '%{http_code}' "$@"; }
 post_json() { code -X POST -H 'Content-Type: application/json' "$@"; }
 first_path() {   # first_path QUERY: the path of the best search result

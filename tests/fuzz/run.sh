@@ -94,6 +94,12 @@ printf '\003{"input":["hello world","the economy"],"encoding_format":"base64"}' 
 printf '\004{"documents":[{"name":"notes/a.txt","text":"one"},{"name":"b.html","text":"<p>two</p>"}]}' > $S/serve/docs
 printf '\005/v1/documents/42' > $S/serve/docid
 printf '\00617&100' > $S/serve/page
+# a reader's responses (retriever/reader.h; the first byte picks chat or completions, the status, models)
+mkdir -p $S/reader
+printf '\000{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Agnes [1]."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3}}' > $S/reader/chat
+printf '\001{"object":"text_completion","choices":[{"text":" In 1931.","index":0,"logprobs":null,"finish_reason":"length"}]}' > $S/reader/completions
+printf '\002{"error":{"message":"Incorrect API key","type":"invalid_request_error","code":401}}' > $S/reader/error
+printf '\004{"object":"list","data":[{"id":"rtr","object":"model"}]}' > $S/reader/models
 
 # --- runs ------------------------------------------------------------------------
 [ "${FUZZ_FRESH:-0}" = 1 ] && rm -rf $B/corpus
