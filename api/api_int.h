@@ -26,6 +26,7 @@ struct retro_kb {
     rtr_kb *kb;
     pthread_mutex_t wmu;   /* writers (add, remove, build) one at a time */
     pthread_mutex_t rmu;   /* guards cur and the references */
+    pthread_mutex_t smu;   /* one search at a time inside the index and the embedder */
     rtr_api_held *cur;     /* opened on first use; replaced when a build commits */
 };
 
@@ -38,6 +39,13 @@ struct retro_model {
  * every success is paired with rtr_api_release. */
 int rtr_api_acquire(retro_kb *kb, rtr_api_held **out);
 void rtr_api_release(retro_kb *kb, rtr_api_held *h);   /* NULL-safe */
+
+/* rtr_live_retrieve under kb->smu: the retrieval callback of a generation (ctx: an rtr_api_live_ctx). */
+typedef struct rtr_api_live_ctx {
+    retro_kb *kb;
+    rtr_live *lv;
+} rtr_api_live_ctx;
+int rtr_api_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr);
 
 /* Frees the strings of one search result. */
 void rtr_api_source_free(retro_source *s);

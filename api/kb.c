@@ -33,6 +33,7 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
     if (!k) return RTR_E_NOMEM;
     pthread_mutex_init(&k->wmu, NULL);
     pthread_mutex_init(&k->rmu, NULL);
+    pthread_mutex_init(&k->smu, NULL);
     rtr_tokenizer *tok = NULL;
     int rc = RTR_OK;
     unsigned f = (flags & RETRO_KB_WRITE ? RTR_KB_WRITE : 0) | (flags & RETRO_KB_CREATE ? RTR_KB_CREATE : 0);
@@ -42,6 +43,7 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
     if (rc) {
         pthread_mutex_destroy(&k->wmu);
         pthread_mutex_destroy(&k->rmu);
+        pthread_mutex_destroy(&k->smu);
         rtr_free(k);
         return rc;
     }
@@ -59,6 +61,7 @@ void retro_kb_close(retro_kb *kb) {
     rtr_kb_close(kb->kb);
     pthread_mutex_destroy(&kb->wmu);
     pthread_mutex_destroy(&kb->rmu);
+    pthread_mutex_destroy(&kb->smu);
     rtr_free(kb);
 }
 
@@ -222,6 +225,14 @@ int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out) {
     return RTR_OK;
 }
 
+int rtr_api_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
+    rtr_api_live_ctx *c = ctx;
+    pthread_mutex_lock(&c->kb->smu);
+    int rc = rtr_live_retrieve(c->lv, chunks, n, first, nbr);
+    pthread_mutex_unlock(&c->kb->smu);
+    return rc;
+}
+
 /* --- documents ------------------------------------------------------------------ */
 void retro_docs_free(retro_doc_info *docs, size_t n) {
     for (size_t i = 0; docs && i < n; i++) {
@@ -345,7 +356,9 @@ int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search
     rtr_api_held *held;
     int rc = rtr_api_acquire(kb, &held);
     if (rc) return rc;
+    pthread_mutex_lock(&kb->smu);
     rc = search_held(held->r, query, len, o, out);
+    pthread_mutex_unlock(&kb->smu);
     rtr_api_release(kb, held);
     return rc;
 }
@@ -364,7 +377,9 @@ int retro_kb_embed(retro_kb *kb, const char *const *texts, const size_t *lens, s
     float *v = t && e->dim ? rtr_malloc(n * e->dim * sizeof *v) : NULL;
     rc = t && v ? RTR_OK : RTR_E_NOMEM;
     for (size_t i = 0; !rc && i < n; i++) t[i] = (rtr_text){texts[i], lens ? lens[i] : strlen(texts[i])};
+    pthread_mutex_lock(&kb->smu);
     if (!rc) rc = rtr_embedder_embed(e, t, n, v);
+    pthread_mutex_unlock(&kb->smu);
     rtr_api_release(kb, held);
     rtr_free(t);
     if (rc) {

@@ -130,6 +130,7 @@ typedef struct api_gen {
     const retro_gen_opts *o;
     int retrieval;
     rtr_live lv;
+    rtr_api_live_ctx lctx;
     rtr_api_held *held;
     rtr_session *s;
     rtr_gen *g;
@@ -162,7 +163,8 @@ static int api_gen_begin(retro_model *m, const char *prompt, size_t len, const r
         }
     }
     if (!rc) rc = rtr_session_new(m->lm.model, &x->s);
-    if (!rc && x->retrieval) rtr_session_set_retrieval(x->s, rtr_live_retrieve, &x->lv);
+    x->lctx = (rtr_api_live_ctx){o->kb, &x->lv};
+    if (!rc && x->retrieval) rtr_session_set_retrieval(x->s, rtr_api_live_retrieve, &x->lctx);
     if (!rc) rc = rtr_gen_begin(x->s, m->lm.tok, prompt, len, &g, &x->g);
     if (rc) api_gen_free(x);
     return rc;

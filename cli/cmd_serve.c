@@ -40,6 +40,8 @@ static const char serve_usage[] =
     "  POST /v1/chat/completions {\"messages\": [{\"role\", \"content\"}], ...}: the same, as a chat\n"
     "  POST /v1/embeddings       {\"input\": string or [strings], \"encoding_format\": float|base64}:\n"
     "                            the knowledge base's embedder\n"
+    "  POST /v1/ask              {\"question\", \"passages\", \"quotes\", \"max_tokens\"}: what the sources say\n"
+    "                            (quotes with byte spans), then the model's or the --reader's answer\n"
     "  POST /v1/documents        {\"name\", \"text\"} or {\"documents\": [...]}, or files as multipart/form-data:\n"
     "                            added (or replaced) and indexed; searches see them at once\n"
     "  GET  /v1/documents        the documents, ?after=ID&limit=N (1..1000, default 100)\n"
@@ -57,11 +59,14 @@ static const char serve_usage[] =
     "  --read-only           open KB without the writer lock: no POST or DELETE of documents\n"
     "  --threads N           threads for the engine (default: all cores)\n"
     "  --parallel N          generation slots, decoded together in one batched step (default 4)\n"
-    "  --queue N             completions that may wait for a slot; more get 429 (default 64)\n";
+    "  --queue N             completions that may wait for a slot; more get 429 (default 64)\n"
+    "  --reader URL          /v1/ask's answers from this OpenAI-compatible server (passages and\n"
+    "                        question sent to its /v1/chat/completions; key from $RETRO_READER_KEY)\n"
+    "  --reader-model NAME   the model asked of the reader (default: the first it lists)\n";
 
-enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_DOCUMENTS, EP_METRICS, EP_OTHER, N_EP };
-static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "chat", "embeddings", "documents",
-                                          "metrics", "other"};
+enum { EP_HEALTH, EP_MODELS, EP_SEARCH, EP_COMPLETIONS, EP_CHAT, EP_EMBEDDINGS, EP_ASK, EP_DOCUMENTS, EP_METRICS, EP_OTHER, N_EP };
+static const char *const EP_NAME[N_EP] = {"health", "models", "search", "completions", "chat", "embeddings", "ask",
+                                          "documents", "metrics", "other"};
 #define N_BUCKETS 12
 static const double BUCKET[N_BUCKETS] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
 
@@ -73,7 +78,9 @@ typedef struct server {
     const char *cors;
     size_t max_body;
     int writable;             /* documents may be added and deleted (not --read-only) */
-    pthread_mutex_t engine;   /* one engine call at a time (a search, a prefill, a batched step) */
+    const char *reader;       /* --reader URL: /v1/ask's answers come from that server */
+    const char *reader_model;
+    pthread_mutex_t engine;   /* the model: one prefill, batched step or local answer at a time */
     int parallel, queue_max;  /* generation slots; completions that may wait for one */
     retro_batch *batch;       /* the slots, decoded together by the scheduler */
     pthread_t scheduler;
@@ -199,11 +206,9 @@ static enum MHD_Result do_search(server *s, struct MHD_Connection *c, json_t *re
     if (serve_parse_search(req, &q)) return send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
     retro_search_opts so = {.k = q.k, .continuation = q.continuation, .exclude_docs = q.exclude, .n_exclude = q.n_exclude};
     retro_results res;
-    pthread_mutex_lock(&s->engine);
     int rc = retro_search(s->kb, q.query, q.len, &so, &res);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
-    pthread_mutex_unlock(&s->engine);
     if (rc) return send_error(s, c, rc == RETRO_E_INVALID ? 400 : 500, rc == RETRO_E_INVALID ? "invalid_request_error" : "server_error", msg);
     json_t *data = json_array();
     for (size_t i = 0; i < res.n; i++) json_array_append_new(data, source_json(&res.items[i]));
@@ -238,11 +243,9 @@ static enum MHD_Result do_embeddings(server *s, struct MHD_Connection *c, json_t
     int b64 = in.base64;
     float *v = NULL;
     uint32_t dim = 0;
-    pthread_mutex_lock(&s->engine);
     int rc = retro_kb_embed(s->kb, in.texts, in.lens, n, &v, &dim);
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
-    pthread_mutex_unlock(&s->engine);
     serve_embed_free(&in);
     if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, "server_error", msg);
     json_t *data = json_array();
@@ -552,6 +555,57 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
     return send_json(s, c, 200, out);
 }
 
+/* --- answers with sources ------------------------------------------------------------- */
+static enum MHD_Result do_ask(server *s, struct MHD_Connection *c, json_t *req, int *err) {
+    *err = 1;
+    serve_ask a;
+    if (serve_parse_ask(req, &a)) return send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
+    if (!s->model && !s->reader)
+        return send_error(s, c, 400, "invalid_request_error", "no model: start retro serve with --model DIR or --reader URL");
+    retro_ask_opts o;
+    retro_ask_opts_default(&o);
+    o.passages = a.passages;
+    o.quotes = a.quotes;
+    o.gen.max_tokens = a.max_tokens;
+    o.gen.temperature = a.temperature;
+    o.reader_url = s->reader;
+    o.reader_model = s->reader_model;
+    retro_answer ans;
+    int rc;
+    if (s->reader) {   /* the knowledge base, then the network: neither needs the model */
+        rc = retro_ask(NULL, s->kb, a.question, &o, &ans);
+    } else {
+        pthread_mutex_lock(&s->engine);
+        rc = retro_ask(s->model, s->kb, a.question, &o, &ans);
+        pthread_mutex_unlock(&s->engine);
+    }
+    if (rc) {
+        int client = rc == RETRO_E_INVALID;
+        return send_error(s, c, client ? 400 : rc == RETRO_E_NET ? 502 : 500, client ? "invalid_request_error" : "server_error",
+                          retro_errdetail());
+    }
+    json_t *quotes = json_array(), *sources = json_array();
+    for (size_t i = 0; i < ans.n_quotes; i++) {
+        const retro_quote *q = &ans.quotes[i];
+        json_array_append_new(quotes, json_pack("{s:s, s:I, s:s, s:I, s:I, s:f}", "text", q->text, "source",
+                                                (json_int_t)q->source + 1, "path", q->path, "byte_start",
+                                                (json_int_t)q->byte_start, "byte_end", (json_int_t)q->byte_end, "score",
+                                                q->score));
+    }
+    for (size_t i = 0; i < ans.sources.n; i++) {
+        json_t *h = source_json(&ans.sources.items[i]);
+        json_object_set_new(h, "rank", json_integer((json_int_t)i + 1));
+        json_object_set_new(h, "in_prompt", json_boolean(i < ans.in_prompt));
+        json_array_append_new(sources, h);
+    }
+    json_t *out = json_pack("{s:s, s:s, s:o, s:s%, s:s, s:i, s:o}", "question", a.question, "answer",
+                            ans.n_quotes ? ans.quotes[0].text : "", "quotes", quotes, "generated", ans.gen.text,
+                            ans.gen.len, "generated_by", ans.generated_by, "tokens", ans.gen.tokens, "sources", sources);
+    retro_answer_free(&ans);
+    *err = 0;
+    return send_json(s, c, 200, out);
+}
+
 /* --- documents -------------------------------------------------------------------------- */
 static json_t *doc_json(const retro_doc_info *d) {
     return json_pack("{s:I, s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:I}", "id", (json_int_t)d->id, "name", d->path, "title",
@@ -635,7 +689,6 @@ static enum MHD_Result do_documents(server *s, struct MHD_Connection *c, const c
         return send_json(s, c, 200, json_pack("{s:I, s:s, s:b, s:I}", "id", (json_int_t)id, "object", "document",
                                               "deleted", 1, "documents_removed", (json_int_t)removed));
     }
-    pthread_mutex_lock(&s->engine);
     int rc;
     json_t *out = NULL;
     if (one) {
@@ -653,7 +706,6 @@ static enum MHD_Result do_documents(server *s, struct MHD_Connection *c, const c
         size_t limit;
         if (serve_parse_page(MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "after"),
                              MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "limit"), &after, &limit)) {
-            pthread_mutex_unlock(&s->engine);
             return send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
         }
         retro_doc_info *d;
@@ -668,7 +720,6 @@ static enum MHD_Result do_documents(server *s, struct MHD_Connection *c, const c
     }
     char msg[512];
     snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
-    pthread_mutex_unlock(&s->engine);
     if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, rc == RETRO_E_NOTFOUND ? "invalid_request_error" : "server_error", msg);
     *err = 0;
     return send_json(s, c, 200, out);
@@ -739,9 +790,7 @@ static enum MHD_Result do_metrics(server *s, struct MHD_Connection *c) {
                "# TYPE retro_rejected_total counter\nretro_rejected_total %ld\n",
             queued, atomic_load(&s->busy), s->model ? s->parallel : 0, atomic_load(&s->rejected));
     retro_kb_stats st;
-    pthread_mutex_lock(&s->engine);
     int rc = retro_kb_stats_get(s->kb, &st);
-    pthread_mutex_unlock(&s->engine);
     if (!rc)
         fprintf(f, "# HELP retro_documents Documents in the knowledge base.\n# TYPE retro_documents gauge\nretro_documents %" PRIu64
                    "\n# HELP retro_chunks Chunks in the knowledge base.\n# TYPE retro_chunks gauge\nretro_chunks %" PRIu64 "\n",
@@ -793,6 +842,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     int ep = !strcmp(url, "/health") ? EP_HEALTH : !strcmp(url, "/v1/models") ? EP_MODELS
            : !strcmp(url, "/v1/search") ? EP_SEARCH : !strcmp(url, "/v1/completions") ? EP_COMPLETIONS
            : !strcmp(url, "/v1/embeddings") ? EP_EMBEDDINGS : !strcmp(url, "/v1/chat/completions") ? EP_CHAT
+           : !strcmp(url, "/v1/ask") ? EP_ASK
            : !strcmp(url, "/metrics") ? EP_METRICS
            : !strcmp(url, "/v1/documents") || !strncmp(url, "/v1/documents/", 14) ? EP_DOCUMENTS : EP_OTHER;
     int err = 1;
@@ -831,7 +881,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         ret = do_metrics(s, c);
     } else if (ep == EP_DOCUMENTS) {
         ret = do_documents(s, c, url, method, rq, &err);
-    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS || ep == EP_CHAT || ep == EP_EMBEDDINGS) && post) {
+    } else if ((ep == EP_SEARCH || ep == EP_COMPLETIONS || ep == EP_CHAT || ep == EP_EMBEDDINGS || ep == EP_ASK) && post) {
         json_error_t je;
         json_t *req = rq->body ? json_loadb(rq->body, rq->len, JSON_REJECT_DUPLICATES, &je) : NULL;
         if (!json_is_object(req)) {
@@ -841,7 +891,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
             ret = send_error(s, c, 400, "invalid_request_error", msg);
         } else {
             ret = ep == EP_SEARCH ? do_search(s, c, req, &err) : ep == EP_EMBEDDINGS ? do_embeddings(s, c, req, &err)
-                                                                 : do_completions(s, c, req, ep == EP_CHAT, &err);
+                : ep == EP_ASK ? do_ask(s, c, req, &err) : do_completions(s, c, req, ep == EP_CHAT, &err);
         }
         json_decref(req);
     } else if (ep != EP_OTHER) {
@@ -873,10 +923,10 @@ static void on_quit(int sig) {
 }
 
 int cmd_serve(int argc, char **argv) {
-    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS, O_RO, O_PAR, O_QUEUE };
+    enum { O_KB = 256, O_MODEL, O_HOST, O_PORT, O_KEY, O_CORS, O_BODY, O_THREADS, O_RO, O_PAR, O_QUEUE, O_READER, O_RMODEL };
     static const struct option opts[] = {{"kb", 1, 0, O_KB},       {"model", 1, 0, O_MODEL}, {"host", 1, 0, O_HOST},
                                          {"port", 1, 0, O_PORT},   {"api-key", 1, 0, O_KEY}, {"cors", 1, 0, O_CORS},
-                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS}, {"read-only", 0, 0, O_RO}, {"parallel", 1, 0, O_PAR}, {"queue", 1, 0, O_QUEUE},
+                                         {"max-body", 1, 0, O_BODY}, {"threads", 1, 0, O_THREADS}, {"read-only", 0, 0, O_RO}, {"parallel", 1, 0, O_PAR}, {"queue", 1, 0, O_QUEUE}, {"reader", 1, 0, O_READER}, {"reader-model", 1, 0, O_RMODEL},
                                          {"help", 0, 0, 'h'},      {0, 0, 0, 0}};
     const char *kb_dir = NULL, *model_dir = NULL, *host = "127.0.0.1";
     long port = 8080;
@@ -908,6 +958,8 @@ int cmd_serve(int argc, char **argv) {
         }
         case O_THREADS: rtr_set_threads(atoi(optarg) > 0 ? atoi(optarg) : 1); break;
         case O_RO: s->writable = 0; break;
+        case O_READER: s->reader = optarg; break;
+        case O_RMODEL: s->reader_model = optarg; break;
         case O_PAR:
             s->parallel = atoi(optarg);
             if (s->parallel < 1 || s->parallel > 256) { free(s); return cli_usage_error("serve", "--parallel must be 1..256"); }

@@ -159,6 +159,22 @@ int serve_parse_embeddings(const json_t *req, serve_embed *out) {
     return RTR_OK;
 }
 
+int serve_parse_ask(const json_t *req, serve_ask *out) {
+    memset(out, 0, sizeof *out);
+    const char *q = NULL;
+    json_int_t passages = 3, quotes = 2, max_tokens = 64;
+    double temperature = 0;
+    if (!json_is_object(req) ||
+        json_unpack((json_t *)req, "{s:s, s?I, s?I, s?I, s?F}", "question", &q, "passages", &passages, "quotes", &quotes,
+                    "max_tokens", &max_tokens, "temperature", &temperature) ||
+        !*q || strlen(q) != json_string_length(json_object_get(req, "question")) || passages < 1 || passages > 16 ||
+        quotes < 0 || quotes > 16 || max_tokens < 1 || max_tokens > 4096 || !(temperature >= 0 && temperature <= 100))
+        return bad("expected {\"question\": a non-empty string, \"passages\": 1..16, \"quotes\": 0..16, \"max_tokens\": "
+                   "1..4096, \"temperature\": 0..100}");
+    *out = (serve_ask){q, (uint32_t)passages, (uint32_t)quotes, (int)max_tokens, (float)temperature};
+    return RTR_OK;
+}
+
 void serve_docs_free(serve_docs *d) {
     if (!d) return;
     free(d->docs);

@@ -61,6 +61,16 @@ typedef struct serve_embed {
 int serve_parse_embeddings(const json_t *req, serve_embed *out);
 void serve_embed_free(serve_embed *e);
 
+/* POST /v1/ask: {"question", "passages" (1..16, default 3), "quotes" (0..16, default 2), "max_tokens"
+ * (1..4096, default 64), "temperature" (0..100, default 0)} */
+typedef struct serve_ask {
+    const char *question;
+    uint32_t passages, quotes;
+    int max_tokens;
+    float temperature;
+} serve_ask;
+int serve_parse_ask(const json_t *req, serve_ask *out);
+
 /* POST /v1/documents: {"name", "text"}, or {"documents": [{"name", "text"}, ...]} */
 typedef struct serve_docs {
     retro_text *docs;                         /* owned array, borrowed strings */

@@ -44,11 +44,13 @@
  *
  * Threads: a model handle is used by one thread at a time. A knowledge
  * base handle may be shared by threads: its writers (add, add_texts,
- * remove, remove_docs, build) run one at a time, and each reader call
- * (search, embed, stats, docs, doc_get, or a generation, evaluation or
- * training retrieving from it) may run beside a writer without waiting for
- * it; reader calls on one handle must not overlap each other (serialize
- * them, or open a handle a thread). A search started before a build commits
+ * remove, remove_docs, build) run one at a time; its readers (search,
+ * embed, stats, docs, doc_get, and the retrievals of generations and
+ * answers) may be called from any number of threads at once, beside a
+ * writer and without waiting for it (they take turns only inside the
+ * vector index and the embedder, a search at a time). Evaluation and
+ * training read it without those turns: keep them from overlapping other
+ * readers of the same handle. A search started before a build commits
  * finishes on the old index; the calls after it see the new one. Readers in
  * other processes keep working while one process writes a knowledge base;
  * only one process may hold it open for writing (RETRO_E_BUSY).

@@ -1,5 +1,5 @@
 /* test_api.c - the public API's documents (include/retro.h): texts added from memory, listed, read back,
- * replaced and deleted by id; and one knowledge base handle shared by a writer thread and a reader:
+ * replaced and deleted by id; and one knowledge base handle shared by a writer thread and three readers:
  * searches go on while a writer holds the writer lock, and see each build once it commits. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -168,6 +168,17 @@ static void *writer_main(void *p) {
     return NULL;
 }
 
+typedef struct reader_arg {
+    retro_kb *kb;
+    int found;
+} reader_arg;
+
+static void *reader_main(void *p) {   /* another thread searching the same handle */
+    reader_arg *r = p;
+    for (int i = 0; i < 30; i++) r->found += first_is(r->kb, "the oboe and the symphony", "orchestra.txt");
+    return NULL;
+}
+
 static void test_readers_beside_a_writer(void **state) {
     (void)state;
     char *dir;
@@ -183,14 +194,20 @@ static void test_readers_beside_a_writer(void **state) {
     assert_true(first_is(kb, "the oboe and the symphony", "orchestra.txt"));
     pthread_mutex_unlock(&kb->wmu);
 
-    /* a writer adds and builds in rounds while this thread searches */
+    /* a writer adds and builds in rounds while this thread and two others search */
     writer_arg w = {kb, 6, 0};
-    pthread_t th;
+    pthread_t th, rt[2];
+    reader_arg ra[2] = {{kb, 0}, {kb, 0}};
     assert_int_equal(pthread_create(&th, NULL, writer_main, &w), 0);
+    for (int i = 0; i < 2; i++) assert_int_equal(pthread_create(&rt[i], NULL, reader_main, &ra[i]), 0);
     int searches = 0;
     for (int i = 0; i < 40; i++, searches++) assert_true(first_is(kb, "oboe symphony orchestra tunes", "orchestra.txt") ||
                                                          first_is(kb, "oboe symphony orchestra tunes", "round03.txt"));
     pthread_join(th, NULL);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(rt[i], NULL);
+        assert_int_equal(ra[i].found, 30);
+    }
     assert_int_equal(w.rc, RETRO_OK);
     assert_int_equal(searches, 40);
     /* every round's build is seen by the searches after it */

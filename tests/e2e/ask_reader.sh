@@ -134,3 +134,31 @@ expect_fail 1 "reader $proxy/bad/v1/chat/completions: the response's \"choices\"
     "$RETRO" ask rtr "$q" --kb kb --reader $proxy/bad --reader-model m
 expect_fail 2 "reader-model needs --reader" "$RETRO" ask rtr "$q" --kb kb --reader-model m
 ok "an unreachable reader, an error status, a malformed response: one line naming the URL, exit 1"
+
+# the server's /v1/ask: a server without a model answers through --reader, one with a model from it;
+# each gives what `retro ask` gives for the same question
+front_port=$(( port + 1 ))
+"$RETRO" serve --kb kb --port $front_port --read-only --reader $url 2> front.err &
+front=$!
+trap 'kill $pid $ppid $front 2>/dev/null; rm -rf "$WORK"' EXIT
+for i in $(seq 1 100); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$front_port/health)" = 200 ] && break
+    kill -0 $front 2>/dev/null || { cat front.err >&2; fail "the front server died"; }
+    sleep 0.1
+done
+body=$(node -e 'console.log(JSON.stringify({question: process.argv[1], max_tokens: 40}))' "$q")
+curl -s -X POST http://127.0.0.1:$front_port/v1/ask -d "$body" > fa.json
+curl -s -X POST $url/v1/ask -d "$body" > ma.json
+"$RETRO" ask rtr "$q" --kb kb -n 40 --json > la.json
+node -e '
+const fs = require("fs"), rd = f => JSON.parse(fs.readFileSync(f, "utf8"));
+const fa = rd("fa.json"), ma = rd("ma.json"), a = rd("a.json"), la = rd("la.json");
+if (fa.generated_by !== process.argv[1]) throw "front: generated_by " + fa.generated_by;
+if (fa.generated !== a.generated) throw "front: not what retro ask --reader gives: " + JSON.stringify([fa.generated, a.generated]);
+if (!fa.sources[0].path.endsWith("/skerryvore.txt") || !fa.answer.includes("Agnes Ploughwright")) throw "front: sources or answer";
+if (ma.generated_by !== "model" || ma.generated !== la.generated) throw "model: " + JSON.stringify([ma.generated, la.generated]);
+if (JSON.stringify(ma.quotes.map(q => q.text)) !== JSON.stringify(la.quotes.map(q => q.text))) throw "model: quotes differ";' "$url"
+[ "$(curl -s -o /dev/null -w '%{http_code}' -X POST http://127.0.0.1:$front_port/v1/ask -d '{"question":""}')" = 400 ] ||
+    fail "an empty question"
+kill -TERM $front; wait $front || fail "the front server did not stop cleanly"
+ok "/v1/ask: through the server's --reader as retro ask --reader answers; from its model as retro ask does"

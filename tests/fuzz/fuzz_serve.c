@@ -1,5 +1,5 @@
 /* fuzz_serve.c - the bodies and paths of retro serve's requests (cli/serve_req.c): the first byte picks
- * the endpoint (search, completions, chat, embeddings, documents, a document's path, a page's query),
+ * the endpoint (search, completions, chat, embeddings, ask, documents, a document's path, a page's query),
  * the rest is the body as the server reads it (jansson, duplicates refused). */
 #include <jansson.h>
 #include <string.h>
@@ -43,6 +43,13 @@ static void body(int which, const uint8_t *data, size_t size) {
         serve_embed_free(&e);
         break;
     }
+    case 4: {
+        serve_ask a;
+        if ((rc = serve_parse_ask(req, &a))) break;
+        FUZZ_CHECK(a.question && a.question[0] && a.passages >= 1 && a.passages <= 16 && a.quotes <= 16);
+        FUZZ_CHECK(a.max_tokens >= 1 && a.max_tokens <= 4096 && a.temperature >= 0 && a.temperature <= 100);
+        break;
+    }
     default: {
         serve_docs d;
         if ((rc = serve_parse_documents(req, &d))) break;
@@ -58,8 +65,8 @@ static void body(int which, const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1 || size > 65536) return 0;
-    int which = data[0] % 7;
-    if (which < 5) {
+    int which = data[0] % 8;
+    if (which < 6) {
         body(which, data + 1, size - 1);
         return 0;
     }
@@ -67,7 +74,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - 1 < sizeof s - 1 ? size - 1 : sizeof s - 1;
     memcpy(s, data + 1, n);
     s[n] = 0;
-    if (which == 5) {
+    if (which == 6) {
         uint64_t id;
         int rc = serve_parse_doc_id(s, &id);
         if (rc) FUZZ_FAILED_WELL(rc);

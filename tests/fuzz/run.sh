@@ -91,9 +91,10 @@ printf '\000{"query":"the space program","k":3,"continuation":true,"exclude_docs
 printf '\001{"prompt":"The economy","max_tokens":64,"temperature":0,"top_p":0.9,"top_k":40,"seed":7,"stop":["\\n\\n","."],"stream":true}' > $S/serve/completion
 printf '\002{"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"What about jobs?"},{"role":"assistant","content":"Yes."}],"max_tokens":40,"stop":"x"}' > $S/serve/chat
 printf '\003{"input":["hello world","the economy"],"encoding_format":"base64"}' > $S/serve/embed
-printf '\004{"documents":[{"name":"notes/a.txt","text":"one"},{"name":"b.html","text":"<p>two</p>"}]}' > $S/serve/docs
-printf '\005/v1/documents/42' > $S/serve/docid
-printf '\00617&100' > $S/serve/page
+printf '\004{"question":"Who keeps the lighthouse?","passages":3,"quotes":2,"max_tokens":64,"temperature":0}' > $S/serve/ask
+printf '\005{"documents":[{"name":"notes/a.txt","text":"one"},{"name":"b.html","text":"<p>two</p>"}]}' > $S/serve/docs
+printf '\006/v1/documents/42' > $S/serve/docid
+printf '\00717&100' > $S/serve/page
 # a reader's responses (retriever/reader.h; the first byte picks chat or completions, the status, models)
 mkdir -p $S/reader
 printf '\000{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Agnes [1]."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3}}' > $S/reader/chat
