@@ -329,7 +329,7 @@ static int search_held(rtr_retriever *r, const char *query, size_t len, const re
     if (o->nprobe && (rc = rtr_vindex_set_nprobe(rtr_kb_vectors_vindex(rtr_retriever_vectors(r)), o->nprobe))) return rc;
     if (o->rerank && (rc = rtr_vindex_set_rerank(rtr_kb_vectors_vindex(rtr_retriever_vectors(r)), o->rerank < 0 ? 0 : o->rerank)))
         return rc;
-    rtr_search_opts so = {o->exclude_docs, o->n_exclude, o->continuation};
+    rtr_search_opts so = {o->exclude_docs, o->n_exclude, o->continuation, o->mode};
     rtr_hits h;
     if ((rc = rtr_retriever_search(r, query, len, o->k ? o->k : 10, &so, &h))) return rc;
     out->query_chunks = h.query_chunks;
@@ -341,7 +341,8 @@ static int search_held(rtr_retriever *r, const char *query, size_t len, const re
     for (size_t i = 0; i < h.n; i++) {   /* the strings move to the results */
         rtr_hit *x = &h.items[i];
         out->items[i] = (retro_source){x->chunk_id, x->doc_id, x->seq, x->query_chunk, x->path, x->title,
-                                       x->byte_start, x->byte_end, x->distance, x->score, x->text, x->continuation};
+                                       x->byte_start, x->byte_end, x->distance, x->score, x->text, x->continuation,
+                                       x->found_by, x->vector_rank, x->lexical_rank, x->vector_score, x->lexical_score};
         x->path = x->title = x->text = x->continuation = NULL;
     }
     out->n = h.n;

@@ -578,6 +578,9 @@ static int index_build(int argc, char **argv) {
                               (int)rep.shards, "dim", (int)rep.dim, "nprobe", (int)rep.nprobe, "trained_on",
                               (json_int_t)rep.trained_on, "drifted", rep.drifted, "seconds", rep.seconds,
                               "chunks_per_s", rate);
+        json_object_set_new(j, "lexical", json_pack("{s:I, s:I, s:f}", "indexed", (json_int_t)rep.lexical_indexed,
+                                                     "chunks", (json_int_t)rep.lexical_chunks, "seconds",
+                                                     rep.lexical_seconds));
         json_dumpf(j, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         putchar('\n');
         json_decref(j);
@@ -589,6 +592,8 @@ static int index_build(int argc, char **argv) {
         printf("  index %s, dim %u%s%s%s", rep.factory, rep.dim, rep.nprobe ? ", nprobe " : "", "", "");
         if (rep.nprobe) printf("%u", rep.nprobe);
         printf("%s%s%s\n", rep.why[0] ? " (" : "", rep.why, rep.why[0] ? ")" : "");
+        printf("  lexical index (BM25): %s chunks, %s added in %.2f s\n", fmt_count(rep.lexical_chunks, a, sizeof a),
+               fmt_count(rep.lexical_indexed, b, sizeof b), rep.lexical_seconds);
         if (rep.removed) printf("  compacted: removed %s vectors of deleted documents\n", fmt_count(rep.removed, a, sizeof a));
         if (rep.vectors > rep.live_chunks && !rep.removed)
             printf("  %s vectors belong to deleted documents (never returned; --compact removes them)\n",

@@ -3,6 +3,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,13 +17,17 @@
 static const char search_usage[] =
     "usage: retro search KB QUERY [options]\n"
     "\n"
-    "Prints the chunks of knowledge base KB nearest to QUERY ('-' reads it from\n"
-    "standard input), best first, with their source file, byte span and score\n"
-    "(cosine similarity: 1 is identical). A query longer than one chunk (64 tokens)\n"
-    "is searched chunk by chunk and the results merged.\n"
+    "Prints the chunks of knowledge base KB that best match QUERY ('-' reads it from\n"
+    "standard input), best first, with their source file, byte span, score and the\n"
+    "side that found them: vector (cosine similarity: 1 is identical), lexical (BM25)\n"
+    "or both (hybrid: the fused score). A query longer than one chunk (64 tokens) is\n"
+    "embedded chunk by chunk, each result scored by its similarity summed over them.\n"
     "\n"
     "options:\n"
     "  -k N                  number of results (default 5)\n"
+    "  --mode M              vector (the embedder's neighbours), lexical (BM25 over the\n"
+    "                        chunks' words), or hybrid (both, fused by reciprocal rank);\n"
+    "                        default: the knowledge base's setting\n"
     "  --continuation        also print each result's continuation (the next chunk)\n"
     "  --exclude-doc ID      never return document ID (repeatable)\n"
     "  --nprobe N            IVF lists to search (default: as built)\n"
@@ -30,6 +35,10 @@ static const char search_usage[] =
     "                        4-bit codes and its N best re-ranked exactly (default 128;\n"
     "                        0: exact search)\n"
     "  --json                one JSON object per result, one per line\n";
+
+static const char *found_by(unsigned f) {
+    return f == (RTR_FOUND_VECTOR | RTR_FOUND_LEXICAL) ? "both" : f == RTR_FOUND_LEXICAL ? "lexical" : "vector";
+}
 
 static void print_indented(const char *s) {
     fputs("    ", stdout);
@@ -41,13 +50,14 @@ static void print_indented(const char *s) {
 }
 
 int cmd_search(int argc, char **argv) {
-    enum { O_CONT = 256, O_EXCL, O_NPROBE, O_JSON, O_RERANK };
+    enum { O_CONT = 256, O_EXCL, O_NPROBE, O_JSON, O_RERANK, O_MODE };
     static const struct option opts[] = {{"continuation", 0, 0, O_CONT}, {"exclude-doc", 1, 0, O_EXCL},
                                          {"nprobe", 1, 0, O_NPROBE},     {"json", 0, 0, O_JSON},
-                                         {"rerank", 1, 0, O_RERANK},     {"help", 0, 0, 'h'},
+                                         {"rerank", 1, 0, O_RERANK},     {"mode", 1, 0, O_MODE},
+                                         {"help", 0, 0, 'h'},
                                          {0, 0, 0, 0}};
     long k = 5;
-    int json = 0, cont = 0, c;
+    int json = 0, cont = 0, c, mode = RTR_SEARCH_DEFAULT;
     uint64_t excl[256];
     size_t n_excl = 0;
     rtr_retriever_opts ro = {0};
@@ -77,6 +87,11 @@ int cmd_search(int argc, char **argv) {
             break;
         }
         case O_JSON: json = 1; break;
+        case O_MODE:
+            mode = !strcmp(optarg, "vector") ? RTR_SEARCH_VECTOR : !strcmp(optarg, "lexical") ? RTR_SEARCH_LEXICAL
+                 : !strcmp(optarg, "hybrid") ? RTR_SEARCH_HYBRID : -1;
+            if (mode < 0) return cli_usage_error("search", "--mode must be vector, lexical or hybrid");
+            break;
         default: return cli_usage_error("search", "bad option");
         }
     }
@@ -95,7 +110,7 @@ int cmd_search(int argc, char **argv) {
     rtr_hits hits = {0};
     rc = rtr_kb_open(dir, 0, NULL, NULL, &kb);
     if (!rc) rc = rtr_retriever_open(kb, &ro, &r);
-    rtr_search_opts so = {excl, n_excl, cont};
+    rtr_search_opts so = {excl, n_excl, cont, mode};
     if (!rc) rc = rtr_retriever_search(r, query, qlen, (uint32_t)k, &so, &hits);
     if (rc) {
         rtr_retriever_close(r);
@@ -110,17 +125,24 @@ int cmd_search(int argc, char **argv) {
         rtr_hit *h = &hits.items[i];
         if (json) {
             json_t *j = json_pack("{s:i, s:f, s:f, s:I, s:I, s:i, s:s, s:s, s:I, s:I, s:i, s:s}", "rank", (int)i + 1,
-                                  "score", (double)h->score, "distance", (double)h->distance, "chunk_id",
+                                  "score", (double)h->score, "distance", isnan(h->distance) ? 0.0 : (double)h->distance, "chunk_id",
                                   (json_int_t)h->chunk_id, "doc_id", (json_int_t)h->doc_id, "seq", (int)h->seq, "path",
                                   h->path, "title", h->title, "byte_start", (json_int_t)h->byte_start, "byte_end",
                                   (json_int_t)h->byte_end, "query_chunk", (int)h->query_chunk, "text", h->text);
             if (cont) json_object_set_new(j, "continuation", h->continuation ? json_string(h->continuation) : json_null());
+            if (isnan(h->distance)) json_object_set_new(j, "distance", json_null());   /* the vector side did not find it */
+            json_object_set_new(j, "found_by", json_string(found_by(h->found_by)));
+            if (h->vector_rank) json_object_set_new(j, "vector", json_pack("{s:i, s:f}", "rank", (int)h->vector_rank, "score", (double)h->vector_score));
+            if (h->lexical_rank) json_object_set_new(j, "lexical", json_pack("{s:i, s:f}", "rank", (int)h->lexical_rank, "score", (double)h->lexical_score));
             json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
             putchar('\n');
             json_decref(j);
         } else {
-            printf("%zu. score %.3f  %s  bytes %" PRIu64 "-%" PRIu64 "  (chunk %" PRIu64 ")\n", i + 1, h->score, h->path,
-                   h->byte_start, h->byte_end, h->chunk_id);
+            printf("%zu. score %.3f  %s  bytes %" PRIu64 "-%" PRIu64 "  (chunk %" PRIu64 "; %s", i + 1, h->score, h->path,
+                   h->byte_start, h->byte_end, h->chunk_id, found_by(h->found_by));
+            if (h->vector_rank) printf(", vector #%u %.3f", h->vector_rank, h->vector_score);
+            if (h->lexical_rank) printf(", lexical #%u %.2f", h->lexical_rank, h->lexical_score);
+            printf(")\n");
             print_indented(h->text);
             if (cont) {
                 printf("    -- continuation --\n");

@@ -195,8 +195,18 @@ static json_t *source_json(const retro_source *h) {
     json_t *o = json_pack("{s:I, s:I, s:s, s:s, s:I, s:I, s:f, s:f, s:s}", "chunk_id", (json_int_t)h->chunk_id, "doc_id",
                           (json_int_t)h->doc_id, "path", h->path, "title", h->title, "byte_start",
                           (json_int_t)h->byte_start, "byte_end", (json_int_t)h->byte_end, "score", (double)h->score,
-                          "distance", (double)h->distance, "text", h->text);
+                          "distance", isnan(h->distance) ? 0.0 : (double)h->distance, "text", h->text);
     if (o && h->continuation) json_object_set_new(o, "continuation", json_string(h->continuation));
+    if (o) {
+        unsigned f = h->found_by;
+        json_object_set_new(o, "found_by", json_string(f == (RETRO_FOUND_VECTOR | RETRO_FOUND_LEXICAL) ? "both"
+                                                       : f == RETRO_FOUND_LEXICAL ? "lexical" : "vector"));
+        if (h->vector_rank)
+            json_object_set_new(o, "vector", json_pack("{s:i, s:f}", "rank", (int)h->vector_rank, "score", (double)h->vector_score));
+        if (h->lexical_rank)
+            json_object_set_new(o, "lexical", json_pack("{s:i, s:f}", "rank", (int)h->lexical_rank, "score", (double)h->lexical_score));
+        if (isnan(h->distance)) json_object_set_new(o, "distance", json_null());
+    }
     return o;
 }
 
@@ -204,7 +214,8 @@ static enum MHD_Result do_search(server *s, struct MHD_Connection *c, json_t *re
     *err = 1;
     serve_search q;
     if (serve_parse_search(req, &q)) return send_error(s, c, 400, "invalid_request_error", rtr_errdetail());
-    retro_search_opts so = {.k = q.k, .continuation = q.continuation, .exclude_docs = q.exclude, .n_exclude = q.n_exclude};
+    retro_search_opts so = {.k = q.k, .mode = q.mode, .continuation = q.continuation, .exclude_docs = q.exclude,
+                            .n_exclude = q.n_exclude};
     retro_results res;
     int rc = retro_search(s->kb, q.query, q.len, &so, &res);
     char msg[512];

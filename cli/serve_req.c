@@ -17,10 +17,16 @@ int serve_parse_search(const json_t *req, serve_search *out) {
     json_int_t k = 5;
     int cont = 0;
     json_t *ex = NULL;
+    const char *mode = NULL;
     if (!json_is_object(req) ||
-        json_unpack((json_t *)req, "{s:s, s?I, s?b, s?o}", "query", &q, "k", &k, "continuation", &cont, "exclude_docs", &ex) ||
+        json_unpack((json_t *)req, "{s:s, s?I, s?b, s?o, s?s}", "query", &q, "k", &k, "continuation", &cont, "exclude_docs",
+                    &ex, "mode", &mode) ||
         k < 1 || k > 4096 || (ex && !json_is_array(ex)) || json_array_size(ex) > SERVE_MAX_EXCLUDE)
-        return bad("expected {\"query\": string, \"k\": 1..4096, \"continuation\": bool, \"exclude_docs\": [at most 256 ids]}");
+        return bad("expected {\"query\": string, \"k\": 1..4096, \"mode\": \"vector\"|\"lexical\"|\"hybrid\", "
+                   "\"continuation\": bool, \"exclude_docs\": [at most 256 ids]}");
+    out->mode = !mode ? RETRO_SEARCH_DEFAULT : !strcmp(mode, "vector") ? RETRO_SEARCH_VECTOR
+              : !strcmp(mode, "lexical") ? RETRO_SEARCH_LEXICAL : !strcmp(mode, "hybrid") ? RETRO_SEARCH_HYBRID : -1;
+    if (out->mode < 0) return bad("mode must be vector, lexical or hybrid");
     for (size_t i = 0; i < json_array_size(ex); i++) {
         json_t *v = json_array_get(ex, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0) return bad("exclude_docs: document ids are integers >= 0");

@@ -19,11 +19,12 @@
 #define SERVE_MAX_STOP 16
 #define SERVE_MAX_DOCS 4096
 
-/* POST /v1/search: {"query", "k", "continuation", "exclude_docs"} */
+/* POST /v1/search: {"query", "k", "mode", "continuation", "exclude_docs"} */
 typedef struct serve_search {
     const char *query;
     size_t len;
     uint32_t k;                               /* 1..4096, default 5 */
+    int mode;                                 /* RETRO_SEARCH_*: "mode": "vector", "lexical" or "hybrid" */
     int continuation;
     uint64_t exclude[SERVE_MAX_EXCLUDE];
     size_t n_exclude;

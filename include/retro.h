@@ -209,11 +209,17 @@ typedef struct retro_source {
     const char *path;                 /* the source file (or the name given for standard input) */
     const char *title;                /* "" if none */
     uint64_t byte_start, byte_end;    /* the chunk's span in the document's text */
-    float distance;                   /* squared L2 between unit vectors */
-    float score;                      /* 1 - distance / 2: cosine similarity, 1 = identical */
+    float distance;                   /* squared L2 between unit vectors (vector side; NAN if it did not find it) */
+    float score;                      /* what the ranking used: the cosine similarity 1 - distance / 2
+                                       * (vector), BM25 (lexical) or the fused score (hybrid) */
     const char *text;                 /* the chunk's text */
     const char *continuation;         /* the next chunk's text; NULL if none or not asked for */
+    unsigned found_by;                /* RETRO_FOUND_VECTOR | RETRO_FOUND_LEXICAL */
+    uint32_t vector_rank, lexical_rank;   /* 1 = best on that side; 0: that side did not find it */
+    float vector_score, lexical_score;    /* cosine similarity, BM25; NAN where not found */
 } retro_source;
+
+enum { RETRO_FOUND_VECTOR = 1, RETRO_FOUND_LEXICAL = 2 };
 
 typedef struct retro_results {
     retro_source *items;              /* best first */
@@ -221,8 +227,13 @@ typedef struct retro_results {
     uint32_t query_chunks, query_tokens;   /* search: what the query was cut into */
 } retro_results;
 
+/* Which side finds the results: the vector index (the embedder's neighbours), the lexical index (BM25
+ * over the chunks' words), or both fused (reciprocal rank fusion). */
+enum { RETRO_SEARCH_DEFAULT = 0, RETRO_SEARCH_VECTOR, RETRO_SEARCH_LEXICAL, RETRO_SEARCH_HYBRID };
+
 typedef struct retro_search_opts {
     uint32_t k;                       /* results, 1..4096 (0: 10) */
+    int mode;                         /* RETRO_SEARCH_*; DEFAULT: the knowledge base's retriever setting */
     int continuation;                 /* fetch each result's continuation */
     const uint64_t *exclude_docs;     /* documents never returned */
     size_t n_exclude;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "index/embed_hash.h"
+#include "index/lexical.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/io.h"
@@ -327,6 +328,16 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     rtr_free(b);
     rtr_store_txn_end(t);
     rtr_free(dir);
+    if (!rc && !o->no_lexical) {   /* the words, up to the same chunk */
+        rtr_lex_report lr;
+        if (o->retrain || o->compact) rc = rtr_lex_clear(kb);
+        if (!rc) rc = rtr_lex_build(kb, o->progress, &lr);
+        if (!rc) {
+            rep->lexical_indexed = lr.indexed;
+            rep->lexical_chunks = lr.chunks;
+            rep->lexical_seconds = lr.seconds;
+        }
+    }
     rep->seconds = rtr_now() - t0;
     return rc;
 }

@@ -33,7 +33,8 @@ typedef struct rtr_build_opts {
     uint64_t mem_budget;     /* bytes; 0 = 4 GiB */
     uint32_t nprobe;         /* 0 = keep / the plan's default */
     int retrain;             /* rebuild from scratch */
-    int compact;             /* remove deleted chunks' vectors */
+    int compact;             /* remove deleted chunks' vectors (and rebuild the lexical index without them) */
+    int no_lexical;          /* leave the lexical index (index/lexical.h) as it is */
     int progress;
     int threads;             /* 0 = one per core */
 } rtr_build_opts;
@@ -49,6 +50,8 @@ typedef struct rtr_build_report {
     uint32_t shards, nlist, nprobe, dim;
     char factory[96], why[160];
     double seconds, embed_seconds;
+    uint64_t lexical_indexed, lexical_chunks;   /* chunks added to the lexical index, and in it */
+    double lexical_seconds;
 } rtr_build_report;
 
 int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep);

@@ -88,6 +88,8 @@ typedef struct map_gate {
 struct rtr_store {
     MDB_env *env;
     MDB_dbi meta, docs, texts, chunks, files, file_docs, skipped;
+    MDB_dbi aux[RTR_AUX_COUNT];
+    int has_aux;              /* the auxiliary tables exist (a read-only open of an older store: not) */
     char *dir;
     int readonly;
     int gate_init;
@@ -159,6 +161,16 @@ static int open_dbis(rtr_store *s, MDB_txn *txn, unsigned create) {
             return rtr_seterr(RTR_E_CORRUPT, "%s: database '%s' has unexpected flags", s->dir,
                               tab[i].name);
         if (rc) return rtr_seterr(RTR_E_LMDB, "%s: open database %s: %s", s->dir, tab[i].name, mdb_strerror(rc));
+    }
+    static const char *const aux[RTR_AUX_COUNT] = {"lex_meta", "lex_terms", "lex_postings", "lex_norms"};
+    s->has_aux = 1;
+    for (int i = 0; i < RTR_AUX_COUNT; i++) {
+        int rc = mdb_dbi_open(txn, aux[i], create, &s->aux[i]);
+        if (rc == MDB_NOTFOUND && !create) {   /* written by an older version: no indexes over it yet */
+            s->has_aux = 0;
+            break;
+        }
+        if (rc) return rtr_seterr(RTR_E_LMDB, "%s: open database %s: %s", s->dir, aux[i], mdb_strerror(rc));
     }
     return RTR_OK;
 }
@@ -1112,4 +1124,56 @@ int rtr_store_check(rtr_store *s, const rtr_tokenizer *tok, rtr_check_fn report,
     rtr_buf_free(&dec);
     rtr_store_txn_end(t);
     return rc;
+}
+
+/* --- auxiliary tables --------------------------------------------------------- */
+static int aux_ok(rtr_store_txn *t, int table) {
+    RTR_ASSERT(table >= 0 && table < RTR_AUX_COUNT);
+    return t->s->has_aux ? RTR_OK : RTR_E_NOTFOUND;
+}
+
+int rtr_store_aux_get(rtr_store_txn *t, int table, const void *key, size_t klen, const void **val, size_t *vlen) {
+    int rc = aux_ok(t, table);
+    if (rc) return rc;
+    MDB_val k = {klen, (void *)key}, v;
+    if ((rc = mdb_get(t->txn, t->s->aux[table], &k, &v)) == MDB_NOTFOUND) return RTR_E_NOTFOUND;
+    if (rc) return lmdb_err(t, rc, "read an index record");
+    *val = v.mv_data;
+    *vlen = v.mv_size;
+    return RTR_OK;
+}
+
+int rtr_store_aux_put(rtr_store_txn *t, int table, const void *key, size_t klen, const void *val, size_t vlen) {
+    RTR_ASSERT(t->write);
+    int rc = aux_ok(t, table);
+    if (rc) return rtr_seterr(RTR_E_INVALID, "%s: no index tables", t->s->dir);
+    MDB_val k = {klen, (void *)key}, v = {vlen, (void *)val};
+    if ((rc = mdb_put(t->txn, t->s->aux[table], &k, &v, 0))) return lmdb_err(t, rc, "write an index record");
+    return RTR_OK;
+}
+
+int rtr_store_aux_seek(rtr_store_txn *t, int table, const void *key, size_t klen, const void **kout, size_t *kolen,
+                       const void **val, size_t *vlen) {
+    int rc = aux_ok(t, table);
+    if (rc) return rc;
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(t->txn, t->s->aux[table], &cur))) return lmdb_err(t, rc, "cursor");
+    MDB_val k = {klen, (void *)key}, v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) return RTR_E_NOTFOUND;
+    if (rc) return lmdb_err(t, rc, "seek an index record");
+    *kout = k.mv_data;
+    *kolen = k.mv_size;
+    *val = v.mv_data;
+    *vlen = v.mv_size;
+    return RTR_OK;
+}
+
+int rtr_store_aux_clear(rtr_store_txn *t, int table) {
+    RTR_ASSERT(t->write);
+    int rc = aux_ok(t, table);
+    if (rc) return RTR_OK;
+    if ((rc = mdb_drop(t->txn, t->s->aux[table], 0))) return lmdb_err(t, rc, "clear an index table");
+    return RTR_OK;
 }

@@ -211,4 +211,19 @@ int rtr_store_check(rtr_store *s, const rtr_tokenizer *tok, rtr_check_fn report,
 /* 16-byte key of a path (XXH3-128). */
 void rtr_store_path_key(const char *path, uint8_t key[16]);
 
+/* --- auxiliary tables ---------------------------------------------------------
+ * The indexes built over the chunks (index/lexical.c) keep their records in
+ * the store's own environment, so that they commit and roll back with the
+ * store's transactions (rtr_store_write). Keys and values are raw bytes;
+ * what a read returns points into the map, valid until the transaction
+ * ends. A store opened read-only that an older version wrote has none:
+ * reads answer RTR_E_NOTFOUND. */
+enum { RTR_AUX_LEX_META, RTR_AUX_LEX_TERMS, RTR_AUX_LEX_POSTINGS, RTR_AUX_LEX_NORMS, RTR_AUX_COUNT };
+int rtr_store_aux_get(rtr_store_txn *t, int table, const void *key, size_t klen, const void **val, size_t *vlen);
+int rtr_store_aux_put(rtr_store_txn *t, int table, const void *key, size_t klen, const void *val, size_t vlen);
+/* The first record with a key >= key (byte order); RTR_E_NOTFOUND past the end. */
+int rtr_store_aux_seek(rtr_store_txn *t, int table, const void *key, size_t klen, const void **kout, size_t *kolen,
+                       const void **val, size_t *vlen);
+int rtr_store_aux_clear(rtr_store_txn *t, int table);   /* empties the table */
+
 #endif

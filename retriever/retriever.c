@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index/lexical.h"
 #include "lib/alloc.h"
 #include "lib/sort.h"
 #include "lib/status.h"
@@ -18,6 +19,7 @@ struct rtr_retriever {
     rtr_embedder *embedder;   /* vec's */
     rtr_vindex *vindex;       /* vec's */
     int threads;
+    int default_mode;         /* what RTR_SEARCH_DEFAULT means when the lexical index exists */
 };
 
 int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **out) {
@@ -26,6 +28,7 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
     if (!r) return RTR_E_NOMEM;
     r->kb = kb;
     r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
+    r->default_mode = RTR_SEARCH_VECTOR;
     int rc = rtr_kb_vectors_open(kb, &r->vec);
     if (!rc) {
         r->embedder = rtr_kb_vectors_embedder(r->vec);
@@ -166,12 +169,6 @@ static char *decode_str(const rtr_tokenizer *tok, const uint32_t *ids, size_t n)
     return (char *)b.data;
 }
 
-static int cmp_hit(const void *a, const void *b) {
-    const rtr_hit *x = a, *y = b;
-    if (x->distance != y->distance) return x->distance < y->distance ? -1 : 1;
-    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
-}
-
 /* By chunk id, then distance, then query chunk: the first of each id is its best. */
 static int cmp_hit_id(const void *a, const void *b) {
     const rtr_hit *x = a, *y = b;
@@ -180,10 +177,22 @@ static int cmp_hit_id(const void *a, const void *b) {
     return x->query_chunk < y->query_chunk ? -1 : x->query_chunk > y->query_chunk;
 }
 
+/* By score (higher first), then distance (none: last), then chunk id. */
+static int cmp_hit_score(const void *a, const void *b) {
+    const rtr_hit *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    float dx = isnan(x->distance) ? INFINITY : x->distance, dy = isnan(y->distance) ? INFINITY : y->distance;
+    if (dx != dy) return dx < dy ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
 /* The merge of a multi-chunk query: the k results of each of nq query chunks
  * (ids, dist: nq x k; id -1 = none) become one list in which every chunk
- * appears once, with its best distance and the query chunk that found it,
- * ordered by distance (then chunk id). *out (*n entries) is the caller's. */
+ * appears once, scored by its similarity summed over the query chunks that
+ * found it, divided by nq (so a chunk matching much of the query beats one
+ * matching a single line of it perfectly; with one query chunk the score is
+ * the cosine similarity), with its best distance and the query chunk of
+ * that, best first. *out (*n entries) is the caller's. */
 static int merge_query_chunks(const int64_t *ids, const float *dist, size_t nq, uint32_t k, rtr_hit **out,
                               size_t *n) {
     *n = 0;
@@ -195,9 +204,17 @@ static int merge_query_chunks(const int64_t *ids, const float *dist, size_t nq, 
             all[na++] = (rtr_hit){.chunk_id = (uint64_t)ids[i], .distance = dist[i], .query_chunk = (uint32_t)(i / k)};
     qsort(all, na, sizeof *all, cmp_hit_id);
     size_t u = 0;
-    for (size_t i = 0; i < na; i++)
-        if (u == 0 || all[u - 1].chunk_id != all[i].chunk_id) all[u++] = all[i];
-    qsort(all, u, sizeof *all, cmp_hit);
+    for (size_t i = 0; i < na; i++) {
+        float sim = 1.0f - all[i].distance / 2.0f;
+        if (u == 0 || all[u - 1].chunk_id != all[i].chunk_id) {
+            all[u] = all[i];   /* the first of an id has its best distance */
+            all[u++].score = sim > 0 ? sim : 0;
+        } else if (sim > 0) {
+            all[u - 1].score += sim;
+        }
+    }
+    for (size_t i = 0; i < u; i++) all[i].score /= (float)nq;
+    qsort(all, u, sizeof *all, cmp_hit_score);
     *n = u;
     return RTR_OK;
 }
@@ -211,7 +228,6 @@ static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, flo
     h->chunk_id = id;
     h->doc_id = c.doc_id;
     h->distance = d;
-    h->score = 1.0f - d / 2.0f;
     h->query_chunk = qc;
     h->byte_start = c.byte_start;
     h->byte_end = c.byte_end;
@@ -229,6 +245,77 @@ static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, flo
     return RTR_OK;
 }
 
+/* The lexical side: the depth best live, non-excluded chunks for the query's words (BM25), best
+ * first, as hits with chunk_id and score; deeper rounds when deleted or excluded chunks are dropped. */
+static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, const uint64_t *ex,
+                          size_t n_ex, rtr_hit **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    rtr_hit *res = rtr_calloc(depth + 1, sizeof *res);
+    if (!res) return RTR_E_NOMEM;
+    int rc = RTR_OK;
+    size_t have = 0;
+    for (uint32_t deep = depth * 2 + 16;; deep = deep >= MAX_DEPTH / 4 ? MAX_DEPTH : deep * 4) {
+        rtr_lex_hit *h;
+        size_t nh;
+        if ((rc = rtr_lex_search(t, query, len, deep, &h, &nh))) break;
+        have = 0;
+        for (size_t i = 0; i < nh && have < depth && !rc; i++) {
+            rtr_chunk c;
+            int x = rtr_store_get_chunk(t, h[i].chunk_id, &c);
+            if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
+            if (x) { rc = x; break; }
+            if (excluded(c.doc_id, 0, 0, ex, n_ex)) continue;
+            res[have++] = (rtr_hit){.chunk_id = h[i].chunk_id, .score = h[i].score, .distance = NAN};
+        }
+        rtr_free(h);
+        if (rc || have == depth || nh < deep || deep >= MAX_DEPTH) break;
+    }
+    if (rc) {
+        rtr_free(res);
+        return rc;
+    }
+    *out = res;
+    *n = have;
+    return RTR_OK;
+}
+
+/* Reciprocal rank fusion of the vector and lexical rankings: score = sum of 1 / (60 + rank) over the
+ * sides that found a chunk (Cormack et al., 2009), each side's rank and score kept. */
+#define RRF_K 60.0f
+static int fuse(const rtr_hit *v, size_t nv, const rtr_hit *l, size_t nl, rtr_hit **out, size_t *n) {
+    rtr_hit *all = rtr_calloc(nv + nl + 1, sizeof *all);
+    if (!all) return RTR_E_NOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < nv; i++) {
+        all[m] = v[i];
+        all[m].found_by = RTR_FOUND_VECTOR;
+        all[m].vector_rank = (uint32_t)i + 1;
+        all[m].vector_score = v[i].score;
+        all[m].lexical_score = NAN;
+        all[m++].score = 1.0f / (RRF_K + (float)(i + 1));
+    }
+    for (size_t i = 0; i < nl; i++) {
+        size_t j = 0;
+        while (j < nv && all[j].chunk_id != l[i].chunk_id) j++;
+        if (j == nv) {
+            all[m] = l[i];
+            all[m].vector_score = NAN;
+            all[m].distance = NAN;
+            all[m].score = 0;
+            j = m++;
+        }
+        all[j].found_by |= RTR_FOUND_LEXICAL;
+        all[j].lexical_rank = (uint32_t)i + 1;
+        all[j].lexical_score = l[i].score;
+        all[j].score += 1.0f / (RRF_K + (float)(i + 1));
+    }
+    qsort(all, m, sizeof *all, cmp_hit_score);
+    *out = all;
+    *n = m;
+    return RTR_OK;
+}
+
 int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                          rtr_hits *out) {
     memset(out, 0, sizeof *out);
@@ -236,6 +323,8 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
     rtr_search_opts none = {0};
     if (!so) so = &none;
+    if (so->mode < RTR_SEARCH_DEFAULT || so->mode > RTR_SEARCH_HYBRID)
+        return rtr_seterr(RTR_E_INVALID, "search: mode %d is not vector, lexical or hybrid", so->mode);
     rtr_encoder *enc = NULL;
     rtr_u32vec ids = {0};
     rtr_buf text = {0};
@@ -245,29 +334,21 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     int64_t *hid = NULL;
     uint64_t *ex = NULL;
     rtr_store_txn *t = NULL;
-    int rc = rtr_encoder_new(tok, &enc);
+    rtr_hit *vec = NULL, *lex = NULL, *ranked = NULL;
+    size_t nv = 0, nl = 0, nr = 0;
+    int rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    rtr_lex_state ls;
+    int has_lex = !rc && rtr_lex_state_get(t, &ls) == RTR_OK && ls.chunks > 0;
+    int mode = so->mode == RTR_SEARCH_DEFAULT ? (has_lex ? r->default_mode : RTR_SEARCH_VECTOR) : so->mode;
+    if (!rc && mode != RTR_SEARCH_VECTOR && !has_lex)
+        rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no lexical index yet; run 'retro index build %s'", rtr_kb_dir(r->kb),
+                        rtr_kb_dir(r->kb));
+    /* hybrid: each side ranks deeper than k, so that what both find comes up */
+    uint32_t depth = mode == RTR_SEARCH_HYBRID ? (k < 50 ? 50 : k) : k;
+    if (!rc) rc = rtr_encoder_new(tok, &enc);
     if (!rc) rc = rtr_encoder_encode(enc, (const uint8_t *)query, len, &ids);
     size_t nq = (ids.len + RTR_CHUNK_TOKENS - 1) / RTR_CHUNK_TOKENS;
     if (!rc && nq == 0) rc = rtr_seterr(RTR_E_INVALID, "empty query");
-    uint32_t dim = rc ? 0 : rtr_vindex_dim(r->vindex);
-    if (!rc) {
-        texts = rtr_calloc(nq, sizeof *texts);
-        off = rtr_calloc(nq + 1, sizeof *off);
-        q = rtr_malloc(nq * dim * sizeof *q);
-        dist = rtr_malloc(nq * k * sizeof *dist);
-        hid = rtr_malloc(nq * k * sizeof *hid);
-        if (!texts || !off || !q || !dist || !hid) rc = RTR_E_NOMEM;
-    }
-    for (size_t c = 0; c < nq && !rc; c++) {   /* each query chunk's exact text */
-        off[c] = text.len;
-        size_t lo = c * RTR_CHUNK_TOKENS, n = ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS;
-        rc = rtr_tokenizer_decode(tok, ids.data + lo, n, &text);
-    }
-    if (!rc) {
-        off[nq] = text.len;
-        for (size_t c = 0; c < nq; c++) texts[c] = (rtr_text){(const char *)text.data + off[c], off[c + 1] - off[c]};
-        rc = embed_texts(r, texts, nq, q);
-    }
     if (!rc && so->n_exclude) {
         if (!(ex = rtr_malloc(so->n_exclude * sizeof *ex))) rc = RTR_E_NOMEM;
         else {
@@ -275,19 +356,55 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
             qsort(ex, so->n_exclude, sizeof *ex, rtr_cmp_u64);
         }
     }
-    if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
-    if (!rc) rc = search_filtered(r, t, nq, q, k, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
-    if (!rc) {
-        rtr_hit *all = NULL;
-        size_t na = 0;
-        rc = merge_query_chunks(hid, dist, nq, k, &all, &na);
-        size_t n = na < k ? na : k;
-        if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
-        for (size_t i = 0; i < n && !rc; i++) {
-            rc = fill_hit(t, tok, all[i].chunk_id, all[i].distance, all[i].query_chunk, so->continuation, &out->items[i]);
-            out->n = i + 1;
+    if (!rc && mode != RTR_SEARCH_LEXICAL) {   /* the vector side */
+        uint32_t dim = rtr_vindex_dim(r->vindex);
+        texts = rtr_calloc(nq, sizeof *texts);
+        off = rtr_calloc(nq + 1, sizeof *off);
+        q = rtr_malloc(nq * dim * sizeof *q);
+        dist = rtr_malloc(nq * depth * sizeof *dist);
+        hid = rtr_malloc(nq * depth * sizeof *hid);
+        if (!texts || !off || !q || !dist || !hid) rc = RTR_E_NOMEM;
+        for (size_t c = 0; c < nq && !rc; c++) {   /* each query chunk's exact text */
+            off[c] = text.len;
+            size_t lo = c * RTR_CHUNK_TOKENS, n = ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS;
+            rc = rtr_tokenizer_decode(tok, ids.data + lo, n, &text);
         }
-        rtr_free(all);
+        if (!rc) {
+            off[nq] = text.len;
+            for (size_t c = 0; c < nq; c++) texts[c] = (rtr_text){(const char *)text.data + off[c], off[c + 1] - off[c]};
+            rc = embed_texts(r, texts, nq, q);
+        }
+        if (!rc) rc = search_filtered(r, t, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
+        if (!rc) rc = merge_query_chunks(hid, dist, nq, depth, &vec, &nv);
+        if (nv > depth) nv = depth;
+        for (size_t i = 0; i < nv; i++) {
+            vec[i].found_by = RTR_FOUND_VECTOR;
+            vec[i].vector_rank = (uint32_t)i + 1;
+            vec[i].vector_score = vec[i].score;
+            vec[i].lexical_score = NAN;
+        }
+    }
+    if (!rc && mode != RTR_SEARCH_VECTOR) {   /* the lexical side */
+        rc = lexical_ranked(t, query, len, depth, ex, so->n_exclude, &lex, &nl);
+        for (size_t i = 0; i < nl; i++) {
+            lex[i].found_by = RTR_FOUND_LEXICAL;
+            lex[i].lexical_rank = (uint32_t)i + 1;
+            lex[i].lexical_score = lex[i].score;
+            lex[i].vector_score = NAN;
+        }
+    }
+    if (!rc) {
+        if (mode == RTR_SEARCH_HYBRID) rc = fuse(vec, nv, lex, nl, &ranked, &nr);
+        else if (mode == RTR_SEARCH_LEXICAL) ranked = lex, nr = nl, lex = NULL;
+        else ranked = vec, nr = nv, vec = NULL;
+    }
+    size_t n = nr < k ? nr : k;
+    if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
+    for (size_t i = 0; i < n && !rc; i++) {
+        rtr_hit *h = &out->items[i];
+        *h = ranked[i];   /* the ranking's fields; the chunk's follow */
+        rc = fill_hit(t, tok, ranked[i].chunk_id, ranked[i].distance, ranked[i].query_chunk, so->continuation, h);
+        out->n = i + 1;
     }
     out->query_chunks = (uint32_t)nq;
     out->query_tokens = (uint32_t)ids.len;
@@ -302,6 +419,9 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     rtr_free(dist);
     rtr_free(hid);
     rtr_free(ex);
+    rtr_free(vec);
+    rtr_free(lex);
+    rtr_free(ranked);
     return rc;
 }
 

@@ -51,7 +51,12 @@ typedef struct rtr_hit {
     char *path, *title;             /* fresh strings; title may be "" */
     char *text;                     /* the chunk's text */
     char *continuation;             /* the next chunk's text, or NULL */
+    unsigned found_by;              /* RTR_FOUND_VECTOR | RTR_FOUND_LEXICAL */
+    uint32_t vector_rank, lexical_rank;   /* 1-based on each side; 0: not found there */
+    float vector_score, lexical_score;    /* cosine similarity, BM25; NAN where not found */
 } rtr_hit;
+
+enum { RTR_FOUND_VECTOR = 1, RTR_FOUND_LEXICAL = 2 };
 
 typedef struct rtr_hits {
     rtr_hit *items;
@@ -60,10 +65,13 @@ typedef struct rtr_hits {
     uint32_t query_tokens;
 } rtr_hits;
 
+enum { RTR_SEARCH_DEFAULT = 0, RTR_SEARCH_VECTOR, RTR_SEARCH_LEXICAL, RTR_SEARCH_HYBRID };   /* = RETRO_SEARCH_* */
+
 typedef struct rtr_search_opts {
     const uint64_t *exclude_docs;   /* document ids never returned */
     size_t n_exclude;
     int continuation;               /* fetch each hit's continuation */
+    int mode;                       /* RTR_SEARCH_* */
 } rtr_search_opts;
 
 /* k results (fewer if the knowledge base has fewer chunks). An empty query

@@ -1,0 +1,499 @@
+/* lexical.c - BM25 over the chunks' words, kept in the store's auxiliary tables (see lexical.h). */
+#include "index/lexical.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/progress.h"
+#include "lib/status.h"
+
+#define BATCH_CHUNKS 8192
+#define NORM_PAGE 4096
+#define K1 1.2
+#define B 0.75
+
+/* --- words ------------------------------------------------------------------------ */
+static int word_byte(unsigned char c) {
+    return c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+void rtr_lex_words(const char *text, size_t len, rtr_lex_word_fn fn, void *ctx) {
+    char w[RTR_LEX_MAX_WORD];
+    size_t n = 0;
+    int in = 0;
+    for (size_t i = 0; i <= len; i++) {
+        unsigned char c = i < len ? (unsigned char)text[i] : ' ';
+        if (word_byte(c)) {
+            in = 1;
+            if (n < sizeof w) w[n++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+        } else if (in) {
+            fn(ctx, w, n);
+            n = 0;
+            in = 0;
+        }
+    }
+}
+
+uint64_t rtr_lex_term(const char *word, size_t len) { return XXH3_64bits(word, len); }
+
+/* --- records ------------------------------------------------------------------------ */
+static void put_be64(uint8_t *p, uint64_t v) {
+    for (int i = 7; i >= 0; i--, v >>= 8) p[i] = (uint8_t)v;
+}
+static uint64_t get_be64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    return v;
+}
+static void put_le64(uint8_t *p, uint64_t v) {
+    for (int i = 0; i < 8; i++, v >>= 8) p[i] = (uint8_t)v;
+}
+static uint64_t get_le64(const uint8_t *p) {
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+}
+
+typedef struct term_rec {
+    uint64_t df, first, last;
+    uint32_t count;
+} term_rec;
+#define TERM_REC 28
+
+static int get_term(rtr_store_txn *t, uint64_t term, term_rec *r) {
+    uint8_t k[8];
+    put_be64(k, term);
+    const void *v;
+    size_t n;
+    int rc = rtr_store_aux_get(t, RTR_AUX_LEX_TERMS, k, 8, &v, &n);
+    if (rc) return rc;
+    if (n != TERM_REC) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a term record of %zu bytes", n);
+    const uint8_t *p = v;
+    *r = (term_rec){get_le64(p), get_le64(p + 8), get_le64(p + 16),
+                    (uint32_t)p[24] | (uint32_t)p[25] << 8 | (uint32_t)p[26] << 16 | (uint32_t)p[27] << 24};
+    if (r->count == 0 || r->count > RTR_LEX_BLOCK || r->last < r->first || r->df < r->count)
+        return rtr_seterr(RTR_E_CORRUPT, "lexical index: a term record out of bounds");
+    return RTR_OK;
+}
+
+static int put_term(rtr_store_txn *t, uint64_t term, const term_rec *r) {
+    uint8_t k[8], v[TERM_REC];
+    put_be64(k, term);
+    put_le64(v, r->df);
+    put_le64(v + 8, r->first);
+    put_le64(v + 16, r->last);
+    for (int i = 0; i < 4; i++) v[24 + i] = (uint8_t)(r->count >> (8 * i));
+    return rtr_store_aux_put(t, RTR_AUX_LEX_TERMS, k, 8, v, TERM_REC);
+}
+
+int rtr_lex_state_get(rtr_store_txn *t, rtr_lex_state *out) {
+    memset(out, 0, sizeof *out);
+    const void *v;
+    size_t n;
+    int rc = rtr_store_aux_get(t, RTR_AUX_LEX_META, "state", 5, &v, &n);
+    if (rc) return rc;
+    if (n != 24) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a state record of %zu bytes", n);
+    *out = (rtr_lex_state){get_le64(v), get_le64((const uint8_t *)v + 8), get_le64((const uint8_t *)v + 16)};
+    if (out->chunks > out->indexed_upto || out->words > 255 * out->chunks)
+        return rtr_seterr(RTR_E_CORRUPT, "lexical index: its state is out of bounds");
+    return RTR_OK;
+}
+
+static int put_state(rtr_store_txn *t, const rtr_lex_state *s) {
+    uint8_t v[24];
+    put_le64(v, s->indexed_upto);
+    put_le64(v + 8, s->chunks);
+    put_le64(v + 16, s->words);
+    return rtr_store_aux_put(t, RTR_AUX_LEX_META, "state", 5, v, 24);
+}
+
+static size_t put_varint(uint8_t *p, uint64_t v) {
+    size_t n = 0;
+    do {
+        p[n++] = (uint8_t)((v & 127) | (v >= 128 ? 128 : 0));
+        v >>= 7;
+    } while (v);
+    return n;
+}
+
+/* The varint at p (< end) into *v; bytes read, 0 if malformed. */
+static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v) {
+    uint64_t x = 0;
+    for (size_t i = 0; i < 10 && p + i < end; i++) {
+        x |= (uint64_t)(p[i] & 127) << (7 * i);
+        if (!(p[i] & 128)) {
+            *v = x;
+            return i + 1;
+        }
+    }
+    return 0;
+}
+
+/* --- building ------------------------------------------------------------------------ */
+typedef struct posting {
+    uint64_t term, chunk;
+    uint8_t tf;
+} posting;
+
+typedef struct chunk_len {
+    uint64_t id;
+    uint8_t len;           /* words, at most 255 */
+} chunk_len;
+
+typedef struct batch {
+    posting *p;
+    size_t n, cap;
+    chunk_len *chunk;      /* the batch's chunks, ascending */
+    size_t nc, capc;
+    uint64_t last;         /* the last chunk id read */
+    uint64_t words;
+} batch;
+
+typedef struct chunk_words {
+    uint64_t *terms;
+    size_t n, cap;
+    int rc;
+} chunk_words;
+
+static void collect(void *ctx, const char *w, size_t len) {
+    chunk_words *c = ctx;
+    if (c->rc || (c->rc = RTR_GROW(c->terms, &c->cap, c->n + 1))) return;
+    c->terms[c->n++] = rtr_lex_term(w, len);
+}
+
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static int cmp_posting(const void *a, const void *b) {
+    const posting *x = a, *y = b;
+    if (x->term != y->term) return x->term < y->term ? -1 : 1;
+    return x->chunk < y->chunk ? -1 : x->chunk > y->chunk;
+}
+
+/* Adds one chunk's postings (its words' terms, counted) to b. */
+static int add_chunk(batch *b, chunk_words *cw, uint64_t id, const char *text, size_t len) {
+    cw->n = 0;
+    cw->rc = RTR_OK;
+    rtr_lex_words(text, len, collect, cw);
+    if (cw->rc) return cw->rc;
+    int rc = RTR_GROW(b->chunk, &b->capc, b->nc + 1);
+    if (rc) return rc;
+    b->chunk[b->nc++] = (chunk_len){id, (uint8_t)(cw->n > 255 ? 255 : cw->n)};
+    b->words += cw->n > 255 ? 255 : cw->n;
+    qsort(cw->terms, cw->n, sizeof *cw->terms, cmp_u64);
+    for (size_t i = 0; i < cw->n;) {
+        size_t j = i;
+        while (j < cw->n && cw->terms[j] == cw->terms[i]) j++;
+        if ((rc = RTR_GROW(b->p, &b->cap, b->n + 1))) return rc;
+        b->p[b->n++] = (posting){cw->terms[i], id, (uint8_t)(j - i > 255 ? 255 : j - i)};
+        i = j;
+    }
+    return RTR_OK;
+}
+
+/* One term's postings (p[0..n), ascending chunks) appended to its blocks. */
+static int write_term(rtr_store_txn *t, const posting *p, size_t n, rtr_buf *blk) {
+    term_rec tr;
+    int rc = get_term(t, p[0].term, &tr);
+    int have = rc == RTR_OK;
+    if (rc && rc != RTR_E_NOTFOUND) return rc;
+    uint8_t key[16];
+    put_be64(key, p[0].term);
+    blk->len = 0;
+    if (have && tr.count < RTR_LEX_BLOCK) {   /* the last block has room: go on from it */
+        put_be64(key + 8, tr.first);
+        const void *v;
+        size_t vn;
+        if ((rc = rtr_store_aux_get(t, RTR_AUX_LEX_POSTINGS, key, 16, &v, &vn)))
+            return rc == RTR_E_NOTFOUND ? rtr_seterr(RTR_E_CORRUPT, "lexical index: a term's last block is missing") : rc;
+        if ((rc = rtr_buf_append(blk, v, vn))) return rc;
+    } else {
+        tr = (term_rec){have ? tr.df : 0, p[0].chunk, p[0].chunk, 0};
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (tr.count == RTR_LEX_BLOCK) {   /* full: store it, start the next */
+            put_be64(key + 8, tr.first);
+            if ((rc = rtr_store_aux_put(t, RTR_AUX_LEX_POSTINGS, key, 16, blk->data, blk->len))) return rc;
+            blk->len = 0;
+            tr.first = tr.last = p[i].chunk;
+            tr.count = 0;
+        }
+        uint8_t enc[11];
+        size_t e = put_varint(enc, tr.count ? p[i].chunk - tr.last : p[i].chunk - tr.first);
+        enc[e++] = p[i].tf;
+        if ((rc = rtr_buf_append(blk, enc, e))) return rc;
+        tr.last = p[i].chunk;
+        tr.count++;
+        tr.df++;
+    }
+    put_be64(key + 8, tr.first);
+    if ((rc = rtr_store_aux_put(t, RTR_AUX_LEX_POSTINGS, key, 16, blk->data, blk->len))) return rc;
+    return put_term(t, p[0].term, &tr);
+}
+
+/* The store write of one batch (re-runnable: everything it changes it reads from t first). */
+static int write_batch(rtr_store_txn *t, void *ctx) {
+    batch *b = ctx;
+    rtr_lex_state st;
+    int rc = rtr_lex_state_get(t, &st);
+    if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
+    if (rc) return rc;
+    rtr_buf blk = {0};
+    for (size_t i = 0; i < b->n && !rc;) {
+        size_t j = i;
+        while (j < b->n && b->p[j].term == b->p[i].term) j++;
+        rc = write_term(t, b->p + i, j - i, &blk);
+        i = j;
+    }
+    rtr_buf_free(&blk);
+    uint8_t page[NORM_PAGE];
+    for (size_t i = 0; i < b->nc && !rc;) {   /* the lengths, a page at a time */
+        uint64_t pg = b->chunk[i].id / NORM_PAGE;
+        uint8_t key[8];
+        put_be64(key, pg);
+        const void *v;
+        size_t vn;
+        rc = rtr_store_aux_get(t, RTR_AUX_LEX_NORMS, key, 8, &v, &vn);
+        if (rc == RTR_OK && vn != NORM_PAGE) rc = rtr_seterr(RTR_E_CORRUPT, "lexical index: a length page of %zu bytes", vn);
+        if (rc == RTR_OK) memcpy(page, v, NORM_PAGE);
+        else if (rc == RTR_E_NOTFOUND) {
+            memset(page, 0, NORM_PAGE);
+            rc = RTR_OK;
+        }
+        for (; !rc && i < b->nc && b->chunk[i].id / NORM_PAGE == pg; i++) page[b->chunk[i].id % NORM_PAGE] = b->chunk[i].len;
+        if (!rc) rc = rtr_store_aux_put(t, RTR_AUX_LEX_NORMS, key, 8, page, NORM_PAGE);
+    }
+    st.indexed_upto = b->last;
+    st.chunks += b->nc;
+    st.words += b->words;
+    if (!rc) rc = put_state(t, &st);
+    return rc;
+}
+
+int rtr_lex_build(rtr_kb *kb, int progress, rtr_lex_report *rep) {
+    memset(rep, 0, sizeof *rep);
+    double t0 = rtr_now();
+    rtr_store *s = rtr_kb_store(kb);
+    const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
+    batch b = {0};
+    chunk_words cw = {0};
+    rtr_buf text = {0};
+    rtr_store_txn *t = NULL;
+    int rc = rtr_store_read_begin(s, &t);
+    rtr_lex_state st;
+    rtr_store_stats ss;
+    if (!rc && (rc = rtr_lex_state_get(t, &st)) == RTR_E_NOTFOUND) rc = RTR_OK;
+    if (!rc) rc = rtr_store_get_stats(t, &ss);
+    rtr_store_txn_end(t);
+    if (rc) return rc;
+    uint64_t after = st.indexed_upto, last = ss.next_chunk_id - 1;
+    rtr_progress prog;
+    rtr_progress_init(&prog, "lexical", last > after ? last - after : 0, " chunks", progress);
+    uint64_t start = after;
+    while (!rc && after < last) {
+        b.n = b.nc = 0;
+        b.words = 0;
+        if ((rc = rtr_store_read_begin(s, &t))) break;
+        rtr_chunk c;
+        while (b.nc < BATCH_CHUNKS && (rc = rtr_store_next_chunk(t, after, &c)) == RTR_OK && c.id <= last) {
+            text.len = 0;
+            if ((rc = rtr_tokenizer_decode(tok, c.tokens, c.n_tokens, &text))) break;
+            if ((rc = add_chunk(&b, &cw, c.id, (const char *)text.data, text.len))) break;
+            after = c.id;
+        }
+        rtr_store_txn_end(t);
+        if (rc == RTR_E_NOTFOUND || (rc == RTR_OK && b.nc < BATCH_CHUNKS)) {   /* the end of the chunks */
+            rc = RTR_OK;
+            after = last;
+        }
+        if (rc) break;
+        b.last = after;
+        qsort(b.p, b.n, sizeof *b.p, cmp_posting);
+        if ((rc = rtr_store_write(s, write_batch, &b))) break;
+        rep->indexed += b.nc;
+        rtr_progress_update(&prog, after - start, NULL);
+    }
+    rtr_progress_finish(&prog);
+    rtr_free(b.p);
+    rtr_free(b.chunk);
+    rtr_free(cw.terms);
+    rtr_buf_free(&text);
+    if (!rc && !(rc = rtr_store_read_begin(s, &t))) {
+        if (!(rc = rtr_lex_state_get(t, &st))) rep->chunks = st.chunks;
+        if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
+        rtr_store_txn_end(t);
+    }
+    rep->seconds = rtr_now() - t0;
+    return rc;
+}
+
+static int clear_fn(rtr_store_txn *t, void *ctx) {
+    (void)ctx;
+    int rc = RTR_OK;
+    for (int i = RTR_AUX_LEX_META; i <= RTR_AUX_LEX_NORMS && !rc; i++) rc = rtr_store_aux_clear(t, i);
+    return rc;
+}
+
+int rtr_lex_clear(rtr_kb *kb) { return rtr_store_write(rtr_kb_store(kb), clear_fn, NULL); }
+
+/* --- searching -------------------------------------------------------------------------- */
+typedef struct query_words {
+    uint64_t *terms;
+    size_t n, cap;
+    int rc;
+} query_words;
+
+static void collect_q(void *ctx, const char *w, size_t len) {
+    query_words *q = ctx;
+    if (q->rc || (q->rc = RTR_GROW(q->terms, &q->cap, q->n + 1))) return;
+    q->terms[q->n++] = rtr_lex_term(w, len);
+}
+
+/* The chunk lengths, a page at a time (pages stay valid until the txn ends). */
+typedef struct norms {
+    rtr_store_txn *t;
+    uint64_t page;
+    const uint8_t *p;
+} norms;
+
+static int norm_of(norms *nm, uint64_t id, uint8_t *len) {
+    if (!nm->p || id / NORM_PAGE != nm->page) {
+        uint8_t key[8];
+        put_be64(key, id / NORM_PAGE);
+        const void *v;
+        size_t vn;
+        int rc = rtr_store_aux_get(nm->t, RTR_AUX_LEX_NORMS, key, 8, &v, &vn);
+        if (rc == RTR_E_NOTFOUND) return rtr_seterr(RTR_E_CORRUPT, "lexical index: no lengths for chunk %llu", (unsigned long long)id);
+        if (rc) return rc;
+        if (vn != NORM_PAGE) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a length page of %zu bytes", vn);
+        nm->page = id / NORM_PAGE;
+        nm->p = v;
+    }
+    *len = nm->p[id % NORM_PAGE];
+    return RTR_OK;
+}
+
+/* Adds qtf * the term's BM25 weight to acc for each of its postings. */
+static int score_term(rtr_store_txn *t, norms *nm, uint64_t term, double qtf, const rtr_lex_state *st, float *acc,
+                      uint64_t **touched, size_t *nt, size_t *ct) {
+    term_rec tr;
+    int rc = get_term(t, term, &tr);
+    if (rc) return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
+    double N = (double)st->chunks, df = (double)tr.df > N ? N : (double)tr.df;
+    double idf = log(1.0 + (N - df + 0.5) / (df + 0.5)), avg = st->words / (N > 0 ? N : 1);
+    if (avg <= 0) avg = 1;
+    uint8_t key[16];
+    put_be64(key, term);
+    uint64_t from = 0;
+    for (;;) {
+        put_be64(key + 8, from);
+        const void *k, *v;
+        size_t kn, vn;
+        if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn))) break;
+        if (kn != 16 || memcmp(k, key, 8)) break;   /* past the term's blocks */
+        uint64_t id = get_be64((const uint8_t *)k + 8), prev = id;
+        const uint8_t *p = v, *end = p + vn;
+        for (int i = 0; p < end; i++) {
+            uint64_t gap;
+            size_t e = get_varint(p, end, &gap);
+            if (!e || p + e >= end || (i && gap == 0) || gap > st->indexed_upto || prev + gap > st->indexed_upto)
+                return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
+            id = prev + gap;
+            prev = id;
+            double tf = p[e];
+            p += e + 1;
+            uint8_t dl = 0;
+            if ((rc = norm_of(nm, id, &dl))) return rc;
+            float w = (float)(qtf * idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avg)));
+            if (acc[id] == 0) {
+                if ((rc = RTR_GROW(*touched, ct, *nt + 1))) return rc;
+                (*touched)[(*nt)++] = id;
+            }
+            acc[id] += w;   /* > 0: idf > 0 and tf >= 1 */
+        }
+        if (id == UINT64_MAX) break;
+        from = id + 1;
+    }
+    return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
+}
+
+/* Min-heap of hits by score (then chunk id, higher first out). */
+static int worse(const rtr_lex_hit *a, const rtr_lex_hit *b) {
+    return a->score < b->score || (a->score == b->score && a->chunk_id > b->chunk_id);
+}
+
+static void sift_down(rtr_lex_hit *h, size_t n, size_t i) {
+    for (;;) {
+        size_t l = 2 * i + 1, r = l + 1, m = i;
+        if (l < n && worse(&h[l], &h[m])) m = l;
+        if (r < n && worse(&h[r], &h[m])) m = r;
+        if (m == i) return;
+        rtr_lex_hit x = h[i];
+        h[i] = h[m];
+        h[m] = x;
+        i = m;
+    }
+}
+
+static int cmp_hit_desc(const void *a, const void *b) {
+    const rtr_lex_hit *x = a, *y = b;
+    return worse(x, y) ? 1 : worse(y, x) ? -1 : 0;
+}
+
+int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n) {
+    *hits = NULL;
+    *n = 0;
+    rtr_lex_state st;
+    int rc = rtr_lex_state_get(t, &st);
+    if (rc == RTR_E_NOTFOUND || (!rc && st.chunks == 0) || depth == 0) return RTR_OK;
+    if (rc) return rc;
+    query_words q = {0};
+    rtr_lex_words(query, len, collect_q, &q);
+    if (q.rc) {
+        rtr_free(q.terms);
+        return q.rc;
+    }
+    qsort(q.terms, q.n, sizeof *q.terms, cmp_u64);
+    float *acc = q.n ? rtr_calloc(st.indexed_upto + 1, sizeof *acc) : NULL;
+    uint64_t *touched = NULL;
+    size_t nt = 0, ct = 0;
+    if (q.n && !acc) rc = RTR_E_NOMEM;
+    norms nm = {t, 0, NULL};
+    for (size_t i = 0; i < q.n && !rc;) {   /* each distinct word once, weighted by its count */
+        size_t j = i;
+        while (j < q.n && q.terms[j] == q.terms[i]) j++;
+        rc = score_term(t, &nm, q.terms[i], (double)(j - i), &st, acc, &touched, &nt, &ct);
+        i = j;
+    }
+    rtr_lex_hit *h = NULL;
+    size_t m = 0;
+    if (!rc && nt && !(h = rtr_malloc((nt < depth ? nt : depth) * sizeof *h))) rc = RTR_E_NOMEM;
+    for (size_t i = 0; !rc && i < nt; i++) {   /* the depth best, through a min-heap */
+        rtr_lex_hit x = {touched[i], acc[touched[i]]};
+        if (m < depth) {
+            h[m++] = x;
+            if (m == depth)
+                for (size_t k = m / 2; k-- > 0;) sift_down(h, m, k);
+        } else if (worse(&h[0], &x)) {
+            h[0] = x;
+            sift_down(h, m, 0);
+        }
+    }
+    if (!rc) qsort(h, m, sizeof *h, cmp_hit_desc);
+    rtr_free(acc);
+    rtr_free(touched);
+    rtr_free(q.terms);
+    if (rc) {
+        rtr_free(h);
+        return rc;
+    }
+    *hits = h;
+    *n = m;
+    return RTR_OK;
+}

@@ -1,0 +1,76 @@
+/*
+ * lexical.h - the lexical index: BM25 over the chunks' words, beside the
+ * vectors. `retro index build` brings it up to the store's last chunk (as it
+ * does the vectors), in batches committed with the store's transactions: a
+ * build killed at any point resumes where the last batch ended, and a search
+ * sees exactly the batches committed.
+ *
+ * Words: maximal runs of ASCII letters, digits and '_' (lowercased) or of
+ * bytes >= 0x80 (the letters of other scripts, whole UTF-8 sequences), cut
+ * at 64 bytes; a term is the XXH3-64 hash of its word. A chunk's length is
+ * its number of words (at most 255 are counted).
+ *
+ * Records (the store's auxiliary tables, big-endian keys so that a term's
+ * blocks are adjacent and in chunk order):
+ *   lex_meta      "state" -> indexed_upto u64 (the last chunk id seen),
+ *                 chunks u64 (indexed), words u64 (their total length)
+ *   lex_terms     term u64 -> df u64, first u64 and last u64 chunk id of the
+ *                 term's last block, postings u32 in it
+ *   lex_postings  term u64, first chunk id u64 -> a block of at most 128
+ *                 postings: each the LEB128 gap from the previous chunk id
+ *                 (the first from the key's), then the term's count in the
+ *                 chunk (u8, at most 255)
+ *   lex_norms     chunk id / 4096 u64 -> 4096 lengths (u8), 0 for no chunk
+ *
+ * Chunks deleted after they were indexed stay in the postings (and in N and
+ * df) and are dropped by the search when it reads the store.
+ */
+#ifndef RTR_LEXICAL_H
+#define RTR_LEXICAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "index/kb.h"
+
+#define RTR_LEX_MAX_WORD 64
+#define RTR_LEX_BLOCK 128
+
+/* Calls fn for each word of text (lowercased ASCII, len <= RTR_LEX_MAX_WORD). */
+typedef void (*rtr_lex_word_fn)(void *ctx, const char *word, size_t len);
+void rtr_lex_words(const char *text, size_t len, rtr_lex_word_fn fn, void *ctx);
+uint64_t rtr_lex_term(const char *word, size_t len);
+
+typedef struct rtr_lex_state {
+    uint64_t indexed_upto, chunks, words;
+} rtr_lex_state;
+
+/* The index's state in txn t; RTR_E_NOTFOUND before the first build. */
+int rtr_lex_state_get(rtr_store_txn *t, rtr_lex_state *out);
+
+typedef struct rtr_lex_report {
+    uint64_t indexed;    /* chunks indexed by this call */
+    uint64_t chunks;     /* chunks in the index now */
+    double seconds;
+} rtr_lex_report;
+
+/* Indexes the chunks added since the last call (all of them the first
+ * time). progress: a bar on stderr when it is a terminal. RTR_E_INVALID if
+ * the store cannot hold the tables (opened read-only), and the store's
+ * errors. */
+int rtr_lex_build(rtr_kb *kb, int progress, rtr_lex_report *rep);
+
+/* Empties the index (a rebuild from scratch follows with rtr_lex_build). */
+int rtr_lex_clear(rtr_kb *kb);
+
+typedef struct rtr_lex_hit {
+    uint64_t chunk_id;
+    float score;         /* BM25 (k1 = 1.2, b = 0.75) */
+} rtr_lex_hit;
+
+/* The n <= depth best chunks for the words of query (len bytes), best
+ * first, read in txn t: *hits (rtr_free) holds *n. Chunks deleted since
+ * they were indexed may be among them. No words or no index: *n = 0. */
+int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n);
+
+#endif

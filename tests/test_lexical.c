@@ -1,0 +1,295 @@
+/* test_lexical.c - the lexical index (index/lexical.c): words as documented, BM25 scores equal to a naive
+ * computation over every chunk, blocks of postings spanning many chunks, an incremental build equal to one
+ * from scratch, a cleared index rebuilt the same, deleted chunks left to the caller, and a corrupt block
+ * refused with an error. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "index/ingest.h"
+#include "index/lexical.h"
+#include "lib/alloc.h"
+#include "lib/status.h"
+#include "testutil.h"
+
+static rtr_tokenizer *g_tok;
+
+static int setup_tok(void **state) {
+    (void)state;
+    return rtr_tokenizer_load(RETRO_SOURCE_DIR "/datasets/tokenizer.rtok", &g_tok) ? -1 : 0;
+}
+
+static int teardown_tok(void **state) {
+    (void)state;
+    rtr_tokenizer_free(g_tok);
+    return 0;
+}
+
+typedef struct words {
+    char w[64][RTR_LEX_MAX_WORD + 1];
+    int n;
+} words;
+
+static void keep(void *ctx, const char *w, size_t len) {
+    words *x = ctx;
+    if (x->n < 64) {
+        memcpy(x->w[x->n], w, len);
+        x->w[x->n++][len] = 0;
+    }
+}
+
+static void test_words(void **state) {
+    (void)state;
+    words x = {0};
+    const char *t = "Hello, WORLD! snake_case x86-64 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac  e=mc2.";
+    rtr_lex_words(t, strlen(t), keep, &x);
+    const char *want[] = {"hello", "world", "snake_case", "x86", "64", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "e", "mc2"};
+    assert_int_equal(x.n, 9);
+    for (int i = 0; i < 9; i++) assert_string_equal(x.w[i], want[i]);
+    char lng[100];
+    memset(lng, 'a', sizeof lng);
+    x.n = 0;
+    rtr_lex_words(lng, sizeof lng, keep, &x);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(strlen(x.w[0]), RTR_LEX_MAX_WORD);   /* cut, still one word */
+}
+
+/* --- a knowledge base, and BM25 computed naively over its chunks --------------------------- */
+static rtr_kb *new_kb(void) {
+    char *parent = tu_tmpdir("lex");
+    char *dir = rtr_path_join(parent, "kb");
+    rtr_kb *kb;
+    assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, g_tok, NULL, &kb), RTR_OK);
+    free(parent);
+    rtr_free(dir);
+    return kb;
+}
+
+static const char *const VOCAB[] = {"harbour", "ferry", "lighthouse", "keeper", "granite", "glacier", "oboe",
+                                    "symphony", "the", "of", "and", "a", "storm", "lantern", "anchor", "copper"};
+
+/* n documents of pseudo-random words from VOCAB (the common ones often), named d<first + i>.txt */
+static void add_docs(rtr_kb *kb, int first, int n) {
+    rtr_mem_file f[64];
+    char *texts[64], names[64][32];
+    uint64_t x = 12345 + (uint64_t)first;
+    for (int i = 0; i < n; i++) {
+        int nw = 20 + (int)(x % 300);
+        texts[i] = rtr_malloc((size_t)nw * 12 + 1);
+        size_t len = 0;
+        for (int w = 0; w < nw; w++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            int v = (int)((x >> 33) % 16), common = (int)((x >> 40) % 3);
+            len += (size_t)sprintf(texts[i] + len, "%s ", VOCAB[common ? 8 + (v % 4) : v]);
+        }
+        snprintf(names[i], sizeof names[i], "d%03d.txt", first + i);
+        f[i] = (rtr_mem_file){names[i], (const uint8_t *)texts[i], len, 0};
+    }
+    rtr_ingest_opts o = {0};
+    rtr_ingest_report rep;
+    assert_int_equal(rtr_ingest_memory(kb, f, (size_t)n, &o, &rep), RTR_OK);
+    rtr_ingest_report_free(&rep);
+    for (int i = 0; i < n; i++) rtr_free(texts[i]);
+}
+
+/* BM25 of every chunk for query, straight from the definition; scores[id] (ids <= max_id). */
+static void naive_bm25(rtr_kb *kb, const char *query, double *scores, uint64_t max_id) {
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    words q = {0};
+    rtr_lex_words(query, strlen(query), keep, &q);
+    static words cw[4096];
+    static uint64_t cid[4096];
+    int nc = 0;
+    double total = 0;
+    rtr_chunk c;
+    uint64_t after = 0;
+    rtr_buf text = {0};
+    while (rtr_store_next_chunk(t, after, &c) == RTR_OK) {
+        text.len = 0;
+        assert_int_equal(rtr_tokenizer_decode(g_tok, c.tokens, c.n_tokens, &text), RTR_OK);
+        memset(&cw[nc], 0, sizeof cw[nc]);
+        rtr_lex_words((const char *)text.data, text.len, keep, &cw[nc]);
+        total += cw[nc].n;
+        cid[nc++] = c.id;
+        after = c.id;
+    }
+    rtr_buf_free(&text);
+    rtr_store_txn_end(t);
+    double avg = total / nc;
+    for (uint64_t i = 0; i <= max_id; i++) scores[i] = 0;
+    for (int a = 0; a < q.n; a++) {
+        int df = 0;
+        for (int d = 0; d < nc; d++)
+            for (int w = 0; w < cw[d].n; w++)
+                if (!strcmp(cw[d].w[w], q.w[a])) {
+                    df++;
+                    break;
+                }
+        double idf = log(1 + (nc - df + 0.5) / (df + 0.5));
+        for (int d = 0; d < nc; d++) {
+            int tf = 0;
+            for (int w = 0; w < cw[d].n; w++) tf += !strcmp(cw[d].w[w], q.w[a]);
+            if (tf) scores[cid[d]] += idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * cw[d].n / avg));
+        }
+    }
+}
+
+static void check_query(rtr_kb *kb, const char *query) {
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    rtr_lex_hit *h;
+    size_t n;
+    assert_int_equal(rtr_lex_search(t, query, strlen(query), 4096, &h, &n), RTR_OK);
+    rtr_lex_state st;
+    assert_int_equal(rtr_lex_state_get(t, &st), RTR_OK);
+    rtr_store_txn_end(t);
+    static double want[8192];
+    assert_true(st.indexed_upto < 8192);
+    naive_bm25(kb, query, want, st.indexed_upto);
+    size_t expect = 0;
+    for (uint64_t i = 0; i <= st.indexed_upto; i++) expect += want[i] > 0;
+    assert_int_equal(n, expect);   /* every chunk holding a query word, none other */
+    for (size_t i = 0; i < n; i++) {
+        double w = want[h[i].chunk_id];
+        if (fabs(h[i].score - w) > 1e-4 * fmax(1, w))
+            fail_msg("'%s': chunk %llu: index %.6f, naive %.6f", query, (unsigned long long)h[i].chunk_id, h[i].score, w);
+        if (i) assert_true(h[i].score <= h[i - 1].score);
+    }
+    rtr_free(h);
+}
+
+static void test_bm25_against_naive(void **state) {
+    (void)state;
+    rtr_kb *kb = new_kb();
+    add_docs(kb, 0, 40);
+    rtr_lex_report rep;
+    assert_int_equal(rtr_lex_build(kb, 0, &rep), RTR_OK);
+    assert_true(rep.indexed > RTR_LEX_BLOCK);   /* "the" spans several blocks */
+    assert_int_equal(rep.indexed, rep.chunks);
+    check_query(kb, "lighthouse keeper");
+    check_query(kb, "the harbour of the storm");   /* a common word, twice */
+    check_query(kb, "OBOE, Symphony!");
+    check_query(kb, "nothing matches xyzzy");
+    /* depth cuts the list, best first */
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    rtr_lex_hit *all, *top;
+    size_t na, nt;
+    assert_int_equal(rtr_lex_search(t, "the granite glacier", 19, 4096, &all, &na), RTR_OK);
+    assert_int_equal(rtr_lex_search(t, "the granite glacier", 19, 5, &top, &nt), RTR_OK);
+    assert_int_equal(nt, 5);
+    for (size_t i = 0; i < 5; i++) assert_int_equal(top[i].chunk_id, all[i].chunk_id);
+    rtr_free(all);
+    rtr_free(top);
+    rtr_store_txn_end(t);
+    rtr_kb_close(kb);
+}
+
+/* Scores of a fixed query over every chunk, as the index gives them. */
+static size_t snapshot(rtr_kb *kb, rtr_lex_hit **h) {
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    size_t n;
+    const char *q = "the lantern anchor copper storm";
+    assert_int_equal(rtr_lex_search(t, q, strlen(q), 4096, h, &n), RTR_OK);
+    rtr_store_txn_end(t);
+    return n;
+}
+
+static void test_incremental_and_rebuild(void **state) {
+    (void)state;
+    rtr_kb *a = new_kb(), *b = new_kb();
+    rtr_lex_report rep;
+    /* a: in three steps, b: at once */
+    add_docs(a, 0, 10);
+    assert_int_equal(rtr_lex_build(a, 0, &rep), RTR_OK);
+    add_docs(a, 10, 15);
+    assert_int_equal(rtr_lex_build(a, 0, &rep), RTR_OK);
+    assert_int_equal(rtr_lex_build(a, 0, &rep), RTR_OK);
+    assert_int_equal(rep.indexed, 0);   /* nothing new */
+    add_docs(a, 25, 15);
+    assert_int_equal(rtr_lex_build(a, 0, &rep), RTR_OK);
+    add_docs(b, 0, 10);
+    add_docs(b, 10, 15);
+    add_docs(b, 25, 15);
+    assert_int_equal(rtr_lex_build(b, 0, &rep), RTR_OK);
+    rtr_lex_hit *ha, *hb;
+    size_t na = snapshot(a, &ha), nb = snapshot(b, &hb);
+    assert_int_equal(na, nb);
+    for (size_t i = 0; i < na; i++) {
+        assert_int_equal(ha[i].chunk_id, hb[i].chunk_id);
+        assert_true(fabsf(ha[i].score - hb[i].score) < 1e-5f);
+    }
+    /* cleared and rebuilt: the same */
+    assert_int_equal(rtr_lex_clear(a), RTR_OK);
+    rtr_free(ha);
+    assert_int_equal(snapshot(a, &ha), 0);
+    rtr_free(ha);
+    assert_int_equal(rtr_lex_build(a, 0, &rep), RTR_OK);
+    assert_int_equal(snapshot(a, &ha), nb);
+    for (size_t i = 0; i < nb; i++) assert_true(ha[i].chunk_id == hb[i].chunk_id && fabsf(ha[i].score - hb[i].score) < 1e-5f);
+    /* a deleted document's chunks stay in the postings: the caller drops them */
+    const char *gone[] = {"d003.txt"};
+    uint64_t files, docs;
+    assert_int_equal(rtr_kb_remove(a, gone, 1, &files, &docs), RTR_OK);
+    rtr_free(ha);
+    assert_int_equal(snapshot(a, &ha), nb);
+    rtr_free(ha);
+    rtr_free(hb);
+    rtr_kb_close(a);
+    rtr_kb_close(b);
+}
+
+/* A block of postings damaged under the index: a one-line error, not a crash. */
+typedef struct damage {
+    int done;
+} damage;
+
+static int damage_fn(rtr_store_txn *t, void *ctx) {
+    damage *d = ctx;
+    uint8_t key[16] = {0};
+    uint64_t term = rtr_lex_term("ferry", 5);
+    for (int i = 0; i < 8; i++) key[i] = (uint8_t)(term >> (56 - 8 * i));
+    const void *k, *v;
+    size_t kn, vn;
+    int rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn);
+    if (rc) return rc;
+    uint8_t bad[4] = {0xff, 0xff, 0xff, 0xff};   /* a varint that never ends */
+    d->done = 1;
+    return rtr_store_aux_put(t, RTR_AUX_LEX_POSTINGS, k, kn, bad, sizeof bad);
+}
+
+static void test_corrupt_block(void **state) {
+    (void)state;
+    rtr_kb *kb = new_kb();
+    add_docs(kb, 0, 8);
+    rtr_lex_report rep;
+    assert_int_equal(rtr_lex_build(kb, 0, &rep), RTR_OK);
+    damage d = {0};
+    assert_int_equal(rtr_store_write(rtr_kb_store(kb), damage_fn, &d), RTR_OK);
+    assert_true(d.done);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    rtr_lex_hit *h;
+    size_t n;
+    assert_int_equal(rtr_lex_search(t, "ferry", 5, 10, &h, &n), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), "lexical index"));
+    rtr_store_txn_end(t);
+    rtr_kb_close(kb);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_words),
+        cmocka_unit_test(test_bm25_against_naive),
+        cmocka_unit_test(test_incremental_and_rebuild),
+        cmocka_unit_test(test_corrupt_block),
+    };
+    return cmocka_run_group_tests(tests, setup_tok, teardown_tok);
+}
