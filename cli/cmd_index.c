@@ -648,6 +648,10 @@ static int index_check(int argc, char **argv) {
                               (json_int_t)r.vectors, "stale_vectors", (json_int_t)r.stale, "unindexed_chunks",
                               (json_int_t)r.unindexed, "sampled", (json_int_t)r.sampled, "found_own_vector",
                               (json_int_t)r.found);
+        const rtr_lex_check_report *l = &r.lexical;
+        json_object_set_new(o, "lexical", json_pack("{s:b, s:I, s:I, s:I, s:I}", "present", l->present, "chunks",
+                                                     (json_int_t)l->chunks, "terms", (json_int_t)l->terms, "blocks",
+                                                     (json_int_t)l->blocks, "postings", (json_int_t)l->postings));
         json_dumpf(o, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
         putchar('\n');
         json_decref(o);
@@ -660,6 +664,9 @@ static int index_check(int argc, char **argv) {
                    r.unindexed, r.found, r.sampled);
         else
             printf("index: none yet\n");
+        if (r.lexical.present)
+            printf("lexical: %" PRIu64 " chunks, %" PRIu64 " terms, %" PRIu64 " postings in %" PRIu64 " blocks\n",
+                   r.lexical.chunks, r.lexical.terms, r.lexical.postings, r.lexical.blocks);
         if (r.problems > RTR_CHECK_MAX_REPORTS)
             printf("(%" PRIu64 " more problems not shown)\n", r.problems - RTR_CHECK_MAX_REPORTS);
         printf("%s\n", r.problems ? "PROBLEMS FOUND" : "ok: no problems");

@@ -144,6 +144,13 @@ int rtr_kb_check(rtr_kb *kb, rtr_check_fn report, void *ctx, rtr_kb_check_report
     int rc = rtr_store_check(rtr_kb_store(kb), rtr_kb_tokenizer(kb), count_store_problem, &c, &out->store);
     out->problems += out->store.problems;
     if (rc) return rc;
+    rtr_store_txn *lt = NULL;
+    if (!(rc = rtr_store_read_begin(rtr_kb_store(kb), &lt))) {
+        rc = rtr_lex_check(lt, count_store_problem, &c, &out->lexical);
+        rtr_store_txn_end(lt);
+        out->problems += out->lexical.problems;
+    }
+    if (rc) return rc;
     if (!rtr_kb_manifest_get(kb, "index")) return RTR_OK;
     out->indexed = 1;
     rtr_kb_vectors *v = NULL;

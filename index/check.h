@@ -13,6 +13,7 @@
 #include <stdint.h>
 
 #include "index/kb.h"
+#include "index/lexical.h"
 #include "index/store.h"
 
 typedef struct rtr_kb_check_report {
@@ -22,6 +23,7 @@ typedef struct rtr_kb_check_report {
     uint64_t stale;             /* vectors of deleted chunks (`retro index build --compact` removes them) */
     uint64_t unindexed;         /* live chunks above the watermark (the next build embeds them) */
     uint64_t sampled, found;    /* chunks embedded again, and those that found their own vector first */
+    rtr_lex_check_report lexical;   /* the lexical index (index/lexical.h) */
     uint64_t problems;          /* all of them, the store's included */
 } rtr_kb_check_report;
 

@@ -497,3 +497,116 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
     *n = m;
     return RTR_OK;
 }
+
+/* --- checking ------------------------------------------------------------------------------ */
+typedef struct lex_ck {
+    rtr_check_fn report;
+    void *ctx;
+    rtr_lex_check_report *rep;
+} lex_ck;
+
+#define problem(c, ...) rtr_check_problem((c)->report, (c)->ctx, &(c)->rep->problems, __VA_ARGS__)
+
+/* One term's blocks against its record: ids increasing within the indexed range, counts and the last block. */
+static int check_term(lex_ck *c, rtr_store_txn *t, uint64_t term, const term_rec *tr, const rtr_lex_state *st) {
+    uint8_t key[16];
+    put_be64(key, term);
+    uint64_t from = 0, prev = 0, postings = 0, last_first = 0, last_id = 0;
+    uint32_t last_count = 0;
+    int any = 0, rc;
+    for (;;) {
+        put_be64(key + 8, from);
+        const void *k, *v;
+        size_t kn, vn;
+        if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn))) break;
+        if (kn != 16 || memcmp(k, key, 8)) break;
+        uint64_t first = get_be64((const uint8_t *)k + 8), id = first;
+        const uint8_t *p = v, *end = p + vn;
+        uint32_t count = 0;
+        if (any && first <= prev) problem(c, "lexical index: term %016llx: blocks overlap", (unsigned long long)term);
+        for (; p < end; count++) {
+            uint64_t gap;
+            size_t e = get_varint(p, end, &gap);
+            if (!e || p + e >= end || (count && gap == 0) || (count == 0 && gap != 0) || id + gap > st->indexed_upto) {
+                problem(c, "lexical index: term %016llx: a malformed block at chunk %llu", (unsigned long long)term,
+                        (unsigned long long)first);
+                break;
+            }
+            id += gap;
+            if (p[e] == 0) problem(c, "lexical index: term %016llx: a count of 0 for chunk %llu", (unsigned long long)term, (unsigned long long)id);
+            p += e + 1;
+        }
+        if (count > RTR_LEX_BLOCK) problem(c, "lexical index: term %016llx: a block of %u postings", (unsigned long long)term, count);
+        postings += count;
+        c->rep->postings += count;
+        c->rep->blocks++;
+        last_first = first;
+        last_id = id;
+        last_count = count;
+        prev = id;
+        any = 1;
+        if (id == UINT64_MAX) break;
+        from = id + 1;
+    }
+    if (rc && rc != RTR_E_NOTFOUND) return rc;
+    if (!any) problem(c, "lexical index: term %016llx has no postings", (unsigned long long)term);
+    else if (postings != tr->df || last_first != tr->first || last_id != tr->last || last_count != tr->count)
+        problem(c, "lexical index: term %016llx: its record (df %llu, last block %llu..%llu of %u) does not match its "
+                   "postings (%llu, %llu..%llu of %u)", (unsigned long long)term, (unsigned long long)tr->df,
+                (unsigned long long)tr->first, (unsigned long long)tr->last, tr->count, (unsigned long long)postings,
+                (unsigned long long)last_first, (unsigned long long)last_id, last_count);
+    return RTR_OK;
+}
+
+int rtr_lex_check(rtr_store_txn *t, rtr_check_fn report, void *ctx, rtr_lex_check_report *out) {
+    memset(out, 0, sizeof *out);
+    lex_ck c = {report, ctx, out};
+    rtr_lex_state st;
+    int rc = rtr_lex_state_get(t, &st);
+    if (rc == RTR_E_NOTFOUND) return RTR_OK;
+    if (rc == RTR_E_CORRUPT) {
+        problem(&c, "%s", rtr_errdetail());
+        return RTR_OK;
+    }
+    if (rc) return rc;
+    out->present = 1;
+    out->chunks = st.chunks;
+    uint8_t key[8] = {0};
+    for (;;) {   /* every term, in key order */
+        const void *k, *v;
+        size_t kn, vn;
+        if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_TERMS, key, 8, &k, &kn, &v, &vn))) break;
+        if (kn != 8) {
+            problem(&c, "lexical index: a term key of %zu bytes", kn);
+            break;
+        }
+        uint64_t term = get_be64(k);
+        term_rec tr;
+        int x = get_term(t, term, &tr);
+        if (x == RTR_E_CORRUPT) problem(&c, "%s (term %016llx)", rtr_errdetail(), (unsigned long long)term);
+        else if (x) return x;
+        else if ((rc = check_term(&c, t, term, &tr, &st))) return rc;
+        out->terms++;
+        if (term == UINT64_MAX) break;
+        put_be64(key, term + 1);
+    }
+    if (rc && rc != RTR_E_NOTFOUND) return rc;
+    uint64_t lengths = 0;   /* the lengths: whole pages, one per chunk indexed */
+    put_be64(key, 0);
+    for (;;) {
+        const void *k, *v;
+        size_t kn, vn;
+        if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_NORMS, key, 8, &k, &kn, &v, &vn))) break;
+        uint64_t pg = kn == 8 ? get_be64(k) : 0;
+        if (kn != 8 || vn != NORM_PAGE || pg > st.indexed_upto / NORM_PAGE) {
+            problem(&c, "lexical index: a length page out of bounds (%zu-byte key, %zu bytes)", kn, vn);
+            break;
+        }
+        for (size_t i = 0; i < NORM_PAGE; i++) lengths += ((const uint8_t *)v)[i] != 0;
+        if (pg == UINT64_MAX) break;
+        put_be64(key, pg + 1);
+    }
+    if (rc && rc != RTR_E_NOTFOUND) return rc;
+    if (lengths > st.chunks) problem(&c, "lexical index: %llu chunk lengths for %llu chunks indexed", (unsigned long long)lengths, (unsigned long long)st.chunks);
+    return RTR_OK;
+}

@@ -73,4 +73,13 @@ typedef struct rtr_lex_hit {
  * they were indexed may be among them. No words or no index: *n = 0. */
 int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n);
 
+/* Walks the whole index (the state, every term's record against its blocks,
+ * every block's postings, the length pages); report (may be NULL) gets one
+ * line per problem. RTR_OK when the walk ran, whatever it found. */
+typedef struct rtr_lex_check_report {
+    int present;
+    uint64_t chunks, terms, blocks, postings, problems;
+} rtr_lex_check_report;
+int rtr_lex_check(rtr_store_txn *t, rtr_check_fn report, void *ctx, rtr_lex_check_report *out);
+
 #endif

@@ -1,7 +1,7 @@
 /* test_lexical.c - the lexical index (index/lexical.c): words as documented, BM25 scores equal to a naive
  * computation over every chunk, blocks of postings spanning many chunks, an incremental build equal to one
  * from scratch, a cleared index rebuilt the same, deleted chunks left to the caller, and a corrupt block
- * refused with an error. */
+ * refused with an error by the search and found by the check. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -271,6 +271,12 @@ static void test_corrupt_block(void **state) {
     add_docs(kb, 0, 8);
     rtr_lex_report rep;
     assert_int_equal(rtr_lex_build(kb, 0, &rep), RTR_OK);
+    rtr_store_txn *ct;
+    rtr_lex_check_report cr;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &ct), RTR_OK);
+    assert_int_equal(rtr_lex_check(ct, NULL, NULL, &cr), RTR_OK);
+    rtr_store_txn_end(ct);
+    assert_true(cr.present && cr.problems == 0 && cr.chunks == rep.chunks && cr.terms >= 16 && cr.postings >= cr.terms);
     damage d = {0};
     assert_int_equal(rtr_store_write(rtr_kb_store(kb), damage_fn, &d), RTR_OK);
     assert_true(d.done);
@@ -280,6 +286,8 @@ static void test_corrupt_block(void **state) {
     size_t n;
     assert_int_equal(rtr_lex_search(t, "ferry", 5, 10, &h, &n), RTR_E_CORRUPT);
     assert_non_null(strstr(rtr_errdetail(), "lexical index"));
+    assert_int_equal(rtr_lex_check(t, NULL, NULL, &cr), RTR_OK);   /* the walk finds it too */
+    assert_true(cr.problems >= 1);
     rtr_store_txn_end(t);
     rtr_kb_close(kb);
 }

@@ -22,6 +22,7 @@ t0=$(date +%s%N)
 "$RETRO" index build refb > /dev/null
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 "$RETRO" search refb "$q" -k 8 --json | sed 's#/refb/#/KB/#g' > ref.search
+"$RETRO" search refb "$q" -k 8 --json --mode lexical | sed 's#/refb/#/KB/#g' > ref.lexical
 
 # SIGKILL at delays spread over the build's duration
 kills=0
@@ -38,11 +39,13 @@ for i in $(seq 1 14); do
     "$RETRO" index build kb > /dev/null || fail "killed after ${delay} s: the rerun fails"
     "$RETRO" search kb "$q" -k 8 --json | sed 's#/kb/#/KB/#g' | cmp -s - ref.search ||
         fail "killed after ${delay} s: the rerun searches differently from an uninterrupted build"
+    "$RETRO" search kb "$q" -k 8 --json --mode lexical | sed 's#/kb/#/KB/#g' | cmp -s - ref.lexical ||
+        fail "killed after ${delay} s: the rerun's lexical index differs from an uninterrupted build's"
     leftovers=$(ls kb/index | grep -vE '^(g[0-9]+-[0-9]{3}\.faiss|[^.]+\.df|hash-df-[0-9a-f]+\.bin)$' || true)
     [ -z "$leftovers" ] || fail "killed after ${delay} s: files left behind: $leftovers"
 done
 [ "$kills" -ge 3 ] || fail "only $kills of 14 builds were still running when killed (build takes ${ms} ms)"
-ok "index build killed $kills times (build ${ms} ms): searchable at the last generation, reruns equal"
+ok "index build killed $kills times (build ${ms} ms): searchable at the last generation, reruns equal (vector and lexical)"
 
 mkdir tiny
 if ! mount -t tmpfs -o size=64m tmpfs tiny 2>/dev/null; then
@@ -62,6 +65,8 @@ mount -o remount,size=64m tiny || fail "remount"
 "$RETRO" index build tiny/kb > /dev/null || fail "after freeing space the build fails"
 "$RETRO" search tiny/kb "$q" -k 8 --json | sed 's#/tiny/kb/#/KB/#g' | cmp -s - ref.search ||
     fail "after freeing space the index searches differently"
+"$RETRO" search tiny/kb "$q" -k 8 --json --mode lexical | sed 's#/tiny/kb/#/KB/#g' | cmp -s - ref.lexical ||
+    fail "after freeing space the lexical index differs"
 ok "index build on a full disk: one-line error, the last generation searchable, the rerun equal"
 
 # train on a full disk: the earlier checkpoint survives; once there is room, the resume finishes
