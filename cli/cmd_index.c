@@ -485,20 +485,23 @@ static const char build_usage[] =
     "                        more finds farther neighbours at a higher cost per query\n"
     "  --retrain             re-embed and rebuild everything from scratch\n"
     "  --compact             remove vectors of deleted documents from the shards\n"
+    "  --search-mode M       what a search without --mode uses from now on: vector,\n"
+    "                        lexical or hybrid (recorded in the manifest; default vector)\n"
     "  --threads N           embedding threads (default: one per core)\n"
     "  --quiet               no progress bar\n"
     "  --json                print the summary as JSON\n";
 
 static int index_build(int argc, char **argv) {
     enum { O_EMB = 256, O_DIM, O_URL, O_MODEL, O_SHARDS, O_TYPE, O_BUDGET, O_NPROBE, O_RETRAIN, O_COMPACT, O_THREADS,
-           O_QUIET, O_JSON };
+           O_QUIET, O_JSON, O_SMODE };
     static const struct option opts[] = {
         {"embedder", 1, 0, O_EMB}, {"dim", 1, 0, O_DIM}, {"embed-url", 1, 0, O_URL}, {"embed-model", 1, 0, O_MODEL},
         {"shards", 1, 0, O_SHARDS}, {"index-type", 1, 0, O_TYPE}, {"memory-budget", 1, 0, O_BUDGET},
         {"nprobe", 1, 0, O_NPROBE}, {"retrain", 0, 0, O_RETRAIN}, {"compact", 0, 0, O_COMPACT},
-        {"threads", 1, 0, O_THREADS}, {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"help", 0, 0, 'h'},
-        {0, 0, 0, 0}};
+        {"threads", 1, 0, O_THREADS}, {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"search-mode", 1, 0, O_SMODE},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     rtr_build_opts o = {.progress = 1};
+    const char *smode = NULL;
     const char *emb = NULL, *url = NULL, *model = NULL, *type = NULL;
     int json = 0, c;
     long v;
@@ -537,6 +540,11 @@ static int index_build(int argc, char **argv) {
             break;
         case O_QUIET: o.progress = 0; break;
         case O_JSON: json = 1; break;
+        case O_SMODE:
+            if (strcmp(optarg, "vector") && strcmp(optarg, "lexical") && strcmp(optarg, "hybrid"))
+                return cli_usage_error("index build", "--search-mode must be vector, lexical or hybrid");
+            smode = optarg;
+            break;
         default: return cli_usage_error("index build", "bad option");
         }
     }
@@ -566,6 +574,7 @@ static int index_build(int argc, char **argv) {
     rtr_build_report rep;
     o.embedder = e;
     if (!rc) rc = rtr_index_build(kb, &o, &rep);
+    if (!rc && smode) rc = rtr_kb_manifest_set(kb, "search", json_pack("{s:s}", "mode", smode));
     rtr_kb_close(kb);
     rtr_embedder_free(e);
     if (rc) return cli_fail(rc);

@@ -29,6 +29,10 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
     r->kb = kb;
     r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
     r->default_mode = RTR_SEARCH_VECTOR;
+    json_t *sm = rtr_kb_manifest_copy(kb, "search");   /* retro index build --search-mode */
+    const char *m = json_string_value(json_object_get(sm, "mode"));
+    if (m) r->default_mode = !strcmp(m, "lexical") ? RTR_SEARCH_LEXICAL : !strcmp(m, "hybrid") ? RTR_SEARCH_HYBRID : RTR_SEARCH_VECTOR;
+    json_decref(sm);
     int rc = rtr_kb_vectors_open(kb, &r->vec);
     if (!rc) {
         r->embedder = rtr_kb_vectors_embedder(r->vec);
