@@ -186,7 +186,7 @@ static int add_chunk(batch *b, chunk_words *cw, uint64_t id, const char *text, s
     if (rc) return rc;
     b->chunk[b->nc++] = (chunk_len){id, (uint8_t)(cw->n > 255 ? 255 : cw->n)};
     b->words += cw->n > 255 ? 255 : cw->n;
-    qsort(cw->terms, cw->n, sizeof *cw->terms, cmp_u64);
+    if (cw->n) qsort(cw->terms, cw->n, sizeof *cw->terms, cmp_u64);
     for (size_t i = 0; i < cw->n;) {
         size_t j = i;
         while (j < cw->n && cw->terms[j] == cw->terms[i]) j++;
@@ -314,7 +314,7 @@ int rtr_lex_build(rtr_kb *kb, int progress, rtr_lex_report *rep) {
         }
         if (rc) break;
         b.last = after;
-        qsort(b.p, b.n, sizeof *b.p, cmp_posting);
+        if (b.n) qsort(b.p, b.n, sizeof *b.p, cmp_posting);
         if ((rc = rtr_store_write(s, write_batch, &b))) break;
         rep->indexed += b.nc;
         rtr_progress_update(&prog, after - start, NULL);
@@ -459,7 +459,7 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
         rtr_free(q.terms);
         return q.rc;
     }
-    qsort(q.terms, q.n, sizeof *q.terms, cmp_u64);
+    if (q.n) qsort(q.terms, q.n, sizeof *q.terms, cmp_u64);
     float *acc = q.n ? rtr_calloc(st.indexed_upto + 1, sizeof *acc) : NULL;
     uint64_t *touched = NULL;
     size_t nt = 0, ct = 0;
@@ -485,7 +485,7 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
             sift_down(h, m, 0);
         }
     }
-    if (!rc) qsort(h, m, sizeof *h, cmp_hit_desc);
+    if (!rc && m) qsort(h, m, sizeof *h, cmp_hit_desc);
     rtr_free(acc);
     rtr_free(touched);
     rtr_free(q.terms);
