@@ -133,6 +133,27 @@ static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v) {
     return 0;
 }
 
+long rtr_lex_block_decode(const uint8_t *p, size_t n, uint64_t first, uint64_t upto, rtr_lex_posting_fn fn, void *ctx,
+                          uint64_t *last) {
+    const uint8_t *end = p + n;
+    uint64_t id = first;
+    long count = 0;
+    if (first > upto || n == 0) return -1;
+    while (p < end) {
+        uint64_t gap;
+        size_t e = get_varint(p, end, &gap);
+        /* a gap, then a count: the first gap 0 (the key's chunk), the others > 0, all within the index */
+        if (!e || p + e >= end || (count == 0) != (gap == 0) || gap > upto - id || p[e] == 0 || count == RTR_LEX_BLOCK)
+            return -1;
+        id += gap;
+        if (fn && fn(ctx, id, p[e])) return -2;
+        p += e + 1;
+        count++;
+    }
+    if (last) *last = id;
+    return count;
+}
+
 /* --- building ------------------------------------------------------------------------ */
 typedef struct posting {
     uint64_t term, chunk;
@@ -379,6 +400,28 @@ static int norm_of(norms *nm, uint64_t id, uint8_t *len) {
     return RTR_OK;
 }
 
+typedef struct scoring {
+    norms *nm;
+    double w, avg;            /* qtf x idf; the mean length */
+    float *acc;
+    uint64_t **touched;
+    size_t *nt, *ct;
+    int rc;
+} scoring;
+
+static int score_posting(void *ctx, uint64_t id, uint32_t tf) {
+    scoring *sc = ctx;
+    uint8_t dl = 0;
+    if ((sc->rc = norm_of(sc->nm, id, &dl))) return 1;
+    float w = (float)(sc->w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / sc->avg)));
+    if (sc->acc[id] == 0) {
+        if ((sc->rc = RTR_GROW(*sc->touched, sc->ct, *sc->nt + 1))) return 1;
+        (*sc->touched)[(*sc->nt)++] = id;
+    }
+    sc->acc[id] += w;   /* > 0: idf > 0 and tf >= 1 */
+    return 0;
+}
+
 /* Adds qtf * the term's BM25 weight to acc for each of its postings. */
 static int score_term(rtr_store_txn *t, norms *nm, uint64_t term, double qtf, const rtr_lex_state *st, float *acc,
                       uint64_t **touched, size_t *nt, size_t *ct) {
@@ -387,7 +430,7 @@ static int score_term(rtr_store_txn *t, norms *nm, uint64_t term, double qtf, co
     if (rc) return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
     double N = (double)st->chunks, df = (double)tr.df > N ? N : (double)tr.df;
     double idf = log(1.0 + (N - df + 0.5) / (df + 0.5)), avg = st->words / (N > 0 ? N : 1);
-    if (avg <= 0) avg = 1;
+    scoring sc = {nm, qtf * idf, avg > 0 ? avg : 1, acc, touched, nt, ct, RTR_OK};
     uint8_t key[16];
     put_be64(key, term);
     uint64_t from = 0;
@@ -397,28 +440,12 @@ static int score_term(rtr_store_txn *t, norms *nm, uint64_t term, double qtf, co
         size_t kn, vn;
         if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn))) break;
         if (kn != 16 || memcmp(k, key, 8)) break;   /* past the term's blocks */
-        uint64_t id = get_be64((const uint8_t *)k + 8), prev = id;
-        const uint8_t *p = v, *end = p + vn;
-        for (int i = 0; p < end; i++) {
-            uint64_t gap;
-            size_t e = get_varint(p, end, &gap);
-            if (!e || p + e >= end || (i && gap == 0) || gap > st->indexed_upto || prev + gap > st->indexed_upto)
-                return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
-            id = prev + gap;
-            prev = id;
-            double tf = p[e];
-            p += e + 1;
-            uint8_t dl = 0;
-            if ((rc = norm_of(nm, id, &dl))) return rc;
-            float w = (float)(qtf * idf * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / avg)));
-            if (acc[id] == 0) {
-                if ((rc = RTR_GROW(*touched, ct, *nt + 1))) return rc;
-                (*touched)[(*nt)++] = id;
-            }
-            acc[id] += w;   /* > 0: idf > 0 and tf >= 1 */
-        }
-        if (id == UINT64_MAX) break;
-        from = id + 1;
+        uint64_t last;
+        long np = rtr_lex_block_decode(v, vn, get_be64((const uint8_t *)k + 8), st->indexed_upto, score_posting, &sc, &last);
+        if (np == -2) return sc.rc;
+        if (np < 0) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
+        if (last == UINT64_MAX) break;
+        from = last + 1;
     }
     return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
 }
@@ -521,22 +548,15 @@ static int check_term(lex_ck *c, rtr_store_txn *t, uint64_t term, const term_rec
         if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn))) break;
         if (kn != 16 || memcmp(k, key, 8)) break;
         uint64_t first = get_be64((const uint8_t *)k + 8), id = first;
-        const uint8_t *p = v, *end = p + vn;
-        uint32_t count = 0;
         if (any && first <= prev) problem(c, "lexical index: term %016llx: blocks overlap", (unsigned long long)term);
-        for (; p < end; count++) {
-            uint64_t gap;
-            size_t e = get_varint(p, end, &gap);
-            if (!e || p + e >= end || (count && gap == 0) || (count == 0 && gap != 0) || id + gap > st->indexed_upto) {
-                problem(c, "lexical index: term %016llx: a malformed block at chunk %llu", (unsigned long long)term,
-                        (unsigned long long)first);
-                break;
-            }
-            id += gap;
-            if (p[e] == 0) problem(c, "lexical index: term %016llx: a count of 0 for chunk %llu", (unsigned long long)term, (unsigned long long)id);
-            p += e + 1;
+        long np = rtr_lex_block_decode(v, vn, first, st->indexed_upto, NULL, NULL, &id);
+        if (np < 0) {
+            problem(c, "lexical index: term %016llx: a malformed block at chunk %llu", (unsigned long long)term,
+                    (unsigned long long)first);
+            np = 0;
+            id = first;
         }
-        if (count > RTR_LEX_BLOCK) problem(c, "lexical index: term %016llx: a block of %u postings", (unsigned long long)term, count);
+        uint32_t count = (uint32_t)np;
         postings += count;
         c->rep->postings += count;
         c->rep->blocks++;

@@ -73,6 +73,16 @@ typedef struct rtr_lex_hit {
  * they were indexed may be among them. No words or no index: *n = 0. */
 int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n);
 
+/* Decodes the block of postings p (n bytes) whose key names chunk first:
+ * fn(ctx, id, count) for each posting (fn may be NULL; non-zero stops it).
+ * Returns the postings (1..RTR_LEX_BLOCK) with *last (may be NULL) the last
+ * chunk id; -1 if the block is malformed (a gap that never ends, a missing
+ * count, a count of 0, ids not strictly increasing from first, past upto,
+ * or more than RTR_LEX_BLOCK); -2 if fn stopped it. */
+typedef int (*rtr_lex_posting_fn)(void *ctx, uint64_t id, uint32_t count);
+long rtr_lex_block_decode(const uint8_t *p, size_t n, uint64_t first, uint64_t upto, rtr_lex_posting_fn fn, void *ctx,
+                          uint64_t *last);
+
 /* Walks the whole index (the state, every term's record against its blocks,
  * every block's postings, the length pages); report (may be NULL) gets one
  * line per problem. RTR_OK when the walk ran, whatever it found. */

@@ -95,6 +95,11 @@ printf '\004{"question":"Who keeps the lighthouse?","passages":3,"quotes":2,"max
 printf '\005{"documents":[{"name":"notes/a.txt","text":"one"},{"name":"b.html","text":"<p>two</p>"}]}' > $S/serve/docs
 printf '\006/v1/documents/42' > $S/serve/docid
 printf '\00717&100' > $S/serve/page
+# blocks of postings as the lexical index stores them (first chunk, indexed range, then gap/count pairs)
+mkdir -p $S/lexical
+printf '\005\000\000\000\000\000\000\000\377\377\000\000\000\000\000\000\000\002\001\001\003\007\200\001\001' > $S/lexical/block
+printf 'Hello, WORLD! snake_case x86-64 caf\303\251 e=mc2.\000\000\000\000\000\000\000' > $S/lexical/words
+
 # a reader's responses (retriever/reader.h; the first byte picks chat or completions, the status, models)
 mkdir -p $S/reader
 printf '\000{"id":"c","object":"chat.completion","model":"m","choices":[{"index":0,"message":{"role":"assistant","content":"Agnes [1]."},"finish_reason":"stop"}],"usage":{"prompt_tokens":9,"completion_tokens":3}}' > $S/reader/chat
