@@ -4,7 +4,8 @@
 #   bash scripts/setup.sh            # packages + FAISS C API (what building and running retro need)
 #   bash scripts/setup.sh --tests    # ... and what only the tests need: clang's libFuzzer,
 #                                    # Node.js and the reference npm packages and corpora
-#   bash scripts/setup.sh --bench    # ... and what the benchmarks need besides: hey (HTTP load)
+#   bash scripts/setup.sh --bench    # ... and what the benchmarks need besides: hey (HTTP load),
+#                                    # the Python and kernel documentation (search quality)
 #
 # Idempotent: a second run checks and returns in seconds. Needs root (or sudo)
 # for apt-get and for installing libfaiss_c into /usr/local.
@@ -35,7 +36,8 @@ if [ $tests = 1 ]; then
     # already has them (from any source) keeps its own.
     command -v npm >/dev/null 2>&1 || PKGS+=(nodejs npm)
 fi
-[ $bench = 1 ] && PKGS+=(hey python3-torch)
+# python3.11-doc and linux-source-6.1: the documentation trees of tests/bench/run_quality.sh
+[ $bench = 1 ] && PKGS+=(hey python3-torch python3.11-doc linux-source-6.1)
 
 # --- 1. Debian packages ------------------------------------------------------
 missing=()
