@@ -17,24 +17,62 @@
 #define B 0.75
 
 /* --- words ------------------------------------------------------------------------ */
-static int word_byte(unsigned char c) {
-    return c >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+/* The code point of the UTF-8 sequence at s (n > 0 bytes left) and its length; 0 if it is not one. */
+static size_t utf8_next(const unsigned char *s, size_t n, uint32_t *cp) {
+    unsigned char c = s[0];
+    size_t len = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+    if (!len || len > n) return 0;
+    uint32_t v = len == 1 ? c : c & (0x7F >> len);
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80) return 0;
+        v = v << 6 | (s[i] & 0x3F);
+    }
+    static const uint32_t min[5] = {0, 0, 0x80, 0x800, 0x10000};
+    if (v < min[len] || v > 0x10FFFF || (v >= 0xD800 && v <= 0xDFFF)) return 0;
+    *cp = v;
+    return len;
+}
+
+/* Word characters: ASCII letters, digits and '_', and the letters and digits of other scripts. The blocks
+ * of punctuation, symbols and spaces are not: a pilcrow, a typographic quote or a guillemet after a word
+ * (Sphinx puts a pilcrow after every heading) splits it off as ASCII punctuation does. */
+static int word_cp(uint32_t c) {
+    if (c < 0x80) return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+    if (c <= 0xBF) return c == 0xAA || c == 0xB5 || c == 0xBA;   /* Latin-1 punctuation and symbols; ª µ º */
+    if (c == 0xD7 || c == 0xF7) return 0;                          /* × ÷ */
+    if (c >= 0x2000 && c <= 0x2BFF) return 0;   /* punctuation, currency, letterlike, arrows, maths, shapes */
+    if ((c >= 0x2E00 && c <= 0x2E7F) || (c >= 0x3000 && c <= 0x303F) || (c >= 0xFE10 && c <= 0xFE6F)) return 0;
+    if ((c >= 0xFF00 && c <= 0xFF0F) || (c >= 0xFF1A && c <= 0xFF20) || (c >= 0xFF3B && c <= 0xFF40) ||
+        (c >= 0xFF5B && c <= 0xFF65) || c == 0xFEFF)
+        return 0;                               /* fullwidth punctuation; the byte-order mark */
+    if (c >= 0x1F000 && c <= 0x1FAFF) return 0; /* emoji and pictographs */
+    return 1;
 }
 
 void rtr_lex_words(const char *text, size_t len, rtr_lex_word_fn fn, void *ctx) {
+    const unsigned char *t = (const unsigned char *)text;
     char w[RTR_LEX_MAX_WORD];
     size_t n = 0;
     int in = 0;
-    for (size_t i = 0; i <= len; i++) {
-        unsigned char c = i < len ? (unsigned char)text[i] : ' ';
-        if (word_byte(c)) {
+    for (size_t i = 0; i <= len;) {
+        uint32_t cp = ' ';
+        size_t l = i < len ? utf8_next(t + i, len - i, &cp) : 1;
+        if (!l) {   /* not UTF-8: a separator */
+            cp = ' ';
+            l = 1;
+        }
+        if (i < len && word_cp(cp)) {
+            if (!in) n = 0;
             in = 1;
-            if (n < sizeof w) w[n++] = (char)(c >= 'A' && c <= 'Z' ? c + 32 : c);
+            if (n + l <= sizeof w) {   /* whole characters only; a longer word is cut */
+                for (size_t k = 0; k < l; k++) w[n + k] = (char)(cp < 0x80 && cp >= 'A' && cp <= 'Z' ? cp + 32 : t[i + k]);
+                n += l;
+            }
         } else if (in) {
             fn(ctx, w, n);
-            n = 0;
             in = 0;
         }
+        i += l;
     }
 }
 
@@ -96,19 +134,21 @@ int rtr_lex_state_get(rtr_store_txn *t, rtr_lex_state *out) {
     size_t n;
     int rc = rtr_store_aux_get(t, RTR_AUX_LEX_META, "state", 5, &v, &n);
     if (rc) return rc;
-    if (n != 24) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a state record of %zu bytes", n);
-    *out = (rtr_lex_state){get_le64(v), get_le64((const uint8_t *)v + 8), get_le64((const uint8_t *)v + 16)};
+    if (n != 24 && n != 32) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a state record of %zu bytes", n);
+    *out = (rtr_lex_state){get_le64(v), get_le64((const uint8_t *)v + 8), get_le64((const uint8_t *)v + 16),
+                           n == 32 ? get_le64((const uint8_t *)v + 24) : 0};
     if (out->chunks > out->indexed_upto || out->words > 255 * out->chunks)
         return rtr_seterr(RTR_E_CORRUPT, "lexical index: its state is out of bounds");
     return RTR_OK;
 }
 
 static int put_state(rtr_store_txn *t, const rtr_lex_state *s) {
-    uint8_t v[24];
+    uint8_t v[32];
     put_le64(v, s->indexed_upto);
     put_le64(v + 8, s->chunks);
     put_le64(v + 16, s->words);
-    return rtr_store_aux_put(t, RTR_AUX_LEX_META, "state", 5, v, 24);
+    put_le64(v + 24, RTR_LEX_VERSION);
+    return rtr_store_aux_put(t, RTR_AUX_LEX_META, "state", 5, v, 32);
 }
 
 static size_t put_varint(uint8_t *p, uint64_t v) {
@@ -309,10 +349,16 @@ int rtr_lex_build(rtr_kb *kb, int progress, rtr_lex_report *rep) {
     int rc = rtr_store_read_begin(s, &t);
     rtr_lex_state st;
     rtr_store_stats ss;
-    if (!rc && (rc = rtr_lex_state_get(t, &st)) == RTR_E_NOTFOUND) rc = RTR_OK;
+    int had = 0;
+    if (!rc && !(rc = rtr_lex_state_get(t, &st))) had = 1;
+    if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
     if (!rc) rc = rtr_store_get_stats(t, &ss);
     rtr_store_txn_end(t);
     if (rc) return rc;
+    if (had && st.version != RTR_LEX_VERSION) {   /* made with other words: from scratch */
+        if ((rc = rtr_lex_clear(kb))) return rc;
+        memset(&st, 0, sizeof st);
+    }
     uint64_t after = st.indexed_upto, last = ss.next_chunk_id - 1;
     rtr_progress prog;
     rtr_progress_init(&prog, "lexical", last > after ? last - after : 0, " chunks", progress);
@@ -480,6 +526,9 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
     int rc = rtr_lex_state_get(t, &st);
     if (rc == RTR_E_NOTFOUND || (!rc && st.chunks == 0) || depth == 0) return RTR_OK;
     if (rc) return rc;
+    if (st.version != RTR_LEX_VERSION)
+        return rtr_seterr(RTR_E_VERSION, "the lexical index was made with another word splitter (version %llu, not %d): "
+                          "run 'retro index build'", (unsigned long long)st.version, RTR_LEX_VERSION);
     query_words q = {0};
     rtr_lex_words(query, len, collect_q, &q);
     if (q.rc) {

@@ -5,15 +5,17 @@
  * build killed at any point resumes where the last batch ended, and a search
  * sees exactly the batches committed.
  *
- * Words: maximal runs of ASCII letters, digits and '_' (lowercased) or of
- * bytes >= 0x80 (the letters of other scripts, whole UTF-8 sequences), cut
- * at 64 bytes; a term is the XXH3-64 hash of its word. A chunk's length is
+ * Words: maximal runs of ASCII letters, digits and '_' (lowercased) and of
+ * the other scripts' characters outside the Unicode blocks of punctuation,
+ * symbols and spaces (UTF-8; an invalid byte separates), cut at 64 bytes
+ * (whole characters); a term is the XXH3-64 hash of its word. A chunk's length is
  * its number of words (at most 255 are counted).
  *
  * Records (the store's auxiliary tables, big-endian keys so that a term's
  * blocks are adjacent and in chunk order):
  *   lex_meta      "state" -> indexed_upto u64 (the last chunk id seen),
- *                 chunks u64 (indexed), words u64 (their total length)
+ *                 chunks u64 (indexed), words u64 (their total length),
+ *                 version u64 (RTR_LEX_VERSION)
  *   lex_terms     term u64 -> df u64, first u64 and last u64 chunk id of the
  *                 term's last block, postings u32 in it
  *   lex_postings  term u64, first chunk id u64 -> a block of at most 128
@@ -34,6 +36,7 @@
 #include "index/kb.h"
 
 #define RTR_LEX_MAX_WORD 64
+#define RTR_LEX_VERSION 1   /* of the word splitter: an index made with another is rebuilt by the next build */
 #define RTR_LEX_BLOCK 128
 
 /* Calls fn for each word of text (lowercased ASCII, len <= RTR_LEX_MAX_WORD). */
@@ -43,6 +46,7 @@ uint64_t rtr_lex_term(const char *word, size_t len);
 
 typedef struct rtr_lex_state {
     uint64_t indexed_upto, chunks, words;
+    uint64_t version;    /* RTR_LEX_VERSION of the splitter it was made with (0: before there was one) */
 } rtr_lex_state;
 
 /* The index's state in txn t; RTR_E_NOTFOUND before the first build. */

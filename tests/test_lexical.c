@@ -46,11 +46,14 @@ static void keep(void *ctx, const char *w, size_t len) {
 static void test_words(void **state) {
     (void)state;
     words x = {0};
-    const char *t = "Hello, WORLD! snake_case x86-64 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac  e=mc2.";
+    /* a pilcrow, typographic quotes, a guillemet, an invalid byte and CJK punctuation split words */
+    const char *t = "Hello, WORLD! snake_case x86-64 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac  e=mc2. Capsules\xc2\xb6 "
+                    "\xe2\x80\x9cquoted\xe2\x80\x9d it\xe2\x80\x99s \xc2\xbbnext ab\xff" "cd \xe6\x97\xa5\xe3\x80\x82\xe6\x9c\xac";
     rtr_lex_words(t, strlen(t), keep, &x);
-    const char *want[] = {"hello", "world", "snake_case", "x86", "64", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "e", "mc2"};
-    assert_int_equal(x.n, 9);
-    for (int i = 0; i < 9; i++) assert_string_equal(x.w[i], want[i]);
+    const char *want[] = {"hello", "world", "snake_case", "x86", "64", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "e",
+                          "mc2", "capsules", "quoted", "it", "s", "next", "ab", "cd", "\xe6\x97\xa5", "\xe6\x9c\xac"};
+    assert_int_equal(x.n, 18);
+    for (int i = 0; i < 18; i++) assert_string_equal(x.w[i], want[i]);
     char lng[100];
     memset(lng, 'a', sizeof lng);
     x.n = 0;
