@@ -111,6 +111,7 @@ void retro_gen_opts_default(retro_gen_opts *o) {
 void retro_gen_result_free(retro_gen_result *r) {
     if (!r) return;
     rtr_free(r->text);
+    rtr_free(r->logprobs);
     memset(r, 0, sizeof *r);
 }
 
@@ -151,7 +152,7 @@ static int api_gen_begin(retro_model *m, const char *prompt, size_t len, const r
     x->m = m;
     x->o = o;
     rtr_gen_opts g = {o->max_tokens, o->temperature, o->top_k, o->top_p, o->seed, {0}, o->n_stop,
-                      o->on_text, o->ctx, o->cancel, o->ignore_end};
+                      o->on_text, o->ctx, o->cancel, o->ignore_end, o->logprobs};
     for (int i = 0; i < o->n_stop; i++) g.stop[i] = o->stop[i];
     x->retrieval = rtr_model_cfg(m->lm.model)->n_cca > 0 && o->kb;
     int rc = x->retrieval ? rtr_api_live(m, o->kb, &x->lv, &x->held) : RTR_OK;
@@ -182,7 +183,19 @@ static int api_gen_finish(api_gen *x, int rc, retro_gen_result *out) {
         rtr_session_times t;
         rtr_session_times_get(x->s, &t);
         *out = (retro_gen_result){res.text, res.len, res.prompt_tokens, res.tokens, res.stopped, x->retrieval,
-                                  t.retrievals, res.tokens_per_s, t.retrieve, t.encode, t.total};
+                                  t.retrievals, res.tokens_per_s, t.retrieve, t.encode, t.total, NULL, 0};
+        _Static_assert(RTR_GEN_MAX_LOGPROBS == 20, "retro_token_logprob holds 20 alternatives");
+        if (res.n_lp && !(out->logprobs = rtr_calloc(res.n_lp, sizeof *out->logprobs))) rc = RTR_E_NOMEM;
+        for (size_t i = 0; !rc && i < res.n_lp; i++) {
+            const rtr_token_lp *a = &res.lp[i];
+            retro_token_logprob *b = &out->logprobs[i];
+            *b = (retro_token_logprob){a->token, a->logprob, a->offset, a->n_top, {0}, {0}};
+            memcpy(b->top, a->top, sizeof b->top);
+            memcpy(b->top_logprob, a->top_lp, sizeof b->top_logprob);
+        }
+        out->n_logprobs = rc ? 0 : res.n_lp;
+        rtr_free(res.lp);
+        if (rc) retro_gen_result_free(out);
     }
     api_gen_free(x);
     return rc;

@@ -22,8 +22,10 @@
 #include "cli/cli.h"
 #include "cli/serve_page.h"
 #include "cli/serve_req.h"
+#include "lib/buf.h"
 #include "lib/status.h"
 #include "lib/threads.h"
+#include "lib/utf8.h"
 
 static const char serve_usage[] =
     "usage: retro serve --kb KB [--model DIR] [options]\n"
@@ -363,6 +365,59 @@ static json_t *choice(completion *cp, int chunk, const char *text, size_t len, c
     return json_pack("{s:i, s:o, s:o}", "index", 0, "delta", delta, "finish_reason", fin);
 }
 
+/* A token's text as a JSON string (invalid UTF-8, a piece of a character, repaired), and its bytes. */
+static json_t *token_text(server *s, int32_t tok, json_t **bytes) {
+    char *t = NULL;
+    size_t n = 0;
+    if (retro_detokenize(s->model, &tok, 1, &t, &n)) return json_string("");
+    rtr_buf fixed = {0};
+    json_t *j = rtr_utf8_repair((const uint8_t *)t, n, &fixed) >= 0 ? json_stringn((const char *)fixed.data, fixed.len) : NULL;
+    if (bytes) {
+        *bytes = json_array();
+        for (size_t i = 0; i < n; i++) json_array_append_new(*bytes, json_integer((unsigned char)t[i]));
+    }
+    rtr_buf_free(&fixed);
+    retro_free(t);
+    return j ? j : json_string("");
+}
+
+/* The logprobs of a finished completion in OpenAI's shapes: completions' tokens, token_logprobs,
+ * top_logprobs and text_offset; chat's content list. */
+static json_t *logprobs_json(completion *cp, const retro_gen_result *res) {
+    server *s = cp->s;
+    if (!cp->req.logprobs) return json_null();
+    int ntop = cp->req.top_logprobs;
+    if (cp->chat) {
+        json_t *content = json_array();
+        for (size_t i = 0; i < res->n_logprobs; i++) {
+            const retro_token_logprob *l = &res->logprobs[i];
+            json_t *bytes, *tops = json_array(), *tt = token_text(s, l->token, &bytes);
+            for (int k = 0; k < l->n_top && k < ntop; k++) {
+                json_t *tb, *tx = token_text(s, l->top[k], &tb);
+                json_array_append_new(tops, json_pack("{s:o, s:f, s:o}", "token", tx, "logprob", (double)l->top_logprob[k], "bytes", tb));
+            }
+            json_array_append_new(content, json_pack("{s:o, s:f, s:o, s:o}", "token", tt, "logprob", (double)l->logprob,
+                                                     "bytes", bytes, "top_logprobs", tops));
+        }
+        return json_pack("{s:o}", "content", content);
+    }
+    json_t *tokens = json_array(), *lps = json_array(), *tops = json_array(), *offs = json_array();
+    for (size_t i = 0; i < res->n_logprobs; i++) {
+        const retro_token_logprob *l = &res->logprobs[i];
+        json_array_append_new(tokens, token_text(s, l->token, NULL));
+        json_array_append_new(lps, json_real(l->logprob));
+        json_array_append_new(offs, json_integer((json_int_t)l->offset));
+        json_t *top = json_object();
+        for (int k = 0; k < l->n_top && k < ntop; k++) {
+            json_t *tx = token_text(s, l->top[k], NULL);
+            json_object_set_new(top, json_string_value(tx), json_real(l->top_logprob[k]));
+            json_decref(tx);
+        }
+        json_array_append_new(tops, top);
+    }
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", tokens, "token_logprobs", lps, "top_logprobs", tops, "text_offset", offs);
+}
+
 static int on_text(void *ctx, const char *text, size_t len) {
     completion *cp = ctx;
     if (!cp->stream) return 0;
@@ -371,6 +426,12 @@ static int on_text(void *ctx, const char *text, size_t len) {
 }
 
 static const char *finish_reason(const char *stopped) { return !strcmp(stopped, "length") ? "length" : "stop"; }
+
+/* ch with its "logprobs" (reference stolen and returned). */
+static json_t *with_logprobs(json_t *ch, completion *cp, const retro_gen_result *res) {
+    json_object_set_new(ch, "logprobs", logprobs_json(cp, res));
+    return ch;
+}
 
 /* The scheduler is done with cp (rc: how it ended, res its result): a stream
  * gets its last event and [DONE]; the waiting request is woken. */
@@ -383,7 +444,7 @@ static void complete(server *s, completion *cp, int rc, retro_gen_result *res) {
     }
     if (cp->stream) {
         json_t *last = rc ? json_pack("{s:{s:s, s:s}}", "error", "message", cp->err, "type", "server_error")
-                          : envelope(cp, 1, choice(cp, 1, "", 0, finish_reason(res->stopped)));
+                          : envelope(cp, 1, with_logprobs(choice(cp, 1, "", 0, finish_reason(res->stopped)), cp, res));
         if (!rc) json_object_set_new(last, "retro", json_pack("{s:O}", "retrievals", cp->retrievals));
         if (!send_event(cp, last)) write_all(cp->fd[1], "data: [DONE]\n\n", 14);
         close(cp->fd[1]);
@@ -527,6 +588,7 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
     cp->go.top_k = cp->req.top_k;
     cp->go.seed = cp->req.seed;
     cp->go.ignore_end = cp->req.ignore_eos;
+    cp->go.logprobs = cp->req.logprobs ? (cp->req.top_logprobs > 0 ? cp->req.top_logprobs : 1) : 0;
     cp->go.kb = s->kb;
     for (int i = 0; i < cp->req.n_stop; i++) cp->stops[i] = cp->req.stop[i];
     cp->go.stop = cp->stops;
@@ -556,7 +618,7 @@ static enum MHD_Result do_completions(server *s, struct MHD_Connection *c, json_
         return ret;
     }
     retro_gen_result *res = &cp->res;
-    json_t *out = envelope(cp, 0, choice(cp, 0, res->text, res->len, finish_reason(res->stopped)));
+    json_t *out = envelope(cp, 0, with_logprobs(choice(cp, 0, res->text, res->len, finish_reason(res->stopped)), cp, res));
     json_object_set_new(out, "usage", json_pack("{s:i, s:i, s:i}", "prompt_tokens", res->prompt_tokens,
                                                 "completion_tokens", res->tokens, "total_tokens",
                                                 res->prompt_tokens + res->tokens));

@@ -115,6 +115,16 @@ int serve_parse_completion(const json_t *req, int chat, serve_completion *out) {
         else rc = add_stop(out, json_string_value(s));
     }
     if (!rc && chat) rc = add_stop(out, "\nUser:");   /* the turn ends where the next would begin */
+    json_t *lp = json_object_get(req, "logprobs"), *top = json_object_get(req, "top_logprobs");
+    if (!rc && !chat && lp && !json_is_null(lp)) {   /* completions: the number of alternatives */
+        if (!json_is_integer(lp) || json_integer_value(lp) < 0 || json_integer_value(lp) > 5)
+            rc = bad("logprobs must be 0..5 (alternatives per token)");
+        else out->logprobs = 1, out->top_logprobs = (int)json_integer_value(lp);
+    }
+    if (!rc && chat && ((lp && !json_is_boolean(lp) && !json_is_null(lp)) ||
+                        (top && (!json_is_integer(top) || json_integer_value(top) < 0 || json_integer_value(top) > 20))))
+        rc = bad("logprobs must be a boolean and top_logprobs 0..20");
+    else if (!rc && chat && json_is_true(lp)) out->logprobs = 1, out->top_logprobs = top ? (int)json_integer_value(top) : 0;
     if (rc) {
         serve_completion_free(out);
         return rc;

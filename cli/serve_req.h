@@ -43,6 +43,9 @@ typedef struct serve_completion {
     int n_stop;
     int stream;
     int ignore_eos;                           /* as llama.cpp's server: never end the document */
+    int logprobs;                             /* report each token's log probability */
+    int top_logprobs;                         /* ... and this many alternatives: completions "logprobs": 0..5,
+                                               * chat "logprobs": true with "top_logprobs": 0..20 */
 } serve_completion;
 int serve_parse_completion(const json_t *req, int chat, serve_completion *out);
 void serve_completion_free(serve_completion *c);   /* the strings; NULL-safe */

@@ -328,7 +328,19 @@ typedef struct retro_gen_opts {
     void *ctx;                        /* passed to both callbacks */
     const volatile int *cancel;       /* stop when it becomes non-zero; may be NULL */
     int ignore_end;                   /* never sample the end-of-document token (runs to max_tokens or a stop) */
+    int logprobs;                     /* 0: none; 1..20: each token's log probability and that many likeliest */
 } retro_gen_opts;
+
+/* A generated token's log probability (natural log, of the model's distribution before temperature and
+ * truncation), and the likeliest tokens at its place with theirs, best first. */
+typedef struct retro_token_logprob {
+    int32_t token;
+    float logprob;
+    uint64_t offset;                  /* where its bytes start in the generated text */
+    int n_top;
+    int32_t top[20];
+    float top_logprob[20];
+} retro_token_logprob;
 
 void retro_gen_opts_default(retro_gen_opts *o);
 
@@ -341,6 +353,8 @@ typedef struct retro_gen_result {
     int64_t chunks_retrieved;
     double tokens_per_s;              /* after the prompt */
     double retrieval_s, encode_s, total_s;
+    retro_token_logprob *logprobs;    /* with opts.logprobs: the tokens that start inside text */
+    size_t n_logprobs;
 } retro_gen_result;
 
 /* Continues prompt (len bytes; empty: a new document). A RETRO model with

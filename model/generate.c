@@ -25,6 +25,7 @@ void rtr_gen_opts_default(rtr_gen_opts *o) {
 void rtr_gen_result_free(rtr_gen_result *r) {
     if (!r) return;
     rtr_free(r->text);
+    rtr_free(r->lp);
     memset(r, 0, sizeof *r);
 }
 
@@ -77,6 +78,8 @@ struct rtr_gen {
     int prompt_tokens, tokens, done;
     const char *stopped;
     double t0;
+    rtr_token_lp *lp;         /* o.logprobs: one per generated token */
+    size_t n_lp, cap_lp;
 };
 
 void rtr_gen_free(rtr_gen *g) {
@@ -85,6 +88,7 @@ void rtr_gen_free(rtr_gen *g) {
     rtr_buf_free(&g->text);
     rtr_free(g->scratch);
     rtr_free(g->masked);
+    rtr_free(g->lp);
     rtr_free(g);
 }
 
@@ -95,6 +99,8 @@ int rtr_gen_begin(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, 
     *out = NULL;
     if (o->n_stop < 0 || o->n_stop > RTR_GEN_MAX_STOP)
         return rtr_seterr(RTR_E_INVALID, "generate: at most %d stop sequences", RTR_GEN_MAX_STOP);
+    if (o->logprobs < 0 || o->logprobs > RTR_GEN_MAX_LOGPROBS)
+        return rtr_seterr(RTR_E_INVALID, "generate: logprobs must be 0..%d", RTR_GEN_MAX_LOGPROBS);
     rtr_gen *g = rtr_calloc(1, sizeof *g);
     if (!g) return rtr_seterr(RTR_E_NOMEM, "generate: out of memory");
     g->s = s;
@@ -126,6 +132,34 @@ int rtr_gen_begin(rtr_session *s, const rtr_tokenizer *tok, const char *prompt, 
     return RTR_OK;
 }
 
+/* Token t's log probability under logits, and the n most likely tokens' (best first). */
+static void token_lp(const float *logits, uint32_t V, int32_t t, int n, rtr_token_lp *out) {
+    float mx = -INFINITY;
+    for (uint32_t v = 0; v < V; v++)
+        if (logits[v] > mx) mx = logits[v];
+    double sum = 0;
+    for (uint32_t v = 0; v < V; v++) sum += exp((double)(logits[v] - mx));
+    float lse = mx + (float)log(sum);
+    out->token = t;
+    out->logprob = logits[t] - lse;
+    out->n_top = 0;
+    for (uint32_t v = 0; v < V; v++) {   /* insertion into the n best so far */
+        int k = out->n_top < n ? out->n_top++ : n;
+        while (k > 0 && logits[v] > out->top_lp[k - 1]) {
+            if (k < n) {
+                out->top[k] = out->top[k - 1];
+                out->top_lp[k] = out->top_lp[k - 1];
+            }
+            k--;
+        }
+        if (k < n) {
+            out->top[k] = (int32_t)v;
+            out->top_lp[k] = logits[v];
+        }
+    }
+    for (int k = 0; k < out->n_top; k++) out->top_lp[k] -= lse;
+}
+
 /* Ends the generation with reason why (0: ended; a status passes through). */
 static int gen_end(rtr_gen *g, const char *why) {
     g->stopped = why;
@@ -139,6 +173,7 @@ int rtr_gen_next(rtr_gen *g, const float *logits, int32_t *next) {
     if (!logits) logits = g->logits;
     if (g->tokens >= o->max_tokens) return gen_end(g, "length");
     if (o->cancel && *o->cancel) return gen_end(g, "cancel");
+    const float *raw = logits;
     if (g->masked) {
         memcpy(g->masked, logits, (size_t)g->V * sizeof *g->masked);
         g->masked[g->eod] = -INFINITY;
@@ -149,7 +184,12 @@ int rtr_gen_next(rtr_gen *g, const float *logits, int32_t *next) {
     g->tokens++;
     size_t len;
     const uint8_t *b = rtr_tokenizer_token(g->tok, (uint32_t)t, &len);
-    int rc = rtr_buf_append(&g->text, b, len);
+    int rc = RTR_OK;
+    if (o->logprobs && !(rc = RTR_GROW(g->lp, &g->cap_lp, g->n_lp + 1))) {
+        token_lp(raw, g->V, t, o->logprobs, &g->lp[g->n_lp]);
+        g->lp[g->n_lp++].offset = g->text.len;
+    }
+    if (!rc) rc = rtr_buf_append(&g->text, b, len);
     if (rc) return rc;
     long at = find_stop(&g->text, o);
     if (at >= 0) {
@@ -186,6 +226,13 @@ int rtr_gen_finish(rtr_gen *g, rtr_gen_result *res) {
         res->text = (char *)fixed.data;
         res->len = fixed.len;
         if (!rc && !res->text && !(res->text = rtr_strdup(""))) rc = RTR_E_NOMEM;
+    }
+    if (!rc && g->lp) {   /* the tokens that start inside the text (a stop sequence cut the rest) */
+        size_t n = 0;
+        while (n < g->n_lp && g->lp[n].offset < g->text.len) n++;
+        res->lp = g->lp;
+        res->n_lp = n;
+        g->lp = NULL;
     }
     if (rc) rtr_gen_result_free(res);
     rtr_gen_free(g);

@@ -39,7 +39,22 @@ typedef struct rtr_gen_opts {
     void *ctx;
     const volatile int *cancel;   /* when it becomes non-zero: stop (stopped = "cancel"); may be NULL */
     int ignore_end;               /* the end-of-document token is never sampled */
+    int logprobs;                 /* 0: none; 1..RTR_GEN_MAX_LOGPROBS: each token's log probability and
+                                   * that many most likely alternatives (rtr_gen_result.lp) */
 } rtr_gen_opts;
+
+#define RTR_GEN_MAX_LOGPROBS 20
+
+/* One generated token's log probability (natural log, of the model's distribution before
+ * temperature and truncation) and its most likely alternatives, best first. */
+typedef struct rtr_token_lp {
+    int32_t token;
+    float logprob;
+    uint64_t offset;              /* where its bytes start in the generated text */
+    int n_top;
+    int32_t top[RTR_GEN_MAX_LOGPROBS];
+    float top_lp[RTR_GEN_MAX_LOGPROBS];
+} rtr_token_lp;
 
 void rtr_gen_opts_default(rtr_gen_opts *o);   /* 128 tokens, 0.8, top-k 40, top-p 0.95, seed 1 */
 
@@ -49,6 +64,8 @@ typedef struct rtr_gen_result {
     int prompt_tokens, tokens;
     const char *stopped; /* "length", "stop", "end" (end-of-document token) or "cancel" */
     double tokens_per_s; /* generated tokens per second, after the prompt */
+    rtr_token_lp *lp;    /* with o->logprobs: one per token whose bytes start inside text (caller frees) */
+    size_t n_lp;
 } rtr_gen_result;
 
 /* Continues prompt (plen bytes; empty: a new document) in session s, whose

@@ -55,6 +55,26 @@ if (text !== whole) throw "streamed text differs";
 if (ev[ev.length - 1].choices[0].finish_reason !== "length" || !ev[ev.length - 1].retro.retrievals.length) throw "last event";'
 ok "completions: the same text as retro generate, whole and streamed, with the sources of each retrieval"
 
+# logprobs, in OpenAI's two shapes: greedy picks the likeliest; the tokens are the text
+curl -s "${auth[@]}" -X POST $url/v1/completions -d '{"prompt":"The economy and jobs","max_tokens":20,"temperature":0,"logprobs":3}' > lp.json
+curl -s "${auth[@]}" -X POST $url/v1/chat/completions \
+    -d '{"messages":[{"role":"user","content":"jobs?"}],"max_tokens":10,"temperature":0,"logprobs":true,"top_logprobs":2}' > lpc.json
+node -e '
+const fs = require("fs"), j = JSON.parse(fs.readFileSync("lp.json", "utf8")), c = JSON.parse(fs.readFileSync("lpc.json", "utf8"));
+const lp = j.choices[0].logprobs, text = j.choices[0].text;
+if (lp.tokens.length !== 20 || lp.tokens.join("") !== text) throw "tokens: " + JSON.stringify(lp.tokens);
+for (let i = 0; i < 20; i++) {
+    const top = Object.values(lp.top_logprobs[i]);
+    if (!(lp.token_logprobs[i] <= 0) || top.length < 1 || top.length > 3) throw "token " + i;
+    if (Math.abs(Math.max(...top) - lp.token_logprobs[i]) > 1e-5) throw "greedy is not the likeliest at " + i;
+    if (i && lp.text_offset[i] !== lp.text_offset[i - 1] + Buffer.byteLength(lp.tokens[i - 1])) throw "offsets";
+}
+const cl = c.choices[0].logprobs.content;
+if (!cl.length || cl.some(t => t.top_logprobs.length !== 2 || t.logprob > 0)) throw "chat logprobs";
+if (Buffer.concat(cl.map(t => Buffer.from(t.bytes))).toString() !== c.choices[0].message.content) throw "chat bytes";'
+[ "$(code "${auth[@]}" -X POST $url/v1/completions -d '{"prompt":"x","logprobs":9}')" = 400 ] || fail "logprobs 9"
+ok "logprobs: token log probabilities and the likeliest alternatives, in the completions and chat shapes"
+
 # chat: messages through the documented template, the reply as a message, whole and streamed
 chat='{"messages":[{"role":"system","content":"Answer from the addresses."},{"role":"user","content":"What about jobs?"}],"max_tokens":40,"temperature":0}'
 curl -s "${auth[@]}" -X POST $url/v1/chat/completions -d "$chat" > ch.json
@@ -114,7 +134,8 @@ ms=$(( ($(date +%s%N) - t0) / 1000000 ))
 ok "a client that disconnects cancels its generation (the next request answered in ${ms} ms)"
 
 curl -s "${auth[@]}" $url/metrics > m.txt
-grep -q '^retro_requests_total{endpoint="completions"} 4$' m.txt || fail "metrics: $(grep requests m.txt)"
+# a whole one, a stream, one with logprobs, two refused (max_tokens 0, logprobs 9), a cancelled stream
+grep -q '^retro_requests_total{endpoint="completions"} 6$' m.txt || fail "metrics: $(grep requests m.txt)"
 grep -q '^retro_errors_total{endpoint="search"} [1-9]' m.txt || fail "no errors counted"
 tok=$(sed -n 's/^retro_tokens_generated_total //p' m.txt)
 [ "$tok" -ge 140 ] || fail "tokens: $tok"   # 70 + 70 for the completions, and the chats

@@ -31,6 +31,7 @@ static void body(int which, const uint8_t *data, size_t size) {
         FUZZ_CHECK(c.temperature >= 0 && c.temperature <= 100 && c.top_p > 0 && c.top_p <= 1);
         FUZZ_CHECK(c.n_stop >= 0 && c.n_stop <= SERVE_MAX_STOP);
         for (int i = 0; i < c.n_stop; i++) FUZZ_CHECK(c.stop[i] && c.stop[i][0]);
+        FUZZ_CHECK(c.top_logprobs >= 0 && c.top_logprobs <= (which == 2 ? 20 : 5) && (c.logprobs || !c.top_logprobs));
         if (which == 2) FUZZ_CHECK(c.n_stop >= 1 && strlen(c.prompt) >= strlen("Assistant:"));
         serve_completion_free(&c);
         break;
