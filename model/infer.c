@@ -178,7 +178,10 @@ static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *c
         rtr_matmul_forward(r->q, r->a, wqkv, NULL, n, C, C);
         rtr_matmul_forward(r->k, r->a, wqkv + (size_t)C * C, NULL, n, C, C);
         rtr_matmul_forward(r->v, r->a, wqkv + 2 * (size_t)C * C, NULL, n, C, C);
-        for (int i = 0; i < n; i++) {   /* each row against its own session's cache */
+        /* each row against its own session's cache; rows in parallel (each attention then runs on one
+         * thread: OpenMP does not nest), for one row the attention's own threads */
+#pragma omp parallel for if (n > 1) schedule(static)
+        for (int i = 0; i < n; i++) {
             rtr_session *s = ss[i];
             int p = s->pos;
             float *kc = s->kc + l * TC, *vc = s->vc + l * TC, *q = r->q + (size_t)i * C;
@@ -207,6 +210,7 @@ static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *c
             }
             if (any) {
                 rtr_matmul_forward(r->q, r->a, PW(m, ix->xq), PW(m, ix->xqb), n, C, C);
+#pragma omp parallel for if (n > 1) schedule(static)
                 for (int i = 0; i < n; i++) {
                     rtr_session *s = ss[i];
                     float *q = r->q + (size_t)i * C, *y = r->y + (size_t)i * C;
