@@ -8,6 +8,8 @@
 # Each figure is the median of RUNS runs (default 3). Needs hey (bash scripts/setup.sh --bench).
 #
 #   bash tests/bench/run_serve.sh [BUILD_DIR]
+#   RUN_SERVE_KB=DIR bash tests/bench/run_serve.sh ...   # serve and search knowledge base DIR instead
+#                                                       # (made with the default tokenizer; opened read-only)
 #
 # The knowledge base is the bundled State of the Union addresses (datasets/sotu); the model
 # has the size of docs/results.md's recipe (width 192, 4 layers, 4 heads, context 256), trained
@@ -32,14 +34,16 @@ echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -
 "$retro" train kb -o m --steps 1 --context 256 --width 192 --layers 4 --heads 4 --batch 1 --eval-seqs 1 --quiet \
     > /dev/null 2>&1
 chunks=$("$retro" index info kb --json | json chunks)
-echo "knowledge base: datasets/sotu, ${chunks:-?} chunks; model: width 192, 4 layers, context 256"
+kbdir=kb
+if [ -n "${RUN_SERVE_KB:-}" ]; then kbdir=$(cd "$RUN_SERVE_KB" && pwd); chunks=$("$retro" index info "$kbdir" --json | json chunks); fi
+echo "knowledge base: ${RUN_SERVE_KB:-datasets/sotu}, ${chunks:-?} chunks; model: width 192, 4 layers, context 256 (trained on datasets/sotu)"
 query="the space program and the exploration of the moon by our astronauts"
 echo "$query" > q.txt
 printf '{"query": "%s", "k": 5}' "$query" > body.json
 
 port=$(( 20000 + RANDOM % 20000 ))
 url=http://127.0.0.1:$port
-"$retro" serve --kb kb --model m --port $port --read-only --parallel 8 2> serve.err &
+"$retro" serve --kb "$kbdir" --model m --port $port --read-only --parallel 8 2> serve.err &
 pid=$!
 for i in $(seq 1 300); do
     [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && break
@@ -48,7 +52,7 @@ done
 
 # --- search --------------------------------------------------------------------------
 : > inproc.txt
-for r in $(seq "$runs"); do "$bench" kb q.txt 2000 5 | tee -a inproc.txt > /dev/null; done
+for r in $(seq "$runs"); do "$bench" "$kbdir" q.txt 2000 5 | tee -a inproc.txt > /dev/null; done
 in_qps=$(for l in $(seq "$runs"); do sed -n "${l}p" inproc.txt | json qps; done | med)
 in_p50=$(for l in $(seq "$runs"); do sed -n "${l}p" inproc.txt | json p50_ms; done | med)
 in_p99=$(for l in $(seq "$runs"); do sed -n "${l}p" inproc.txt | json p99_ms; done | med)
@@ -74,7 +78,7 @@ done
 # --- completions -------------------------------------------------------------------------
 n=256
 prompt="The economy of our nation"
-gen_tps=$(for r in $(seq "$runs"); do "$retro" generate m "$prompt" --kb kb -n $n --temperature 0 --json | json tokens_per_s; done | med)
+gen_tps=$(for r in $(seq "$runs"); do "$retro" generate m "$prompt" --kb "$kbdir" -n $n --temperature 0 --json | json tokens_per_s; done | med)
 one() {   # one completion into FILE (timed by the caller; parsed afterwards, outside the timing)
     curl -s -o "$2" -X POST $url/v1/completions \
         -d "{\"prompt\":\"$prompt $1\",\"max_tokens\":$n,\"temperature\":0,\"ignore_eos\":true}"
