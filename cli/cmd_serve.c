@@ -221,9 +221,7 @@ static enum MHD_Result do_search(server *s, struct MHD_Connection *c, json_t *re
                             .n_exclude = q.n_exclude};
     retro_results res;
     int rc = retro_search(s->kb, q.query, q.len, &so, &res);
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
-    if (rc) return send_error(s, c, rc == RETRO_E_INVALID ? 400 : 500, rc == RETRO_E_INVALID ? "invalid_request_error" : "server_error", msg);
+    if (rc) return send_error(s, c, rc == RETRO_E_INVALID ? 400 : 500, rc == RETRO_E_INVALID ? "invalid_request_error" : "server_error", retro_errdetail());
     json_t *data = json_array();
     for (size_t i = 0; i < res.n; i++) json_array_append_new(data, source_json(&res.items[i]));
     retro_results_free(&res);
@@ -258,10 +256,8 @@ static enum MHD_Result do_embeddings(server *s, struct MHD_Connection *c, json_t
     float *v = NULL;
     uint32_t dim = 0;
     int rc = retro_kb_embed(s->kb, in.texts, in.lens, n, &v, &dim);
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
     serve_embed_free(&in);
-    if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, "server_error", msg);
+    if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, "server_error", retro_errdetail());
     json_t *data = json_array();
     for (size_t i = 0; i < n; i++) {
         json_t *e;
@@ -792,9 +788,7 @@ static enum MHD_Result do_documents(server *s, struct MHD_Connection *c, const c
             retro_docs_free(d, n);
         }
     }
-    char msg[512];
-    snprintf(msg, sizeof msg, "%s", rc ? retro_errdetail() : "");
-    if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, rc == RETRO_E_NOTFOUND ? "invalid_request_error" : "server_error", msg);
+    if (rc) return send_error(s, c, rc == RETRO_E_NOTFOUND ? 404 : 500, rc == RETRO_E_NOTFOUND ? "invalid_request_error" : "server_error", retro_errdetail());
     *err = 0;
     return send_json(s, c, 200, out);
 }
