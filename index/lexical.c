@@ -97,10 +97,11 @@ static uint64_t get_le64(const uint8_t *p) {
 }
 
 typedef struct term_rec {
-    uint64_t df, first, last;
-    uint32_t count;
+    uint64_t df, first, last;   /* postings; the first and last chunk of the last block */
+    uint32_t count;             /* postings in the last block */
+    uint8_t max_tf, min_len;    /* over all the term's postings */
 } term_rec;
-#define TERM_REC 28
+#define TERM_REC 30
 
 static int get_term(rtr_store_txn *t, uint64_t term, term_rec *r) {
     uint8_t k[8];
@@ -112,8 +113,8 @@ static int get_term(rtr_store_txn *t, uint64_t term, term_rec *r) {
     if (n != TERM_REC) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a term record of %zu bytes", n);
     const uint8_t *p = v;
     *r = (term_rec){get_le64(p), get_le64(p + 8), get_le64(p + 16),
-                    (uint32_t)p[24] | (uint32_t)p[25] << 8 | (uint32_t)p[26] << 16 | (uint32_t)p[27] << 24};
-    if (r->count == 0 || r->count > RTR_LEX_BLOCK || r->last < r->first || r->df < r->count)
+                    (uint32_t)p[24] | (uint32_t)p[25] << 8 | (uint32_t)p[26] << 16 | (uint32_t)p[27] << 24, p[28], p[29]};
+    if (r->count == 0 || r->count > RTR_LEX_BLOCK || r->last < r->first || r->df < r->count || !r->max_tf || !r->min_len)
         return rtr_seterr(RTR_E_CORRUPT, "lexical index: a term record out of bounds");
     return RTR_OK;
 }
@@ -125,6 +126,8 @@ static int put_term(rtr_store_txn *t, uint64_t term, const term_rec *r) {
     put_le64(v + 8, r->first);
     put_le64(v + 16, r->last);
     for (int i = 0; i < 4; i++) v[24 + i] = (uint8_t)(r->count >> (8 * i));
+    v[28] = r->max_tf;
+    v[29] = r->min_len;
     return rtr_store_aux_put(t, RTR_AUX_LEX_TERMS, k, 8, v, TERM_REC);
 }
 
@@ -173,31 +176,56 @@ static size_t get_varint(const uint8_t *p, const uint8_t *end, uint64_t *v) {
     return 0;
 }
 
-long rtr_lex_block_decode(const uint8_t *p, size_t n, uint64_t first, uint64_t upto, rtr_lex_posting_fn fn, void *ctx,
-                          uint64_t *last) {
-    const uint8_t *end = p + n;
-    uint64_t id = first;
+long rtr_lex_block_head(const uint8_t *p, size_t n, uint64_t last, uint64_t upto, rtr_lex_block *hd) {
+    uint64_t span;
+    size_t e = get_varint(p, p + n, &span);
+    if (!e || e + 2 > n || last > upto || span > last || p[e] == 0 || p[e + 1] == 0) return -1;
+    *hd = (rtr_lex_block){last - span, last, p[e], p[e + 1]};
+    return (long)(e + 2);
+}
+
+/* The block's postings into id[] and tf[] (RTR_LEX_BLOCK each): their number, or -1 (see rtr_lex_block_decode). */
+static long block_postings(const uint8_t *p, size_t n, uint64_t last, uint64_t upto, uint64_t *id, uint8_t *tf,
+                           rtr_lex_block *hd) {
+    long off = rtr_lex_block_head(p, n, last, upto, hd);
+    if (off < 0) return -1;
+    const uint8_t *q = p + off, *end = p + n;
+    uint64_t at = hd->first;
     long count = 0;
-    if (first > upto || n == 0) return -1;
-    while (p < end) {
-        uint64_t gap;
-        size_t e = get_varint(p, end, &gap);
-        /* a gap, then a count: the first gap 0 (the key's chunk), the others > 0, all within the index */
-        if (!e || p + e >= end || (count == 0) != (gap == 0) || gap > upto - id || p[e] == 0 || count == RTR_LEX_BLOCK)
+    uint8_t top = 0;
+    while (q < end) {
+        uint64_t gap = *q & 127;
+        size_t e = 1;
+        if (*q & 128 && !(e = get_varint(q, end, &gap))) return -1;
+        /* a gap, then a count: the first gap 0 (the block's first chunk), the others > 0, none past last */
+        if (q + e >= end || (count == 0) != (gap == 0) || gap > last - at || q[e] == 0 || count == RTR_LEX_BLOCK)
             return -1;
-        id += gap;
-        if (fn && fn(ctx, id, p[e])) return -2;
-        p += e + 1;
-        count++;
+        at += gap;
+        if (q[e] > top) top = q[e];
+        id[count] = at;
+        tf[count++] = q[e];
+        q += e + 1;
     }
-    if (last) *last = id;
+    if (count == 0 || at != last || top != hd->max_tf) return -1;
+    return count;
+}
+
+long rtr_lex_block_decode(const uint8_t *p, size_t n, uint64_t last, uint64_t upto, rtr_lex_posting_fn fn, void *ctx,
+                          rtr_lex_block *out) {
+    uint64_t id[RTR_LEX_BLOCK];
+    uint8_t tf[RTR_LEX_BLOCK];
+    rtr_lex_block hd;
+    long count = block_postings(p, n, last, upto, id, tf, &hd);
+    for (long i = 0; i < count && fn; i++)
+        if (fn(ctx, id[i], tf[i])) return -2;
+    if (count >= 0 && out) *out = hd;
     return count;
 }
 
 /* --- building ------------------------------------------------------------------------ */
 typedef struct posting {
     uint64_t term, chunk;
-    uint8_t tf;
+    uint8_t tf, len;       /* the word's count in the chunk, the chunk's length */
 } posting;
 
 typedef struct chunk_len {
@@ -245,56 +273,93 @@ static int add_chunk(batch *b, chunk_words *cw, uint64_t id, const char *text, s
     if (cw->rc) return cw->rc;
     int rc = RTR_GROW(b->chunk, &b->capc, b->nc + 1);
     if (rc) return rc;
-    b->chunk[b->nc++] = (chunk_len){id, (uint8_t)(cw->n > 255 ? 255 : cw->n)};
-    b->words += cw->n > 255 ? 255 : cw->n;
+    uint8_t dl = (uint8_t)(cw->n > 255 ? 255 : cw->n);
+    b->chunk[b->nc++] = (chunk_len){id, dl};
+    b->words += dl;
     if (cw->n) qsort(cw->terms, cw->n, sizeof *cw->terms, cmp_u64);
     for (size_t i = 0; i < cw->n;) {
         size_t j = i;
         while (j < cw->n && cw->terms[j] == cw->terms[i]) j++;
         if ((rc = RTR_GROW(b->p, &b->cap, b->n + 1))) return rc;
-        b->p[b->n++] = (posting){cw->terms[i], id, (uint8_t)(j - i > 255 ? 255 : j - i)};
+        b->p[b->n++] = (posting){cw->terms[i], id, (uint8_t)(j - i > 255 ? 255 : j - i), dl};
         i = j;
     }
     return RTR_OK;
 }
 
+/* A block being written: room for its header before the postings. */
+#define HEAD_ROOM 12
+typedef struct block_out {
+    rtr_buf b;              /* HEAD_ROOM bytes, then the postings */
+    uint8_t max_tf, min_len;
+} block_out;
+
+/* Stores the block of term's postings first..last. */
+static int put_block(rtr_store_txn *t, uint8_t key[16], block_out *o, uint64_t first, uint64_t last) {
+    uint8_t head[HEAD_ROOM];
+    size_t h = put_varint(head, last - first);
+    head[h++] = o->max_tf;
+    head[h++] = o->min_len;
+    memcpy(o->b.data + HEAD_ROOM - h, head, h);
+    put_be64(key + 8, last);
+    return rtr_store_aux_put(t, RTR_AUX_LEX_POSTINGS, key, 16, o->b.data + HEAD_ROOM - h, o->b.len - HEAD_ROOM + h);
+}
+
+static int block_reset(block_out *o) {
+    o->b.len = 0;
+    o->max_tf = 0;
+    o->min_len = 255;
+    static const uint8_t room[HEAD_ROOM];
+    return rtr_buf_append(&o->b, room, HEAD_ROOM);
+}
+
 /* One term's postings (p[0..n), ascending chunks) appended to its blocks. */
-static int write_term(rtr_store_txn *t, const posting *p, size_t n, rtr_buf *blk) {
+static int write_term(rtr_store_txn *t, const posting *p, size_t n, block_out *o) {
     term_rec tr;
     int rc = get_term(t, p[0].term, &tr);
     int have = rc == RTR_OK;
     if (rc && rc != RTR_E_NOTFOUND) return rc;
     uint8_t key[16];
     put_be64(key, p[0].term);
-    blk->len = 0;
-    if (have && tr.count < RTR_LEX_BLOCK) {   /* the last block has room: go on from it */
-        put_be64(key + 8, tr.first);
+    if ((rc = block_reset(o))) return rc;
+    if (have && tr.count < RTR_LEX_BLOCK) {   /* the last block has room: go on from it, under a new key */
+        put_be64(key + 8, tr.last);
         const void *v;
         size_t vn;
+        rtr_lex_block hd;
         if ((rc = rtr_store_aux_get(t, RTR_AUX_LEX_POSTINGS, key, 16, &v, &vn)))
             return rc == RTR_E_NOTFOUND ? rtr_seterr(RTR_E_CORRUPT, "lexical index: a term's last block is missing") : rc;
-        if ((rc = rtr_buf_append(blk, v, vn))) return rc;
+        long off = rtr_lex_block_head(v, vn, tr.last, UINT64_MAX, &hd);
+        if (off < 0 || hd.first != tr.first) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
+        o->max_tf = hd.max_tf;
+        o->min_len = hd.min_len;
+        if ((rc = rtr_buf_append(&o->b, (const uint8_t *)v + off, vn - (size_t)off))) return rc;
+        if ((rc = rtr_store_aux_del(t, RTR_AUX_LEX_POSTINGS, key, 16))) return rc;
+    } else if (have) {
+        tr.count = 0;   /* full: the next block starts with p[0] */
+        tr.first = tr.last = p[0].chunk;
     } else {
-        tr = (term_rec){have ? tr.df : 0, p[0].chunk, p[0].chunk, 0};
+        tr = (term_rec){0, p[0].chunk, p[0].chunk, 0, 0, 255};
     }
     for (size_t i = 0; i < n; i++) {
         if (tr.count == RTR_LEX_BLOCK) {   /* full: store it, start the next */
-            put_be64(key + 8, tr.first);
-            if ((rc = rtr_store_aux_put(t, RTR_AUX_LEX_POSTINGS, key, 16, blk->data, blk->len))) return rc;
-            blk->len = 0;
+            if ((rc = put_block(t, key, o, tr.first, tr.last)) || (rc = block_reset(o))) return rc;
             tr.first = tr.last = p[i].chunk;
             tr.count = 0;
         }
         uint8_t enc[11];
-        size_t e = put_varint(enc, tr.count ? p[i].chunk - tr.last : p[i].chunk - tr.first);
+        size_t e = put_varint(enc, tr.count ? p[i].chunk - tr.last : 0);
         enc[e++] = p[i].tf;
-        if ((rc = rtr_buf_append(blk, enc, e))) return rc;
+        if ((rc = rtr_buf_append(&o->b, enc, e))) return rc;
+        if (p[i].tf > o->max_tf) o->max_tf = p[i].tf;
+        if (p[i].len < o->min_len) o->min_len = p[i].len;
+        if (p[i].tf > tr.max_tf) tr.max_tf = p[i].tf;
+        if (p[i].len < tr.min_len) tr.min_len = p[i].len;
         tr.last = p[i].chunk;
         tr.count++;
         tr.df++;
     }
-    put_be64(key + 8, tr.first);
-    if ((rc = rtr_store_aux_put(t, RTR_AUX_LEX_POSTINGS, key, 16, blk->data, blk->len))) return rc;
+    if ((rc = put_block(t, key, o, tr.first, tr.last))) return rc;
     return put_term(t, p[0].term, &tr);
 }
 
@@ -305,14 +370,14 @@ static int write_batch(rtr_store_txn *t, void *ctx) {
     int rc = rtr_lex_state_get(t, &st);
     if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
     if (rc) return rc;
-    rtr_buf blk = {0};
+    block_out blk = {0};
     for (size_t i = 0; i < b->n && !rc;) {
         size_t j = i;
         while (j < b->n && b->p[j].term == b->p[i].term) j++;
         rc = write_term(t, b->p + i, j - i, &blk);
         i = j;
     }
-    rtr_buf_free(&blk);
+    rtr_buf_free(&blk.b);
     uint8_t page[NORM_PAGE];
     for (size_t i = 0; i < b->nc && !rc;) {   /* the lengths, a page at a time */
         uint64_t pg = b->chunk[i].id / NORM_PAGE;
@@ -443,57 +508,94 @@ static int norm_of(norms *nm, uint64_t id, uint8_t *len) {
         nm->p = v;
     }
     *len = nm->p[id % NORM_PAGE];
+    if (*len == 0) return rtr_seterr(RTR_E_CORRUPT, "lexical index: no length for chunk %llu", (unsigned long long)id);
     return RTR_OK;
 }
 
-typedef struct scoring {
-    norms *nm;
-    double w, avg;            /* qtf x idf; the mean length */
-    float *acc;
-    uint64_t **touched;
-    size_t *nt, *ct;
-    int rc;
-} scoring;
+/* One query term's postings, a block at a time. A cursor is on one block:
+ * shallow (its header read: every posting of it lies in first..last) or
+ * decoded (at posting pos). done: past the term's last block. */
+typedef struct lcur {
+    double w;                  /* qtf x idf */
+    double ub;                 /* its weight's bound in any chunk */
+    size_t order;              /* among the query's distinct terms, in term order */
+    uint8_t key[16];
+    rtr_aux_cursor *cur;
+    rtr_lex_block blk;
+    double bub;                /* the weight's bound in the block */
+    const uint8_t *raw;
+    size_t raw_n;
+    int decoded, done;
+    uint64_t doc;              /* the chunk it is on; shallow, the block's first; done, UINT64_MAX */
+    uint32_t n, pos;
+    uint64_t id[RTR_LEX_BLOCK];
+    uint8_t tf[RTR_LEX_BLOCK];
+} lcur;
 
-static int score_posting(void *ctx, uint64_t id, uint32_t tf) {
-    scoring *sc = ctx;
-    uint8_t dl = 0;
-    if ((sc->rc = norm_of(sc->nm, id, &dl))) return 1;
-    float w = (float)(sc->w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / sc->avg)));
-    if (sc->acc[id] == 0) {
-        if ((sc->rc = RTR_GROW(*sc->touched, sc->ct, *sc->nt + 1))) return 1;
-        (*sc->touched)[(*sc->nt)++] = id;
-    }
-    sc->acc[id] += w;   /* > 0: idf > 0 and tf >= 1 */
-    return 0;
+typedef struct lsearch {
+    const rtr_lex_state *st;
+    double avg;
+    norms nm;
+} lsearch;
+
+/* A term's weight in a chunk: the BM25 term (k1 = 1.2, b = 0.75), as a float: every score is summed from these. */
+static float weight(const lsearch *ls, double w, uint32_t tf, uint32_t dl) {
+    return (float)(w * tf * (K1 + 1) / (tf + K1 * (1 - B + B * dl / ls->avg)));
 }
 
-/* Adds qtf * the term's BM25 weight to acc for each of its postings. */
-static int score_term(rtr_store_txn *t, norms *nm, uint64_t term, double qtf, const rtr_lex_state *st, float *acc,
-                      uint64_t **touched, size_t *nt, size_t *ct) {
-    term_rec tr;
-    int rc = get_term(t, term, &tr);
-    if (rc) return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
-    double N = (double)st->chunks, df = (double)tr.df > N ? N : (double)tr.df;
-    double idf = log(1.0 + (N - df + 0.5) / (df + 0.5)), avg = st->words / (N > 0 ? N : 1);
-    scoring sc = {nm, qtf * idf, avg > 0 ? avg : 1, acc, touched, nt, ct, RTR_OK};
-    uint8_t key[16];
-    put_be64(key, term);
-    uint64_t from = 0;
-    for (;;) {
-        put_be64(key + 8, from);
-        const void *k, *v;
-        size_t kn, vn;
-        if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn))) break;
-        if (kn != 16 || memcmp(k, key, 8)) break;   /* past the term's blocks */
-        uint64_t last;
-        long np = rtr_lex_block_decode(v, vn, get_be64((const uint8_t *)k + 8), st->indexed_upto, score_posting, &sc, &last);
-        if (np == -2) return sc.rc;
-        if (np < 0) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
-        if (last == UINT64_MAX) break;
-        from = last + 1;
+static int take_block(lcur *c, const lsearch *ls, int rc, const void *k, size_t kn, const void *v, size_t vn) {
+    c->decoded = 0;
+    if (rc == RTR_E_NOTFOUND || (!rc && (kn != 16 || memcmp(k, c->key, 8)))) {   /* past the term's blocks */
+        c->done = 1;
+        c->doc = UINT64_MAX;
+        return RTR_OK;
     }
-    return rc == RTR_E_NOTFOUND ? RTR_OK : rc;
+    if (rc) return rc;
+    c->raw = v;
+    c->raw_n = vn;
+    if (rtr_lex_block_head(v, vn, get_be64((const uint8_t *)k + 8), ls->st->indexed_upto, &c->blk) < 0)
+        return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
+    c->bub = weight(ls, c->w, c->blk.max_tf, c->blk.min_len);
+    c->doc = c->blk.first;
+    return RTR_OK;
+}
+
+/* Onto the block that may hold chunk id (the first whose last is >= id), shallow. */
+static int cur_block_at(lcur *c, const lsearch *ls, uint64_t id) {
+    const void *k, *v;
+    size_t kn, vn;
+    put_be64(c->key + 8, id);
+    int rc = rtr_store_aux_cursor_seek(c->cur, c->key, 16, &k, &kn, &v, &vn);
+    return take_block(c, ls, rc, k, kn, v, vn);
+}
+
+static int cur_block_next(lcur *c, const lsearch *ls) {
+    const void *k = NULL, *v = NULL;
+    size_t kn = 0, vn = 0;
+    int rc = rtr_store_aux_cursor_next(c->cur, &k, &kn, &v, &vn);
+    return take_block(c, ls, rc, k, kn, v, vn);
+}
+
+static int cur_decode(lcur *c, const lsearch *ls) {
+    c->pos = 0;
+    rtr_lex_block hd;
+    long n = block_postings(c->raw, c->raw_n, c->blk.last, ls->st->indexed_upto, c->id, c->tf, &hd);
+    if (n < 0) return rtr_seterr(RTR_E_CORRUPT, "lexical index: a malformed block of postings");
+    c->n = (uint32_t)n;
+    c->decoded = 1;
+    c->doc = c->id[0];
+    return RTR_OK;
+}
+
+/* Onto its first posting at or after chunk id, decoded. */
+static int cur_seek(lcur *c, const lsearch *ls, uint64_t id) {
+    int rc;
+    if (c->done) return RTR_OK;
+    if (id > c->blk.last && ((rc = cur_block_at(c, ls, id)) || c->done)) return rc;
+    if (!c->decoded && (rc = cur_decode(c, ls))) return rc;
+    while (c->id[c->pos] < id) c->pos++;   /* ends: the block's last is >= id */
+    c->doc = c->id[c->pos];
+    return RTR_OK;
 }
 
 /* Min-heap of hits by score (then chunk id, higher first out). */
@@ -519,6 +621,112 @@ static int cmp_hit_desc(const void *a, const void *b) {
     return worse(x, y) ? 1 : worse(y, x) ? -1 : 0;
 }
 
+static int cmp_cur_ub(const void *a, const void *b) {
+    const lcur *x = *(lcur *const *)a, *y = *(lcur *const *)b;
+    if (x->ub != y->ub) return x->ub < y->ub ? -1 : 1;
+    return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Offers a chunk to the heap h of m (< depth: room) best; *theta: the least score once it is full. */
+static void offer(rtr_lex_hit *h, size_t *m, uint32_t depth, rtr_lex_hit x, double *theta) {
+    if (*m < depth) {
+        h[(*m)++] = x;
+        if (*m == depth)
+            for (size_t k = *m / 2; k-- > 0;) sift_down(h, *m, k);
+    } else if (worse(&h[0], &x)) {
+        h[0] = x;
+        sift_down(h, *m, 0);
+    }
+    if (*m == depth) *theta = h[0].score;
+}
+
+/* The top depth chunks: MaxScore (Turtle and Flood, 1995) over windows of NORM_PAGE chunks, as
+ * Lucene's bulk scorer does it. The cursors are sorted by bound; once the heap is full, the terms
+ * 0..ne-1, whose bounds together cannot lift a chunk to the heap's least score, are non-essential:
+ * within a window, the essential terms' postings are summed straight into an array, and each chunk
+ * they found is then looked up in the non-essential terms, strongest first, until what it has plus
+ * the bounds of what is left (a block's bound once its block is known) cannot enter. A window no
+ * essential term reaches is never read. Scores are sums of float weights in double (exact for the
+ * weights' range, whatever the order), rounded to float. */
+static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, rtr_lex_hit *h, size_t *nh) {
+    double *prefix = rtr_malloc(nc * sizeof *prefix), *acc = rtr_malloc(NORM_PAGE * sizeof *acc);
+    uint64_t bits[NORM_PAGE / 64] = {0};
+    int rc = prefix && acc ? RTR_OK : RTR_E_NOMEM;
+    qsort(c, nc, sizeof *c, cmp_cur_ub);
+    for (size_t i = 0; i < nc && !rc; i++) prefix[i] = c[i]->ub + (i ? prefix[i - 1] : 0);
+    /* bounds are exact sums, scores rounded: a margin keeps every pruning on the safe side */
+    double slack = 1 + 1e-6;
+    size_t m = 0, ne = 0;
+    double theta = 0;
+    while (!rc) {
+        uint64_t d = UINT64_MAX;
+        for (size_t i = ne; i < nc; i++)
+            if (c[i]->doc < d) d = c[i]->doc;
+        if (d == UINT64_MAX) break;   /* no essential term left: nothing else can enter */
+        uint64_t base = d / NORM_PAGE * NORM_PAGE, end = base + NORM_PAGE - 1;
+        uint8_t dl0;
+        if ((rc = norm_of(&ls->nm, d, &dl0))) break;
+        const uint8_t *len = ls->nm.p;
+        for (size_t i = ne; i < nc && !rc; i++) {   /* the essential terms' postings in the window */
+            lcur *x = c[i];
+            while (!rc && x->doc <= end) {
+                if (!x->decoded && (rc = cur_decode(x, ls))) break;
+                for (; x->pos < x->n && x->id[x->pos] <= end; x->pos++) {
+                    size_t o = (size_t)(x->id[x->pos] - base);
+                    if (!len[o]) {
+                        rc = rtr_seterr(RTR_E_CORRUPT, "lexical index: no length for chunk %llu",
+                                        (unsigned long long)x->id[x->pos]);
+                        break;
+                    }
+                    double f = weight(ls, x->w, x->tf[x->pos], len[o]);
+                    if (bits[o / 64] >> (o % 64) & 1) acc[o] += f;
+                    else {
+                        bits[o / 64] |= 1ull << (o % 64);
+                        acc[o] = f;
+                    }
+                }
+                if (rc) break;
+                if (x->pos < x->n) x->doc = x->id[x->pos];
+                else rc = cur_block_next(x, ls);
+            }
+        }
+        size_t nw = ne;   /* this window's split, whatever the heap does meanwhile */
+        for (size_t wi = 0; wi < NORM_PAGE / 64; wi++) {   /* the chunks found, in order */
+            while (bits[wi]) {
+                size_t o = wi * 64 + (size_t)__builtin_ctzll(bits[wi]);
+                bits[wi] &= bits[wi] - 1;
+                if (rc) continue;
+                double s = acc[o];
+                int full = m == depth;
+                if (full && (s + (nw ? prefix[nw - 1] : 0)) * slack < theta) continue;
+                uint64_t id = base + o;
+                int pruned = 0;
+                for (size_t i = nw; i-- > 0 && !rc;) {   /* the non-essential terms, strongest first */
+                    if (full && (s + prefix[i]) * slack < theta) {
+                        pruned = 1;
+                        break;
+                    }
+                    lcur *x = c[i];
+                    if (x->done || (id > x->blk.last && ((rc = cur_block_at(x, ls, id)) || x->done))) continue;
+                    if (x->blk.first > id) continue;   /* in no block: not in the chunk */
+                    if (full && (s + x->bub + (i ? prefix[i - 1] : 0)) * slack < theta) {
+                        pruned = 1;
+                        break;
+                    }
+                    if ((rc = cur_seek(x, ls, id)) || x->done) continue;
+                    if (x->doc == id) s += weight(ls, x->w, x->tf[x->pos], len[o]);
+                }
+                if (!rc && !pruned) offer(h, &m, depth, (rtr_lex_hit){id, (float)s}, &theta);
+            }
+        }
+        while (m == depth && ne < nc && prefix[ne] * slack < theta) ne++;
+    }
+    rtr_free(prefix);
+    rtr_free(acc);
+    *nh = m;
+    return rc;
+}
+
 int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n) {
     *hits = NULL;
     *n = 0;
@@ -527,7 +735,7 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
     if (rc == RTR_E_NOTFOUND || (!rc && st.chunks == 0) || depth == 0) return RTR_OK;
     if (rc) return rc;
     if (st.version != RTR_LEX_VERSION)
-        return rtr_seterr(RTR_E_VERSION, "the lexical index was made with another word splitter (version %llu, not %d): "
+        return rtr_seterr(RTR_E_VERSION, "the lexical index was made with another version of retro (%llu, not %d): "
                           "run 'retro index build'", (unsigned long long)st.version, RTR_LEX_VERSION);
     query_words q = {0};
     rtr_lex_words(query, len, collect_q, &q);
@@ -536,34 +744,45 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
         return q.rc;
     }
     if (q.n) qsort(q.terms, q.n, sizeof *q.terms, cmp_u64);
-    float *acc = q.n ? rtr_calloc(st.indexed_upto + 1, sizeof *acc) : NULL;
-    uint64_t *touched = NULL;
-    size_t nt = 0, ct = 0;
-    if (q.n && !acc) rc = RTR_E_NOMEM;
-    norms nm = {t, 0, NULL};
-    for (size_t i = 0; i < q.n && !rc;) {   /* each distinct word once, weighted by its count */
+    size_t nterms = 0;
+    for (size_t i = 0; i < q.n; i++)
+        if (!i || q.terms[i] != q.terms[i - 1]) nterms++;
+    lcur *cs = nterms ? rtr_calloc(nterms, sizeof *cs) : NULL;
+    lcur **c = nterms ? rtr_calloc(nterms, sizeof *c) : NULL;
+    rtr_lex_hit *h = NULL;
+    size_t nc = 0, m = 0;
+    if (nterms && (!cs || !c)) rc = RTR_E_NOMEM;
+    double N = (double)st.chunks, avg = st.words / (N > 0 ? N : 1);
+    lsearch ls = {&st, avg > 0 ? avg : 1, {t, 0, NULL}};
+    for (size_t i = 0, o = 0; i < q.n && !rc; o++) {   /* each distinct word once, weighted by its count */
         size_t j = i;
         while (j < q.n && q.terms[j] == q.terms[i]) j++;
-        rc = score_term(t, &nm, q.terms[i], (double)(j - i), &st, acc, &touched, &nt, &ct);
+        term_rec tr;
+        int x = get_term(t, q.terms[i], &tr);
+        if (x && x != RTR_E_NOTFOUND) rc = x;
+        if (!x) {
+            lcur *cu = &cs[nc];
+            double df = (double)tr.df > N ? N : (double)tr.df;
+            cu->w = (double)(j - i) * log(1.0 + (N - df + 0.5) / (df + 0.5));
+            cu->ub = weight(&ls, cu->w, tr.max_tf, tr.min_len);
+            cu->order = o;
+            put_be64(cu->key, q.terms[i]);
+            if (!(rc = rtr_store_aux_cursor_open(t, RTR_AUX_LEX_POSTINGS, &cu->cur)) && !(rc = cur_block_at(cu, &ls, 0)) &&
+                !cu->done) {
+                c[nc++] = cu;
+            } else if (!rc) {
+                rtr_store_aux_cursor_close(cu->cur);
+                cu->cur = NULL;
+            }
+        }
         i = j;
     }
-    rtr_lex_hit *h = NULL;
-    size_t m = 0;
-    if (!rc && nt && !(h = rtr_malloc((nt < depth ? nt : depth) * sizeof *h))) rc = RTR_E_NOMEM;
-    for (size_t i = 0; !rc && i < nt; i++) {   /* the depth best, through a min-heap */
-        rtr_lex_hit x = {touched[i], acc[touched[i]]};
-        if (m < depth) {
-            h[m++] = x;
-            if (m == depth)
-                for (size_t k = m / 2; k-- > 0;) sift_down(h, m, k);
-        } else if (worse(&h[0], &x)) {
-            h[0] = x;
-            sift_down(h, m, 0);
-        }
-    }
+    if (!rc && nc && !(h = rtr_malloc(depth * sizeof *h))) rc = RTR_E_NOMEM;
+    if (!rc && nc) rc = ranked(&ls, c, nc, depth, h, &m);
     if (!rc && m) qsort(h, m, sizeof *h, cmp_hit_desc);
-    rtr_free(acc);
-    rtr_free(touched);
+    for (size_t i = 0; i < nterms && cs; i++) rtr_store_aux_cursor_close(cs[i].cur);
+    rtr_free(cs);
+    rtr_free(c);
     rtr_free(q.terms);
     if (rc) {
         rtr_free(h);
@@ -583,12 +802,30 @@ typedef struct lex_ck {
 
 #define problem(c, ...) rtr_check_problem((c)->report, (c)->ctx, &(c)->rep->problems, __VA_ARGS__)
 
-/* One term's blocks against its record: ids increasing within the indexed range, counts and the last block. */
+/* The shortest length among a block's chunks, against the length pages. */
+typedef struct len_ck {
+    norms nm;
+    uint8_t min;
+    int rc;
+} len_ck;
+
+static int check_len(void *ctx, uint64_t id, uint32_t count) {
+    (void)count;
+    len_ck *l = ctx;
+    uint8_t dl = 0;
+    if ((l->rc = norm_of(&l->nm, id, &dl))) return 1;
+    if (dl < l->min) l->min = dl;
+    return 0;
+}
+
+/* One term's blocks against its record: ids increasing within the indexed range, counts, the bounds in
+ * each header and the record, and the last block. */
 static int check_term(lex_ck *c, rtr_store_txn *t, uint64_t term, const term_rec *tr, const rtr_lex_state *st) {
     uint8_t key[16];
     put_be64(key, term);
     uint64_t from = 0, prev = 0, postings = 0, last_first = 0, last_id = 0;
     uint32_t last_count = 0;
+    uint8_t max_tf = 0, min_len = 255;
     int any = 0, rc;
     for (;;) {
         put_be64(key + 8, from);
@@ -596,20 +833,29 @@ static int check_term(lex_ck *c, rtr_store_txn *t, uint64_t term, const term_rec
         size_t kn, vn;
         if ((rc = rtr_store_aux_seek(t, RTR_AUX_LEX_POSTINGS, key, 16, &k, &kn, &v, &vn))) break;
         if (kn != 16 || memcmp(k, key, 8)) break;
-        uint64_t first = get_be64((const uint8_t *)k + 8), id = first;
-        if (any && first <= prev) problem(c, "lexical index: term %016llx: blocks overlap", (unsigned long long)term);
-        long np = rtr_lex_block_decode(v, vn, first, st->indexed_upto, NULL, NULL, &id);
-        if (np < 0) {
-            problem(c, "lexical index: term %016llx: a malformed block at chunk %llu", (unsigned long long)term,
-                    (unsigned long long)first);
+        uint64_t id = get_be64((const uint8_t *)k + 8);
+        rtr_lex_block hd = {id, id, 0, 0};
+        len_ck lc = {{t, 0, NULL}, 255, RTR_OK};
+        long np = rtr_lex_block_decode(v, vn, id, st->indexed_upto, check_len, &lc, &hd);
+        if (np == -2) {
+            problem(c, "lexical index: term %016llx: %s", (unsigned long long)term, rtr_errdetail());
             np = 0;
-            id = first;
+        } else if (np < 0) {
+            problem(c, "lexical index: term %016llx: a malformed block ending at chunk %llu", (unsigned long long)term,
+                    (unsigned long long)id);
+            np = 0;
+        } else if (lc.min != hd.min_len) {
+            problem(c, "lexical index: term %016llx: the block ending at chunk %llu says its shortest chunk has %u words, "
+                       "not %u", (unsigned long long)term, (unsigned long long)id, hd.min_len, lc.min);
         }
+        if (any && hd.first <= prev) problem(c, "lexical index: term %016llx: blocks overlap", (unsigned long long)term);
+        if (np && hd.max_tf > max_tf) max_tf = hd.max_tf;
+        if (np && hd.min_len < min_len) min_len = hd.min_len;
         uint32_t count = (uint32_t)np;
         postings += count;
         c->rep->postings += count;
         c->rep->blocks++;
-        last_first = first;
+        last_first = hd.first;
         last_id = id;
         last_count = count;
         prev = id;
@@ -624,6 +870,9 @@ static int check_term(lex_ck *c, rtr_store_txn *t, uint64_t term, const term_rec
                    "postings (%llu, %llu..%llu of %u)", (unsigned long long)term, (unsigned long long)tr->df,
                 (unsigned long long)tr->first, (unsigned long long)tr->last, tr->count, (unsigned long long)postings,
                 (unsigned long long)last_first, (unsigned long long)last_id, last_count);
+    else if (max_tf != tr->max_tf || min_len != tr->min_len)
+        problem(c, "lexical index: term %016llx: its record's bounds (count %u, length %u) are not its blocks' (%u, %u)",
+                (unsigned long long)term, tr->max_tf, tr->min_len, max_tf, min_len);
     return RTR_OK;
 }
 
@@ -640,6 +889,11 @@ int rtr_lex_check(rtr_store_txn *t, rtr_check_fn report, void *ctx, rtr_lex_chec
     if (rc) return rc;
     out->present = 1;
     out->chunks = st.chunks;
+    if (st.version != RTR_LEX_VERSION) {
+        problem(&c, "lexical index: made by another version of retro (%llu, not %d): 'retro index build' makes it anew",
+                (unsigned long long)st.version, RTR_LEX_VERSION);
+        return RTR_OK;
+    }
     uint8_t key[8] = {0};
     for (;;) {   /* every term, in key order */
         const void *k, *v;

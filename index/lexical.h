@@ -17,12 +17,23 @@
  *                 chunks u64 (indexed), words u64 (their total length),
  *                 version u64 (RTR_LEX_VERSION)
  *   lex_terms     term u64 -> df u64, first u64 and last u64 chunk id of the
- *                 term's last block, postings u32 in it
- *   lex_postings  term u64, first chunk id u64 -> a block of at most 128
- *                 postings: each the LEB128 gap from the previous chunk id
- *                 (the first from the key's), then the term's count in the
- *                 chunk (u8, at most 255)
+ *                 term's last block, postings u32 in it, the highest count
+ *                 u8 and the shortest length u8 among all its postings
+ *   lex_postings  term u64, last chunk id u64 -> a block of at most 128
+ *                 postings: LEB128 last - first (its first chunk id), the
+ *                 highest count u8 and the shortest chunk length u8 in the
+ *                 block, then each posting: the LEB128 gap from the previous
+ *                 chunk id (the first from first, so 0), then the term's
+ *                 count in the chunk (u8, at most 255). Keyed by the last id,
+ *                 a seek to (term, id) lands on the one block that may hold
+ *                 id; the header bounds every score in the block unread.
  *   lex_norms     chunk id / 4096 u64 -> 4096 lengths (u8), 0 for no chunk
+ *
+ * A search scores documents at a time (MaxScore with block bounds; Turtle and
+ * Flood, 1995; Ding and Suel, 2011): a term whose best possible weight
+ * cannot lift a chunk into the top depth is only looked up for the chunks
+ * that the others find, and a block whose bound cannot is skipped unread.
+ * The result is the exhaustive one.
  *
  * Chunks deleted after they were indexed stay in the postings (and in N and
  * df) and are dropped by the search when it reads the store.
@@ -36,7 +47,7 @@
 #include "index/kb.h"
 
 #define RTR_LEX_MAX_WORD 64
-#define RTR_LEX_VERSION 1   /* of the word splitter: an index made with another is rebuilt by the next build */
+#define RTR_LEX_VERSION 2   /* of the word splitter and the records (2: block bounds): an index made with another is rebuilt by the next build */
 #define RTR_LEX_BLOCK 128
 
 /* Calls fn for each word of text (lowercased ASCII, len <= RTR_LEX_MAX_WORD). */
@@ -46,7 +57,7 @@ uint64_t rtr_lex_term(const char *word, size_t len);
 
 typedef struct rtr_lex_state {
     uint64_t indexed_upto, chunks, words;
-    uint64_t version;    /* RTR_LEX_VERSION of the splitter it was made with (0: before there was one) */
+    uint64_t version;    /* RTR_LEX_VERSION it was made with (0: before there was one) */
 } rtr_lex_state;
 
 /* The index's state in txn t; RTR_E_NOTFOUND before the first build. */
@@ -77,15 +88,27 @@ typedef struct rtr_lex_hit {
  * they were indexed may be among them. No words or no index: *n = 0. */
 int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n);
 
-/* Decodes the block of postings p (n bytes) whose key names chunk first:
- * fn(ctx, id, count) for each posting (fn may be NULL; non-zero stops it).
- * Returns the postings (1..RTR_LEX_BLOCK) with *last (may be NULL) the last
- * chunk id; -1 if the block is malformed (a gap that never ends, a missing
- * count, a count of 0, ids not strictly increasing from first, past upto,
- * or more than RTR_LEX_BLOCK); -2 if fn stopped it. */
+/* A block's header: its first and last chunk ids, the highest count and
+ * the shortest chunk length among its postings. */
+typedef struct rtr_lex_block {
+    uint64_t first, last;
+    uint8_t max_tf, min_len;
+} rtr_lex_block;
+
+/* Reads the header of the block p (n bytes) whose key names chunk last, in
+ * an index of chunks up to upto: the offset of its postings, or -1 if it is
+ * malformed (first past last, last past upto, a count or length of 0). */
+long rtr_lex_block_head(const uint8_t *p, size_t n, uint64_t last, uint64_t upto, rtr_lex_block *hd);
+
+/* Decodes that block: fn(ctx, id, count) for each posting (fn may be NULL;
+ * non-zero stops it), *hd (may be NULL) its header. Returns the postings
+ * (1..RTR_LEX_BLOCK); -1 if the block is malformed (its header, a gap that
+ * never ends, a missing count, a count of 0, ids not strictly increasing
+ * from first or not ending at last, a highest count that is not the
+ * postings', more than RTR_LEX_BLOCK); -2 if fn stopped it. */
 typedef int (*rtr_lex_posting_fn)(void *ctx, uint64_t id, uint32_t count);
-long rtr_lex_block_decode(const uint8_t *p, size_t n, uint64_t first, uint64_t upto, rtr_lex_posting_fn fn, void *ctx,
-                          uint64_t *last);
+long rtr_lex_block_decode(const uint8_t *p, size_t n, uint64_t last, uint64_t upto, rtr_lex_posting_fn fn, void *ctx,
+                          rtr_lex_block *hd);
 
 /* Walks the whole index (the state, every term's record against its blocks,
  * every block's postings, the length pages); report (may be NULL) gets one

@@ -1152,22 +1152,75 @@ int rtr_store_aux_put(rtr_store_txn *t, int table, const void *key, size_t klen,
     return RTR_OK;
 }
 
+int rtr_store_aux_del(rtr_store_txn *t, int table, const void *key, size_t klen) {
+    RTR_ASSERT(t->write);
+    int rc = aux_ok(t, table);
+    if (rc) return rc;
+    MDB_val k = {klen, (void *)key};
+    if ((rc = mdb_del(t->txn, t->s->aux[table], &k, NULL)) == MDB_NOTFOUND) return RTR_E_NOTFOUND;
+    if (rc) return lmdb_err(t, rc, "delete an index record");
+    return RTR_OK;
+}
+
+struct rtr_aux_cursor {
+    rtr_store_txn *t;
+    MDB_cursor *cur;
+};
+
+int rtr_store_aux_cursor_open(rtr_store_txn *t, int table, rtr_aux_cursor **out) {
+    *out = NULL;
+    int rc = aux_ok(t, table);
+    if (rc) return rc;
+    rtr_aux_cursor *c = rtr_calloc(1, sizeof *c);
+    if (!c) return RTR_E_NOMEM;
+    c->t = t;
+    if ((rc = mdb_cursor_open(t->txn, t->s->aux[table], &c->cur))) {
+        rtr_free(c);
+        return lmdb_err(t, rc, "cursor");
+    }
+    *out = c;
+    return RTR_OK;
+}
+
+static int aux_cursor_get(rtr_aux_cursor *c, MDB_val *k, MDB_cursor_op op, const void **kout, size_t *kolen,
+                          const void **val, size_t *vlen) {
+    MDB_val v;
+    int rc = mdb_cursor_get(c->cur, k, &v, op);
+    if (rc == MDB_NOTFOUND) return RTR_E_NOTFOUND;
+    if (rc) return lmdb_err(c->t, rc, "seek an index record");
+    *kout = k->mv_data;
+    *kolen = k->mv_size;
+    *val = v.mv_data;
+    *vlen = v.mv_size;
+    return RTR_OK;
+}
+
+int rtr_store_aux_cursor_seek(rtr_aux_cursor *c, const void *key, size_t klen, const void **kout, size_t *kolen,
+                              const void **val, size_t *vlen) {
+    MDB_val k = {klen, (void *)key};
+    return aux_cursor_get(c, &k, MDB_SET_RANGE, kout, kolen, val, vlen);
+}
+
+int rtr_store_aux_cursor_next(rtr_aux_cursor *c, const void **kout, size_t *kolen, const void **val, size_t *vlen) {
+    MDB_val k;
+    return aux_cursor_get(c, &k, MDB_NEXT, kout, kolen, val, vlen);
+}
+
 int rtr_store_aux_seek(rtr_store_txn *t, int table, const void *key, size_t klen, const void **kout, size_t *kolen,
                        const void **val, size_t *vlen) {
     int rc = aux_ok(t, table);
     if (rc) return rc;
-    MDB_cursor *cur;
-    if ((rc = mdb_cursor_open(t->txn, t->s->aux[table], &cur))) return lmdb_err(t, rc, "cursor");
-    MDB_val k = {klen, (void *)key}, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND) return RTR_E_NOTFOUND;
-    if (rc) return lmdb_err(t, rc, "seek an index record");
-    *kout = k.mv_data;
-    *kolen = k.mv_size;
-    *val = v.mv_data;
-    *vlen = v.mv_size;
-    return RTR_OK;
+    rtr_aux_cursor c = {t, NULL};
+    if ((rc = mdb_cursor_open(t->txn, t->s->aux[table], &c.cur))) return lmdb_err(t, rc, "cursor");
+    rc = rtr_store_aux_cursor_seek(&c, key, klen, kout, kolen, val, vlen);
+    mdb_cursor_close(c.cur);
+    return rc;
+}
+
+void rtr_store_aux_cursor_close(rtr_aux_cursor *c) {
+    if (!c) return;
+    mdb_cursor_close(c->cur);
+    rtr_free(c);
 }
 
 int rtr_store_aux_clear(rtr_store_txn *t, int table) {

@@ -224,6 +224,18 @@ int rtr_store_aux_put(rtr_store_txn *t, int table, const void *key, size_t klen,
 /* The first record with a key >= key (byte order); RTR_E_NOTFOUND past the end. */
 int rtr_store_aux_seek(rtr_store_txn *t, int table, const void *key, size_t klen, const void **kout, size_t *kolen,
                        const void **val, size_t *vlen);
+int rtr_store_aux_del(rtr_store_txn *t, int table, const void *key, size_t klen);   /* RTR_E_NOTFOUND if absent */
 int rtr_store_aux_clear(rtr_store_txn *t, int table);   /* empties the table */
+
+/* A cursor over one table, for readers that walk or skip through many
+ * records in one transaction (it ends with it: close it first). seek: the
+ * first record with a key >= key; next: the record after the last one
+ * returned. Both RTR_E_NOTFOUND past the end. */
+typedef struct rtr_aux_cursor rtr_aux_cursor;
+int rtr_store_aux_cursor_open(rtr_store_txn *t, int table, rtr_aux_cursor **out);
+int rtr_store_aux_cursor_seek(rtr_aux_cursor *c, const void *key, size_t klen, const void **kout, size_t *kolen,
+                              const void **val, size_t *vlen);
+int rtr_store_aux_cursor_next(rtr_aux_cursor *c, const void **kout, size_t *kolen, const void **val, size_t *vlen);
+void rtr_store_aux_cursor_close(rtr_aux_cursor *c);
 
 #endif

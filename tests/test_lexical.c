@@ -76,28 +76,34 @@ static rtr_kb *new_kb(void) {
 static const char *const VOCAB[] = {"harbour", "ferry", "lighthouse", "keeper", "granite", "glacier", "oboe",
                                     "symphony", "the", "of", "and", "a", "storm", "lantern", "anchor", "copper"};
 
-/* n documents of pseudo-random words from VOCAB (the common ones often), named d<first + i>.txt */
-static void add_docs(rtr_kb *kb, int first, int n) {
+/* Ingests n (<= 64) texts named names[i] (made with rtr_malloc, freed here). */
+static void ingest_texts(rtr_kb *kb, char **texts, const size_t *lens, char (*names)[32], int n) {
     rtr_mem_file f[64];
-    char *texts[64], names[64][32];
-    uint64_t x = 12345 + (uint64_t)first;
-    for (int i = 0; i < n; i++) {
-        int nw = 20 + (int)(x % 300);
-        texts[i] = rtr_malloc((size_t)nw * 12 + 1);
-        size_t len = 0;
-        for (int w = 0; w < nw; w++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            int v = (int)((x >> 33) % 16), common = (int)((x >> 40) % 3);
-            len += (size_t)sprintf(texts[i] + len, "%s ", VOCAB[common ? 8 + (v % 4) : v]);
-        }
-        snprintf(names[i], sizeof names[i], "d%03d.txt", first + i);
-        f[i] = (rtr_mem_file){names[i], (const uint8_t *)texts[i], len, 0};
-    }
+    for (int i = 0; i < n; i++) f[i] = (rtr_mem_file){names[i], (const uint8_t *)texts[i], lens[i], 0};
     rtr_ingest_opts o = {0};
     rtr_ingest_report rep;
     assert_int_equal(rtr_ingest_memory(kb, f, (size_t)n, &o, &rep), RTR_OK);
     rtr_ingest_report_free(&rep);
     for (int i = 0; i < n; i++) rtr_free(texts[i]);
+}
+
+/* n documents of pseudo-random words from VOCAB (the common ones often), named d<first + i>.txt */
+static void add_docs(rtr_kb *kb, int first, int n) {
+    char *texts[64], names[64][32];
+    size_t lens[64];
+    uint64_t x = 12345 + (uint64_t)first;
+    for (int i = 0; i < n; i++) {
+        int nw = 20 + (int)(x % 300);
+        texts[i] = rtr_malloc((size_t)nw * 12 + 1);
+        lens[i] = 0;
+        for (int w = 0; w < nw; w++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            int v = (int)((x >> 33) % 16), common = (int)((x >> 40) % 3);
+            lens[i] += (size_t)sprintf(texts[i] + lens[i], "%s ", VOCAB[common ? 8 + (v % 4) : v]);
+        }
+        snprintf(names[i], sizeof names[i], "d%03d.txt", first + i);
+    }
+    ingest_texts(kb, texts, lens, names, n);
 }
 
 /* BM25 of every chunk for query, straight from the definition; scores[id] (ids <= max_id). */
@@ -190,6 +196,76 @@ static void test_bm25_against_naive(void **state) {
     for (size_t i = 0; i < 5; i++) assert_int_equal(top[i].chunk_id, all[i].chunk_id);
     rtr_free(all);
     rtr_free(top);
+    rtr_store_txn_end(t);
+    rtr_kb_close(kb);
+}
+
+/* n documents over a vocabulary of 400 words drawn by a Zipf-like law (w0 most often), of 3 to 400
+ * words each, so that counts and chunk lengths vary from block to block. */
+static void add_zipf_docs(rtr_kb *kb, int n, uint64_t seed) {
+    for (int first = 0; first < n; first += 64) {
+        int m = n - first < 64 ? n - first : 64;
+        char *texts[64], names[64][32];
+        size_t lens[64];
+        for (int i = 0; i < m; i++) {
+            seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            int nw = 3 + (int)((seed >> 33) % 400);
+            texts[i] = rtr_malloc((size_t)nw * 8 + 1);
+            lens[i] = 0;
+            for (int w = 0; w < nw; w++) {
+                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+                double u = (double)((seed >> 11) & ((1ull << 53) - 1)) / (double)(1ull << 53);
+                int v = (int)(400 * u * u * u);   /* small ids far more often */
+                lens[i] += (size_t)sprintf(texts[i] + lens[i], "w%d ", v);
+            }
+            snprintf(names[i], sizeof names[i], "z%04d.txt", first + i);
+        }
+        ingest_texts(kb, texts, lens, names, m);
+    }
+}
+
+/* The top depth, pruned (MaxScore, block bounds), is exactly the head of the whole ranking: the same
+ * chunks in the same order with the same scores, for queries short and long, common words and rare. */
+static void test_topk_is_exhaustive(void **state) {
+    (void)state;
+    rtr_kb *kb = new_kb();
+    add_zipf_docs(kb, 300, 99);
+    rtr_lex_report rep;
+    assert_int_equal(rtr_lex_build(kb, 0, &rep), RTR_OK);
+    assert_true(rep.chunks > 4 * RTR_LEX_BLOCK && rep.chunks < 4096);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    uint64_t x = 7;
+    static const uint32_t depths[] = {1, 2, 5, 10, 40};
+    size_t compared = 0;
+    for (int qi = 0; qi < 60; qi++) {
+        char q[512];
+        size_t len = 0;
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int nw = 1 + (int)((x >> 33) % (qi < 30 ? 4 : 30));
+        for (int w = 0; w < nw; w++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            int common = (int)((x >> 20) & 1);
+            len += (size_t)sprintf(q + len, "w%d ", common ? (int)((x >> 33) % 12) : (int)((x >> 33) % 400));
+        }
+        rtr_lex_hit *all, *top;
+        size_t na, nt;
+        assert_int_equal(rtr_lex_search(t, q, len, 4096, &all, &na), RTR_OK);
+        for (size_t di = 0; di < sizeof depths / sizeof *depths; di++) {
+            assert_int_equal(rtr_lex_search(t, q, len, depths[di], &top, &nt), RTR_OK);
+            assert_int_equal(nt, na < depths[di] ? na : depths[di]);
+            for (size_t i = 0; i < nt; i++) {
+                if (top[i].chunk_id != all[i].chunk_id || top[i].score != all[i].score)
+                    fail_msg("'%s' depth %u, rank %zu: chunk %llu (%.7f), the whole ranking's %llu (%.7f)", q, depths[di],
+                             i, (unsigned long long)top[i].chunk_id, top[i].score, (unsigned long long)all[i].chunk_id,
+                             all[i].score);
+            }
+            compared += nt;
+            rtr_free(top);
+        }
+        rtr_free(all);
+    }
+    assert_true(compared > 1000);
     rtr_store_txn_end(t);
     rtr_kb_close(kb);
 }
@@ -299,6 +375,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_words),
         cmocka_unit_test(test_bm25_against_naive),
+        cmocka_unit_test(test_topk_is_exhaustive),
         cmocka_unit_test(test_incremental_and_rebuild),
         cmocka_unit_test(test_corrupt_block),
     };

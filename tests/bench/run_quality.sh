@@ -20,6 +20,7 @@
 #                  page, and _static/*.js) instead of its HTML pages only
 #   --no-kernel    the python tree only
 #   K=10           results per search
+#   QUESTIONS=200  questions a task; SEED=20261201 draws them (another seed: questions nobody has seen)
 # Installs nothing: needs python3.11-doc and linux-source-6.1 (bash scripts/setup.sh --bench).
 set -euo pipefail
 src=$(cd "$(dirname "$0")/../.." && pwd)
@@ -29,7 +30,7 @@ for a in "$@"; do
     --fresh) fresh=1 ;;
     --whole-tree) whole=1 ;;
     --no-kernel) kernel=0 ;;
-    -h|--help) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     -*) echo "run_quality: unknown option $a" >&2; exit 2 ;;
     *) build=$a ;;
     esac
@@ -40,6 +41,8 @@ bench=$build/tests/bench/bench_quality
 py=/usr/bin/python3
 qdir=$src/tests/bench/quality
 k=${K:-10}
+nq=${QUESTIONS:-200}
+seed=${SEED:-20261201}
 work=${RETRO_CACHE:+$RETRO_CACHE/quality}
 work=${work:-$src/build/quality}
 pydoc=/usr/share/doc/python3.11/html
@@ -72,7 +75,8 @@ run_corpus() {
     "$retro" index add "$name.kb" "$@" --quiet > "$name.add.txt"
     "$retro" index build "$name.kb" --quiet > /dev/null
     log "$name: knowledge base ready in $((SECONDS - t0)) s"
-    "$py" "$qdir/make_questions.py" "$name.kb" --format "$fmt" --out "$name.q" --retro "$retro"
+    "$py" "$qdir/make_questions.py" "$name.kb" --format "$fmt" --out "$name.q" --retro "$retro" \
+        --n "$nq" --seed "$seed"
     : > "$name.results.jsonl"
     for task in titles headings perturbed; do
         for mode in vector lexical hybrid; do

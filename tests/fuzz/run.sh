@@ -95,9 +95,10 @@ printf '\004{"question":"Who keeps the lighthouse?","passages":3,"quotes":2,"max
 printf '\005{"documents":[{"name":"notes/a.txt","text":"one"},{"name":"b.html","text":"<p>two</p>"}]}' > $S/serve/docs
 printf '\006/v1/documents/42' > $S/serve/docid
 printf '\00717&100' > $S/serve/page
-# blocks of postings as the lexical index stores them (first chunk, indexed range, then gap/count pairs)
+# blocks of postings as the lexical index stores them (the key's last chunk, the indexed range, then the
+# header: last - first, highest count, shortest length; then gap/count pairs): chunks 8, 9, 12 and 136
 mkdir -p $S/lexical
-printf '\005\000\000\000\000\000\000\000\377\377\000\000\000\000\000\000\000\002\001\001\003\007\200\001\001' > $S/lexical/block
+printf '\210\000\000\000\000\000\000\000\377\377\000\000\000\000\000\000\200\001\007\003\000\002\001\001\003\007\174\001' > $S/lexical/block
 printf 'Hello, WORLD! snake_case x86-64 caf\303\251 e=mc2.\000\000\000\000\000\000\000' > $S/lexical/words
 
 # a reader's responses (retriever/reader.h; the first byte picks chat or completions, the status, models)
