@@ -32,6 +32,7 @@ typedef struct ev {
     float *tok_bytes;
     rtr_live live;
     int leak, stride, kk;
+    int lead;          /* the first RETRO model: its retriever finds every model's neighbours */
 } ev;
 
 /* Neighbours (kk each) of every chunk of x, their scores and the chunks' overlaps. */
@@ -102,15 +103,22 @@ static int eval_doc(ev *e, const int32_t *x, int64_t n, const int32_t *nbr, cons
     return rc;
 }
 
-/* The models, their runs and the alignment they share. */
+/* The models, their runs and the alignment and retriever they share. */
 static int plan_runs(ev *e, const retro_eval_opts *o) {
     retro_eval_result *res = e->res;
     e->kk = RTR_EVAL_LEAK_K;
+    e->lead = -1;
     for (int i = 0; i < e->n_models; i++) {
         const retro_model *m = e->models[i];
         const rtr_model_config *c = rtr_model_cfg(m->lm.model);
         if (i && strcmp(m->lm.tok_hash, e->models[0]->lm.tok_hash))
             return rtr_seterr(RTR_E_MISMATCH, "model %d and model 1 use different tokenizers", i + 1);
+        int lr = e->lead >= 0 ? e->models[e->lead]->lm.retriever : 0;
+        if (c->n_cca && lr && m->lm.retriever != lr)
+            return rtr_seterr(RTR_E_MISMATCH, "model %d reads %s neighbours, model %d %s ones: "
+                              "evaluate them separately", i + 1, rtr_ckpt_retriever_name(m->lm.retriever), e->lead + 1,
+                              rtr_ckpt_retriever_name(lr));
+        if (c->n_cca && e->lead < 0) e->lead = i;
         if (m->lm.align && res->align_run && m->lm.align != res->align_run)
             return rtr_seterr(RTR_E_MISMATCH, "model %d aligns neighbours at runs of %u tokens, another model at %u: "
                               "evaluate them separately", i + 1, m->lm.align, res->align_run);
@@ -121,6 +129,7 @@ static int plan_runs(ev *e, const retro_eval_opts *o) {
         int ns = o->n_min_scores > 0 ? o->n_min_scores : 1;
         for (int j = 0; c->n_cca && j < ns; j++)
             res->runs[res->n_runs++] = (retro_eval_run){.model = i, .retrieval = 1, .aligned = m->lm.align != 0,
+                                                        .retriever = m->lm.retriever,
                                                         .min_score = o->n_min_scores ? o->min_scores[j] : -INFINITY};
         res->runs[res->n_runs++] = (retro_eval_run){.model = i, .retrieval = 0, .min_score = -INFINITY};
     }
@@ -137,7 +146,7 @@ static int exclusions(retro_kb *kb, const retro_eval_opts *o, double val_frac, u
     *ex = rc ? NULL : rtr_malloc((o->n_exclude + nv + 1) * sizeof **ex);
     if (!rc && !*ex) rc = RTR_E_NOMEM;
     if (!rc) {
-        memcpy(*ex, o->exclude_docs, o->n_exclude * sizeof **ex);
+        if (o->n_exclude) memcpy(*ex, o->exclude_docs, o->n_exclude * sizeof **ex);
         if (nv) memcpy(*ex + o->n_exclude, val, nv * sizeof **ex);
         *n_ex = o->n_exclude + nv;
         qsort(*ex, *n_ex, sizeof **ex, rtr_cmp_u64);
@@ -219,7 +228,7 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
     rtr_encoder *enc = NULL;
     int rc = plan_runs(e, o);
     rtr_api_held *held = NULL;
-    if (!rc) rc = rtr_api_live(models[0], kb, &e->live, &held);
+    if (!rc) rc = rtr_api_live(models[e->lead >= 0 ? e->lead : 0], kb, &e->live, &held);
     if (!rc && !(e->tok_bytes = rtr_tokenizer_byte_lengths(e->tok))) rc = RTR_E_NOMEM;
     if (!rc) rc = exclusions(kb, o, val_frac, &ex, &n_ex);
     e->live.exclude = ex;

@@ -1,5 +1,6 @@
 /* model.c - the public API's models, generation with live retrieval, and answers with sources (include/retro.h). */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -35,8 +36,21 @@ void retro_model_free(retro_model *m) {
 void retro_model_get_info(const retro_model *m, retro_model_info *out) {
     const rtr_model_config *c = rtr_model_cfg(m->lm.model);
     *out = (retro_model_info){c->n_cca > 0, c->T, c->V, c->L, c->C, c->K, m->lm.align,
-                              rtr_model_nparams(m->lm.model), m->lm.tok_hash};
+                              rtr_model_nparams(m->lm.model), m->lm.tok_hash, m->lm.retriever};
 }
+
+/* One numbering of the retrievers: the public API's, the retriever's and the checkpoint's. */
+#define SAME(a, b) ((int)(a) == (int)(b))
+_Static_assert(SAME(RETRO_SEARCH_DEFAULT, RTR_SEARCH_DEFAULT) && SAME(RETRO_SEARCH_VECTOR, RTR_SEARCH_VECTOR) &&
+               SAME(RETRO_SEARCH_LEXICAL, RTR_SEARCH_LEXICAL) && SAME(RETRO_SEARCH_HYBRID, RTR_SEARCH_HYBRID),
+               "RETRO_SEARCH_* are RTR_SEARCH_*");
+_Static_assert(SAME(RTR_RETRIEVER_VECTOR, RTR_SEARCH_VECTOR) && SAME(RTR_RETRIEVER_LEXICAL, RTR_SEARCH_LEXICAL) &&
+               SAME(RTR_RETRIEVER_HYBRID, RTR_SEARCH_HYBRID), "RTR_RETRIEVER_* are RTR_SEARCH_*");
+#undef SAME
+
+const char *retro_search_mode_name(int mode) { return rtr_ckpt_retriever_name(mode); }
+
+int retro_search_mode_parse(const char *name) { return rtr_ckpt_retriever_parse(name); }
 
 int retro_tokenize(const retro_model *m, const char *text, size_t len, int32_t **tokens, size_t *n) {
     *tokens = NULL;
@@ -92,6 +106,15 @@ int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out, rtr_api_held **hel
     out->k = (uint32_t)rtr_model_cfg(m->lm.model)->K;
     out->min_score = -INFINITY;
     out->align = m->lm.align;
+    out->mode = m->lm.retriever;
+    if (!rc && rtr_model_cfg(m->lm.model)->n_cca) {
+        char what[48];
+        snprintf(what, sizeof what, "the model's %s neighbours", rtr_ckpt_retriever_name(out->mode));
+        if ((rc = rtr_retriever_mode_ready(out->r, out->mode, what))) {
+            rtr_api_release(kb, *held);
+            *held = NULL;
+        }
+    }
     return rc;
 }
 

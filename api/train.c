@@ -203,11 +203,13 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
         return rtr_seterr(RTR_E_INVALID, "train: RETRO-fitting needs a baseline (from)");
     if (o->mode != RETRO_TRAIN_BASELINE && o->n_cca == 0)
         return rtr_seterr(RTR_E_INVALID, "train: a model without cross-attention is a baseline");
+    if (o->retriever < RETRO_SEARCH_DEFAULT || o->retriever > RETRO_SEARCH_HYBRID)
+        return rtr_seterr(RTR_E_INVALID, "train: retriever %d is not vector, lexical or hybrid", o->retriever);
     rtr_kb *kb = k->kb;
     run *r = rtr_calloc(1, sizeof *r);
     if (!r) return RTR_E_NOMEM;
     run_settings(o, r);
-    int mode = o->mode;
+    int mode = o->mode, retriever = o->retriever;
     rtr_api_held *held = NULL;
     rtr_dataset *ds = NULL;
     rtr_model *m = NULL, *base = NULL;
@@ -226,6 +228,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
         else if (!rtr_path_exists(path)) rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no training checkpoint to resume", path);
         if (!rc) rc = rtr_st_load(path, &st);
         if (!rc) rc = resume_settings(st, path, r);
+        if (!rc && !retriever) rc = rtr_ckpt_retriever_meta(rtr_st_meta(st, "retriever"), path, &retriever);
         if (!rc) rc = rtr_ckpt_from_st(st, path, r->to.B, 0, 1, &m);
         if (rc) goto done;
         const char *mm = rtr_st_meta(st, "mode"), *th = rtr_st_meta(st, "tokenizer");
@@ -261,6 +264,8 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
 
     /* the data */
     if (r->to.retrieval && (rc = rtr_api_acquire(k, &held))) goto done;
+    if (held && !retriever) retriever = rtr_retriever_default_mode(held->r);   /* the knowledge base's setting */
+    r->dopt.retriever = retriever;
     r->dopt.T = cfg.T;
     r->dopt.K = r->to.retrieval ? cfg.K : 0;
     r->dopt.val_frac = r->val_frac;
@@ -269,8 +274,9 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     if ((rc = rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds))) goto done;
     rtr_train_source src = {ds, rtr_dataset_sequences(ds, RTR_SPLIT_TRAIN), rtr_dataset_sequences(ds, RTR_SPLIT_VAL),
                             rtr_dataset_get, rtr_dataset_at_step};
+    const char *rname = r->to.retrieval ? rtr_ckpt_retriever_name(retriever) : NULL;
     retro_train_plan plan = {MODE_NAMES[mode], rtr_model_nparams(m), mode == RETRO_TRAIN_FIT, {0, 0}, {0, 0},
-                             r->val_frac};
+                             r->val_frac, rname};
     for (int s = 0; s < 2; s++) {
         int64_t ch;
         rtr_dataset_counts(ds, s, &ch, &plan.documents[s], &plan.tokens[s]);
@@ -290,9 +296,12 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
         goto done;
     }
     char sv[N_SETTINGS][40];
-    const char *kv[2 * (N_SETTINGS + 2)] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", MODE_NAMES[mode]};
+    /* the retriever (model/ckpt.h) is the model's, not only the run's: evaluation and generation read it */
+    const char *kv[2 * (N_SETTINGS + 3)] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", MODE_NAMES[mode]};
     settings_meta(r, sv, kv + 4);
-    rtr_ckpt_meta meta = {kv, N_SETTINGS + 2};
+    kv[2 * (N_SETTINGS + 2)] = "retriever";
+    kv[2 * (N_SETTINGS + 2) + 1] = rname;
+    rtr_ckpt_meta meta = {kv, N_SETTINGS + 2 + (rname != NULL)};
     r->to.out_dir = o->out_dir;
     r->to.meta = &meta;
     r->to.progress = o->progress;

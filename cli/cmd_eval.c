@@ -28,6 +28,9 @@ static const char eval_usage[] =
     "With --min-score, a RETRO model reads only the neighbours whose score (cosine\n"
     "similarity) reaches it, one run per value: a chunk with none is predicted from\n"
     "its context alone (a RETRO-fitted model then gives its baseline's prediction).\n"
+    "A RETRO model's neighbours are found as it was trained: by its retriever\n"
+    "(vector, lexical or hybrid; retro train --retriever) and aligned if it was;\n"
+    "RETRO models with different retrievers are evaluated separately.\n"
     "\n"
     "The leakage filter (the RETRO paper, section 4): for every evaluated 64-token\n"
     "chunk, its 10 nearest neighbours in KB, s the longest token sequence the chunk\n"
@@ -53,12 +56,19 @@ static const char eval_usage[] =
 #define MAX_SCORES 8
 #define LEAK_K 10
 
-/* "on", "off", "-" (no retrieval path), or "on>=S" with a minimum score. */
+/* "on", "off", "-" (no retrieval path), or "on>=S" with a minimum score; "aligned" / "al" for aligned
+ * neighbours; the retriever's name for "on" when it is not vector ("lexical", "al-hybrid>=S"). */
 static const char *retrieval_label(const retro_model_info *mi, const retro_eval_run *r, char *buf, size_t cap) {
     if (!mi->retrieval) return "-";
     if (!r->retrieval) return "off";
-    if (isinf(r->min_score)) return r->aligned ? "aligned" : "on";
-    snprintf(buf, cap, "%s>=%.3g", r->aligned ? "al" : "on", r->min_score);
+    const char *by = r->retriever > RETRO_SEARCH_VECTOR ? retro_search_mode_name(r->retriever) : NULL;
+    if (!by) {
+        if (isinf(r->min_score)) return r->aligned ? "aligned" : "on";
+        snprintf(buf, cap, "%s>=%.3g", r->aligned ? "al" : "on", r->min_score);
+    } else {
+        snprintf(buf, cap, "%s%s", r->aligned ? "al-" : "", by);
+        if (!isinf(r->min_score)) snprintf(buf + strlen(buf), cap - strlen(buf), ">=%.3g", r->min_score);
+    }
     return buf;
 }
 
@@ -68,8 +78,12 @@ static void print_json(const retro_eval_result *e, const char *const *paths) {
         const retro_eval_run *r = &e->runs[i];
         printf("%s{\"model\":", i ? "," : "");
         cli_json_string(stdout, paths[r->model], strlen(paths[r->model]));
-        printf(",\"retrieval\":%s,\"aligned\":%s,\"min_score\":", r->retrieval ? "true" : "false",
+        printf(",\"retrieval\":%s,\"aligned\":%s,\"retriever\":", r->retrieval ? "true" : "false",
                r->retrieval && r->aligned ? "true" : "false");
+        const char *by = r->retrieval ? retro_search_mode_name(r->retriever) : NULL;
+        if (by) printf("\"%s\"", by);
+        else printf("null");
+        printf(",\"min_score\":");
         if (r->retrieval && !isinf(r->min_score)) printf("%.6g", r->min_score);
         else printf("null");
         printf(",\"neighbours_read\":");
@@ -99,6 +113,14 @@ static void print_tables(const retro_eval_result *e, const char *const *paths, c
                retrieval_label(&mi[r->model], r, lb, sizeof lb), rd, r->tokens, r->bytes, r->loss, r->perplexity, r->bpb);
     }
     printf("(read: the share of the retrieved neighbours the model was given)\n");
+    int by = 0;
+    for (int i = 0; i < e->n_runs; i++)
+        if (e->runs[i].retrieval && e->runs[i].retriever > RETRO_SEARCH_VECTOR) by = e->runs[i].retriever;
+    if (by)
+        printf("(%s: neighbours found by %s, as the model was trained; they are also the leakage filter's)\n",
+               retro_search_mode_name(by),
+               by == RETRO_SEARCH_LEXICAL ? "BM25 over the chunks' words"
+                                          : "the vector and lexical indexes fused by reciprocal rank");
     if (e->align_run)
         printf("(aligned: each neighbour re-cut to line up with its chunk where they share %u or more tokens in a "
                "row, as the model was trained)\n", e->align_run);

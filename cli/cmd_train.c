@@ -69,6 +69,12 @@ static const char train_usage[] =
     "  --align               neighbours re-cut to line up with their chunk where they share\n"
     "                        a run of 8 or more tokens (not the paper's rule; eval, generate\n"
     "                        and ask retrieve the same way for the model)\n"
+    "  --retriever R         where the neighbours come from: vector (the embeddings' nearest,\n"
+    "                        the paper's), lexical (BM25 over the chunks' words) or hybrid\n"
+    "                        (both, fused by reciprocal rank); recorded in the model, and\n"
+    "                        eval, generate, ask and serve retrieve the same way for it\n"
+    "                        (default: KB's search mode, retro index build --search-mode;\n"
+    "                        with --resume, the run's)\n"
     "  --enc-layers N        (default 2)          --enc-width W  (default width/2)\n"
     "  --enc-heads H         (default heads/2)\n";
 
@@ -110,9 +116,10 @@ static double parse_double(const char *s, double lo, double hi, int *bad) {
 static void print_plan(void *ctx, const retro_train_plan *p) {
     (void)ctx;
     fprintf(stderr,
-            "train: %s model, %zu parameters (%s trained); %" PRId64 " training documents (%" PRId64
+            "train: %s model, %zu parameters (%s trained)%s%s%s; %" PRId64 " training documents (%" PRId64
             " tokens), %" PRId64 " validation documents (%" PRId64 " tokens)\n",
-            p->mode, p->params, p->decoder_frozen ? "retrieval path" : "all", p->documents[0], p->tokens[0],
+            p->mode, p->params, p->decoder_frozen ? "retrieval path" : "all", p->retriever ? ", " : "",
+            p->retriever ? p->retriever : "", p->retriever ? " neighbours" : "", p->documents[0], p->tokens[0],
             p->documents[1], p->tokens[1]);
     if (p->documents[1] == 0 && p->val_frac > 0)
         fprintf(stderr, "train: warning: no document fell in the validation split; raise --val-frac\n");
@@ -121,7 +128,7 @@ static void print_plan(void *ctx, const retro_train_plan *p) {
 int cmd_train(int argc, char **argv) {
     enum { O_MODE = 256, O_FROM, O_RESUME, O_STEPS, O_BATCH, O_LR, O_WARMUP, O_WD, O_CLIP, O_SEED, O_VAL, O_EVAL,
            O_EVALSEQ, O_SAVE, O_THREADS, O_QUIET, O_JSON, O_CTX, O_WIDTH, O_LAYERS, O_HEADS, O_MLP, O_CCA, O_K,
-           O_ELAYERS, O_EWIDTH, O_EHEADS, O_SELF, O_ANNEAL, O_SHIFT, O_ALIGN };
+           O_ELAYERS, O_EWIDTH, O_EHEADS, O_SELF, O_ANNEAL, O_SHIFT, O_ALIGN, O_RETRIEVER };
     static const struct option opts[] = {
         {"mode", 1, 0, O_MODE},         {"from", 1, 0, O_FROM},          {"resume", 0, 0, O_RESUME},
         {"steps", 1, 0, O_STEPS},       {"batch", 1, 0, O_BATCH},        {"lr", 1, 0, O_LR},
@@ -133,7 +140,7 @@ int cmd_train(int argc, char **argv) {
         {"mlp", 1, 0, O_MLP},           {"cca", 1, 0, O_CCA},            {"neighbours", 1, 0, O_K},
         {"enc-layers", 1, 0, O_ELAYERS}, {"enc-width", 1, 0, O_EWIDTH},  {"enc-heads", 1, 0, O_EHEADS},
         {"self-neighbours", 1, 0, O_SELF}, {"self-anneal", 0, 0, O_ANNEAL}, {"self-shift", 1, 0, O_SHIFT},
-        {"align", 0, 0, O_ALIGN},
+        {"align", 0, 0, O_ALIGN},       {"retriever", 1, 0, O_RETRIEVER},
         {"output", 1, 0, 'o'},          {"help", 0, 0, 'h'},             {0, 0, 0, 0}};
     const char *mode = "retro", *cca = NULL;
     int quiet = 0, json = 0, threads = 0, bad = 0, c;
@@ -176,6 +183,10 @@ int cmd_train(int argc, char **argv) {
         case O_ANNEAL: to.self_anneal = 1; break;
         case O_SHIFT: to.self_shift = (int)parse_long(optarg, 0, 64, &bad); break;
         case O_ALIGN: to.align = 8; break;   /* RTR_ALIGN_MIN_RUN: an eighth of a chunk */
+        case O_RETRIEVER:
+            if ((to.retriever = retro_search_mode_parse(optarg)) < 0)
+                return cli_usage_error("train", "--retriever must be vector, lexical or hybrid");
+            break;
         default: return cli_usage_error("train", "bad option");
         }
         if (bad) return cli_usage_error("train", "bad value for --%s", li >= 0 ? opts[li].name : "?");

@@ -231,6 +231,11 @@ typedef struct retro_results {
  * over the chunks' words), or both fused (reciprocal rank fusion). */
 enum { RETRO_SEARCH_DEFAULT = 0, RETRO_SEARCH_VECTOR, RETRO_SEARCH_LEXICAL, RETRO_SEARCH_HYBRID };
 
+/* "vector", "lexical" or "hybrid" for RETRO_SEARCH_VECTOR, _LEXICAL, _HYBRID; NULL for another value. */
+const char *retro_search_mode_name(int mode);
+/* The RETRO_SEARCH_* that name names ("vector", "lexical", "hybrid"); -1 for another name or NULL. */
+int retro_search_mode_parse(const char *name);
+
 typedef struct retro_search_opts {
     uint32_t k;                       /* results, 1..4096 (0: 10) */
     int mode;                         /* RETRO_SEARCH_*; DEFAULT: the knowledge base's retriever setting */
@@ -279,6 +284,8 @@ typedef struct retro_model_info {
     uint32_t align;           /* 0: the paper's neighbours; else aligned at runs of this length */
     size_t params;
     const char *tokenizer;    /* the tokenizer's hash; valid while m lives */
+    int retriever;            /* RETRO_SEARCH_VECTOR (the paper's), _LEXICAL or _HYBRID: where the
+                               * model's neighbours come from, as it was trained */
 } retro_model_info;
 
 void retro_model_get_info(const retro_model *m, retro_model_info *out);
@@ -359,9 +366,11 @@ typedef struct retro_gen_result {
 
 /* Continues prompt (len bytes; empty: a new document). A RETRO model with
  * o->kb retrieves the neighbours of every completed 64-token chunk (those of
- * the prompt in one batch); its tokenizer must be the knowledge base's.
+ * the prompt in one batch) with the retriever and alignment it was trained
+ * with; its tokenizer must be the knowledge base's.
  * RETRO_E_INVALID (a RETRO model without kb is allowed: no retrieval; bad
- * options), RETRO_E_MISMATCH (tokenizers), RETRO_E_NOTFOUND (no index),
+ * options), RETRO_E_MISMATCH (tokenizers), RETRO_E_NOTFOUND (no index, or
+ * no lexical index for a model whose retriever is lexical or hybrid),
  * RETRO_E_NOMEM, and the search's errors. o may be NULL. */
 int retro_generate(retro_model *m, const char *prompt, size_t len, const retro_gen_opts *o, retro_gen_result *out);
 void retro_gen_result_free(retro_gen_result *r);
@@ -455,6 +464,7 @@ typedef struct retro_train_plan {
     int decoder_frozen;               /* RETRO-fitting: only the retrieval path is trained */
     int64_t documents[2], tokens[2];  /* training, validation */
     double val_frac;
+    const char *retriever;            /* "vector", "lexical" or "hybrid"; NULL: no retrieval */
 } retro_train_plan;
 
 typedef struct retro_train_opts {
@@ -477,6 +487,9 @@ typedef struct retro_train_opts {
     double self_neighbours;           /* the self-neighbour curriculum's share (0; docs/model.md) */
     int self_anneal, self_shift;      /* (0, 0) */
     int align;                        /* aligned neighbours at runs of this length, 0: the paper's (0) */
+    int retriever;                    /* RETRO_SEARCH_*: where the neighbours come from, recorded in the
+                                       * model; DEFAULT: the knowledge base's search mode (`retro index
+                                       * build --search-mode`), with resume what the run recorded */
     /* A new model (0: the default; docs/model.md). */
     int context, width, layers, heads, mlp, neighbours, enc_layers, enc_width, enc_heads;
     int n_cca;                        /* RETRO_UNSET: the paper's pattern scaled to the depth; else cca[0..n_cca) */
@@ -501,7 +514,8 @@ typedef struct retro_train_result {
 /* Trains a baseline, a RETRO model or a RETRO-fitted baseline on the
  * documents of kb (a RETRO model needs kb's index: retro_kb_build) and
  * writes checkpoints to o->out_dir. RETRO_E_INVALID (bad settings, no
- * training documents), RETRO_E_NOTFOUND (no checkpoint to resume, no index),
+ * training documents), RETRO_E_NOTFOUND (no checkpoint to resume, no index,
+ * no lexical index for a lexical or hybrid retriever),
  * RETRO_E_MISMATCH (tokenizer), RETRO_E_CORRUPT, RETRO_E_IO, RETRO_E_FULL,
  * RETRO_E_NOMEM, RETRO_E_INTERRUPTED (stopped; the checkpoint is saved). */
 int retro_train(retro_kb *kb, const retro_train_opts *o, retro_train_result *out);
@@ -531,6 +545,8 @@ typedef struct retro_eval_opts {
 typedef struct retro_eval_run {
     int model;                        /* index into the models given */
     int retrieval, aligned;
+    int retriever;                    /* with retrieval: RETRO_SEARCH_VECTOR, _LEXICAL or _HYBRID, the
+                                       * model's (0 without) */
     float min_score;                  /* -INFINITY: every neighbour read */
     int64_t tokens;
     double bytes, loss, perplexity, bpb;
@@ -549,9 +565,13 @@ typedef struct retro_eval_result {
 
 /* Bits per byte of models[0..n) (at most 8, sharing one tokenizer, the
  * knowledge base's) on held-out text, with the RETRO paper's leakage filter
- * (the overlap of each chunk with its 10 nearest neighbours in kb).
- * RETRO_E_INVALID (no documents, bad options), RETRO_E_MISMATCH, and the
- * search's and the files' errors. */
+ * (the overlap of each chunk with its 10 nearest neighbours in kb). Each
+ * RETRO model reads neighbours found by its recorded retriever and aligned
+ * as it was trained; the RETRO models evaluated together must share one
+ * retriever, which also finds the leakage filter's neighbours.
+ * RETRO_E_INVALID (no documents, bad options), RETRO_E_MISMATCH (tokenizers,
+ * retrievers, alignments), RETRO_E_NOTFOUND (no lexical index for a lexical
+ * or hybrid retriever), and the search's and the files' errors. */
 int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval_opts *o, retro_eval_result *out);
 
 #ifdef __cplusplus

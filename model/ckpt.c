@@ -184,6 +184,28 @@ int rtr_ckpt_align_meta(const char *v, const char *file, uint32_t *align) {
     return RTR_OK;
 }
 
+static const char *const RETRIEVER_NAMES[] = {NULL, "vector", "lexical", "hybrid"};
+
+const char *rtr_ckpt_retriever_name(int retriever) {
+    return retriever >= RTR_RETRIEVER_VECTOR && retriever <= RTR_RETRIEVER_HYBRID ? RETRIEVER_NAMES[retriever] : NULL;
+}
+
+int rtr_ckpt_retriever_parse(const char *name) {
+    for (int i = RTR_RETRIEVER_VECTOR; name && i <= RTR_RETRIEVER_HYBRID; i++)
+        if (!strcmp(name, RETRIEVER_NAMES[i])) return i;
+    return -1;
+}
+
+int rtr_ckpt_retriever_meta(const char *v, const char *file, int *retriever) {
+    *retriever = v ? rtr_ckpt_retriever_parse(v) : RTR_RETRIEVER_VECTOR;
+    if (*retriever > 0) return RTR_OK;
+    *retriever = RTR_RETRIEVER_VECTOR;
+    size_t n = 0;   /* the value as far as it prints on one line, at most 40 bytes */
+    while (n < 40 && (unsigned char)v[n] >= 0x20) n++;
+    return rtr_seterr(RTR_E_CORRUPT, "%s: bad retriever \"%.*s\"%s (vector, lexical or hybrid)", file, (int)n, v,
+                      v[n] ? "..." : "");
+}
+
 void rtr_loaded_model_free(rtr_loaded_model *lm) {
     if (!lm) return;
     rtr_model_free(lm->model);
@@ -196,8 +218,8 @@ int rtr_ckpt_load_model(const char *dir, const char *tok_path, int max_B, int T,
     if (!rtr_path_exists(dir))
         return rtr_seterr(RTR_E_NOTFOUND, "%s: no such model (a checkpoint directory written by retro train)", dir);
     rtr_safetensors *st = NULL;
-    char *own = rtr_path_join(dir, "tokenizer.rtok");
-    int rc = own ? rtr_ckpt_load(dir, max_B, T, 0, &out->model, &st) : RTR_E_NOMEM;
+    char *own = rtr_path_join(dir, "tokenizer.rtok"), *file = rtr_ckpt_file(dir, 0);
+    int rc = own && file ? rtr_ckpt_load(dir, max_B, T, 0, &out->model, &st) : RTR_E_NOMEM;
     if (!rc) {
         const char *p = tok_path ? tok_path : rtr_path_exists(own) ? own : NULL;
         if (!p) rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no tokenizer.rtok beside the model (give --tokenizer)", dir);
@@ -213,10 +235,12 @@ int rtr_ckpt_load_model(const char *dir, const char *tok_path, int max_B, int T,
             rc = rtr_seterr(RTR_E_MISMATCH, "%s: the tokenizer's %u tokens are not the model's %d", dir,
                             rtr_tokenizer_vocab_size(out->tok), rtr_model_cfg(out->model)->V);
     }
-    if (!rc) rc = rtr_ckpt_align_meta(rtr_st_meta(st, "align"), dir, &out->align);
+    if (!rc) rc = rtr_ckpt_align_meta(rtr_st_meta(st, "align"), file, &out->align);
+    if (!rc) rc = rtr_ckpt_retriever_meta(rtr_st_meta(st, "retriever"), file, &out->retriever);
     if (rc) rtr_loaded_model_free(out);
     rtr_st_free(st);
     rtr_free(own);
+    rtr_free(file);
     return rc;
 }
 

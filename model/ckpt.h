@@ -66,12 +66,23 @@ char *rtr_ckpt_file(const char *path, int with_train);
  * neighbours); evaluation and generation retrieve for them the same way. */
 #define RTR_ALIGN_MIN_RUN 8
 
+/* `retro train --retriever`: where the model's neighbours come from, recorded
+ * as metadata "retriever" = "vector" (the paper's; also when absent, as in
+ * models from before it was recorded), "lexical" or "hybrid"; evaluation and
+ * generation retrieve for the model the same way. The values are
+ * retriever/retriever.h's RTR_SEARCH_VECTOR, _LEXICAL and _HYBRID (model/
+ * does not include retriever/). */
+enum { RTR_RETRIEVER_VECTOR = 1, RTR_RETRIEVER_LEXICAL = 2, RTR_RETRIEVER_HYBRID = 3 };
+const char *rtr_ckpt_retriever_name(int retriever);    /* "vector", ...; NULL for another value */
+int rtr_ckpt_retriever_parse(const char *name);        /* RTR_RETRIEVER_*; -1 for another name */
+
 /* A model ready to use: the network, its tokenizer and its retrieval settings. */
 typedef struct rtr_loaded_model {
     rtr_model *model;
     rtr_tokenizer *tok;
     char tok_hash[33];   /* the tokenizer's hash (hex), as the model records it */
     uint32_t align;      /* 0: the paper's neighbours; else the minimum run of aligned ones */
+    int retriever;       /* RTR_RETRIEVER_*: where its neighbours come from */
 } rtr_loaded_model;
 
 /* Loads checkpoint directory dir (model.safetensors) for batches of max_B
@@ -90,5 +101,10 @@ int rtr_model_copy_tensors(rtr_model *dst, rtr_model *src, const char *from);
 /* The alignment recorded in checkpoint metadata value v (NULL: none) of
  * file; RTR_E_CORRUPT unless it is 0..64. */
 int rtr_ckpt_align_meta(const char *v, const char *file, uint32_t *align);
+
+/* The retriever recorded in checkpoint metadata value v (NULL: none, so
+ * vector) of file; RTR_E_CORRUPT, one line naming file, unless it is
+ * "vector", "lexical" or "hybrid". */
+int rtr_ckpt_retriever_meta(const char *v, const char *file, int *retriever);
 
 #endif

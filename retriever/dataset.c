@@ -85,7 +85,8 @@ static int load_chunks(rtr_dataset *ds, rtr_kb *kb, double val_frac) {
     return rc;
 }
 
-static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double val_frac, int progress) {
+static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double val_frac, int retriever,
+                           int progress) {
     /* validation documents are never neighbours */
     uint64_t *ex = NULL;
     size_t n_ex = 0;
@@ -103,7 +104,8 @@ static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double
                             s->n_chunks);
             break;
         }
-        rtr_nbr_opts no = {.k = (uint32_t)ds->K, .exclude = ex, .n_exclude = n_ex, .align = ds->align};
+        rtr_nbr_opts no = {.k = (uint32_t)ds->K, .exclude = ex, .n_exclude = n_ex, .align = ds->align,
+                           .mode = retriever};
         for (int64_t lo = 0; !rc && lo < s->n_chunks; lo += QUERY_BATCH) {
             size_t n = (size_t)(s->n_chunks - lo < QUERY_BATCH ? s->n_chunks - lo : QUERY_BATCH);
             int32_t *dst = s->nbr + (size_t)lo * ds->K * RTR_NBR_TOKENS;
@@ -231,7 +233,7 @@ int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, r
     if (!rc && ds->sp[0].n_chunks == 0)
         rc = rtr_seterr(RTR_E_INVALID, "%s: no training documents (%" PRId64 " in the validation split)",
                         rtr_kb_dir(kb), ds->sp[1].n_docs);
-    if (!rc && o->K > 0) rc = find_neighbours(ds, kb, r, o->val_frac, o->progress);
+    if (!rc && o->K > 0) rc = find_neighbours(ds, kb, r, o->val_frac, o->retriever, o->progress);
     if (rc) {
         rtr_dataset_free(ds);
         return rc;

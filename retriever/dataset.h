@@ -11,7 +11,8 @@
  *
  * Neighbours (K > 0): for every chunk, the K nearest chunks with their
  * continuations (retriever.h), never from the chunk's own document (the
- * paper's rule) nor from a validation document; aligned when align > 0.
+ * paper's rule) nor from a validation document, found by the retriever
+ * (vector, lexical or hybrid: rtr_retriever_neighbours); aligned when align > 0.
  * The self-neighbour curriculum (self_rate, self_anneal, self_shift; a
  * DEVIATION from the paper, off by default) is described in docs/model.md.
  *
@@ -38,6 +39,7 @@ typedef struct rtr_dataset_opts {
     int self_anneal;    /* 1: that share falls linearly from self_rate at step 0 to 0 at the last step */
     int self_shift;     /* 0..64: the self-neighbour starts up to this many tokens before or after the chunk */
     uint32_t align;     /* > 0: neighbours aligned at runs of at least this many tokens (0: the paper's) */
+    int retriever;      /* RTR_SEARCH_*: where the neighbours come from (DEFAULT: vector, the paper's) */
     uint64_t seed;      /* which chunks get a self-neighbour, and its shift */
     int progress;       /* progress bar for the neighbour precompute */
 } rtr_dataset_opts;

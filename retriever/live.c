@@ -58,7 +58,7 @@ int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t 
     int32_t *paper = nbr ? nbr : rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *paper);
     int rc = ids && dist && s && paper ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
     rtr_nbr_opts o = {.k = l->k, .exclude_doc = l->exclude_doc, .exclude = l->exclude, .n_exclude = l->n_exclude,
-                      .align = aligned ? align_run : 0};
+                      .align = aligned ? align_run : 0, .mode = l->mode};
     rtr_nbrs out = {.ids = ids, .dist = dist, .tokens = paper, .aligned = aligned};
     if (!rc) rc = rtr_retriever_neighbours(l->r, chunks, (size_t)n, &o, &out);
     for (size_t i = 0; !rc && i < nk; i++) {

@@ -5,7 +5,8 @@
  * exclusions, score threshold and alignment a model and its caller ask for,
  * and a report of each retrieval's sources.
  *
- *     rtr_live lv = {.r = retriever, .k = K, .min_score = -INFINITY, .align = model_align};
+ *     rtr_live lv = {.r = retriever, .k = K, .min_score = -INFINITY, .align = model_align,
+ *                    .mode = model_retriever};
  *     rtr_session_set_retrieval(session, rtr_live_retrieve, &lv);
  */
 #ifndef RTR_LIVE_H
@@ -20,7 +21,7 @@
 typedef struct rtr_live_hit {
     int64_t chunk_id;             /* -1: no neighbour */
     uint64_t doc_id;
-    float distance, score;        /* score = 1 - distance / 2 (cosine similarity) */
+    float distance, score;        /* score = 1 - distance / 2 (cosine similarity, whatever the mode) */
     int withheld;                 /* scored below min_score: the model was not given it */
     const char *path;             /* the document's source path (path_len bytes); valid during the call */
     uint32_t path_len;
@@ -39,6 +40,7 @@ typedef struct rtr_live {
     uint64_t exclude_doc;         /* one more (0: none), e.g. the evaluated document */
     float min_score;              /* neighbours scoring below it are withheld (-INFINITY: none) */
     uint32_t align;               /* aligned neighbours of this minimum run (0: the paper's) */
+    int mode;                     /* RTR_SEARCH_*: where the neighbours come from (DEFAULT: vector) */
     rtr_live_report_fn report;    /* NULL: no report */
     void *report_ctx;
 } rtr_live;

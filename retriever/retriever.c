@@ -58,9 +58,44 @@ const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r) { return r->
 
 rtr_kb *rtr_retriever_kb(rtr_retriever *r) { return r->kb; }
 
-static int excluded(uint64_t doc, uint64_t self, uint64_t other, const uint64_t *ex, size_t n_ex) {
-    if (doc == self || doc == other) return 1;
-    return n_ex && bsearch(&doc, ex, n_ex, sizeof *ex, rtr_cmp_u64) != NULL;
+/* The documents a query's results never come from. */
+typedef struct doc_filter {
+    uint64_t self, other;     /* two documents (0: none) */
+    const uint64_t *ex;       /* and these, sorted */
+    size_t n_ex;
+} doc_filter;
+
+static int excluded(uint64_t doc, const doc_filter *f) {
+    if (doc == f->self || doc == f->other) return 1;
+    return f->n_ex && bsearch(&doc, f->ex, f->n_ex, sizeof *f->ex, rtr_cmp_u64) != NULL;
+}
+
+/* 1 if the lexical index in t holds chunks. */
+static int has_lexical(rtr_store_txn *t) {
+    rtr_lex_state ls;
+    return rtr_lex_state_get(t, &ls) == RTR_OK && ls.chunks > 0;
+}
+
+/* The error for a lexical or hybrid ranking without the lexical index; what (may be NULL) says who wanted it. */
+static int no_lexical(const rtr_retriever *r, const char *what) {
+    return rtr_seterr(RTR_E_NOTFOUND, "%s: no lexical index yet%s%s; run 'retro index build %s'", rtr_kb_dir(r->kb),
+                      what ? " for " : "", what ? what : "", rtr_kb_dir(r->kb));
+}
+
+/* How deep each side ranks for k results: hybrid goes deeper than k, so that what both sides find comes up. */
+static uint32_t side_depth(int mode, uint32_t k) { return mode == RTR_SEARCH_HYBRID && k < 50 ? 50 : k; }
+
+int rtr_retriever_default_mode(const rtr_retriever *r) { return r->default_mode; }
+
+int rtr_retriever_mode_ready(rtr_retriever *r, int mode, const char *what) {
+    if (mode < RTR_SEARCH_DEFAULT || mode > RTR_SEARCH_HYBRID)
+        return rtr_seterr(RTR_E_INVALID, "retriever %d is not vector, lexical or hybrid", mode);
+    if (mode == RTR_SEARCH_DEFAULT || mode == RTR_SEARCH_VECTOR) return RTR_OK;
+    rtr_store_txn *t = NULL;
+    int rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    if (!rc && !has_lexical(t)) rc = no_lexical(r, what);
+    rtr_store_txn_end(t);
+    return rc;
 }
 
 /* Embeds n chunk texts (in parallel when the embedder allows). */
@@ -79,6 +114,22 @@ static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float 
         }
     }
     return rc;
+}
+
+/* The texts of n token runs (run i: tok[i], len[i] tokens) into text (emptied first) and texts (n,
+ * pointing into text), and their embeddings q (n x dim). */
+static int decode_embed(rtr_retriever *r, const uint32_t *const *tok, const uint32_t *len, size_t n, rtr_buf *text,
+                        rtr_text *texts, float *q) {
+    const rtr_tokenizer *tk = rtr_kb_tokenizer(r->kb);
+    text->len = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t at = text->len;
+        int rc = rtr_tokenizer_decode(tk, tok[i], len[i], text);
+        if (rc) return rc;
+        texts[i].len = text->len - at;
+    }
+    for (size_t i = 0, at = 0; i < n; at += texts[i++].len) texts[i].data = (const char *)text->data + at;
+    return embed_texts(r, texts, n, q);
 }
 
 /* The k nearest live, non-excluded chunks of each of nq query vectors.
@@ -132,7 +183,8 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
                     int x = rtr_store_get_chunk(t, (uint64_t)id, &c);
                     if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
                     if (x) { rc = x; break; }
-                    if (excluded(c.doc_id, self_doc ? self_doc[qi] : 0, exclude_doc, ex, n_ex)) continue;
+                    doc_filter f = {self_doc ? self_doc[qi] : 0, exclude_doc, ex, n_ex};
+                    if (excluded(c.doc_id, &f)) continue;
                     ids[qi * k + have] = id;
                     dist[qi * k + have] = sd[j * kk + m];
                     if (kept) kept[qi * k + have] = c;
@@ -249,17 +301,17 @@ static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, flo
     return RTR_OK;
 }
 
-/* The lexical side: the depth best live, non-excluded chunks for the query's words (BM25), best
+/* The lexical side: the depth best live chunks outside f for the query's words (BM25), best
  * first, as hits with chunk_id and score; deeper rounds when deleted or excluded chunks are dropped. */
-static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, const uint64_t *ex,
-                          size_t n_ex, rtr_hit **out, size_t *n) {
+static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, const doc_filter *f,
+                          rtr_hit **out, size_t *n) {
     *out = NULL;
     *n = 0;
     rtr_hit *res = rtr_calloc(depth + 1, sizeof *res);
     if (!res) return RTR_E_NOMEM;
     int rc = RTR_OK;
     size_t have = 0;
-    for (uint32_t deep = depth * 2 + 16;; deep = deep >= MAX_DEPTH / 4 ? MAX_DEPTH : deep * 4) {
+    for (uint32_t deep = depth + depth / 4 + 8;; deep = deep >= MAX_DEPTH / 4 ? MAX_DEPTH : deep * 4) {
         rtr_lex_hit *h;
         size_t nh;
         if ((rc = rtr_lex_search(t, query, len, deep, &h, &nh))) break;
@@ -269,7 +321,7 @@ static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint3
             int x = rtr_store_get_chunk(t, h[i].chunk_id, &c);
             if (x == RTR_E_NOTFOUND) continue;   /* deleted since it was indexed */
             if (x) { rc = x; break; }
-            if (excluded(c.doc_id, 0, 0, ex, n_ex)) continue;
+            if (excluded(c.doc_id, f)) continue;
             res[have++] = (rtr_hit){.chunk_id = h[i].chunk_id, .score = h[i].score, .distance = NAN};
         }
         rtr_free(h);
@@ -320,6 +372,46 @@ static int fuse(const rtr_hit *v, size_t nv, const rtr_hit *l, size_t nl, rtr_hi
     return RTR_OK;
 }
 
+/* One query's ranking in mode (vector, lexical or hybrid), best first: the vector side merged from the
+ * results of its nq query chunks (ids, dist: nq x depth, as search_filtered gives them; unread for
+ * lexical), the lexical side for text (len bytes) outside f, the two fused for hybrid; each hit says
+ * which side found it and its rank and score there. *out (*n entries) is the caller's. */
+static int rank_query(rtr_store_txn *t, int mode, const int64_t *ids, const float *dist, size_t nq, uint32_t depth,
+                      const char *text, size_t len, const doc_filter *f, rtr_hit **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    rtr_hit *vec = NULL, *lex = NULL;
+    size_t nv = 0, nl = 0;
+    int rc = RTR_OK;
+    if (mode != RTR_SEARCH_LEXICAL) {   /* the vector side */
+        rc = merge_query_chunks(ids, dist, nq, depth, &vec, &nv);
+        if (nv > depth) nv = depth;
+        for (size_t i = 0; i < nv; i++) {
+            vec[i].found_by = RTR_FOUND_VECTOR;
+            vec[i].vector_rank = (uint32_t)i + 1;
+            vec[i].vector_score = vec[i].score;
+            vec[i].lexical_score = NAN;
+        }
+    }
+    if (!rc && mode != RTR_SEARCH_VECTOR) {   /* the lexical side */
+        rc = lexical_ranked(t, text, len, depth, f, &lex, &nl);
+        for (size_t i = 0; i < nl; i++) {
+            lex[i].found_by = RTR_FOUND_LEXICAL;
+            lex[i].lexical_rank = (uint32_t)i + 1;
+            lex[i].lexical_score = lex[i].score;
+            lex[i].vector_score = NAN;
+        }
+    }
+    if (!rc) {
+        if (mode == RTR_SEARCH_HYBRID) rc = fuse(vec, nv, lex, nl, out, n);
+        else if (mode == RTR_SEARCH_LEXICAL) *out = lex, *n = nl, lex = NULL;
+        else *out = vec, *n = nv, vec = NULL;
+    }
+    rtr_free(vec);
+    rtr_free(lex);
+    return rc;
+}
+
 int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                          rtr_hits *out) {
     memset(out, 0, sizeof *out);
@@ -333,22 +425,19 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     rtr_u32vec ids = {0};
     rtr_buf text = {0};
     rtr_text *texts = NULL;
-    size_t *off = NULL;
+    const uint32_t **run = NULL;
+    uint32_t *run_len = NULL;
     float *q = NULL, *dist = NULL;
     int64_t *hid = NULL;
     uint64_t *ex = NULL;
     rtr_store_txn *t = NULL;
-    rtr_hit *vec = NULL, *lex = NULL, *ranked = NULL;
-    size_t nv = 0, nl = 0, nr = 0;
+    rtr_hit *ranked = NULL;
+    size_t nr = 0;
     int rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
-    rtr_lex_state ls;
-    int has_lex = !rc && rtr_lex_state_get(t, &ls) == RTR_OK && ls.chunks > 0;
+    int has_lex = !rc && has_lexical(t);
     int mode = so->mode == RTR_SEARCH_DEFAULT ? (has_lex ? r->default_mode : RTR_SEARCH_VECTOR) : so->mode;
-    if (!rc && mode != RTR_SEARCH_VECTOR && !has_lex)
-        rc = rtr_seterr(RTR_E_NOTFOUND, "%s: no lexical index yet; run 'retro index build %s'", rtr_kb_dir(r->kb),
-                        rtr_kb_dir(r->kb));
-    /* hybrid: each side ranks deeper than k, so that what both find comes up */
-    uint32_t depth = mode == RTR_SEARCH_HYBRID ? (k < 50 ? 50 : k) : k;
+    if (!rc && mode != RTR_SEARCH_VECTOR && !has_lex) rc = no_lexical(r, NULL);
+    uint32_t depth = side_depth(mode, k);
     if (!rc) rc = rtr_encoder_new(tok, &enc);
     if (!rc) rc = rtr_encoder_encode(enc, (const uint8_t *)query, len, &ids);
     size_t nq = (ids.len + RTR_CHUNK_TOKENS - 1) / RTR_CHUNK_TOKENS;
@@ -360,48 +449,25 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
             qsort(ex, so->n_exclude, sizeof *ex, rtr_cmp_u64);
         }
     }
-    if (!rc && mode != RTR_SEARCH_LEXICAL) {   /* the vector side */
+    if (!rc && mode != RTR_SEARCH_LEXICAL) {   /* the vector side's results for each query chunk */
         uint32_t dim = rtr_vindex_dim(r->vindex);
         texts = rtr_calloc(nq, sizeof *texts);
-        off = rtr_calloc(nq + 1, sizeof *off);
+        run = rtr_malloc(nq * sizeof *run);
+        run_len = rtr_malloc(nq * sizeof *run_len);
         q = rtr_malloc(nq * dim * sizeof *q);
         dist = rtr_malloc(nq * depth * sizeof *dist);
         hid = rtr_malloc(nq * depth * sizeof *hid);
-        if (!texts || !off || !q || !dist || !hid) rc = RTR_E_NOMEM;
+        if (!texts || !run || !run_len || !q || !dist || !hid) rc = RTR_E_NOMEM;
         for (size_t c = 0; c < nq && !rc; c++) {   /* each query chunk's exact text */
-            off[c] = text.len;
-            size_t lo = c * RTR_CHUNK_TOKENS, n = ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS;
-            rc = rtr_tokenizer_decode(tok, ids.data + lo, n, &text);
+            size_t lo = c * RTR_CHUNK_TOKENS;
+            run[c] = ids.data + lo;
+            run_len[c] = (uint32_t)(ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS);
         }
-        if (!rc) {
-            off[nq] = text.len;
-            for (size_t c = 0; c < nq; c++) texts[c] = (rtr_text){(const char *)text.data + off[c], off[c + 1] - off[c]};
-            rc = embed_texts(r, texts, nq, q);
-        }
+        if (!rc) rc = decode_embed(r, run, run_len, nq, &text, texts, q);
         if (!rc) rc = search_filtered(r, t, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
-        if (!rc) rc = merge_query_chunks(hid, dist, nq, depth, &vec, &nv);
-        if (nv > depth) nv = depth;
-        for (size_t i = 0; i < nv; i++) {
-            vec[i].found_by = RTR_FOUND_VECTOR;
-            vec[i].vector_rank = (uint32_t)i + 1;
-            vec[i].vector_score = vec[i].score;
-            vec[i].lexical_score = NAN;
-        }
     }
-    if (!rc && mode != RTR_SEARCH_VECTOR) {   /* the lexical side */
-        rc = lexical_ranked(t, query, len, depth, ex, so->n_exclude, &lex, &nl);
-        for (size_t i = 0; i < nl; i++) {
-            lex[i].found_by = RTR_FOUND_LEXICAL;
-            lex[i].lexical_rank = (uint32_t)i + 1;
-            lex[i].lexical_score = lex[i].score;
-            lex[i].vector_score = NAN;
-        }
-    }
-    if (!rc) {
-        if (mode == RTR_SEARCH_HYBRID) rc = fuse(vec, nv, lex, nl, &ranked, &nr);
-        else if (mode == RTR_SEARCH_LEXICAL) ranked = lex, nr = nl, lex = NULL;
-        else ranked = vec, nr = nv, vec = NULL;
-    }
+    doc_filter f = {0, 0, ex, so->n_exclude};
+    if (!rc) rc = rank_query(t, mode, hid, dist, nq, depth, query, len, &f, &ranked, &nr);
     size_t n = nr < k ? nr : k;
     if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -418,13 +484,12 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     rtr_u32vec_free(&ids);
     rtr_buf_free(&text);
     rtr_free(texts);
-    rtr_free(off);
+    rtr_free(run);
+    rtr_free(run_len);
     rtr_free(q);
     rtr_free(dist);
     rtr_free(hid);
     rtr_free(ex);
-    rtr_free(vec);
-    rtr_free(lex);
     rtr_free(ranked);
     return rc;
 }
@@ -494,45 +559,108 @@ static int put_neighbour(rtr_store_txn *t, const rtr_chunk *c, const int32_t *q,
     return RTR_OK;
 }
 
+/* Lexical or hybrid neighbours of m query chunks (texts qt, embeddings q: m x dim): each query's
+ * ranking as a search ranks a chunk of text (rank_query; hybrid's vector side searched for all m at
+ * once), outside its filter (self_doc[i] may be NULL, o's exclusions), its top k kept (ids, kept:
+ * m x k, -1 past the end). dist (m x k) is the squared L2 distance between the query's embedding and
+ * its neighbour's text embedded, as the vector side measures it; +inf where none. */
+static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_t m, uint32_t k, const float *q,
+                             const rtr_text *qt, const uint64_t *self_doc, const rtr_nbr_opts *o, int64_t *ids,
+                             float *dist, rtr_chunk *kept) {
+    uint32_t depth = side_depth(mode, k), dim = rtr_vindex_dim(r->vindex);
+    size_t mk = m * k, np = 0;
+    const uint32_t **run = rtr_malloc(mk * sizeof *run);
+    uint32_t *len = rtr_malloc(mk * sizeof *len);
+    size_t *pair = rtr_malloc(mk * sizeof *pair);   /* which (query, neighbour) each embedded text is */
+    rtr_text *texts = rtr_malloc(mk * sizeof *texts);
+    float *v = rtr_malloc(mk * dim * sizeof *v);
+    int64_t *vid = mode == RTR_SEARCH_HYBRID ? rtr_malloc(m * depth * sizeof *vid) : NULL;
+    float *vd = mode == RTR_SEARCH_HYBRID ? rtr_malloc(m * depth * sizeof *vd) : NULL;
+    rtr_buf text = {0};
+    int rc = run && len && pair && texts && v && (mode != RTR_SEARCH_HYBRID || (vid && vd)) ? RTR_OK : RTR_E_NOMEM;
+    if (!rc && vid)
+        rc = search_filtered(r, t, m, q, depth, self_doc, o->exclude_doc, o->exclude, o->n_exclude, vid, vd, NULL);
+    for (size_t i = 0; i < m && !rc; i++) {
+        doc_filter f = {self_doc ? self_doc[i] : 0, o->exclude_doc, o->exclude, o->n_exclude};
+        rtr_hit *h;
+        size_t nh;
+        rc = rank_query(t, mode, vid ? vid + i * depth : NULL, vd ? vd + i * depth : NULL, 1, depth, qt[i].data,
+                        qt[i].len, &f, &h, &nh);
+        for (uint32_t j = 0; j < k && !rc; j++) {
+            size_t at = i * k + j;
+            ids[at] = -1;
+            dist[at] = INFINITY;
+            if (j >= nh || (rc = rtr_store_get_chunk(t, h[j].chunk_id, &kept[at]))) continue;
+            ids[at] = (int64_t)h[j].chunk_id;
+            run[np] = kept[at].tokens;
+            len[np] = kept[at].n_tokens;
+            pair[np++] = at;
+        }
+        rtr_free(h);
+    }
+    if (!rc && np) rc = decode_embed(r, run, len, np, &text, texts, v);
+    for (size_t p = 0; !rc && p < np; p++) {
+        const float *a = q + pair[p] / k * dim, *b = v + p * dim;
+        float s = 0;
+        for (uint32_t c = 0; c < dim; c++) s += (a[c] - b[c]) * (a[c] - b[c]);
+        dist[pair[p]] = s;
+    }
+    rtr_buf_free(&text);
+    rtr_free(run);
+    rtr_free(len);
+    rtr_free(pair);
+    rtr_free(texts);
+    rtr_free(v);
+    rtr_free(vid);
+    rtr_free(vd);
+    return rc;
+}
+
+#define ROUND_PAIRS 16384   /* (query, neighbour) pairs a round of rtr_retriever_neighbours holds */
+
 int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, const rtr_nbr_opts *o,
                              const rtr_nbrs *out) {
     uint32_t k = o->k;
     if (k == 0 || k > MAX_K) return rtr_seterr(RTR_E_INVALID, "k must be 1..%d", MAX_K);
+    if (o->mode < RTR_SEARCH_DEFAULT || o->mode > RTR_SEARCH_HYBRID)
+        return rtr_seterr(RTR_E_INVALID, "neighbours: retriever %d is not vector, lexical or hybrid", o->mode);
+    int mode = o->mode == RTR_SEARCH_DEFAULT ? RTR_SEARCH_VECTOR : o->mode;
     if (!o->align && (out->aligned || out->shifts))
         return rtr_seterr(RTR_E_INVALID, "aligned neighbours need a minimum run (align > 0)");
     for (size_t i = 1; i < o->n_exclude; i++)
         if (o->exclude[i - 1] > o->exclude[i]) return rtr_seterr(RTR_E_INVALID, "exclude list must be sorted");
     if (n == 0) return RTR_OK;
-    const rtr_tokenizer *tok = rtr_kb_tokenizer(r->kb);
     uint32_t dim = rtr_vindex_dim(r->vindex);
-    const size_t B = n < 4096 ? n : 4096;   /* queries per round (buffers sized for no more) */
+    size_t B = n < 4096 ? n : 4096;   /* queries per round (buffers sized for no more) */
+    if (B * k > ROUND_PAIRS) B = ROUND_PAIRS / k ? ROUND_PAIRS / k : 1;
     rtr_text *texts = rtr_calloc(B, sizeof *texts);
-    size_t *off = rtr_calloc(B + 1, sizeof *off);
+    const uint32_t **run = rtr_malloc(B * sizeof *run);
     uint32_t *nt = rtr_malloc(B * sizeof *nt);
     float *q = rtr_malloc(B * dim * sizeof *q), *d = out->dist ? NULL : rtr_malloc(B * k * sizeof *d);
     rtr_chunk *kept = rtr_malloc(B * k * sizeof *kept);
     rtr_buf text = {0};
     rtr_store_txn *t = NULL;
-    int rc = texts && off && nt && q && kept && (out->dist || d) ? RTR_OK : RTR_E_NOMEM;
+    int rc = texts && run && nt && q && kept && (out->dist || d) ? RTR_OK : RTR_E_NOMEM;
     if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    if (!rc && mode != RTR_SEARCH_VECTOR && !has_lexical(t))
+        rc = no_lexical(r, mode == RTR_SEARCH_LEXICAL ? "lexical neighbours" : "hybrid neighbours");
     for (size_t lo = 0; lo < n && !rc; lo += B) {
         size_t m = n - lo < B ? n - lo : B;
-        text.len = 0;
         for (size_t i = 0; i < m && !rc; i++) {
             const int32_t *qc = chunks + (lo + i) * RTR_CHUNK_TOKENS;
             nt[i] = query_len(qc);
+            run[i] = (const uint32_t *)qc;   /* the tokens before the first -1 */
             if (nt[i] == 0) rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has no tokens", lo + i);
-            off[i] = text.len;
-            if (!rc) rc = rtr_tokenizer_decode(tok, (const uint32_t *)qc, nt[i], &text);
         }
-        if (rc) break;
-        off[m] = text.len;
-        for (size_t i = 0; i < m; i++) texts[i] = (rtr_text){(const char *)text.data + off[i], off[i + 1] - off[i]};
-        if ((rc = embed_texts(r, texts, m, q))) break;
+        if (rc || (rc = decode_embed(r, run, nt, m, &text, texts, q))) break;
         int64_t *ids = out->ids + lo * k;
-        if ((rc = search_filtered(r, t, m, q, k, o->self_doc ? o->self_doc + lo : NULL, o->exclude_doc, o->exclude,
-                                  o->n_exclude, ids, out->dist ? out->dist + lo * k : d, kept)))
-            break;
+        float *dist = out->dist ? out->dist + lo * k : d;
+        const uint64_t *self = o->self_doc ? o->self_doc + lo : NULL;
+        if (mode == RTR_SEARCH_VECTOR)
+            rc = search_filtered(r, t, m, q, k, self, o->exclude_doc, o->exclude, o->n_exclude, ids, dist, kept);
+        else
+            rc = ranked_neighbours(r, t, mode, m, k, q, texts, self, o, ids, dist, kept);
+        if (rc) break;
         if (!out->tokens && !out->aligned && !out->shifts) continue;
         for (size_t i = 0; i < m * k && !rc; i++) {
             size_t at = lo * k + i;
@@ -548,7 +676,7 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
     rtr_store_txn_end(t);
     rtr_buf_free(&text);
     rtr_free(texts);
-    rtr_free(off);
+    rtr_free(run);
     rtr_free(nt);
     rtr_free(q);
     rtr_free(d);

@@ -41,6 +41,14 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
 void rtr_retriever_close(rtr_retriever *r);   /* NULL-safe; kb stays open */
 const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r);   /* what it searches */
 rtr_kb *rtr_retriever_kb(rtr_retriever *r);   /* the knowledge base it was opened on */
+/* The knowledge base's search mode when it was opened (`retro index build --search-mode`, recorded in
+ * the manifest): RTR_SEARCH_VECTOR (also when none is recorded), _LEXICAL or _HYBRID. */
+int rtr_retriever_default_mode(const rtr_retriever *r);
+/* RTR_OK if r can rank in mode (RTR_SEARCH_*; DEFAULT and VECTOR always can); RTR_E_NOTFOUND, one line
+ * telling the user to run `retro index build KB`, for lexical or hybrid before the lexical index is
+ * built (what, which may be NULL, names who wants it: "the model's lexical neighbours"); RTR_E_INVALID
+ * for another mode; store errors. */
+int rtr_retriever_mode_ready(rtr_retriever *r, int mode, const char *what);
 
 typedef struct rtr_hit {
     uint64_t chunk_id, doc_id;
@@ -93,12 +101,13 @@ typedef struct rtr_nbr_opts {
     const uint64_t *exclude;    /* sorted document ids never returned (n_exclude of them) */
     size_t n_exclude;
     uint32_t align;             /* > 0: fill aligned (below) at runs of at least this many tokens */
+    int mode;                   /* RTR_SEARCH_*: where neighbours come from (DEFAULT: vector, the paper's) */
 } rtr_nbr_opts;
 
 /* Caller-allocated outputs of rtr_retriever_neighbours; any but ids may be NULL. */
 typedef struct rtr_nbrs {
-    int64_t *ids;       /* (n, k) chunk ids, ascending distance; -1 = no neighbour */
-    float *dist;        /* (n, k) squared L2 distance; +inf where missing */
+    int64_t *ids;       /* (n, k) chunk ids, best first (vector: ascending distance); -1 = no neighbour */
+    float *dist;        /* (n, k) squared L2 distance of the embeddings; +inf where missing */
     int32_t *tokens;    /* (n, k, RTR_NBR_TOKENS) the paper's neighbours */
     int32_t *aligned;   /* (n, k, RTR_NBR_TOKENS) the same neighbours aligned (needs align > 0) */
     int32_t *shifts;    /* (n, k) the alignment shift d of each (needs align > 0) */
@@ -108,8 +117,19 @@ typedef struct rtr_nbrs {
  * chunk ends at its first -1) for training, evaluation and generation, in one
  * read transaction that reads each record once. Deleted and excluded chunks
  * are skipped (the search goes deeper). RTR_E_INVALID for k out of range, an
- * unsorted exclude list, a query chunk without tokens, or aligned/shifts
- * without align; RTR_E_NOMEM; store and FAISS errors.
+ * unsorted exclude list, a query chunk without tokens, a bad mode, or
+ * aligned/shifts without align; RTR_E_NOTFOUND (lexical, hybrid) before the
+ * lexical index is built; RTR_E_NOMEM; store and FAISS errors.
+ *
+ * The mode (DEVIATION from the paper, whose neighbours are always the nearest
+ * embeddings; `retro train --retriever`): vector takes the k nearest in the
+ * vector index. Lexical and hybrid rank each query chunk's text as
+ * rtr_retriever_search ranks a one-chunk query in that mode (BM25; hybrid:
+ * both sides as deep, fused by reciprocal rank) with the same exclusions, and
+ * keep the top k in that order; their dist is the squared L2 distance
+ * between the query chunk's embedding and the neighbour's text embedded by
+ * the knowledge base's embedder, so that a score (1 - dist / 2) means what
+ * it means for vector neighbours.
  *
  * Aligned neighbours (`retro train --align`; DEVIATION from the paper, whose
  * neighbour is always a stored chunk and the chunk after it): a near-duplicate

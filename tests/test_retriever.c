@@ -3,6 +3,7 @@
  * continuations, incremental builds, bad queries. */
 #define _GNU_SOURCE   /* realpath */
 #include <limits.h>
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -330,34 +331,51 @@ static void test_no_index_and_corrupt_index(void **state) {
 }
 
 
-/* Aligned neighbours: B is A with a short preface, so B's chunks hold A's
- * text at another offset; re-cut, A's chunk finds in B its own tokens and its
- * true continuation at the aligned positions. A neighbour that shares no run
- * of min_run tokens stays the paper's. */
-static void test_aligned_neighbours(void **state) {
-    (void)state;
-    char *dir = rtr_path_join(g_parent, "align"), *docs = rtr_path_join(g_parent, "align-docs");
-    rtr_mkdirs(docs);
+/* A knowledge base g_parent/name over the folder g_parent/name-docs (*docs, rtr_free): a.txt (a 1961
+ * speech), c.txt (a 1960 one) and, with a preface, b.txt: the preface, then a.txt's text. Ingested, not
+ * built. */
+static rtr_kb *speeches_kb(const char *name, const char *preface, char **docs) {
+    char sub[64];
+    snprintf(sub, sizeof sub, "%s-docs", name);
+    char *dir = rtr_path_join(g_parent, name);
+    *docs = rtr_path_join(g_parent, sub);
+    rtr_mkdirs(*docs);
     uint8_t *a, *c;
     size_t na, nc;
     assert_int_equal(rtr_read_file(RETRO_SOURCE_DIR "/datasets/sotu/1961_john_f_kennedy_d.txt", 1 << 24, &a, &na),
                      RTR_OK);
     assert_int_equal(rtr_read_file(RETRO_SOURCE_DIR "/datasets/sotu/1960_dwight_d_eisenhower_r.txt", 1 << 24, &c, &nc),
                      RTR_OK);
-    const char *preface = "A copy, kept for the record.\n\n";
-    char *b = malloc(strlen(preface) + na);
-    memcpy(b, preface, strlen(preface));
-    memcpy(b + strlen(preface), a, na);
-    tu_write(docs, "a.txt", a, na);
-    tu_write(docs, "b.txt", b, strlen(preface) + na);
-    tu_write(docs, "c.txt", c, nc);
+    tu_write(*docs, "a.txt", a, na);
+    tu_write(*docs, "c.txt", c, nc);
+    if (preface) {
+        char *b = malloc(strlen(preface) + na);
+        memcpy(b, preface, strlen(preface));
+        memcpy(b + strlen(preface), a, na);
+        tu_write(*docs, "b.txt", b, strlen(preface) + na);
+        free(b);
+    }
     rtr_kb *kb;
     assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, rtr_kb_tokenizer(g_kb), NULL, &kb), RTR_OK);
-    const char *paths[] = {docs};
+    const char *paths[] = {*docs};
     rtr_ingest_opts io = {0};
     rtr_ingest_report rep;
     assert_int_equal(rtr_ingest(kb, paths, 1, &io, &rep), RTR_OK);
     rtr_ingest_report_free(&rep);
+    rtr_free(a);
+    rtr_free(c);
+    rtr_free(dir);
+    return kb;
+}
+
+/* Aligned neighbours: B is A with a short preface, so B's chunks hold A's
+ * text at another offset; re-cut, A's chunk finds in B its own tokens and its
+ * true continuation at the aligned positions. A neighbour that shares no run
+ * of min_run tokens stays the paper's. */
+static void test_aligned_neighbours(void **state) {
+    (void)state;
+    char *docs;
+    rtr_kb *kb = speeches_kb("align", "A copy, kept for the record.\n\n", &docs);
     rtr_build_opts bo = {0};
     rtr_build_report br;
     assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
@@ -395,32 +413,35 @@ static void test_aligned_neighbours(void **state) {
         memcpy(q + i * 64, ch.tokens, sizeof ch.tokens);
         self[i] = ida;
     }
-    /* the paper's neighbours and the aligned ones from one call */
-    rtr_nbr_opts no = {.k = K, .self_doc = self, .align = 8};
-    assert_int_equal(rtr_retriever_neighbours(r, q, N, &no,
-                                              &(rtr_nbrs){.ids = ids, .tokens = paper, .aligned = tok, .shifts = shifts}),
-                     RTR_OK);
-    int in_b = 0, exact = 0;
-    for (int i = 0; i < N; i++) {
-        rtr_chunk nb;
-        assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i * K], &nb), RTR_OK);
-        if (nb.doc_id != idb) continue;
-        in_b++;
-        assert_true(shifts[i * K] != 0);
-        assert_true(shifts[i * K] > -64 && shifts[i * K] < 64);
-        /* the aligned neighbour: this chunk of A, then A's next chunk */
-        rtr_chunk next;
-        assert_int_equal(rtr_store_get_chunk(t, da.first_chunk + 2 + (uint64_t)i, &next), RTR_OK);
-        const int32_t *al = tok + i * K * 128;
-        exact += !memcmp(al, q + i * 64, 64 * sizeof *al) && !memcmp(al + 64, next.tokens, next.n_tokens * sizeof *al);
-        /* and it is B's text d tokens on from the paper's neighbour */
-        int d = shifts[i * K];
-        const int32_t *pp = paper + i * K * 128;
-        for (int j = 0; j < 128; j++)
-            if (j + d >= 0 && j + d < 128 && pp[j + d] != -1) assert_int_equal(al[j], pp[j + d]);
+    /* the paper's neighbours and the aligned ones from one call, from every retriever */
+    for (int mode = RTR_SEARCH_VECTOR; mode <= RTR_SEARCH_HYBRID; mode++) {
+        rtr_nbr_opts no = {.k = K, .self_doc = self, .align = 8, .mode = mode};
+        rtr_nbrs out = {.ids = ids, .tokens = paper, .aligned = tok, .shifts = shifts};
+        assert_int_equal(rtr_retriever_neighbours(r, q, N, &no, &out), RTR_OK);
+        int in_b = 0, exact = 0;
+        for (int i = 0; i < N; i++) {
+            rtr_chunk nb;
+            assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i * K], &nb), RTR_OK);
+            if (nb.doc_id != idb) continue;
+            in_b++;
+            assert_true(shifts[i * K] != 0);
+            assert_true(shifts[i * K] > -64 && shifts[i * K] < 64);
+            /* the aligned neighbour: this chunk of A, then A's next chunk */
+            rtr_chunk next;
+            assert_int_equal(rtr_store_get_chunk(t, da.first_chunk + 2 + (uint64_t)i, &next), RTR_OK);
+            const int32_t *al = tok + i * K * 128;
+            exact += !memcmp(al, q + i * 64, 64 * sizeof *al) &&
+                     !memcmp(al + 64, next.tokens, next.n_tokens * sizeof *al);
+            /* and it is B's text d tokens on from the paper's neighbour */
+            int d = shifts[i * K];
+            const int32_t *pp = paper + i * K * 128;
+            for (int j = 0; j < 128; j++)
+                if (j + d >= 0 && j + d < 128 && pp[j + d] != -1) assert_int_equal(al[j], pp[j + d]);
+        }
+        print_message("retriever %d: %d/%d first neighbours in B, %d aligned exactly\n", mode, in_b, N, exact);
+        assert_true(in_b >= N * 9 / 10);
+        assert_true(exact >= in_b * 9 / 10);
     }
-    assert_true(in_b >= N * 9 / 10);
-    assert_true(exact >= in_b * 9 / 10);
     /* a neighbour from C shares no long run with A: it stays as retrieved */
     int64_t cid[N * K];
     for (int i = 0; i < N * K; i++) cid[i] = (int64_t)(dc.first_chunk + 3);
@@ -437,11 +458,231 @@ static void test_aligned_neighbours(void **state) {
     rtr_store_txn_end(t);
     rtr_retriever_close(r);
     rtr_kb_close(kb);
-    rtr_free(a);
-    rtr_free(c);
-    free(b);
-    rtr_free(dir);
     rtr_free(docs);
+}
+
+/* --- neighbours from every retriever --------------------------------------------------------- */
+static const int MODES[] = {RTR_SEARCH_VECTOR, RTR_SEARCH_LEXICAL, RTR_SEARCH_HYBRID};
+static const char *const MODE_NAME[] = {"default", "vector", "lexical", "hybrid"};
+
+/* q (64) = chunk id's tokens, -1 padded. */
+static void chunk_query(rtr_store_txn *t, uint64_t id, int32_t *q) {
+    rtr_chunk c;
+    assert_int_equal(rtr_store_get_chunk(t, id, &c), RTR_OK);
+    for (int j = 0; j < 64; j++) q[j] = j < (int)c.n_tokens ? (int32_t)c.tokens[j] : -1;
+}
+
+/* The document read from dir/name. */
+static uint64_t doc_of(rtr_store_txn *t, const char *dir, const char *name) {
+    char *p = rtr_path_join(dir, name), real[PATH_MAX];
+    assert_non_null(realpath(p, real));
+    uint64_t *ids, id;
+    size_t n;
+    assert_int_equal(rtr_store_file_docs(t, real, &ids, &n), RTR_OK);
+    assert_int_equal(n, 1);
+    id = ids[0];
+    rtr_free(ids);
+    rtr_free(p);
+    return id;
+}
+
+/* The squared L2 distance between the knowledge base's embeddings of the texts of two token runs. */
+static float embedding_distance(rtr_retriever *r, const uint32_t *a, size_t na, const uint32_t *b, size_t nb) {
+    rtr_embedder *e = rtr_kb_vectors_embedder(rtr_retriever_vectors(r));
+    rtr_buf ta = {0}, tb = {0};
+    assert_int_equal(rtr_tokenizer_decode(rtr_kb_tokenizer(rtr_retriever_kb(r)), a, na, &ta), RTR_OK);
+    assert_int_equal(rtr_tokenizer_decode(rtr_kb_tokenizer(rtr_retriever_kb(r)), b, nb, &tb), RTR_OK);
+    rtr_text texts[2] = {{(const char *)ta.data, ta.len}, {(const char *)tb.data, tb.len}};
+    float *v = malloc(2 * e->dim * sizeof *v), d = 0;
+    assert_int_equal(rtr_embedder_embed(e, texts, 2, v), RTR_OK);
+    for (uint32_t i = 0; i < e->dim; i++) d += (v[i] - v[e->dim + i]) * (v[i] - v[e->dim + i]);
+    free(v);
+    rtr_buf_free(&ta);
+    rtr_buf_free(&tb);
+    return d;
+}
+
+/* A knowledge base of two speeches, a.txt and c.txt, and dup.txt holding exactly the text of a.txt's
+ * chunk 5; built without the lexical index first: lexical and hybrid neighbours are refused with the
+ * command that makes it, vector ones are not; then with it. Lexical neighbours of a.txt's chunk 5
+ * (never from a.txt) start with dup.txt's chunk in every mode that reads words; each neighbour's
+ * distance is that of the two texts embedded. */
+static void test_neighbours_by_retriever(void **state) {
+    (void)state;
+    char *docs;
+    rtr_kb *kb = speeches_kb("modes", NULL, &docs);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    uint64_t ida = doc_of(t, docs, "a.txt");
+    rtr_doc da;
+    assert_int_equal(rtr_store_get_doc(t, ida, &da), RTR_OK);
+    int32_t q[64];
+    chunk_query(t, da.first_chunk + 5, q);
+    rtr_buf dup = {0};
+    assert_int_equal(rtr_tokenizer_decode(rtr_kb_tokenizer(kb), (const uint32_t *)q, 64, &dup), RTR_OK);
+    rtr_store_txn_end(t);
+    tu_write(docs, "dup.txt", dup.data, dup.len);
+    const char *paths[] = {docs};
+    rtr_ingest_opts io = {0};
+    rtr_ingest_report rep;
+    assert_int_equal(rtr_ingest(kb, paths, 1, &io, &rep), RTR_OK);
+    rtr_ingest_report_free(&rep);
+    rtr_build_opts bo = {.no_lexical = 1};
+    rtr_build_report br;
+    assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
+
+    enum { K = 3 };
+    uint64_t self = ida;
+    int64_t ids[K];
+    float dist[K];
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(kb, NULL, &r), RTR_OK);
+    for (int mi = 1; mi < 3; mi++) {   /* no lexical index yet */
+        rtr_nbr_opts no = {.k = K, .self_doc = &self, .mode = MODES[mi]};
+        assert_int_equal(rtr_retriever_neighbours(r, q, 1, &no, &(rtr_nbrs){.ids = ids, .dist = dist}), RTR_E_NOTFOUND);
+        assert_non_null(strstr(rtr_errdetail(), "retro index build"));
+        assert_null(strchr(rtr_errdetail(), '\n'));
+        assert_int_equal(rtr_retriever_mode_ready(r, MODES[mi], "the model's neighbours"), RTR_E_NOTFOUND);
+        assert_non_null(strstr(rtr_errdetail(), "the model's neighbours"));
+    }
+    assert_int_equal(rtr_retriever_mode_ready(r, RTR_SEARCH_VECTOR, NULL), RTR_OK);
+    assert_int_equal(rtr_retriever_mode_ready(r, 7, NULL), RTR_E_INVALID);
+    rtr_nbr_opts bad = {.k = K, .mode = 7};
+    assert_int_equal(rtr_retriever_neighbours(r, q, 1, &bad, &(rtr_nbrs){.ids = ids}), RTR_E_INVALID);
+    rtr_nbr_opts vec = {.k = K, .self_doc = &self, .mode = RTR_SEARCH_VECTOR};
+    assert_int_equal(rtr_retriever_neighbours(r, q, 1, &vec, &(rtr_nbrs){.ids = ids, .dist = dist}), RTR_OK);
+    rtr_retriever_close(r);
+    bo.no_lexical = 0;
+    assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
+    assert_true(br.lexical_chunks > 0);
+
+    assert_int_equal(rtr_retriever_open(kb, NULL, &r), RTR_OK);
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    uint64_t iddup = doc_of(t, docs, "dup.txt");
+    for (int mi = 1; mi < 3; mi++) {
+        rtr_nbr_opts no = {.k = K, .self_doc = &self, .mode = MODES[mi]};
+        int32_t tok[K * 128];
+        assert_int_equal(rtr_retriever_neighbours(r, q, 1, &no, &(rtr_nbrs){.ids = ids, .dist = dist, .tokens = tok}),
+                         RTR_OK);
+        rtr_chunk nb;
+        assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[0], &nb), RTR_OK);
+        print_message("%s: first neighbour from document %llu (dup.txt is %llu), distance %.4f\n", MODE_NAME[MODES[mi]],
+                      (unsigned long long)nb.doc_id, (unsigned long long)iddup, dist[0]);
+        assert_int_equal(nb.doc_id, iddup);
+        for (int j = 0; j < K; j++) {
+            assert_true(ids[j] >= 0);
+            assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[j], &nb), RTR_OK);
+            assert_true(nb.doc_id != ida);
+            assert_memory_equal(tok + j * 128, nb.tokens, nb.n_tokens * sizeof *tok);   /* the paper's neighbour */
+            float want = embedding_distance(r, (const uint32_t *)q, 64, nb.tokens, nb.n_tokens);
+            assert_float_equal(dist[j], want, 1e-4);
+        }
+        assert_true(dist[0] < 1e-3);   /* the same text */
+    }
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+    rtr_kb_close(kb);
+    rtr_buf_free(&dup);
+    rtr_free(docs);
+}
+
+/* In every mode: a document's own chunks, other excluded documents and a deleted document's chunks
+ * (still in the lexical postings until a compaction) are never neighbours; without the filters the
+ * chunks find themselves. And the first k of a hybrid (and lexical) search for a chunk's text are
+ * its hybrid (lexical) neighbours, in the same order. */
+static void test_neighbours_filters_in_every_mode(void **state) {
+    (void)state;
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+    rtr_doc d, gone;
+    assert_int_equal(rtr_store_get_doc(t, 5, &d), RTR_OK);
+    assert_int_equal(rtr_store_get_doc(t, 12, &gone), RTR_OK);
+    char *gone_path = rtr_strndup(gone.path, gone.path_len);
+    enum { N = 12, K = 4 };
+    assert_true(d.n_chunks >= N && gone.n_chunks >= N);
+    int32_t q[2 * N * 64];   /* N chunks of document 5, then N of document 12 */
+    uint64_t self[2 * N];
+    for (int i = 0; i < N; i++) {
+        chunk_query(t, d.first_chunk + (uint64_t)i, q + i * 64);
+        chunk_query(t, gone.first_chunk + (uint64_t)i, q + (N + i) * 64);
+        self[i] = 5;
+        self[N + i] = 0;
+    }
+    rtr_store_txn_end(t);
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    int64_t ids[2 * N * K];
+    float dist[2 * N * K];
+    /* before the deletion every mode finds a chunk itself */
+    for (int mi = 0; mi < 3; mi++) {
+        rtr_nbr_opts no = {.k = 1, .mode = MODES[mi]};
+        assert_int_equal(rtr_retriever_neighbours(r, q, 2 * N, &no, &(rtr_nbrs){.ids = ids}), RTR_OK);
+        int found = 0;
+        for (int i = 0; i < N; i++)
+            found += (ids[i] == (int64_t)(d.first_chunk + (uint64_t)i)) +
+                     (ids[N + i] == (int64_t)(gone.first_chunk + (uint64_t)i));
+        print_message("%s: %d/%d chunks are their own first neighbour\n", MODE_NAME[MODES[mi]], found, 2 * N);
+        assert_true(found >= 2 * N * 9 / 10);
+    }
+    const char *rm[] = {gone_path};
+    uint64_t files, docs;
+    assert_int_equal(rtr_kb_remove(g_kb, rm, 1, &files, &docs), RTR_OK);
+    assert_int_equal(docs, 1);
+    uint64_t also[] = {7, 9};
+    for (int mi = 0; mi < 3; mi++) {
+        rtr_nbr_opts no = {.k = K, .self_doc = self, .exclude_doc = 11, .exclude = also, .n_exclude = 2,
+                           .mode = MODES[mi]};
+        assert_int_equal(rtr_retriever_neighbours(r, q, 2 * N, &no, &(rtr_nbrs){.ids = ids, .dist = dist}), RTR_OK);
+        assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+        for (int i = 0; i < 2 * N * K; i++) {
+            assert_true(ids[i] > 0);
+            assert_true(isfinite(dist[i]));
+            rtr_chunk c;
+            assert_int_equal(rtr_store_get_chunk(t, (uint64_t)ids[i], &c), RTR_OK);   /* not deleted */
+            assert_true(c.doc_id != 7 && c.doc_id != 9 && c.doc_id != 11 && c.doc_id != gone.id);
+            if (i < N * K) assert_true(c.doc_id != 5);
+            if (MODES[mi] == RTR_SEARCH_VECTOR && i % K) assert_true(dist[i] >= dist[i - 1]);
+        }
+        rtr_store_txn_end(t);
+    }
+    /* hybrid and lexical neighbours are the top of the search's ranking in that mode */
+    for (int mi = 1; mi < 3; mi++) {
+        assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+        rtr_encoder *enc;
+        assert_int_equal(rtr_encoder_new(rtr_kb_tokenizer(g_kb), &enc), RTR_OK);
+        int compared = 0;
+        for (int i = 0; i < N; i++) {
+            rtr_chunk c;
+            assert_int_equal(rtr_store_get_chunk(t, d.first_chunk + (uint64_t)i, &c), RTR_OK);
+            rtr_buf text = {0};
+            rtr_u32vec tk = {0};
+            assert_int_equal(rtr_tokenizer_decode(rtr_kb_tokenizer(g_kb), c.tokens, c.n_tokens / 2, &text), RTR_OK);
+            assert_int_equal(rtr_encoder_encode(enc, text.data, text.len, &tk), RTR_OK);
+            int32_t qq[64];
+            for (int j = 0; j < 64; j++) qq[j] = j < (int)tk.len ? (int32_t)tk.data[j] : -1;
+            uint64_t s5 = 5;
+            rtr_nbr_opts no = {.k = K, .self_doc = &s5, .exclude = also, .n_exclude = 2, .mode = MODES[mi]};
+            assert_int_equal(rtr_retriever_neighbours(r, qq, 1, &no, &(rtr_nbrs){.ids = ids}), RTR_OK);
+            uint64_t ex[] = {9, 5, 7};
+            rtr_search_opts so = {.exclude_docs = ex, .n_exclude = 3, .mode = MODES[mi]};
+            rtr_hits hits;
+            assert_int_equal(rtr_retriever_search(r, (const char *)text.data, text.len, K, &so, &hits), RTR_OK);
+            assert_int_equal(hits.query_chunks, 1);
+            assert_int_equal(hits.n, K);
+            for (int j = 0; j < K; j++) assert_int_equal(ids[j], (int64_t)hits.items[j].chunk_id);
+            if (MODES[mi] == RTR_SEARCH_HYBRID)
+                for (int j = 0; j < K; j++) assert_true(hits.items[j].found_by != 0);
+            compared++;
+            rtr_hits_free(&hits);
+            rtr_buf_free(&text);
+            rtr_u32vec_free(&tk);
+        }
+        assert_int_equal(compared, N);
+        rtr_encoder_free(enc);
+        rtr_store_txn_end(t);
+    }
+    rtr_retriever_close(r);
+    rtr_free(gone_path);
 }
 
 int main(void) {
@@ -453,6 +694,8 @@ int main(void) {
         cmocka_unit_test(test_deleted_never_returned_incremental_and_compact),
         cmocka_unit_test(test_no_index_and_corrupt_index),
         cmocka_unit_test(test_aligned_neighbours),
+        cmocka_unit_test(test_neighbours_by_retriever),
+        cmocka_unit_test(test_neighbours_filters_in_every_mode),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -3,6 +3,7 @@
 #include "fuzz_util.h"
 #include "lib/safetensors.h"
 #include "model/ckpt.h"
+#include "retriever/retriever.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     rtr_safetensors *st = NULL;
@@ -13,6 +14,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     }
     uint32_t align;
     (void)rtr_ckpt_align_meta(rtr_st_meta(st, "align"), "fuzz.safetensors", &align);
+    int retriever = -1;
+    if (rtr_ckpt_retriever_meta(rtr_st_meta(st, "retriever"), "fuzz.safetensors", &retriever) == RTR_OK)
+        FUZZ_CHECK(retriever >= RTR_SEARCH_VECTOR && retriever <= RTR_SEARCH_HYBRID);
     for (int with_train = 0; with_train < 2; with_train++) {
         rtr_model *m = NULL;
         /* the context of 64 keeps the activations small whatever the file says */
