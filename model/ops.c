@@ -107,22 +107,6 @@ static void matvec(const float *a, const float *B, int ldb, int tb, int N, int K
     }
 }
 
-/* C (M, N) = A (M, K) B^T + beta C for a few rows (tokens of several streams decoded together):
- * each row exactly as matvec computes it alone, but every row of B read once for all of them,
- * the columns split between the threads. */
-static void matrows(const float *A, int lda, const float *B, int ldb, int M, int N, int K, float beta, float *Cm,
-                    int ldc) {
-#pragma omp parallel for if ((int64_t)M * N * K > (1 << 17) && !omp_in_parallel())
-    for (int j = 0; j < N; j++) {
-        const float *b = B + (int64_t)j * ldb;
-        for (int i = 0; i < M; i++) {
-            float d = dot8(A + (int64_t)i * lda, b, K), *c = Cm + (int64_t)i * ldc + j;
-            *c = beta == 0 ? d : beta * *c + d;
-        }
-    }
-}
-#define MATROWS_MAX 16   /* above it, BLAS's blocking wins */
-
 /* C (M, N) = alpha op(A) op(B) + beta C, row-major, as cblas_sgemm, with the
  * rows (or, when there are more columns, the columns) of C split between the
  * OpenMP threads. */
@@ -132,10 +116,6 @@ static void sgemm_par(int ta, int tb, int M, int N, int K, float alpha, const fl
     if (M <= 0 || N <= 0) return;
     if (M == 1 && !ta && alpha == 1.0f) {
         matvec(A, B, ldb, tb, N, K, beta, Cm);
-        return;
-    }
-    if (M <= MATROWS_MAX && !ta && tb && alpha == 1.0f) {
-        matrows(A, lda, B, ldb, M, N, K, beta, Cm, ldc);
         return;
     }
     int nt = omp_get_max_threads();
