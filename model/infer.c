@@ -2,6 +2,7 @@
 #include "model/infer.h"
 
 #include <math.h>
+#include <omp.h>
 #include <string.h>
 
 #include "lib/alloc.h"
@@ -161,8 +162,8 @@ static void add_to(float *x, const float *y, int n) {
  * r. nbr[i]: the neighbours of the chunk t[i] completes (NULL if none or
  * retrieval is off). With want_logits, fills r->logits. With n = 1 this is
  * exactly the one-token step: the same operations in the same order. */
-static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *const *nbr, int n, const rows *r,
-                      int want_logits) {
+static void step_rows_on(rtr_session *const *ss, const int32_t *t, const int32_t *const *nbr, int n, const rows *r,
+                         int want_logits) {
     rtr_model *m = ss[0]->m;
     const rtr_model_config *c = ss[0]->c;
     int C = c->C, hs = C / c->NH, KR = c->K * c->R;
@@ -239,6 +240,18 @@ static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *c
         rtr_rmsnorm_forward(r->a, r->rstd, r->x, PW(m, m->lnf), n, C);
         rtr_matmul_forward(r->logits, r->a, PW(m, m->wte), NULL, n, C, c->V);
     }
+}
+
+/* A step of one token runs on the calling thread alone: its products and per-head attention are too
+ * small for a team (measured: one thread decodes as fast as two on an idle machine, and two collapse
+ * to a few percent of that when another process shares the cores, their barriers spinning against
+ * it). Rows of several streams keep the threads. */
+static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *const *nbr, int n, const rows *r,
+                      int want_logits) {
+    int alone = n == 1 && !omp_in_parallel(), saved = omp_get_max_threads();
+    if (alone) omp_set_num_threads(1);
+    step_rows_on(ss, t, nbr, n, r, want_logits);
+    if (alone) omp_set_num_threads(saved);
 }
 
 static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits) {

@@ -119,8 +119,10 @@ static void sgemm_par(int ta, int tb, int M, int N, int K, float alpha, const fl
         return;
     }
     int nt = omp_get_max_threads();
-    if (nt <= 1 || omp_in_parallel()) {
+    if (nt <= 1 || omp_in_parallel()) {   /* one thread asked for: BLAS's own threads too */
+        int saved = nt <= 1 ? blas_single_begin() : 0;
         cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
+        blas_single_end(saved);
         return;
     }
     int saved = blas_single_begin();
