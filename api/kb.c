@@ -326,9 +326,10 @@ void retro_results_free(retro_results *r) {
 
 static int search_held(rtr_retriever *r, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
     int rc;
-    if (o->nprobe && (rc = rtr_vindex_set_nprobe(rtr_kb_vectors_vindex(rtr_retriever_vectors(r)), o->nprobe))) return rc;
-    if (o->rerank && (rc = rtr_vindex_set_rerank(rtr_kb_vectors_vindex(rtr_retriever_vectors(r)), o->rerank < 0 ? 0 : o->rerank)))
-        return rc;
+    rtr_vindex *vx = NULL;
+    if ((o->nprobe || o->rerank) && (rc = rtr_retriever_vindex(r, &vx))) return rc;
+    if (o->nprobe && (rc = rtr_vindex_set_nprobe(vx, o->nprobe))) return rc;
+    if (o->rerank && (rc = rtr_vindex_set_rerank(vx, o->rerank < 0 ? 0 : o->rerank))) return rc;
     rtr_search_opts so = {o->exclude_docs, o->n_exclude, o->continuation, o->mode};
     rtr_hits h;
     if ((rc = rtr_retriever_search(r, query, len, o->k ? o->k : 10, &so, &h))) return rc;

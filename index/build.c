@@ -184,9 +184,9 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     int have = !rc && rtr_kb_manifest_get(kb, "index") != NULL;
     if (!rc && have && !o->retrain) {
         rc = rtr_kb_vectors_open(kb, &recorded);
+        if (!rc) rc = rtr_kb_vectors_vindex(recorded, &vx);
         if (!rc) {
             embedder = rtr_kb_vectors_embedder(recorded);
-            vx = rtr_kb_vectors_vindex(recorded);
             upto = rtr_kb_vectors_indexed_upto(recorded);
             trained_on = rtr_kb_vectors_trained_on(recorded);
         }
@@ -270,12 +270,12 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
     uint32_t S = rc || unchanged ? 0 : rtr_vindex_shards(vx);
     char **names = S ? rtr_calloc(S, sizeof *names) : NULL;
-    uint64_t *sums = S ? rtr_calloc(S, sizeof *sums) : NULL;
-    if (!rc && S && (!names || !sums)) rc = RTR_E_NOMEM;
+    uint64_t *sums = S ? rtr_calloc(S, sizeof *sums) : NULL, *bytes = S ? rtr_calloc(S, sizeof *bytes) : NULL;
+    if (!rc && S && (!names || !sums || !bytes)) rc = RTR_E_NOMEM;
     if (!rc && !unchanged) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
-        rc = rtr_vindex_save(vx, dir, prefix, names, sums);
+        rc = rtr_vindex_save(vx, dir, prefix, names, sums, bytes);
     }
     if (!rc && !unchanged && !(desc = rtr_embedder_canonical(embedder))) rc = RTR_E_NOMEM;
     if (!rc && !unchanged) {
@@ -283,7 +283,8 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         for (uint32_t s = 0; s < S; s++) {
             char hex[17];
             snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sums[s]);
-            json_array_append_new(shards_json, json_pack("{s:s, s:s}", "file", names[s], "xxh64", hex));
+            json_array_append_new(shards_json, json_pack("{s:s, s:s, s:I}", "file", names[s], "xxh64", hex, "bytes",
+                                                         (json_int_t)bytes[s]));
         }
         json_error_t err;
         json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
@@ -315,6 +316,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     for (uint32_t s = 0; s < S && names; s++) rtr_free(names[s]);
     rtr_free(names);
     rtr_free(sums);
+    rtr_free(bytes);
     json_decref(shards_json);
     free(desc);
     rtr_kb_vectors_close(recorded);

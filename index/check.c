@@ -28,8 +28,7 @@ static void count_store_problem(void *ctx, const char *msg) {
 }
 
 /* Every vector id against the chunks: at or below the watermark, once, live or stale. */
-static int check_ids(ck *c, rtr_kb *kb, rtr_kb_vectors *v, rtr_store_txn *t) {
-    rtr_vindex *vx = rtr_kb_vectors_vindex(v);
+static int check_ids(ck *c, rtr_kb *kb, rtr_kb_vectors *v, rtr_vindex *vx, rtr_store_txn *t) {
     uint64_t upto = rtr_kb_vectors_indexed_upto(v);
     int64_t *all = NULL;
     size_t n_all = 0;
@@ -91,9 +90,9 @@ static int check_ids(ck *c, rtr_kb *kb, rtr_kb_vectors *v, rtr_store_txn *t) {
 
 /* A sample of indexed chunks, embedded again, must find their own vectors
  * (or one at the same distance: a chunk with the same text). */
-static int check_sample(ck *c, const rtr_kb *kb, rtr_kb_vectors *v, rtr_store_txn *t, uint64_t upto) {
+static int check_sample(ck *c, const rtr_kb *kb, rtr_kb_vectors *v, rtr_vindex *vx, rtr_store_txn *t,
+                        uint64_t upto) {
     rtr_embedder *e = rtr_kb_vectors_embedder(v);
-    rtr_vindex *vx = rtr_kb_vectors_vindex(v);
     uint32_t dim = rtr_vindex_dim(vx), k = 4;
     uint64_t ids[SAMPLE];
     rtr_text texts[SAMPLE];
@@ -154,13 +153,18 @@ int rtr_kb_check(rtr_kb *kb, rtr_check_fn report, void *ctx, rtr_kb_check_report
     if (!rtr_kb_manifest_get(kb, "index")) return RTR_OK;
     out->indexed = 1;
     rtr_kb_vectors *v = NULL;
-    int x = rtr_kb_vectors_open(kb, &v);   /* shard checksums, FAISS's own checks, the embedder */
-    if (x == RTR_E_NOMEM) return x;
+    rtr_vindex *vx = NULL;
+    int x = rtr_kb_vectors_open(kb, &v);   /* the embedder */
+    if (!x) x = rtr_kb_vectors_vindex(v, &vx);   /* shard sizes and checksums, FAISS's own checks */
+    if (x == RTR_E_NOMEM) {
+        rtr_kb_vectors_close(v);
+        return x;
+    }
     if (x) {
         problem(&c, "%s", rtr_errdetail());
+        rtr_kb_vectors_close(v);
         return RTR_OK;
     }
-    rtr_vindex *vx = rtr_kb_vectors_vindex(v);
     out->vectors = rtr_vindex_ntotal(vx);
     json_t *nv = json_object_get(rtr_kb_manifest_get(kb, "index"), "vectors");
     if (json_is_integer(nv) && (uint64_t)json_integer_value(nv) != out->vectors)
@@ -168,8 +172,8 @@ int rtr_kb_check(rtr_kb *kb, rtr_check_fn report, void *ctx, rtr_kb_check_report
                 (unsigned long long)out->vectors);
     rtr_store_txn *t = NULL;
     rc = rtr_store_read_begin(rtr_kb_store(kb), &t);
-    if (!rc) rc = check_ids(&c, kb, v, t);
-    if (!rc) rc = check_sample(&c, kb, v, t, rtr_kb_vectors_indexed_upto(v));
+    if (!rc) rc = check_ids(&c, kb, v, vx, t);
+    if (!rc) rc = check_sample(&c, kb, v, vx, t, rtr_kb_vectors_indexed_upto(v));
     if (!rc && out->sampled && out->found * 10 < out->sampled * 9)
         problem(&c, "only %llu of %llu chunks embedded again find their own vector: the vectors are not these chunks'",
                 (unsigned long long)out->found, (unsigned long long)out->sampled);

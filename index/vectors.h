@@ -15,16 +15,24 @@
 
 typedef struct rtr_kb_vectors rtr_kb_vectors;
 
-/* Loads the embedder and shards named by kb's manifest (shard checksums
- * verified first). RTR_E_NOTFOUND (with a hint to run `retro index build`)
- * if the knowledge base has no index yet; RTR_E_CORRUPT, RTR_E_VERSION,
- * RTR_E_FAISS, RTR_E_NOMEM. */
+/* Reads kb's manifest "index" section and loads the embedder; the shards
+ * are loaded by the first rtr_kb_vectors_vindex, so that what never
+ * searches vectors (a lexical search) never reads them. RTR_E_NOTFOUND
+ * (with a hint to run `retro index build`) if the knowledge base has no
+ * index yet; RTR_E_CORRUPT, RTR_E_VERSION, RTR_E_NOMEM. */
 int rtr_kb_vectors_open(rtr_kb *kb, rtr_kb_vectors **out);
 void rtr_kb_vectors_close(rtr_kb_vectors *v);   /* NULL-safe */
 
 /* Owned by v, valid until rtr_kb_vectors_close. */
 rtr_embedder *rtr_kb_vectors_embedder(const rtr_kb_vectors *v);
-rtr_vindex *rtr_kb_vectors_vindex(const rtr_kb_vectors *v);
+/* The vector index, loaded (sizes and checksums verified, vindex.h) by the
+ * first call, from any thread; a failed load is tried again by the next
+ * call. *out is owned by v. RTR_E_CORRUPT naming the file, RTR_E_FAISS,
+ * RTR_E_IO, RTR_E_NOMEM. */
+int rtr_kb_vectors_vindex(rtr_kb_vectors *v, rtr_vindex **out);
+/* The vectors' dimension as the embedder or the manifest know it; 0 while
+ * neither does (an http embedder's first build). */
+uint32_t rtr_kb_vectors_dim(const rtr_kb_vectors *v);
 uint64_t rtr_kb_vectors_indexed_upto(const rtr_kb_vectors *v);   /* chunk ids <= this are indexed (or deleted) */
 uint64_t rtr_kb_vectors_trained_on(const rtr_kb_vectors *v);     /* chunks when the quantizer was trained */
 
@@ -33,10 +41,12 @@ uint64_t rtr_kb_vectors_trained_on(const rtr_kb_vectors *v);     /* chunks when 
 typedef struct rtr_vectors_section {
     char factory[96];
     uint32_t nprobe;
+    uint32_t dim;            /* 0: not recorded */
     uint64_t indexed_upto, trained_on;
     size_t n_shards;
     char **names;            /* (n_shards) shard file names in KB/index/ */
     uint64_t *sums;          /* (n_shards) their XXH64 */
+    uint64_t *bytes;         /* (n_shards) their sizes; 0: not recorded */
     char *embedder_desc;     /* canonical JSON */
 } rtr_vectors_section;
 int rtr_vectors_section_parse(const json_t *ix, const char *where, rtr_vectors_section *out);

@@ -1,4 +1,5 @@
 /* vindex.c - the vector index: FAISS shards through the C API, planning, training, merged search, files (see vindex.h). */
+#define _GNU_SOURCE   /* fopencookie */
 #include "index/vindex.h"
 
 #include <faiss/c_api/AutoTune_c.h>
@@ -12,6 +13,7 @@
 #include <faiss/c_api/impl/AuxIndexStructures_c.h>
 #include <faiss/c_api/index_factory_c.h>
 #include <faiss/c_api/index_io_c.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <float.h>
 #include <math.h>
@@ -19,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
+#define XXH_STATIC_LINKING_ONLY   /* XXH64_state_t on the stack */
 #include <xxhash.h>
 
 #include "lib/alloc.h"
@@ -510,15 +514,64 @@ int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *rem
     return rc;
 }
 
-/* --- files -------------------------------------------------------------------------------- */
-static int file_xxh64(const char *path, uint64_t *out) {
-    uint8_t *b;
-    size_t len;
-    int rc = rtr_read_file(path, MAX_SHARD_FILE, &b, &len);
-    if (rc) return rc;
-    *out = XXH64(b, len, 0);
-    rtr_free(b);
-    return RTR_OK;
+/* --- files --------------------------------------------------------------------------------
+ * FAISS reads and writes a shard through a stdio stream whose every byte
+ * also goes through XXH64: the checksum costs no second pass over the file
+ * (nor a copy of it in memory), on writing as on reading. */
+typedef struct hashed_fd {
+    int fd;
+    XXH64_state_t st;
+    uint64_t bytes;
+    int err;   /* errno of a failed read or write */
+} hashed_fd;
+
+static ssize_t hashed_read(void *c, char *buf, size_t n) {
+    hashed_fd *h = c;
+    ssize_t r;
+    do r = read(h->fd, buf, n);
+    while (r < 0 && errno == EINTR);
+    if (r < 0) {
+        h->err = errno;
+        return -1;
+    }
+    XXH64_update(&h->st, buf, (size_t)r);
+    h->bytes += (uint64_t)r;
+    return r;
+}
+
+static ssize_t hashed_write(void *c, const char *buf, size_t n) {
+    hashed_fd *h = c;
+    size_t done = 0;
+    while (done < n) {
+        ssize_t r = write(h->fd, buf + done, n - done);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            h->err = r < 0 ? errno : EIO;
+            return done ? (ssize_t)done : -1;
+        }
+        XXH64_update(&h->st, buf + done, (size_t)r);
+        done += (size_t)r;
+    }
+    h->bytes += n;
+    return (ssize_t)n;
+}
+
+/* A stream over fd ("r" or "w") hashing what passes; fclose does not close fd. */
+static FILE *hashed_open(hashed_fd *h, int fd, const char *mode) {
+    memset(h, 0, sizeof *h);
+    h->fd = fd;
+    XXH64_reset(&h->st, 0);
+    cookie_io_functions_t io = {0};
+    if (*mode == 'r') io.read = hashed_read;
+    else io.write = hashed_write;
+    return fopencookie(h, mode, io);
+}
+
+/* Hashes what is left of h's file after a failed parse, so that the error
+ * can say whether the file is damaged. */
+static void hashed_drain(hashed_fd *h) {
+    char buf[1 << 16];
+    while (hashed_read(h, buf, sizeof buf) > 0) {}
 }
 
 static int fsync_path(const char *path) {
@@ -529,7 +582,27 @@ static int fsync_path(const char *path) {
     return r ? rtr_seterr(RTR_E_IO, "%s: fsync failed", path) : RTR_OK;
 }
 
-int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums) {
+/* Writes one shard to path (through tmp, synced, renamed). */
+static int save_shard(FaissIndex *ix, const char *tpath, const char *path, uint64_t *sum, uint64_t *bytes) {
+    int fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return rtr_seterr(RTR_E_IO, "%s: cannot create: %s", tpath, strerror(errno));
+    hashed_fd h;
+    FILE *f = hashed_open(&h, fd, "w");
+    int rc = f ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "%s: stream", tpath);
+    if (!rc && faiss_write_index(ix, f)) rc = rtr_errprefix(faiss_err("write"), "%s", tpath);
+    int unflushed = f && fclose(f);   /* the stream's last bytes reach the file here */
+    if (!rc && (unflushed || h.err)) rc = rtr_seterr(RTR_E_IO, "%s: write failed: %s", tpath, strerror(h.err ? h.err : EIO));
+    if (!rc && fsync(fd)) rc = rtr_seterr(RTR_E_IO, "%s: fsync failed", tpath);
+    if (close(fd) && !rc) rc = rtr_seterr(RTR_E_IO, "%s: close failed", tpath);
+    if (!rc && rename(tpath, path) != 0) rc = rtr_seterr(RTR_E_IO, "%s: rename failed", path);
+    if (rc) unlink(tpath);
+    *sum = XXH64_digest(&h.st);
+    if (bytes) *bytes = h.bytes;
+    return rc;
+}
+
+int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums,
+                    uint64_t *bytes) {
     int rc = rtr_mkdirs(dir);
     for (uint32_t s = 0; s < v->n_shards && !rc; s++) {
         char name[128], tmp[160];
@@ -537,40 +610,101 @@ int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, ch
         snprintf(tmp, sizeof tmp, "%s.tmp", name);
         char *tpath = rtr_path_join(dir, tmp), *path = rtr_path_join(dir, name);
         if (!tpath || !path) rc = RTR_E_NOMEM;
-        else if (faiss_write_index_fname(v->shards[s], tpath)) rc = rtr_errprefix(faiss_err("write"), "%s", tpath);
-        else if (!(rc = fsync_path(tpath)) && rename(tpath, path) != 0) rc = rtr_seterr(RTR_E_IO, "%s: rename failed", path);
-        if (!rc) rc = file_xxh64(path, &sums[s]);
+        else rc = save_shard(v->shards[s], tpath, path, &sums[s], bytes ? &bytes[s] : NULL);
         if (!rc && !(names[s] = rtr_strdup(name))) rc = RTR_E_NOMEM;
         rtr_free(tpath);
         rtr_free(path);
     }
+    if (!rc) rc = fsync_path(dir);
     return rc;
 }
 
-int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums, uint32_t nprobe,
-                    const char *factory, rtr_vindex **out) {
+/* --- shard files, opened now and read later -------------------------------------------------- */
+struct rtr_vindex_files {
+    uint32_t n;
+    int *fd;          /* (n) open shard files: readable even once a newer build has unlinked them */
+    char **path;      /* (n) for errors */
+    uint64_t *sum;    /* (n) XXH64 */
+};
+
+void rtr_vindex_files_close(rtr_vindex_files *f) {
+    if (!f) return;
+    for (uint32_t s = 0; s < f->n; s++) {
+        if (f->fd && f->fd[s] >= 0) close(f->fd[s]);
+        if (f->path) rtr_free(f->path[s]);
+    }
+    rtr_free(f->fd);
+    rtr_free(f->path);
+    rtr_free(f->sum);
+    rtr_free(f);
+}
+
+int rtr_vindex_files_open(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
+                          const uint64_t *bytes, rtr_vindex_files **out) {
     *out = NULL;
     if (n_shards == 0 || n_shards > 1024) return rtr_seterr(RTR_E_CORRUPT, "%s: bad shard count %u", dir, n_shards);
-    rtr_vindex *v = alloc_vindex(n_shards, 0, factory, nprobe);
+    rtr_vindex_files *f = rtr_calloc(1, sizeof *f);
+    if (!f) return RTR_E_NOMEM;
+    f->fd = rtr_malloc(n_shards * sizeof *f->fd);
+    f->path = rtr_calloc(n_shards, sizeof *f->path);
+    f->sum = rtr_malloc(n_shards * sizeof *f->sum);
+    int rc = f->fd && f->path && f->sum ? RTR_OK : RTR_E_NOMEM;
+    if (f->fd) {
+        f->n = n_shards;
+        for (uint32_t s = 0; s < n_shards; s++) f->fd[s] = -1;
+    }
+    for (uint32_t s = 0; s < n_shards && !rc; s++) {
+        const char *path = f->path[s] = rtr_path_join(dir, names[s]);
+        f->sum[s] = sums[s];
+        struct stat sb;
+        uint64_t want = bytes ? bytes[s] : 0;
+        if (!path) rc = RTR_E_NOMEM;
+        else if ((f->fd[s] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+            rc = errno == ENOENT ? rtr_seterr(RTR_E_CORRUPT, "%s: shard file missing", path)
+                                 : rtr_seterr(RTR_E_IO, "%s: cannot open: %s", path, strerror(errno));
+        else if (fstat(f->fd[s], &sb)) rc = rtr_seterr(RTR_E_IO, "%s: cannot stat: %s", path, strerror(errno));
+        else if ((uint64_t)sb.st_size > MAX_SHARD_FILE || (want && (uint64_t)sb.st_size != want))
+            rc = rtr_seterr(RTR_E_CORRUPT, "%s: %lld bytes where the manifest records %llu: the index file is truncated or replaced",
+                            path, (long long)sb.st_size, (unsigned long long)want);
+    }
+    if (rc) rtr_vindex_files_close(f);
+    else *out = f;
+    return rc;
+}
+
+/* Reads shard s, its checksum taken over the bytes as FAISS reads them
+ * and then over the rest of the file. */
+static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
+    *out = NULL;
+    const char *path = f->path[s];
+    if (lseek(f->fd[s], 0, SEEK_SET) != 0) return rtr_seterr(RTR_E_IO, "%s: cannot seek: %s", path, strerror(errno));
+    hashed_fd h;
+    FILE *fp = hashed_open(&h, f->fd[s], "r");
+    if (!fp) return rtr_seterr(RTR_E_NOMEM, "%s: stream", path);
+    int rc = faiss_read_index(fp, 0, out) ? rtr_errprefix(faiss_err("read"), "%s", path) : RTR_OK;
+    hashed_drain(&h);   /* a parse may stop short of the end: the checksum covers every byte */
+    if (h.err) rc = rtr_seterr(RTR_E_IO, "%s: read failed: %s", path, strerror(h.err));
+    else if (XXH64_digest(&h.st) != f->sum[s])
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", path);
+    fclose(fp);
+    if (rc && *out) {
+        faiss_Index_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
+int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out) {
+    *out = NULL;
+    rtr_vindex *v = alloc_vindex(f->n, 0, factory, nprobe);
     if (!v) return RTR_E_NOMEM;
     int rc = RTR_OK;
-    for (uint32_t s = 0; s < n_shards && !rc; s++) {
-        char *path = rtr_path_join(dir, names[s]);
-        uint64_t sum;
-        if (!path) rc = RTR_E_NOMEM;
-        else if ((rc = file_xxh64(path, &sum))) {
-            if (rc == RTR_E_NOTFOUND) rc = rtr_seterr(RTR_E_CORRUPT, "%s: shard file missing", path);
-        } else if (sum != sums[s]) {
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", path);
-        } else if (faiss_read_index_fname(path, 0, &v->shards[s])) {
-            rc = rtr_errprefix(faiss_err("read"), "%s", path);
-        } else {
-            uint32_t d = (uint32_t)faiss_Index_d(v->shards[s]);
-            if (s == 0) v->dim = d;
-            else if (d != v->dim) rc = rtr_seterr(RTR_E_CORRUPT, "%s: dimension %u, shard 0 has %u", path, d, v->dim);
-            if (!rc && v->nlist) rc = set_nprobe_one(v->shards[s], nprobe);
-        }
-        rtr_free(path);
+    for (uint32_t s = 0; s < f->n && !rc; s++) {
+        if ((rc = load_shard(f, s, &v->shards[s]))) break;
+        uint32_t d = (uint32_t)faiss_Index_d(v->shards[s]);
+        if (s == 0) v->dim = d;
+        else if (d != v->dim) rc = rtr_seterr(RTR_E_CORRUPT, "%s: dimension %u, shard 0 has %u", f->path[s], d, v->dim);
+        if (!rc && v->nlist) rc = set_nprobe_one(v->shards[s], nprobe);
     }
     if (rc) {
         rtr_vindex_free(v);
@@ -578,6 +712,16 @@ int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, cons
     }
     *out = v;
     return RTR_OK;
+}
+
+int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
+                    const uint64_t *bytes, uint32_t nprobe, const char *factory, rtr_vindex **out) {
+    *out = NULL;
+    rtr_vindex_files *f;
+    int rc = rtr_vindex_files_open(dir, n_shards, names, sums, bytes, &f);
+    if (!rc) rc = rtr_vindex_files_load(f, nprobe, factory, out);
+    rtr_vindex_files_close(f);
+    return rc;
 }
 
 int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n) {

@@ -13,8 +13,10 @@
  *
  * Files: each shard is a plain FAISS index file that FAISS itself reads
  * (faiss.read_index in Python). Files are written under new names and never
- * overwritten; the manifest names the current ones with their XXH64, which is
- * verified before FAISS parses a file.
+ * overwritten; the manifest names the current ones with their size and
+ * XXH64. The size is checked before FAISS parses a file, the checksum over
+ * the bytes as FAISS reads them (one pass, no copy), and a file that does
+ * not match is refused whatever FAISS made of it.
  */
 #ifndef RTR_VINDEX_H
 #define RTR_VINDEX_H
@@ -79,12 +81,30 @@ int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n
 /* Removes ids (present or not) from every shard; *removed counts them. */
 int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed);
 
-/* Writes shard files dir/PREFIX-SSS.faiss (PREFIX e.g. "g7"); names[i] and
- * sums[i] (XXH64 of the file) receive each shard's file name and checksum.
- * names[i] are fresh strings (caller frees). */
-int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums);
-/* Reads n_shards files (checksums verified first) with the plan's nprobe. */
-int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums, uint32_t nprobe,
-                    const char *factory, rtr_vindex **out);
+/* Writes shard files dir/PREFIX-SSS.faiss (PREFIX e.g. "g7"), each synced
+ * and renamed into place, then dir synced; names[i], sums[i] (XXH64 of the
+ * file) and bytes[i] (its size; bytes may be NULL) receive each shard's file
+ * name, checksum and size. names[i] are fresh strings (caller frees).
+ * RTR_E_IO (disk full, ...), RTR_E_FAISS, RTR_E_NOMEM. */
+int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums,
+                    uint64_t *bytes);
+/* Shard files opened and checked against their recorded sizes (bytes may be
+ * NULL; an entry 0: not recorded), to be read later: the files stay
+ * readable through this handle when a newer build replaces them.
+ * RTR_E_CORRUPT naming the file (missing, wrong size), RTR_E_IO, RTR_E_NOMEM. */
+typedef struct rtr_vindex_files rtr_vindex_files;
+int rtr_vindex_files_open(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
+                          const uint64_t *bytes, rtr_vindex_files **out);
+void rtr_vindex_files_close(rtr_vindex_files *f);   /* NULL-safe */
+/* Reads the shards with the plan's nprobe (f may be read again after a
+ * failure, not from two threads at once): each checksum is taken over the
+ * bytes as FAISS reads them and the rest of the file. RTR_E_CORRUPT naming
+ * the file (checksum mismatch, shards of different dimensions), RTR_E_FAISS
+ * (the file matches its checksum but FAISS refuses it), RTR_E_IO,
+ * RTR_E_NOMEM. */
+int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out);
+/* rtr_vindex_files_open, then _load. */
+int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
+                    const uint64_t *bytes, uint32_t nprobe, const char *factory, rtr_vindex **out);
 
 #endif

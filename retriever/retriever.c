@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,15 +18,39 @@ struct rtr_retriever {
     rtr_kb *kb;
     rtr_kb_vectors *vec;
     rtr_embedder *embedder;   /* vec's */
-    rtr_vindex *vindex;       /* vec's */
+    uint32_t dim;             /* its vectors' */
+    pthread_mutex_t lock;     /* guards vindex */
+    rtr_vindex *vindex;       /* vec's, NULL until the first vector search loads it (vector_index) */
+    uint32_t nprobe;          /* to set on vindex when loaded (0: as recorded) */
+    int rerank;               /* likewise (0: automatic, < 0 exact) */
     int threads;
     int default_mode;         /* what RTR_SEARCH_DEFAULT means when the lexical index exists */
 };
+
+/* The vector index, loaded by the first call (from any thread) with the options it was opened with. */
+static int vector_index(rtr_retriever *r, rtr_vindex **out) {
+    int rc = RTR_OK;
+    pthread_mutex_lock(&r->lock);
+    if (!r->vindex) {
+        rtr_vindex *vx;
+        rc = rtr_kb_vectors_vindex(r->vec, &vx);
+        if (!rc && r->nprobe) rc = rtr_vindex_set_nprobe(vx, r->nprobe);
+        if (!rc && r->rerank) rc = rtr_vindex_set_rerank(vx, r->rerank < 0 ? 0 : r->rerank);
+        if (!rc) r->vindex = vx;
+    }
+    *out = r->vindex;
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
 
 int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **out) {
     *out = NULL;
     rtr_retriever *r = rtr_calloc(1, sizeof *r);
     if (!r) return RTR_E_NOMEM;
+    if (pthread_mutex_init(&r->lock, NULL)) {
+        rtr_free(r);
+        return rtr_seterr(RTR_E_NOMEM, "mutex");
+    }
     r->kb = kb;
     r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
     r->default_mode = RTR_SEARCH_VECTOR;
@@ -33,13 +58,15 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
     const char *m = json_string_value(json_object_get(sm, "mode"));
     if (m) r->default_mode = !strcmp(m, "lexical") ? RTR_SEARCH_LEXICAL : !strcmp(m, "hybrid") ? RTR_SEARCH_HYBRID : RTR_SEARCH_VECTOR;
     json_decref(sm);
-    int rc = rtr_kb_vectors_open(kb, &r->vec);
+    r->nprobe = o ? o->nprobe : 0;
+    r->rerank = o ? o->rerank : 0;
+    int rc = rtr_kb_vectors_open(kb, &r->vec);   /* the shards wait for the first vector search */
     if (!rc) {
         r->embedder = rtr_kb_vectors_embedder(r->vec);
-        r->vindex = rtr_kb_vectors_vindex(r->vec);
+        r->dim = rtr_kb_vectors_dim(r->vec);
     }
-    if (!rc && o && o->nprobe) rc = rtr_vindex_set_nprobe(r->vindex, o->nprobe);
-    if (!rc && o && o->rerank) rc = rtr_vindex_set_rerank(r->vindex, o->rerank < 0 ? 0 : o->rerank);
+    rtr_vindex *vx;
+    if (!rc && !r->dim && !(rc = vector_index(r, &vx))) r->dim = rtr_vindex_dim(vx);   /* recorded nowhere else */
     if (rc) {
         rtr_retriever_close(r);
         return rc;
@@ -51,10 +78,13 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
 void rtr_retriever_close(rtr_retriever *r) {
     if (!r) return;
     rtr_kb_vectors_close(r->vec);
+    pthread_mutex_destroy(&r->lock);
     rtr_free(r);
 }
 
 const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r) { return r->vec; }
+
+int rtr_retriever_vindex(rtr_retriever *r, rtr_vindex **out) { return vector_index(r, out); }
 
 rtr_kb *rtr_retriever_kb(rtr_retriever *r) { return r->kb; }
 
@@ -146,15 +176,18 @@ static int decode_embed(rtr_retriever *r, const uint32_t *const *tok, const uint
 static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const float *q, uint32_t k,
                            const uint64_t *self_doc, uint64_t exclude_doc, const uint64_t *ex, size_t n_ex,
                            int64_t *ids, float *dist, rtr_chunk *kept) {
-    uint64_t total = rtr_vindex_ntotal(r->vindex);
-    uint32_t dim = rtr_vindex_dim(r->vindex);
     for (size_t i = 0; i < nq * k; i++) {
         ids[i] = -1;
         dist[i] = INFINITY;
     }
+    rtr_vindex *vx;
+    int rc = vector_index(r, &vx);
+    if (rc) return rc;
+    uint64_t total = rtr_vindex_ntotal(vx);
+    uint32_t dim = r->dim;
     size_t *todo = rtr_malloc((nq ? nq : 1) * sizeof *todo);
     float *qq = rtr_malloc((nq ? nq : 1) * dim * sizeof *qq);
-    int rc = todo && qq ? RTR_OK : RTR_E_NOMEM;
+    if (!todo || !qq) rc = RTR_E_NOMEM;
     size_t n_todo = nq;
     for (size_t i = 0; !rc && i < nq; i++) todo[i] = i;
     uint64_t kk = (uint64_t)k * 2 + 16;
@@ -172,7 +205,7 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
             sd = rtr_malloc(gn * kk * sizeof *sd);
             si = rtr_malloc(gn * kk * sizeof *si);
             if (!sd || !si) { rc = RTR_E_NOMEM; break; }
-            if ((rc = rtr_vindex_search(r->vindex, gn, qq, (uint32_t)kk, sd, si))) break;
+            if ((rc = rtr_vindex_search(vx, gn, qq, (uint32_t)kk, sd, si))) break;
             for (size_t j = 0; j < gn && !rc; j++) {
                 size_t qi = todo[g0 + j];
                 uint32_t have = 0;   /* rescan from the top: results are a superset */
@@ -450,7 +483,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
         }
     }
     if (!rc && mode != RTR_SEARCH_LEXICAL) {   /* the vector side's results for each query chunk */
-        uint32_t dim = rtr_vindex_dim(r->vindex);
+        uint32_t dim = r->dim;
         texts = rtr_calloc(nq, sizeof *texts);
         run = rtr_malloc(nq * sizeof *run);
         run_len = rtr_malloc(nq * sizeof *run_len);
@@ -567,7 +600,7 @@ static int put_neighbour(rtr_store_txn *t, const rtr_chunk *c, const int32_t *q,
 static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_t m, uint32_t k, const float *q,
                              const rtr_text *qt, const uint64_t *self_doc, const rtr_nbr_opts *o, int64_t *ids,
                              float *dist, rtr_chunk *kept) {
-    uint32_t depth = side_depth(mode, k), dim = rtr_vindex_dim(r->vindex);
+    uint32_t depth = side_depth(mode, k), dim = r->dim;
     size_t mk = m * k, np = 0;
     const uint32_t **run = rtr_malloc(mk * sizeof *run);
     uint32_t *len = rtr_malloc(mk * sizeof *len);
@@ -630,7 +663,7 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
     for (size_t i = 1; i < o->n_exclude; i++)
         if (o->exclude[i - 1] > o->exclude[i]) return rtr_seterr(RTR_E_INVALID, "exclude list must be sorted");
     if (n == 0) return RTR_OK;
-    uint32_t dim = rtr_vindex_dim(r->vindex);
+    uint32_t dim = r->dim;
     size_t B = n < 4096 ? n : 4096;   /* queries per round (buffers sized for no more) */
     if (B * k > ROUND_PAIRS) B = ROUND_PAIRS / k ? ROUND_PAIRS / k : 1;
     rtr_text *texts = rtr_calloc(B, sizeof *texts);

@@ -2,7 +2,7 @@
  * retriever.h - the query path: text or chunks in, nearest chunks out.
  *
  *     rtr_retriever *r;
- *     rtr_retriever_open(kb, NULL, &r);            // loads embedder + shards
+ *     rtr_retriever_open(kb, NULL, &r);            // loads the embedder; the shards at the first vector search
  *     rtr_hits hits;
  *     rtr_retriever_search(r, "tax policy", 10, 10, NULL, &hits);
  *     for (size_t i = 0; i < hits.n; i++) ... hits.items[i].path, .byte_start, .score, .text
@@ -40,6 +40,9 @@ typedef struct rtr_retriever_opts {
 int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **out);
 void rtr_retriever_close(rtr_retriever *r);   /* NULL-safe; kb stays open */
 const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r);   /* what it searches */
+/* Its vector index, loaded by the first vector search or by this call (from any thread), with the
+ * options r was opened with; owned by r. Errors of rtr_kb_vectors_vindex. */
+int rtr_retriever_vindex(rtr_retriever *r, rtr_vindex **out);
 rtr_kb *rtr_retriever_kb(rtr_retriever *r);   /* the knowledge base it was opened on */
 /* The knowledge base's search mode when it was opened (`retro index build --search-mode`, recorded in
  * the manifest): RTR_SEARCH_VECTOR (also when none is recorded), _LEXICAL or _HYBRID. */

@@ -319,10 +319,23 @@ static void test_no_index_and_corrupt_index(void **state) {
     size_t len;
     assert_int_equal(rtr_read_file(p, 1u << 30, &buf, &len), RTR_OK);
     tu_write(idx, file, buf, len - 100);
-    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_E_CORRUPT);
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_E_CORRUPT);   /* its size is checked at open */
     assert_non_null(strstr(rtr_errdetail(), file));
+    /* a flipped byte: the open is cheap and does not read it; the first vector search does, and says so */
+    buf[len / 2] ^= 0x10;
     tu_write(idx, file, buf, len);
     assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    rtr_hits h;
+    assert_int_equal(rtr_retriever_search(r, "taxes", 5, 3, &(rtr_search_opts){.mode = RTR_SEARCH_VECTOR}, &h),
+                     RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), "checksum mismatch"));
+    assert_non_null(strstr(rtr_errdetail(), file));
+    /* the file mended in place (the same inode, which r holds open): a failed load is tried again */
+    buf[len / 2] ^= 0x10;
+    tu_write(idx, file, buf, len);
+    assert_int_equal(rtr_retriever_search(r, "taxes", 5, 3, &(rtr_search_opts){.mode = RTR_SEARCH_VECTOR}, &h), RTR_OK);
+    assert_true(h.n == 3);
+    rtr_hits_free(&h);
     rtr_retriever_close(r);
     rtr_free(buf);
     rtr_free(p);

@@ -49,7 +49,8 @@ int main(int argc, char **argv) {
     const rtr_kb_vectors *ix = rtr_retriever_vectors(r);
     rtr_embedder *e = rtr_kb_vectors_embedder(ix);
     uint32_t dim = e->dim;
-    rtr_vindex *ann = rtr_kb_vectors_vindex(ix);
+    rtr_vindex *ann;
+    if (rtr_retriever_vindex(r, &ann)) bench_die("bench_ann", "vector index");
     const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
     rtr_store_txn *t;
     if (rtr_store_read_begin(rtr_kb_store(kb), &t)) bench_die("bench_ann", "txn");

@@ -44,7 +44,11 @@ int main(int argc, char **argv) {
         tokens += c.n_tokens;
     }
     rtr_store_txn_end(t);
-    rtr_vindex *vx = rtr_kb_vectors_vindex(rtr_retriever_vectors(r));
+    rtr_vindex *vx;
+    if (rtr_retriever_vindex(r, &vx)) {
+        fprintf(stderr, "bench_neighbours: %s\n", rtr_errdetail());
+        return 1;
+    }
     printf("%zu chunks (%" PRIu64 " tokens); index %s, nprobe %u; k = %u, own document excluded\n", n, tokens,
            rtr_vindex_factory(vx), rtr_vindex_nprobe(vx), k);
     double t0 = rtr_now();

@@ -53,8 +53,15 @@ long=$(for i in $(seq 40); do printf 'taxes and the budget deficit %d ' "$i"; do
 grep -q "searched as [0-9]* chunks" long.err || fail "a long query says how it was searched"
 cp -r kb kb2
 shard=$(ls kb2/index/*.faiss | head -1)
-head -c 1000 "$shard" > "$shard.x" && mv "$shard.x" "$shard"
-expect_fail 1 "$(basename "$shard"): checksum mismatch" "$RETRO" search kb2 "oil"
+cp "$shard" "$shard.good"
+head -c 1000 "$shard.good" > "$shard"
+expect_fail 1 "$(basename "$shard"): 1000 bytes where the manifest records" "$RETRO" search kb2 "oil"
+# a flipped byte keeps the size: the first vector search reads the file and refuses it,
+# a lexical search never reads it
+python3 -c 'import sys; b = bytearray(open(sys.argv[1], "rb").read()); b[len(b) // 2] ^= 0x10; open(sys.argv[2], "wb").write(b)' "$shard.good" "$shard"
+expect_fail 1 "$(basename "$shard"): checksum mismatch" "$RETRO" search kb2 "oil" --mode vector
+"$RETRO" search kb2 "oil" --mode lexical > /dev/null || fail "a lexical search does not need the vector shards"
+ok "a damaged shard: refused by size at open, by checksum at the first vector search"
 cp -r kb kb3
 sed -i 's/"version": 1,/"version": 7,/' kb3/manifest.json
 expect_fail 1 "newer than this retro supports" "$RETRO" search kb3 "oil"
