@@ -138,6 +138,13 @@ static int deleted_ids(rtr_store_txn *t, uint64_t upto, int64_t **ids, size_t *n
 }
 
 /* Deletes index/ files not named in keep (old generations, leftovers). */
+/* A file's manifest entry: {"file": NAME, "xxh64": HEX, "bytes": N}. */
+static json_t *file_json(const rtr_vindex_file *f) {
+    char hex[17];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)f->xxh64);
+    return json_pack("{s:s, s:s, s:I}", "file", f->name, "xxh64", hex, "bytes", (json_int_t)f->bytes);
+}
+
 static void remove_stale_files(const char *dir, json_t *shards, const char *df_name) {
     DIR *d = opendir(dir);
     if (!d) return;
@@ -147,7 +154,11 @@ static void remove_stale_files(const char *dir, json_t *shards, const char *df_n
         int keep = df_name && !strcmp(e->d_name, df_name);
         size_t i;
         json_t *s;
-        json_array_foreach(shards, i, s) if (!strcmp(json_string_value(json_object_get(s, "file")), e->d_name)) keep = 1;
+        json_array_foreach(shards, i, s) {
+            const char *codes = json_string_value(json_object_get(json_object_get(s, "codes"), "file"));
+            if (!strcmp(json_string_value(json_object_get(s, "file")), e->d_name) || (codes && !strcmp(codes, e->d_name)))
+                keep = 1;
+        }
         if (keep) continue;
         char *p = rtr_path_join(dir, e->d_name);
         if (p) unlink(p);
@@ -269,22 +280,20 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     json_t *old = unchanged ? NULL : rtr_kb_manifest_get(kb, "index");
     json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
     uint32_t S = rc || unchanged ? 0 : rtr_vindex_shards(vx);
-    char **names = S ? rtr_calloc(S, sizeof *names) : NULL;
-    uint64_t *sums = S ? rtr_calloc(S, sizeof *sums) : NULL, *bytes = S ? rtr_calloc(S, sizeof *bytes) : NULL;
-    if (!rc && S && (!names || !sums || !bytes)) rc = RTR_E_NOMEM;
+    rtr_vindex_file *files = S ? rtr_calloc(S, sizeof *files) : NULL, *codes = S ? rtr_calloc(S, sizeof *codes) : NULL;
+    if (!rc && S && (!files || !codes)) rc = RTR_E_NOMEM;
     if (!rc && !unchanged) {
         char prefix[32];
         snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
-        rc = rtr_vindex_save(vx, dir, prefix, names, sums, bytes);
+        rc = rtr_vindex_save(vx, dir, prefix, files, codes);
     }
     if (!rc && !unchanged && !(desc = rtr_embedder_canonical(embedder))) rc = RTR_E_NOMEM;
     if (!rc && !unchanged) {
         shards_json = json_array();
         for (uint32_t s = 0; s < S; s++) {
-            char hex[17];
-            snprintf(hex, sizeof hex, "%016llx", (unsigned long long)sums[s]);
-            json_array_append_new(shards_json, json_pack("{s:s, s:s, s:I}", "file", names[s], "xxh64", hex, "bytes",
-                                                         (json_int_t)bytes[s]));
+            json_t *entry = file_json(&files[s]);
+            if (codes[s].name) json_object_set_new(entry, "codes", file_json(&codes[s]));
+            json_array_append_new(shards_json, entry);
         }
         json_error_t err;
         json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
@@ -313,10 +322,10 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         rep->drifted = rep->nlist && st.n_chunks > 4 * trained_on;
         snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(vx));
     }
-    for (uint32_t s = 0; s < S && names; s++) rtr_free(names[s]);
-    rtr_free(names);
-    rtr_free(sums);
-    rtr_free(bytes);
+    rtr_vindex_files_free(files, S);
+    rtr_vindex_files_free(codes, S);
+    rtr_free(files);
+    rtr_free(codes);
     json_decref(shards_json);
     free(desc);
     rtr_kb_vectors_close(recorded);

@@ -4,6 +4,7 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "lib/alloc.h"
 #include "lib/simd.h"
@@ -19,6 +20,8 @@ struct rtr_sq4 {
     uint8_t *codes;       /* n x cb */
     float *norm2;         /* n: exact squared norms */
     float *mean, *step;   /* dim */
+    void *map;            /* the file the arrays point into, or NULL when they are allocated */
+    size_t map_len;
 };
 
 static uint32_t padded(uint32_t dim) { return (dim + BLOCK - 1) / BLOCK * BLOCK; }
@@ -77,14 +80,103 @@ rtr_sq4 *rtr_sq4_build(const float *xb, size_t n, uint32_t dim) {
 
 void rtr_sq4_free(rtr_sq4 *s) {
     if (!s) return;
-    rtr_free(s->codes);
-    rtr_free(s->norm2);
-    rtr_free(s->mean);
-    rtr_free(s->step);
+    if (s->map) {
+        munmap(s->map, s->map_len);
+    } else {
+        rtr_free(s->codes);
+        rtr_free(s->norm2);
+        rtr_free(s->mean);
+        rtr_free(s->step);
+    }
     rtr_free(s);
 }
 
 size_t rtr_sq4_n(const rtr_sq4 *s) { return s->n; }
+uint32_t rtr_sq4_dim(const rtr_sq4 *s) { return s->dim; }
+
+/* --- files --------------------------------------------------------------------------------- */
+#define FILE_MAGIC "RTRSQ4\0\1"
+#define HEADER 32
+#define MAX_N ((uint64_t)1 << 34)
+
+static uint64_t align64(uint64_t x) { return (x + 63) & ~(uint64_t)63; }
+
+/* Offsets of the arrays (file format in sq4.h); the file's length in *end. */
+static void layout(uint32_t dim, uint64_t n, uint64_t *ids, uint64_t *norms, uint64_t *codes, uint64_t *end) {
+    *ids = align64(HEADER + 8ull * dim);
+    *norms = *ids + 8 * n;
+    *codes = align64(*norms + 4 * n);
+    *end = *codes + n * ((dim + 1ull) / 2);
+}
+
+static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
+static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
+static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
+
+static int pad_to(FILE *f, uint64_t *at, uint64_t to) {
+    static const uint8_t zero[64];
+    size_t k = (size_t)(to - *at);
+    *at = to;
+    return k && fwrite(zero, 1, k, f) != k;
+}
+
+int rtr_sq4_write(const rtr_sq4 *s, const int64_t *ids, FILE *f) {
+    /* the arrays are written as they lie in memory: little-endian machines only (static check below) */
+    uint64_t o_ids, o_norms, o_codes, end, at = HEADER + 8ull * s->dim;
+    layout(s->dim, s->n, &o_ids, &o_norms, &o_codes, &end);
+    uint8_t h[HEADER] = {0};
+    memcpy(h, FILE_MAGIC, 8);
+    put_u32(h + 8, s->dim);
+    put_u32(h + 12, s->cb);
+    put_u64(h + 16, s->n);
+    int bad = fwrite(h, 1, HEADER, f) != HEADER || fwrite(s->mean, 4, s->dim, f) != s->dim ||
+              fwrite(s->step, 4, s->dim, f) != s->dim || pad_to(f, &at, o_ids) ||
+              (s->n && fwrite(ids, 8, s->n, f) != s->n) || (s->n && fwrite(s->norm2, 4, s->n, f) != s->n);
+    at = o_norms + 4 * s->n;
+    bad = bad || pad_to(f, &at, o_codes) || (s->n && fwrite(s->codes, s->cb, s->n, f) != s->n);
+    return bad ? rtr_seterr(RTR_E_IO, "4-bit codes: write failed") : RTR_OK;
+}
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the 4-bit code files are little-endian");
+
+int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **out, const int64_t **ids) {
+    *out = NULL;
+    *ids = NULL;
+    if (len < HEADER) return rtr_seterr(RTR_E_CORRUPT, "%s: %llu bytes is too short for 4-bit codes", path, (unsigned long long)len);
+    void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) return rtr_seterr(RTR_E_IO, "%s: cannot map", path);
+    uint8_t *p = m;
+    uint32_t d = get_u32(p + 8), cb = get_u32(p + 12);
+    uint64_t n = get_u64(p + 16), o_ids = 0, o_norms = 0, o_codes = 0, end = 0;
+    int rc = RTR_OK;
+    if (memcmp(p, FILE_MAGIC, 8)) rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a file of 4-bit codes", path);
+    else if (d != dim || cb != (d + 1) / 2 || d == 0 || d > 65536 || n > MAX_N)
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: bad header (dimension %u, %u code bytes, %llu vectors; the index has dimension %u)",
+                        path, d, cb, (unsigned long long)n, dim);
+    else if ((layout(d, n, &o_ids, &o_norms, &o_codes, &end), end != len))
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: %llu bytes where %llu vectors take %llu", path, (unsigned long long)len,
+                        (unsigned long long)n, (unsigned long long)end);
+    rtr_sq4 *s = rc ? NULL : rtr_calloc(1, sizeof *s);
+    if (!rc && !s) rc = RTR_E_NOMEM;
+    if (rc) {
+        munmap(m, (size_t)len);
+        return rc;
+    }
+    posix_madvise(m, (size_t)len, POSIX_MADV_WILLNEED);   /* a scan reads all of it */
+    s->n = (size_t)n;
+    s->dim = d;
+    s->cb = cb;
+    s->mean = (float *)(void *)(p + HEADER);   /* PROT_READ: nothing writes through these */
+    s->step = s->mean + d;
+    s->norm2 = (float *)(void *)(p + o_norms);
+    s->codes = p + o_codes;
+    s->map = m;
+    s->map_len = (size_t)len;
+    *ids = (const int64_t *)(const void *)(p + o_ids);
+    *out = s;
+    return RTR_OK;
+}
 
 int rtr_sq4_query_init(const rtr_sq4 *s, const float *q, rtr_sq4_query *out) {
     memset(out, 0, sizeof *out);

@@ -27,13 +27,44 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 typedef struct rtr_sq4 rtr_sq4;
 
 /* Encodes xb (n x dim). NULL when out of memory. */
 rtr_sq4 *rtr_sq4_build(const float *xb, size_t n, uint32_t dim);
-void rtr_sq4_free(rtr_sq4 *s);   /* NULL-safe */
+void rtr_sq4_free(rtr_sq4 *s);   /* NULL-safe; unmaps a mapped one */
 size_t rtr_sq4_n(const rtr_sq4 *s);
+uint32_t rtr_sq4_dim(const rtr_sq4 *s);
+
+/*
+ * File (KB/index/gN-SSS.sq4, beside the shard it was made from, so that a
+ * search maps it instead of reading the shard), little-endian, every array
+ * aligned to its element:
+ *
+ *   offset        size      field
+ *   0             8         magic "RTRSQ4\0\1"
+ *   8             4         dim D (1..65536)
+ *   12            4         code bytes per vector, (D + 1) / 2
+ *   16            8         n vectors (<= 2^34)
+ *   24            8         reserved (0)
+ *   32            4 D       mean (per dimension)
+ *   32 + 4 D      4 D       step
+ *   A             8 n       ids, in the shard's order (A = 32 + 8 D rounded up to 64)
+ *   A + 8 n       4 n       exact squared norms
+ *   C             n (D+1)/2 codes (C = A + 12 n rounded up to 64)
+ *
+ * The file is exactly C + n (D + 1) / 2 bytes long. Its checksum is the
+ * manifest's, verified by `retro index check`, not by a search: a map
+ * checks the header and the length, so no offset can leave the file.
+ */
+/* Writes s with the shard's ids (n) to f. RTR_E_IO. */
+int rtr_sq4_write(const rtr_sq4 *s, const int64_t *ids, FILE *f);
+/* Maps the file fd (len bytes, path for errors; fd may be closed after)
+ * read-only: *out scans from the map, *ids points into it (valid until
+ * rtr_sq4_free). dim: the vectors' dimension, checked. RTR_E_CORRUPT naming
+ * path (magic, counts, length), RTR_E_IO, RTR_E_NOMEM. */
+int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **out, const int64_t **ids);
 
 /* The query's integer weights and offset, made once per query. */
 typedef struct rtr_sq4_query {

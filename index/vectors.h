@@ -25,11 +25,19 @@ void rtr_kb_vectors_close(rtr_kb_vectors *v);   /* NULL-safe */
 
 /* Owned by v, valid until rtr_kb_vectors_close. */
 rtr_embedder *rtr_kb_vectors_embedder(const rtr_kb_vectors *v);
-/* The vector index, loaded (sizes and checksums verified, vindex.h) by the
- * first call, from any thread; a failed load is tried again by the next
- * call. *out is owned by v. RTR_E_CORRUPT naming the file, RTR_E_FAISS,
- * RTR_E_IO, RTR_E_NOMEM. */
+/* The vector index loaded (checksums verified, vindex.h), to build on or
+ * check, made by the first call, from any thread; a failed load is tried
+ * again by the next call. *out is owned by v. RTR_E_CORRUPT naming the
+ * file, RTR_E_FAISS, RTR_E_IO, RTR_E_NOMEM. */
 int rtr_kb_vectors_vindex(rtr_kb_vectors *v, rtr_vindex **out);
+/* The vector index to search: shards with 4-bit codes mapped, not read
+ * (rtr_vindex_files_map), the rest loaded; otherwise as above. */
+int rtr_kb_vectors_search_index(rtr_kb_vectors *v, rtr_vindex **out);
+/* What `retro index check` asks of the 4-bit code files that searches map
+ * unverified: each one's checksum as the manifest records it, and the ids
+ * of the shard it was made from, in its order (loads the index). RTR_OK,
+ * RTR_E_CORRUPT naming the file, RTR_E_IO, RTR_E_NOMEM, load errors. */
+int rtr_kb_vectors_verify_codes(rtr_kb_vectors *v);
 /* The vectors' dimension as the embedder or the manifest know it; 0 while
  * neither does (an http embedder's first build). */
 uint32_t rtr_kb_vectors_dim(const rtr_kb_vectors *v);
@@ -44,9 +52,8 @@ typedef struct rtr_vectors_section {
     uint32_t dim;            /* 0: not recorded */
     uint64_t indexed_upto, trained_on;
     size_t n_shards;
-    char **names;            /* (n_shards) shard file names in KB/index/ */
-    uint64_t *sums;          /* (n_shards) their XXH64 */
-    uint64_t *bytes;         /* (n_shards) their sizes; 0: not recorded */
+    rtr_vindex_file *shards; /* (n_shards) the FAISS files in KB/index/ */
+    rtr_vindex_file *codes;  /* (n_shards) their 4-bit codes (name NULL: none) */
     char *embedder_desc;     /* canonical JSON */
 } rtr_vectors_section;
 int rtr_vectors_section_parse(const json_t *ix, const char *where, rtr_vectors_section *out);

@@ -38,14 +38,25 @@
 #define MAX_SHARD_FILE ((size_t)64 << 30)
 #define SQ4_MIN ((size_t)64 * 1024)   /* flat shards from this size are scanned through 4-bit codes */
 
+/* A flat shard searched from its files, never loaded: its 4-bit codes and ids mapped from its .sq4
+ * file (sq4.h), its exact vectors read from its FAISS file where a re-ranking needs them. */
+typedef struct mapped_shard {
+    const int64_t *ids;   /* (n) into the codes' map */
+    int fd;               /* the FAISS file (owned), or -1: the shard is loaded */
+    uint64_t xb_off;      /* byte offset of vector 0 in it */
+} mapped_shard;
+
 struct rtr_vindex {
     uint32_t n_shards, dim, nprobe, nlist;   /* nlist 0: not an inverted file */
     char factory[96];
-    FaissIndex **shards;
+    FaissIndex **shards;   /* per shard: loaded, or NULL when mapped */
+    mapped_shard *mapped;  /* per shard, or NULL when every shard is loaded */
     int rerank;            /* candidates re-ranked exactly after a 4-bit scan; -1: RTR_VINDEX_RERANK from SQ4_MIN */
-    rtr_sq4 **sq;          /* per shard: its 4-bit codes (built when first searched) */
+    rtr_sq4 **sq;          /* per shard: its 4-bit codes (built when first searched, or mapped) */
     uint64_t *gen, *sq_gen;   /* per shard: changes made; the change the codes were built at */
 };
+
+static int is_mapped(const rtr_vindex *v, uint32_t s) { return v->mapped && v->mapped[s].fd >= 0; }
 
 static int faiss_err(const char *what) {
     const char *e = faiss_get_last_error();
@@ -171,6 +182,7 @@ static int set_nprobe_one(FaissIndex *ix, uint32_t nprobe) {
 
 int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value) {
     if (!strcmp(name, "rerank")) return rtr_vindex_set_rerank(v, value < 0 ? -1 : value > 1e6 ? -2 : (int)value);
+    if (v->mapped) return rtr_seterr(RTR_E_INVALID, "%s: no such parameter of a flat index", name);
     for (uint32_t s = 0; s < v->n_shards; s++) {
         int rc = set_param_one(v->shards[s], name, value);
         if (rc) return rc;
@@ -241,7 +253,9 @@ void rtr_vindex_free(rtr_vindex *v) {
     for (uint32_t s = 0; s < v->n_shards; s++) {
         if (v->shards[s]) faiss_Index_free(v->shards[s]);
         rtr_sq4_free(v->sq[s]);
+        if (is_mapped(v, s)) close(v->mapped[s].fd);
     }
+    rtr_free(v->mapped);
     rtr_free(v->shards);
     rtr_free(v->sq);
     rtr_free(v->gen);
@@ -266,7 +280,8 @@ int rtr_vindex_rerank(const rtr_vindex *v) { return v->rerank; }
 
 uint64_t rtr_vindex_ntotal(const rtr_vindex *v) {
     uint64_t n = 0;
-    for (uint32_t s = 0; s < v->n_shards; s++) n += (uint64_t)faiss_Index_ntotal(v->shards[s]);
+    for (uint32_t s = 0; s < v->n_shards; s++)
+        n += is_mapped(v, s) ? rtr_sq4_n(v->sq[s]) : (uint64_t)faiss_Index_ntotal(v->shards[s]);
     return n;
 }
 
@@ -282,6 +297,7 @@ int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe) {
 
 /* --- add / search / remove --------------------------------------------------------------- */
 int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, const uint32_t *shard) {
+    RTR_ASSERT(!v->mapped);   /* a mapped index is for searching */
     if (n == 0) return RTR_OK;
     for (uint32_t s = 0; s < v->n_shards; s++) v->gen[s]++;
     if (v->n_shards == 1) {
@@ -355,10 +371,40 @@ static float l2sq(const float *a, const float *b, uint32_t n) {
 }
 #endif
 
-/* Exact search of one query over vectors [lo, hi) of xb into d, l (k each). */
-static void exact_range(const float *xb, const idx_t *ids, size_t lo, size_t hi, uint32_t dim, const float *q,
-                        uint32_t k, float *d, idx_t *l) {
-    for (size_t j = lo; j < hi; j++) rtr_topk_put(d, l, k, l2sq(q, xb + j * dim, dim), ids[j]);
+/* Where a flat shard's exact vectors are: in memory (FAISS's array), or in its file. */
+typedef struct vec_src {
+    const float *xb;   /* n x dim, or NULL: read from fd */
+    int fd;
+    uint64_t off;      /* byte offset of vector 0 in fd's file */
+} vec_src;
+
+#define READ_BLOCK 256   /* vectors an exact scan of a file reads at once */
+
+/* Vectors [at, at + m) of src: where they lie in memory, or read into buf
+ * (m x dim). NULL when the read fails. */
+static const float *src_vectors(const vec_src *src, size_t at, size_t m, uint32_t dim, float *buf) {
+    if (src->xb) return src->xb + at * dim;
+    size_t len = m * dim * sizeof *buf, got = 0;
+    while (got < len) {
+        ssize_t r = pread(src->fd, (char *)buf + got, len - got, (off_t)(src->off + at * dim * sizeof *buf + got));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) return NULL;
+        got += (size_t)r;
+    }
+    return buf;
+}
+
+/* Exact search of one query over vectors [lo, hi) into d, l (k each); buf
+ * holds READ_BLOCK vectors. 0, or -1 when a read fails. */
+static int exact_range(const vec_src *src, const idx_t *ids, size_t lo, size_t hi, uint32_t dim, const float *q,
+                       uint32_t k, float *d, idx_t *l, float *buf) {
+    for (size_t b = lo; b < hi; b += READ_BLOCK) {
+        size_t m = hi - b < READ_BLOCK ? hi - b : READ_BLOCK;
+        const float *x = src_vectors(src, b, m, dim, buf);
+        if (!x) return -1;
+        for (size_t j = 0; j < m; j++) rtr_topk_put(d, l, k, l2sq(q, x + j * dim, dim), ids[b + j]);
+    }
+    return 0;
 }
 
 static void topk_clear(float *d, idx_t *l, size_t k) {
@@ -371,18 +417,22 @@ static void topk_clear(float *d, idx_t *l, size_t k) {
 /* Each query's k nearest: exact, or (sq not NULL) the rr best of a 4-bit
  * scan re-ranked by exact distance. The vectors are split over the threads
  * unless already in a parallel region. */
-static int flat_search(const float *xb, const idx_t *ids, size_t n, uint32_t dim, const rtr_sq4 *sq, uint32_t rr,
+static int flat_search(const vec_src *src, const idx_t *ids, size_t n, uint32_t dim, const rtr_sq4 *sq, uint32_t rr,
                        size_t nq, const float *q, uint32_t k, float *dist, idx_t *lab) {
     int nt = omp_in_parallel() || n < 4096 ? 1 : omp_get_max_threads();
     uint32_t per = sq ? (rr > k ? rr : k) : k;   /* list length per thread */
     float *td = rtr_malloc((size_t)nt * per * sizeof *td);
     idx_t *tl = rtr_malloc((size_t)nt * per * sizeof *tl);
-    if (!td || !tl) {
+    /* read buffers: a block per thread for an exact scan of a file, one vector for a re-ranking */
+    size_t per_buf = src->xb ? 0 : sq ? dim : (size_t)READ_BLOCK * dim;
+    float *tb = per_buf ? rtr_malloc((size_t)nt * per_buf * sizeof *tb) : NULL;
+    if (!td || !tl || (per_buf && !tb)) {
         rtr_free(td);
         rtr_free(tl);
+        rtr_free(tb);
         return rtr_seterr(RTR_E_NOMEM, "search: out of memory");
     }
-    int rc = RTR_OK;
+    int rc = RTR_OK, failed = 0;
     for (size_t i = 0; i < nq && !rc; i++) {
         const float *qi = q + i * dim;
         float *d = dist + i * k;
@@ -397,20 +447,30 @@ static int flat_search(const float *xb, const idx_t *ids, size_t n, uint32_t dim
             topk_clear(md, ml, per);
             size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
             if (sq) rtr_sq4_scan(sq, &qq, lo, hi, per, md, ml);
-            else exact_range(xb, ids, lo, hi, dim, qi, k, md, ml);
+            else if (exact_range(src, ids, lo, hi, dim, qi, k, md, ml, tb ? tb + (size_t)me * per_buf : NULL)) {
+#pragma omp atomic write
+                failed = 1;
+            }
         }
         rtr_sq4_query_free(&qq);
         /* merge the threads' lists in thread (= position) order; candidates
          * of the 4-bit scan are positions, re-ranked by their exact distance */
         topk_clear(d, l, k);
-        for (size_t j = 0; j < (size_t)nt * per; j++) {
+        for (size_t j = 0; j < (size_t)nt * per && !failed; j++) {
             if (tl[j] < 0) continue;
-            if (sq) rtr_topk_put(d, l, k, l2sq(qi, xb + (size_t)tl[j] * dim, dim), ids[tl[j]]);
-            else rtr_topk_put(d, l, k, td[j], tl[j]);
+            if (!sq) {
+                rtr_topk_put(d, l, k, td[j], tl[j]);
+                continue;
+            }
+            const float *x = src_vectors(src, (size_t)tl[j], 1, dim, tb);
+            if (x) rtr_topk_put(d, l, k, l2sq(qi, x, dim), ids[tl[j]]);
+            else failed = 1;
         }
+        if (failed) rc = rtr_seterr(RTR_E_IO, "search: cannot read a shard's vectors");
     }
     rtr_free(td);
     rtr_free(tl);
+    rtr_free(tb);
     return rc;
 }
 
@@ -437,11 +497,18 @@ static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float 
     const float *xb;
     const idx_t *ids;
     size_t n;
+    uint32_t rr = v->rerank > 0 ? (uint32_t)v->rerank : RTR_VINDEX_RERANK;
+    if (is_mapped(v, s)) {   /* its codes, unless an exact search is asked for */
+        const mapped_shard *m = &v->mapped[s];
+        vec_src src = {NULL, m->fd, m->xb_off};
+        return flat_search(&src, m->ids, rtr_sq4_n(v->sq[s]), v->dim, v->rerank == 0 ? NULL : v->sq[s], rr, nq, q, k,
+                           dist, lab);
+    }
     if (flat_arrays(v->shards[s], v->dim, &xb, &ids, &n)) {
         const rtr_sq4 *sq = shard_sq4(v, s, xb, n);
-        uint32_t rr = v->rerank > 0 ? (uint32_t)v->rerank : RTR_VINDEX_RERANK;
+        vec_src src = {xb, -1, 0};
         if (sq || (int)nq < faiss_get_distance_compute_blas_threshold())
-            return flat_search(xb, ids, n, v->dim, sq, rr, nq, q, k, dist, lab);
+            return flat_search(&src, ids, n, v->dim, sq, rr, nq, q, k, dist, lab);
     }
     return faiss_Index_search(v->shards[s], (idx_t)nq, q, k, dist, lab) ? faiss_err("search") : RTR_OK;
 }
@@ -499,6 +566,7 @@ int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k
 }
 
 int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed) {
+    RTR_ASSERT(!v->mapped);
     *removed = 0;
     if (n == 0) return RTR_OK;
     FaissIDSelectorBatch *sel;
@@ -582,90 +650,148 @@ static int fsync_path(const char *path) {
     return r ? rtr_seterr(RTR_E_IO, "%s: fsync failed", path) : RTR_OK;
 }
 
-/* Writes one shard to path (through tmp, synced, renamed). */
-static int save_shard(FaissIndex *ix, const char *tpath, const char *path, uint64_t *sum, uint64_t *bytes) {
-    int fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return rtr_seterr(RTR_E_IO, "%s: cannot create: %s", tpath, strerror(errno));
+/* Writes one file of the index to dir/name (through name.tmp, synced, renamed) with write(ctx, f);
+ * out gets its name, checksum and size. */
+static int save_file(const char *dir, const char *name, int (*write)(const void *ctx, FILE *f), const void *ctx,
+                     rtr_vindex_file *out) {
+    char tmp[200];
+    snprintf(tmp, sizeof tmp, "%s.tmp", name);
+    char *tpath = rtr_path_join(dir, tmp), *path = rtr_path_join(dir, name);
+    int fd = -1, rc = tpath && path ? RTR_OK : RTR_E_NOMEM;
+    if (!rc && (fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
+        rc = rtr_seterr(RTR_E_IO, "%s: cannot create: %s", tpath, strerror(errno));
     hashed_fd h;
-    FILE *f = hashed_open(&h, fd, "w");
-    int rc = f ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "%s: stream", tpath);
-    if (!rc && faiss_write_index(ix, f)) rc = rtr_errprefix(faiss_err("write"), "%s", tpath);
+    FILE *f = rc ? NULL : hashed_open(&h, fd, "w");
+    if (!rc && !f) rc = rtr_seterr(RTR_E_NOMEM, "%s: stream", tpath);
+    if (!rc && (rc = write(ctx, f))) rc = rtr_errprefix(rc, "%s", tpath);
     int unflushed = f && fclose(f);   /* the stream's last bytes reach the file here */
-    if (!rc && (unflushed || h.err)) rc = rtr_seterr(RTR_E_IO, "%s: write failed: %s", tpath, strerror(h.err ? h.err : EIO));
+    if (f && h.err)   /* the cause behind whatever the writer made of it: a full disk, ... */
+        rc = rtr_seterr(rtr_status_from_errno(h.err), "%s: write failed: %s", tpath, strerror(h.err));
+    else if (!rc && unflushed) rc = rtr_seterr(RTR_E_IO, "%s: write failed", tpath);
     if (!rc && fsync(fd)) rc = rtr_seterr(RTR_E_IO, "%s: fsync failed", tpath);
-    if (close(fd) && !rc) rc = rtr_seterr(RTR_E_IO, "%s: close failed", tpath);
+    if (fd >= 0 && close(fd) && !rc) rc = rtr_seterr(RTR_E_IO, "%s: close failed", tpath);
     if (!rc && rename(tpath, path) != 0) rc = rtr_seterr(RTR_E_IO, "%s: rename failed", path);
-    if (rc) unlink(tpath);
-    *sum = XXH64_digest(&h.st);
-    if (bytes) *bytes = h.bytes;
+    if (rc && fd >= 0) unlink(tpath);
+    if (!rc) {
+        out->xxh64 = XXH64_digest(&h.st);
+        out->bytes = h.bytes;
+        if (!(out->name = rtr_strdup(name))) rc = RTR_E_NOMEM;
+    }
+    rtr_free(tpath);
+    rtr_free(path);
     return rc;
 }
 
-int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums,
-                    uint64_t *bytes) {
+static int write_faiss(const void *ix, FILE *f) {
+    return faiss_write_index((const FaissIndex *)ix, f) ? faiss_err("write") : RTR_OK;
+}
+
+typedef struct codes_ctx {
+    const rtr_sq4 *sq;
+    const idx_t *ids;
+} codes_ctx;
+
+static int write_codes(const void *ctx, FILE *f) {
+    const codes_ctx *c = ctx;
+    return rtr_sq4_write(c->sq, c->ids, f);
+}
+
+void rtr_vindex_files_free(rtr_vindex_file *files, uint32_t n) {
+    for (uint32_t s = 0; files && s < n; s++) {
+        rtr_free(files[s].name);
+        files[s].name = NULL;
+    }
+}
+
+int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, rtr_vindex_file *shards,
+                    rtr_vindex_file *codes) {
+    RTR_ASSERT(!v->mapped);
+    memset(shards, 0, v->n_shards * sizeof *shards);
+    if (codes) memset(codes, 0, v->n_shards * sizeof *codes);
     int rc = rtr_mkdirs(dir);
     for (uint32_t s = 0; s < v->n_shards && !rc; s++) {
-        char name[128], tmp[160];
+        char name[128];
         snprintf(name, sizeof name, "%s-%03u.faiss", prefix, s);
-        snprintf(tmp, sizeof tmp, "%s.tmp", name);
-        char *tpath = rtr_path_join(dir, tmp), *path = rtr_path_join(dir, name);
-        if (!tpath || !path) rc = RTR_E_NOMEM;
-        else rc = save_shard(v->shards[s], tpath, path, &sums[s], bytes ? &bytes[s] : NULL);
-        if (!rc && !(names[s] = rtr_strdup(name))) rc = RTR_E_NOMEM;
-        rtr_free(tpath);
-        rtr_free(path);
+        rc = save_file(dir, name, write_faiss, v->shards[s], &shards[s]);
+        /* a shard that searches go through 4-bit codes has them saved beside it, for searches to map */
+        const float *xb;
+        const idx_t *ids;
+        size_t n;
+        if (rc || !codes || !flat_arrays(v->shards[s], v->dim, &xb, &ids, &n)) continue;
+        const rtr_sq4 *sq = shard_sq4(v, s, xb, n);
+        if (!sq) continue;
+        snprintf(name, sizeof name, "%s-%03u.sq4", prefix, s);
+        rc = save_file(dir, name, write_codes, &(codes_ctx){sq, ids}, &codes[s]);
     }
     if (!rc) rc = fsync_path(dir);
+    if (rc) {
+        rtr_vindex_files_free(shards, v->n_shards);
+        if (codes) rtr_vindex_files_free(codes, v->n_shards);
+    }
     return rc;
 }
 
-/* --- shard files, opened now and read later -------------------------------------------------- */
+/* --- shard files, opened now and read or mapped later ------------------------------------- */
+/* One shard's files, open. */
+typedef struct shard_files {
+    int fd;               /* the FAISS file: readable even once a newer build has unlinked it */
+    int code_fd;          /* its 4-bit codes, or -1 */
+    uint64_t sum;         /* the FAISS file's XXH64 */
+    uint64_t code_len;
+    char *path, *code_path;   /* for errors; code_path NULL where there are no codes */
+} shard_files;
+
 struct rtr_vindex_files {
     uint32_t n;
-    int *fd;          /* (n) open shard files: readable even once a newer build has unlinked them */
-    char **path;      /* (n) for errors */
-    uint64_t *sum;    /* (n) XXH64 */
+    shard_files *sh;      /* (n) */
 };
 
 void rtr_vindex_files_close(rtr_vindex_files *f) {
     if (!f) return;
     for (uint32_t s = 0; s < f->n; s++) {
-        if (f->fd && f->fd[s] >= 0) close(f->fd[s]);
-        if (f->path) rtr_free(f->path[s]);
+        if (f->sh[s].fd >= 0) close(f->sh[s].fd);
+        if (f->sh[s].code_fd >= 0) close(f->sh[s].code_fd);
+        rtr_free(f->sh[s].path);
+        rtr_free(f->sh[s].code_path);
     }
-    rtr_free(f->fd);
-    rtr_free(f->path);
-    rtr_free(f->sum);
+    rtr_free(f->sh);
     rtr_free(f);
 }
 
-int rtr_vindex_files_open(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
-                          const uint64_t *bytes, rtr_vindex_files **out) {
+/* Opens dir/file->name into *fd, its size checked against the recorded one (0: not recorded). */
+static int open_checked(const char *dir, const rtr_vindex_file *file, const char *what, char **path, int *fd,
+                        uint64_t *len) {
+    struct stat sb;
+    if (!(*path = rtr_path_join(dir, file->name))) return RTR_E_NOMEM;
+    if ((*fd = open(*path, O_RDONLY | O_CLOEXEC)) < 0)
+        return errno == ENOENT ? rtr_seterr(RTR_E_CORRUPT, "%s: %s file missing", *path, what)
+                               : rtr_seterr(RTR_E_IO, "%s: cannot open: %s", *path, strerror(errno));
+    if (fstat(*fd, &sb)) return rtr_seterr(RTR_E_IO, "%s: cannot stat: %s", *path, strerror(errno));
+    if ((uint64_t)sb.st_size > MAX_SHARD_FILE || (file->bytes && (uint64_t)sb.st_size != file->bytes))
+        return rtr_seterr(RTR_E_CORRUPT, "%s: %lld bytes where the manifest records %llu: the %s file is truncated or replaced",
+                          *path, (long long)sb.st_size, (unsigned long long)file->bytes, what);
+    *len = (uint64_t)sb.st_size;
+    return RTR_OK;
+}
+
+int rtr_vindex_files_open(const char *dir, uint32_t n_shards, const rtr_vindex_file *shards,
+                          const rtr_vindex_file *codes, rtr_vindex_files **out) {
     *out = NULL;
     if (n_shards == 0 || n_shards > 1024) return rtr_seterr(RTR_E_CORRUPT, "%s: bad shard count %u", dir, n_shards);
     rtr_vindex_files *f = rtr_calloc(1, sizeof *f);
-    if (!f) return RTR_E_NOMEM;
-    f->fd = rtr_malloc(n_shards * sizeof *f->fd);
-    f->path = rtr_calloc(n_shards, sizeof *f->path);
-    f->sum = rtr_malloc(n_shards * sizeof *f->sum);
-    int rc = f->fd && f->path && f->sum ? RTR_OK : RTR_E_NOMEM;
-    if (f->fd) {
-        f->n = n_shards;
-        for (uint32_t s = 0; s < n_shards; s++) f->fd[s] = -1;
+    if (!f || !(f->sh = rtr_calloc(n_shards, sizeof *f->sh))) {
+        rtr_free(f);
+        return RTR_E_NOMEM;
     }
+    f->n = n_shards;
+    for (uint32_t s = 0; s < n_shards; s++) f->sh[s].fd = f->sh[s].code_fd = -1;
+    int rc = RTR_OK;
     for (uint32_t s = 0; s < n_shards && !rc; s++) {
-        const char *path = f->path[s] = rtr_path_join(dir, names[s]);
-        f->sum[s] = sums[s];
-        struct stat sb;
-        uint64_t want = bytes ? bytes[s] : 0;
-        if (!path) rc = RTR_E_NOMEM;
-        else if ((f->fd[s] = open(path, O_RDONLY | O_CLOEXEC)) < 0)
-            rc = errno == ENOENT ? rtr_seterr(RTR_E_CORRUPT, "%s: shard file missing", path)
-                                 : rtr_seterr(RTR_E_IO, "%s: cannot open: %s", path, strerror(errno));
-        else if (fstat(f->fd[s], &sb)) rc = rtr_seterr(RTR_E_IO, "%s: cannot stat: %s", path, strerror(errno));
-        else if ((uint64_t)sb.st_size > MAX_SHARD_FILE || (want && (uint64_t)sb.st_size != want))
-            rc = rtr_seterr(RTR_E_CORRUPT, "%s: %lld bytes where the manifest records %llu: the index file is truncated or replaced",
-                            path, (long long)sb.st_size, (unsigned long long)want);
+        shard_files *h = &f->sh[s];
+        uint64_t len;
+        h->sum = shards[s].xxh64;
+        rc = open_checked(dir, &shards[s], "index", &h->path, &h->fd, &len);
+        if (!rc && codes && codes[s].name) rc = open_checked(dir, &codes[s], "codes", &h->code_path, &h->code_fd, &h->code_len);
     }
     if (rc) rtr_vindex_files_close(f);
     else *out = f;
@@ -676,15 +802,15 @@ int rtr_vindex_files_open(const char *dir, uint32_t n_shards, char *const *names
  * and then over the rest of the file. */
 static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
     *out = NULL;
-    const char *path = f->path[s];
-    if (lseek(f->fd[s], 0, SEEK_SET) != 0) return rtr_seterr(RTR_E_IO, "%s: cannot seek: %s", path, strerror(errno));
+    const char *path = f->sh[s].path;
+    if (lseek(f->sh[s].fd, 0, SEEK_SET) != 0) return rtr_seterr(RTR_E_IO, "%s: cannot seek: %s", path, strerror(errno));
     hashed_fd h;
-    FILE *fp = hashed_open(&h, f->fd[s], "r");
+    FILE *fp = hashed_open(&h, f->sh[s].fd, "r");
     if (!fp) return rtr_seterr(RTR_E_NOMEM, "%s: stream", path);
     int rc = faiss_read_index(fp, 0, out) ? rtr_errprefix(faiss_err("read"), "%s", path) : RTR_OK;
     hashed_drain(&h);   /* a parse may stop short of the end: the checksum covers every byte */
     if (h.err) rc = rtr_seterr(RTR_E_IO, "%s: read failed: %s", path, strerror(h.err));
-    else if (XXH64_digest(&h.st) != f->sum[s])
+    else if (XXH64_digest(&h.st) != f->sh[s].sum)
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", path);
     fclose(fp);
     if (rc && *out) {
@@ -694,17 +820,87 @@ static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
     return rc;
 }
 
-int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out) {
+/* The layout FAISS writes an IDMap over a flat L2 index in (index_write.cpp): "IxMp", a header, "IxF2",
+ * a header, the vectors as a size_t count of floats and the floats, the ids as a size_t count and
+ * int64s. A header: d (int32), ntotal (int64), two int64s, is_trained (1 byte), metric (int32). */
+#define HDR 33
+#define XB_OFF (4 + HDR + 4 + HDR + 8)
+
+static int flat_header_ok(const uint8_t *h, uint32_t dim, uint64_t n) {
+    int32_t d;
+    int64_t nt;
+    int32_t metric;
+    for (int part = 0; part < 2; part++) {
+        const uint8_t *p = h + part * (4 + HDR);
+        if (memcmp(p, part ? "IxF2" : "IxMp", 4)) return 0;
+        memcpy(&d, p + 4, 4);
+        memcpy(&nt, p + 8, 8);
+        memcpy(&metric, p + 4 + 29, 4);
+        if (d != (int32_t)dim || nt != (int64_t)n || p[4 + 28] != 1 || metric != METRIC_L2) return 0;
+    }
+    uint64_t floats;
+    memcpy(&floats, h + XB_OFF - 8, 8);
+    return floats == n * dim;
+}
+
+/* Shard s mapped: its codes, and its FAISS file's layout checked so that a read of vector i < n
+ * stays in the file and the ids that follow the vectors are the codes'. */
+static int map_shard(const rtr_vindex_files *f, uint32_t s, rtr_vindex *v) {
+    const int64_t *ids;
+    rtr_sq4 *sq;
+    int rc = rtr_sq4_map(f->sh[s].code_fd, f->sh[s].code_len, f->sh[s].code_path, v->dim, &sq, &ids);
+    if (rc) return rc;
+    uint64_t n = rtr_sq4_n(sq), ids_off = XB_OFF + n * v->dim * 4ull, n_ids = 0;
+    uint8_t h[XB_OFF];
+    struct stat sb;
+    if (pread(f->sh[s].fd, h, sizeof h, 0) != (ssize_t)sizeof h || pread(f->sh[s].fd, &n_ids, 8, (off_t)ids_off) != 8 ||
+        fstat(f->sh[s].fd, &sb))
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: too short for its %llu vectors", f->sh[s].path, (unsigned long long)n);
+    else if (!flat_header_ok(h, v->dim, n) || n_ids != n || (uint64_t)sb.st_size != ids_off + 8 + n * 8)
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: not the flat index of %llu vectors of dimension %u that %s describes",
+                        f->sh[s].path, (unsigned long long)n, v->dim, f->sh[s].code_path);
+    int fd = rc ? -1 : dup(f->sh[s].fd);   /* its own: f may be closed first */
+    if (!rc && fd < 0) rc = rtr_seterr(RTR_E_IO, "%s: %s", f->sh[s].path, strerror(errno));
+    if (rc) {
+        rtr_sq4_free(sq);
+        return rc;
+    }
+    v->sq[s] = sq;
+    v->mapped[s] = (mapped_shard){ids, fd, XB_OFF};
+    return RTR_OK;
+}
+
+/* The index of f's shards, each loaded, or mapped (map and shard s has codes). */
+static int files_open_index(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, int map,
+                            rtr_vindex **out) {
     *out = NULL;
     rtr_vindex *v = alloc_vindex(f->n, 0, factory, nprobe);
     if (!v) return RTR_E_NOMEM;
-    int rc = RTR_OK;
+    int rc = RTR_OK, any = 0;
+    for (uint32_t s = 0; s < f->n && map; s++) any |= f->sh[s].code_fd >= 0;
+    if (any && !(v->mapped = rtr_malloc(f->n * sizeof *v->mapped))) rc = RTR_E_NOMEM;
+    for (uint32_t s = 0; v->mapped && s < f->n; s++) v->mapped[s].fd = -1;
+    /* the dimension comes from the first loaded shard, or from the first mapped shard's codes */
     for (uint32_t s = 0; s < f->n && !rc; s++) {
-        if ((rc = load_shard(f, s, &v->shards[s]))) break;
-        uint32_t d = (uint32_t)faiss_Index_d(v->shards[s]);
+        uint32_t d;
+        if (v->mapped && f->sh[s].code_fd >= 0) {
+            if (s == 0) {   /* the codes name the dimension; map_shard then checks the FAISS file against it */
+                uint8_t h[12];
+                if (pread(f->sh[s].code_fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
+                    rc = rtr_seterr(RTR_E_CORRUPT, "%s: too short for 4-bit codes", f->sh[s].code_path);
+                    break;
+                }
+                memcpy(&v->dim, h + 8, 4);
+            }
+            if ((rc = map_shard(f, s, v))) break;
+            d = rtr_sq4_dim(v->sq[s]);
+        } else {
+            if ((rc = load_shard(f, s, &v->shards[s]))) break;
+            d = (uint32_t)faiss_Index_d(v->shards[s]);
+            if (!rc && v->nlist) rc = set_nprobe_one(v->shards[s], nprobe);
+        }
         if (s == 0) v->dim = d;
-        else if (d != v->dim) rc = rtr_seterr(RTR_E_CORRUPT, "%s: dimension %u, shard 0 has %u", f->path[s], d, v->dim);
-        if (!rc && v->nlist) rc = set_nprobe_one(v->shards[s], nprobe);
+        else if (!rc && d != v->dim) rc = rtr_seterr(RTR_E_CORRUPT, "%s: dimension %u, shard 0 has %u", f->sh[s].path, d, v->dim);
     }
     if (rc) {
         rtr_vindex_free(v);
@@ -714,20 +910,46 @@ int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char
     return RTR_OK;
 }
 
-int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
-                    const uint64_t *bytes, uint32_t nprobe, const char *factory, rtr_vindex **out) {
-    *out = NULL;
-    rtr_vindex_files *f;
-    int rc = rtr_vindex_files_open(dir, n_shards, names, sums, bytes, &f);
-    if (!rc) rc = rtr_vindex_files_load(f, nprobe, factory, out);
-    rtr_vindex_files_close(f);
-    return rc;
+int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out) {
+    return files_open_index(f, nprobe, factory, 0, out);
+}
+
+int rtr_vindex_files_map(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out) {
+    return files_open_index(f, nprobe, factory, 1, out);
+}
+
+int rtr_vindex_files_codes_sum(const rtr_vindex_files *f, uint32_t s, uint64_t *sum) {
+    *sum = 0;
+    RTR_ASSERT(s < f->n);
+    if (f->sh[s].code_fd < 0) return RTR_OK;
+    XXH64_state_t st;
+    XXH64_reset(&st, 0);
+    uint8_t buf[1 << 16];
+    for (off_t at = 0;;) {
+        ssize_t r = pread(f->sh[s].code_fd, buf, sizeof buf, at);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return rtr_seterr(RTR_E_IO, "%s: read failed: %s", f->sh[s].code_path, strerror(errno));
+        if (r == 0) break;
+        XXH64_update(&st, buf, (size_t)r);
+        at += r;
+    }
+    *sum = XXH64_digest(&st);
+    return RTR_OK;
 }
 
 int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n) {
     *ids = NULL;
     *n = 0;
     RTR_ASSERT(shard < v->n_shards);
+    if (is_mapped(v, shard)) {
+        size_t n_ids = rtr_sq4_n(v->sq[shard]);
+        int64_t *copy = rtr_malloc((n_ids ? n_ids : 1) * sizeof *copy);
+        if (!copy) return RTR_E_NOMEM;
+        memcpy(copy, v->mapped[shard].ids, n_ids * sizeof *copy);
+        *ids = copy;
+        *n = n_ids;
+        return RTR_OK;
+    }
     FaissIndex *ix = v->shards[shard];
     size_t total = (size_t)faiss_Index_ntotal(ix);
     int64_t *out = rtr_malloc((total ? total : 1) * sizeof *out);

@@ -17,6 +17,11 @@
  * XXH64. The size is checked before FAISS parses a file, the checksum over
  * the bytes as FAISS reads them (one pass, no copy), and a file that does
  * not match is refused whatever FAISS made of it.
+ * A flat shard scanned through 4-bit codes has them saved beside it
+ * (gN-SSS.sq4, sq4.h), with its ids: a search maps them and reads from the
+ * shard's file only the vectors it re-ranks, so opening a knowledge base
+ * for a query costs the same at any size (docs/benchmarks.md); `retro
+ * index check` verifies what a search does not.
  */
 #ifndef RTR_VINDEX_H
 #define RTR_VINDEX_H
@@ -81,30 +86,48 @@ int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n
 /* Removes ids (present or not) from every shard; *removed counts them. */
 int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed);
 
-/* Writes shard files dir/PREFIX-SSS.faiss (PREFIX e.g. "g7"), each synced
- * and renamed into place, then dir synced; names[i], sums[i] (XXH64 of the
- * file) and bytes[i] (its size; bytes may be NULL) receive each shard's file
- * name, checksum and size. names[i] are fresh strings (caller frees).
- * RTR_E_IO (disk full, ...), RTR_E_FAISS, RTR_E_NOMEM. */
-int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, char **names, uint64_t *sums,
-                    uint64_t *bytes);
-/* Shard files opened and checked against their recorded sizes (bytes may be
- * NULL; an entry 0: not recorded), to be read later: the files stay
- * readable through this handle when a newer build replaces them.
- * RTR_E_CORRUPT naming the file (missing, wrong size), RTR_E_IO, RTR_E_NOMEM. */
+/* A file of the index that the manifest names: its name in the index
+ * directory, its XXH64 and its size. */
+typedef struct rtr_vindex_file {
+    char *name;              /* or NULL: no such file */
+    uint64_t xxh64, bytes;
+} rtr_vindex_file;
+void rtr_vindex_files_free(rtr_vindex_file *files, uint32_t n);   /* frees the names */
+
+/* Writes shard files dir/PREFIX-SSS.faiss (PREFIX e.g. "g7"), described in
+ * shards[s] (names fresh: rtr_vindex_files_free), and, where codes is not
+ * NULL, the 4-bit codes of every flat shard whose searches scan them
+ * (sq4.h) as dir/PREFIX-SSS.sq4 in codes[s] (name NULL for other shards).
+ * Each file is synced and renamed into place, then dir synced. RTR_E_IO,
+ * RTR_E_FULL, RTR_E_FAISS, RTR_E_NOMEM. */
+int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, rtr_vindex_file *shards,
+                    rtr_vindex_file *codes);
+
+/* The files of n_shards shards (codes may be NULL, or an entry's name
+ * NULL: none), opened and checked against their recorded sizes (0: not
+ * recorded), to be read or mapped later: the files stay readable through
+ * this handle when a newer build replaces them. RTR_E_CORRUPT naming the
+ * file (missing, wrong size), RTR_E_IO, RTR_E_NOMEM. */
 typedef struct rtr_vindex_files rtr_vindex_files;
-int rtr_vindex_files_open(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
-                          const uint64_t *bytes, rtr_vindex_files **out);
+int rtr_vindex_files_open(const char *dir, uint32_t n_shards, const rtr_vindex_file *shards,
+                          const rtr_vindex_file *codes, rtr_vindex_files **out);
 void rtr_vindex_files_close(rtr_vindex_files *f);   /* NULL-safe */
 /* Reads the shards with the plan's nprobe (f may be read again after a
  * failure, not from two threads at once): each checksum is taken over the
- * bytes as FAISS reads them and the rest of the file. RTR_E_CORRUPT naming
- * the file (checksum mismatch, shards of different dimensions), RTR_E_FAISS
- * (the file matches its checksum but FAISS refuses it), RTR_E_IO,
- * RTR_E_NOMEM. */
+ * bytes as FAISS reads them and the rest of the file. An index to build on.
+ * RTR_E_CORRUPT naming the file (checksum mismatch, shards of different
+ * dimensions), RTR_E_FAISS (the file matches its checksum but FAISS refuses
+ * it), RTR_E_IO, RTR_E_NOMEM. */
 int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out);
-/* rtr_vindex_files_open, then _load. */
-int rtr_vindex_load(const char *dir, uint32_t n_shards, char *const *names, const uint64_t *sums,
-                    const uint64_t *bytes, uint32_t nprobe, const char *factory, rtr_vindex **out);
+/* An index to search: shards with codes are mapped (their codes and ids
+ * from the .sq4 file, exact vectors read from the FAISS file as a search
+ * needs them; nothing is checksummed: `retro index check` does that), the
+ * others read as by rtr_vindex_files_load. A mapped index can be searched,
+ * listed and tuned (rerank, 0 included), not added to, removed from or
+ * saved. Errors as rtr_vindex_files_load, and RTR_E_CORRUPT for a FAISS
+ * file or codes whose layout does not match (sq4.h). */
+int rtr_vindex_files_map(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out);
+/* XXH64 of code file s (0 when shard s has none) into *sum. RTR_E_IO. */
+int rtr_vindex_files_codes_sum(const rtr_vindex_files *f, uint32_t s, uint64_t *sum);
 
 #endif

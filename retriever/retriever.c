@@ -33,7 +33,7 @@ static int vector_index(rtr_retriever *r, rtr_vindex **out) {
     pthread_mutex_lock(&r->lock);
     if (!r->vindex) {
         rtr_vindex *vx;
-        rc = rtr_kb_vectors_vindex(r->vec, &vx);
+        rc = rtr_kb_vectors_search_index(r->vec, &vx);
         if (!rc && r->nprobe) rc = rtr_vindex_set_nprobe(vx, r->nprobe);
         if (!rc && r->rerank) rc = rtr_vindex_set_rerank(vx, r->rerank < 0 ? 0 : r->rerank);
         if (!rc) r->vindex = vx;

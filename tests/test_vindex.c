@@ -266,6 +266,98 @@ static void test_ivf_recall_and_bad_factory(void **state) {
     free(x); free(q); free(ids); free(shard);
 }
 
+/* The index in dir's files, loaded (or mapped) as a knowledge base opens them. */
+static int open_files(const char *dir, const rtr_vindex_file *files, const rtr_vindex_file *codes, uint32_t n, int map,
+                      rtr_vindex **out) {
+    rtr_vindex_files *f;
+    *out = NULL;
+    int rc = rtr_vindex_files_open(dir, n, files, codes, &f);
+    if (!rc) rc = map ? rtr_vindex_files_map(f, 0, "IDMap,Flat", out) : rtr_vindex_files_load(f, 0, "IDMap,Flat", out);
+    rtr_vindex_files_close(f);   /* the index keeps what it needs */
+    return rc;
+}
+
+static int load(const char *dir, const rtr_vindex_file *files, rtr_vindex **out) {
+    return open_files(dir, files, NULL, 2, 0, out);
+}
+
+/* A shard large enough to be scanned through 4-bit codes has them saved beside it; the index mapped
+ * from the files (codes and ids mapped, exact vectors read from the FAISS file) searches exactly as
+ * the loaded one, approximate and exact; codes that do not match the shard are refused. */
+static void test_mapped_equals_loaded(void **state) {
+    (void)state;
+    const uint32_t d = 64, k = 10;
+    const size_t n = 70000, nq = 30;
+    float *x = clustered(n, d, 700), *q = clustered(nq, d, 700);
+    int64_t *ids = malloc(n * sizeof *ids);
+    uint32_t *shard = malloc(n * sizeof *shard);
+    for (size_t i = 0; i < n; i++) {
+        ids[i] = (int64_t)(3 * i + 7);
+        shard[i] = i < 1000 ? 1 : 0;   /* shard 1 small: loaded even in a mapped index */
+    }
+    rtr_vindex_plan p;
+    assert_int_equal(rtr_vindex_plan_factory("IDMap,Flat", n, d, 2, &p), RTR_OK);
+    rtr_vindex *v, *w, *m;
+    assert_int_equal(rtr_vindex_create(&p, d, 2, NULL, 0, &v), RTR_OK);
+    assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
+    char *dir = tu_tmpdir("vindex_map");
+    rtr_vindex_file files[2], codes[2];
+    assert_int_equal(rtr_vindex_save(v, dir, "g4", files, codes), RTR_OK);
+    assert_string_equal(codes[0].name, "g4-000.sq4");
+    assert_null(codes[1].name);
+    assert_int_equal(open_files(dir, files, codes, 2, 0, &w), RTR_OK);
+    assert_int_equal(open_files(dir, files, codes, 2, 1, &m), RTR_OK);
+    assert_int_equal(rtr_vindex_ntotal(m), n);
+    assert_int_equal(rtr_vindex_dim(m), d);
+    int64_t *li, *mi;
+    size_t ln, mn;
+    assert_int_equal(rtr_vindex_ids(w, 0, &li, &ln), RTR_OK);
+    assert_int_equal(rtr_vindex_ids(m, 0, &mi, &mn), RTR_OK);
+    assert_int_equal(ln, mn);
+    assert_memory_equal(li, mi, ln * sizeof *li);
+    rtr_free(li);
+    rtr_free(mi);
+    float dw[30 * 10], dm[30 * 10], bd[10];
+    int64_t iw[30 * 10], im[30 * 10], want[10];
+    for (int rerank = -1; rerank <= 0; rerank++) {   /* the default scan of codes, then an exact search */
+        assert_int_equal(rtr_vindex_set_rerank(w, rerank), RTR_OK);
+        assert_int_equal(rtr_vindex_set_rerank(m, rerank), RTR_OK);
+        assert_int_equal(rtr_vindex_search(w, nq, q, k, dw, iw), RTR_OK);
+        assert_int_equal(rtr_vindex_search(m, nq, q, k, dm, im), RTR_OK);
+        assert_memory_equal(iw, im, sizeof iw);
+        for (size_t i = 0; i < nq * k; i++) assert_float_equal(dw[i], dm[i], 1e-6);
+        for (size_t i = 0; rerank == 0 && i < nq; i++) {   /* exact: the brute force's */
+            brute(x, ids, n, d, q + i * d, k, want, bd);
+            for (uint32_t r = 0; r < k; r++) assert_float_equal(dm[i * k + r], bd[r], 1e-4);
+        }
+    }
+    rtr_vindex_free(m);
+    /* codes that are not this shard's: another length, another dimension */
+    char *cp = rtr_path_join(dir, codes[0].name);
+    uint8_t *buf;
+    size_t len;
+    assert_int_equal(rtr_read_file(cp, (size_t)1 << 30, &buf, &len), RTR_OK);
+    rtr_vindex_file unsized[2] = {{codes[0].name, codes[0].xxh64, 0}, {NULL, 0, 0}};
+    tu_write(dir, codes[0].name, buf, len - 1);
+    assert_int_equal(open_files(dir, files, unsized, 2, 1, &m), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), codes[0].name));
+    buf[8] ^= 1;   /* dimension 65 */
+    tu_write(dir, codes[0].name, buf, len);
+    assert_int_equal(open_files(dir, files, unsized, 2, 1, &m), RTR_E_CORRUPT);
+    buf[8] ^= 1;
+    buf[16] ^= 1;   /* one vector fewer: the length and the FAISS file disagree */
+    tu_write(dir, codes[0].name, buf, len);
+    assert_int_equal(open_files(dir, files, unsized, 2, 1, &m), RTR_E_CORRUPT);
+    rtr_free(buf);
+    rtr_free(cp);
+    rtr_vindex_free(w);
+    rtr_vindex_free(v);
+    rtr_vindex_files_free(files, 2);
+    rtr_vindex_files_free(codes, 2);
+    rtr_rmtree(dir);
+    free(dir); free(x); free(q); free(ids); free(shard);
+}
+
 static void test_save_load_corrupt_and_remove(void **state) {
     (void)state;
     const uint32_t d = 16;
@@ -280,11 +372,11 @@ static void test_save_load_corrupt_and_remove(void **state) {
     assert_int_equal(rtr_vindex_create(&p, d, 2, NULL, 0, &v), RTR_OK);
     assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
     char *dir = tu_tmpdir("vindex");
-    char *names[2] = {0};
-    uint64_t sums[2], bytes[2];
-    assert_int_equal(rtr_vindex_save(v, dir, "g1", names, sums, bytes), RTR_OK);
-    assert_string_equal(names[1], "g1-001.faiss");
-    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, bytes, 0, p.factory, &w), RTR_OK);
+    rtr_vindex_file files[2], codes[2];
+    assert_int_equal(rtr_vindex_save(v, dir, "g1", files, codes), RTR_OK);
+    assert_string_equal(files[1].name, "g1-001.faiss");
+    assert_null(codes[0].name);   /* a shard this small is searched exactly: no codes */
+    assert_int_equal(load(dir, files, &w), RTR_OK);
     assert_int_equal(rtr_vindex_ntotal(w), n);
     float d1[5], d2[5];
     int64_t i1[5], i2[5];
@@ -293,26 +385,28 @@ static void test_save_load_corrupt_and_remove(void **state) {
     assert_memory_equal(i1, i2, sizeof i1);
     assert_int_equal(i1[0], 8);
     rtr_vindex_free(w);
-    /* a truncated file and a flipped byte are refused before FAISS reads them */
-    char *path = rtr_path_join(dir, names[0]);
+    /* a truncated file and a flipped byte are refused */
+    char *path = rtr_path_join(dir, files[0].name);
     uint8_t *buf;
     size_t len;
     assert_int_equal(rtr_read_file(path, 1 << 30, &buf, &len), RTR_OK);
-    tu_write(dir, names[0], buf, len / 2);
-    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, bytes, 0, p.factory, &w), RTR_E_CORRUPT);
-    assert_non_null(strstr(rtr_errdetail(), names[0]));
+    tu_write(dir, files[0].name, buf, len / 2);
+    assert_int_equal(load(dir, files, &w), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), files[0].name));
     assert_non_null(strstr(rtr_errdetail(), "truncated"));
     /* without a recorded size, FAISS stops short and the checksum of what is there tells why */
-    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, NULL, 0, p.factory, &w), RTR_E_CORRUPT);
+    rtr_vindex_file unsized[2] = {{files[0].name, files[0].xxh64, 0}, {files[1].name, files[1].xxh64, 0}};
+    assert_int_equal(load(dir, unsized, &w), RTR_E_CORRUPT);
     assert_non_null(strstr(rtr_errdetail(), "checksum mismatch"));
     /* a flipped byte in the vectors: FAISS reads the file, the checksum refuses it */
     buf[len / 3] ^= 0x40;
-    tu_write(dir, names[0], buf, len);
-    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, bytes, 0, p.factory, &w), RTR_E_CORRUPT);
+    tu_write(dir, files[0].name, buf, len);
+    assert_int_equal(load(dir, files, &w), RTR_E_CORRUPT);
     assert_non_null(strstr(rtr_errdetail(), "checksum mismatch"));
     assert_null(w);
     unlink(path);
-    assert_int_equal(rtr_vindex_load(dir, 2, names, sums, bytes, 0, p.factory, &w), RTR_E_CORRUPT);
+    assert_int_equal(load(dir, files, &w), RTR_E_CORRUPT);
+    assert_non_null(strstr(rtr_errdetail(), "missing"));
     rtr_free(buf);
     rtr_free(path);
     /* removal */
@@ -323,8 +417,8 @@ static void test_save_load_corrupt_and_remove(void **state) {
     assert_int_equal(rtr_vindex_search(v, 1, x + 7 * d, 5, d1, i1), RTR_OK);
     for (int i = 0; i < 5; i++) assert_true(i1[i] != 8 && i1[i] != 9);
     rtr_vindex_free(v);
-    rtr_free(names[0]);
-    rtr_free(names[1]);
+    rtr_vindex_files_free(files, 2);
+    rtr_vindex_files_free(codes, 2);
     rtr_rmtree(dir);
     free(dir); free(x); free(ids); free(shard);
 }
@@ -336,6 +430,7 @@ int main(void) {
         cmocka_unit_test(test_ivf_recall_and_bad_factory),
         cmocka_unit_test(test_sq4_rerank),
         cmocka_unit_test(test_save_load_corrupt_and_remove),
+        cmocka_unit_test(test_mapped_equals_loaded),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

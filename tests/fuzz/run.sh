@@ -85,6 +85,18 @@ EOF
     touch $S/.made
 fi
 
+# a 4-bit code file (index/sq4.h) of 3 vectors of 64 dimensions, after the harness's own first byte
+mkdir -p $S/sq4
+/usr/bin/python3 - "$S/sq4/three" <<'EOF'
+import struct, sys
+d, n = 64, 3
+head = b"RTRSQ4\0\1" + struct.pack("<IIQQ", d, d // 2, n, 0) + struct.pack("<%df" % d, *[0.0] * d) + struct.pack("<%df" % d, *[0.1] * d)
+ids_at = (len(head) + 63) // 64 * 64
+body = head.ljust(ids_at, b"\0") + struct.pack("<3q", 7, 8, 9) + struct.pack("<3f", 1, 1, 1)
+codes_at = (len(body) + 63) // 64 * 64
+open(sys.argv[1], "wb").write(b"\1" + body.ljust(codes_at, b"\0") + bytes(range(96)))
+EOF
+
 # the server's requests, as docs/server.md shows them (the first byte picks the endpoint)
 mkdir -p $S/serve
 printf '\000{"query":"the space program","k":3,"continuation":true,"exclude_docs":[1,2]}' > $S/serve/search
