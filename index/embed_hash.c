@@ -306,9 +306,23 @@ int rtr_hash_embedder_new(const rtr_hash_embedder_opts *o, rtr_embedder **out) {
         if (!(rc = rtr_hash_df_init(&h->df, o->df->bits))) {
             h->df.n = o->df->n;
             memcpy(h->df.df, o->df->df, nb * sizeof *h->df.df);
-            if (!(h->idf = rtr_malloc(nb * sizeof *h->idf))) rc = RTR_E_NOMEM;
-            for (size_t i = 0; !rc && i < nb; i++)
-                h->idf[i] = logf((1.0f + (float)h->df.n) / (1.0f + (float)h->df.df[i])) + 1.0f;
+            /* idf depends on the bucket's count alone: the small counts, most buckets', are worked out
+             * once each (a million logf calls were a third of a search process's start) */
+            enum { MEMO = 4096 };
+            float *memo = rtr_malloc(MEMO * sizeof *memo);
+            if (!(h->idf = rtr_malloc(nb * sizeof *h->idf)) || !memo) rc = RTR_E_NOMEM;
+            for (uint32_t d = 0; !rc && d < MEMO; d++) memo[d] = NAN;
+            for (size_t i = 0; !rc && i < nb; i++) {
+                uint32_t d = h->df.df[i];
+                float *m = d < MEMO ? &memo[d] : NULL;
+                if (m && !isnan(*m)) {
+                    h->idf[i] = *m;
+                    continue;
+                }
+                h->idf[i] = logf((1.0f + (float)h->df.n) / (1.0f + (float)d)) + 1.0f;
+                if (m) *m = h->idf[i];
+            }
+            rtr_free(memo);
             h->df_sum = rtr_hash_df_checksum(&h->df);
         }
     }

@@ -22,6 +22,8 @@ struct rtr_sq4 {
     float *mean, *step;   /* dim */
     void *map;            /* the file the arrays point into, or NULL when they are allocated */
     size_t map_len;
+    uint8_t *own_codes;   /* mapped, then copied into memory (rtr_sq4_to_memory): the copies, else NULL */
+    float *own_norm2;
 };
 
 static uint32_t padded(uint32_t dim) { return (dim + BLOCK - 1) / BLOCK * BLOCK; }
@@ -82,6 +84,8 @@ void rtr_sq4_free(rtr_sq4 *s) {
     if (!s) return;
     if (s->map) {
         munmap(s->map, s->map_len);
+        rtr_free(s->own_codes);
+        rtr_free(s->own_norm2);
     } else {
         rtr_free(s->codes);
         rtr_free(s->norm2);
@@ -119,6 +123,25 @@ static int pad_to(FILE *f, uint64_t *at, uint64_t to) {
     size_t k = (size_t)(to - *at);
     *at = to;
     return k && fwrite(zero, 1, k, f) != k;
+}
+
+int rtr_sq4_to_memory(rtr_sq4 *s) {
+    if (!s->map || s->own_codes) return RTR_OK;
+    uint8_t *c = rtr_malloc(s->n * s->cb + 1);
+    float *nn = rtr_malloc((s->n + 1) * sizeof *nn);
+    if (!c || !nn) {
+        rtr_free(c);
+        rtr_free(nn);
+        return rtr_seterr(RTR_E_NOMEM, "4-bit codes: out of memory");
+    }
+    memcpy(c, s->codes, s->n * s->cb);
+    memcpy(nn, s->norm2, s->n * sizeof *nn);
+    s->own_codes = c;
+    s->own_norm2 = nn;
+    /* scans running meanwhile read either array, the same bytes; the map stays until rtr_sq4_free */
+    __atomic_store_n(&s->codes, c, __ATOMIC_RELEASE);
+    __atomic_store_n(&s->norm2, nn, __ATOMIC_RELEASE);
+    return RTR_OK;
 }
 
 int rtr_sq4_write(const rtr_sq4 *s, const int64_t *ids, FILE *f) {
@@ -163,7 +186,7 @@ int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **
         munmap(m, (size_t)len);
         return rc;
     }
-    posix_madvise(m, (size_t)len, POSIX_MADV_WILLNEED);   /* a scan reads all of it */
+    /* no readahead advice: the pages are in the page cache or read by the first scan */
     s->n = (size_t)n;
     s->dim = d;
     s->cb = cb;
@@ -245,18 +268,20 @@ static int32_t dot_avx2(const int8_t *w, const uint8_t *c, uint32_t nblk) {
 void rtr_sq4_scan(const rtr_sq4 *s, const rtr_sq4_query *qq, size_t lo, size_t hi, uint32_t r, float *d,
                   int64_t *pos) {
     float a = -2.0f * qq->offset, b = -2.0f / qq->scale;
+    const uint8_t *codes = __atomic_load_n(&s->codes, __ATOMIC_ACQUIRE);   /* rtr_sq4_to_memory may swap them */
+    const float *norm2 = __atomic_load_n(&s->norm2, __ATOMIC_ACQUIRE);
 #ifdef RTR_SIMD
     if (s->dim % BLOCK == 0) {
         uint32_t nblk = s->dim / BLOCK;
         for (size_t i = lo; i < hi; i++) {
-            float e = s->norm2[i] + a + b * (float)dot_avx2(qq->w, s->codes + i * s->cb, nblk);
+            float e = norm2[i] + a + b * (float)dot_avx2(qq->w, codes + i * s->cb, nblk);
             if (e < d[r - 1]) rtr_topk_put(d, pos, r, e, (int64_t)i);
         }
         return;
     }
 #endif
     for (size_t i = lo; i < hi; i++) {
-        float e = s->norm2[i] + a + b * (float)dot_scalar(s, qq->w, s->codes + i * s->cb);
+        float e = norm2[i] + a + b * (float)dot_scalar(s, qq->w, codes + i * s->cb);
         if (e < d[r - 1]) rtr_topk_put(d, pos, r, e, (int64_t)i);
     }
 }

@@ -18,6 +18,7 @@
 #include <float.h>
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,21 @@ typedef struct mapped_shard {
     const int64_t *ids;   /* (n) into the codes' map */
     int fd;               /* the FAISS file (owned), or -1: the shard is loaded */
     uint64_t xb_off;      /* byte offset of vector 0 in it */
+    uint32_t searches;    /* searched so far (up to COPY_AFTER): its codes go into memory then */
+    pthread_t copier;     /* the thread copying them, joined by rtr_vindex_free */
+    int copying;          /* 1 once copier was started */
 } mapped_shard;
+
+/* A process that searches a mapped shard this often will search it more: a thread of its own copies
+ * the codes into memory (rtr_sq4_to_memory), where scans run about a fifth faster than over the
+ * file's map, while searches go on over the map; one that searches once (a `retro search`) never
+ * pays for the copy. */
+#define COPY_AFTER 8
+
+static void *copy_codes(void *sq) {
+    rtr_sq4_to_memory(sq);   /* out of memory: the shard stays mapped */
+    return NULL;
+}
 
 struct rtr_vindex {
     uint32_t n_shards, dim, nprobe, nlist;   /* nlist 0: not an inverted file */
@@ -252,6 +267,7 @@ void rtr_vindex_free(rtr_vindex *v) {
     if (!v) return;
     for (uint32_t s = 0; s < v->n_shards; s++) {
         if (v->shards[s]) faiss_Index_free(v->shards[s]);
+        if (is_mapped(v, s) && v->mapped[s].copying) pthread_join(v->mapped[s].copier, NULL);
         rtr_sq4_free(v->sq[s]);
         if (is_mapped(v, s)) close(v->mapped[s].fd);
     }
@@ -499,7 +515,10 @@ static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float 
     size_t n;
     uint32_t rr = v->rerank > 0 ? (uint32_t)v->rerank : RTR_VINDEX_RERANK;
     if (is_mapped(v, s)) {   /* its codes, unless an exact search is asked for */
-        const mapped_shard *m = &v->mapped[s];
+        mapped_shard *m = &v->mapped[s];
+        if (__atomic_load_n(&m->searches, __ATOMIC_RELAXED) < COPY_AFTER &&
+            __atomic_add_fetch(&m->searches, 1, __ATOMIC_RELAXED) == COPY_AFTER)   /* one caller only */
+            m->copying = pthread_create(&m->copier, NULL, copy_codes, v->sq[s]) == 0;
         vec_src src = {NULL, m->fd, m->xb_off};
         return flat_search(&src, m->ids, rtr_sq4_n(v->sq[s]), v->dim, v->rerank == 0 ? NULL : v->sq[s], rr, nq, q, k,
                            dist, lab);
@@ -866,7 +885,7 @@ static int map_shard(const rtr_vindex_files *f, uint32_t s, rtr_vindex *v) {
         return rc;
     }
     v->sq[s] = sq;
-    v->mapped[s] = (mapped_shard){ids, fd, XB_OFF};
+    v->mapped[s] = (mapped_shard){.ids = ids, .fd = fd, .xb_off = XB_OFF};
     return RTR_OK;
 }
 

@@ -319,14 +319,18 @@ static void test_mapped_equals_loaded(void **state) {
     rtr_free(mi);
     float dw[30 * 10], dm[30 * 10], bd[10];
     int64_t iw[30 * 10], im[30 * 10], want[10];
-    for (int rerank = -1; rerank <= 0; rerank++) {   /* the default scan of codes, then an exact search */
+    /* the default scan of codes, then an exact search; then the codes again, by then copied into memory
+     * by a thread of the index's own (after a few searches) while the searches went on over the map */
+    for (int round = 0; round < 3; round++) {
+        int rerank = round == 1 ? 0 : -1;
+        for (int i = 0; round == 2 && i < 12; i++) assert_int_equal(rtr_vindex_search(m, 1, q + i * d, k, dm, im), RTR_OK);
         assert_int_equal(rtr_vindex_set_rerank(w, rerank), RTR_OK);
         assert_int_equal(rtr_vindex_set_rerank(m, rerank), RTR_OK);
         assert_int_equal(rtr_vindex_search(w, nq, q, k, dw, iw), RTR_OK);
         assert_int_equal(rtr_vindex_search(m, nq, q, k, dm, im), RTR_OK);
         assert_memory_equal(iw, im, sizeof iw);
         for (size_t i = 0; i < nq * k; i++) assert_float_equal(dw[i], dm[i], 1e-6);
-        for (size_t i = 0; rerank == 0 && i < nq; i++) {   /* exact: the brute force's */
+        for (size_t i = 0; round == 1 && i < nq; i++) {   /* exact: the brute force's */
             brute(x, ids, n, d, q + i * d, k, want, bd);
             for (uint32_t r = 0; r < k; r++) assert_float_equal(dm[i * k + r], bd[r], 1e-4);
         }
