@@ -49,11 +49,17 @@ static int word_cp(uint32_t c) {
     return 1;
 }
 
+/* Spaces: what ends a run of words joined by punctuation (a compound). */
+static int space_cp(uint32_t c) {
+    return c <= 0x20 || c == 0x7F || c == 0x85 || c == 0xA0 || c == 0x1680 || (c >= 0x2000 && c <= 0x200B) ||
+           c == 0x2028 || c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
+}
+
 void rtr_lex_words(const char *text, size_t len, rtr_lex_word_fn fn, void *ctx) {
     const unsigned char *t = (const unsigned char *)text;
-    char w[RTR_LEX_MAX_WORD];
-    size_t n = 0;
-    int in = 0;
+    char w[RTR_LEX_MAX_WORD], cpd[RTR_LEX_MAX_WORD];
+    size_t n = 0, cn = 0, parts = 0;
+    int in = 0, fits = 1;
     for (size_t i = 0; i <= len;) {
         uint32_t cp = ' ';
         size_t l = i < len ? utf8_next(t + i, len - i, &cp) : 1;
@@ -68,9 +74,22 @@ void rtr_lex_words(const char *text, size_t len, rtr_lex_word_fn fn, void *ctx) 
                 for (size_t k = 0; k < l; k++) w[n + k] = (char)(cp < 0x80 && cp >= 'A' && cp <= 'Z' ? cp + 32 : t[i + k]);
                 n += l;
             }
-        } else if (in) {
-            fn(ctx, w, n);
-            in = 0;
+        } else {
+            if (in) {
+                fn(ctx, w, n);
+                in = 0;
+                /* the compound of this run: its words joined by single spaces */
+                if (parts && cn < sizeof cpd) cpd[cn++] = ' ';
+                if (cn + n <= sizeof cpd) memcpy(cpd + cn, w, n);
+                else fits = 0;
+                cn += n;
+                parts++;
+            }
+            if (i >= len || space_cp(cp)) {   /* "os.path", "2.3", "what's": their words, then the run as one term */
+                if (parts >= 2 && fits) fn(ctx, cpd, cn);
+                cn = parts = 0;
+                fits = 1;
+            }
         }
         i += l;
     }

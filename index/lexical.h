@@ -47,10 +47,14 @@
 #include "index/kb.h"
 
 #define RTR_LEX_MAX_WORD 64
-#define RTR_LEX_VERSION 2   /* of the word splitter and the records (2: block bounds): an index made with another is rebuilt by the next build */
+#define RTR_LEX_VERSION 3   /* of the word splitter and the records (2: block bounds; 3: compounds): an index made with another is rebuilt by the next build */
 #define RTR_LEX_BLOCK 128
 
-/* Calls fn for each word of text (lowercased ASCII, len <= RTR_LEX_MAX_WORD). */
+/* Calls fn for each word of text (lowercased ASCII, len <= RTR_LEX_MAX_WORD), and after the words of a
+ * run that punctuation joins without a space ("os.path", "2.3", "what's", "foo::bar()"), for the run
+ * as one term, its words joined by single spaces ("os path"), when it fits: a query's "2.3" then finds
+ * Python 2.3 before the chunks that merely hold a 2 and a 3, as a phrase would (FTS5 quotes each word of
+ * a query so). */
 typedef void (*rtr_lex_word_fn)(void *ctx, const char *word, size_t len);
 void rtr_lex_words(const char *text, size_t len, rtr_lex_word_fn fn, void *ctx);
 uint64_t rtr_lex_term(const char *word, size_t len);

@@ -612,20 +612,6 @@ typedef struct hashed_fd {
     int err;   /* errno of a failed read or write */
 } hashed_fd;
 
-static ssize_t hashed_read(void *c, char *buf, size_t n) {
-    hashed_fd *h = c;
-    ssize_t r;
-    do r = read(h->fd, buf, n);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        h->err = errno;
-        return -1;
-    }
-    XXH64_update(&h->st, buf, (size_t)r);
-    h->bytes += (uint64_t)r;
-    return r;
-}
-
 static ssize_t hashed_write(void *c, const char *buf, size_t n) {
     hashed_fd *h = c;
     size_t done = 0;
@@ -643,22 +629,31 @@ static ssize_t hashed_write(void *c, const char *buf, size_t n) {
     return (ssize_t)n;
 }
 
-/* A stream over fd ("r" or "w") hashing what passes; fclose does not close fd. */
-static FILE *hashed_open(hashed_fd *h, int fd, const char *mode) {
+/* A write stream over fd hashing what passes; fclose does not close fd. */
+static FILE *hashed_open(hashed_fd *h, int fd) {
     memset(h, 0, sizeof *h);
     h->fd = fd;
     XXH64_reset(&h->st, 0);
     cookie_io_functions_t io = {0};
-    if (*mode == 'r') io.read = hashed_read;
-    else io.write = hashed_write;
-    return fopencookie(h, mode, io);
+    io.write = hashed_write;
+    return fopencookie(h, "w", io);
 }
 
-/* Hashes what is left of h's file after a failed parse, so that the error
- * can say whether the file is damaged. */
-static void hashed_drain(hashed_fd *h) {
-    char buf[1 << 16];
-    while (hashed_read(h, buf, sizeof buf) > 0) {}
+/* XXH64 of the whole file fd (path for errors) into *sum, read from its start. RTR_E_IO. */
+static int fd_xxh64(int fd, const char *path, uint64_t *sum) {
+    XXH64_state_t st;
+    XXH64_reset(&st, 0);
+    uint8_t buf[1 << 16];
+    for (off_t at = 0;;) {
+        ssize_t r = pread(fd, buf, sizeof buf, at);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) return rtr_seterr(RTR_E_IO, "%s: read failed: %s", path, strerror(errno));
+        if (r == 0) break;
+        XXH64_update(&st, buf, (size_t)r);
+        at += r;
+    }
+    *sum = XXH64_digest(&st);
+    return RTR_OK;
 }
 
 static int fsync_path(const char *path) {
@@ -680,7 +675,7 @@ static int save_file(const char *dir, const char *name, int (*write)(const void 
     if (!rc && (fd = open(tpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0)
         rc = rtr_seterr(RTR_E_IO, "%s: cannot create: %s", tpath, strerror(errno));
     hashed_fd h;
-    FILE *f = rc ? NULL : hashed_open(&h, fd, "w");
+    FILE *f = rc ? NULL : hashed_open(&h, fd);
     if (!rc && !f) rc = rtr_seterr(RTR_E_NOMEM, "%s: stream", tpath);
     if (!rc && (rc = write(ctx, f))) rc = rtr_errprefix(rc, "%s", tpath);
     int unflushed = f && fclose(f);   /* the stream's last bytes reach the file here */
@@ -817,25 +812,23 @@ int rtr_vindex_files_open(const char *dir, uint32_t n_shards, const rtr_vindex_f
     return rc;
 }
 
-/* Reads shard s, its checksum taken over the bytes as FAISS reads them
- * and then over the rest of the file. */
+/* Reads shard s once its checksum is verified: FAISS never parses a damaged file (its reader, which
+ * throws part way through one, is not exception-safe and would leak what it had built). */
 static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
     *out = NULL;
-    const char *path = f->sh[s].path;
-    if (lseek(f->sh[s].fd, 0, SEEK_SET) != 0) return rtr_seterr(RTR_E_IO, "%s: cannot seek: %s", path, strerror(errno));
-    hashed_fd h;
-    FILE *fp = hashed_open(&h, f->sh[s].fd, "r");
-    if (!fp) return rtr_seterr(RTR_E_NOMEM, "%s: stream", path);
-    int rc = faiss_read_index(fp, 0, out) ? rtr_errprefix(faiss_err("read"), "%s", path) : RTR_OK;
-    hashed_drain(&h);   /* a parse may stop short of the end: the checksum covers every byte */
-    if (h.err) rc = rtr_seterr(RTR_E_IO, "%s: read failed: %s", path, strerror(h.err));
-    else if (XXH64_digest(&h.st) != f->sh[s].sum)
-        rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", path);
-    fclose(fp);
-    if (rc && *out) {
-        faiss_Index_free(*out);
-        *out = NULL;
+    const shard_files *h = &f->sh[s];
+    uint64_t sum;
+    int rc = fd_xxh64(h->fd, h->path, &sum);
+    if (rc) return rc;
+    if (sum != h->sum) return rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", h->path);
+    int fd = dup(h->fd);   /* the stream's own: fclose closes it */
+    FILE *fp = fd < 0 || lseek(fd, 0, SEEK_SET) != 0 ? NULL : fdopen(fd, "rb");
+    if (!fp) {
+        if (fd >= 0) close(fd);
+        return rtr_seterr(RTR_E_IO, "%s: cannot read: %s", h->path, strerror(errno));
     }
+    rc = faiss_read_index(fp, 0, out) ? rtr_errprefix(faiss_err("read"), "%s", h->path) : RTR_OK;
+    fclose(fp);
     return rc;
 }
 
@@ -940,20 +933,7 @@ int rtr_vindex_files_map(const rtr_vindex_files *f, uint32_t nprobe, const char 
 int rtr_vindex_files_codes_sum(const rtr_vindex_files *f, uint32_t s, uint64_t *sum) {
     *sum = 0;
     RTR_ASSERT(s < f->n);
-    if (f->sh[s].code_fd < 0) return RTR_OK;
-    XXH64_state_t st;
-    XXH64_reset(&st, 0);
-    uint8_t buf[1 << 16];
-    for (off_t at = 0;;) {
-        ssize_t r = pread(f->sh[s].code_fd, buf, sizeof buf, at);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return rtr_seterr(RTR_E_IO, "%s: read failed: %s", f->sh[s].code_path, strerror(errno));
-        if (r == 0) break;
-        XXH64_update(&st, buf, (size_t)r);
-        at += r;
-    }
-    *sum = XXH64_digest(&st);
-    return RTR_OK;
+    return f->sh[s].code_fd < 0 ? RTR_OK : fd_xxh64(f->sh[s].code_fd, f->sh[s].code_path, sum);
 }
 
 int rtr_vindex_ids(const rtr_vindex *v, uint32_t shard, int64_t **ids, size_t *n) {

@@ -14,9 +14,8 @@
  * Files: each shard is a plain FAISS index file that FAISS itself reads
  * (faiss.read_index in Python). Files are written under new names and never
  * overwritten; the manifest names the current ones with their size and
- * XXH64. The size is checked before FAISS parses a file, the checksum over
- * the bytes as FAISS reads them (one pass, no copy), and a file that does
- * not match is refused whatever FAISS made of it.
+ * XXH64: the size is checked when the files are opened, the checksum before
+ * FAISS parses a file (streamed, no copy of it in memory).
  * A flat shard scanned through 4-bit codes has them saved beside it
  * (gN-SSS.sq4, sq4.h), with its ids: a search maps them and reads from the
  * shard's file only the vectors it re-ranks, so opening a knowledge base
@@ -113,8 +112,8 @@ int rtr_vindex_files_open(const char *dir, uint32_t n_shards, const rtr_vindex_f
                           const rtr_vindex_file *codes, rtr_vindex_files **out);
 void rtr_vindex_files_close(rtr_vindex_files *f);   /* NULL-safe */
 /* Reads the shards with the plan's nprobe (f may be read again after a
- * failure, not from two threads at once): each checksum is taken over the
- * bytes as FAISS reads them and the rest of the file. An index to build on.
+ * failure, not from two threads at once), each once its checksum is
+ * verified. An index to build on.
  * RTR_E_CORRUPT naming the file (checksum mismatch, shards of different
  * dimensions), RTR_E_FAISS (the file matches its checksum but FAISS refuses
  * it), RTR_E_IO, RTR_E_NOMEM. */

@@ -50,10 +50,20 @@ static void test_words(void **state) {
     const char *t = "Hello, WORLD! snake_case x86-64 caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac  e=mc2. Capsules\xc2\xb6 "
                     "\xe2\x80\x9cquoted\xe2\x80\x9d it\xe2\x80\x99s \xc2\xbbnext ab\xff" "cd \xe6\x97\xa5\xe3\x80\x82\xe6\x9c\xac";
     rtr_lex_words(t, strlen(t), keep, &x);
-    const char *want[] = {"hello", "world", "snake_case", "x86", "64", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac", "e",
-                          "mc2", "capsules", "quoted", "it", "s", "next", "ab", "cd", "\xe6\x97\xa5", "\xe6\x9c\xac"};
-    assert_int_equal(x.n, 18);
-    for (int i = 0; i < 18; i++) assert_string_equal(x.w[i], want[i]);
+    /* and a run of words that punctuation joins without a space is also one term, after its words */
+    const char *want[] = {"hello", "world", "snake_case", "x86", "64", "x86 64", "caf\xc3\xa9", "\xe6\x97\xa5\xe6\x9c\xac",
+                          "e", "mc2", "e mc2", "capsules", "quoted", "it", "s", "it s", "next", "ab", "cd",
+                          "\xe6\x97\xa5", "\xe6\x9c\xac", "\xe6\x97\xa5 \xe6\x9c\xac"};
+    assert_int_equal(x.n, 22);
+    for (int i = 0; i < 22; i++) assert_string_equal(x.w[i], want[i]);
+    x.n = 0;
+    const char *dotted = "see os.path.join() and Python 2.3's; "
+                         "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb";
+    rtr_lex_words(dotted, strlen(dotted), keep, &x);
+    const char *want2[] = {"see", "os", "path", "join", "os path join", "and", "python", "2", "3", "s", "2 3 s",
+                           "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"};
+    assert_int_equal(x.n, 13);   /* the last run's compound would be 77 bytes: left out */
+    for (int i = 0; i < 13; i++) assert_string_equal(x.w[i], want2[i]);
     char lng[100];
     memset(lng, 'a', sizeof lng);
     x.n = 0;

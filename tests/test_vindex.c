@@ -398,11 +398,11 @@ static void test_save_load_corrupt_and_remove(void **state) {
     assert_int_equal(load(dir, files, &w), RTR_E_CORRUPT);
     assert_non_null(strstr(rtr_errdetail(), files[0].name));
     assert_non_null(strstr(rtr_errdetail(), "truncated"));
-    /* without a recorded size, FAISS stops short and the checksum of what is there tells why */
+    /* without a recorded size, the checksum refuses it before FAISS parses it */
     rtr_vindex_file unsized[2] = {{files[0].name, files[0].xxh64, 0}, {files[1].name, files[1].xxh64, 0}};
     assert_int_equal(load(dir, unsized, &w), RTR_E_CORRUPT);
     assert_non_null(strstr(rtr_errdetail(), "checksum mismatch"));
-    /* a flipped byte in the vectors: FAISS reads the file, the checksum refuses it */
+    /* a flipped byte keeps the size: the checksum refuses it */
     buf[len / 3] ^= 0x40;
     tu_write(dir, files[0].name, buf, len);
     assert_int_equal(load(dir, files, &w), RTR_E_CORRUPT);
