@@ -277,13 +277,14 @@ static int cmp_hit_score(const void *a, const void *b) {
 
 /* The merge of a multi-chunk query: the k results of each of nq query chunks
  * (ids, dist: nq x k; id -1 = none) become one list in which every chunk
- * appears once, scored by its similarity summed over the query chunks that
- * found it, divided by nq (so a chunk matching much of the query beats one
- * matching a single line of it perfectly; with one query chunk the score is
- * the cosine similarity), with its best distance and the query chunk of
- * that, best first. *out (*n entries) is the caller's. */
-static int merge_query_chunks(const int64_t *ids, const float *dist, size_t nq, uint32_t k, rtr_hit **out,
-                              size_t *n) {
+ * appears once, scored by its similarity averaged over the query chunks,
+ * each weighted by qw (nq weights summing to 1; NULL: equal), best first
+ * (so a chunk matching much of the query beats one matching a single line
+ * of it perfectly; with one query chunk the score is the cosine
+ * similarity), with its best distance and the query chunk of that. *out
+ * (*n entries) is the caller's. */
+static int merge_query_chunks(const int64_t *ids, const float *dist, size_t nq, uint32_t k, const float *qw,
+                              rtr_hit **out, size_t *n) {
     *n = 0;
     rtr_hit *all = *out = rtr_calloc(nq * k + 1, sizeof *all);
     if (!all) return RTR_E_NOMEM;
@@ -295,14 +296,14 @@ static int merge_query_chunks(const int64_t *ids, const float *dist, size_t nq, 
     size_t u = 0;
     for (size_t i = 0; i < na; i++) {
         float sim = 1.0f - all[i].distance / 2.0f;
+        sim = sim > 0 ? sim * (qw ? qw[all[i].query_chunk] : 1.0f / (float)nq) : 0;
         if (u == 0 || all[u - 1].chunk_id != all[i].chunk_id) {
             all[u] = all[i];   /* the first of an id has its best distance */
-            all[u++].score = sim > 0 ? sim : 0;
-        } else if (sim > 0) {
+            all[u++].score = sim;
+        } else {
             all[u - 1].score += sim;
         }
     }
-    for (size_t i = 0; i < u; i++) all[i].score /= (float)nq;
     qsort(all, u, sizeof *all, cmp_hit_score);
     *n = u;
     return RTR_OK;
@@ -405,19 +406,39 @@ static int fuse(const rtr_hit *v, size_t nv, const rtr_hit *l, size_t nl, rtr_hi
     return RTR_OK;
 }
 
+static void count_word(void *ctx, const char *w, size_t len) {
+    (void)w, (void)len;
+    ++*(size_t *)ctx;
+}
+
+/* The weight of each of nq query chunks (texts) in a merge: its share of the query's words (lexical.h),
+ * so that a chunk without content (a line of '=' under a title, a table border), whose embedding is the
+ * same as every such line's, weighs nothing beside the text it underlines; equal when no chunk has a
+ * word. */
+static void query_chunk_weights(const rtr_text *texts, size_t nq, float *qw) {
+    size_t total = 0;
+    for (size_t c = 0; c < nq; c++) {
+        size_t words = 0;
+        rtr_lex_words(texts[c].data, texts[c].len, count_word, &words);
+        qw[c] = (float)words;
+        total += words;
+    }
+    for (size_t c = 0; c < nq; c++) qw[c] = total ? qw[c] / (float)total : 1.0f / (float)nq;
+}
+
 /* One query's ranking in mode (vector, lexical or hybrid), best first: the vector side merged from the
  * results of its nq query chunks (ids, dist: nq x depth, as search_filtered gives them; unread for
  * lexical), the lexical side for text (len bytes) outside f, the two fused for hybrid; each hit says
  * which side found it and its rank and score there. *out (*n entries) is the caller's. */
-static int rank_query(rtr_store_txn *t, int mode, const int64_t *ids, const float *dist, size_t nq, uint32_t depth,
-                      const char *text, size_t len, const doc_filter *f, rtr_hit **out, size_t *n) {
+static int rank_query(rtr_store_txn *t, int mode, const int64_t *ids, const float *dist, size_t nq, const float *qw,
+                      uint32_t depth, const char *text, size_t len, const doc_filter *f, rtr_hit **out, size_t *n) {
     *out = NULL;
     *n = 0;
     rtr_hit *vec = NULL, *lex = NULL;
     size_t nv = 0, nl = 0;
     int rc = RTR_OK;
     if (mode != RTR_SEARCH_LEXICAL) {   /* the vector side */
-        rc = merge_query_chunks(ids, dist, nq, depth, &vec, &nv);
+        rc = merge_query_chunks(ids, dist, nq, depth, qw, &vec, &nv);
         if (nv > depth) nv = depth;
         for (size_t i = 0; i < nv; i++) {
             vec[i].found_by = RTR_FOUND_VECTOR;
@@ -460,7 +481,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     rtr_text *texts = NULL;
     const uint32_t **run = NULL;
     uint32_t *run_len = NULL;
-    float *q = NULL, *dist = NULL;
+    float *q = NULL, *dist = NULL, *qw = NULL;
     int64_t *hid = NULL;
     uint64_t *ex = NULL;
     rtr_store_txn *t = NULL;
@@ -490,17 +511,19 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
         q = rtr_malloc(nq * dim * sizeof *q);
         dist = rtr_malloc(nq * depth * sizeof *dist);
         hid = rtr_malloc(nq * depth * sizeof *hid);
-        if (!texts || !run || !run_len || !q || !dist || !hid) rc = RTR_E_NOMEM;
+        qw = rtr_malloc(nq * sizeof *qw);
+        if (!texts || !run || !run_len || !q || !dist || !hid || !qw) rc = RTR_E_NOMEM;
         for (size_t c = 0; c < nq && !rc; c++) {   /* each query chunk's exact text */
             size_t lo = c * RTR_CHUNK_TOKENS;
             run[c] = ids.data + lo;
             run_len[c] = (uint32_t)(ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS);
         }
         if (!rc) rc = decode_embed(r, run, run_len, nq, &text, texts, q);
+        if (!rc) query_chunk_weights(texts, nq, qw);
         if (!rc) rc = search_filtered(r, t, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
     }
     doc_filter f = {0, 0, ex, so->n_exclude};
-    if (!rc) rc = rank_query(t, mode, hid, dist, nq, depth, query, len, &f, &ranked, &nr);
+    if (!rc) rc = rank_query(t, mode, hid, dist, nq, qw, depth, query, len, &f, &ranked, &nr);
     size_t n = nr < k ? nr : k;
     if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -522,6 +545,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     rtr_free(q);
     rtr_free(dist);
     rtr_free(hid);
+    rtr_free(qw);
     rtr_free(ex);
     rtr_free(ranked);
     return rc;
@@ -617,7 +641,7 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_
         doc_filter f = {self_doc ? self_doc[i] : 0, o->exclude_doc, o->exclude, o->n_exclude};
         rtr_hit *h;
         size_t nh;
-        rc = rank_query(t, mode, vid ? vid + i * depth : NULL, vd ? vd + i * depth : NULL, 1, depth, qt[i].data,
+        rc = rank_query(t, mode, vid ? vid + i * depth : NULL, vd ? vd + i * depth : NULL, 1, NULL, depth, qt[i].data,
                         qt[i].len, &f, &h, &nh);
         for (uint32_t j = 0; j < k && !rc; j++) {
             size_t at = i * k + j;

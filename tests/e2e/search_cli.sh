@@ -69,3 +69,24 @@ expect_fail 1 "127.0.0.1:9" "$RETRO" index build kb --retrain --embedder http --
 expect_fail 1 "indexed with embedder" "$RETRO" index build kb --embedder hash --dim 128 --quiet
 "$RETRO" search kb "oil" -k 1 > /dev/null || fail "a refused rebuild must leave the index usable"
 ok "bad input: empty query, long query, truncated index file, newer manifest, unreachable embedder, embedder change"
+
+# a passage and the line of '=' under it, searched as two chunks: the line matches every table border
+# and underline exactly, and must not outweigh the passage it underlines
+mkdir -p rst
+ls "$SRC"/datasets/sotu/*.txt | head -8 | xargs -I{} cp {} rst/
+python3 -c '
+open("rst/borders.rst", "w").write(("+" + "=" * 30 + "+" + "=" * 30 + "+\n| cell | cell |\n") * 200)
+open("rst/underlines.rst", "w").write("".join("Section %d\n%s\n\nSome text about topic %d.\n\n" % (i, "=" * 70, i) for i in range(200)))'
+"$RETRO" index add rstkb rst --quiet > /dev/null
+"$RETRO" index build rstkb > /dev/null
+src=$(ls rst/*.txt | head -3 | tail -1)
+q="$(head -c 330 "$src")
+$(printf '=%.0s' $(seq 70))"
+"$RETRO" search rstkb "$q" -k 1 --mode vector > /dev/null 2> rst.err
+grep -q "searched as [2-9] chunks" rst.err || fail "the underlined passage is not two query chunks: $(cat rst.err)"
+for mode in vector hybrid; do
+    "$RETRO" search rstkb "$q" -k 3 --mode $mode --json > rst.$mode.jsonl
+    head -1 rst.$mode.jsonl | grep -q "\"path\":\"[^\"]*$(basename "$src")\"" || fail "$mode: the underline outweighs its passage: $(cut -c1-200 rst.$mode.jsonl)"
+    ! grep -q "borders.rst\|underlines.rst" rst.$mode.jsonl || fail "$mode: table borders among the first 3: $(cut -c1-200 rst.$mode.jsonl)"
+done
+ok "a passage's underline weighs by its words (none) in a multi-chunk query: the passage first, no border in the top 3"
