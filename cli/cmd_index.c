@@ -629,7 +629,8 @@ static int index_check(int argc, char **argv) {
                              "Walks knowledge base KB and reports what is wrong: the chunk store's records\n"
                              "(sizes, bounds, ids, every document's chunks, spans, text and file link, every\n"
                              "chunk's tokens decoded against its text, the counters), the vector index's files\n"
-                             "against their checksums, and the vectors against the chunks they claim (every\n"
+                             "against their checksums (the shards, and the 4-bit codes that searches map\n"
+                             "without reading them whole), and the vectors against the chunks they claim (every\n"
                              "id a chunk at or below the watermark, once; every indexed chunk has one; a sample\n"
                              "of chunks embedded again finds its own). Exit status 1 if anything is wrong.\n"
                              "LMDB has no page checksums: see docs/formats.md for what cannot be caught.",
