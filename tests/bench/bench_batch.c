@@ -8,7 +8,8 @@
  * Greedy decoding of TOKENS tokens (default 256, the end token never sampled) from one prompt:
  * first a batch with a single generation, then STREAMS (default 8) generations decoded together;
  * median of RUNS (default 3) of each. Prints one JSON line: the tokens per second of one
- * stream, of STREAMS together (in all), and their ratio. The prompts' prefill is not timed.
+ * stream, of STREAMS together (in all), their ratio, and the share of the time (of the last run
+ * of each) that retrieving and encoding neighbours took. The prompts' prefill is not timed.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,8 +30,9 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Tokens per second of `streams` generations of n tokens decoded together (prefill untimed). */
-static double run(retro_model *m, retro_kb *kb, int streams, int n) {
+/* Tokens per second of `streams` generations of n tokens decoded together (prefill untimed); *share gets
+ * the part of the time their retrievals and neighbour encodings took. */
+static double run(retro_model *m, retro_kb *kb, int streams, int n, double *share) {
     retro_batch *b;
     if (retro_batch_new(m, streams, &b)) bench_die("bench_batch", "batch");
     retro_gen_opts o;
@@ -49,12 +51,14 @@ static double run(retro_model *m, retro_kb *kb, int streams, int n) {
         tokens += running;
         if (retro_batch_step(b, &running)) bench_die("bench_batch", "step");
     }
-    double s = now() - t0;
+    double s = now() - t0, side = 0;
     for (int i = 0; i < streams; i++) {
         retro_gen_result r;
         if (retro_batch_take(b, slot[i], &r)) bench_die("bench_batch", "take");
+        side += r.retrieval_s + r.encode_s;
         retro_gen_result_free(&r);
     }
+    *share = side / s;
     retro_batch_free(b);
     return (double)tokens / s;
 }
@@ -75,16 +79,17 @@ int main(int argc, char **argv) {
     retro_kb *kb;
     if (retro_model_load(argv[1], NULL, &m)) bench_die("bench_batch", argv[1]);
     if (retro_kb_open(argv[2], 0, NULL, &kb)) bench_die("bench_batch", argv[2]);
-    double one[99], many[99];
+    double one[99], many[99], share1 = 0, sharen = 0;
     for (int r = 0; r < runs; r++) {   /* alternated, so that a drift of the machine's speed hits both */
-        one[r] = run(m, kb, 1, n);
-        many[r] = run(m, kb, streams, n);
+        one[r] = run(m, kb, 1, n, &share1);
+        many[r] = run(m, kb, streams, n, &sharen);
     }
     qsort(one, (size_t)runs, sizeof *one, cmp_double);
     qsort(many, (size_t)runs, sizeof *many, cmp_double);
     double a = one[runs / 2], b = many[runs / 2];
-    printf("{\"tokens\":%d,\"streams\":%d,\"one_tps\":%.1f,\"together_tps\":%.1f,\"ratio\":%.3f}\n", n, streams, a, b,
-           b / a);
+    printf("{\"tokens\":%d,\"streams\":%d,\"one_tps\":%.1f,\"together_tps\":%.1f,\"ratio\":%.3f,"
+           "\"retrieval_share_one\":%.3f,\"retrieval_share_together\":%.3f}\n",
+           n, streams, a, b, b / a, share1, sharen);
     retro_kb_close(kb);
     retro_model_free(m);
     return 0;
