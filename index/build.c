@@ -322,8 +322,8 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         rep->drifted = rep->nlist && st.n_chunks > 4 * trained_on;
         snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(vx));
     }
-    rtr_vindex_files_free(files, S);
-    rtr_vindex_files_free(codes, S);
+    rtr_vindex_file_names_free(files, S);
+    rtr_vindex_file_names_free(codes, S);
     rtr_free(files);
     rtr_free(codes);
     json_decref(shards_json);

@@ -174,9 +174,12 @@ int rtr_kb_check(rtr_kb *kb, rtr_check_fn report, void *ctx, rtr_kb_check_report
     rc = rtr_store_read_begin(rtr_kb_store(kb), &t);
     if (!rc) rc = check_ids(&c, kb, v, vx, t);
     rtr_vindex *sx = NULL;   /* what searches use: the codes mapped, where the shards have them */
-    if (!rc && (x = rtr_kb_vectors_verify_codes(v)) == RTR_OK) x = rtr_kb_vectors_search_index(v, &sx);
-    if (!rc && x == RTR_E_NOMEM) rc = x;
-    else if (!rc && x) problem(&c, "%s", rtr_errdetail());
+    if (!rc) {
+        x = rtr_kb_vectors_verify_codes(v);
+        if (!x) x = rtr_kb_vectors_search_index(v, &sx);
+        if (x == RTR_E_NOMEM) rc = x;
+        else if (x) problem(&c, "%s", rtr_errdetail());
+    }
     if (!rc) rc = check_sample(&c, kb, v, sx ? sx : vx, t, rtr_kb_vectors_indexed_upto(v));
     if (!rc && out->sampled && out->found * 10 < out->sampled * 9)
         problem(&c, "only %llu of %llu chunks embedded again find their own vector: the vectors are not these chunks'",

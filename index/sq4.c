@@ -174,7 +174,7 @@ int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **
     uint64_t n = get_u64(p + 16), o_ids = 0, o_norms = 0, o_codes = 0, end = 0;
     int rc = RTR_OK;
     if (memcmp(p, FILE_MAGIC, 8)) rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a file of 4-bit codes", path);
-    else if (d != dim || cb != (d + 1) / 2 || d == 0 || d > 65536 || n > MAX_N)
+    else if ((dim && d != dim) || cb != (d + 1) / 2 || d == 0 || d > 65536 || n > MAX_N)
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: bad header (dimension %u, %u code bytes, %llu vectors; the index has dimension %u)",
                         path, d, cb, (unsigned long long)n, dim);
     else if ((layout(d, n, &o_ids, &o_norms, &o_codes, &end), end != len))

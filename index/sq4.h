@@ -62,7 +62,7 @@ uint32_t rtr_sq4_dim(const rtr_sq4 *s);
 int rtr_sq4_write(const rtr_sq4 *s, const int64_t *ids, FILE *f);
 /* Maps the file fd (len bytes, path for errors; fd may be closed after)
  * read-only: *out scans from the map, *ids points into it (valid until
- * rtr_sq4_free). dim: the vectors' dimension, checked. RTR_E_CORRUPT naming
+ * rtr_sq4_free). dim: the vectors' dimension, checked (0: the file's). RTR_E_CORRUPT naming
  * path (magic, counts, length), RTR_E_IO, RTR_E_NOMEM. */
 int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **out, const int64_t **ids);
 /* Copies a mapped s's codes and norms into memory, which scans read faster than the file's map (at

@@ -30,8 +30,8 @@ void rtr_kb_vectors_close(rtr_kb_vectors *v) {
 }
 
 void rtr_vectors_section_free(rtr_vectors_section *x) {
-    rtr_vindex_files_free(x->shards, (uint32_t)x->n_shards);
-    rtr_vindex_files_free(x->codes, (uint32_t)x->n_shards);
+    rtr_vindex_file_names_free(x->shards, (uint32_t)x->n_shards);
+    rtr_vindex_file_names_free(x->codes, (uint32_t)x->n_shards);
     rtr_free(x->shards);
     rtr_free(x->codes);
     rtr_free(x->embedder_desc);

@@ -602,14 +602,14 @@ int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *rem
 }
 
 /* --- files --------------------------------------------------------------------------------
- * FAISS reads and writes a shard through a stdio stream whose every byte
- * also goes through XXH64: the checksum costs no second pass over the file
- * (nor a copy of it in memory), on writing as on reading. */
+ * FAISS writes a shard (and sq4 its codes) through a stdio stream whose
+ * every byte also goes through XXH64: the checksum costs no second pass
+ * over the file. Reading verifies the checksum first (load_shard). */
 typedef struct hashed_fd {
     int fd;
     XXH64_state_t st;
     uint64_t bytes;
-    int err;   /* errno of a failed read or write */
+    int err;   /* errno of a failed write */
 } hashed_fd;
 
 static ssize_t hashed_write(void *c, const char *buf, size_t n) {
@@ -710,7 +710,7 @@ static int write_codes(const void *ctx, FILE *f) {
     return rtr_sq4_write(c->sq, c->ids, f);
 }
 
-void rtr_vindex_files_free(rtr_vindex_file *files, uint32_t n) {
+void rtr_vindex_file_names_free(rtr_vindex_file *files, uint32_t n) {
     for (uint32_t s = 0; files && s < n; s++) {
         rtr_free(files[s].name);
         files[s].name = NULL;
@@ -739,8 +739,8 @@ int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, rt
     }
     if (!rc) rc = fsync_path(dir);
     if (rc) {
-        rtr_vindex_files_free(shards, v->n_shards);
-        if (codes) rtr_vindex_files_free(codes, v->n_shards);
+        rtr_vindex_file_names_free(shards, v->n_shards);
+        if (codes) rtr_vindex_file_names_free(codes, v->n_shards);
     }
     return rc;
 }
@@ -855,22 +855,24 @@ static int flat_header_ok(const uint8_t *h, uint32_t dim, uint64_t n) {
     return floats == n * dim;
 }
 
-/* Shard s mapped: its codes, and its FAISS file's layout checked so that a read of vector i < n
- * stays in the file and the ids that follow the vectors are the codes'. */
+/* Shard s mapped: its codes (of v->dim dimensions, or for shard 0 of theirs), and its FAISS file's
+ * layout checked so that a read of vector i < n stays in the file and the ids that follow the vectors
+ * are the codes'. */
 static int map_shard(const rtr_vindex_files *f, uint32_t s, rtr_vindex *v) {
     const int64_t *ids;
     rtr_sq4 *sq;
-    int rc = rtr_sq4_map(f->sh[s].code_fd, f->sh[s].code_len, f->sh[s].code_path, v->dim, &sq, &ids);
+    int rc = rtr_sq4_map(f->sh[s].code_fd, f->sh[s].code_len, f->sh[s].code_path, s ? v->dim : 0, &sq, &ids);
     if (rc) return rc;
-    uint64_t n = rtr_sq4_n(sq), ids_off = XB_OFF + n * v->dim * 4ull, n_ids = 0;
+    uint32_t dim = rtr_sq4_dim(sq);
+    uint64_t n = rtr_sq4_n(sq), ids_off = XB_OFF + n * dim * 4ull, n_ids = 0;
     uint8_t h[XB_OFF];
     struct stat sb;
     if (pread(f->sh[s].fd, h, sizeof h, 0) != (ssize_t)sizeof h || pread(f->sh[s].fd, &n_ids, 8, (off_t)ids_off) != 8 ||
         fstat(f->sh[s].fd, &sb))
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: too short for its %llu vectors", f->sh[s].path, (unsigned long long)n);
-    else if (!flat_header_ok(h, v->dim, n) || n_ids != n || (uint64_t)sb.st_size != ids_off + 8 + n * 8)
+    else if (!flat_header_ok(h, dim, n) || n_ids != n || (uint64_t)sb.st_size != ids_off + 8 + n * 8)
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: not the flat index of %llu vectors of dimension %u that %s describes",
-                        f->sh[s].path, (unsigned long long)n, v->dim, f->sh[s].code_path);
+                        f->sh[s].path, (unsigned long long)n, dim, f->sh[s].code_path);
     int fd = rc ? -1 : dup(f->sh[s].fd);   /* its own: f may be closed first */
     if (!rc && fd < 0) rc = rtr_seterr(RTR_E_IO, "%s: %s", f->sh[s].path, strerror(errno));
     if (rc) {
@@ -892,18 +894,10 @@ static int files_open_index(const rtr_vindex_files *f, uint32_t nprobe, const ch
     for (uint32_t s = 0; s < f->n && map; s++) any |= f->sh[s].code_fd >= 0;
     if (any && !(v->mapped = rtr_malloc(f->n * sizeof *v->mapped))) rc = RTR_E_NOMEM;
     for (uint32_t s = 0; v->mapped && s < f->n; s++) v->mapped[s].fd = -1;
-    /* the dimension comes from the first loaded shard, or from the first mapped shard's codes */
+    /* the dimension is shard 0's (a mapped one's, its codes'); the others must have it */
     for (uint32_t s = 0; s < f->n && !rc; s++) {
         uint32_t d;
         if (v->mapped && f->sh[s].code_fd >= 0) {
-            if (s == 0) {   /* the codes name the dimension; map_shard then checks the FAISS file against it */
-                uint8_t h[12];
-                if (pread(f->sh[s].code_fd, h, sizeof h, 0) != (ssize_t)sizeof h) {
-                    rc = rtr_seterr(RTR_E_CORRUPT, "%s: too short for 4-bit codes", f->sh[s].code_path);
-                    break;
-                }
-                memcpy(&v->dim, h + 8, 4);
-            }
             if ((rc = map_shard(f, s, v))) break;
             d = rtr_sq4_dim(v->sq[s]);
         } else {

@@ -91,10 +91,10 @@ typedef struct rtr_vindex_file {
     char *name;              /* or NULL: no such file */
     uint64_t xxh64, bytes;
 } rtr_vindex_file;
-void rtr_vindex_files_free(rtr_vindex_file *files, uint32_t n);   /* frees the names */
+void rtr_vindex_file_names_free(rtr_vindex_file *files, uint32_t n);   /* frees the names */
 
 /* Writes shard files dir/PREFIX-SSS.faiss (PREFIX e.g. "g7"), described in
- * shards[s] (names fresh: rtr_vindex_files_free), and, where codes is not
+ * shards[s] (names fresh: rtr_vindex_file_names_free), and, where codes is not
  * NULL, the 4-bit codes of every flat shard whose searches scan them
  * (sq4.h) as dir/PREFIX-SSS.sq4 in codes[s] (name NULL for other shards).
  * Each file is synced and renamed into place, then dir synced. RTR_E_IO,

@@ -356,8 +356,8 @@ static void test_mapped_equals_loaded(void **state) {
     rtr_free(cp);
     rtr_vindex_free(w);
     rtr_vindex_free(v);
-    rtr_vindex_files_free(files, 2);
-    rtr_vindex_files_free(codes, 2);
+    rtr_vindex_file_names_free(files, 2);
+    rtr_vindex_file_names_free(codes, 2);
     rtr_rmtree(dir);
     free(dir); free(x); free(q); free(ids); free(shard);
 }
@@ -421,8 +421,8 @@ static void test_save_load_corrupt_and_remove(void **state) {
     assert_int_equal(rtr_vindex_search(v, 1, x + 7 * d, 5, d1, i1), RTR_OK);
     for (int i = 0; i < 5; i++) assert_true(i1[i] != 8 && i1[i] != 9);
     rtr_vindex_free(v);
-    rtr_vindex_files_free(files, 2);
-    rtr_vindex_files_free(codes, 2);
+    rtr_vindex_file_names_free(files, 2);
+    rtr_vindex_file_names_free(codes, 2);
     rtr_rmtree(dir);
     free(dir); free(x); free(ids); free(shard);
 }
