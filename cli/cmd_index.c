@@ -480,6 +480,10 @@ static const char build_usage[] =
     "                        they take at most 96 MiB per shard; then IVF) or a FAISS\n"
     "                        factory string, e.g. Flat, IVF1024,Flat, IVF4096,PQ32\n"
     "  --memory-budget N     bytes the index may take (default 4G; k/M/G suffixes)\n"
+    "  --project N|auto|off  project the hash vectors onto their first N principal\n"
+    "                        components, fitted on a sample (auto: past the chunks\n"
+    "                        whose raw vectors are searched exactly, the most of 128,\n"
+    "                        64 and 32 that keep the search exact, else 32)\n"
     "options (any build):\n"
     "  --nprobe N            IVF lists searched per query (default: from a scan budget);\n"
     "                        more finds farther neighbours at a higher cost per query\n"
@@ -493,13 +497,13 @@ static const char build_usage[] =
 
 static int index_build(int argc, char **argv) {
     enum { O_EMB = 256, O_DIM, O_URL, O_MODEL, O_SHARDS, O_TYPE, O_BUDGET, O_NPROBE, O_RETRAIN, O_COMPACT, O_THREADS,
-           O_QUIET, O_JSON, O_SMODE };
+           O_QUIET, O_JSON, O_SMODE, O_PROJECT };
     static const struct option opts[] = {
         {"embedder", 1, 0, O_EMB}, {"dim", 1, 0, O_DIM}, {"embed-url", 1, 0, O_URL}, {"embed-model", 1, 0, O_MODEL},
         {"shards", 1, 0, O_SHARDS}, {"index-type", 1, 0, O_TYPE}, {"memory-budget", 1, 0, O_BUDGET},
         {"nprobe", 1, 0, O_NPROBE}, {"retrain", 0, 0, O_RETRAIN}, {"compact", 0, 0, O_COMPACT},
         {"threads", 1, 0, O_THREADS}, {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"search-mode", 1, 0, O_SMODE},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"project", 1, 0, O_PROJECT}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     rtr_build_opts o = {.progress = 1};
     const char *smode = NULL;
     const char *emb = NULL, *url = NULL, *model = NULL, *type = NULL;
@@ -540,6 +544,12 @@ static int index_build(int argc, char **argv) {
             break;
         case O_QUIET: o.progress = 0; break;
         case O_JSON: json = 1; break;
+        case O_PROJECT:
+            if (!strcmp(optarg, "auto")) o.project = 0;
+            else if (!strcmp(optarg, "off")) o.project = -1;
+            else if ((v = atol(optarg)) >= 1 && v <= 4096) o.project = (int)v;
+            else return cli_usage_error("index build", "--project must be auto, off or 1..4096");
+            break;
         case O_SMODE:
             if (strcmp(optarg, "vector") && strcmp(optarg, "lexical") && strcmp(optarg, "hybrid"))
                 return cli_usage_error("index build", "--search-mode must be vector, lexical or hybrid");

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "index/embed_hash.h"
+#include "index/embed_pca.h"
 #include "index/lexical.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
@@ -145,13 +146,14 @@ static json_t *file_json(const rtr_vindex_file *f) {
     return json_pack("{s:s, s:s, s:I}", "file", f->name, "xxh64", hex, "bytes", (json_int_t)f->bytes);
 }
 
-static void remove_stale_files(const char *dir, json_t *shards, const char *df_name) {
+static void remove_stale_files(const char *dir, json_t *shards, char *const *keep_names, size_t n_keep) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
         if (e->d_name[0] == '.') continue;
-        int keep = df_name && !strcmp(e->d_name, df_name);
+        int keep = 0;
+        for (size_t k = 0; k < n_keep; k++) keep |= keep_names[k] && !strcmp(e->d_name, keep_names[k]);
         size_t i;
         json_t *s;
         json_array_foreach(shards, i, s) {
@@ -167,6 +169,67 @@ static void remove_stale_files(const char *dir, json_t *shards, const char *df_n
     closedir(d);
 }
 
+static int make_plan(const rtr_build_opts *o, uint64_t n, uint32_t dim, uint32_t shards, rtr_vindex_plan *plan) {
+    return o->factory ? rtr_vindex_plan_factory(o->factory, n, dim, shards, plan)
+                      : rtr_vindex_plan_auto(n, dim, o->mem_budget, shards, plan);
+}
+
+/* The most components, of 128, 64 and 32 (below the embedder's dimension), whose
+ * vectors are still searched exactly; 32 past them all (see build.h). */
+static int auto_projection(const rtr_build_opts *o, uint64_t n, uint32_t dim, uint32_t shards, uint32_t *out) {
+    static const uint32_t cand[] = {128, 64, 32};
+    *out = 0;
+    for (size_t i = 0; i < sizeof cand / sizeof *cand; i++) {
+        if (cand[i] >= dim) continue;
+        rtr_vindex_plan p;
+        int rc = make_plan(o, n, cand[i], shards, &p);
+        if (rc) return rc;
+        *out = cand[i];
+        if (!strcmp(p.factory, "IDMap,Flat")) break;
+    }
+    return RTR_OK;
+}
+
+#define PCA_SAMPLE 100000   /* chunks the projection is fitted on (at most) */
+
+/* Samples max(PCA_SAMPLE, train_n) chunks evenly with e, fits components on
+ * them, saves the projection in dir and makes *pe, the embedder that projects
+ * e's vectors (owning e if owns). *train (*n_train rows of proj) is the
+ * sample, projected, for training an inverted file. */
+static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks, uint64_t last, rtr_embedder *e,
+                   int owns, uint32_t proj, uint64_t train_n, const char *dir, int threads, chunk_batch *b,
+                   float **train, size_t *n_train, rtr_embedder **pe) {
+    uint64_t m = train_n > PCA_SAMPLE ? train_n : PCA_SAMPLE;
+    if (m > n_chunks) m = n_chunks;
+    float *x = NULL, *y = NULL;
+    size_t n = 0;
+    rtr_pca pca = {0};
+    char *name = NULL, *path = NULL;
+    int rc = sample_train(t, tok, n_chunks, last, m, e, threads, b, &x, &n);
+    if (!rc && n < 2) rc = rtr_seterr(RTR_E_INVALID, "a projection needs at least 2 chunks");
+    if (!rc && proj >= e->dim) rc = rtr_seterr(RTR_E_INVALID, "--project %u: the embedder has %u dimensions", proj, e->dim);
+    if (!rc) rc = rtr_pca_fit(x, n, e->dim, proj, &pca);
+    if (!rc && (!(name = rtr_pca_filename(rtr_pca_checksum(&pca))) || !(path = rtr_path_join(dir, name)))) rc = RTR_E_NOMEM;
+    if (!rc) rc = rtr_pca_save(&pca, path);
+    if (!rc && !(y = rtr_malloc(n * proj * sizeof *y))) rc = RTR_E_NOMEM;
+    if (!rc) {
+        rtr_pca_apply(&pca, x, n, y);
+        rtr_l2_normalize(y, n, proj);
+        rc = rtr_pca_embedder_new(e, owns, &pca, pe);
+    }
+    rtr_free(x);
+    rtr_pca_free(&pca);
+    rtr_free(name);
+    rtr_free(path);
+    if (rc) {
+        rtr_free(y);
+        return rc;
+    }
+    *train = y;
+    *n_train = n;
+    return RTR_OK;
+}
+
 int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t0 = rtr_now();
@@ -180,7 +243,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     rtr_embedder *embedder = NULL;     /* the embedder in use (recorded's, the caller's or own) */
     rtr_vindex *vx = NULL, *made = NULL;   /* the vector index in use; made: a new one */
     uint64_t upto = 0, trained_on = 0;
-    rtr_embedder *own = NULL;
+    rtr_embedder *own = NULL, *own_wrapper = NULL;   /* own_wrapper: a projection of the caller's embedder */
     rtr_hash_df df = {0};
     char *df_name = NULL, *desc = NULL;
     json_t *shards_json = NULL;
@@ -223,6 +286,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
             e = own;
         }
         rtr_vindex_plan plan;
+        size_t n_train = 0;
         if (!rc && e->dim == 0) {   /* learn the dimension from one chunk */
             /* an embedder that learns its dimension from a first call takes out = NULL */
             if (!(rc = next_batch(t, tok, &(uint64_t){0}, last, 1, 1, b)) && b->n)
@@ -236,11 +300,23 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
             int cores = omp_get_num_procs();
             shards = st.n_chunks >= 262144 && cores > 1 ? (uint32_t)(cores < 8 ? cores : 8) : 1;
         }
-        if (!rc) rc = o->factory ? rtr_vindex_plan_factory(o->factory, st.n_chunks, e->dim, shards, &plan)
-                                 : rtr_vindex_plan_auto(st.n_chunks, e->dim, o->mem_budget, shards, &plan);
+        if (!rc) rc = make_plan(o, st.n_chunks, e->dim, shards, &plan);
+        uint32_t proj = 0;
+        if (!rc && o->project > 0) proj = (uint32_t)o->project;
+        else if (!rc && o->project == 0 && !o->embedder && !o->factory && strcmp(plan.factory, "IDMap,Flat"))
+            rc = auto_projection(o, st.n_chunks, e->dim, shards, &proj);
+        if (proj) {   /* fit the projection on a sample, embed with it from now on, plan for its dimension */
+            rtr_embedder *pe = NULL;
+            if (!(rc = make_plan(o, st.n_chunks, proj, shards, &plan)))
+                rc = project(t, tok, st.n_chunks, last, e, e == own, proj, plan.train_n, dir, threads, b, &train, &n_train, &pe);
+            if (!rc) {
+                if (e == own) own = pe;   /* it owns the hash embedder now */
+                else own_wrapper = pe;
+                e = pe;
+            }
+        }
         if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
-        size_t n_train = 0;
-        if (!rc && plan.train_n) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
+        if (!rc && plan.train_n && !train) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
         if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &made);
         if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
         embedder = e;
@@ -307,10 +383,15 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     }
     if (!rc && !unchanged) {
         json_t *emb = json_object_get(rtr_kb_manifest_get(kb, "index"), "embedder");
+        /* the embedder's files: a projection's, and the hash statistics (its inner embedder's if projected) */
+        const char *pca = json_string_value(json_object_get(emb, "pca"));
+        if (pca) emb = json_object_get(emb, "inner");
         const char *idf = json_string_value(json_object_get(emb, "idf"));
-        char *keep_df = idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL;
-        remove_stale_files(dir, shards_json, keep_df);
-        rtr_free(keep_df);
+        char *keep[2] = {idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL,
+                         pca ? rtr_pca_filename(strtoull(pca, NULL, 16)) : NULL};
+        remove_stale_files(dir, shards_json, keep, 2);
+        rtr_free(keep[0]);
+        rtr_free(keep[1]);
     }
     if (!rc) {   /* the index as it stands now, saved or unchanged */
         rep->vectors = rtr_vindex_ntotal(vx);
@@ -330,6 +411,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     free(desc);
     rtr_kb_vectors_close(recorded);
     rtr_vindex_free(made);
+    rtr_embedder_free(own_wrapper);
     rtr_embedder_free(own);
     rtr_hash_df_free(&df);
     rtr_free(df_name);

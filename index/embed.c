@@ -3,9 +3,12 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "index/embed_hash.h"
+#include "index/embed_pca.h"
+#include "lib/alloc.h"
 #include "lib/status.h"
 
 int rtr_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **out) {
@@ -17,6 +20,8 @@ int rtr_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: embedder description without a kind", kb_dir);
     else if (!strcmp(kind, "hash"))
         rc = rtr_hash_embedder_from_desc(kb_dir, desc, out);
+    else if (!strcmp(kind, "pca"))
+        rc = rtr_pca_embedder_from_desc(kb_dir, desc, out);
     else if (!strcmp(kind, "http"))
         rc = rtr_http_embedder_from_desc(kb_dir, desc, out);
     else   /* a new kind of embedder: a branch above */
@@ -34,6 +39,12 @@ int rtr_embedder_describe(const rtr_embedder *e, rtr_buf *json) { return e->ops-
 
 void rtr_embedder_free(rtr_embedder *e) {
     if (e) e->ops->destroy(e);
+}
+
+char *rtr_embedder_file_name(const char *prefix, uint64_t sum) {
+    char name[96];
+    snprintf(name, sizeof name, "%.60s-%016llx.bin", prefix, (unsigned long long)sum);
+    return rtr_strdup(name);
 }
 
 void rtr_l2_normalize(float *v, size_t n, uint32_t dim) {

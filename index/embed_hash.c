@@ -10,6 +10,7 @@
 
 #include "lib/alloc.h"
 #include "lib/io.h"
+#include "lib/le.h"
 #include "lib/rng.h"
 #include "lib/status.h"
 
@@ -127,21 +128,17 @@ int rtr_hash_df_add(rtr_hash_df *d, const char *text, size_t len) {
     return RTR_OK;
 }
 
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint32_t get_u32(const uint8_t *p) { return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24; }
-static uint64_t get_u64(const uint8_t *p) { return (uint64_t)get_u32(p) | (uint64_t)get_u32(p + 4) << 32; }
 
 int rtr_hash_df_save(const rtr_hash_df *d, const char *path) {
     size_t nb = (size_t)1 << d->bits, len = DF_HEADER + 4 * nb + 8;
     uint8_t *b = rtr_malloc(len);
     if (!b) return RTR_E_NOMEM;
     memcpy(b, DF_MAGIC, 8);
-    put_u32(b + 8, d->bits);
-    put_u32(b + 12, 0);
-    put_u64(b + 16, d->n);
-    for (size_t i = 0; i < nb; i++) put_u32(b + DF_HEADER + 4 * i, d->df[i]);
-    put_u64(b + len - 8, XXH64(b, len - 8, 0));
+    rtr_put_le32(b + 8, d->bits);
+    rtr_put_le32(b + 12, 0);
+    rtr_put_le64(b + 16, d->n);
+    for (size_t i = 0; i < nb; i++) rtr_put_le32(b + DF_HEADER + 4 * i, d->df[i]);
+    rtr_put_le64(b + len - 8, XXH64(b, len - 8, 0));
     int rc = rtr_write_file_atomic(path, b, len);
     rtr_free(b);
     return rc;
@@ -150,15 +147,15 @@ int rtr_hash_df_save(const rtr_hash_df *d, const char *path) {
 int rtr_hash_df_parse(const uint8_t *b, size_t len, const char *path, rtr_hash_df *d) {
     memset(d, 0, sizeof *d);
     int rc = RTR_OK;
-    uint32_t bits = len >= DF_HEADER ? get_u32(b + 8) : 0;
+    uint32_t bits = len >= DF_HEADER ? rtr_get_le32(b + 8) : 0;
     if (len < DF_HEADER + 8 || memcmp(b, DF_MAGIC, 8) != 0) rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a hash statistics file", path);
     else if (bits < 10 || bits > 24 || len != DF_HEADER + 4 * ((size_t)1 << bits) + 8)
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: truncated or bad size (%zu bytes)", path, len);
-    else if (XXH64(b, len - 8, 0) != get_u64(b + len - 8)) rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch", path);
+    else if (XXH64(b, len - 8, 0) != rtr_get_le64(b + len - 8)) rc = rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch", path);
     if (!rc && !(rc = rtr_hash_df_init(d, bits))) {
-        d->n = get_u64(b + 16);
+        d->n = rtr_get_le64(b + 16);
         for (size_t i = 0; i < ((size_t)1 << bits); i++) {
-            d->df[i] = get_u32(b + DF_HEADER + 4 * i);
+            d->df[i] = rtr_get_le32(b + DF_HEADER + 4 * i);
             if (d->df[i] > d->n) { rc = rtr_seterr(RTR_E_CORRUPT, "%s: count above N", path); break; }
         }
         if (rc) rtr_hash_df_free(d);
@@ -189,11 +186,7 @@ uint64_t rtr_hash_df_checksum(const rtr_hash_df *d) {
     return h;
 }
 
-char *rtr_hash_df_filename(uint64_t checksum) {
-    char name[64];
-    snprintf(name, sizeof name, "hash-df-%016llx.bin", (unsigned long long)checksum);
-    return rtr_strdup(name);
-}
+char *rtr_hash_df_filename(uint64_t checksum) { return rtr_embedder_file_name("hash-df", checksum); }
 
 int rtr_hash_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **out) {
     json_error_t err;

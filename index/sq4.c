@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include "lib/alloc.h"
+#include "lib/le.h"
 #include "lib/simd.h"
 #include "lib/status.h"
 #include "lib/topk.h"
@@ -113,10 +114,6 @@ static void layout(uint32_t dim, uint64_t n, uint64_t *ids, uint64_t *norms, uin
     *end = *codes + n * ((dim + 1ull) / 2);
 }
 
-static void put_u32(uint8_t *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static void put_u64(uint8_t *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i)); }
-static uint32_t get_u32(const uint8_t *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
-static uint64_t get_u64(const uint8_t *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
 
 static int pad_to(FILE *f, uint64_t *at, uint64_t to) {
     static const uint8_t zero[64];
@@ -150,9 +147,9 @@ int rtr_sq4_write(const rtr_sq4 *s, const int64_t *ids, FILE *f) {
     layout(s->dim, s->n, &o_ids, &o_norms, &o_codes, &end);
     uint8_t h[HEADER] = {0};
     memcpy(h, FILE_MAGIC, 8);
-    put_u32(h + 8, s->dim);
-    put_u32(h + 12, s->cb);
-    put_u64(h + 16, s->n);
+    rtr_put_le32(h + 8, s->dim);
+    rtr_put_le32(h + 12, s->cb);
+    rtr_put_le64(h + 16, s->n);
     int bad = fwrite(h, 1, HEADER, f) != HEADER || fwrite(s->mean, 4, s->dim, f) != s->dim ||
               fwrite(s->step, 4, s->dim, f) != s->dim || pad_to(f, &at, o_ids) ||
               (s->n && fwrite(ids, 8, s->n, f) != s->n) || (s->n && fwrite(s->norm2, 4, s->n, f) != s->n);
@@ -170,8 +167,8 @@ int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **
     void *m = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
     if (m == MAP_FAILED) return rtr_seterr(RTR_E_IO, "%s: cannot map", path);
     uint8_t *p = m;
-    uint32_t d = get_u32(p + 8), cb = get_u32(p + 12);
-    uint64_t n = get_u64(p + 16), o_ids = 0, o_norms = 0, o_codes = 0, end = 0;
+    uint32_t d = rtr_get_le32(p + 8), cb = rtr_get_le32(p + 12);
+    uint64_t n = rtr_get_le64(p + 16), o_ids = 0, o_norms = 0, o_codes = 0, end = 0;
     int rc = RTR_OK;
     if (memcmp(p, FILE_MAGIC, 8)) rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a file of 4-bit codes", path);
     else if ((dim && d != dim) || cb != (d + 1) / 2 || d == 0 || d > 65536 || n > MAX_N)
@@ -242,10 +239,11 @@ static int32_t dot_scalar(const rtr_sq4 *s, const int8_t *w, const uint8_t *c) {
 }
 
 #ifdef RTR_SIMD
-/* The same over whole blocks: per block, 16-bit pair sums of code x weight
- * (at most 2 * 15 * 127 per lane and load), widened to 32 bits every 4
- * blocks before they could overflow. */
-static int32_t dot_avx2(const int8_t *w, const uint8_t *c, uint32_t nblk) {
+/* The same over nblk whole blocks and, if half, a last half block of 32
+ * dimensions (16 code bytes, weights at the block's offsets 0 and 32): per
+ * block, 16-bit pair sums of code x weight (at most 2 * 15 * 127 per lane and
+ * load), widened to 32 bits every 4 blocks before they could overflow. */
+static int32_t dot_avx2(const int8_t *w, const uint8_t *c, uint32_t nblk, int half) {
     const __m256i lo4 = _mm256_set1_epi8(15), ones = _mm256_set1_epi16(1);
     __m256i acc = _mm256_setzero_si256(), a16 = _mm256_setzero_si256();
     for (uint32_t b = 0; b < nblk; b++) {
@@ -259,6 +257,14 @@ static int32_t dot_avx2(const int8_t *w, const uint8_t *c, uint32_t nblk) {
         }
     }
     __m128i t = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    if (half) {
+        const __m128i lo4h = _mm_set1_epi8(15);
+        __m128i v = _mm_loadu_si128((const __m128i *)(c + (size_t)nblk * 32));
+        __m128i lo = _mm_and_si128(v, lo4h), hi = _mm_and_si128(_mm_srli_epi16(v, 4), lo4h);
+        __m128i s16 = _mm_add_epi16(_mm_maddubs_epi16(lo, _mm_loadu_si128((const __m128i *)(w + nblk * 64))),
+                                    _mm_maddubs_epi16(hi, _mm_loadu_si128((const __m128i *)(w + nblk * 64 + 32))));
+        t = _mm_add_epi32(t, _mm_madd_epi16(s16, _mm_set1_epi16(1)));
+    }
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0x4E));
     t = _mm_add_epi32(t, _mm_shuffle_epi32(t, 0xB1));
     return _mm_cvtsi128_si32(t);
@@ -271,10 +277,11 @@ void rtr_sq4_scan(const rtr_sq4 *s, const rtr_sq4_query *qq, size_t lo, size_t h
     const uint8_t *codes = __atomic_load_n(&s->codes, __ATOMIC_ACQUIRE);   /* rtr_sq4_to_memory may swap them */
     const float *norm2 = __atomic_load_n(&s->norm2, __ATOMIC_ACQUIRE);
 #ifdef RTR_SIMD
-    if (s->dim % BLOCK == 0) {
+    if (s->dim % (BLOCK / 2) == 0) {   /* whole blocks of 64 dimensions, and perhaps half of one */
         uint32_t nblk = s->dim / BLOCK;
+        int half = s->dim % BLOCK != 0;
         for (size_t i = lo; i < hi; i++) {
-            float e = norm2[i] + a + b * (float)dot_avx2(qq->w, codes + i * s->cb, nblk);
+            float e = norm2[i] + a + b * (float)dot_avx2(qq->w, codes + i * s->cb, nblk, half);
             if (e < d[r - 1]) rtr_topk_put(d, pos, r, e, (int64_t)i);
         }
         return;

@@ -170,12 +170,12 @@ static double sq4_recall(const rtr_vindex *v, const float *x, const int64_t *ids
 /* Flat shards searched through their 4-bit codes: with every vector re-ranked
  * the result is exact; with 128 candidates recall stays high, with only k it
  * drops (the re-ranking is real); codes follow adds and removals. Dimensions:
- * whole 64-blocks (the AVX2 kernel in native builds), even, and odd. */
+ * whole 64-blocks and half blocks (the AVX2 kernel in native builds), even, and odd. */
 static void test_sq4_rerank(void **state) {
     (void)state;
-    const uint32_t dims[] = {128, 100, 37}, k = 10;
+    const uint32_t dims[] = {128, 96, 32, 100, 37}, k = 10;
     const size_t n = 4000, nq = 40;
-    for (int di = 0; di < 3; di++) {
+    for (int di = 0; di < 5; di++) {
         uint32_t d = dims[di];
         float *x = malloc((n + nq) * d * sizeof *x), *q = malloc(nq * d * sizeof *q);
         for (size_t i = 0; i < (n + nq) * d; i++) x[i] = frand();

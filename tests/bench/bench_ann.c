@@ -63,9 +63,12 @@ int main(int argc, char **argv) {
     /* queries: perturbed chunks */
     char **qtext = calloc(nq, sizeof *qtext);
     size_t *qlen = calloc(nq, sizeof *qlen);
+    int64_t *qsrc = calloc(nq, sizeof *qsrc);
     for (size_t i = 0; i < nq;) {
         rtr_chunk c;
-        if (rtr_store_get_chunk(t, 1 + rnd((uint32_t)(st.next_chunk_id - 1)), &c)) continue;
+        uint64_t cid = 1 + rnd((uint32_t)(st.next_chunk_id - 1));
+        if (rtr_store_get_chunk(t, cid, &c)) continue;
+        qsrc[i] = (int64_t)cid;
         rtr_buf b = {0}, o = {0};
         rtr_tokenizer_decode(tok, c.tokens, c.n_tokens, &b);
         rtr_buf_terminate(&b);
@@ -83,6 +86,16 @@ int main(int argc, char **argv) {
     rtr_text *qt = malloc(nq * sizeof *qt);
     for (size_t i = 0; i < nq; i++) qt[i] = (rtr_text){qtext[i], qlen[i]};
     if (rtr_embedder_embed(e, qt, nq, qv)) bench_die("bench_ann", "embed queries");
+    const char *dump = getenv("BENCH_ANN_QUERIES");
+    if (dump) {   /* the queries for an offline study (tests/bench/proj_recall.py), then stop */
+        FILE *f = fopen(dump, "wb");
+        uint32_t hdr[2] = {(uint32_t)nq, dim};
+        if (!f || fwrite(hdr, sizeof hdr, 1, f) != 1 || fwrite(qv, sizeof *qv * dim, nq, f) != nq ||
+            fwrite(qsrc, sizeof *qsrc, nq, f) != nq || fclose(f))
+            bench_die("bench_ann", dump);
+        printf("wrote %zu queries (%u floats each, then their chunk ids) to %s\n", nq, dim, dump);
+        return 0;
+    }
 
     /* embedding throughput, and the exact index from every chunk */
     rtr_vindex_plan flat;

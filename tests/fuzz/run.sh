@@ -46,6 +46,8 @@ if [ ! -f $S/.made ]; then
     $retro index build "$w/kb" --dim 64 >/dev/null
     cp "$w/kb/manifest.json" $S/manifest/kb.json
     for f in "$w"/kb/index/*.df; do [ -e "$f" ] && cp "$f" $S/df/; done
+    $retro index build "$w/kb" --retrain --project 8 >/dev/null   # a projection (index/embed_pca.h)
+    for f in "$w"/kb/index/pca-*.bin; do { printf '\000'; cat "$f"; } > $S/pca/$(basename "$f"); done
     $retro train "$w/kb" -o "$w/m" --mode baseline --steps 1 --context 64 --width 8 --layers 1 --heads 1 \
         --batch 1 --eval-seqs 1 --quiet >/dev/null 2>&1
     $retro train "$w/kb" -o "$w/r" --steps 1 --context 128 --width 8 --layers 2 --heads 1 --batch 1 \
