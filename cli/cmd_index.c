@@ -488,6 +488,9 @@ static const char build_usage[] =
     "  --nprobe N            IVF lists searched per query (default: from a scan budget);\n"
     "                        more finds farther neighbours at a higher cost per query\n"
     "  --retrain             re-embed and rebuild everything from scratch\n"
+    "  --checkpoint S        save what is embedded every S seconds (default 300; 0:\n"
+    "                        never), so that a build killed resumes from there (not\n"
+    "                        with --retrain, which keeps the old index until it ends)\n"
     "  --compact             remove vectors of deleted documents from the shards\n"
     "  --search-mode M       what a search without --mode uses from now on: vector,\n"
     "                        lexical or hybrid (recorded in the manifest; default vector)\n"
@@ -497,13 +500,13 @@ static const char build_usage[] =
 
 static int index_build(int argc, char **argv) {
     enum { O_EMB = 256, O_DIM, O_URL, O_MODEL, O_SHARDS, O_TYPE, O_BUDGET, O_NPROBE, O_RETRAIN, O_COMPACT, O_THREADS,
-           O_QUIET, O_JSON, O_SMODE, O_PROJECT };
+           O_QUIET, O_JSON, O_SMODE, O_PROJECT, O_CHECKPOINT };
     static const struct option opts[] = {
         {"embedder", 1, 0, O_EMB}, {"dim", 1, 0, O_DIM}, {"embed-url", 1, 0, O_URL}, {"embed-model", 1, 0, O_MODEL},
         {"shards", 1, 0, O_SHARDS}, {"index-type", 1, 0, O_TYPE}, {"memory-budget", 1, 0, O_BUDGET},
         {"nprobe", 1, 0, O_NPROBE}, {"retrain", 0, 0, O_RETRAIN}, {"compact", 0, 0, O_COMPACT},
         {"threads", 1, 0, O_THREADS}, {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"search-mode", 1, 0, O_SMODE},
-        {"project", 1, 0, O_PROJECT}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"project", 1, 0, O_PROJECT}, {"checkpoint", 1, 0, O_CHECKPOINT}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     rtr_build_opts o = {.progress = 1};
     const char *smode = NULL;
     const char *emb = NULL, *url = NULL, *model = NULL, *type = NULL;
@@ -550,6 +553,13 @@ static int index_build(int argc, char **argv) {
             else if ((v = atol(optarg)) >= 1 && v <= 4096) o.project = (int)v;
             else return cli_usage_error("index build", "--project must be auto, off or 1..4096");
             break;
+        case O_CHECKPOINT: {
+            char *end;
+            double sec = strtod(optarg, &end);
+            if (*end || !(sec >= 0 && sec <= 1e7)) return cli_usage_error("index build", "--checkpoint must be seconds, 0 for never");
+            o.checkpoint_s = sec > 0 ? sec : -1;
+            break;
+        }
         case O_SMODE:
             if (strcmp(optarg, "vector") && strcmp(optarg, "lexical") && strcmp(optarg, "hybrid"))
                 return cli_usage_error("index build", "--search-mode must be vector, lexical or hybrid");
@@ -597,6 +607,7 @@ static int index_build(int argc, char **argv) {
                               (int)rep.shards, "dim", (int)rep.dim, "nprobe", (int)rep.nprobe, "trained_on",
                               (json_int_t)rep.trained_on, "drifted", rep.drifted, "seconds", rep.seconds,
                               "chunks_per_s", rate);
+        json_object_set_new(j, "checkpoints", json_integer(rep.checkpoints));
         json_object_set_new(j, "lexical", json_pack("{s:I, s:I, s:f}", "indexed", (json_int_t)rep.lexical_indexed,
                                                      "chunks", (json_int_t)rep.lexical_chunks, "seconds",
                                                      rep.lexical_seconds));
@@ -613,6 +624,7 @@ static int index_build(int argc, char **argv) {
         printf("%s%s%s\n", rep.why[0] ? " (" : "", rep.why, rep.why[0] ? ")" : "");
         printf("  lexical index (BM25): %s chunks, %s added in %.2f s\n", fmt_count(rep.lexical_chunks, a, sizeof a),
                fmt_count(rep.lexical_indexed, b, sizeof b), rep.lexical_seconds);
+        if (rep.checkpoints) printf("  %u checkpoint%s saved on the way\n", rep.checkpoints, rep.checkpoints == 1 ? "" : "s");
         if (rep.removed) printf("  compacted: removed %s vectors of deleted documents\n", fmt_count(rep.removed, a, sizeof a));
         if (rep.vectors > rep.live_chunks && !rep.removed)
             printf("  %s vectors belong to deleted documents (never returned; --compact removes them)\n",

@@ -15,6 +15,7 @@
 #include "index/lexical.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
+#include "lib/crash.h"
 #include "lib/io.h"
 #include "lib/progress.h"
 #include "lib/status.h"
@@ -169,6 +170,13 @@ static void remove_stale_files(const char *dir, json_t *shards, char *const *kee
     closedir(d);
 }
 
+static int is_projected(const rtr_embedder *e) {
+    char *d = rtr_embedder_canonical(e);
+    int p = d && strstr(d, "\"kind\":\"pca\"") != NULL;
+    free(d);
+    return p;
+}
+
 static int make_plan(const rtr_build_opts *o, uint64_t n, uint32_t dim, uint32_t shards, rtr_vindex_plan *plan) {
     return o->factory ? rtr_vindex_plan_factory(o->factory, n, dim, shards, plan)
                       : rtr_vindex_plan_auto(n, dim, o->mem_budget, shards, plan);
@@ -230,6 +238,64 @@ static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks
     return RTR_OK;
 }
 
+/* Saves the shards under a new generation's names, switches the manifest's
+ * "index" section to them (every chunk up to upto indexed), then deletes the
+ * files no longer named. */
+static int save_generation(rtr_kb *kb, const rtr_vindex *vx, const rtr_embedder *embedder, const char *dir,
+                           uint64_t upto, uint64_t trained_on) {
+    json_t *old = rtr_kb_manifest_get(kb, "index");
+    json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
+    uint32_t S = rtr_vindex_shards(vx);
+    rtr_vindex_file *files = rtr_calloc(S, sizeof *files), *codes = rtr_calloc(S, sizeof *codes);
+    json_t *shards_json = NULL;
+    char *desc = NULL;
+    int rc = files && codes ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) {
+        char prefix[32];
+        snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
+        rc = rtr_vindex_save(vx, dir, prefix, files, codes);
+    }
+    if (!rc) rtr_crash_point("checkpoint-files");   /* lib/crash.h: the kill-and-resume test */
+    if (!rc && !(desc = rtr_embedder_canonical(embedder))) rc = RTR_E_NOMEM;
+    if (!rc) {
+        shards_json = json_array();
+        for (uint32_t s = 0; s < S; s++) {
+            json_t *entry = file_json(&files[s]);
+            if (codes[s].name) json_object_set_new(entry, "codes", file_json(&codes[s]));
+            json_array_append_new(shards_json, entry);
+        }
+        json_error_t err;
+        json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
+                                    "generation", gen, "embedder", json_loads(desc, 0, &err), "metric", "L2",
+                                    "factory", rtr_vindex_factory(vx), "dim", (int)rtr_vindex_dim(vx),
+                                    "nlist", (int)rtr_vindex_nlist(vx),
+                                    "nprobe", (int)rtr_vindex_nprobe(vx), "shards", shards_json,
+                                    "indexed_upto", (json_int_t)upto, "trained_on", (json_int_t)trained_on,
+                                    "vectors", (json_int_t)rtr_vindex_ntotal(vx));
+        rc = section ? rtr_kb_manifest_set(kb, "index", section) : rtr_seterr(RTR_E_NOMEM, "manifest");
+    }
+    if (!rc) rtr_crash_point("checkpoint");
+    if (!rc) {
+        json_t *emb = json_object_get(rtr_kb_manifest_get(kb, "index"), "embedder");
+        /* the embedder's files: a projection's, and the hash statistics (its inner embedder's if projected) */
+        const char *pca = json_string_value(json_object_get(emb, "pca"));
+        if (pca) emb = json_object_get(emb, "inner");
+        const char *idf = json_string_value(json_object_get(emb, "idf"));
+        char *keep[2] = {idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL,
+                         pca ? rtr_pca_filename(strtoull(pca, NULL, 16)) : NULL};
+        remove_stale_files(dir, shards_json, keep, 2);
+        rtr_free(keep[0]);
+        rtr_free(keep[1]);
+    }
+    if (files) rtr_vindex_file_names_free(files, S);
+    if (codes) rtr_vindex_file_names_free(codes, S);
+    rtr_free(files);
+    rtr_free(codes);
+    json_decref(shards_json);
+    free(desc);
+    return rc;
+}
+
 int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t0 = rtr_now();
@@ -245,8 +311,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     uint64_t upto = 0, trained_on = 0;
     rtr_embedder *own = NULL, *own_wrapper = NULL;   /* own_wrapper: a projection of the caller's embedder */
     rtr_hash_df df = {0};
-    char *df_name = NULL, *desc = NULL;
-    json_t *shards_json = NULL;
+    char *df_name = NULL;
     int rc = dir && b ? RTR_OK : RTR_E_NOMEM;
     if (!rc) rc = rtr_mkdirs(dir);
     if (!rc) rc = rtr_store_read_begin(rtr_kb_store(kb), &t);
@@ -265,8 +330,16 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
             trained_on = rtr_kb_vectors_trained_on(recorded);
         }
         if (!rc && o->embedder) rc = rtr_kb_vectors_check_embedder(kb, recorded, o->embedder);
-        if (!rc && o->factory) rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed as %s; use --retrain to change the index type",
-                                              rtr_kb_dir(kb), rtr_vindex_factory(vx));
+        if (!rc && o->factory && strcmp(o->factory, rtr_vindex_factory(vx)) &&
+            (strncmp(rtr_vindex_factory(vx), "IDMap,", 6) || strcmp(o->factory, rtr_vindex_factory(vx) + 6)))
+            rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed as %s; use --retrain to change the index type",
+                            rtr_kb_dir(kb), rtr_vindex_factory(vx));
+        if (!rc && o->project) {   /* a projection asked for (or refused) must be the recorded one */
+            int projected = is_projected(embedder);
+            if (o->project < 0 ? projected : !projected || embedder->dim != (uint32_t)o->project)
+                rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed with %u dimensions%s; use --retrain to change the projection",
+                                rtr_kb_dir(kb), embedder->dim, projected ? ", projected" : "");
+        }
         if (!rc && o->nprobe) rc = rtr_vindex_set_nprobe(vx, o->nprobe);
     } else if (!rc) {
         /* a new index: fix the embedder, plan, train */
@@ -323,12 +396,17 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         vx = made;
         upto = 0;
         trained_on = st.n_chunks;
+        /* what took a while to make (a projection, a trained quantizer) is kept at once */
+        if (!rc && !o->retrain && o->checkpoint_s >= 0 && n_train) {
+            if (!(rc = save_generation(kb, vx, embedder, dir, 0, trained_on))) rep->checkpoints++;
+        }
     }
     /* embed and add everything above the watermark */
     rtr_progress prog;
     rtr_progress_init(&prog, "embed", last > upto ? last - upto : 0, " chunks", o->progress);
     if (!rc && !(vec = rtr_malloc((size_t)EMBED_BATCH * embedder->dim * sizeof *vec))) rc = RTR_E_NOMEM;
     uint64_t after = upto;
+    double period = o->retrain || o->checkpoint_s < 0 ? 0 : o->checkpoint_s > 0 ? o->checkpoint_s : 300, saved = rtr_now();
     while (!rc) {
         if ((rc = next_batch(t, tok, &after, last, EMBED_BATCH, rtr_vindex_shards(vx), b)) || b->n == 0) break;
         double te = rtr_now();
@@ -337,6 +415,11 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         if ((rc = rtr_vindex_add(vx, b->n, vec, b->ids, b->shard))) break;
         rep->embedded += b->n;
         rtr_progress_update(&prog, after - upto, NULL);
+        if (period > 0 && after < last && rtr_now() - saved >= period) {   /* a checkpoint: a kill resumes here */
+            if ((rc = save_generation(kb, vx, embedder, dir, after, trained_on))) break;
+            rep->checkpoints++;
+            saved = rtr_now();
+        }
     }
     rtr_progress_finish(&prog);
     if (!rc && o->compact) {
@@ -352,47 +435,7 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
 
     /* nothing changed: keep the files and the manifest as they are */
     int unchanged = !rc && !rep->created && rep->embedded == 0 && rep->removed == 0 && !o->nprobe;
-    /* save a new generation, then switch the manifest to it */
-    json_t *old = unchanged ? NULL : rtr_kb_manifest_get(kb, "index");
-    json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
-    uint32_t S = rc || unchanged ? 0 : rtr_vindex_shards(vx);
-    rtr_vindex_file *files = S ? rtr_calloc(S, sizeof *files) : NULL, *codes = S ? rtr_calloc(S, sizeof *codes) : NULL;
-    if (!rc && S && (!files || !codes)) rc = RTR_E_NOMEM;
-    if (!rc && !unchanged) {
-        char prefix[32];
-        snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
-        rc = rtr_vindex_save(vx, dir, prefix, files, codes);
-    }
-    if (!rc && !unchanged && !(desc = rtr_embedder_canonical(embedder))) rc = RTR_E_NOMEM;
-    if (!rc && !unchanged) {
-        shards_json = json_array();
-        for (uint32_t s = 0; s < S; s++) {
-            json_t *entry = file_json(&files[s]);
-            if (codes[s].name) json_object_set_new(entry, "codes", file_json(&codes[s]));
-            json_array_append_new(shards_json, entry);
-        }
-        json_error_t err;
-        json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
-                                    "generation", gen, "embedder", json_loads(desc, 0, &err), "metric", "L2",
-                                    "factory", rtr_vindex_factory(vx), "dim", (int)rtr_vindex_dim(vx),
-                                    "nlist", (int)rtr_vindex_nlist(vx),
-                                    "nprobe", (int)rtr_vindex_nprobe(vx), "shards", shards_json,
-                                    "indexed_upto", (json_int_t)last, "trained_on", (json_int_t)trained_on,
-                                    "vectors", (json_int_t)rtr_vindex_ntotal(vx));
-        rc = section ? rtr_kb_manifest_set(kb, "index", section) : rtr_seterr(RTR_E_NOMEM, "manifest");
-    }
-    if (!rc && !unchanged) {
-        json_t *emb = json_object_get(rtr_kb_manifest_get(kb, "index"), "embedder");
-        /* the embedder's files: a projection's, and the hash statistics (its inner embedder's if projected) */
-        const char *pca = json_string_value(json_object_get(emb, "pca"));
-        if (pca) emb = json_object_get(emb, "inner");
-        const char *idf = json_string_value(json_object_get(emb, "idf"));
-        char *keep[2] = {idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL,
-                         pca ? rtr_pca_filename(strtoull(pca, NULL, 16)) : NULL};
-        remove_stale_files(dir, shards_json, keep, 2);
-        rtr_free(keep[0]);
-        rtr_free(keep[1]);
-    }
+    if (!rc && !unchanged) rc = save_generation(kb, vx, embedder, dir, last, trained_on);
     if (!rc) {   /* the index as it stands now, saved or unchanged */
         rep->vectors = rtr_vindex_ntotal(vx);
         rep->shards = rtr_vindex_shards(vx);
@@ -403,12 +446,6 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         rep->drifted = rep->nlist && st.n_chunks > 4 * trained_on;
         snprintf(rep->factory, sizeof rep->factory, "%s", rtr_vindex_factory(vx));
     }
-    rtr_vindex_file_names_free(files, S);
-    rtr_vindex_file_names_free(codes, S);
-    rtr_free(files);
-    rtr_free(codes);
-    json_decref(shards_json);
-    free(desc);
     rtr_kb_vectors_close(recorded);
     rtr_vindex_free(made);
     rtr_embedder_free(own_wrapper);

@@ -24,6 +24,12 @@
  * Durability: shard files are written under a new generation's names; the
  * manifest's "index" section is then replaced atomically and the previous
  * generation's files deleted. A crash leaves the previous index in force.
+ * A build that is not a --retrain also saves a generation every checkpoint_s
+ * seconds of embedding (and a first build right after its training), with
+ * "indexed_upto" at the last chunk added: killed at any point, the next build
+ * resumes there, without re-embedding or retraining, and ends with the same
+ * files as a build that was never interrupted. A --retrain saves only at the
+ * end, so that the index it replaces stays in force until then.
  */
 #ifndef RTR_BUILD_H
 #define RTR_BUILD_H
@@ -49,6 +55,7 @@ typedef struct rtr_build_opts {
     int threads;             /* 0 = one per core */
     int project;             /* for a new index: components of a learned projection (index/embed_pca.h);
                                 0 = automatic, -1 = none, > 0 this many */
+    double checkpoint_s;     /* save what is embedded every this many seconds (0 = 300; < 0 never) */
 } rtr_build_opts;
 
 typedef struct rtr_build_report {
@@ -61,6 +68,7 @@ typedef struct rtr_build_report {
     int drifted;             /* chunks have grown past 4x the training-time count */
     uint32_t shards, nlist, nprobe, dim;
     char factory[96], why[160];
+    uint32_t checkpoints;    /* generations saved before the last */
     double seconds, embed_seconds;
     uint64_t lexical_indexed, lexical_chunks;   /* chunks added to the lexical index, and in it */
     double lexical_seconds;

@@ -33,6 +33,7 @@
 
 #include "lib/alloc.h"
 #include "lib/buf.h"
+#include "lib/crash.h"
 #include "lib/io.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
@@ -443,23 +444,6 @@ static int commit_err(rtr_store_txn *t, int mrc) {
     return lmdb_err(t, mrc, "commit");
 }
 
-/* Crash injection for the kill-and-resume tests: RETRO_TEST_CRASH set to
- * "before-commit:N" or "after-commit:N" makes the process kill itself with
- * SIGKILL (no clean-up of any kind) around its Nth write commit. */
-static void maybe_crash(int after) {
-    static int parsed, when = -1;
-    static long at, count;
-    if (!parsed) {
-        parsed = 1;
-        const char *e = getenv("RETRO_TEST_CRASH");
-        if (e && !strncmp(e, "before-commit:", 14)) { when = 0; at = atol(e + 14); }
-        else if (e && !strncmp(e, "after-commit:", 13)) { when = 1; at = atol(e + 13); }
-    }
-    if (when < 0) return;
-    if (!after) count++;
-    if (when == after && count == at) raise(SIGKILL);
-}
-
 int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx) {
     if (s->readonly) return rtr_seterr(RTR_E_INVALID, "%s: opened read-only", s->dir);
     for (int attempt = 0;; attempt++) {
@@ -469,11 +453,11 @@ int rtr_store_write(rtr_store *s, rtr_store_write_fn fn, void *ctx) {
         rc = fn(t, ctx);
         if (!rc) rc = save_counters(t);
         if (!rc) {
-            maybe_crash(0);
+            rtr_crash_point("before-commit");   /* lib/crash.h */
             int mrc = mdb_txn_commit(t->txn);
             t->txn = NULL;
             if (mrc) rc = commit_err(t, mrc);
-            else maybe_crash(1);
+            else rtr_crash_point("after-commit");
         }
         int full = t->map_full;
         size_t seen = t->map_at_begin;

@@ -136,6 +136,14 @@ static void test_plans(void **state) {
     assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 60ull << 20, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IVF4096,PQ32");
     assert_int_equal(rtr_vindex_plan_auto(1000000, 256, 1 << 20, 1, &p), RTR_E_INVALID);
+    /* a projected space (at most 64 dimensions): a sixteenth of the lists, whatever the size */
+    assert_int_equal(rtr_vindex_plan_auto(16488524, 32, 0, 2, &p), RTR_OK);
+    assert_string_equal(p.factory, "IVF16384,Flat");
+    assert_int_equal(p.nprobe, 1024);
+    assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", 72000, 64, 1, &p), RTR_OK);
+    assert_int_equal(p.nprobe, 8);
+    assert_int_equal(rtr_vindex_plan_auto(12000000, 32, 0, 2, &p), RTR_OK);   /* 4-bit codes of 16 bytes fit */
+    assert_string_equal(p.factory, "IDMap,Flat");
     assert_int_equal(rtr_vindex_plan_factory("Flat", 10, 8, 1, &p), RTR_OK);
     assert_string_equal(p.factory, "IDMap,Flat");
     assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", 100000, 8, 1, &p), RTR_OK);

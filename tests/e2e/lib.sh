@@ -41,6 +41,14 @@ tiny_model() {
     "$RETRO" train "$1" -o "$2" --steps 3 --context 128 --width 32 --layers 2 --heads 2 --batch 2 --eval-seqs 2 \
         --val-frac 0.3 --quiet > /dev/null 2>&1
 }
+# nine_copies DIR: the bundled addresses nine times over in DIR, each copy marked in its first line
+# (about 72 K chunks: a shard large enough for 4-bit codes)
+nine_copies() {
+    mkdir -p "$1"
+    for f in "$SRC"/datasets/sotu/*.txt; do
+        for copy in a b c d e f g h i; do { echo "Copy $copy of $(basename "$f")."; cat "$f"; } > "$1/$copy-$(basename "$f")"; done
+    done
+}
 # serve_start ARGS...: `retro serve ARGS` on a random loopback port, waited for until /health answers 200;
 # sets port, url and serve_pid (stopped at exit); its stderr goes to serve.err
 serve_start() {

@@ -8,10 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 
 # 9 marked copies of the bundled addresses, about 72 K chunks in one shard (codes from 64 Ki vectors a shard)
-mkdir docs
-for f in "$SRC"/datasets/sotu/*.txt; do
-    for copy in a b c d e f g h i; do { echo "Copy $copy of $(basename "$f")."; cat "$f"; } > "docs/$copy-$(basename "$f")"; done
-done
+nine_copies docs
 "$RETRO" index add kb docs --quiet > /dev/null
 "$RETRO" index build kb --shards 1 > build.txt
 codes=$(ls kb/index/*.sq4)

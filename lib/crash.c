@@ -1,0 +1,14 @@
+/* crash.c - crash injection for the kill-and-resume tests (see crash.h). */
+#include "lib/crash.h"
+
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+void rtr_crash_point(const char *name) {
+    static long count;
+    const char *e = getenv("RETRO_TEST_CRASH");
+    size_t n = strlen(name);
+    if (!e || strncmp(e, name, n) != 0 || e[n] != ':') return;
+    if (++count == atol(e + n + 1)) raise(SIGKILL);
+}
