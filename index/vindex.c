@@ -29,6 +29,7 @@
 
 #include "lib/alloc.h"
 #include "lib/io.h"
+#include "index/faiss_ext.h"
 #include "index/sq4.h"
 #include "lib/simd.h"
 #include "lib/status.h"
@@ -69,6 +70,7 @@ struct rtr_vindex {
     int rerank;            /* candidates re-ranked exactly after a 4-bit scan; -1: RTR_VINDEX_RERANK from SQ4_MIN */
     rtr_sq4 **sq;          /* per shard: its 4-bit codes (built when first searched, or mapped) */
     uint64_t *gen, *sq_gen;   /* per shard: changes made; the change the codes were built at */
+    int read_only;         /* inverted lists mapped from their files (FAISS's OnDiskInvertedLists) */
 };
 
 static int is_mapped(const rtr_vindex *v, uint32_t s) { return v->mapped && v->mapped[s].fd >= 0; }
@@ -322,7 +324,7 @@ int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe) {
 
 /* --- add / search / remove --------------------------------------------------------------- */
 int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, const uint32_t *shard) {
-    RTR_ASSERT(!v->mapped);   /* a mapped index is for searching */
+    RTR_ASSERT(!v->mapped && !v->read_only);   /* a mapped index is for searching */
     if (n == 0) return RTR_OK;
     for (uint32_t s = 0; s < v->n_shards; s++) v->gen[s]++;
     if (v->n_shards == 1) {
@@ -594,7 +596,7 @@ int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k
 }
 
 int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed) {
-    RTR_ASSERT(!v->mapped);
+    RTR_ASSERT(!v->mapped && !v->read_only);
     *removed = 0;
     if (n == 0) return RTR_OK;
     FaissIDSelectorBatch *sel;
@@ -728,7 +730,7 @@ void rtr_vindex_file_names_free(rtr_vindex_file *files, uint32_t n) {
 
 int rtr_vindex_save(const rtr_vindex *v, const char *dir, const char *prefix, rtr_vindex_file *shards,
                     rtr_vindex_file *codes) {
-    RTR_ASSERT(!v->mapped);
+    RTR_ASSERT(!v->mapped && !v->read_only);
     memset(shards, 0, v->n_shards * sizeof *shards);
     if (codes) memset(codes, 0, v->n_shards * sizeof *codes);
     int rc = rtr_mkdirs(dir);
@@ -845,6 +847,9 @@ static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
  * a header, the vectors as a size_t count of floats and the floats, the ids as a size_t count and
  * int64s. A header: d (int32), ntotal (int64), two int64s, is_trained (1 byte), metric (int32). */
 #define HDR 33
+/* faiss/index_io.h's IO_FLAG_MMAP (IO_FLAG_SKIP_IVF_DATA | "do" << 16): lists mapped through
+ * OnDiskInvertedLists. The C API's FAISS_IO_FLAG_MMAP (1) is not it in FAISS 1.7.3. */
+#define IO_FLAG_MMAP (8 | 0x646f0000)
 #define XB_OFF (4 + HDR + 4 + HDR + 8)
 
 static int flat_header_ok(const uint8_t *h, uint32_t dim, uint64_t n) {
@@ -893,6 +898,88 @@ static int map_shard(const rtr_vindex_files *f, uint32_t s, rtr_vindex *v) {
     return RTR_OK;
 }
 
+/* An inverted file of full vectors ("IVFn,Flat") as FAISS writes it (index_write.cpp): "IwFl", a
+ * header (HDR), nlist and nprobe (size_t), its quantizer ("IxF2", a header, the centroids as a size_t
+ * count of floats and the floats), a direct map (a type byte, a size_t count of int64s), then "ilar",
+ * nlist, code_size (size_t), "full" and the list sizes or "sprs" and (list, size) pairs (a size_t
+ * count of size_ts), then each list's codes and ids. FAISS maps the lists of such a file without
+ * checking that they stay inside it: ivf_flat_layout walks the whole layout first, so that a
+ * mapped search never reads past the file, whatever bytes it holds. 1: consistent (*dim set); 0:
+ * another kind of index (read whole instead); RTR_E_CORRUPT. */
+static int ivf_flat_layout(int fd, const char *path, uint32_t *dim) {
+    struct stat sb;
+    uint8_t h[4 + HDR + 16 + 4 + HDR + 8];
+    if (fstat(fd, &sb) || pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h, "IwFl", 4)) return 0;
+    uint64_t size = (uint64_t)sb.st_size, off = sizeof h;
+    int32_t d, qd, metric, qmetric;
+    int64_t nt, qnt;
+    uint64_t nlist, floats, u[3];
+    memcpy(&d, h + 4, 4);
+    memcpy(&nt, h + 8, 8);
+    memcpy(&metric, h + 4 + 29, 4);
+    memcpy(&nlist, h + 4 + HDR, 8);
+    memcpy(&qd, h + 4 + HDR + 16 + 4, 4);
+    memcpy(&qnt, h + 4 + HDR + 16 + 8, 8);
+    memcpy(&qmetric, h + 4 + HDR + 16 + 4 + 29, 4);
+    memcpy(&floats, h + sizeof h - 8, 8);
+#define BAD(why) rtr_seterr(RTR_E_CORRUPT, "%s: not a consistent inverted file (%s)", path, why)
+    if (d < 1 || d > 65536 || metric != METRIC_L2 || h[4 + 28] != 1 || nt < 0) return BAD("header");
+    uint64_t code = 4ull * (uint64_t)d, n = (uint64_t)nt;
+    if (n > size / (code + 8) || nlist < 1 || nlist > (1u << 20) || memcmp(h + 4 + HDR + 16, "IxF2", 4) || qd != d ||
+        qnt != (int64_t)nlist || qmetric != METRIC_L2 || h[4 + HDR + 16 + 4 + 28] != 1 || floats != nlist * (uint64_t)d ||
+        floats > size / 4)
+        return BAD("quantizer");
+    off += floats * 4;
+    uint8_t dm[9];   /* the direct map: none kept */
+    uint64_t dm_n;
+    if (pread(fd, dm, 9, (off_t)off) != 9 || (memcpy(&dm_n, dm + 1, 8), dm[0] != 0 || dm_n != 0)) return BAD("direct map");
+    off += 9;
+    uint8_t il[4 + 16 + 4 + 8];
+    if (pread(fd, il, sizeof il, (off_t)off) != (ssize_t)sizeof il || memcmp(il, "ilar", 4)) return BAD("lists");
+    memcpy(u, il + 4, 16);
+    int full = !memcmp(il + 20, "full", 4);
+    memcpy(&u[2], il + 24, 8);
+    if (u[0] != nlist || u[1] != code || (!full && memcmp(il + 20, "sprs", 4)) ||
+        (full ? u[2] != nlist : u[2] % 2 || u[2] > 2 * nlist))
+        return BAD("list sizes");
+    off += sizeof il;
+    uint64_t m = u[2], *v = m ? rtr_malloc(m * 8) : NULL, sum = 0, prev = 0;
+    int ok = !m || v;
+    if (ok && m) ok = pread(fd, v, m * 8, (off_t)off) == (ssize_t)(m * 8);
+    for (uint64_t i = 0; ok && i < m; i++) {
+        uint64_t sz = full ? v[i] : (i % 2 ? v[i] : 1);
+        if (!full && i % 2 == 0) {   /* a list number: increasing, below nlist */
+            ok = v[i] < nlist && (i == 0 || v[i] > prev);
+            prev = v[i];
+        }
+        ok = ok && sz <= n && (sum += full || i % 2 ? sz : 0) <= n;
+        if (!full && i % 2 && ok) ok = sz > 0;
+    }
+    rtr_free(v);
+    off += m * 8;
+    if (!ok || sum != n || off + n * (code + 8) != size) return BAD("lists do not fill the file");
+#undef BAD
+    *dim = (uint32_t)d;
+    return 1;
+}
+
+/* Shard s, an inverted file of full vectors, read with its lists mapped (checked first, not
+ * checksummed: `retro index check` does that). */
+static int map_ivf_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
+    *out = NULL;
+    const shard_files *h = &f->sh[s];
+    int fd = dup(h->fd);   /* the stream's own: fclose closes it; the map outlives it */
+    FILE *fp = fd < 0 || lseek(fd, 0, SEEK_SET) != 0 ? NULL : fdopen(fd, "rb");
+    if (!fp) {
+        if (fd >= 0) close(fd);
+        return rtr_seterr(RTR_E_IO, "%s: cannot read: %s", h->path, strerror(errno));
+    }
+    int rc = faiss_read_index(fp, IO_FLAG_MMAP, out) ? rtr_errprefix(faiss_err("read"), "%s", h->path) : RTR_OK;
+    fclose(fp);
+    if (!rc) rtr_faiss_mapped_no_prefetch(*out);   /* index/faiss_ext.h */
+    return rc;
+}
+
 /* The index of f's shards, each loaded, or mapped (map and shard s has codes). */
 static int files_open_index(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, int map,
                             rtr_vindex **out) {
@@ -910,7 +997,12 @@ static int files_open_index(const rtr_vindex_files *f, uint32_t nprobe, const ch
             if ((rc = map_shard(f, s, v))) break;
             d = rtr_sq4_dim(v->sq[s]);
         } else {
-            if ((rc = load_shard(f, s, &v->shards[s]))) break;
+            uint32_t ivf_dim = 0;
+            int layout = map ? ivf_flat_layout(f->sh[s].fd, f->sh[s].path, &ivf_dim) : 0;
+            if (layout < 0) rc = layout;
+            else if (layout == 1 && !(rc = map_ivf_shard(f, s, &v->shards[s]))) v->read_only = 1;
+            else if (layout == 0) rc = load_shard(f, s, &v->shards[s]);
+            if (rc) break;
             d = (uint32_t)faiss_Index_d(v->shards[s]);
             if (!rc && v->nlist) rc = set_nprobe_one(v->shards[s], nprobe);
         }

@@ -18,9 +18,12 @@
  * FAISS parses a file (streamed, no copy of it in memory).
  * A flat shard scanned through 4-bit codes has them saved beside it
  * (gN-SSS.sq4, sq4.h), with its ids: a search maps them and reads from the
- * shard's file only the vectors it re-ranks, so opening a knowledge base
- * for a query costs the same at any size (docs/benchmarks.md); `retro
- * index check` verifies what a search does not.
+ * shard's file only the vectors it re-ranks; an inverted file of full
+ * vectors ("IVFn,Flat") is read with its lists mapped (FAISS's
+ * OnDiskInvertedLists, once its layout is walked and found to stay inside
+ * the file). Opening a knowledge base for a query so costs the same at any
+ * size (docs/benchmarks.md); `retro index check` verifies what a search
+ * does not.
  */
 #ifndef RTR_VINDEX_H
 #define RTR_VINDEX_H
@@ -120,7 +123,8 @@ void rtr_vindex_files_close(rtr_vindex_files *f);   /* NULL-safe */
 int rtr_vindex_files_load(const rtr_vindex_files *f, uint32_t nprobe, const char *factory, rtr_vindex **out);
 /* An index to search: shards with codes are mapped (their codes and ids
  * from the .sq4 file, exact vectors read from the FAISS file as a search
- * needs them; nothing is checksummed: `retro index check` does that), the
+ * needs them), inverted files of full vectors read with their lists mapped
+ * (nothing of either is checksummed: `retro index check` does that), the
  * others read as by rtr_vindex_files_load. A mapped index can be searched,
  * listed and tuned (rerank, 0 included), not added to, removed from or
  * saved. Errors as rtr_vindex_files_load, and RTR_E_CORRUPT for a FAISS
