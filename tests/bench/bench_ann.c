@@ -217,6 +217,30 @@ int main(int argc, char **argv) {
     printf("query path (text -> %d hits with sources): p50 %.3f ms, p99 %.3f ms; raw search p50 %.3f ms; "
            "overhead %.1f%%\n", K, f50, f99, r50, 100.0 * (f50 - r50) / r50);
 
+    /* rank-1 recovery of the perturbed chunks in each search mode: the first hit is the chunk the query
+     * was cut from or an exact copy of it (the same tokens); with each mode's latency */
+    const char *mode_name[] = {"", "vector", "lexical", "hybrid"};
+    for (int mode = RTR_SEARCH_VECTOR; mode <= RTR_SEARCH_HYBRID; mode++) {
+        if (rtr_retriever_mode_ready(r, mode, NULL)) continue;
+        rtr_search_opts so = {.mode = mode};
+        size_t hit1 = 0;
+        for (size_t i = 0; i < nq; i++) {
+            rtr_hits h;
+            t0 = rtr_now();
+            if (rtr_retriever_search(r, qtext[i], qlen[i], K, &so, &h)) bench_die("bench_ann", "search mode");
+            full[i] = (rtr_now() - t0) * 1e3;
+            if (h.n && h.items[0].chunk_id == (uint64_t)qsrc[i]) hit1++;
+            else if (h.n) {
+                rtr_chunk a, b;
+                hit1 += !rtr_store_get_chunk(t, h.items[0].chunk_id, &a) && !rtr_store_get_chunk(t, (uint64_t)qsrc[i], &b) &&
+                        a.n_tokens == b.n_tokens && !memcmp(a.tokens, b.tokens, a.n_tokens * sizeof *a.tokens);
+            }
+            rtr_hits_free(&h);
+        }
+        printf("%-7s mode: rank-1 recovery %.3f; p50 %.3f ms, p99 %.3f ms\n", mode_name[mode], (double)hit1 / (double)nq,
+               bench_pct(full, nq, 0.5), bench_pct(full, nq, 0.99));
+    }
+
     /* other index types on the same vectors: bench_ann KB Q FACTORY:PARAM=v1,v2,... */
     for (int a = 3; a < argc; a++) {
         char spec[256], *colon;
