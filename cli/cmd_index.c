@@ -586,6 +586,10 @@ static int index_build(int argc, char **argv) {
     if (ix && emb && !strcmp(emb, "hash") && !o.retrain) {
         json_t *rec = json_object_get(ix, "embedder");
         const char *kind = json_string_value(json_object_get(rec, "kind"));
+        if (kind && !strcmp(kind, "pca")) {   /* a projection of the hash embedder's vectors is still that embedder */
+            rec = json_object_get(rec, "inner");
+            kind = json_string_value(json_object_get(rec, "kind"));
+        }
         json_int_t dim = json_integer_value(json_object_get(rec, "dim"));
         if (!kind || strcmp(kind, "hash") || (o.hash_dim && dim != o.hash_dim))
             rc = rtr_seterr(RTR_E_MISMATCH, "%s: indexed with embedder %s %lld; use --retrain to change it", argv[optind],

@@ -2,7 +2,8 @@
 # index_project.sh - `retro index build --project N`: the hash vectors projected
 # onto N principal components fitted at the build (index/embed_pca.h). The
 # projection is saved (pca-<sum>.bin), recorded as a `pca` embedder around the
-# hash one, and used by searches and by later builds (no refit); a passage
+# hash one, and used by searches and by later builds (no refit; another
+# projection asked of them is refused); a passage
 # with a fifth of its words dropped finds its source first; a damaged
 # projection gets a one-line error naming it, from a search and from `index
 # check`; `--retrain --project off` goes back to raw vectors and drops the file.
@@ -34,6 +35,11 @@ ls "$SRC"/datasets/sotu/*.txt | sed -n "51,\$p" | xargs -I{} cp {} docs/
 grep -q "added [1-9]" build2.txt || fail "second build: $(cat build2.txt)"
 [ "$(ls kb/index/pca-*.bin)" = "$pca" ] || fail "the projection changed: $(ls kb/index)"
 ok "a later build keeps the projection: $(head -1 build2.txt | sed 's/ in .*//')"
+"$RETRO" index build kb --embedder hash --quiet > /dev/null || fail "--embedder hash refused on a projection of the hash embedder"
+rc=0
+"$RETRO" index build kb --project 32 --quiet > /dev/null 2> err.txt || rc=$?
+[ "$rc" = 1 ] && grep -q "already indexed with 64 dimensions, projected; use --retrain" err.txt || fail "another projection: rc $rc, $(cat err.txt)"
+ok "another projection asked of a built index: $(cat err.txt)"
 
 "$RETRO" index check kb > check.txt || fail "a healthy knowledge base fails: $(cat check.txt)"
 cp "$pca" pca.good
