@@ -41,28 +41,40 @@ tiny_model() {
     "$RETRO" train "$1" -o "$2" --steps 3 --context 128 --width 32 --layers 2 --heads 2 --batch 2 --eval-seqs 2 \
         --val-frac 0.3 --quiet > /dev/null 2>&1
 }
-# nine_copies DIR: the bundled addresses nine times over in DIR, each copy marked in its first line
-# (about 72 K chunks: a shard large enough for 4-bit codes)
-nine_copies() {
+# sotu_copies DIR N: the bundled addresses N (1..9) times over in DIR, each copy marked in its first line
+# (nine: about 72 K chunks, a shard large enough for 4-bit codes)
+sotu_copies() {
     mkdir -p "$1"
+    local f copy
     for f in "$SRC"/datasets/sotu/*.txt; do
-        for copy in a b c d e f g h i; do { echo "Copy $copy of $(basename "$f")."; cat "$f"; } > "$1/$copy-$(basename "$f")"; done
+        for copy in $(echo a b c d e f g h i | cut -d' ' -f1-"$2"); do
+            { echo "Copy $copy of $(basename "$f")."; cat "$f"; } > "$1/$copy-$(basename "$f")"
+        done
     done
 }
 # serve_start ARGS...: `retro serve ARGS` on a random loopback port, waited for until /health answers 200;
-# sets port, url and serve_pid (stopped at exit); its stderr goes to serve.err
+# sets port, url and serve_pid (stopped at exit); its stderr goes to serve.err. A port that another
+# process took first (tests run side by side) is given up for another.
 serve_start() {
-    port=$(( 20000 + RANDOM % 20000 ))
-    url=http://127.0.0.1:$port
-    "$RETRO" serve --port $port "$@" 2> serve.err &
-    serve_pid=$!
-    serve_pids+=($serve_pid)
-    for i in $(seq 1 300); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && return 0
-        kill -0 $serve_pid 2>/dev/null || { cat serve.err >&2; fail "the server died"; }
-        sleep 0.1
+    local attempt i
+    for attempt in 1 2 3 4 5; do
+        port=$(( 20000 + RANDOM % 20000 ))
+        url=http://127.0.0.1:$port
+        "$RETRO" serve --port $port "$@" 2> serve.err &
+        serve_pid=$!
+        serve_pids+=($serve_pid)
+        for i in $(seq 1 300); do   # bound (it says so) before its /health counts: the port may be another's
+            if ! kill -0 $serve_pid 2>/dev/null; then
+                grep -q "Address already in use" serve.err && continue 2
+                cat serve.err >&2
+                fail "the server died"
+            fi
+            grep -q "listening on" serve.err && [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && return 0
+            sleep 0.1
+        done
+        fail "the server did not get ready"
     done
-    fail "the server did not get ready"
+    fail "no free port in 5 tries"
 }
 # serve_stop: SIGTERM to the last server started; it must exit 0
 serve_stop() { kill -TERM $serve_pid; wait $serve_pid || fail "serve did not stop cleanly"; }

@@ -8,7 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 
 # 9 marked copies of the bundled addresses, about 72 K chunks in one shard (codes from 64 Ki vectors a shard)
-nine_copies docs
+sotu_copies docs 9
 "$RETRO" index add kb docs --quiet > /dev/null
 "$RETRO" index build kb --shards 1 > build.txt
 codes=$(ls kb/index/*.sq4)
