@@ -170,13 +170,6 @@ static void remove_stale_files(const char *dir, json_t *shards, char *const *kee
     closedir(d);
 }
 
-static int is_projected(const rtr_embedder *e) {
-    char *d = rtr_embedder_canonical(e);
-    int p = d && strstr(d, "\"kind\":\"pca\"") != NULL;
-    free(d);
-    return p;
-}
-
 static int make_plan(const rtr_build_opts *o, uint64_t n, uint32_t dim, uint32_t shards, rtr_vindex_plan *plan) {
     return o->factory ? rtr_vindex_plan_factory(o->factory, n, dim, shards, plan)
                       : rtr_vindex_plan_auto(n, dim, o->mem_budget, shards, plan);
@@ -213,9 +206,9 @@ static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks
     size_t n = 0;
     rtr_pca pca = {0};
     char *name = NULL, *path = NULL;
+    if (proj >= e->dim) return rtr_seterr(RTR_E_INVALID, "--project %u: the embedder has %u dimensions", proj, e->dim);
     int rc = sample_train(t, tok, n_chunks, last, m, e, threads, b, &x, &n);
     if (!rc && n < 2) rc = rtr_seterr(RTR_E_INVALID, "a projection needs at least 2 chunks");
-    if (!rc && proj >= e->dim) rc = rtr_seterr(RTR_E_INVALID, "--project %u: the embedder has %u dimensions", proj, e->dim);
     if (!rc) rc = rtr_pca_fit(x, n, e->dim, proj, &pca);
     if (!rc && (!(name = rtr_pca_filename(rtr_pca_checksum(&pca))) || !(path = rtr_path_join(dir, name)))) rc = RTR_E_NOMEM;
     if (!rc) rc = rtr_pca_save(&pca, path);
@@ -330,12 +323,14 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
             trained_on = rtr_kb_vectors_trained_on(recorded);
         }
         if (!rc && o->embedder) rc = rtr_kb_vectors_check_embedder(kb, recorded, o->embedder);
-        if (!rc && o->factory && strcmp(o->factory, rtr_vindex_factory(vx)) &&
-            (strncmp(rtr_vindex_factory(vx), "IDMap,", 6) || strcmp(o->factory, rtr_vindex_factory(vx) + 6)))
+        rtr_vindex_plan asked;   /* the index type given, as a new plan would spell it ("IDMap," prefixed) */
+        if (!rc && o->factory &&
+            (rtr_vindex_plan_factory(o->factory, st.n_chunks, embedder->dim, 1, &asked) ||
+             strcmp(asked.factory, rtr_vindex_factory(vx))))
             rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed as %s; use --retrain to change the index type",
                             rtr_kb_dir(kb), rtr_vindex_factory(vx));
         if (!rc && o->project) {   /* a projection asked for (or refused) must be the recorded one */
-            int projected = is_projected(embedder);
+            int projected = rtr_embedder_is_pca(embedder);
             if (o->project < 0 ? projected : !projected || embedder->dim != (uint32_t)o->project)
                 rc = rtr_seterr(RTR_E_INVALID, "%s: already indexed with %u dimensions%s; use --retrain to change the projection",
                                 rtr_kb_dir(kb), embedder->dim, projected ? ", projected" : "");

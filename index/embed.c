@@ -9,6 +9,7 @@
 #include "index/embed_hash.h"
 #include "index/embed_pca.h"
 #include "lib/alloc.h"
+#include "lib/io.h"
 #include "lib/status.h"
 
 int rtr_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **out) {
@@ -45,6 +46,14 @@ char *rtr_embedder_file_name(const char *prefix, uint64_t sum) {
     char name[96];
     snprintf(name, sizeof name, "%.60s-%016llx.bin", prefix, (unsigned long long)sum);
     return rtr_strdup(name);
+}
+
+char *rtr_embedder_file_path(const char *kb_dir, const char *prefix, uint64_t sum) {
+    char *name = rtr_embedder_file_name(prefix, sum), *sub = rtr_path_join(kb_dir, "index");
+    char *path = name && sub ? rtr_path_join(sub, name) : NULL;
+    rtr_free(name);
+    rtr_free(sub);
+    return path;
 }
 
 void rtr_l2_normalize(float *v, size_t n, uint32_t dim) {

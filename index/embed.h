@@ -75,6 +75,8 @@ int rtr_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedd
 /* "<prefix>-<sum as 16 hex digits>.bin" (fresh string): the files in KB/index/ that an
  * embedder's description names by their checksum. */
 char *rtr_embedder_file_name(const char *prefix, uint64_t sum);
+/* The same file's path: KB_DIR/index/<name> (fresh string; NULL when out of memory). */
+char *rtr_embedder_file_path(const char *kb_dir, const char *prefix, uint64_t sum);
 
 /* L2-normalises each of n rows of dim floats in place (zero rows stay zero). */
 void rtr_l2_normalize(float *v, size_t n, uint32_t dim);

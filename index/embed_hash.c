@@ -200,14 +200,10 @@ int rtr_hash_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedd
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: bad hash embedder description", kb_dir);
     rtr_hash_df df = {0};
     if (!rc && strcmp(idf, "0000000000000000") != 0) {
-        char *name = rtr_hash_df_filename(strtoull(idf, NULL, 16));
-        char *sub = rtr_path_join(kb_dir, "index");
-        char *path = name && sub ? rtr_path_join(sub, name) : NULL;
+        char *path = rtr_embedder_file_path(kb_dir, "hash-df", strtoull(idf, NULL, 16));
         rc = path ? rtr_hash_df_load(path, &df) : RTR_E_NOMEM;
         if (!rc && rtr_hash_df_checksum(&df) != strtoull(idf, NULL, 16))
             rc = rtr_seterr(RTR_E_CORRUPT, "%s: statistics do not match the manifest", path);
-        rtr_free(name);
-        rtr_free(sub);
         rtr_free(path);
     }
     if (!rc) {

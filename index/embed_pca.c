@@ -292,6 +292,8 @@ static void pca_destroy(rtr_embedder *e) {
 
 static const rtr_embedder_ops pca_ops = {pca_embed, pca_describe, pca_destroy};
 
+int rtr_embedder_is_pca(const rtr_embedder *e) { return e->ops == &pca_ops; }
+
 int rtr_pca_embedder_new(rtr_embedder *inner, int owns_inner, const rtr_pca *src, rtr_embedder **out) {
     if (inner->dim != src->din)
         return rtr_seterr(RTR_E_INVALID, "pca: a projection of %u dimensions for an embedder of %u", src->din, inner->dim);
@@ -334,11 +336,7 @@ int rtr_pca_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedde
     if (!rc && !(inner_desc = json_dumps(inner_j, JSON_COMPACT | JSON_SORT_KEYS))) rc = RTR_E_NOMEM;
     if (!rc) rc = rtr_embedder_from_desc(kb_dir, inner_desc, &inner);
     if (!rc) {
-        char *name = rtr_pca_filename(strtoull(sum, NULL, 16));
-        char *sub = rtr_path_join(kb_dir, "index");
-        path = name && sub ? rtr_path_join(sub, name) : NULL;
-        rtr_free(name);
-        rtr_free(sub);
+        path = rtr_embedder_file_path(kb_dir, "pca", strtoull(sum, NULL, 16));
         rc = path ? rtr_pca_load(path, &pca) : RTR_E_NOMEM;
     }
     if (!rc && rtr_pca_checksum(&pca) != strtoull(sum, NULL, 16))

@@ -71,6 +71,8 @@ char *rtr_pca_filename(uint64_t checksum);
 /* The embedder: inner's vectors projected by p (copied). owns_inner: inner is
  * freed with the embedder. p->din must be inner's dimension. */
 int rtr_pca_embedder_new(rtr_embedder *inner, int owns_inner, const rtr_pca *p, rtr_embedder **out);
+/* 1 when e is a pca embedder. */
+int rtr_embedder_is_pca(const rtr_embedder *e);
 /* The pca embedder a description names (see rtr_embedder_from_desc). */
 int rtr_pca_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedder **out);
 

@@ -823,6 +823,20 @@ int rtr_vindex_files_open(const char *dir, uint32_t n_shards, const rtr_vindex_f
     return rc;
 }
 
+/* FAISS reads h's file from its start through a stream of its own (fclose closes the dup'ed fd; a
+ * mapping FAISS makes outlives it). */
+static int read_faiss(const shard_files *h, int io_flags, FaissIndex **out) {
+    int fd = dup(h->fd);
+    FILE *fp = fd < 0 || lseek(fd, 0, SEEK_SET) != 0 ? NULL : fdopen(fd, "rb");
+    if (!fp) {
+        if (fd >= 0) close(fd);
+        return rtr_seterr(RTR_E_IO, "%s: cannot read: %s", h->path, strerror(errno));
+    }
+    int rc = faiss_read_index(fp, io_flags, out) ? rtr_errprefix(faiss_err("read"), "%s", h->path) : RTR_OK;
+    fclose(fp);
+    return rc;
+}
+
 /* Reads shard s once its checksum is verified: FAISS never parses a damaged file (its reader, which
  * throws part way through one, is not exception-safe and would leak what it had built). */
 static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
@@ -832,15 +846,7 @@ static int load_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
     int rc = fd_xxh64(h->fd, h->path, &sum);
     if (rc) return rc;
     if (sum != h->sum) return rtr_seterr(RTR_E_CORRUPT, "%s: checksum mismatch: the index file is corrupt or truncated", h->path);
-    int fd = dup(h->fd);   /* the stream's own: fclose closes it */
-    FILE *fp = fd < 0 || lseek(fd, 0, SEEK_SET) != 0 ? NULL : fdopen(fd, "rb");
-    if (!fp) {
-        if (fd >= 0) close(fd);
-        return rtr_seterr(RTR_E_IO, "%s: cannot read: %s", h->path, strerror(errno));
-    }
-    rc = faiss_read_index(fp, 0, out) ? rtr_errprefix(faiss_err("read"), "%s", h->path) : RTR_OK;
-    fclose(fp);
-    return rc;
+    return read_faiss(h, 0, out);
 }
 
 /* The layout FAISS writes an IDMap over a flat L2 index in (index_write.cpp): "IxMp", a header, "IxF2",
@@ -947,13 +953,13 @@ static int ivf_flat_layout(int fd, const char *path, uint32_t *dim) {
     int ok = !m || v;
     if (ok && m) ok = pread(fd, v, m * 8, (off_t)off) == (ssize_t)(m * 8);
     for (uint64_t i = 0; ok && i < m; i++) {
-        uint64_t sz = full ? v[i] : (i % 2 ? v[i] : 1);
-        if (!full && i % 2 == 0) {   /* a list number: increasing, below nlist */
+        if (!full && i % 2 == 0) {   /* sparse: a list number, increasing, below nlist ... */
             ok = v[i] < nlist && (i == 0 || v[i] > prev);
             prev = v[i];
+            continue;
         }
-        ok = ok && sz <= n && (sum += full || i % 2 ? sz : 0) <= n;
-        if (!full && i % 2 && ok) ok = sz > 0;
+        ok = (full || v[i] > 0) && v[i] <= n - sum;   /* ... then its size, never 0 */
+        sum += v[i];
     }
     rtr_free(v);
     off += m * 8;
@@ -967,15 +973,7 @@ static int ivf_flat_layout(int fd, const char *path, uint32_t *dim) {
  * checksummed: `retro index check` does that). */
 static int map_ivf_shard(const rtr_vindex_files *f, uint32_t s, FaissIndex **out) {
     *out = NULL;
-    const shard_files *h = &f->sh[s];
-    int fd = dup(h->fd);   /* the stream's own: fclose closes it; the map outlives it */
-    FILE *fp = fd < 0 || lseek(fd, 0, SEEK_SET) != 0 ? NULL : fdopen(fd, "rb");
-    if (!fp) {
-        if (fd >= 0) close(fd);
-        return rtr_seterr(RTR_E_IO, "%s: cannot read: %s", h->path, strerror(errno));
-    }
-    int rc = faiss_read_index(fp, IO_FLAG_MMAP, out) ? rtr_errprefix(faiss_err("read"), "%s", h->path) : RTR_OK;
-    fclose(fp);
+    int rc = read_faiss(&f->sh[s], IO_FLAG_MMAP, out);
     if (!rc) rtr_faiss_mapped_no_prefetch(*out);   /* index/faiss_ext.h */
     return rc;
 }

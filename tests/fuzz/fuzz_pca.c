@@ -3,7 +3,6 @@
  * that the fuzzer gets past it. */
 #include <math.h>
 #include <string.h>
-#include <xxhash.h>
 
 #include "fuzz_util.h"
 #include "index/embed_pca.h"
@@ -15,10 +14,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *b = malloc(size ? size : 1);
     if (!b) return 0;
     memcpy(b, data, size);
-    if (reseal && size >= 16) {
-        uint64_t h = XXH64(b, size - 8, 0);
-        for (int i = 0; i < 8; i++) b[size - 8 + i] = (uint8_t)(h >> (8 * i));
-    }
+    if (reseal && size >= 16) fuzz_reseal_xxh64(b, size);
     rtr_pca p;
     int rc = rtr_pca_parse(b, size, "fuzz.pca", &p);
     if (rc) {
