@@ -233,20 +233,29 @@ static int index_rm(int argc, char **argv) {
 
 /* Parses "VERB KB [FLAG]" (and --help, which prints help). Returns -1 to go on,
  * or the exit code to return. */
-static int parse_kb_flag(int argc, char **argv, const char *cmd, const char *help, const char *flag, const char **dir,
-                         int *flag_set) {
+static int parse_kb_flags(int argc, char **argv, const char *cmd, const char *help, const char *const *flags,
+                          const char **dir, int *flag_set) {
     *dir = NULL;
-    *flag_set = 0;
+    size_t nf = 0;
+    while (flags[nf]) flag_set[nf++] = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_is_help(argv[i])) {
             puts(help);
             return CLI_OK;
         }
-        if (!strcmp(argv[i], flag)) *flag_set = 1;
+        size_t f = 0;
+        while (f < nf && strcmp(argv[i], flags[f])) f++;
+        if (f < nf) flag_set[f] = 1;
         else if (!*dir) *dir = argv[i];
         else return cli_usage_error(cmd, "unexpected argument '%s'", argv[i]);
     }
     return *dir ? -1 : cli_usage_error(cmd, "expected KB");
+}
+
+static int parse_kb_flag(int argc, char **argv, const char *cmd, const char *help, const char *flag, const char **dir,
+                         int *flag_set) {
+    const char *flags[] = {flag, NULL};
+    return parse_kb_flags(argc, argv, cmd, help, flags, dir, flag_set);
 }
 
 /* ---------------------------------------------------------------- info */
@@ -350,15 +359,19 @@ static json_t *chunk_json(const rtr_chunk *c, int with_tokens) {
 }
 
 static int index_dump(int argc, char **argv) {
-    int no_tokens;
-    const char *dir;
-    int done = parse_kb_flag(argc, argv, "index dump",
-                             "usage: retro index dump KB [--no-tokens]\n\n"
-                             "Writes every document, then every chunk (with its token ids), as JSON lines\n"
-                             "in id order. Two knowledge bases with the same content dump the same.",
-                             "--no-tokens", &dir, &no_tokens);
+    int set[2];
+    const char *dir, *flags[] = {"--no-tokens", "--text", NULL};
+    int done = parse_kb_flags(argc, argv, "index dump",
+                              "usage: retro index dump KB [--no-tokens] [--text]\n\n"
+                              "Writes every document, then every chunk (with its token ids), as JSON lines\n"
+                              "in id order. Two knowledge bases with the same content dump the same.\n"
+                              "--text adds each chunk's text, its tokens decoded (bytes that are not UTF-8,\n"
+                              "a character cut at a chunk's edge, become U+FFFD): what the lexical index\n"
+                              "reads, for another search engine to index the same chunks.",
+                              flags, &dir, set);
     if (done >= 0) return done;
-    int tokens = !no_tokens;
+    int tokens = !set[0], with_text = set[1];
+    rtr_buf raw = {0}, fixed = {0};
     rtr_kb *kb;
     int rc = open_ro(dir, &kb);
     if (rc) return cli_fail(rc);
@@ -379,6 +392,16 @@ static int index_dump(int argc, char **argv) {
             while ((rc = rtr_store_next_chunk(t, id, &c)) == RTR_OK) {
                 id = c.id;
                 json_t *j = chunk_json(&c, tokens);
+                if (with_text) {
+                    raw.len = fixed.len = 0;
+                    if ((rc = rtr_tokenizer_decode(rtr_kb_tokenizer(kb), c.tokens, c.n_tokens, &raw)) ||
+                        rtr_utf8_repair(raw.data, raw.len, &fixed) < 0) {
+                        json_decref(j);
+                        rc = rc ? rc : RTR_E_NOMEM;
+                        break;
+                    }
+                    json_object_set_new(j, "text", json_stringn(fixed.data ? (const char *)fixed.data : "", fixed.len));
+                }
                 json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 putchar('\n');
                 json_decref(j);
@@ -387,6 +410,8 @@ static int index_dump(int argc, char **argv) {
         if (rc == RTR_E_NOTFOUND) rc = RTR_OK;
         rtr_store_txn_end(t);
     }
+    rtr_buf_free(&raw);
+    rtr_buf_free(&fixed);
     rtr_kb_close(kb);
     return rc ? cli_fail(rc) : CLI_OK;
 }

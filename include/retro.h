@@ -214,9 +214,13 @@ typedef struct retro_source {
                                        * (vector), BM25 (lexical) or the fused score (hybrid) */
     const char *text;                 /* the chunk's text */
     const char *continuation;         /* the next chunk's text; NULL if none or not asked for */
-    unsigned found_by;                /* RETRO_FOUND_VECTOR | RETRO_FOUND_LEXICAL */
-    uint32_t vector_rank, lexical_rank;   /* 1 = best on that side; 0: that side did not find it */
-    float vector_score, lexical_score;    /* cosine similarity, BM25; NAN where not found */
+    unsigned found_by;                /* RETRO_FOUND_VECTOR | RETRO_FOUND_LEXICAL: which side found it */
+    uint32_t vector_rank, lexical_rank;   /* 1 = best on that side; 0: that side did not find it (hybrid:
+                                           * the rank among all the candidates by that side's score, 0
+                                           * where it is 0) */
+    float vector_score, lexical_score;    /* cosine similarity, BM25; NAN where not found (hybrid: both
+                                           * for every result, the vector score in the embedder's full
+                                           * space, before any projection; docs/search.md) */
 } retro_source;
 
 enum { RETRO_FOUND_VECTOR = 1, RETRO_FOUND_LEXICAL = 2 };
@@ -228,7 +232,8 @@ typedef struct retro_results {
 } retro_results;
 
 /* Which side finds the results: the vector index (the embedder's neighbours), the lexical index (BM25
- * over the chunks' words), or both fused (reciprocal rank fusion). */
+ * over the chunks' words), or both, every candidate scored by both sides and fused by reciprocal rank
+ * (docs/search.md). */
 enum { RETRO_SEARCH_DEFAULT = 0, RETRO_SEARCH_VECTOR, RETRO_SEARCH_LEXICAL, RETRO_SEARCH_HYBRID };
 
 /* "vector", "lexical" or "hybrid" for RETRO_SEARCH_VECTOR, _LEXICAL, _HYBRID; NULL for another value. */

@@ -294,6 +294,10 @@ static const rtr_embedder_ops pca_ops = {pca_embed, pca_describe, pca_destroy};
 
 int rtr_embedder_is_pca(const rtr_embedder *e) { return e->ops == &pca_ops; }
 
+rtr_embedder *rtr_pca_embedder_inner(const rtr_embedder *e) {
+    return rtr_embedder_is_pca(e) ? ((const pca_impl *)e->impl)->inner : NULL;
+}
+
 int rtr_pca_embedder_new(rtr_embedder *inner, int owns_inner, const rtr_pca *src, rtr_embedder **out) {
     if (inner->dim != src->din)
         return rtr_seterr(RTR_E_INVALID, "pca: a projection of %u dimensions for an embedder of %u", src->din, inner->dim);

@@ -73,6 +73,8 @@ char *rtr_pca_filename(uint64_t checksum);
 int rtr_pca_embedder_new(rtr_embedder *inner, int owns_inner, const rtr_pca *p, rtr_embedder **out);
 /* 1 when e is a pca embedder. */
 int rtr_embedder_is_pca(const rtr_embedder *e);
+/* The embedder whose vectors e projects (owned by e); NULL when e is not a pca embedder. */
+rtr_embedder *rtr_pca_embedder_inner(const rtr_embedder *e);
 /* The pca embedder a description names (see rtr_embedder_from_desc). */
 int rtr_pca_embedder_from_desc(const char *kb_dir, const char *desc_json, rtr_embedder **out);
 

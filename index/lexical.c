@@ -538,6 +538,8 @@ typedef struct lcur {
     double w;                  /* qtf x idf */
     double ub;                 /* its weight's bound in any chunk */
     size_t order;              /* among the query's distinct terms, in term order */
+    uint64_t df;
+    int forced;                /* essential whatever the bounds (RTR_LEX_RARE): sorted after the others */
     uint8_t key[16];
     rtr_aux_cursor *cur;
     rtr_lex_block blk;
@@ -642,6 +644,7 @@ static int cmp_hit_desc(const void *a, const void *b) {
 
 static int cmp_cur_ub(const void *a, const void *b) {
     const lcur *x = *(lcur *const *)a, *y = *(lcur *const *)b;
+    if (x->forced != y->forced) return x->forced - y->forced;
     if (x->ub != y->ub) return x->ub < y->ub ? -1 : 1;
     return x->order < y->order ? -1 : x->order > y->order;
 }
@@ -666,8 +669,11 @@ static void offer(rtr_lex_hit *h, size_t *m, uint32_t depth, rtr_lex_hit x, doub
  * they found is then looked up in the non-essential terms, strongest first, until what it has plus
  * the bounds of what is left (a block's bound once its block is known) cannot enter. A window no
  * essential term reaches is never read. Scores are sums of float weights in double (exact for the
- * weights' range, whatever the order), rounded to float. */
-static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, rtr_lex_hit *h, size_t *nh) {
+ * weights' range, whatever the order), rounded to float. ne0 > 0: the cursors not forced (sorted
+ * first, by bound) are non-essential from the start whatever the heap holds, so that only chunks
+ * holding a forced term are found, each scored with every term (RTR_LEX_RARE); the bounds stay true
+ * bounds of the terms before each, whatever the order. */
+static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, rtr_lex_hit *h, size_t *nh) {
     double *prefix = rtr_malloc(nc * sizeof *prefix), *acc = rtr_malloc(NORM_PAGE * sizeof *acc);
     uint64_t bits[NORM_PAGE / 64] = {0};
     int rc = prefix && acc ? RTR_OK : RTR_E_NOMEM;
@@ -675,7 +681,7 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, rtr_lex_hit 
     for (size_t i = 0; i < nc && !rc; i++) prefix[i] = c[i]->ub + (i ? prefix[i - 1] : 0);
     /* bounds are exact sums, scores rounded: a margin keeps every pruning on the safe side */
     double slack = 1 + 1e-6;
-    size_t m = 0, ne = 0;
+    size_t m = 0, ne = ne0;
     double theta = 0;
     while (!rc) {
         uint64_t d = UINT64_MAX;
@@ -746,63 +752,175 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, rtr_lex_hit 
     return rc;
 }
 
-int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n) {
-    *hits = NULL;
-    *n = 0;
+/* A query term: its weight, its bound in any chunk and its document frequency. */
+typedef struct qterm {
+    uint64_t term, df;
+    double w, ub;
+    size_t order;
+} qterm;
+
+struct rtr_lex_query {
+    rtr_store_txn *t;
     rtr_lex_state st;
-    int rc = rtr_lex_state_get(t, &st);
-    if (rc == RTR_E_NOTFOUND || (!rc && st.chunks == 0) || depth == 0) return RTR_OK;
-    if (rc) return rc;
-    if (st.version != RTR_LEX_VERSION)
-        return rtr_seterr(RTR_E_VERSION, "the lexical index was made with another version of retro (%llu, not %d): "
-                          "run 'retro index build'", (unsigned long long)st.version, RTR_LEX_VERSION);
-    query_words q = {0};
-    rtr_lex_words(query, len, collect_q, &q);
-    if (q.rc) {
-        rtr_free(q.terms);
-        return q.rc;
+    lsearch ls;
+    qterm *q;     /* the distinct words that the index holds */
+    size_t n;
+    lcur *cs;     /* n cursors and pointers to them, reopened by each call */
+    lcur **c;
+};
+
+/* Cursors on the n terms q (q->cs, pointers in q->c), each on its first block; a term without postings
+ * gets none. *nc: how many; close_cursors ends them. */
+static int open_cursors(rtr_lex_query *lq, const qterm *q, size_t n, size_t *nc) {
+    *nc = 0;
+    for (size_t i = 0; i < n; i++) {
+        lcur *cu = &lq->cs[*nc];
+        memset(cu, 0, sizeof *cu);
+        cu->w = q[i].w;
+        cu->ub = q[i].ub;
+        cu->order = q[i].order;
+        cu->df = q[i].df;
+        put_be64(cu->key, q[i].term);
+        int rc = rtr_store_aux_cursor_open(lq->t, RTR_AUX_LEX_POSTINGS, &cu->cur);
+        if (!rc) rc = cur_block_at(cu, &lq->ls, 0);
+        if (!rc && !cu->done) {
+            lq->c[(*nc)++] = cu;
+            continue;
+        }
+        rtr_store_aux_cursor_close(cu->cur);
+        if (rc) return rc;
     }
-    if (q.n) qsort(q.terms, q.n, sizeof *q.terms, cmp_u64);
+    return RTR_OK;
+}
+
+static void close_cursors(lcur **c, size_t nc) {
+    for (size_t i = 0; i < nc; i++) rtr_store_aux_cursor_close(c[i]->cur);
+}
+
+int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_query **out) {
+    *out = NULL;
+    rtr_lex_query *lq = rtr_calloc(1, sizeof *lq);
+    if (!lq) return RTR_E_NOMEM;
+    lq->t = t;
+    int rc = rtr_lex_state_get(t, &lq->st);
+    if (rc == RTR_E_NOTFOUND || (!rc && lq->st.chunks == 0)) {   /* no index: a query without terms */
+        *out = lq;
+        return RTR_OK;
+    }
+    if (!rc && lq->st.version != RTR_LEX_VERSION)
+        rc = rtr_seterr(RTR_E_VERSION, "the lexical index was made with another version of retro (%llu, not %d): "
+                        "run 'retro index build'", (unsigned long long)lq->st.version, RTR_LEX_VERSION);
+    query_words w = {0};
+    if (!rc) {
+        rtr_lex_words(text, len, collect_q, &w);
+        rc = w.rc;
+    }
+    if (!rc && w.n) qsort(w.terms, w.n, sizeof *w.terms, cmp_u64);
     size_t nterms = 0;
-    for (size_t i = 0; i < q.n; i++)
-        if (!i || q.terms[i] != q.terms[i - 1]) nterms++;
-    lcur *cs = nterms ? rtr_calloc(nterms, sizeof *cs) : NULL;
-    lcur **c = nterms ? rtr_calloc(nterms, sizeof *c) : NULL;
-    rtr_lex_hit *h = NULL;
-    size_t nc = 0, m = 0;
-    if (nterms && (!cs || !c)) rc = RTR_E_NOMEM;
-    double N = (double)st.chunks, avg = st.words / (N > 0 ? N : 1);
-    lsearch ls = {&st, avg > 0 ? avg : 1, {t, 0, NULL}};
-    for (size_t i = 0, o = 0; i < q.n && !rc; o++) {   /* each distinct word once, weighted by its count */
+    for (size_t i = 0; i < w.n && !rc; i++)
+        if (!i || w.terms[i] != w.terms[i - 1]) nterms++;
+    if (nterms && (!(lq->q = rtr_calloc(nterms, sizeof *lq->q)) || !(lq->cs = rtr_calloc(nterms, sizeof *lq->cs)) ||
+                   !(lq->c = rtr_calloc(nterms, sizeof *lq->c))))
+        rc = RTR_E_NOMEM;
+    double N = (double)lq->st.chunks, avg = lq->st.words / (N > 0 ? N : 1);
+    lq->ls = (lsearch){&lq->st, avg > 0 ? avg : 1, {t, 0, NULL}};
+    for (size_t i = 0, o = 0; i < w.n && !rc; o++) {   /* each distinct word once, weighted by its count */
         size_t j = i;
-        while (j < q.n && q.terms[j] == q.terms[i]) j++;
+        while (j < w.n && w.terms[j] == w.terms[i]) j++;
         term_rec tr;
-        int x = get_term(t, q.terms[i], &tr);
+        int x = get_term(t, w.terms[i], &tr);
         if (x && x != RTR_E_NOTFOUND) rc = x;
         if (!x) {
-            lcur *cu = &cs[nc];
             double df = (double)tr.df > N ? N : (double)tr.df;
-            cu->w = (double)(j - i) * log(1.0 + (N - df + 0.5) / (df + 0.5));
-            cu->ub = weight(&ls, cu->w, tr.max_tf, tr.min_len);
-            cu->order = o;
-            put_be64(cu->key, q.terms[i]);
-            if (!(rc = rtr_store_aux_cursor_open(t, RTR_AUX_LEX_POSTINGS, &cu->cur)) && !(rc = cur_block_at(cu, &ls, 0)) &&
-                !cu->done) {
-                c[nc++] = cu;
-            } else if (!rc) {
-                rtr_store_aux_cursor_close(cu->cur);
-                cu->cur = NULL;
-            }
+            qterm *e = &lq->q[lq->n++];
+            e->term = w.terms[i];
+            e->df = tr.df;
+            e->w = (double)(j - i) * log(1.0 + (N - df + 0.5) / (df + 0.5));
+            e->ub = weight(&lq->ls, e->w, tr.max_tf, tr.min_len);
+            e->order = o;
         }
         i = j;
     }
-    if (!rc && nc && !(h = rtr_malloc(depth * sizeof *h))) rc = RTR_E_NOMEM;
-    if (!rc && nc) rc = ranked(&ls, c, nc, depth, h, &m);
+    rtr_free(w.terms);
+    if (rc) {
+        rtr_lex_query_free(lq);
+        return rc;
+    }
+    *out = lq;
+    return RTR_OK;
+}
+
+void rtr_lex_query_free(rtr_lex_query *lq) {
+    if (!lq) return;
+    rtr_free(lq->q);
+    rtr_free(lq->cs);
+    rtr_free(lq->c);
+    rtr_free(lq);
+}
+
+static int cmp_id_index(const void *a, const void *b) {
+    const uint64_t *x = a, *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+int rtr_lex_query_score(rtr_lex_query *lq, const uint64_t *ids, size_t n, float *scores) {
+    for (size_t i = 0; i < n; i++) scores[i] = 0;
+    if (!lq->n || !n) return RTR_OK;
+    uint64_t *ord = rtr_malloc(n * 2 * sizeof *ord);   /* (id, index) pairs in id order: every cursor moves forward */
+    if (!ord) return RTR_E_NOMEM;
+    for (size_t i = 0; i < n; i++) ord[2 * i] = ids[i], ord[2 * i + 1] = i;
+    qsort(ord, n, 2 * sizeof *ord, cmp_id_index);
+    size_t nc = 0;
+    int rc = open_cursors(lq, lq->q, lq->n, &nc);
+    for (size_t i = 0; i < n && !rc; i++) {
+        uint64_t id = ord[2 * i];
+        if (id > lq->st.indexed_upto) continue;   /* not indexed yet */
+        size_t found = 0;   /* the cursors on id first: a chunk without a query word (or without words) has no length */
+        for (size_t j = 0; j < nc && !rc; j++) {
+            lcur *x = lq->c[j];
+            if (!(rc = cur_seek(x, &lq->ls, id)) && !x->done && x->doc == id) found++;
+        }
+        uint8_t dl;
+        if (rc || !found || (rc = norm_of(&lq->ls.nm, id, &dl))) continue;
+        double s = 0;
+        for (size_t j = 0; j < nc; j++) {
+            lcur *x = lq->c[j];
+            if (!x->done && x->doc == id) s += weight(&lq->ls, x->w, x->tf[x->pos], dl);
+        }
+        scores[ord[2 * i + 1]] = (float)s;
+    }
+    close_cursors(lq->c, nc);
+    rtr_free(ord);
+    return rc;
+}
+
+int rtr_lex_query_top(rtr_lex_query *lq, uint32_t depth, int how, rtr_lex_hit **hits, size_t *n) {
+    *hits = NULL;
+    *n = 0;
+    if (!lq->n || !depth) return RTR_OK;
+    rtr_lex_hit *h = rtr_malloc(depth * sizeof *h);
+    size_t nc = 0, m = 0;
+    int rc = h ? open_cursors(lq, lq->q, lq->n, &nc) : RTR_E_NOMEM;
+    size_t ne0 = 0;   /* RARE: all but the rarest quarter non-essential */
+    if (!rc && how == RTR_LEX_RARE && nc >= RTR_LEX_RARE_MIN) {
+        size_t most = nc / 4 > RTR_LEX_RARE_TERMS ? RTR_LEX_RARE_TERMS : nc / 4, nr = 0;
+        uint64_t postings = 0;
+        while (nr < most) {   /* the least document frequency first (ties: the smaller term hash) */
+            lcur *best = NULL;
+            for (size_t i = 0; i < nc; i++)
+                if (!lq->c[i]->forced && (!best || lq->c[i]->df < best->df ||
+                                          (lq->c[i]->df == best->df && lq->c[i]->order < best->order)))
+                    best = lq->c[i];
+            if (nr && postings + best->df > RTR_LEX_RARE_POSTINGS) break;
+            best->forced = 1;
+            postings += best->df;
+            nr++;
+        }
+        ne0 = nc - nr;
+    }
+    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, h, &m);
+    close_cursors(lq->c, nc);
     if (!rc && m) qsort(h, m, sizeof *h, cmp_hit_desc);
-    for (size_t i = 0; i < nterms && cs; i++) rtr_store_aux_cursor_close(cs[i].cur);
-    rtr_free(cs);
-    rtr_free(c);
-    rtr_free(q.terms);
     if (rc) {
         rtr_free(h);
         return rc;
@@ -810,6 +928,16 @@ int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t dep
     *hits = h;
     *n = m;
     return RTR_OK;
+}
+
+int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n) {
+    *hits = NULL;
+    *n = 0;
+    rtr_lex_query *lq;
+    int rc = rtr_lex_query_new(t, query, len, &lq);
+    if (!rc) rc = rtr_lex_query_top(lq, depth, RTR_LEX_EXACT, hits, n);
+    rtr_lex_query_free(lq);
+    return rc;
 }
 
 /* --- checking ------------------------------------------------------------------------------ */

@@ -92,6 +92,34 @@ typedef struct rtr_lex_hit {
  * they were indexed may be among them. No words or no index: *n = 0. */
 int rtr_lex_search(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, rtr_lex_hit **hits, size_t *n);
 
+/* A query read once and asked several things (hybrid search): its words looked up in txn t, which
+ * must outlive it. No index or no words: a query of no terms, whose answers are empty. */
+typedef struct rtr_lex_query rtr_lex_query;
+int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_query **out);
+void rtr_lex_query_free(rtr_lex_query *q);   /* NULL-safe */
+
+/* How rtr_lex_query_top finds its chunks:
+ *   RTR_LEX_EXACT  every chunk holding a query word is a candidate: the BM25 top depth (rtr_lex_search).
+ *   RTR_LEX_RARE   a query of at least RTR_LEX_RARE_MIN distinct words (a passage, a chunk): only the
+ *                  chunks holding one of its rarest words are candidates (the rarest, then the next
+ *                  while their postings together stay within RTR_LEX_RARE_POSTINGS, up to a quarter of
+ *                  the words and RTR_LEX_RARE_TERMS), each scored with every word: exactly the
+ *                  BM25 top depth of those chunks, with their whole-query scores. The common words'
+ *                  postings are only looked up for those chunks, never scanned, so the cost does not
+ *                  grow with them; a chunk holding all the query's words (its source, when the query
+ *                  was cut from a chunk) always competes, and where EXACT ranks such a chunk first
+ *                  RARE does too. A chunk holding none of the rare words is never found: this is for
+ *                  candidates that another side (the vectors) completes. A shorter query: EXACT. */
+enum { RTR_LEX_EXACT = 0, RTR_LEX_RARE = 1 };
+#define RTR_LEX_RARE_MIN 4
+#define RTR_LEX_RARE_TERMS 8
+#define RTR_LEX_RARE_POSTINGS 4096
+int rtr_lex_query_top(rtr_lex_query *q, uint32_t depth, int how, rtr_lex_hit **hits, size_t *n);
+
+/* The BM25 score of each of n chunks for the whole query (0: none of its words, or not indexed), as
+ * rtr_lex_search would score it; ids in any order. */
+int rtr_lex_query_score(rtr_lex_query *q, const uint64_t *ids, size_t n, float *scores);
+
 /* A block's header: its first and last chunk ids, the highest count and
  * the shortest chunk length among its postings. */
 typedef struct rtr_lex_block {

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "index/embed_pca.h"
 #include "index/lexical.h"
 #include "lib/alloc.h"
 #include "lib/sort.h"
@@ -128,9 +129,8 @@ int rtr_retriever_mode_ready(rtr_retriever *r, int mode, const char *what) {
     return rc;
 }
 
-/* Embeds n chunk texts (in parallel when the embedder allows). */
-static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float *out) {
-    rtr_embedder *e = r->embedder;
+/* Embeds n chunk texts with e (in parallel when it allows). */
+static int embed_texts(rtr_retriever *r, rtr_embedder *e, const rtr_text *texts, size_t n, float *out) {
     if (!e->thread_safe || r->threads <= 1 || n < 32) return rtr_embedder_embed(e, texts, n, out);
     int rc = RTR_OK;
 #pragma omp parallel num_threads(r->threads)
@@ -147,9 +147,9 @@ static int embed_texts(rtr_retriever *r, const rtr_text *texts, size_t n, float 
 }
 
 /* The texts of n token runs (run i: tok[i], len[i] tokens) into text (emptied first) and texts (n,
- * pointing into text), and their embeddings q (n x dim). */
-static int decode_embed(rtr_retriever *r, const uint32_t *const *tok, const uint32_t *len, size_t n, rtr_buf *text,
-                        rtr_text *texts, float *q) {
+ * pointing into text), and their embeddings q (n x e->dim) by e. */
+static int decode_embed_with(rtr_retriever *r, rtr_embedder *e, const uint32_t *const *tok, const uint32_t *len,
+                             size_t n, rtr_buf *text, rtr_text *texts, float *q) {
     const rtr_tokenizer *tk = rtr_kb_tokenizer(r->kb);
     text->len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -159,7 +159,21 @@ static int decode_embed(rtr_retriever *r, const uint32_t *const *tok, const uint
         texts[i].len = text->len - at;
     }
     for (size_t i = 0, at = 0; i < n; at += texts[i++].len) texts[i].data = (const char *)text->data + at;
-    return embed_texts(r, texts, n, q);
+    return embed_texts(r, e, texts, n, q);
+}
+
+/* The same with the knowledge base's embedder (the vectors the index holds). */
+static int decode_embed(rtr_retriever *r, const uint32_t *const *tok, const uint32_t *len, size_t n, rtr_buf *text,
+                        rtr_text *texts, float *q) {
+    return decode_embed_with(r, r->embedder, tok, len, n, text, texts, q);
+}
+
+/* The embedder that hybrid search measures its candidates with: the full space that a projection (pca)
+ * was fitted on, where neighbours are told apart better than in the index's few components; the
+ * knowledge base's embedder otherwise. */
+static rtr_embedder *full_embedder(const rtr_retriever *r) {
+    rtr_embedder *inner = rtr_pca_embedder_inner(r->embedder);
+    return inner ? inner : r->embedder;
 }
 
 /* The k nearest live, non-excluded chunks of each of nq query vectors.
@@ -335,9 +349,10 @@ static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, flo
     return RTR_OK;
 }
 
-/* The lexical side: the depth best live chunks outside f for the query's words (BM25), best
- * first, as hits with chunk_id and score; deeper rounds when deleted or excluded chunks are dropped. */
-static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint32_t depth, const doc_filter *f,
+/* The lexical side: the depth best live chunks outside f for the query lq (BM25, found as how says:
+ * RTR_LEX_EXACT or _RARE), best first, as hits with chunk_id and score; deeper rounds when deleted or
+ * excluded chunks are dropped. */
+static int lexical_ranked(rtr_store_txn *t, rtr_lex_query *lq, int how, uint32_t depth, const doc_filter *f,
                           rtr_hit **out, size_t *n) {
     *out = NULL;
     *n = 0;
@@ -348,7 +363,7 @@ static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint3
     for (uint32_t deep = depth + depth / 4 + 8;; deep = deep >= MAX_DEPTH / 4 ? MAX_DEPTH : deep * 4) {
         rtr_lex_hit *h;
         size_t nh;
-        if ((rc = rtr_lex_search(t, query, len, deep, &h, &nh))) break;
+        if ((rc = rtr_lex_query_top(lq, deep, how, &h, &nh))) break;
         have = 0;
         for (size_t i = 0; i < nh && have < depth && !rc; i++) {
             rtr_chunk c;
@@ -370,37 +385,170 @@ static int lexical_ranked(rtr_store_txn *t, const char *query, size_t len, uint3
     return RTR_OK;
 }
 
-/* Reciprocal rank fusion of the vector and lexical rankings: score = sum of 1 / (60 + rank) over the
- * sides that found a chunk (Cormack et al., 2009), each side's rank and score kept. */
+/* What a ranking needs of the query beyond its hits: the retriever, the txn, the query's words (lq;
+ * lexical and hybrid), its chunks' weights (qw; NULL: equal) and, for hybrid, their embeddings by
+ * full_embedder (qf: nq x its dim). */
+typedef struct query_ctx {
+    rtr_retriever *r;
+    rtr_store_txn *t;
+    rtr_lex_query *lq;
+    const float *qf, *qw;
+    size_t nq;
+} query_ctx;
+
+/* The vector score of each of n chunks ids, as merge_query_chunks sums it (the weighted similarities
+ * above 0 of the query's chunks), in full_embedder's space: their texts embedded and measured against
+ * every query chunk. */
+static int vector_scores(const query_ctx *qc, const uint64_t *ids, size_t n, float *out) {
+    rtr_embedder *e = full_embedder(qc->r);
+    uint32_t dim = e->dim;
+    const uint32_t **run = rtr_malloc((n + 1) * sizeof *run);
+    uint32_t *len = rtr_malloc((n + 1) * sizeof *len);
+    rtr_text *texts = rtr_malloc((n + 1) * sizeof *texts);
+    float *v = rtr_malloc((n + 1) * dim * sizeof *v);
+    rtr_chunk *c = rtr_malloc((n + 1) * sizeof *c);
+    rtr_buf text = {0};
+    int rc = run && len && texts && v && c ? RTR_OK : RTR_E_NOMEM;
+    for (size_t i = 0; i < n && !rc; i++)
+        if (!(rc = rtr_store_get_chunk(qc->t, ids[i], &c[i]))) run[i] = c[i].tokens, len[i] = c[i].n_tokens;
+    if (!rc && n) rc = decode_embed_with(qc->r, e, run, len, n, &text, texts, v);
+    for (size_t i = 0; i < n && !rc; i++) {
+        float s = 0;
+        for (size_t j = 0; j < qc->nq; j++) {
+            const float *a = qc->qf + j * dim, *b = v + i * dim;
+            float d = 0;
+            for (uint32_t x = 0; x < dim; x++) d += (a[x] - b[x]) * (a[x] - b[x]);
+            float sim = 1.0f - d / 2.0f;
+            if (sim > 0) s += sim * (qc->qw ? qc->qw[j] : 1.0f / (float)qc->nq);
+        }
+        out[i] = s;
+    }
+    rtr_free(c);
+    rtr_buf_free(&text);
+    rtr_free(run);
+    rtr_free(len);
+    rtr_free(texts);
+    rtr_free(v);
+    return rc;
+}
+
+static int cmp_by_vector(const void *a, const void *b) {
+    const rtr_hit *x = *(const rtr_hit *const *)a, *y = *(const rtr_hit *const *)b;
+    if (x->vector_score != y->vector_score) return x->vector_score > y->vector_score ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+static int cmp_by_lexical(const void *a, const void *b) {
+    const rtr_hit *x = *(const rtr_hit *const *)a, *y = *(const rtr_hit *const *)b;
+    if (x->lexical_score != y->lexical_score) return x->lexical_score > y->lexical_score ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+/* A candidate in the fused order: its score, then (a tie is common: ranks 1 and 2 against 2 and 1)
+ * comb, the sum of the two sides' scores each scaled to 0..1 over the candidates (min-max CombSUM;
+ * Lee, SIGIR 1997), then the chunk id. */
+typedef struct fused {
+    float score, comb;
+    uint64_t chunk_id;
+    size_t at;
+} fused;
+
+static int cmp_fused(const void *a, const void *b) {
+    const fused *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    if (x->comb != y->comb) return x->comb > y->comb ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+/* Sorts the m candidates all into the fused order (f: m entries of room). */
+static void fused_order(rtr_hit *all, size_t m, fused *f, rtr_hit *tmp) {
+    float lo[2] = {INFINITY, INFINITY}, hi[2] = {-INFINITY, -INFINITY};
+    for (size_t i = 0; i < m; i++) {
+        float s[2] = {all[i].vector_score, all[i].lexical_score};
+        for (int k = 0; k < 2; k++) {
+            if (s[k] < lo[k]) lo[k] = s[k];
+            if (s[k] > hi[k]) hi[k] = s[k];
+        }
+    }
+    for (size_t i = 0; i < m; i++) {
+        float s[2] = {all[i].vector_score, all[i].lexical_score}, comb = 0;
+        for (int k = 0; k < 2; k++)
+            if (hi[k] > lo[k]) comb += (s[k] - lo[k]) / (hi[k] - lo[k]);
+        f[i] = (fused){all[i].score, comb, all[i].chunk_id, i};
+    }
+    qsort(f, m, sizeof *f, cmp_fused);
+    for (size_t i = 0; i < m; i++) tmp[i] = all[f[i].at];
+    memcpy(all, tmp, m * sizeof *all);
+}
+
+/* Reciprocal rank fusion (Cormack et al., 2009) of the candidates that either side found (v: the
+ * vector side's nv, l: the lexical side's nl), each scored by both sides: its BM25 score for the whole
+ * query and its vector score in full_embedder's space (every candidate embedded again: a projection's
+ * few components find candidates but rank them poorly). Each side ranks them all, and score = the sum
+ * of 1 / (60 + rank) over the sides where it scores above 0 (ties: cmp_fused); found_by says which side
+ * found it, distance is the vector side's (NAN where it did not find it). */
 #define RRF_K 60.0f
-static int fuse(const rtr_hit *v, size_t nv, const rtr_hit *l, size_t nl, rtr_hit **out, size_t *n) {
+static int fuse(const query_ctx *qc, const rtr_hit *v, size_t nv, const rtr_hit *l, size_t nl, rtr_hit **out,
+                size_t *n) {
     rtr_hit *all = rtr_calloc(nv + nl + 1, sizeof *all);
-    if (!all) return RTR_E_NOMEM;
-    size_t m = 0;
-    for (size_t i = 0; i < nv; i++) {
+    rtr_hit **by = rtr_malloc((nv + nl + 1) * sizeof *by);
+    uint64_t *ids = rtr_malloc((nv + nl + 1) * sizeof *ids);
+    float *sc = rtr_malloc((nv + nl + 1) * sizeof *sc);
+    size_t *at = rtr_malloc((nv + nl + 1) * sizeof *at);
+    int rc = all && by && ids && sc && at ? RTR_OK : RTR_E_NOMEM;
+    size_t m = 0, nm = 0;
+    for (size_t i = 0; i < nv && !rc; i++) {
         all[m] = v[i];
         all[m].found_by = RTR_FOUND_VECTOR;
-        all[m].vector_rank = (uint32_t)i + 1;
         all[m].vector_score = v[i].score;
-        all[m].lexical_score = NAN;
-        all[m++].score = 1.0f / (RRF_K + (float)(i + 1));
+        all[m++].lexical_score = NAN;
     }
-    for (size_t i = 0; i < nl; i++) {
+    for (size_t i = 0; i < nl && !rc; i++) {
         size_t j = 0;
         while (j < nv && all[j].chunk_id != l[i].chunk_id) j++;
         if (j == nv) {
             all[m] = l[i];
             all[m].vector_score = NAN;
             all[m].distance = NAN;
-            all[m].score = 0;
             j = m++;
         }
         all[j].found_by |= RTR_FOUND_LEXICAL;
-        all[j].lexical_rank = (uint32_t)i + 1;
         all[j].lexical_score = l[i].score;
-        all[j].score += 1.0f / (RRF_K + (float)(i + 1));
     }
-    qsort(all, m, sizeof *all, cmp_hit_score);
+    for (size_t i = 0; i < m && !rc; i++)   /* found by the vectors alone: their BM25 scores */
+        if (isnan(all[i].lexical_score)) ids[nm] = all[i].chunk_id, at[nm++] = i;
+    if (!rc && nm) rc = rtr_lex_query_score(qc->lq, ids, nm, sc);
+    for (size_t i = 0; i < nm && !rc; i++) all[at[i]].lexical_score = sc[i];
+    for (size_t i = 0; i < m && !rc; i++) ids[i] = all[i].chunk_id;   /* every one's vector score */
+    if (!rc && m) rc = vector_scores(qc, ids, m, sc);
+    for (size_t i = 0; i < m && !rc; i++) all[i].vector_score = sc[i];
+    for (int side = 0; side < 2 && !rc; side++) {
+        for (size_t i = 0; i < m; i++) by[i] = &all[i];
+        qsort(by, m, sizeof *by, side ? cmp_by_lexical : cmp_by_vector);
+        for (size_t i = 0; i < m; i++) {
+            float s = side ? by[i]->lexical_score : by[i]->vector_score;
+            uint32_t *rank = side ? &by[i]->lexical_rank : &by[i]->vector_rank;
+            *rank = s > 0 ? (uint32_t)i + 1 : 0;
+            if (!side) by[i]->score = 0;
+            if (*rank) by[i]->score += 1.0f / (RRF_K + (float)*rank);
+        }
+    }
+    if (!rc) {
+        fused *f = rtr_malloc((m + 1) * sizeof *f);
+        rtr_hit *tmp = rtr_malloc((m + 1) * sizeof *tmp);
+        if (f && tmp) fused_order(all, m, f, tmp);
+        else rc = RTR_E_NOMEM;
+        rtr_free(f);
+        rtr_free(tmp);
+    }
+    rtr_free(by);
+    rtr_free(ids);
+    rtr_free(sc);
+    rtr_free(at);
+    if (rc) {
+        rtr_free(all);
+        return rc;
+    }
     *out = all;
     *n = m;
     return RTR_OK;
@@ -428,17 +576,18 @@ static void query_chunk_weights(const rtr_text *texts, size_t nq, float *qw) {
 
 /* One query's ranking in mode (vector, lexical or hybrid), best first: the vector side merged from the
  * results of its nq query chunks (ids, dist: nq x depth, as search_filtered gives them; unread for
- * lexical), the lexical side for text (len bytes) outside f, the two fused for hybrid; each hit says
- * which side found it and its rank and score there. *out (*n entries) is the caller's. */
-static int rank_query(rtr_store_txn *t, int mode, const int64_t *ids, const float *dist, size_t nq, const float *qw,
-                      uint32_t depth, const char *text, size_t len, const doc_filter *f, rtr_hit **out, size_t *n) {
+ * lexical), the lexical side for the query's text (qc->lq) outside f, exhaustive for lexical and the
+ * rarest words' candidates for hybrid (RTR_LEX_RARE), the two fused for hybrid; each hit says which
+ * side found it and its rank and score there. *out (*n entries) is the caller's. */
+static int rank_query(const query_ctx *qc, int mode, const int64_t *ids, const float *dist, uint32_t depth,
+                      const doc_filter *f, rtr_hit **out, size_t *n) {
     *out = NULL;
     *n = 0;
     rtr_hit *vec = NULL, *lex = NULL;
     size_t nv = 0, nl = 0;
     int rc = RTR_OK;
     if (mode != RTR_SEARCH_LEXICAL) {   /* the vector side */
-        rc = merge_query_chunks(ids, dist, nq, depth, qw, &vec, &nv);
+        rc = merge_query_chunks(ids, dist, qc->nq, depth, qc->qw, &vec, &nv);
         if (nv > depth) nv = depth;
         for (size_t i = 0; i < nv; i++) {
             vec[i].found_by = RTR_FOUND_VECTOR;
@@ -448,7 +597,7 @@ static int rank_query(rtr_store_txn *t, int mode, const int64_t *ids, const floa
         }
     }
     if (!rc && mode != RTR_SEARCH_VECTOR) {   /* the lexical side */
-        rc = lexical_ranked(t, text, len, depth, f, &lex, &nl);
+        rc = lexical_ranked(qc->t, qc->lq, mode == RTR_SEARCH_HYBRID ? RTR_LEX_RARE : RTR_LEX_EXACT, depth, f, &lex, &nl);
         for (size_t i = 0; i < nl; i++) {
             lex[i].found_by = RTR_FOUND_LEXICAL;
             lex[i].lexical_rank = (uint32_t)i + 1;
@@ -457,7 +606,7 @@ static int rank_query(rtr_store_txn *t, int mode, const int64_t *ids, const floa
         }
     }
     if (!rc) {
-        if (mode == RTR_SEARCH_HYBRID) rc = fuse(vec, nv, lex, nl, out, n);
+        if (mode == RTR_SEARCH_HYBRID) rc = fuse(qc, vec, nv, lex, nl, out, n);
         else if (mode == RTR_SEARCH_LEXICAL) *out = lex, *n = nl, lex = NULL;
         else *out = vec, *n = nv, vec = NULL;
     }
@@ -523,7 +672,17 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
         if (!rc) rc = search_filtered(r, t, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
     }
     doc_filter f = {0, 0, ex, so->n_exclude};
-    if (!rc) rc = rank_query(t, mode, hid, dist, nq, qw, depth, query, len, &f, &ranked, &nr);
+    rtr_lex_query *lq = NULL;
+    if (!rc && mode != RTR_SEARCH_VECTOR) rc = rtr_lex_query_new(t, query, len, &lq);
+    float *qf = NULL;   /* hybrid: the query chunks in the full space */
+    if (!rc && mode == RTR_SEARCH_HYBRID && full_embedder(r) != r->embedder) {
+        if (!(qf = rtr_malloc(nq * full_embedder(r)->dim * sizeof *qf))) rc = RTR_E_NOMEM;
+        else rc = embed_texts(r, full_embedder(r), texts, nq, qf);
+    }
+    query_ctx qc = {r, t, lq, qf ? qf : q, qw, nq};
+    if (!rc) rc = rank_query(&qc, mode, hid, dist, depth, &f, &ranked, &nr);
+    rtr_lex_query_free(lq);
+    rtr_free(qf);
     size_t n = nr < k ? nr : k;
     if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
     for (size_t i = 0; i < n && !rc; i++) {
@@ -635,14 +794,24 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_
     float *vd = mode == RTR_SEARCH_HYBRID ? rtr_malloc(m * depth * sizeof *vd) : NULL;
     rtr_buf text = {0};
     int rc = run && len && pair && texts && v && (mode != RTR_SEARCH_HYBRID || (vid && vd)) ? RTR_OK : RTR_E_NOMEM;
+    float *qf = NULL;   /* hybrid: the queries in the full space */
     if (!rc && vid)
         rc = search_filtered(r, t, m, q, depth, self_doc, o->exclude_doc, o->exclude, o->n_exclude, vid, vd, NULL);
+    if (!rc && vid && full_embedder(r) != r->embedder) {
+        if (!(qf = rtr_malloc(m * full_embedder(r)->dim * sizeof *qf))) rc = RTR_E_NOMEM;
+        else rc = embed_texts(r, full_embedder(r), qt, m, qf);
+    }
     for (size_t i = 0; i < m && !rc; i++) {
         doc_filter f = {self_doc ? self_doc[i] : 0, o->exclude_doc, o->exclude, o->n_exclude};
         rtr_hit *h;
         size_t nh;
-        rc = rank_query(t, mode, vid ? vid + i * depth : NULL, vd ? vd + i * depth : NULL, 1, NULL, depth, qt[i].data,
-                        qt[i].len, &f, &h, &nh);
+        rtr_lex_query *lq;
+        h = NULL;
+        nh = 0;
+        if ((rc = rtr_lex_query_new(t, qt[i].data, qt[i].len, &lq))) break;
+        query_ctx qc = {r, t, lq, qf ? qf + i * full_embedder(r)->dim : q + i * dim, NULL, 1};
+        rc = rank_query(&qc, mode, vid ? vid + i * depth : NULL, vd ? vd + i * depth : NULL, depth, &f, &h, &nh);
+        rtr_lex_query_free(lq);
         for (uint32_t j = 0; j < k && !rc; j++) {
             size_t at = i * k + j;
             ids[at] = -1;
@@ -670,6 +839,7 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_
     rtr_free(v);
     rtr_free(vid);
     rtr_free(vd);
+    rtr_free(qf);
     return rc;
 }
 

@@ -62,9 +62,12 @@ typedef struct rtr_hit {
     char *path, *title;             /* fresh strings; title may be "" */
     char *text;                     /* the chunk's text */
     char *continuation;             /* the next chunk's text, or NULL */
-    unsigned found_by;              /* RTR_FOUND_VECTOR | RTR_FOUND_LEXICAL */
-    uint32_t vector_rank, lexical_rank;   /* 1-based on each side; 0: not found there */
-    float vector_score, lexical_score;    /* cosine similarity, BM25; NAN where not found */
+    unsigned found_by;              /* RTR_FOUND_VECTOR | RTR_FOUND_LEXICAL: which side found it */
+    uint32_t vector_rank, lexical_rank;   /* 1-based on each side; 0: not found there (hybrid: the rank
+                                           * among all candidates by that side's score; 0 where it is 0) */
+    float vector_score, lexical_score;    /* cosine similarity, BM25; NAN where not found (hybrid: both,
+                                           * every candidate scored by each side, the vector score in
+                                           * the full space of a projected embedder) */
 } rtr_hit;
 
 enum { RTR_FOUND_VECTOR = 1, RTR_FOUND_LEXICAL = 2 };
@@ -128,7 +131,8 @@ typedef struct rtr_nbrs {
  * embeddings; `retro train --retriever`): vector takes the k nearest in the
  * vector index. Lexical and hybrid rank each query chunk's text as
  * rtr_retriever_search ranks a one-chunk query in that mode (BM25; hybrid:
- * both sides as deep, fused by reciprocal rank) with the same exclusions, and
+ * both sides' candidates, each scored by both, fused by reciprocal rank;
+ * docs/search.md) with the same exclusions, and
  * keep the top k in that order; their dist is the squared L2 distance
  * between the query chunk's embedding and the neighbour's text embedded by
  * the knowledge base's embedder, so that a score (1 - dist / 2) means what

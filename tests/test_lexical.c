@@ -280,6 +280,177 @@ static void test_topk_is_exhaustive(void **state) {
     rtr_kb_close(kb);
 }
 
+/* Three documents without a word (their chunks have no length in the index). */
+static void add_texts_without_words(rtr_kb *kb) {
+    char *texts[3], names[3][32];
+    size_t lens[3];
+    for (int i = 0; i < 3; i++) {
+        texts[i] = rtr_malloc(64);
+        lens[i] = (size_t)sprintf(texts[i], "--- %.*s ---\n", i + 1, "***");
+        snprintf(names[i], sizeof names[i], "empty%d.txt", i);
+    }
+    ingest_texts(kb, texts, lens, names, 3);
+}
+
+/* Distinct words of a query (at most 64), each with its document frequency: the length of its own
+ * exhaustive ranking. */
+typedef struct qword {
+    char w[16];
+    size_t df;
+} qword;
+
+static int cmp_qword_df(const void *a, const void *b) {
+    const qword *x = a, *y = b;
+    return (x->df > y->df) - (x->df < y->df);
+}
+
+/* A prepared query answers as the one-call search does: rtr_lex_query_score gives every chunk (in any
+ * order, wordless and unindexed ones 0) its exhaustive score; RTR_LEX_EXACT is rtr_lex_search; and
+ * RTR_LEX_RARE is exactly the exhaustive ranking less the chunks that hold none of the query's rarest
+ * words (the rarest, then the next while their postings stay within RTR_LEX_RARE_POSTINGS, up to a
+ * quarter of the words), computed here from each word's own ranking; a query of fewer than
+ * RTR_LEX_RARE_MIN words ranks as EXACT; and a chunk's own words find it first in both. */
+static void test_prepared_query_rare_and_scores(void **state) {
+    (void)state;
+    rtr_kb *kb = new_kb();
+    add_zipf_docs(kb, 300, 5);
+    add_texts_without_words(kb);
+    rtr_lex_report rep;
+    assert_int_equal(rtr_lex_build(kb, 0, &rep), RTR_OK);
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    rtr_lex_state st;
+    assert_int_equal(rtr_lex_state_get(t, &st), RTR_OK);
+    uint64_t x = 11;
+    size_t rare_checked = 0, restricted = 0;
+    for (int qi = 0; qi < 80; qi++) {
+        char q[1024];
+        size_t len = 0;
+        qword qw[64];
+        size_t nw = 0;
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        int n = 1 + (int)((x >> 33) % 40);
+        for (int w = 0; w < n; w++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            int v = (int)((x >> 33) % ((x >> 20) & 1 ? 20 : 400));
+            len += (size_t)sprintf(q + len, "w%d ", v);
+            char word[16];
+            snprintf(word, sizeof word, "w%d", v);
+            size_t k = 0;
+            while (k < nw && strcmp(qw[k].w, word)) k++;
+            if (k == nw) snprintf(qw[nw++].w, sizeof qw[0].w, "%s", word);
+        }
+        rtr_lex_hit *all, *one;
+        size_t na, no;
+        assert_int_equal(rtr_lex_search(t, q, len, 8192, &all, &na), RTR_OK);
+        rtr_lex_query *lq;
+        assert_int_equal(rtr_lex_query_new(t, q, len, &lq), RTR_OK);
+        /* scores of every chunk id (and some past the index), in descending id order */
+        size_t nid = st.indexed_upto + 3;
+        uint64_t *ids = rtr_malloc(nid * sizeof *ids);
+        float *sc = rtr_malloc(nid * sizeof *sc);
+        for (size_t i = 0; i < nid; i++) ids[i] = nid - i;
+        assert_int_equal(rtr_lex_query_score(lq, ids, nid, sc), RTR_OK);
+        size_t nonzero = 0;
+        for (size_t i = 0; i < nid; i++) nonzero += sc[i] > 0;
+        assert_int_equal(nonzero, na);
+        for (size_t i = 0; i < na; i++) assert_true(sc[nid - all[i].chunk_id] == all[i].score);
+        /* EXACT is the one-call search */
+        assert_int_equal(rtr_lex_query_top(lq, 10, RTR_LEX_EXACT, &one, &no), RTR_OK);
+        assert_int_equal(no, na < 10 ? na : 10);
+        for (size_t i = 0; i < no; i++) assert_true(one[i].chunk_id == all[i].chunk_id && one[i].score == all[i].score);
+        rtr_free(one);
+        /* RARE: the words' frequencies, the rare ones, the chunks that hold one */
+        for (size_t k = 0; k < nw; k++) {
+            rtr_lex_hit *h;
+            assert_int_equal(rtr_lex_search(t, qw[k].w, strlen(qw[k].w), 8192, &h, &qw[k].df), RTR_OK);
+            rtr_free(h);
+        }
+        size_t present = 0;
+        for (size_t k = 0; k < nw; k++) present += qw[k].df > 0;
+        qsort(qw, nw, sizeof *qw, cmp_qword_df);
+        memmove(qw, qw + (nw - present), present * sizeof *qw);   /* the words the index holds, rarest first */
+        size_t most = present / 4 < RTR_LEX_RARE_TERMS ? present / 4 : RTR_LEX_RARE_TERMS, nr = 0, postings = 0;
+        while (nr < most && (!nr || postings + qw[nr].df <= RTR_LEX_RARE_POSTINGS)) postings += qw[nr++].df;
+        if (present >= RTR_LEX_RARE_MIN && nr < present && qw[nr - 1].df == qw[nr].df) {   /* a tie: which is rarer is not ours to say */
+            rtr_free(all), rtr_free(ids), rtr_free(sc), rtr_lex_query_free(lq);
+            continue;
+        }
+        uint8_t *holds = rtr_calloc(nid + 1, 1);
+        for (size_t k = 0; k < (present >= RTR_LEX_RARE_MIN ? nr : present); k++) {
+            rtr_lex_hit *h;
+            size_t nh;
+            assert_int_equal(rtr_lex_search(t, qw[k].w, strlen(qw[k].w), 8192, &h, &nh), RTR_OK);
+            for (size_t i = 0; i < nh; i++) holds[h[i].chunk_id] = 1;
+            rtr_free(h);
+        }
+        static const uint32_t depths[] = {1, 5, 20};
+        for (size_t di = 0; di < 3; di++) {
+            assert_int_equal(rtr_lex_query_top(lq, depths[di], RTR_LEX_RARE, &one, &no), RTR_OK);
+            size_t j = 0;
+            for (size_t i = 0; i < na && j < depths[di]; i++) {
+                if (!holds[all[i].chunk_id]) continue;
+                assert_true(j < no);
+                if (one[j].chunk_id != all[i].chunk_id || one[j].score != all[i].score)
+                    fail_msg("'%s' depth %u: rare rank %zu is chunk %llu (%.6f), expected %llu (%.6f)", q, depths[di], j,
+                             (unsigned long long)one[j].chunk_id, one[j].score, (unsigned long long)all[i].chunk_id,
+                             all[i].score);
+                j++;
+            }
+            assert_int_equal(no, j);
+            rare_checked += no;
+            rtr_free(one);
+        }
+        size_t held = 0;
+        for (size_t i = 0; i < na; i++) held += holds[all[i].chunk_id];
+        restricted += held < na;
+        rtr_free(holds);
+        rtr_free(all);
+        rtr_free(ids);
+        rtr_free(sc);
+        rtr_lex_query_free(lq);
+    }
+    print_message("RARE: %zu hits compared, %zu queries restricted to part of the ranking\n", rare_checked, restricted);
+    assert_true(rare_checked > 500);
+    assert_true(restricted > 10);   /* the restriction happened, not only queries that every chunk answers */
+    /* a chunk's own words (of a long chunk) find it first, in both ways */
+    int own = 0, first = 0;
+    for (uint64_t id = 1; id <= st.indexed_upto && own < 20; id += 7) {
+        rtr_chunk c;
+        if (rtr_store_get_chunk(t, id, &c) || c.n_tokens < 48) continue;
+        rtr_buf text = {0};
+        assert_int_equal(rtr_tokenizer_decode(g_tok, c.tokens, c.n_tokens, &text), RTR_OK);
+        rtr_lex_query *lq;
+        rtr_lex_hit *e, *r;
+        size_t ne, nr;
+        assert_int_equal(rtr_lex_query_new(t, (const char *)text.data, text.len, &lq), RTR_OK);
+        assert_int_equal(rtr_lex_query_top(lq, 3, RTR_LEX_EXACT, &e, &ne), RTR_OK);
+        assert_int_equal(rtr_lex_query_top(lq, 3, RTR_LEX_RARE, &r, &nr), RTR_OK);
+        assert_true(ne > 0 && nr > 0);
+        if (e[0].chunk_id == id) {   /* it holds every word of the query: it competes in RARE */
+            assert_true(r[0].chunk_id == id && e[0].score == r[0].score);
+            first++;
+        }
+        rtr_free(e);
+        rtr_free(r);
+        rtr_lex_query_free(lq);
+        rtr_buf_free(&text);
+        own++;
+    }
+    assert_int_equal(own, 20);
+    assert_true(first >= 15);
+    /* no words, no index: empty answers */
+    rtr_lex_query *lq;
+    rtr_lex_hit *h;
+    size_t nh;
+    assert_int_equal(rtr_lex_query_new(t, "!!! ---", 7, &lq), RTR_OK);
+    assert_int_equal(rtr_lex_query_top(lq, 5, RTR_LEX_RARE, &h, &nh), RTR_OK);
+    assert_int_equal(nh, 0);
+    rtr_lex_query_free(lq);
+    rtr_store_txn_end(t);
+    rtr_kb_close(kb);
+}
+
 /* Scores of a fixed query over every chunk, as the index gives them. */
 static size_t snapshot(rtr_kb *kb, rtr_lex_hit **h) {
     rtr_store_txn *t;
@@ -385,6 +556,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_words),
         cmocka_unit_test(test_bm25_against_naive),
+        cmocka_unit_test(test_prepared_query_rare_and_scores),
         cmocka_unit_test(test_topk_is_exhaustive),
         cmocka_unit_test(test_incremental_and_rebuild),
         cmocka_unit_test(test_corrupt_block),

@@ -12,6 +12,8 @@
 
 #include "index/build.h"
 #include "index/embed_hash.h"
+#include "index/embed_pca.h"
+#include "index/lexical.h"
 #include "index/ingest.h"
 #include "lib/alloc.h"
 #include "lib/status.h"
@@ -344,6 +346,15 @@ static void test_no_index_and_corrupt_index(void **state) {
 }
 
 
+/* Ingests the file or directory path into kb. */
+static void ingest_path(rtr_kb *kb, const char *path) {
+    const char *paths[] = {path};
+    rtr_ingest_opts io = {0};
+    rtr_ingest_report rep;
+    assert_int_equal(rtr_ingest(kb, paths, 1, &io, &rep), RTR_OK);
+    rtr_ingest_report_free(&rep);
+}
+
 /* A knowledge base g_parent/name over the folder g_parent/name-docs (*docs, rtr_free): a.txt (a 1961
  * speech), c.txt (a 1960 one) and, with a preface, b.txt: the preface, then a.txt's text. Ingested, not
  * built. */
@@ -370,11 +381,7 @@ static rtr_kb *speeches_kb(const char *name, const char *preface, char **docs) {
     }
     rtr_kb *kb;
     assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, rtr_kb_tokenizer(g_kb), NULL, &kb), RTR_OK);
-    const char *paths[] = {*docs};
-    rtr_ingest_opts io = {0};
-    rtr_ingest_report rep;
-    assert_int_equal(rtr_ingest(kb, paths, 1, &io, &rep), RTR_OK);
-    rtr_ingest_report_free(&rep);
+    ingest_path(kb, *docs);
     rtr_free(a);
     rtr_free(c);
     rtr_free(dir);
@@ -535,11 +542,7 @@ static void test_neighbours_by_retriever(void **state) {
     assert_int_equal(rtr_tokenizer_decode(rtr_kb_tokenizer(kb), (const uint32_t *)q, 64, &dup), RTR_OK);
     rtr_store_txn_end(t);
     tu_write(docs, "dup.txt", dup.data, dup.len);
-    const char *paths[] = {docs};
-    rtr_ingest_opts io = {0};
-    rtr_ingest_report rep;
-    assert_int_equal(rtr_ingest(kb, paths, 1, &io, &rep), RTR_OK);
-    rtr_ingest_report_free(&rep);
+    ingest_path(kb, docs);
     rtr_build_opts bo = {.no_lexical = 1};
     rtr_build_report br;
     assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
@@ -698,6 +701,105 @@ static void test_neighbours_filters_in_every_mode(void **state) {
     rtr_free(gone_path);
 }
 
+/* Every hybrid hit carries both sides' scores for the whole query, whichever side found it: its BM25
+ * score as the exhaustive lexical search gives it, and its vector score measured in the embedder's full
+ * space (the hash space under a projection); each side's rank orders those scores, and the fused score
+ * is the sum of 1 / (60 + rank) over the sides that rank it. On g_kb and on the same speeches under a
+ * 32-component projection. */
+static void check_hybrid_hits(rtr_kb *kb, const char *what) {
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(kb, NULL, &r), RTR_OK);
+    rtr_embedder *e = rtr_kb_vectors_embedder(rtr_retriever_vectors(r));
+    rtr_embedder *full = rtr_pca_embedder_inner(e) ? rtr_pca_embedder_inner(e) : e;
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    rtr_store_stats st;
+    assert_int_equal(rtr_store_get_stats(t, &st), RTR_OK);
+    size_t checked = 0, both = 0, lexical_only = 0;
+    for (int qi = 0; qi < 12; qi++) {
+        char q[1024];
+        size_t len = 0;
+        if (qi < 2) {
+            len = (size_t)snprintf(q, sizeof q, "%s", qi ? "the federal budget deficit" : "our armed forces abroad");
+        } else {   /* 30 words of a chunk, every fifth dropped */
+            rtr_chunk c;
+            assert_int_equal(rtr_store_get_chunk(t, 1 + (uint64_t)qi * st.n_chunks / 13, &c), RTR_OK);
+            rtr_buf text = {0};
+            assert_int_equal(rtr_tokenizer_decode(rtr_kb_tokenizer(kb), c.tokens, c.n_tokens, &text), RTR_OK);
+            rtr_buf_terminate(&text);
+            int w = 0;
+            for (char *tok = strtok((char *)text.data, " \n"); tok && w < 30; tok = strtok(NULL, " \n"), w++)
+                if (w % 5 != 4) len += (size_t)snprintf(q + len, sizeof q - len, "%s ", tok);
+            rtr_buf_free(&text);
+        }
+        rtr_search_opts so = {.mode = RTR_SEARCH_HYBRID};
+        rtr_hits h;
+        assert_int_equal(rtr_retriever_search(r, q, len, 10, &so, &h), RTR_OK);
+        assert_int_equal(h.query_chunks, 1);
+        assert_int_equal(h.n, 10);
+        rtr_lex_hit *all;
+        size_t na;
+        assert_int_equal(rtr_lex_search(t, q, len, 100000, &all, &na), RTR_OK);
+        float *v = malloc(2 * full->dim * sizeof *v);
+        for (size_t i = 0; i < h.n; i++) {
+            const rtr_hit *x = &h.items[i];
+            float bm25 = 0;
+            for (size_t j = 0; j < na; j++)
+                if (all[j].chunk_id == x->chunk_id) bm25 = all[j].score;
+            assert_true(x->lexical_score == bm25);
+            rtr_text texts[2] = {{q, len}, {x->text, strlen(x->text)}};
+            assert_int_equal(rtr_embedder_embed(full, texts, 2, v), RTR_OK);
+            float dot = 0;
+            for (uint32_t d = 0; d < full->dim; d++) dot += v[d] * v[full->dim + d];
+            assert_float_equal(x->vector_score, dot > 0 ? dot : 0, 1e-4);
+            float want = (x->vector_rank ? 1.0f / (60.0f + (float)x->vector_rank) : 0) +
+                         (x->lexical_rank ? 1.0f / (60.0f + (float)x->lexical_rank) : 0);
+            assert_float_equal(x->score, want, 1e-6);
+            assert_true(x->found_by != 0);
+            assert_true((x->vector_rank == 0) == (x->vector_score <= 0));
+            assert_true((x->lexical_rank == 0) == (x->lexical_score <= 0));
+            for (size_t j = 0; j < i; j++) {
+                const rtr_hit *y = &h.items[j];
+                assert_true(y->score >= x->score);
+                if (x->vector_rank && y->vector_rank)
+                    assert_true((x->vector_rank < y->vector_rank) == (x->vector_score > y->vector_score ||
+                                (x->vector_score == y->vector_score && x->chunk_id < y->chunk_id)));
+                if (x->lexical_rank && y->lexical_rank)
+                    assert_true((x->lexical_rank < y->lexical_rank) == (x->lexical_score > y->lexical_score ||
+                                (x->lexical_score == y->lexical_score && x->chunk_id < y->chunk_id)));
+            }
+            both += x->found_by == (RTR_FOUND_VECTOR | RTR_FOUND_LEXICAL);
+            lexical_only += x->found_by == RTR_FOUND_LEXICAL;
+            checked++;
+        }
+        free(v);
+        rtr_free(all);
+        rtr_hits_free(&h);
+    }
+    print_message("%s: %zu hybrid hits checked, %zu found by both sides, %zu by the words alone\n", what, checked,
+                  both, lexical_only);
+    assert_int_equal(checked, 120);
+    assert_true(both > 0);
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+}
+
+static void test_hybrid_scores_both_sides(void **state) {
+    (void)state;
+    check_hybrid_hits(g_kb, "hash vectors");
+    char *dir = rtr_path_join(g_parent, "projected");
+    rtr_kb *kb;
+    assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, rtr_kb_tokenizer(g_kb), NULL, &kb), RTR_OK);
+    ingest_path(kb, RETRO_SOURCE_DIR "/datasets/sotu");
+    rtr_build_opts bo = {.project = 32};
+    rtr_build_report br;
+    assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
+    assert_int_equal(br.dim, 32);
+    check_hybrid_hits(kb, "32 components");
+    rtr_kb_close(kb);
+    rtr_free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perturbed_chunk_recovery),
@@ -709,6 +811,7 @@ int main(void) {
         cmocka_unit_test(test_aligned_neighbours),
         cmocka_unit_test(test_neighbours_by_retriever),
         cmocka_unit_test(test_neighbours_filters_in_every_mode),
+        cmocka_unit_test(test_hybrid_scores_both_sides),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -36,6 +36,37 @@ static uint32_t rnd(uint32_t n) {
     return (uint32_t)(rng % n);
 }
 
+/* Rank-1 recovery of the perturbed chunks in each search mode (BENCH_ANN_MODES, default "vector lexical
+ * hybrid"): the first hit is the chunk the query was cut from or an exact copy of it (the same tokens);
+ * with each mode's latency (ms) of the whole query path. */
+static void recovery(rtr_retriever *r, rtr_store_txn *t, char **qtext, const size_t *qlen, const int64_t *qsrc,
+                     size_t nq, double *lat) {
+    const char *mode_name[] = {"", "vector", "lexical", "hybrid"};
+    const char *modes = getenv("BENCH_ANN_MODES");
+    for (int mode = RTR_SEARCH_VECTOR; mode <= RTR_SEARCH_HYBRID; mode++) {
+        if (modes && !strstr(modes, mode_name[mode])) continue;
+        if (rtr_retriever_mode_ready(r, mode, NULL)) continue;
+        rtr_search_opts so = {.mode = mode};
+        size_t hit1 = 0;
+        for (size_t i = 0; i < nq; i++) {
+            rtr_hits h;
+            double t0 = rtr_now();
+            if (rtr_retriever_search(r, qtext[i], qlen[i], K, &so, &h)) bench_die("bench_ann", "search mode");
+            lat[i] = (rtr_now() - t0) * 1e3;
+            if (h.n && h.items[0].chunk_id == (uint64_t)qsrc[i]) hit1++;
+            else if (h.n) {
+                rtr_chunk a, b;
+                hit1 += !rtr_store_get_chunk(t, h.items[0].chunk_id, &a) && !rtr_store_get_chunk(t, (uint64_t)qsrc[i], &b) &&
+                        a.n_tokens == b.n_tokens && !memcmp(a.tokens, b.tokens, a.n_tokens * sizeof *a.tokens);
+            }
+            rtr_hits_free(&h);
+        }
+        printf("%-7s mode: rank-1 recovery %.3f; p50 %.3f ms, p99 %.3f ms\n", mode_name[mode], (double)hit1 / (double)nq,
+               bench_pct(lat, nq, 0.5), bench_pct(lat, nq, 0.99));
+        fflush(stdout);
+    }
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         fprintf(stderr, "usage: bench_ann KB [QUERIES]\n");
@@ -45,7 +76,9 @@ int main(int argc, char **argv) {
     rtr_kb *kb;
     if (rtr_kb_open(argv[1], 0, NULL, NULL, &kb)) bench_die("bench_ann", "open");
     rtr_retriever *r;
-    if (rtr_retriever_open(kb, NULL, &r)) bench_die("bench_ann", "retriever");
+    rtr_retriever_opts ro = {0};
+    if (getenv("BENCH_ANN_NPROBE")) ro.nprobe = (uint32_t)atoi(getenv("BENCH_ANN_NPROBE"));   /* instead of the recorded */
+    if (rtr_retriever_open(kb, &ro, &r)) bench_die("bench_ann", "retriever");
     const rtr_kb_vectors *ix = rtr_retriever_vectors(r);
     rtr_embedder *e = rtr_kb_vectors_embedder(ix);
     uint32_t dim = e->dim;
@@ -81,6 +114,26 @@ int main(int argc, char **argv) {
         qtext[i] = (char *)o.data;
         qlen[i] = o.len;
         i++;
+    }
+    const char *texts = getenv("BENCH_ANN_TEXTS");
+    if (texts) {   /* the queries as JSON lines (id: the chunk each was cut from), for tests/bench/fts5_recovery.py */
+        FILE *f = fopen(texts, "w");
+        if (!f) bench_die("bench_ann", texts);
+        for (size_t i = 0; i < nq; i++) {
+            fprintf(f, "{\"id\":%" PRId64 ",\"query\":\"", qsrc[i]);
+            for (const unsigned char *c = (const unsigned char *)qtext[i]; *c; c++) {
+                if (*c == '"' || *c == '\\') fprintf(f, "\\%c", *c);
+                else if (*c < 0x20) fprintf(f, "\\u%04x", *c);
+                else fputc(*c, f);
+            }
+            fprintf(f, "\"}\n");
+        }
+        if (fclose(f)) bench_die("bench_ann", texts);
+    }
+    if (getenv("BENCH_ANN_RECOVERY_ONLY")) {   /* the recovery table alone: no exact index */
+        double *lat = malloc(nq * sizeof *lat);
+        recovery(r, t, qtext, qlen, qsrc, nq, lat);
+        return 0;
     }
     float *qv = malloc(nq * dim * sizeof *qv);
     rtr_text *qt = malloc(nq * sizeof *qt);
@@ -217,29 +270,7 @@ int main(int argc, char **argv) {
     printf("query path (text -> %d hits with sources): p50 %.3f ms, p99 %.3f ms; raw search p50 %.3f ms; "
            "overhead %.1f%%\n", K, f50, f99, r50, 100.0 * (f50 - r50) / r50);
 
-    /* rank-1 recovery of the perturbed chunks in each search mode: the first hit is the chunk the query
-     * was cut from or an exact copy of it (the same tokens); with each mode's latency */
-    const char *mode_name[] = {"", "vector", "lexical", "hybrid"};
-    for (int mode = RTR_SEARCH_VECTOR; mode <= RTR_SEARCH_HYBRID; mode++) {
-        if (rtr_retriever_mode_ready(r, mode, NULL)) continue;
-        rtr_search_opts so = {.mode = mode};
-        size_t hit1 = 0;
-        for (size_t i = 0; i < nq; i++) {
-            rtr_hits h;
-            t0 = rtr_now();
-            if (rtr_retriever_search(r, qtext[i], qlen[i], K, &so, &h)) bench_die("bench_ann", "search mode");
-            full[i] = (rtr_now() - t0) * 1e3;
-            if (h.n && h.items[0].chunk_id == (uint64_t)qsrc[i]) hit1++;
-            else if (h.n) {
-                rtr_chunk a, b;
-                hit1 += !rtr_store_get_chunk(t, h.items[0].chunk_id, &a) && !rtr_store_get_chunk(t, (uint64_t)qsrc[i], &b) &&
-                        a.n_tokens == b.n_tokens && !memcmp(a.tokens, b.tokens, a.n_tokens * sizeof *a.tokens);
-            }
-            rtr_hits_free(&h);
-        }
-        printf("%-7s mode: rank-1 recovery %.3f; p50 %.3f ms, p99 %.3f ms\n", mode_name[mode], (double)hit1 / (double)nq,
-               bench_pct(full, nq, 0.5), bench_pct(full, nq, 0.99));
-    }
+    recovery(r, t, qtext, qlen, qsrc, nq, full);
 
     /* other index types on the same vectors: bench_ann KB Q FACTORY:PARAM=v1,v2,... */
     for (int a = 3; a < argc; a++) {
