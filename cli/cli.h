@@ -8,6 +8,7 @@
 #ifndef RTR_CLI_H
 #define RTR_CLI_H
 
+#include <jansson.h>
 #include <stdio.h>
 
 #include "include/retro.h"
@@ -27,6 +28,9 @@ int cli_is_help(const char *arg);
 /* Loads a tokenizer from --tokenizer FILE or --gpt2 DIR (exactly one may be
  * given); with neither, retro_default_tokenizer(). */
 int cli_load_tokenizer(const char *file, const char *gpt2_dir, rtr_tokenizer **out);
+/* s (n bytes; invalid UTF-8, a piece of a character, replaced by U+FFFD) as a JSON string; NULL only
+ * when out of memory. */
+json_t *cli_json_text(const char *s, size_t n);
 /* Writes s (n bytes; invalid UTF-8 replaced) as a JSON string. */
 void cli_json_string(FILE *f, const char *s, size_t n);
 /* Parses a --min-score value (a score in [-1, 1]) into *out; -1 if it is not one. */

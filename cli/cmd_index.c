@@ -371,7 +371,7 @@ static int index_dump(int argc, char **argv) {
                               flags, &dir, set);
     if (done >= 0) return done;
     int tokens = !set[0], with_text = set[1];
-    rtr_buf raw = {0}, fixed = {0};
+    rtr_buf raw = {0};
     rtr_kb *kb;
     int rc = open_ro(dir, &kb);
     if (rc) return cli_fail(rc);
@@ -393,14 +393,15 @@ static int index_dump(int argc, char **argv) {
                 id = c.id;
                 json_t *j = chunk_json(&c, tokens);
                 if (with_text) {
-                    raw.len = fixed.len = 0;
+                    raw.len = 0;
+                    json_t *text = NULL;
                     if ((rc = rtr_tokenizer_decode(rtr_kb_tokenizer(kb), c.tokens, c.n_tokens, &raw)) ||
-                        rtr_utf8_repair(raw.data, raw.len, &fixed) < 0) {
+                        !(text = cli_json_text((const char *)raw.data, raw.len))) {
                         json_decref(j);
                         rc = rc ? rc : RTR_E_NOMEM;
                         break;
                     }
-                    json_object_set_new(j, "text", json_stringn(fixed.data ? (const char *)fixed.data : "", fixed.len));
+                    json_object_set_new(j, "text", text);
                 }
                 json_dumpf(j, stdout, JSON_COMPACT | JSON_PRESERVE_ORDER);
                 putchar('\n');
@@ -411,7 +412,6 @@ static int index_dump(int argc, char **argv) {
         rtr_store_txn_end(t);
     }
     rtr_buf_free(&raw);
-    rtr_buf_free(&fixed);
     rtr_kb_close(kb);
     return rc ? cli_fail(rc) : CLI_OK;
 }

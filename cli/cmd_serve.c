@@ -26,7 +26,6 @@
 #include "lib/buf.h"
 #include "lib/status.h"
 #include "lib/threads.h"
-#include "lib/utf8.h"
 
 static const char serve_usage[] =
     "usage: retro serve --kb KB [--model DIR] [options]\n"
@@ -367,13 +366,11 @@ static json_t *token_text(server *s, int32_t tok, json_t **bytes) {
     char *t = NULL;
     size_t n = 0;
     if (retro_detokenize(s->model, &tok, 1, &t, &n)) return json_string("");
-    rtr_buf fixed = {0};
-    json_t *j = rtr_utf8_repair((const uint8_t *)t, n, &fixed) >= 0 ? json_stringn((const char *)fixed.data, fixed.len) : NULL;
+    json_t *j = cli_json_text(t, n);
     if (bytes) {
         *bytes = json_array();
         for (size_t i = 0; i < n; i++) json_array_append_new(*bytes, json_integer((unsigned char)t[i]));
     }
-    rtr_buf_free(&fixed);
     retro_free(t);
     return j ? j : json_string("");
 }

@@ -61,13 +61,19 @@ int cli_load_tokenizer(const char *file, const char *gpt2_dir, rtr_tokenizer **o
     return rtr_tokenizer_load(file ? file : retro_default_tokenizer(), out);
 }
 
-void cli_json_string(FILE *f, const char *s, size_t n) {
+json_t *cli_json_text(const char *s, size_t n) {
     rtr_buf fixed = {0};
-    rtr_utf8_repair((const uint8_t *)s, n, &fixed);
-    json_t *j = json_stringn(fixed.data ? (const char *)fixed.data : "", fixed.len);
-    json_dumpf(j, f, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
-    json_decref(j);
+    json_t *j = rtr_utf8_repair((const uint8_t *)s, n, &fixed) >= 0
+                    ? json_stringn(fixed.data ? (const char *)fixed.data : "", fixed.len)
+                    : NULL;
     rtr_buf_free(&fixed);
+    return j;
+}
+
+void cli_json_string(FILE *f, const char *s, size_t n) {
+    json_t *j = cli_json_text(s, n);
+    json_dumpf(j ? j : json_string(""), f, JSON_ENCODE_ANY | JSON_ENSURE_ASCII);
+    json_decref(j);
 }
 
 int cli_parse_min_score(const char *s, float *out) {

@@ -377,7 +377,7 @@ static int flat_arrays(FaissIndex *ix, uint32_t dim, const float **xb, const idx
 }
 
 #ifdef RTR_SIMD
-static float l2sq(const float *a, const float *b, uint32_t n) {
+float rtr_l2sq(const float *a, const float *b, uint32_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     uint32_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -391,7 +391,7 @@ static float l2sq(const float *a, const float *b, uint32_t n) {
     return s;
 }
 #else
-static float l2sq(const float *a, const float *b, uint32_t n) {
+float rtr_l2sq(const float *a, const float *b, uint32_t n) {
     float s = 0;
     for (uint32_t i = 0; i < n; i++) s += (a[i] - b[i]) * (a[i] - b[i]);
     return s;
@@ -429,7 +429,7 @@ static int exact_range(const vec_src *src, const idx_t *ids, size_t lo, size_t h
         size_t m = hi - b < READ_BLOCK ? hi - b : READ_BLOCK;
         const float *x = src_vectors(src, b, m, dim, buf);
         if (!x) return -1;
-        for (size_t j = 0; j < m; j++) rtr_topk_put(d, l, k, l2sq(q, x + j * dim, dim), ids[b + j]);
+        for (size_t j = 0; j < m; j++) rtr_topk_put(d, l, k, rtr_l2sq(q, x + j * dim, dim), ids[b + j]);
     }
     return 0;
 }
@@ -490,7 +490,7 @@ static int flat_search(const vec_src *src, const idx_t *ids, size_t n, uint32_t 
                 continue;
             }
             const float *x = src_vectors(src, (size_t)tl[j], 1, dim, tb);
-            if (x) rtr_topk_put(d, l, k, l2sq(qi, x, dim), ids[tl[j]]);
+            if (x) rtr_topk_put(d, l, k, rtr_l2sq(qi, x, dim), ids[tl[j]]);
             else failed = 1;
         }
         if (failed) rc = rtr_seterr(RTR_E_IO, "search: cannot read a shard's vectors");

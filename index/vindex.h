@@ -69,6 +69,8 @@ int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value);
  * shards of every size; -1 (the default) = RTR_VINDEX_RERANK from SQ4_MIN. */
 #define RTR_VINDEX_RERANK 128
 #define RTR_VINDEX_MAX_RERANK 4096
+/* The squared L2 distance of two n-float vectors (AVX2 where built for it), as exact search measures it. */
+float rtr_l2sq(const float *a, const float *b, uint32_t n);
 int rtr_vindex_set_rerank(rtr_vindex *v, int rerank);
 int rtr_vindex_rerank(const rtr_vindex *v);
 

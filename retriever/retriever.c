@@ -148,8 +148,8 @@ static int embed_texts(rtr_retriever *r, rtr_embedder *e, const rtr_text *texts,
 
 /* The texts of n token runs (run i: tok[i], len[i] tokens) into text (emptied first) and texts (n,
  * pointing into text), and their embeddings q (n x e->dim) by e. */
-static int decode_embed_with(rtr_retriever *r, rtr_embedder *e, const uint32_t *const *tok, const uint32_t *len,
-                             size_t n, rtr_buf *text, rtr_text *texts, float *q) {
+static int decode_embed(rtr_retriever *r, rtr_embedder *e, const uint32_t *const *tok, const uint32_t *len, size_t n,
+                        rtr_buf *text, rtr_text *texts, float *q) {
     const rtr_tokenizer *tk = rtr_kb_tokenizer(r->kb);
     text->len = 0;
     for (size_t i = 0; i < n; i++) {
@@ -160,12 +160,6 @@ static int decode_embed_with(rtr_retriever *r, rtr_embedder *e, const uint32_t *
     }
     for (size_t i = 0, at = 0; i < n; at += texts[i++].len) texts[i].data = (const char *)text->data + at;
     return embed_texts(r, e, texts, n, q);
-}
-
-/* The same with the knowledge base's embedder (the vectors the index holds). */
-static int decode_embed(rtr_retriever *r, const uint32_t *const *tok, const uint32_t *len, size_t n, rtr_buf *text,
-                        rtr_text *texts, float *q) {
-    return decode_embed_with(r, r->embedder, tok, len, n, text, texts, q);
 }
 
 /* The embedder that hybrid search measures its candidates with: the full space that a projection (pca)
@@ -411,14 +405,11 @@ static int vector_scores(const query_ctx *qc, const uint64_t *ids, size_t n, flo
     int rc = run && len && texts && v && c ? RTR_OK : RTR_E_NOMEM;
     for (size_t i = 0; i < n && !rc; i++)
         if (!(rc = rtr_store_get_chunk(qc->t, ids[i], &c[i]))) run[i] = c[i].tokens, len[i] = c[i].n_tokens;
-    if (!rc && n) rc = decode_embed_with(qc->r, e, run, len, n, &text, texts, v);
+    if (!rc && n) rc = decode_embed(qc->r, e, run, len, n, &text, texts, v);
     for (size_t i = 0; i < n && !rc; i++) {
         float s = 0;
         for (size_t j = 0; j < qc->nq; j++) {
-            const float *a = qc->qf + j * dim, *b = v + i * dim;
-            float d = 0;
-            for (uint32_t x = 0; x < dim; x++) d += (a[x] - b[x]) * (a[x] - b[x]);
-            float sim = 1.0f - d / 2.0f;
+            float sim = 1.0f - rtr_l2sq(qc->qf + j * dim, v + i * dim, dim) / 2.0f;
             if (sim > 0) s += sim * (qc->qw ? qc->qw[j] : 1.0f / (float)qc->nq);
         }
         out[i] = s;
@@ -667,7 +658,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
             run[c] = ids.data + lo;
             run_len[c] = (uint32_t)(ids.len - lo < RTR_CHUNK_TOKENS ? ids.len - lo : RTR_CHUNK_TOKENS);
         }
-        if (!rc) rc = decode_embed(r, run, run_len, nq, &text, texts, q);
+        if (!rc) rc = decode_embed(r, r->embedder, run, run_len, nq, &text, texts, q);
         if (!rc) query_chunk_weights(texts, nq, qw);
         if (!rc) rc = search_filtered(r, t, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
     }
@@ -824,13 +815,8 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_
         }
         rtr_free(h);
     }
-    if (!rc && np) rc = decode_embed(r, run, len, np, &text, texts, v);
-    for (size_t p = 0; !rc && p < np; p++) {
-        const float *a = q + pair[p] / k * dim, *b = v + p * dim;
-        float s = 0;
-        for (uint32_t c = 0; c < dim; c++) s += (a[c] - b[c]) * (a[c] - b[c]);
-        dist[pair[p]] = s;
-    }
+    if (!rc && np) rc = decode_embed(r, r->embedder, run, len, np, &text, texts, v);
+    for (size_t p = 0; !rc && p < np; p++) dist[pair[p]] = rtr_l2sq(q + pair[p] / k * dim, v + p * dim, dim);
     rtr_buf_free(&text);
     rtr_free(run);
     rtr_free(len);
@@ -879,7 +865,7 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
             run[i] = (const uint32_t *)qc;   /* the tokens before the first -1 */
             if (nt[i] == 0) rc = rtr_seterr(RTR_E_INVALID, "query chunk %zu has no tokens", lo + i);
         }
-        if (rc || (rc = decode_embed(r, run, nt, m, &text, texts, q))) break;
+        if (rc || (rc = decode_embed(r, r->embedder, run, nt, m, &text, texts, q))) break;
         int64_t *ids = out->ids + lo * k;
         float *dist = out->dist ? out->dist + lo * k : d;
         const uint64_t *self = o->self_doc ? o->self_doc + lo : NULL;
