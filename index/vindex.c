@@ -71,6 +71,9 @@ struct rtr_vindex {
     rtr_sq4 **sq;          /* per shard: its 4-bit codes (built when first searched, or mapped) */
     uint64_t *gen, *sq_gen;   /* per shard: changes made; the change the codes were built at */
     int read_only;         /* inverted lists mapped from their files (FAISS's OnDiskInvertedLists) */
+    rtr_faiss_codes *codes;    /* every shard's batch codes (rtr_vindex_batch_prepare), or NULL */
+    uint64_t *codes_gen;       /* per shard: the change they were made at */
+    uint32_t batch_nprobe;     /* lists a batch search of the codes probes; 0: rtr_vindex_batch_nprobe's default */
 };
 
 static int is_mapped(const rtr_vindex *v, uint32_t s) { return v->mapped && v->mapped[s].fd >= 0; }
@@ -223,11 +226,13 @@ static rtr_vindex *alloc_vindex(uint32_t n_shards, uint32_t dim, const char *fac
     v->sq = rtr_calloc(n_shards, sizeof *v->sq);
     v->gen = rtr_calloc(n_shards, sizeof *v->gen);
     v->sq_gen = rtr_calloc(n_shards, sizeof *v->sq_gen);
-    if (!v->shards || !v->sq || !v->gen || !v->sq_gen) {
+    v->codes_gen = rtr_calloc(n_shards, sizeof *v->codes_gen);
+    if (!v->shards || !v->sq || !v->gen || !v->sq_gen || !v->codes_gen) {
         rtr_free(v->shards);
         rtr_free(v->sq);
         rtr_free(v->gen);
         rtr_free(v->sq_gen);
+        rtr_free(v->codes_gen);
         rtr_free(v);
         return NULL;
     }
@@ -282,6 +287,8 @@ void rtr_vindex_free(rtr_vindex *v) {
         rtr_sq4_free(v->sq[s]);
         if (is_mapped(v, s)) close(v->mapped[s].fd);
     }
+    rtr_faiss_codes_free(v->codes);
+    rtr_free(v->codes_gen);
     rtr_free(v->mapped);
     rtr_free(v->shards);
     rtr_free(v->sq);
@@ -319,6 +326,7 @@ int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe) {
         if (rc) return rc;
     }
     v->nprobe = nprobe;
+    if (v->codes) rtr_faiss_codes_set_nprobe(v->codes, rtr_vindex_batch_nprobe(v));
     return RTR_OK;
 }
 
@@ -543,8 +551,24 @@ static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float 
     return faiss_Index_search(v->shards[s], (idx_t)nq, q, k, dist, lab) ? faiss_err("search") : RTR_OK;
 }
 
-int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
+/* 1 when the batch codes are current: made, and no shard changed since. */
+static int codes_current(const rtr_vindex *v) {
+    if (!v->codes) return 0;
+    for (uint32_t s = 0; s < v->n_shards; s++)
+        if (v->codes_gen[s] != v->gen[s]) return 0;
+    return 1;
+}
+
+/* Every shard searched (batch: through its codes), the results merged. */
+static int search_shards(const rtr_vindex *v, int batch, size_t nq, const float *q, uint32_t k, float *dist,
+                         int64_t *ids) {
     if (k == 0 || nq == 0) return RTR_OK;
+    if (batch && codes_current(v)) {   /* all shards at once */
+        char why[256];
+        if (rtr_faiss_codes_search(v->codes, nq, q, RTR_VINDEX_BATCH_RERANK, k, dist, ids, why, sizeof why))
+            return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "batch search: %s", why);
+        return RTR_OK;
+    }
     uint32_t S = v->n_shards;
     if (S == 1) return shard_search(v, 0, nq, q, k, dist, (idx_t *)ids);
     float *sd = rtr_malloc((size_t)S * nq * k * sizeof *sd);
@@ -593,6 +617,50 @@ int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k
     rtr_free(sd);
     rtr_free(si);
     return rc;
+}
+
+int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
+    return search_shards(v, 0, nq, q, k, dist, ids);
+}
+
+int rtr_vindex_search_batch(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
+    return search_shards(v, 1, nq, q, k, dist, ids);
+}
+
+uint32_t rtr_vindex_batch_nprobe(const rtr_vindex *v) {
+    if (!v->nlist) return 0;
+    if (v->batch_nprobe) return v->batch_nprobe;
+    uint32_t floor = v->nprobe < 64 ? v->nprobe : 64;   /* a small nprobe is cheap through the codes */
+    return v->nprobe / 4 > floor ? v->nprobe / 4 : floor ? floor : 1;
+}
+
+int rtr_vindex_set_batch_nprobe(rtr_vindex *v, uint32_t nprobe) {
+    if (!v->nlist) return nprobe ? rtr_seterr(RTR_E_INVALID, "nprobe applies to IVF indexes only") : RTR_OK;
+    if (nprobe > v->nlist) return rtr_seterr(RTR_E_INVALID, "batch nprobe %u is more than the %u lists", nprobe, v->nlist);
+    v->batch_nprobe = nprobe;
+    if (v->codes) rtr_faiss_codes_set_nprobe(v->codes, rtr_vindex_batch_nprobe(v));
+    return RTR_OK;
+}
+
+uint64_t rtr_vindex_batch_bytes(const rtr_vindex *v) { return codes_current(v) ? rtr_faiss_codes_bytes(v->codes) : 0; }
+
+int rtr_vindex_batch_prepare(rtr_vindex *v) {
+    if (!codes_current(v)) {
+        rtr_faiss_codes_free(v->codes);
+        v->codes = NULL;
+        for (uint32_t s = 0; s < v->n_shards; s++)
+            if (!v->shards[s]) goto done;   /* mapped flat shards: scanned through 4-bit codes already */
+        char why[256];
+        int made = rtr_faiss_codes_build(v->shards, v->n_shards, &v->codes, why, sizeof why);
+        if (made < 0)
+            return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "batch codes: %s", why);
+        if (made) {
+            memcpy(v->codes_gen, v->gen, v->n_shards * sizeof *v->gen);
+            rtr_faiss_codes_set_nprobe(v->codes, rtr_vindex_batch_nprobe(v));
+        }
+    }
+done:
+    return RTR_OK;
 }
 
 int rtr_vindex_remove(rtr_vindex *v, const int64_t *ids, size_t n, uint64_t *removed) {

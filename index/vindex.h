@@ -82,6 +82,26 @@ int rtr_vindex_add(rtr_vindex *v, size_t n, const float *x, const int64_t *ids, 
  * missing results have id -1 and distance +inf. */
 int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids);
 
+/* Batch search, for the neighbour lookups of training and evaluation (many
+ * queries at once): an inverted file of full vectors ("IVFn,Flat") scans
+ * every probed vector with a call of its own, a few hundred queries a second
+ * at 16 M vectors on two cores. rtr_vindex_batch_prepare makes each such
+ * shard's 4-bit fast-scan codes in one index (index/faiss_ext.h; 24 bytes a vector at 32
+ * dimensions, in memory, about 7 s for 16 M vectors) when every shard is
+ * one, with the same centroids (as retro makes them); rtr_vindex_batch_bytes
+ * says how much memory current codes hold (0: none). rtr_vindex_search_batch then answers as rtr_vindex_search
+ * does, the candidates found through the codes in batch_nprobe lists (unless
+ * set, nprobe / 4 but at least nprobe or 64, whichever is smaller) and the
+ * RTR_VINDEX_BATCH_RERANK best re-ranked by the exact distance; a shard without current codes (none made, or changed since) is
+ * searched as rtr_vindex_search searches it. Figures: docs/benchmarks.md,
+ * "Batch neighbour lookup at a billion tokens". */
+#define RTR_VINDEX_BATCH_RERANK 64
+int rtr_vindex_batch_prepare(rtr_vindex *v);
+uint64_t rtr_vindex_batch_bytes(const rtr_vindex *v);
+int rtr_vindex_search_batch(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids);
+uint32_t rtr_vindex_batch_nprobe(const rtr_vindex *v);   /* 0 unless an inverted file */
+int rtr_vindex_set_batch_nprobe(rtr_vindex *v, uint32_t nprobe);   /* 0: the default; RTR_E_INVALID past nlist */
+
 /* The ids of shard's vectors, in the index's order: *ids (*n of them) is the
  * caller's. RTR_E_INVALID for an index type that keeps none, RTR_E_CORRUPT,
  * RTR_E_NOMEM. */

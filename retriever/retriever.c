@@ -24,6 +24,7 @@ struct rtr_retriever {
     rtr_vindex *vindex;       /* vec's, NULL until the first vector search loads it (vector_index) */
     uint32_t nprobe;          /* to set on vindex when loaded (0: as recorded) */
     int rerank;               /* likewise (0: automatic, < 0 exact) */
+    int32_t batch_nprobe;     /* likewise for batch lookups (0: the index's default, < 0: none) */
     int threads;
     int default_mode;         /* what RTR_SEARCH_DEFAULT means when the lexical index exists */
 };
@@ -37,6 +38,7 @@ static int vector_index(rtr_retriever *r, rtr_vindex **out) {
         rc = rtr_kb_vectors_search_index(r->vec, &vx);
         if (!rc && r->nprobe) rc = rtr_vindex_set_nprobe(vx, r->nprobe);
         if (!rc && r->rerank) rc = rtr_vindex_set_rerank(vx, r->rerank < 0 ? 0 : r->rerank);
+        if (!rc && r->batch_nprobe > 0) rc = rtr_vindex_set_batch_nprobe(vx, (uint32_t)r->batch_nprobe);
         if (!rc) r->vindex = vx;
     }
     *out = r->vindex;
@@ -61,6 +63,7 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
     json_decref(sm);
     r->nprobe = o ? o->nprobe : 0;
     r->rerank = o ? o->rerank : 0;
+    r->batch_nprobe = o ? o->batch_nprobe : 0;
     int rc = rtr_kb_vectors_open(kb, &r->vec);   /* the shards wait for the first vector search */
     if (!rc) {
         r->embedder = rtr_kb_vectors_embedder(r->vec);
@@ -181,7 +184,7 @@ static rtr_embedder *full_embedder(const rtr_retriever *r) {
 
 /* kept (nq x k, may be NULL) receives each accepted hit's chunk record, so
  * that callers need not read it again. */
-static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const float *q, uint32_t k,
+static int search_filtered(rtr_retriever *r, rtr_store_txn *t, int batch, size_t nq, const float *q, uint32_t k,
                            const uint64_t *self_doc, uint64_t exclude_doc, const uint64_t *ex, size_t n_ex,
                            int64_t *ids, float *dist, rtr_chunk *kept) {
     for (size_t i = 0; i < nq * k; i++) {
@@ -213,7 +216,7 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, size_t nq, const 
             sd = rtr_malloc(gn * kk * sizeof *sd);
             si = rtr_malloc(gn * kk * sizeof *si);
             if (!sd || !si) { rc = RTR_E_NOMEM; break; }
-            if ((rc = rtr_vindex_search(vx, gn, qq, (uint32_t)kk, sd, si))) break;
+            if ((rc = (batch ? rtr_vindex_search_batch : rtr_vindex_search)(vx, gn, qq, (uint32_t)kk, sd, si))) break;
             for (size_t j = 0; j < gn && !rc; j++) {
                 size_t qi = todo[g0 + j];
                 uint32_t have = 0;   /* rescan from the top: results are a superset */
@@ -660,7 +663,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
         }
         if (!rc) rc = decode_embed(r, r->embedder, run, run_len, nq, &text, texts, q);
         if (!rc) query_chunk_weights(texts, nq, qw);
-        if (!rc) rc = search_filtered(r, t, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
+        if (!rc) rc = search_filtered(r, t, 0, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
     }
     doc_filter f = {0, 0, ex, so->n_exclude};
     rtr_lex_query *lq = NULL;
@@ -771,7 +774,7 @@ static int put_neighbour(rtr_store_txn *t, const rtr_chunk *c, const int32_t *q,
  * once), outside its filter (self_doc[i] may be NULL, o's exclusions), its top k kept (ids, kept:
  * m x k, -1 past the end). dist (m x k) is the squared L2 distance between the query's embedding and
  * its neighbour's text embedded, as the vector side measures it; +inf where none. */
-static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_t m, uint32_t k, const float *q,
+static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, int batch, size_t m, uint32_t k, const float *q,
                              const rtr_text *qt, const uint64_t *self_doc, const rtr_nbr_opts *o, int64_t *ids,
                              float *dist, rtr_chunk *kept) {
     uint32_t depth = side_depth(mode, k), dim = r->dim;
@@ -787,7 +790,7 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_
     int rc = run && len && pair && texts && v && (mode != RTR_SEARCH_HYBRID || (vid && vd)) ? RTR_OK : RTR_E_NOMEM;
     float *qf = NULL;   /* hybrid: the queries in the full space */
     if (!rc && vid)
-        rc = search_filtered(r, t, m, q, depth, self_doc, o->exclude_doc, o->exclude, o->n_exclude, vid, vd, NULL);
+        rc = search_filtered(r, t, batch, m, q, depth, self_doc, o->exclude_doc, o->exclude, o->n_exclude, vid, vd, NULL);
     if (!rc && vid && full_embedder(r) != r->embedder) {
         if (!(qf = rtr_malloc(m * full_embedder(r)->dim * sizeof *qf))) rc = RTR_E_NOMEM;
         else rc = embed_texts(r, full_embedder(r), qt, m, qf);
@@ -831,6 +834,17 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, size_
 
 #define ROUND_PAIRS 16384   /* (query, neighbour) pairs a round of rtr_retriever_neighbours holds */
 
+/* The vector index's batch codes, made (or remade after a change) by the first batch lookup. */
+static int batch_codes(rtr_retriever *r) {
+    rtr_vindex *vx;
+    int rc = vector_index(r, &vx);
+    if (rc) return rc;
+    pthread_mutex_lock(&r->lock);
+    rc = rtr_vindex_batch_prepare(vx);
+    pthread_mutex_unlock(&r->lock);
+    return rc;
+}
+
 int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, const rtr_nbr_opts *o,
                              const rtr_nbrs *out) {
     uint32_t k = o->k;
@@ -857,6 +871,8 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
     if (!rc) rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
     if (!rc && mode != RTR_SEARCH_VECTOR && !has_lexical(t))
         rc = no_lexical(r, mode == RTR_SEARCH_LEXICAL ? "lexical neighbours" : "hybrid neighbours");
+    int batch = n >= RTR_NBR_BATCH && r->batch_nprobe >= 0 && mode != RTR_SEARCH_LEXICAL;
+    if (!rc && batch) rc = batch_codes(r);
     for (size_t lo = 0; lo < n && !rc; lo += B) {
         size_t m = n - lo < B ? n - lo : B;
         for (size_t i = 0; i < m && !rc; i++) {
@@ -870,9 +886,9 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
         float *dist = out->dist ? out->dist + lo * k : d;
         const uint64_t *self = o->self_doc ? o->self_doc + lo : NULL;
         if (mode == RTR_SEARCH_VECTOR)
-            rc = search_filtered(r, t, m, q, k, self, o->exclude_doc, o->exclude, o->n_exclude, ids, dist, kept);
+            rc = search_filtered(r, t, batch, m, q, k, self, o->exclude_doc, o->exclude, o->n_exclude, ids, dist, kept);
         else
-            rc = ranked_neighbours(r, t, mode, m, k, q, texts, self, o, ids, dist, kept);
+            rc = ranked_neighbours(r, t, mode, batch, m, k, q, texts, self, o, ids, dist, kept);
         if (rc) break;
         if (!out->tokens && !out->aligned && !out->shifts) continue;
         for (size_t i = 0; i < m * k && !rc; i++) {

@@ -35,6 +35,9 @@ typedef struct rtr_retriever_opts {
     int rerank;        /* flat indexes: candidates of the 4-bit scan re-ranked exactly
                         * (vindex.h); 0 = automatic, < 0 = exact search */
     int threads;       /* 0 = one per core */
+    int32_t batch_nprobe;   /* neighbour lookups of RTR_NBR_BATCH chunks or more: lists probed through the
+                             * batch codes (index/vindex.h); 0 = the index's default, < 0 = never through
+                             * batch codes (each lookup searched as a single query is) */
 } rtr_retriever_opts;
 
 int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **out);
@@ -151,6 +154,11 @@ typedef struct rtr_nbrs {
  * and longer than the longest run at d = 0. */
 int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, const rtr_nbr_opts *o,
                              const rtr_nbrs *out);
+/* A call of at least this many query chunks (training's and evaluation's) searches an inverted
+ * file of full vectors through its batch codes (rtr_vindex_search_batch), made by the first such
+ * call: at a billion tokens about 25 times the chunks a second of a search at the default nprobe,
+ * at recall@10 0.9 (docs/benchmarks.md). Smaller calls (generation's) search as single queries do. */
+#define RTR_NBR_BATCH 1024
 
 /* The alignment above for given neighbours: for each ids[i] (>= 0) of query
  * chunk i / k, tokens[i] (RTR_NBR_TOKENS) becomes its aligned neighbour and

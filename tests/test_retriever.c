@@ -17,6 +17,7 @@
 #include "index/ingest.h"
 #include "lib/alloc.h"
 #include "lib/status.h"
+#include "index/vindex.h"
 #include "retriever/retriever.h"
 #include "testutil.h"
 
@@ -800,6 +801,80 @@ static void test_hybrid_scores_both_sides(void **state) {
     rtr_free(dir);
 }
 
+/* Lookups of RTR_NBR_BATCH chunks or more search an inverted file through its batch codes: their
+ * neighbours are never from the query's own document, come in ascending distance, each distance that
+ * of the two texts embedded, and mostly agree with the single-query search's; fewer chunks search as
+ * single queries do, with the same answers as a retriever told never to use the codes. */
+static void test_batch_neighbours(void **state) {
+    (void)state;
+    char *dir = rtr_path_join(g_parent, "ivf");
+    rtr_kb *kb;
+    assert_int_equal(rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, rtr_kb_tokenizer(g_kb), NULL, &kb), RTR_OK);
+    ingest_path(kb, RETRO_SOURCE_DIR "/datasets/sotu");
+    rtr_build_opts bo = {.project = 32, .factory = "IVF64,Flat", .shards = 2, .nprobe = 16, .no_lexical = 1};
+    rtr_build_report br;
+    assert_int_equal(rtr_index_build(kb, &bo, &br), RTR_OK);
+    rtr_retriever *r, *plain;
+    assert_int_equal(rtr_retriever_open(kb, NULL, &r), RTR_OK);
+    assert_int_equal(rtr_retriever_open(kb, &(rtr_retriever_opts){.batch_nprobe = -1}, &plain), RTR_OK);
+    enum { N = RTR_NBR_BATCH + 200, K = 4 };
+    int32_t *q = malloc((size_t)N * RTR_CHUNK_TOKENS * sizeof *q);
+    uint64_t *self = malloc(N * sizeof *self), after = 0;
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(kb), &t), RTR_OK);
+    rtr_store_stats st;
+    assert_int_equal(rtr_store_get_stats(t, &st), RTR_OK);
+    uint64_t stride = st.n_chunks / N;
+    assert_true(stride >= 1);
+    rtr_chunk c;
+    for (size_t i = 0; i < N; i++) {   /* chunks spread over the speeches */
+        for (uint64_t skip = 0; skip < stride; skip++) {
+            assert_int_equal(rtr_store_next_chunk(t, after, &c), RTR_OK);
+            after = c.id;
+        }
+        chunk_query(t, c.id, q + i * RTR_CHUNK_TOKENS);
+        self[i] = c.doc_id;
+    }
+    int64_t *ib = malloc(N * K * sizeof *ib), *ip = malloc(N * K * sizeof *ip);
+    float *db = malloc(N * K * sizeof *db), *dp = malloc(N * K * sizeof *dp);
+    rtr_nbr_opts no = {.k = K, .self_doc = self};
+    assert_int_equal(rtr_retriever_neighbours(r, q, N, &no, &(rtr_nbrs){.ids = ib, .dist = db}), RTR_OK);
+    assert_int_equal(rtr_retriever_neighbours(plain, q, N, &no, &(rtr_nbrs){.ids = ip, .dist = dp}), RTR_OK);
+    size_t agree = 0;
+    for (size_t i = 0; i < N; i++)
+        for (int a = 0; a < K; a++) {
+            int64_t id = ib[i * K + a];
+            assert_true(id >= 0);
+            rtr_chunk n;
+            assert_int_equal(rtr_store_get_chunk(t, (uint64_t)id, &n), RTR_OK);
+            assert_true(n.doc_id != self[i]);
+            if (a) assert_true(db[i * K + a - 1] <= db[i * K + a]);
+            if (i % 50 == 0) {   /* the distance of the two texts embedded */
+                uint32_t nq = 0;
+                while (nq < RTR_CHUNK_TOKENS && q[i * RTR_CHUNK_TOKENS + nq] >= 0) nq++;
+                float e = embedding_distance(r, (const uint32_t *)q + i * RTR_CHUNK_TOKENS, nq, n.tokens, n.n_tokens);
+                assert_float_equal(db[i * K + a], e, 2e-3);
+            }
+            for (int b = 0; b < K; b++) agree += id == ip[i * K + b];
+        }
+    print_message("batch neighbours: %.3f of the single-query search's\n", (double)agree / (double)(N * K));
+    assert_true(agree >= (size_t)N * K * 8 / 10);
+    rtr_vindex *vx;
+    assert_int_equal(rtr_retriever_vindex(r, &vx), RTR_OK);
+    assert_true(rtr_vindex_batch_bytes(vx) > 0);   /* the codes were made and searched */
+    assert_int_equal(rtr_retriever_vindex(plain, &vx), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_bytes(vx), 0);
+    /* a small call searches as single queries do */
+    assert_int_equal(rtr_retriever_neighbours(r, q, 100, &no, &(rtr_nbrs){.ids = ib, .dist = db}), RTR_OK);
+    assert_memory_equal(ib, ip, 100 * K * sizeof *ib);
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+    rtr_retriever_close(plain);
+    rtr_kb_close(kb);
+    free(q); free(self); free(ib); free(ip); free(db); free(dp);
+    rtr_free(dir);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perturbed_chunk_recovery),
@@ -812,6 +887,7 @@ int main(void) {
         cmocka_unit_test(test_neighbours_by_retriever),
         cmocka_unit_test(test_neighbours_filters_in_every_mode),
         cmocka_unit_test(test_hybrid_scores_both_sides),
+        cmocka_unit_test(test_batch_neighbours),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -523,6 +523,109 @@ static void test_save_load_corrupt_and_remove(void **state) {
     free(dir); free(x); free(ids); free(shard);
 }
 
+/* Batch search through fast-scan codes (rtr_vindex_batch_prepare): before the codes it answers as
+ * rtr_vindex_search does; with them, every distance it gives is the exact distance of the vector it
+ * names (re-ranked), ascending, and recall stays near the plain search's, falling with the lists
+ * probed (the parameter reaches the codes); a mapped index makes the same codes; a change to a shard
+ * sends batch searches back to the plain search until the codes are made again; flat indexes have none. */
+static void test_batch_codes(void **state) {
+    (void)state;
+    const uint32_t d = 32, k = 10;
+    const size_t n = 24000, nq = 200;
+    float *x = clustered(n + 2000, d, 300), *q = clustered(nq, d, 300);
+    int64_t *ids = malloc((n + 2000) * sizeof *ids);
+    uint32_t *shard = malloc((n + 2000) * sizeof *shard);
+    for (size_t i = 0; i < n + 2000; i++) { ids[i] = (int64_t)i + 1; shard[i] = (uint32_t)(i % 2); }
+    rtr_vindex_plan p;
+    assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", n, d, 2, &p), RTR_OK);
+    rtr_vindex *v;
+    assert_int_equal(rtr_vindex_create(&p, d, 2, x, n, &v), RTR_OK);
+    assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
+    assert_int_equal(rtr_vindex_set_nprobe(v, 16), RTR_OK);
+    float *da = malloc(nq * k * sizeof *da), *db = malloc(nq * k * sizeof *db), bd[10];
+    int64_t *ia = malloc(nq * k * sizeof *ia), *ib = malloc(nq * k * sizeof *ib), want[10];
+    assert_int_equal(rtr_vindex_search(v, nq, q, k, da, ia), RTR_OK);
+    assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);   /* no codes yet */
+    assert_memory_equal(ia, ib, nq * k * sizeof *ia);
+    assert_int_equal(rtr_vindex_batch_bytes(v), 0);
+    assert_int_equal(rtr_vindex_batch_prepare(v), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_bytes(v), n * (16 + 8));   /* 32 4-bit codes and an id a vector */
+    assert_int_equal(rtr_vindex_batch_nprobe(v), 16);   /* nprobe / 4, at least nprobe or 64 */
+    size_t hit_plain = 0, hit_batch = 0;
+    assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
+    for (size_t i = 0; i < nq; i++) {
+        brute(x, ids, n, d, q + i * d, k, want, bd);
+        for (uint32_t a = 0; a < k; a++) {
+            int64_t id = ib[i * k + a];
+            assert_true(id >= 1 && id <= (int64_t)n);
+            float e = 0;
+            for (uint32_t j = 0; j < d; j++) {
+                float t = q[i * d + j] - x[(size_t)(id - 1) * d + j];
+                e += t * t;
+            }
+            assert_float_equal(db[i * k + a], e, 1e-5);   /* re-ranked: the exact distance */
+            if (a) assert_true(db[i * k + a - 1] <= db[i * k + a]);
+            for (uint32_t b = 0; b < a; b++) assert_true(ib[i * k + b] != id);
+            for (uint32_t b = 0; b < k; b++) {
+                hit_batch += id == want[b];
+                hit_plain += ia[i * k + a] == want[b];
+            }
+        }
+    }
+    print_message("recall@10: plain %.3f, batch codes %.3f\n", (double)hit_plain / (double)(nq * k),
+                  (double)hit_batch / (double)(nq * k));
+    assert_true(hit_batch >= nq * k * 9 / 10);
+    assert_true(hit_batch + nq * k / 20 >= hit_plain);
+    assert_int_equal(rtr_vindex_set_batch_nprobe(v, 1), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_nprobe(v), 1);
+    assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
+    size_t hit_one = 0;
+    for (size_t i = 0; i < nq; i++) {
+        brute(x, ids, n, d, q + i * d, k, want, bd);
+        for (uint32_t a = 0; a < k; a++)
+            for (uint32_t b = 0; b < k; b++) hit_one += ib[i * k + a] == want[b];
+    }
+    assert_true(hit_one < hit_batch);
+    assert_int_equal(rtr_vindex_set_batch_nprobe(v, 65), RTR_E_INVALID);   /* past the 64 lists */
+    assert_int_equal(rtr_vindex_set_batch_nprobe(v, 0), RTR_OK);
+    assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
+    /* the index mapped from its files makes the same codes */
+    char *dir = tu_tmpdir("vindex_batch");
+    rtr_vindex_file files[2];
+    assert_int_equal(rtr_vindex_save(v, dir, "g1", files, NULL), RTR_OK);
+    rtr_vindex *m;
+    assert_int_equal(open_ivf(dir, files, 1, "IVF64,Flat", &m), RTR_OK);
+    assert_int_equal(rtr_vindex_set_nprobe(m, 16), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_prepare(m), RTR_OK);
+    assert_int_equal(rtr_vindex_search_batch(m, nq, q, k, da, ia), RTR_OK);
+    assert_memory_equal(ia, ib, nq * k * sizeof *ia);
+    assert_memory_equal(da, db, nq * k * sizeof *da);
+    rtr_vindex_free(m);
+    /* a change: batch searches are plain ones until the codes are made again */
+    assert_int_equal(rtr_vindex_add(v, 2000, x + n * d, ids + n, shard + n), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_bytes(v), 0);
+    assert_int_equal(rtr_vindex_search(v, nq, q, k, da, ia), RTR_OK);
+    assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
+    assert_memory_equal(ia, ib, nq * k * sizeof *ia);
+    assert_int_equal(rtr_vindex_batch_prepare(v), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_bytes(v), (n + 2000) * (16 + 8));
+    rtr_vindex_free(v);
+    /* a flat index has no batch codes */
+    assert_int_equal(rtr_vindex_plan_factory("Flat", n, d, 1, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_create(&p, d, 1, NULL, 0, &v), RTR_OK);
+    assert_int_equal(rtr_vindex_add(v, 3000, x, ids, (uint32_t[3000]){0}), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_prepare(v), RTR_OK);
+    assert_int_equal(rtr_vindex_batch_bytes(v), 0);
+    assert_int_equal(rtr_vindex_batch_nprobe(v), 0);
+    assert_int_equal(rtr_vindex_search(v, nq, q, k, da, ia), RTR_OK);
+    assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
+    assert_memory_equal(ia, ib, nq * k * sizeof *ia);
+    rtr_vindex_free(v);
+    rtr_vindex_file_names_free(files, 2);
+    rtr_rmtree(dir);
+    free(dir); free(x); free(q); free(ids); free(shard); free(da); free(db); free(ia); free(ib);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_exact_equals_brute_force_sharded),
@@ -532,6 +635,7 @@ int main(void) {
         cmocka_unit_test(test_ivf_mapped),
         cmocka_unit_test(test_save_load_corrupt_and_remove),
         cmocka_unit_test(test_mapped_equals_loaded),
+        cmocka_unit_test(test_batch_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
