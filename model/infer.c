@@ -242,16 +242,38 @@ static void step_rows_on(rtr_session *const *ss, const int32_t *t, const int32_t
     }
 }
 
+/* The rows from row lo of r (c's sizes). */
+static rows rows_from(const rows *r, int lo, const rtr_model_config *c) {
+    size_t C = (size_t)c->C, F = (size_t)c->F, V = (size_t)c->V, i = (size_t)lo;
+    return (rows){r->x + i * C, r->a + i * C, r->q + i * C, r->k + i * C, r->v + i * C, r->y + i * C,
+                  r->o + i * C, r->h + i * F, r->hg + i * F, r->logits + i * V, r->rstd + i};
+}
+
 /* A step of one token runs on the calling thread alone: its products and per-head attention are too
  * small for a team (measured: one thread decodes as fast as two on an idle machine, and two collapse
  * to a few percent of that when another process shares the cores, their barriers spinning against
- * it). Rows of several streams keep the threads. */
+ * it). Rows of several streams are split between the threads, each taking its share of the rows
+ * through the whole step on its own (its products single-threaded): the products of a share still
+ * read each weight once for all its rows, and the threads meet once a step instead of at every
+ * product and attention (docs/benchmarks.md, "retro serve under load"). */
 static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *const *nbr, int n, const rows *r,
                       int want_logits) {
-    int alone = n == 1 && !omp_in_parallel(), saved = omp_get_max_threads();
+    int nt = omp_get_max_threads();
+    if (n > 1 && nt > 1 && !omp_in_parallel()) {
+        int groups = n < nt ? n : nt, saved = rtr_blas_single_begin();
+#pragma omp parallel num_threads(groups)
+        {
+            int g = omp_get_thread_num(), G = omp_get_num_threads(), lo = n * g / G, hi = n * (g + 1) / G;
+            rows share = rows_from(r, lo, ss[0]->c);
+            if (hi > lo) step_rows_on(ss + lo, t + lo, nbr + lo, hi - lo, &share, want_logits);
+        }
+        rtr_blas_single_end(saved);
+        return;
+    }
+    int alone = n == 1 && !omp_in_parallel();
     if (alone) omp_set_num_threads(1);
     step_rows_on(ss, t, nbr, n, r, want_logits);
-    if (alone) omp_set_num_threads(saved);
+    if (alone) omp_set_num_threads(nt);
 }
 
 static void step(rtr_session *s, int32_t t, const int32_t *nbr, int want_logits) {

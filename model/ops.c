@@ -26,14 +26,14 @@ int openblas_get_num_threads(void);
 void openblas_set_num_threads(int n);
 
 /* before a parallel region whose threads call BLAS: returns the count to restore, or 0 */
-static int blas_single_begin(void) {
+int rtr_blas_single_begin(void) {
     if (openblas_get_parallel() != 1) return 0;
     int n = openblas_get_num_threads();
     if (n <= 1) return 0;
     openblas_set_num_threads(1);
     return n;
 }
-static void blas_single_end(int saved) {
+void rtr_blas_single_end(int saved) {
     if (saved > 1) openblas_set_num_threads(saved);
 }
 
@@ -84,6 +84,62 @@ static float dot8(const float *a, const float *b, int n) {
 }
 #endif
 
+/* The dot products of 4 rows of A (lda apart) with b (n floats each) into out[0..3]: b read once for
+ * the four (decoding a few streams together, where BLAS would copy all of B into its own layout at
+ * every call, which costs more than the products). */
+#ifdef RTR_SIMD
+static void dot4rows(const float *A, int lda, const float *b, int n, float *out) {
+    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * (int64_t)lda, *a3 = A + 3 * (int64_t)lda;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 bv = _mm256_loadu_ps(b + i);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + i), bv, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + i), bv, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + i), bv, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + i), bv, s3);
+    }
+    out[0] = rtr_hsum8(s0);
+    out[1] = rtr_hsum8(s1);
+    out[2] = rtr_hsum8(s2);
+    out[3] = rtr_hsum8(s3);
+    for (; i < n; i++) {
+        out[0] += a0[i] * b[i];
+        out[1] += a1[i] * b[i];
+        out[2] += a2[i] * b[i];
+        out[3] += a3[i] * b[i];
+    }
+}
+#else
+static void dot4rows(const float *A, int lda, const float *b, int n, float *out) {
+    for (int r = 0; r < 4; r++) out[r] = dot8(A + r * (int64_t)lda, b, n);
+}
+#endif
+
+/* C (M, N) = A (M, K) B^T + beta C for a few rows (M <= SMALL_M), B (N, K): each row of B read once
+ * for every four rows of A. */
+#define SMALL_M 16
+static void matrows(const float *A, int lda, int M, const float *B, int ldb, int N, int K, float beta, float *Cm,
+                    int ldc) {
+#pragma omp parallel for if ((int64_t)N * K * M > (1 << 18) && !omp_in_parallel())
+    for (int j = 0; j < N; j++) {
+        const float *bj = B + (int64_t)j * ldb;
+        float d[4];
+        int m = 0;
+        for (; m + 4 <= M; m += 4) {
+            dot4rows(A + (int64_t)m * lda, lda, bj, K, d);
+            for (int r = 0; r < 4; r++) {
+                float *c = Cm + (int64_t)(m + r) * ldc + j;
+                *c = beta == 0 ? d[r] : beta * *c + d[r];
+            }
+        }
+        for (; m < M; m++) {
+            float x = dot8(A + (int64_t)m * lda, bj, K), *c = Cm + (int64_t)m * ldc + j;
+            *c = beta == 0 ? x : beta * *c + x;
+        }
+    }
+}
+
 /* c (N) = a (K) op(B) + beta c: one row (decoding a single token), where a
  * BLAS call costs more in set-up than in arithmetic. tb: B is (N, K), else
  * (K, N). */
@@ -118,17 +174,21 @@ static void sgemm_par(int ta, int tb, int M, int N, int K, float alpha, const fl
         matvec(A, B, ldb, tb, N, K, beta, Cm);
         return;
     }
-    int nt = omp_get_max_threads();
-    if (nt <= 1 || omp_in_parallel()) {   /* one thread asked for: BLAS's own threads too */
-        int saved = nt <= 1 ? blas_single_begin() : 0;
-        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
-        blas_single_end(saved);
+    if (M <= SMALL_M && !ta && tb && alpha == 1.0f) {
+        matrows(A, lda, M, B, ldb, N, K, beta, Cm, ldc);
         return;
     }
-    int saved = blas_single_begin();
+    int nt = omp_get_max_threads();
+    if (nt <= 1 || omp_in_parallel()) {   /* one thread asked for: BLAS's own threads too */
+        int saved = nt <= 1 ? rtr_blas_single_begin() : 0;
+        cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
+        rtr_blas_single_end(saved);
+        return;
+    }
+    int saved = rtr_blas_single_begin();
     if ((int64_t)M * N * K < MM_PAR_WORK) {   /* small: on this thread alone */
         cblas_sgemm(CblasRowMajor, TA, TB, M, N, K, alpha, A, lda, B, ldb, beta, Cm, ldc);
-        blas_single_end(saved);
+        rtr_blas_single_end(saved);
         return;
     }
     int byrow = M >= N, len = byrow ? M : N;
@@ -144,7 +204,7 @@ static void sgemm_par(int ta, int tb, int M, int N, int K, float alpha, const fl
             cblas_sgemm(CblasRowMajor, TA, TB, M, n, K, alpha, A, lda, tb ? B + (int64_t)o * ldb : B + o, ldb, beta,
                         Cm + o, ldc);
     }
-    blas_single_end(saved);
+    rtr_blas_single_end(saved);
 }
 
 void rtr_matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC) {
@@ -665,7 +725,7 @@ void rtr_attention_forward(float *out, float *att, const float *q, const float *
     float scale = 1.0f / sqrtf((float)hs);
     int par = npair > 1 && (int64_t)npair * Tq * Tk * hs > ATT_PAR_WORK && omp_get_max_threads() > 1 &&
               !omp_in_parallel();
-    int saved = par ? blas_single_begin() : 0;
+    int saved = par ? rtr_blas_single_begin() : 0;
 #pragma omp parallel for schedule(dynamic, 1) if (par)
     for (int p = 0; p < npair; p++) {
         int b = p / NH, h = p % NH;
@@ -673,7 +733,7 @@ void rtr_attention_forward(float *out, float *att, const float *q, const float *
                      k + (int64_t)b * Tk * C + h * hs, v + (int64_t)b * Tk * C + h * hs,
                      kmask ? kmask + (int64_t)b * Tk : NULL, Tq, Tk, C, hs, causal, scale);
     }
-    blas_single_end(saved);
+    rtr_blas_single_end(saved);
 }
 
 /* one (batch, head) of the backward pass; ds: scratch of min(Tq, ATT_QB) * Tk floats */
@@ -733,7 +793,7 @@ void rtr_attention_backward(float *dq, float *dk, float *dv, void *scratch, size
     size_t slice = rtr_attention_backward_scratch(Tq, Tk);   /* ds of a query block, per thread */
     int need = dq || dk, nthr = need ? scratch_threads(scratch, scratch_bytes, slice) : omp_get_max_threads();
     int par = npair > 1 && (int64_t)npair * Tq * Tk * hs > ATT_PAR_WORK && nthr > 1 && !omp_in_parallel();
-    int saved = par ? blas_single_begin() : 0;
+    int saved = par ? rtr_blas_single_begin() : 0;
     /* each (b, h) writes its own columns of dq, dk, dv: no races */
 #pragma omp parallel if (par) num_threads(nthr)
     {
@@ -746,7 +806,7 @@ void rtr_attention_backward(float *dq, float *dk, float *dv, void *scratch, size
                          att + (int64_t)p * Tq * Tk, q + qo, k + ko, v + ko, ds, Tq, Tk, C, hs, scale);
         }
     }
-    blas_single_end(saved);
+    rtr_blas_single_end(saved);
 }
 
 /* --- chunked cross-attention: the causal shift ---------------------------------------- */

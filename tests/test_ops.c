@@ -381,6 +381,10 @@ static void test_matmul_large(void **state) {
     check_matmul(3, 5, 7);        /* tiny: one call */
     check_matmul(1, 192, 768);    /* one row: the matrix-vector path (forward, dinp) */
     check_matmul(1, 301, 7);      /* ... with a tail after the 8-wide sums */
+    check_matmul(8, 192, 512);    /* a few rows (streams decoded together): four at a time, columns in parallel */
+    check_matmul(7, 29, 11);      /* ... four and three, with a tail */
+    check_matmul(16, 64, 9);      /* ... the most rows that path takes */
+    check_matmul(17, 64, 9);      /* ... one more: BLAS */
 }
 
 /* attention in double: out, P and, for a given dout, dq, dk, dv */
