@@ -46,6 +46,9 @@ typedef struct rtr_api_live_ctx {
     rtr_live *lv;
 } rtr_api_live_ctx;
 int rtr_api_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr);
+/* The same for the generations of a batch step (rtr_retrieve_many_fn): one rtr_live_retrieve_many
+ * under the lock when they share a knowledge base, else one call each. */
+int rtr_api_live_retrieve_many(void *const *ctx, const int32_t *chunks, int n, const int64_t *first, int32_t *nbr);
 
 /* Frees the strings of one search result. */
 void rtr_api_source_free(retro_source *s);

@@ -233,6 +233,26 @@ int rtr_api_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first
     return rc;
 }
 
+int rtr_api_live_retrieve_many(void *const *ctx, const int32_t *chunks, int n, const int64_t *first, int32_t *nbr) {
+    rtr_api_live_ctx *const *c = (rtr_api_live_ctx *const *)ctx;
+    int shared = n > 0;
+    for (int i = 1; i < n && shared; i++) shared = c[i]->kb == c[0]->kb;
+    void **lv = shared ? rtr_malloc((size_t)n * sizeof *lv) : NULL;
+    if (!lv) {   /* one at a time */
+        int rc = RTR_OK;
+        for (int i = 0; i < n && !rc; i++)
+            rc = rtr_api_live_retrieve(c[i], chunks + (size_t)i * RTR_CHUNK_TOKENS, 1, first[i],
+                                       nbr + (size_t)i * c[i]->lv->k * RTR_NBR_TOKENS);
+        return rc;
+    }
+    for (int i = 0; i < n; i++) lv[i] = c[i]->lv;
+    pthread_mutex_lock(&c[0]->kb->smu);
+    int rc = rtr_live_retrieve_many(lv, chunks, n, first, nbr);
+    pthread_mutex_unlock(&c[0]->kb->smu);
+    rtr_free(lv);
+    return rc;
+}
+
 /* --- documents ------------------------------------------------------------------ */
 void retro_docs_free(retro_doc_info *docs, size_t n) {
     for (size_t i = 0; docs && i < n; i++) {

@@ -188,7 +188,10 @@ static int api_gen_begin(retro_model *m, const char *prompt, size_t len, const r
     }
     if (!rc) rc = rtr_session_new(m->lm.model, &x->s);
     x->lctx = (rtr_api_live_ctx){o->kb, &x->lv};
-    if (!rc && x->retrieval) rtr_session_set_retrieval(x->s, rtr_api_live_retrieve, &x->lctx);
+    if (!rc && x->retrieval) {
+        rtr_session_set_retrieval(x->s, rtr_api_live_retrieve, &x->lctx);
+        rtr_session_set_retrieval_many(x->s, rtr_api_live_retrieve_many);
+    }
     if (!rc) rc = rtr_gen_begin(x->s, m->lm.tok, prompt, len, &g, &x->g);
     if (rc) api_gen_free(x);
     return rc;

@@ -12,6 +12,8 @@
 #include "model/retro_int.h"
 
 /* Rows through the decoder, one a token (n of them: a session's own 1, or a batch's). */
+#define RTR_MAX_ROWS 1024   /* sessions a batch decodes together */
+
 typedef struct rows {
     float *x;                   /* (n, C) the residual stream */
     float *a;                   /* (n, C) a normalised copy of x (the input of each sub-layer) */
@@ -68,6 +70,7 @@ struct rtr_session {
     int cur_p;                  /* ... of the chunk completed at this window position */
     int cca_slot[RTR_MODEL_MAX_LAYERS];   /* index of each CCA layer in ck/cv, -1 if none */
     rtr_retrieve_fn retrieve;
+    rtr_retrieve_many_fn retrieve_many;
     void *rctx;
     rtr_session_times times;
 };
@@ -123,34 +126,57 @@ void rtr_session_set_retrieval(rtr_session *s, rtr_retrieve_fn fn, void *ctx) {
     s->rctx = ctx;
 }
 
+void rtr_session_set_retrieval_many(rtr_session *s, rtr_retrieve_many_fn many) { s->retrieve_many = many; }
+
 int64_t rtr_session_tokens(const rtr_session *s) { return s->total; }
 void rtr_session_times_get(const rtr_session *s, rtr_session_times *t) { *t = s->times; }
 
-/* A chunk completed at window position p with neighbours nbr (K, R): encode
- * them and project them for every CCA layer. */
-static void load_chunk(rtr_session *s, int p, const int32_t *nbr) {
-    rtr_model *m = s->m;
-    const rtr_model_config *c = s->c;
-    int u = p / c->m, KR = c->K * c->R;
-    double t0 = rtr_now();
-    int32_t *slot = s->nbr + (size_t)u * KR;
-    if (slot != nbr) memcpy(slot, nbr, (size_t)KR * sizeof *slot);
-    s->has_nbr[u] = 1;
-    rtr_model_encode_chunk(m, slot, s->ctx + (size_t)u * c->m * c->C, s->E);
-    for (int i = 0; i < KR; i++) s->cmask[i] = slot[i] >= 0;
-    for (int l = 0; l < c->L; l++) {
-        int j = s->cca_slot[l];
-        if (j < 0) continue;
-        const float *wkv = PW(m, m->dec[l].xkv);
-        float *ck = s->ck + (size_t)j * KR * c->C, *cv = s->cv + (size_t)j * KR * c->C;
-        rtr_matmul_forward(ck, s->E, wkv, PW(m, m->dec[l].xkb), KR, c->EC, c->C);
-        rtr_matmul_forward(cv, s->E, wkv + (size_t)c->C * c->EC, NULL, KR, c->EC, c->C);
-        /* token j of a neighbour: position j */
-        rtr_rope_forward(ck, ck, &m->rope_dec, c->K, c->R, c->NH, c->C / c->NH, 0);
+/* Chunks completed in n sessions ss[i] at their window positions with neighbours nbr[i] (K, R):
+ * encoded together (as many at a time as the model's batch holds), then projected for every CCA
+ * layer of each session. */
+static void load_chunks(rtr_session *const *ss, const int32_t *const *nbr, int n) {
+    rtr_model *m = ss[0]->m;
+    const rtr_model_config *c = ss[0]->c;
+    int KR = c->K * c->R, group = m->max_B;
+    const int32_t *slots[RTR_MAX_ROWS];
+    const float *ctx[RTR_MAX_ROWS];
+    float *E[RTR_MAX_ROWS];
+    for (int lo = 0; lo < n; lo += group) {
+        int g = n - lo < group ? n - lo : group;
+        double t0 = rtr_now();
+        for (int i = 0; i < g; i++) {
+            rtr_session *s = ss[lo + i];
+            int u = s->pos / c->m;
+            int32_t *slot = s->nbr + (size_t)u * KR;
+            if (slot != nbr[lo + i]) memcpy(slot, nbr[lo + i], (size_t)KR * sizeof *slot);
+            s->has_nbr[u] = 1;
+            slots[i] = slot;
+            ctx[i] = s->ctx + (size_t)u * c->m * c->C;
+            E[i] = s->E;
+        }
+        if (rtr_model_encode_chunks(m, g, slots, ctx, E)) {   /* out of memory: one at a time */
+            for (int i = 0; i < g; i++) rtr_model_encode_chunks(m, 1, slots + i, ctx + i, E + i);
+        }
+        double each = (rtr_now() - t0) / g;
+        for (int i = 0; i < g; i++) {
+            rtr_session *s = ss[lo + i];
+            t0 = rtr_now();
+            for (int k = 0; k < KR; k++) s->cmask[k] = slots[i][k] >= 0;
+            for (int l = 0; l < c->L; l++) {
+                int j = s->cca_slot[l];
+                if (j < 0) continue;
+                const float *wkv = PW(m, m->dec[l].xkv);
+                float *ck = s->ck + (size_t)j * KR * c->C, *cv = s->cv + (size_t)j * KR * c->C;
+                rtr_matmul_forward(ck, s->E, wkv, PW(m, m->dec[l].xkb), KR, c->EC, c->C);
+                rtr_matmul_forward(cv, s->E, wkv + (size_t)c->C * c->EC, NULL, KR, c->EC, c->C);
+                /* token j of a neighbour: position j */
+                rtr_rope_forward(ck, ck, &m->rope_dec, c->K, c->R, c->NH, c->C / c->NH, 0);
+            }
+            s->cur = 1;
+            s->cur_p = s->pos;
+            s->times.encode += each + (rtr_now() - t0);
+        }
     }
-    s->cur = 1;
-    s->cur_p = p;
-    s->times.encode += rtr_now() - t0;
 }
 
 static void add_to(float *x, const float *y, int n) {
@@ -196,19 +222,23 @@ static void step_rows_on(rtr_session *const *ss, const int32_t *t, const int32_t
         int j = ss[0]->cca_slot[l];
         if (j >= 0) {
             rtr_rmsnorm_forward(r->a, r->rstd, r->x, PW(m, ix->xln), n, C);
-            int any = 0;
-            for (int i = 0; i < n; i++) {
+            int any = 0, ne = 0;
+            rtr_session *enc[RTR_MAX_ROWS];
+            const int32_t *enb[RTR_MAX_ROWS];
+            for (int i = 0; i < n && l == c->cca[0] - 1; i++) {
                 rtr_session *s = ss[i];
                 int p = s->pos;
-                if (l == c->cca[0] - 1) {
-                    memcpy(s->ctx + (size_t)p * C, r->a + (size_t)i * C, (size_t)C * sizeof(float));
-                    if (p % c->m == c->m - 1) {
-                        if (nbr[i]) load_chunk(s, p, nbr[i]);
-                        else s->cur = 0;   /* no neighbours: the CCA adds nothing */
-                    }
+                memcpy(s->ctx + (size_t)p * C, r->a + (size_t)i * C, (size_t)C * sizeof(float));
+                if (p % c->m != c->m - 1) continue;
+                if (!nbr[i]) {
+                    s->cur = 0;   /* no neighbours: the CCA adds nothing */
+                    continue;
                 }
-                any |= s->cur;
+                enc[ne] = s;
+                enb[ne++] = nbr[i];
             }
+            if (ne) load_chunks(enc, enb, ne);
+            for (int i = 0; i < n; i++) any |= ss[i]->cur;
             if (any) {
                 rtr_matmul_forward(r->q, r->a, PW(m, ix->xq), PW(m, ix->xqb), n, C, C);
 #pragma omp parallel for if (n > 1) schedule(static)
@@ -255,11 +285,14 @@ static rows rows_from(const rows *r, int lo, const rtr_model_config *c) {
  * it). Rows of several streams are split between the threads, each taking its share of the rows
  * through the whole step on its own (its products single-threaded): the products of a share still
  * read each weight once for all its rows, and the threads meet once a step instead of at every
- * product and attention (docs/benchmarks.md, "retro serve under load"). */
+ * product and attention (docs/benchmarks.md, "retro serve under load"). Except in a step that
+ * encodes neighbours (a chunk completes, once in m steps): the encoder works in the model's own
+ * scratch, one chunk at a time, with the threads on its products. */
 static void step_rows(rtr_session *const *ss, const int32_t *t, const int32_t *const *nbr, int n, const rows *r,
                       int want_logits) {
-    int nt = omp_get_max_threads();
-    if (n > 1 && nt > 1 && !omp_in_parallel()) {
+    int nt = omp_get_max_threads(), encodes = 0;
+    for (int i = 0; i < n; i++) encodes |= nbr[i] && ss[i]->c->n_cca && ss[i]->pos % ss[i]->c->m == ss[i]->c->m - 1;
+    if (n > 1 && nt > 1 && !omp_in_parallel() && !encodes) {
         int groups = n < nt ? n : nt, saved = rtr_blas_single_begin();
 #pragma omp parallel num_threads(groups)
         {
@@ -354,13 +387,16 @@ struct rtr_batch {
     int max_b;
     float *mem;
     rows r;
-    int32_t *chunk;             /* (m) a completing chunk's tokens */
-    int32_t *nbr;               /* (max_b, K, R) */
+    int32_t *chunk;             /* (max_b, m) the chunks completing in a step */
+    int32_t *nbr;               /* (max_b, K, R) their neighbours */
+    void **rctx;                /* (max_b) their sessions' retrieval contexts */
+    int64_t *first;             /* (max_b) their indexes in their streams */
+    int *who;                   /* (max_b) their sessions' rows */
 };
 
 int rtr_batch_new(rtr_model *m, int max_b, rtr_batch **out) {
     *out = NULL;
-    if (max_b < 1 || max_b > 1024) return rtr_seterr(RTR_E_INVALID, "batch: 1 to 1024 sessions");
+    if (max_b < 1 || max_b > RTR_MAX_ROWS) return rtr_seterr(RTR_E_INVALID, "batch: 1 to %d sessions", RTR_MAX_ROWS);
     const rtr_model_config *c = rtr_model_cfg(m);
     rtr_batch *b = rtr_calloc(1, sizeof *b);
     if (!b) return rtr_seterr(RTR_E_NOMEM, "batch: out of memory");
@@ -368,9 +404,12 @@ int rtr_batch_new(rtr_model *m, int max_b, rtr_batch **out) {
     b->max_b = max_b;
     size_entry tab[] = {ROWS_TABLE(&b->r, (size_t)max_b, c)};
     b->mem = alloc_table(tab, sizeof tab / sizeof tab[0]);
-    b->chunk = rtr_calloc((size_t)c->m, sizeof *b->chunk);
+    b->chunk = rtr_calloc((size_t)max_b * c->m, sizeof *b->chunk);
     b->nbr = rtr_calloc((size_t)max_b * c->K * c->R + 1, sizeof *b->nbr);
-    if (!b->mem || !b->chunk || !b->nbr) {
+    b->rctx = rtr_calloc((size_t)max_b, sizeof *b->rctx);
+    b->first = rtr_calloc((size_t)max_b, sizeof *b->first);
+    b->who = rtr_calloc((size_t)max_b, sizeof *b->who);
+    if (!b->mem || !b->chunk || !b->nbr || !b->rctx || !b->first || !b->who) {
         rtr_batch_free(b);
         return rtr_seterr(RTR_E_NOMEM, "batch: out of memory for %d sessions", max_b);
     }
@@ -383,6 +422,9 @@ void rtr_batch_free(rtr_batch *b) {
     rtr_free(b->mem);
     rtr_free(b->chunk);
     rtr_free(b->nbr);
+    rtr_free(b->rctx);
+    rtr_free(b->first);
+    rtr_free(b->who);
     rtr_free(b);
 }
 
@@ -398,25 +440,44 @@ int rtr_batch_feed(rtr_batch *b, rtr_session *const *ss, const int32_t *tokens, 
             if (ss[j] == ss[i]) return rtr_seterr(RTR_E_INVALID, "batch: a session twice");
     }
     double t0 = rtr_now();
-    const int32_t *nb[1024];
-    int rc = RTR_OK;
-    for (int i = 0; i < n && !rc; i++) {   /* each session's completing chunk, retrieved first */
+    const int32_t *nb[RTR_MAX_ROWS];
+    int nr = 0;   /* sessions completing a chunk, which is retrieved first */
+    for (int i = 0; i < n; i++) {
         rtr_session *s = ss[i];
         nb[i] = NULL;
         if (s->pos == s->T) shift(s);
         if (!(c->n_cca && s->retrieve && s->total % mm == mm - 1)) continue;
         int64_t first = s->total / mm;
-        for (int k = 0; k < mm - 1; k++) b->chunk[k] = s->tok[first * mm + k - s->win0];
-        b->chunk[mm - 1] = tokens[i];
-        int32_t *out = b->nbr + (size_t)i * KR;
+        int32_t *chunk = b->chunk + (size_t)nr * mm;
+        for (int k = 0; k < mm - 1; k++) chunk[k] = s->tok[first * mm + k - s->win0];
+        chunk[mm - 1] = tokens[i];
+        b->who[nr] = i;
+        b->first[nr] = first;
+        b->rctx[nr++] = s->rctx;
+    }
+    rtr_retrieve_many_fn many = nr > 1 ? ss[b->who[0]]->retrieve_many : NULL;
+    for (int j = 1; j < nr && many; j++)
+        if (ss[b->who[j]]->retrieve_many != many) many = NULL;
+    int rc = RTR_OK;
+    if (many) {   /* in one call */
         double tr = rtr_now();
-        rc = s->retrieve(s->rctx, b->chunk, 1, first, out);
-        s->times.retrieve += rtr_now() - tr;
+        rc = many(b->rctx, b->chunk, nr, b->first, b->nbr);
+        double el = rtr_now() - tr;
+        for (int j = 0; j < nr; j++) ss[b->who[j]]->times.retrieve += el / nr;
+    }
+    for (int j = 0; j < nr && !rc; j++) {
+        rtr_session *s = ss[b->who[j]];
+        int32_t *out = b->nbr + (size_t)j * KR;
+        if (!many) {
+            double tr = rtr_now();
+            rc = s->retrieve(s->rctx, b->chunk + (size_t)j * mm, 1, b->first[j], out);
+            s->times.retrieve += rtr_now() - tr;
+        }
         s->times.retrievals++;
         for (int k = 0; !rc && k < KR; k++)
             if (out[k] < -1 || out[k] >= c->V)
                 rc = rtr_seterr(RTR_E_INVALID, "session: neighbour token %d outside the vocabulary", out[k]);
-        nb[i] = out;
+        nb[b->who[j]] = out;
     }
     if (rc) return rc;
     step_rows(ss, tokens, nb, n, &b->r, 1);

@@ -34,6 +34,12 @@
  * first_chunk is the index of chunks[0] in the session's token stream. */
 typedef int (*rtr_retrieve_fn)(void *ctx, const int32_t *chunks, int n, int64_t first_chunk, int32_t *nbr);
 
+/* The same for n sessions at once (rtr_batch_feed): ctx[i] is session i's
+ * retrieval context, chunks (n, m) the chunk it completes, first[i] that
+ * chunk's index in its stream, nbr (n, K, R). */
+typedef int (*rtr_retrieve_many_fn)(void *const *ctx, const int32_t *chunks, int n, const int64_t *first,
+                                    int32_t *nbr);
+
 typedef struct rtr_session rtr_session;
 
 /* A session over m (which it borrows: m must outlive it, and m's training
@@ -45,6 +51,10 @@ void rtr_session_reset(rtr_session *s);
 /* Retrieval on (fn) or off (NULL: the CCA layers are skipped, which equals
  * all neighbours missing). Takes effect for chunks completed from now on. */
 void rtr_session_set_retrieval(rtr_session *s, rtr_retrieve_fn fn, void *ctx);
+/* With many (NULL: none), the sessions of a batch step that complete a chunk
+ * and have the same many function (and retrieval on) are retrieved in one
+ * call to it, with their contexts, instead of one fn call each. */
+void rtr_session_set_retrieval_many(rtr_session *s, rtr_retrieve_many_fn many);
 /* Feeds n >= 1 tokens; *logits (if not NULL) gets the logits (V) after the
  * last one, valid until the next call. RTR_E_INVALID for tokens outside the
  * vocabulary or neighbour tokens outside it. */

@@ -780,23 +780,34 @@ static void encoder_backward(rtr_model *m, float *dE, float *dctx, const float *
 }
 
 /* Neighbour tokens into the model, with the mask of present ones (-1: missing). */
-static void put_neighbours(rtr_model *m, const int32_t *nbr, size_t n) {
+/* nbr (n tokens) into the model's neighbour rows from row at. */
+static void put_neighbours(rtr_model *m, size_t at, const int32_t *nbr, size_t n) {
     for (size_t i = 0; i < n; i++) {
-        m->nbr[i] = nbr[i];
-        m->nmask[i] = nbr[i] >= 0;
+        m->nbr[at + i] = nbr[i];
+        m->nmask[at + i] = nbr[i] >= 0;
     }
 }
 
-void rtr_model_encode_chunk(rtr_model *m, const int32_t *nbr, const float *ctx, float *E) {
+int rtr_model_encode_chunks(rtr_model *m, int n, const int32_t *const *nbr, const float *const *ctx,
+                            float *const *E) {
     const rtr_model_config *c = &m->cfg;
-    size_t n = (size_t)c->K * c->R;
-    m->B = 1;
+    size_t kr = (size_t)c->K * c->R, rows = (size_t)c->m * c->C;
+    RTR_ASSERT(n >= 1 && n <= m->max_B);
+    float *gathered = NULL;
+    if (n > 1 && !(gathered = rtr_malloc((size_t)n * rows * sizeof *gathered)))
+        return rtr_seterr(RTR_E_NOMEM, "model: out of memory encoding %d chunks", n);
+    m->B = n;
     m->T = c->m;
     m->retrieval = 1;
     m->has_targets = 0;   /* the activations no longer hold a batch to backpropagate */
-    put_neighbours(m, nbr, n);
-    encoder_forward(m, ctx);
-    copyf(E, m->E, n * c->EC);
+    for (int i = 0; i < n; i++) {
+        put_neighbours(m, (size_t)i * kr, nbr[i], kr);
+        if (gathered) copyf(gathered + (size_t)i * rows, ctx[i], rows);
+    }
+    encoder_forward(m, gathered ? gathered : ctx[0]);
+    for (int i = 0; i < n; i++) copyf(E[i], m->E + (size_t)i * kr * c->EC, kr * c->EC);
+    rtr_free(gathered);
+    return RTR_OK;
 }
 
 /* --- the whole model -------------------------------------------------------------------- */
@@ -826,7 +837,7 @@ int rtr_model_forward(rtr_model *m, const int32_t *idx, const int32_t *targets, 
             if (nbr[i] < -1 || nbr[i] >= c->V)
                 return rtr_seterr(RTR_E_INVALID, "model: neighbour token %d outside the vocabulary of %d", nbr[i],
                                   c->V);
-        put_neighbours(m, nbr, NE);
+        put_neighbours(m, 0, nbr, NE);
     }
     const float *wte = PW(m, m->wte);
     float *x = m->dl[0].res;

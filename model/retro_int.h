@@ -143,10 +143,11 @@ struct rtr_model {
 
 #define PW(m, i) ((m)->params + (m)->tab[i].off)
 
-/* E (K*R, EC) for ONE chunk: the encoder over its K neighbours nbr (K, R)
- * (-1 = missing), cross-attending to ctx (m, C), the first CCA layer's
- * normalised decoder rows of that chunk. Uses the model's activation
- * buffers as scratch (any earlier forward pass is lost). */
-void rtr_model_encode_chunk(rtr_model *m, const int32_t *nbr, const float *ctx, float *E);
+/* E[i] (K*R, EC) for n chunks (1 <= n <= the model's max_B), in one pass:
+ * the encoder over chunk i's K neighbours nbr[i] (K, R) (-1 = missing),
+ * cross-attending to ctx[i] (m, C), the first CCA layer's normalised decoder
+ * rows of that chunk. Uses the model's activation buffers as scratch (any
+ * earlier forward pass is lost). RTR_E_NOMEM (n > 1 gathers the rows). */
+int rtr_model_encode_chunks(rtr_model *m, int n, const int32_t *const *nbr, const float *const *ctx, float *const *E);
 
 #endif

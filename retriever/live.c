@@ -38,11 +38,6 @@ static void report(rtr_live *l, int64_t chunk, const int64_t *ids, const float *
     rtr_store_txn_end(t);
 }
 
-int rtr_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
-    rtr_live *l = ctx;
-    return rtr_live_retrieve_scored(l, chunks, n, first, l->align ? NULL : nbr, NULL, l->align ? nbr : NULL, l->align);
-}
-
 /* Neighbours scoring below min_score become -1 throughout. */
 static void withhold(int32_t *tok, const float *s, size_t nk, float min_score) {
     for (size_t i = 0; i < nk; i++)
@@ -50,15 +45,23 @@ static void withhold(int32_t *tok, const float *s, size_t nk, float min_score) {
             for (int t = 0; t < RTR_NBR_TOKENS; t++) tok[i * RTR_NBR_TOKENS + t] = -1;
 }
 
-int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score,
-                             int32_t *aligned, uint32_t align_run) {
+/* The neighbours of n chunks, chunk i for live ls[i] (index first[i] in its stream): lives that
+ * agree on everything but exclude_doc (the retriever, k, mode, exclusion list, threshold), which
+ * rtr_live_retrieve_many checks, in one rtr_retriever_neighbours call. */
+static int retrieve_lives(rtr_live *const *ls, const int32_t *chunks, int n, const int64_t *first, int32_t *nbr,
+                          float *score, int32_t *aligned, uint32_t align_run) {
+    rtr_live *l = ls[0];
     size_t nk = (size_t)n * l->k;
     int64_t *ids = rtr_malloc(nk * sizeof *ids);
     float *dist = rtr_malloc(nk * sizeof *dist), *s = rtr_malloc(nk * sizeof *s);
     int32_t *paper = nbr ? nbr : rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *paper);
-    int rc = ids && dist && s && paper ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
-    rtr_nbr_opts o = {.k = l->k, .exclude_doc = l->exclude_doc, .exclude = l->exclude, .n_exclude = l->n_exclude,
-                      .align = aligned ? align_run : 0, .mode = l->mode};
+    int same = 1;   /* one document excluded for all */
+    for (int i = 1; i < n; i++) same &= ls[i]->exclude_doc == l->exclude_doc;
+    uint64_t *self = same ? NULL : rtr_malloc((size_t)n * sizeof *self);
+    int rc = ids && dist && s && paper && (same || self) ? RTR_OK : rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
+    for (int i = 0; self && i < n; i++) self[i] = ls[i]->exclude_doc;
+    rtr_nbr_opts o = {.k = l->k, .exclude_doc = same ? l->exclude_doc : 0, .self_doc = self, .exclude = l->exclude,
+                      .n_exclude = l->n_exclude, .align = aligned ? align_run : 0, .mode = l->mode};
     rtr_nbrs out = {.ids = ids, .dist = dist, .tokens = paper, .aligned = aligned};
     if (!rc) rc = rtr_retriever_neighbours(l->r, chunks, (size_t)n, &o, &out);
     for (size_t i = 0; !rc && i < nk; i++) {
@@ -67,12 +70,60 @@ int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t 
     }
     if (!rc) withhold(paper, s, nk, l->min_score);
     if (!rc && aligned) withhold(aligned, s, nk, l->min_score);
-    for (int i = 0; !rc && l->report && i < n; i++)
-        report(l, first + i, ids + (size_t)i * l->k, dist + (size_t)i * l->k,
-               paper + (size_t)i * l->k * RTR_NBR_TOKENS);
+    for (int i = 0; !rc && i < n; i++)
+        if (ls[i]->report)
+            report(ls[i], first[i], ids + (size_t)i * l->k, dist + (size_t)i * l->k,
+                   paper + (size_t)i * l->k * RTR_NBR_TOKENS);
     rtr_free(ids);
     rtr_free(dist);
     rtr_free(s);
+    rtr_free(self);
     if (paper != nbr) rtr_free(paper);
+    return rc;
+}
+
+int rtr_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
+    rtr_live *l = ctx;
+    return rtr_live_retrieve_scored(l, chunks, n, first, l->align ? NULL : nbr, NULL, l->align ? nbr : NULL, l->align);
+}
+
+int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score,
+                             int32_t *aligned, uint32_t align_run) {
+    if (n <= 0) return RTR_OK;
+    rtr_live **ls = rtr_malloc((size_t)n * sizeof *ls);
+    int64_t *at = rtr_malloc((size_t)n * sizeof *at);
+    if (!ls || !at) {
+        rtr_free(ls);
+        rtr_free(at);
+        return rtr_seterr(RTR_E_NOMEM, "retrieval: out of memory");
+    }
+    for (int i = 0; i < n; i++) {
+        ls[i] = l;
+        at[i] = first + i;
+    }
+    int rc = retrieve_lives(ls, chunks, n, at, nbr, score, aligned, align_run);
+    rtr_free(ls);
+    rtr_free(at);
+    return rc;
+}
+
+/* 1 when b retrieves as a does, but for the one document each excludes. */
+static int alike(const rtr_live *a, const rtr_live *b) {
+    return a->r == b->r && a->k == b->k && a->mode == b->mode && a->align == b->align &&
+           a->n_exclude == b->n_exclude && (a->exclude == b->exclude || a->n_exclude == 0 ||
+           !memcmp(a->exclude, b->exclude, a->n_exclude * sizeof *a->exclude)) &&
+           (a->min_score == b->min_score || (isnan(a->min_score) && isnan(b->min_score)));
+}
+
+int rtr_live_retrieve_many(void *const *ctx, const int32_t *chunks, int n, const int64_t *first, int32_t *nbr) {
+    rtr_live *const *ls = (rtr_live *const *)ctx;
+    int together = n > 0;
+    for (int i = 1; i < n && together; i++) together = alike(ls[0], ls[i]);
+    if (together) return retrieve_lives(ls, chunks, n, first, ls[0]->align ? NULL : nbr, NULL, ls[0]->align ? nbr : NULL,
+                                        ls[0]->align);
+    int rc = RTR_OK;
+    for (int i = 0; i < n && !rc; i++)
+        rc = rtr_live_retrieve(ls[i], chunks + (size_t)i * RTR_CHUNK_TOKENS, 1, first[i],
+                               nbr + (size_t)i * ls[i]->k * RTR_NBR_TOKENS);
     return rc;
 }

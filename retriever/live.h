@@ -50,6 +50,13 @@ typedef struct rtr_live {
  * withheld. first is chunks[0]'s index in the stream (for the report). */
 int rtr_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr);
 
+/* The same for n sessions at once (model/infer.h's rtr_retrieve_many_fn):
+ * ctx[i] is session i's rtr_live, chunks (n, 64) the chunk it completes,
+ * first[i] that chunk's index in its stream, nbr (n, k, RTR_NBR_TOKENS).
+ * Lives that differ only in exclude_doc are retrieved in one search (each
+ * chunk's own document excluded for it); otherwise one call each. */
+int rtr_live_retrieve_many(void *const *ctx, const int32_t *chunks, int n, const int64_t *first, int32_t *nbr);
+
 /* The same for evaluation: score (n, k; NaN where missing; may be NULL),
  * nbr (may be NULL) the paper's neighbours, aligned (may be NULL) the same
  * neighbours aligned at runs of align_run (>= 1); min_score is applied to

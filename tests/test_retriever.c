@@ -18,6 +18,7 @@
 #include "lib/alloc.h"
 #include "lib/status.h"
 #include "index/vindex.h"
+#include "retriever/live.h"
 #include "retriever/retriever.h"
 #include "testutil.h"
 
@@ -875,6 +876,93 @@ static void test_batch_neighbours(void **state) {
     rtr_free(dir);
 }
 
+/* Reports of rtr_live retrievals: the chunk and the neighbours' ids, in call order. */
+static int64_t g_rep[64][9];
+static int g_nrep;
+static void record_report(void *ctx, int64_t chunk, const rtr_live_hit *hits, uint32_t k) {
+    (void)ctx;
+    assert_true(g_nrep < 64 && k <= 8);
+    g_rep[g_nrep][0] = chunk;
+    for (uint32_t j = 0; j < k; j++) g_rep[g_nrep][1 + j] = hits[j].chunk_id;
+    g_nrep++;
+}
+
+/* Several sessions' chunks retrieved at once (rtr_live_retrieve_many): lives that differ only in the
+ * document they exclude get, in one search, what each gets alone, with the same reports (each its own
+ * document excluded: its own chunk's document is never a neighbour); lives that differ otherwise are
+ * retrieved one by one, with the same answers too. */
+static void test_live_retrieve_many(void **state) {
+    (void)state;
+    rtr_retriever *r;
+    assert_int_equal(rtr_retriever_open(g_kb, NULL, &r), RTR_OK);
+    enum { N = 4, K = 3 };
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(g_kb), &t), RTR_OK);
+    int32_t q[N * RTR_CHUNK_TOKENS];
+    uint64_t doc[N], after = 0;
+    for (int i = 0; i < N; i++) {   /* chunks of four different documents */
+        rtr_chunk c;
+        do {
+            assert_int_equal(rtr_store_next_chunk(t, after, &c), RTR_OK);
+            after = c.id;
+        } while (i && c.doc_id == doc[i - 1]);
+        chunk_query(t, c.id, q + i * RTR_CHUNK_TOKENS);
+        doc[i] = c.doc_id;
+        after += 400;   /* further on */
+    }
+    rtr_live lv[N];
+    void *ctx[N];
+    int64_t first[N];
+    for (int i = 0; i < N; i++) {
+        lv[i] = (rtr_live){.r = r, .k = K, .exclude_doc = doc[i], .min_score = -INFINITY, .report = record_report};
+        ctx[i] = &lv[i];
+        first[i] = 10 * i + 3;
+    }
+    for (int round = 0; round < 2; round++) {   /* alike, then one of them asking for fewer neighbours */
+        if (round) lv[2].k = K - 1;
+        int32_t *one = calloc((size_t)N * K * RTR_NBR_TOKENS, sizeof *one);
+        int32_t *many = calloc((size_t)N * K * RTR_NBR_TOKENS, sizeof *many);
+        int64_t rep_one[N][9];
+        size_t at = 0;
+        g_nrep = 0;
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(rtr_live_retrieve(&lv[i], q + i * RTR_CHUNK_TOKENS, 1, first[i], one + at), RTR_OK);
+            at += (size_t)lv[i].k * RTR_NBR_TOKENS;
+        }
+        assert_int_equal(g_nrep, N);
+        memcpy(rep_one, g_rep, sizeof rep_one);
+        g_nrep = 0;
+        if (round == 0) {
+            assert_int_equal(rtr_live_retrieve_many(ctx, q, N, first, many), RTR_OK);
+        } else {   /* the layout rtr_batch_feed hands over: k of the model for every row */
+            for (int i = 0; i < N; i++)
+                assert_int_equal(rtr_live_retrieve_many(ctx + i, q + i * RTR_CHUNK_TOKENS, 1, first + i,
+                                                         many + (size_t)i * K * RTR_NBR_TOKENS), RTR_OK);
+            at = 0;
+            for (int i = 0; i < N; i++) {   /* compare row by row */
+                assert_memory_equal(one + at, many + (size_t)i * K * RTR_NBR_TOKENS,
+                                    (size_t)lv[i].k * RTR_NBR_TOKENS * sizeof *one);
+                at += (size_t)lv[i].k * RTR_NBR_TOKENS;
+            }
+        }
+        assert_int_equal(g_nrep, N);
+        for (int i = 0; i < N; i++) {
+            assert_int_equal(g_rep[i][0], first[i]);
+            for (uint32_t j = 0; j < lv[i].k; j++) {
+                assert_int_equal(g_rep[i][1 + j], rep_one[i][1 + j]);
+                rtr_chunk c;
+                assert_int_equal(rtr_store_get_chunk(t, (uint64_t)g_rep[i][1 + j], &c), RTR_OK);
+                assert_true(c.doc_id != doc[i]);
+            }
+        }
+        if (round == 0) assert_memory_equal(one, many, (size_t)N * K * RTR_NBR_TOKENS * sizeof *one);
+        free(one);
+        free(many);
+    }
+    rtr_store_txn_end(t);
+    rtr_retriever_close(r);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_perturbed_chunk_recovery),
@@ -888,6 +976,7 @@ int main(void) {
         cmocka_unit_test(test_neighbours_filters_in_every_mode),
         cmocka_unit_test(test_hybrid_scores_both_sides),
         cmocka_unit_test(test_batch_neighbours),
+        cmocka_unit_test(test_live_retrieve_many),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
