@@ -695,6 +695,13 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, 
         for (size_t i = ne; i < nc && !rc; i++) {   /* the essential terms' postings in the window */
             lcur *x = c[i];
             while (!rc && x->doc <= end) {
+                /* a block none of whose chunks can enter, whatever the other words add, is passed
+                 * over undecoded (its chunks, found through other words, score less without it and
+                 * still cannot enter: the bar only rises) */
+                if (!x->decoded && m == depth && (x->bub + prefix[nc - 1] - x->ub) * slack < theta) {
+                    rc = cur_block_next(x, ls);
+                    continue;
+                }
                 if (!x->decoded && (rc = cur_decode(x, ls))) break;
                 for (; x->pos < x->n && x->id[x->pos] <= end; x->pos++) {
                     size_t o = (size_t)(x->id[x->pos] - base);

@@ -10,7 +10,8 @@
  * at others; latency p50/p99 of single queries and of batches of 32 (raw
  * FAISS search); the whole query path (tokenize, embed, search, filter,
  * fetch from LMDB) against the raw search of the same vector; embedding
- * throughput of the embedder on 1 and 2 threads.
+ * throughput of the embedder on 1 and 2 threads. BENCH_ANN_SLOWEST=N also
+ * prints each mode's N slowest queries.
  */
 #include <inttypes.h>
 #include <math.h>
@@ -61,8 +62,21 @@ static void recovery(rtr_retriever *r, rtr_store_txn *t, char **qtext, const siz
             }
             rtr_hits_free(&h);
         }
+        /* BENCH_ANN_SLOWEST=N: the N slowest queries, to study the tail (their number, time and words) */
+        size_t slow = getenv("BENCH_ANN_SLOWEST") ? (size_t)atol(getenv("BENCH_ANN_SLOWEST")) : 0;
+        double *by_query = slow ? malloc(nq * sizeof *by_query) : NULL;   /* bench_pct sorts lat */
+        if (by_query) memcpy(by_query, lat, nq * sizeof *lat);
         printf("%-7s mode: rank-1 recovery %.3f; p50 %.3f ms, p99 %.3f ms\n", mode_name[mode], (double)hit1 / (double)nq,
                bench_pct(lat, nq, 0.5), bench_pct(lat, nq, 0.99));
+        for (size_t s = 0; by_query && s < slow && s < nq; s++) {
+            size_t w = 0;
+            for (size_t i = 1; i < nq; i++)
+                if (by_query[i] > by_query[w]) w = i;
+            printf("  slow #%zu: query %zu, %.2f ms: %.*s\n", s + 1, w, by_query[w], (int)(qlen[w] < 160 ? qlen[w] : 160),
+                   qtext[w]);
+            by_query[w] = -1;
+        }
+        free(by_query);
         fflush(stdout);
     }
 }
