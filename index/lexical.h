@@ -113,7 +113,7 @@ void rtr_lex_query_free(rtr_lex_query *q);   /* NULL-safe */
 enum { RTR_LEX_EXACT = 0, RTR_LEX_RARE = 1 };
 #define RTR_LEX_RARE_MIN 4
 #define RTR_LEX_RARE_TERMS 8
-#define RTR_LEX_RARE_POSTINGS 4096
+#define RTR_LEX_RARE_POSTINGS 1024   /* 4096 found the same at 1 B tokens, slower (docs/search.md) */
 int rtr_lex_query_top(rtr_lex_query *q, uint32_t depth, int how, rtr_lex_hit **hits, size_t *n);
 
 /* The BM25 score of each of n chunks for the whole query (0: none of its words, or not indexed), as
