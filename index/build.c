@@ -56,19 +56,7 @@ static int next_batch(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t *afte
 }
 
 static int embed_batch(rtr_embedder *e, const chunk_batch *b, float *out, int threads) {
-    if (!e->thread_safe || threads <= 1 || b->n < 64) return rtr_embedder_embed(e, b->texts, b->n, out);
-    int rc = RTR_OK;
-#pragma omp parallel num_threads(threads)
-    {
-        int nt = omp_get_num_threads(), me = omp_get_thread_num();
-        size_t lo = b->n * (size_t)me / (size_t)nt, hi = b->n * (size_t)(me + 1) / (size_t)nt;
-        int r = rtr_embedder_embed(e, b->texts + lo, hi - lo, out + lo * e->dim);
-        if (r) {
-#pragma omp critical(embed_err)
-            rc = r;
-        }
-    }
-    return rc;
+    return rtr_embedder_embed_threads(e, b->texts, b->n, out, threads, 64);
 }
 
 /* --- the build ------------------------------------------------------------------------------- */

@@ -3,12 +3,14 @@
 
 #include <jansson.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "index/embed_hash.h"
 #include "index/embed_pca.h"
 #include "lib/alloc.h"
+#include "lib/blas.h"
 #include "lib/io.h"
 #include "lib/status.h"
 
@@ -34,6 +36,23 @@ int rtr_embedder_from_desc(const char *kb_dir, const char *desc, rtr_embedder **
 int rtr_embedder_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *out) {
     if (n == 0) return RTR_OK;
     return e->ops->embed(e, texts, n, out);
+}
+
+int rtr_embedder_embed_threads(rtr_embedder *e, const rtr_text *texts, size_t n, float *out, int threads, size_t min_n) {
+    if (!e->thread_safe || threads <= 1 || n < min_n) return rtr_embedder_embed(e, texts, n, out);
+    int rc = RTR_OK, saved = rtr_blas_single_begin();
+#pragma omp parallel num_threads(threads)
+    {
+        int nt = omp_get_num_threads(), me = omp_get_thread_num();
+        size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
+        int x = rtr_embedder_embed(e, texts + lo, hi - lo, out + lo * e->dim);
+        if (x) {
+#pragma omp critical(rtr_embed_err)
+            rc = x;
+        }
+    }
+    rtr_blas_single_end(saved);
+    return rc;
 }
 
 int rtr_embedder_describe(const rtr_embedder *e, rtr_buf *json) { return e->ops->describe(e, json); }

@@ -57,6 +57,10 @@ struct rtr_embedder {
 };
 
 int rtr_embedder_embed(rtr_embedder *e, const rtr_text *texts, size_t n, float *out);
+/* The same split between up to threads OpenMP threads when e is thread-safe and n is at least
+ * min_n (else on this thread), OpenBLAS held at one thread meanwhile (a projection's product runs
+ * on each, lib/blas.h). Not from inside a parallel region. */
+int rtr_embedder_embed_threads(rtr_embedder *e, const rtr_text *texts, size_t n, float *out, int threads, size_t min_n);
 int rtr_embedder_describe(const rtr_embedder *e, rtr_buf *json);
 /* The description as compact JSON with sorted keys, the form a manifest
  * records and compares; a fresh string (free()), NULL when out of memory. */

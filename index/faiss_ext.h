@@ -54,7 +54,8 @@ void rtr_faiss_codes_set_nprobe(rtr_faiss_codes *c, uint32_t nprobe);
 
 /* The k nearest (squared L2, ascending; id -1 and +inf past the end) of nq
  * queries: the rerank (>= k) best by code in the probed lists, re-ranked by
- * the exact distance. 0, or -1 with the failure in why. Thread-safe. */
+ * the exact distance. 0, or -1 with the failure in why. Thread-safe; not
+ * from inside an OpenMP parallel region (it holds OpenBLAS at one thread). */
 int rtr_faiss_codes_search(const rtr_faiss_codes *c, size_t nq, const float *q, uint32_t rerank, uint32_t k,
                            float *dist, int64_t *ids, char *why, size_t n_why);
 

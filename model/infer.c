@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "lib/alloc.h"
+#include "lib/blas.h"
 #include "lib/progress.h"
 #include "lib/status.h"
 #include "model/ops.h"

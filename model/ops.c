@@ -7,35 +7,14 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "lib/blas.h"
 #include "lib/simd.h"
 #include "lib/status.h"
 
 /* --- matrix products ------------------------------------------------------------------
- * OpenBLAS built on pthreads keeps its own worker threads, which spin for a
- * while after each threaded call; so do OpenMP's after each parallel region.
- * On a machine with few cores the two pools then fight for them whenever BLAS
- * calls and OpenMP loops alternate (every op here), which costs more than the
- * ops themselves. So the products here run on OpenMP's threads: each thread
- * makes a single-threaded sgemm call on its share of the output, and OpenBLAS
- * is asked for one thread meanwhile. (The OpenMP build of OpenBLAS runs calls
- * made inside a parallel region on one thread by itself; its
- * openblas_set_num_threads would change OpenMP's thread count, so it is left
- * alone.) */
-int openblas_get_parallel(void);
-int openblas_get_num_threads(void);
-void openblas_set_num_threads(int n);
-
-/* before a parallel region whose threads call BLAS: returns the count to restore, or 0 */
-int rtr_blas_single_begin(void) {
-    if (openblas_get_parallel() != 1) return 0;
-    int n = openblas_get_num_threads();
-    if (n <= 1) return 0;
-    openblas_set_num_threads(1);
-    return n;
-}
-void rtr_blas_single_end(int saved) {
-    if (saved > 1) openblas_set_num_threads(saved);
-}
+ * The products run on OpenMP's threads: each thread makes a single-threaded
+ * sgemm call on its share of the output, and OpenBLAS is asked for one thread
+ * meanwhile (lib/blas.h says why). */
 
 /* below this many multiply-adds a product is one plain BLAS call */
 #define MM_PAR_WORK (1 << 20)

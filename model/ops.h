@@ -29,11 +29,6 @@
 
 /* out (N, OC) = inp (N, C) @ w^T + b;  w (OC, C), b (OC) or NULL. The
  * products need no scratch. */
-/* Around a parallel region whose threads each call BLAS on their own share: OpenBLAS's own threads
- * held at one meanwhile (begin returns what end restores; 0 when nothing was changed). */
-int rtr_blas_single_begin(void);
-void rtr_blas_single_end(int saved);
-
 void rtr_matmul_forward(float *out, const float *inp, const float *w, const float *b, int N, int C, int OC);
 /* out (N, OC) += inp (N, C) @ w^T (no bias) */
 void rtr_matmul_forward_acc(float *out, const float *inp, const float *w, int N, int C, int OC);

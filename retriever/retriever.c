@@ -134,19 +134,7 @@ int rtr_retriever_mode_ready(rtr_retriever *r, int mode, const char *what) {
 
 /* Embeds n chunk texts with e (in parallel when it allows). */
 static int embed_texts(rtr_retriever *r, rtr_embedder *e, const rtr_text *texts, size_t n, float *out) {
-    if (!e->thread_safe || r->threads <= 1 || n < 32) return rtr_embedder_embed(e, texts, n, out);
-    int rc = RTR_OK;
-#pragma omp parallel num_threads(r->threads)
-    {
-        int nt = omp_get_num_threads(), me = omp_get_thread_num();
-        size_t lo = n * (size_t)me / (size_t)nt, hi = n * (size_t)(me + 1) / (size_t)nt;
-        int x = rtr_embedder_embed(e, texts + lo, hi - lo, out + lo * e->dim);
-        if (x) {
-#pragma omp critical(retr_embed)
-            rc = x;
-        }
-    }
-    return rc;
+    return rtr_embedder_embed_threads(e, texts, n, out, r->threads, 32);
 }
 
 /* The texts of n token runs (run i: tok[i], len[i] tokens) into text (emptied first) and texts (n,

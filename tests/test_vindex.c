@@ -537,11 +537,11 @@ static void test_batch_codes(void **state) {
     uint32_t *shard = malloc((n + 2000) * sizeof *shard);
     for (size_t i = 0; i < n + 2000; i++) { ids[i] = (int64_t)i + 1; shard[i] = (uint32_t)(i % 2); }
     rtr_vindex_plan p;
-    assert_int_equal(rtr_vindex_plan_factory("IVF64,Flat", n, d, 2, &p), RTR_OK);
+    assert_int_equal(rtr_vindex_plan_factory("IVF256,Flat", n, d, 2, &p), RTR_OK);
     rtr_vindex *v;
     assert_int_equal(rtr_vindex_create(&p, d, 2, x, n, &v), RTR_OK);
     assert_int_equal(rtr_vindex_add(v, n, x, ids, shard), RTR_OK);
-    assert_int_equal(rtr_vindex_set_nprobe(v, 16), RTR_OK);
+    assert_int_equal(rtr_vindex_set_nprobe(v, 64), RTR_OK);
     float *da = malloc(nq * k * sizeof *da), *db = malloc(nq * k * sizeof *db), bd[10];
     int64_t *ia = malloc(nq * k * sizeof *ia), *ib = malloc(nq * k * sizeof *ib), want[10];
     assert_int_equal(rtr_vindex_search(v, nq, q, k, da, ia), RTR_OK);
@@ -550,7 +550,8 @@ static void test_batch_codes(void **state) {
     assert_int_equal(rtr_vindex_batch_bytes(v), 0);
     assert_int_equal(rtr_vindex_batch_prepare(v), RTR_OK);
     assert_int_equal(rtr_vindex_batch_bytes(v), n * (16 + 8));   /* 32 4-bit codes and an id a vector */
-    assert_int_equal(rtr_vindex_batch_nprobe(v), 16);   /* nprobe / 4, at least nprobe or 64 */
+    assert_int_equal(rtr_vindex_batch_nprobe(v), 64);   /* nprobe / 4, at least nprobe or 64 (the 64 nearest
+                                                         * lists: selected through a threshold, faiss_ext.cpp) */
     size_t hit_plain = 0, hit_batch = 0;
     assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
     for (size_t i = 0; i < nq; i++) {
@@ -586,7 +587,7 @@ static void test_batch_codes(void **state) {
             for (uint32_t b = 0; b < k; b++) hit_one += ib[i * k + a] == want[b];
     }
     assert_true(hit_one < hit_batch);
-    assert_int_equal(rtr_vindex_set_batch_nprobe(v, 65), RTR_E_INVALID);   /* past the 64 lists */
+    assert_int_equal(rtr_vindex_set_batch_nprobe(v, 257), RTR_E_INVALID);   /* past the 256 lists */
     assert_int_equal(rtr_vindex_set_batch_nprobe(v, 0), RTR_OK);
     assert_int_equal(rtr_vindex_search_batch(v, nq, q, k, db, ib), RTR_OK);
     /* the index mapped from its files makes the same codes */
@@ -594,8 +595,8 @@ static void test_batch_codes(void **state) {
     rtr_vindex_file files[2];
     assert_int_equal(rtr_vindex_save(v, dir, "g1", files, NULL), RTR_OK);
     rtr_vindex *m;
-    assert_int_equal(open_ivf(dir, files, 1, "IVF64,Flat", &m), RTR_OK);
-    assert_int_equal(rtr_vindex_set_nprobe(m, 16), RTR_OK);
+    assert_int_equal(open_ivf(dir, files, 1, "IVF256,Flat", &m), RTR_OK);
+    assert_int_equal(rtr_vindex_set_nprobe(m, 64), RTR_OK);
     assert_int_equal(rtr_vindex_batch_prepare(m), RTR_OK);
     assert_int_equal(rtr_vindex_search_batch(m, nq, q, k, da, ia), RTR_OK);
     assert_memory_equal(ia, ib, nq * k * sizeof *ia);
