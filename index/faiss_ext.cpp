@@ -114,6 +114,7 @@ struct known_lists : faiss::Index {
 
 // n floats from p (a list's codes: in a mapped file, not necessarily aligned) onto the end of x.
 void append(std::vector<float> &x, const uint8_t *p, size_t n) {
+    if (n == 0) return;   // an empty list: p may be NULL
     size_t at = x.size();
     x.resize(at + n);
     memcpy(x.data() + at, p, n * sizeof(float));
