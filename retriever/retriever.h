@@ -156,8 +156,8 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
                              const rtr_nbrs *out);
 /* A call of at least this many query chunks (training's and evaluation's) searches an inverted
  * file of full vectors through its batch codes (rtr_vindex_search_batch), made by the first such
- * call: at a billion tokens about 25 times the chunks a second of a search at the default nprobe,
- * at recall@10 0.9 (docs/benchmarks.md). Smaller calls (generation's) search as single queries do. */
+ * call: at a billion tokens about 36 times the chunks a second of a search at the default nprobe,
+ * recall@2 0.89 (docs/benchmarks.md). Smaller calls (generation's) search as single queries do. */
 #define RTR_NBR_BATCH 1024
 
 /* The alignment above for given neighbours: for each ids[i] (>= 0) of query
