@@ -37,18 +37,27 @@ tiny_model kb rtr
 
 pids=()
 trap 'for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; rm -rf "$WORK"' EXIT
-start() {   # start NAME ARGS...: a server on a fresh port, ready; its URL in $url
-    local name=$1; shift
-    port=$(( 20000 + RANDOM % 20000 ))
-    url=http://127.0.0.1:$port
-    "$RETRO" serve --kb kb --port $port "$@" 2> "$name.err" &
-    pids+=($!)
-    for i in $(seq 1 200); do
-        [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] && return 0
-        kill -0 "${pids[-1]}" 2>/dev/null || { cat "$name.err" >&2; fail "the server ($name) died"; }
-        sleep 0.1
+start() {   # start NAME ARGS...: a server on a fresh port, ready; its URL in $url. A port that
+            # another process took first (tests run side by side) is given up for another.
+    local name=$1 attempt i; shift
+    for attempt in 1 2 3 4 5; do
+        port=$(( 20000 + RANDOM % 20000 ))
+        url=http://127.0.0.1:$port
+        "$RETRO" serve --kb kb --port $port "$@" 2> "$name.err" &
+        pids+=($!)
+        for i in $(seq 1 200); do   # bound (it says so) before its /health counts: the port may be another's
+            if ! kill -0 "${pids[-1]}" 2>/dev/null; then
+                grep -q "Address already in use" "$name.err" && continue 2
+                cat "$name.err" >&2
+                fail "the server ($name) died"
+            fi
+            grep -q "listening on" "$name.err" && [ "$(curl -s -o /dev/null -w '%{http_code}' $url/health)" = 200 ] &&
+                return 0
+            sleep 0.1
+        done
+        fail "the server ($name) did not get ready"
     done
-    fail "the server ($name) did not get ready"
+    fail "no free port in 5 tries"
 }
 start main --model rtr --api-key sekrit
 main=$url
