@@ -14,10 +14,8 @@ printf 'Harbour notes.\n\nThe keeper of the Skerryvore lighthouse in 1931 was Ag
 "$RETRO" index add kb docs --quiet > /dev/null
 "$RETRO" index build kb > /dev/null
 tiny_model kb rtr
-port=$(( 20000 + RANDOM % 20000 ))
-url=http://127.0.0.1:$port
-"$RETRO" serve --kb kb --model rtr --port $port --read-only 2> serve.err &
-pid=$!
+serve_start --kb kb --model rtr --read-only   # lib.sh: a free port, ready; port, url
+pid=$serve_pid
 # a recording proxy in front of it: every request is written to req-N.json and passed on;
 # /bad/... answers a malformed completion instead
 cat > proxy.js <<'EOF'
@@ -137,15 +135,10 @@ ok "an unreachable reader, an error status, a malformed response: one line namin
 
 # the server's /v1/ask: a server without a model answers through --reader, one with a model from it;
 # each gives what `retro ask` gives for the same question
-front_port=$(( port + 1 ))
-"$RETRO" serve --kb kb --port $front_port --read-only --reader $url 2> front.err &
-front=$!
+back=$url
+serve_start --kb kb --read-only --reader $back   # another free port, ready
+front=$serve_pid front_port=$port url=$back
 trap 'kill $pid $ppid $front 2>/dev/null; rm -rf "$WORK"' EXIT
-for i in $(seq 1 100); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:$front_port/health)" = 200 ] && break
-    kill -0 $front 2>/dev/null || { cat front.err >&2; fail "the front server died"; }
-    sleep 0.1
-done
 body=$(node -e 'console.log(JSON.stringify({question: process.argv[1], max_tokens: 40}))' "$q")
 curl -s -X POST http://127.0.0.1:$front_port/v1/ask -d "$body" > fa.json
 curl -s -X POST $url/v1/ask -d "$body" > ma.json
