@@ -54,6 +54,12 @@ struct known_lists : faiss::Index {
         for (fidx i = 0; flat && i < flat->ntotal; i++)
             norms.push_back(faiss::fvec_norm_L2sqr(flat->get_xb() + (size_t)i * (size_t)d, (size_t)d));
     }
+    // The vectors x (list[i]: the list of the i-th) answered from now on; none when x is empty.
+    void feed(const std::vector<float> &xs, const std::vector<fidx> &lists) {
+        x = xs.empty() ? nullptr : xs.data();
+        n = lists.size();
+        list = lists.data();
+    }
     void add(fidx, const float *) override { FAISS_THROW_MSG("known_lists: add"); }
     void reset() override { FAISS_THROW_MSG("known_lists: reset"); }
     void search(fidx nq, const float *q, fidx k, float *dist, fidx *labels,
@@ -127,6 +133,18 @@ void tell(char *why, size_t n_why, const char *what) {
     if (n_why) snprintf(why, n_why, "%s", what);
 }
 
+// body() (returning 0 or 1), or -1 with what it threw in why ("out of memory" for bad_alloc).
+template <class F> int guarded(char *why, size_t n_why, F body) {
+    try {
+        return body();
+    } catch (const std::bad_alloc &) {
+        tell(why, n_why, "out of memory");
+    } catch (const std::exception &e) {
+        tell(why, n_why, e.what());
+    }
+    return -1;
+}
+
 }  // namespace
 
 struct rtr_faiss_codes {
@@ -178,7 +196,7 @@ static std::vector<faiss::IndexIVFFlat *> flat_shards(FaissIndex **index, uint32
 extern "C" int rtr_faiss_codes_build(FaissIndex **index, uint32_t n_index, rtr_faiss_codes **out, char *why,
                                      size_t n_why) {
     *out = nullptr;
-    try {
+    return guarded(why, n_why, [&]() {
         std::vector<faiss::IndexIVFFlat *> sh = flat_shards(index, n_index);
         if (sh.empty()) return 0;
         auto c = std::make_unique<rtr_faiss_codes>(sh, code_m((size_t)sh[0]->d));
@@ -199,17 +217,13 @@ extern "C" int rtr_faiss_codes_build(FaissIndex **index, uint32_t n_index, rtr_f
                     list.push_back((fidx)l);
                 }
             }
-        c->quantizer.x = x.data();
-        c->quantizer.n = list.size();
-        c->quantizer.list = list.data();
+        c->quantizer.feed(x, list);
         c->codes.train((fidx)list.size(), x.data());
         // the codes, list by list (each shard's part of a list in turn), ADD_GROUP vectors at a time
         x.clear();
         list.clear();
         auto flush = [&]() {
-            c->quantizer.x = x.data();
-            c->quantizer.n = list.size();
-            c->quantizer.list = list.data();
+            c->quantizer.feed(x, list);
             c->codes.add_with_ids((fidx)list.size(), x.data(), ids.data());
             x.clear();
             list.clear();
@@ -232,18 +246,11 @@ extern "C" int rtr_faiss_codes_build(FaissIndex **index, uint32_t n_index, rtr_f
             if (list.size() >= ADD_GROUP) flush();
         }
         if (!list.empty()) flush();
-        c->quantizer.x = nullptr;
-        c->quantizer.n = 0;
-        c->quantizer.list = nullptr;
+        c->quantizer.feed({}, {});
         if ((size_t)c->codes.ntotal != total) FAISS_THROW_MSG("codes and shards differ in size");
         *out = c.release();
         return 1;
-    } catch (const std::bad_alloc &) {
-        tell(why, n_why, "out of memory");
-    } catch (const std::exception &e) {
-        tell(why, n_why, e.what());
-    }
-    return -1;
+    });
 }
 
 extern "C" void rtr_faiss_codes_free(rtr_faiss_codes *c) { delete c; }
@@ -258,9 +265,11 @@ extern "C" void rtr_faiss_codes_set_nprobe(rtr_faiss_codes *c, uint32_t nprobe) 
 
 #define SEARCH_GROUP 4096   // queries searched at a time (bounds the candidates held)
 
-static int codes_search(const rtr_faiss_codes *c, size_t nq, const float *q, size_t R, size_t d, size_t S, uint32_t k,
-                        float *dist, int64_t *ids, char *why, size_t n_why) {
-    try {
+extern "C" int rtr_faiss_codes_search(const rtr_faiss_codes *c, size_t nq, const float *q, uint32_t rerank,
+                                      uint32_t k, float *dist, int64_t *ids, char *why, size_t n_why) {
+    size_t R = std::max(rerank, k), d = (size_t)c->codes.d, S = c->shard.size();
+    int saved = rtr_blas_single_begin();   // the centroid products run on FAISS's OpenMP threads
+    int rc = guarded(why, n_why, [&]() {
         std::vector<float> cd(std::min(nq, (size_t)SEARCH_GROUP) * R);
         std::vector<fidx> ci(cd.size());
         for (size_t lo = 0; lo < nq; lo += SEARCH_GROUP) {
@@ -301,19 +310,7 @@ static int codes_search(const rtr_faiss_codes *c, size_t nq, const float *q, siz
             if (failed) throw std::bad_alloc();
         }
         return 0;
-    } catch (const std::bad_alloc &) {
-        tell(why, n_why, "out of memory");
-    } catch (const std::exception &e) {
-        tell(why, n_why, e.what());
-    }
-    return -1;
-}
-
-extern "C" int rtr_faiss_codes_search(const rtr_faiss_codes *c, size_t nq, const float *q, uint32_t rerank,
-                                      uint32_t k, float *dist, int64_t *ids, char *why, size_t n_why) {
-    size_t R = std::max(rerank, k), d = (size_t)c->codes.d, S = c->shard.size();
-    int saved = rtr_blas_single_begin();   // the centroid products run on FAISS's OpenMP threads
-    int rc = codes_search(c, nq, q, R, d, S, k, dist, ids, why, n_why);
+    });
     rtr_blas_single_end(saved);
     return rc;
 }

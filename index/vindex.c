@@ -551,6 +551,11 @@ static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float 
     return faiss_Index_search(v->shards[s], (idx_t)nq, q, k, dist, lab) ? faiss_err("search") : RTR_OK;
 }
 
+/* A failure of the batch codes (faiss_ext.h tells it in why). */
+static int codes_err(const char *what, const char *why) {
+    return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "%s: %s", what, why);
+}
+
 /* 1 when the batch codes are current: made, and no shard changed since. */
 static int codes_current(const rtr_vindex *v) {
     if (!v->codes) return 0;
@@ -566,7 +571,7 @@ static int search_shards(const rtr_vindex *v, int batch, size_t nq, const float 
     if (batch && codes_current(v)) {   /* all shards at once */
         char why[256];
         if (rtr_faiss_codes_search(v->codes, nq, q, RTR_VINDEX_BATCH_RERANK, k, dist, ids, why, sizeof why))
-            return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "batch search: %s", why);
+            return codes_err("batch search", why);
         return RTR_OK;
     }
     uint32_t S = v->n_shards;
@@ -653,7 +658,7 @@ int rtr_vindex_batch_prepare(rtr_vindex *v) {
         char why[256];
         int made = rtr_faiss_codes_build(v->shards, v->n_shards, &v->codes, why, sizeof why);
         if (made < 0)
-            return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "batch codes: %s", why);
+            return codes_err("batch codes", why);
         if (made) {
             memcpy(v->codes_gen, v->gen, v->n_shards * sizeof *v->gen);
             rtr_faiss_codes_set_nprobe(v->codes, rtr_vindex_batch_nprobe(v));

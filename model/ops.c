@@ -100,7 +100,7 @@ static void dot4rows(const float *A, int lda, const float *b, int n, float *out)
 #define SMALL_M 16
 static void matrows(const float *A, int lda, int M, const float *B, int ldb, int N, int K, float beta, float *Cm,
                     int ldc) {
-#pragma omp parallel for if ((int64_t)N * K * M > (1 << 18) && !omp_in_parallel())
+#pragma omp parallel for if ((int64_t)N * K > (1 << 17) && !omp_in_parallel())
     for (int j = 0; j < N; j++) {
         const float *bj = B + (int64_t)j * ldb;
         float d[4];
@@ -119,18 +119,9 @@ static void matrows(const float *A, int lda, int M, const float *B, int ldb, int
     }
 }
 
-/* c (N) = a (K) op(B) + beta c: one row (decoding a single token), where a
- * BLAS call costs more in set-up than in arithmetic. tb: B is (N, K), else
- * (K, N). */
-static void matvec(const float *a, const float *B, int ldb, int tb, int N, int K, float beta, float *c) {
-    if (tb) {
-#pragma omp parallel for if ((int64_t)N * K > (1 << 17) && !omp_in_parallel())
-        for (int j = 0; j < N; j++) {
-            float d = dot8(a, B + (int64_t)j * ldb, K);
-            c[j] = beta == 0 ? d : beta * c[j] + d;
-        }
-        return;
-    }
+/* c (N) = a (K) B + beta c, B (K, N): one row (decoding a single token), where a BLAS call costs
+ * more in set-up than in arithmetic (B (N, K): matrows). */
+static void matvec(const float *a, const float *B, int ldb, int N, int K, float beta, float *c) {
     if (beta == 0)
         for (int j = 0; j < N; j++) c[j] = 0;
     else if (beta != 1)
@@ -149,12 +140,12 @@ static void sgemm_par(int ta, int tb, int M, int N, int K, float alpha, const fl
                       int ldb, float beta, float *Cm, int ldc) {
     enum CBLAS_TRANSPOSE TA = ta ? CblasTrans : CblasNoTrans, TB = tb ? CblasTrans : CblasNoTrans;
     if (M <= 0 || N <= 0) return;
-    if (M == 1 && !ta && alpha == 1.0f) {
-        matvec(A, B, ldb, tb, N, K, beta, Cm);
+    if (M <= SMALL_M && !ta && tb && alpha == 1.0f) {   /* a few rows, one among them */
+        matrows(A, lda, M, B, ldb, N, K, beta, Cm, ldc);
         return;
     }
-    if (M <= SMALL_M && !ta && tb && alpha == 1.0f) {
-        matrows(A, lda, M, B, ldb, N, K, beta, Cm, ldc);
+    if (M == 1 && !ta && alpha == 1.0f) {
+        matvec(A, B, ldb, N, K, beta, Cm);
         return;
     }
     int nt = omp_get_max_threads();
