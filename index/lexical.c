@@ -662,6 +662,64 @@ static void offer(rtr_lex_hit *h, size_t *m, uint32_t depth, rtr_lex_hit x, doub
     if (*m == depth) *theta = h[0].score;
 }
 
+/* A query term: its weight, its bound in any chunk and its document frequency. */
+typedef struct qterm {
+    uint64_t term, df;
+    double w, ub;
+    size_t order;
+} qterm;
+
+/* Scoring a chunk from its own text (lexical.h, rtr_lex_query_texts): the query's terms (q, n, sorted by
+ * term, as rtr_lex_query_new makes them), a count for each, the chunk's words. */
+typedef struct fwd {
+    rtr_store_txn *t;
+    const rtr_tokenizer *tok;   /* NULL: from text only (fwd_text) */
+    const lsearch *ls;
+    const qterm *q;
+    size_t n;
+    uint32_t *tf, words;
+    rtr_buf text;
+} fwd;
+
+static void fwd_word(void *ctx, const char *w, size_t len) {
+    fwd *f = ctx;
+    f->words++;
+    uint64_t term = rtr_lex_term(w, len);
+    size_t lo = 0, hi = f->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (f->q[mid].term < term) lo = mid + 1;
+        else hi = mid;
+    }
+    if (lo < f->n && f->q[lo].term == term) f->tf[lo]++;
+}
+
+/* The BM25 score of a chunk whose text is text, as the postings give it: its length is its words (at
+ * most 255), each query term's count in it (at most 255) weighted as the postings' are, summed in the
+ * terms' order in double. */
+static double fwd_text(fwd *f, const char *text, size_t len) {
+    memset(f->tf, 0, f->n * sizeof *f->tf);
+    f->words = 0;
+    rtr_lex_words(text, len, fwd_word, f);
+    uint32_t dl = f->words > 255 ? 255 : f->words;
+    double s = 0;
+    for (size_t i = 0; i < f->n && dl; i++)
+        if (f->tf[i]) s += weight(f->ls, f->q[i].w, f->tf[i] > 255 ? 255 : f->tf[i], dl);
+    return s;
+}
+
+/* Chunk id's score from its text in the store; *live = 0 (and no score) if it was deleted. */
+static int fwd_chunk(fwd *f, uint64_t id, double *s, int *live) {
+    rtr_chunk c;
+    int rc = rtr_store_get_chunk(f->t, id, &c);
+    *live = rc == RTR_OK;
+    if (rc == RTR_E_NOTFOUND) return RTR_OK;
+    f->text.len = 0;
+    if (!rc) rc = rtr_tokenizer_decode(f->tok, c.tokens, c.n_tokens, &f->text);
+    if (!rc) *s = fwd_text(f, (const char *)f->text.data, f->text.len);
+    return rc;
+}
+
 /* The top depth chunks: MaxScore (Turtle and Flood, 1995) over windows of NORM_PAGE chunks, as
  * Lucene's bulk scorer does it. The cursors are sorted by bound; once the heap is full, the terms
  * 0..ne-1, whose bounds together cannot lift a chunk to the heap's least score, are non-essential:
@@ -672,8 +730,10 @@ static void offer(rtr_lex_hit *h, size_t *m, uint32_t depth, rtr_lex_hit x, doub
  * weights' range, whatever the order), rounded to float. ne0 > 0: the cursors not forced (sorted
  * first, by bound) are non-essential from the start whatever the heap holds, so that only chunks
  * holding a forced term are found, each scored with every term (RTR_LEX_RARE); the bounds stay true
- * bounds of the terms before each, whatever the order. */
-static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, rtr_lex_hit *h, size_t *nh) {
+ * bounds of the terms before each, whatever the order. fw (may be NULL): a chunk found whose score
+ * the non-essential terms might still lift into the heap is scored from its own text, not from their
+ * postings (a deleted chunk is then dropped). */
+static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, fwd *fw, rtr_lex_hit *h, size_t *nh) {
     double *prefix = rtr_malloc(nc * sizeof *prefix), *acc = rtr_malloc(NORM_PAGE * sizeof *acc);
     uint64_t bits[NORM_PAGE / 64] = {0};
     int rc = prefix && acc ? RTR_OK : RTR_E_NOMEM;
@@ -733,6 +793,11 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, 
                 if (full && (s + (nw ? prefix[nw - 1] : 0)) * slack < theta) continue;
                 uint64_t id = base + o;
                 int pruned = 0;
+                if (fw && nw) {   /* the whole score from the chunk's own words */
+                    int live = 0;
+                    if (!(rc = fwd_chunk(fw, id, &s, &live)) && live) offer(h, &m, depth, (rtr_lex_hit){id, (float)s}, &theta);
+                    continue;
+                }
                 for (size_t i = nw; i-- > 0 && !rc;) {   /* the non-essential terms, strongest first */
                     if (full && (s + prefix[i]) * slack < theta) {
                         pruned = 1;
@@ -759,13 +824,6 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, 
     return rc;
 }
 
-/* A query term: its weight, its bound in any chunk and its document frequency. */
-typedef struct qterm {
-    uint64_t term, df;
-    double w, ub;
-    size_t order;
-} qterm;
-
 struct rtr_lex_query {
     rtr_store_txn *t;
     rtr_lex_state st;
@@ -774,6 +832,7 @@ struct rtr_lex_query {
     size_t n;
     lcur *cs;     /* n cursors and pointers to them, reopened by each call */
     lcur **c;
+    fwd fw;       /* scoring from text: fw.tf (n counts) once asked for; fw.tok once rtr_lex_query_texts */
 };
 
 /* Cursors on the n terms q (q->cs, pointers in q->c), each on its first block; a term without postings
@@ -857,8 +916,35 @@ int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_qu
     return RTR_OK;
 }
 
+/* fw ready for lq's terms (its counts allocated). */
+static int fwd_ready(rtr_lex_query *lq) {
+    if (lq->fw.tf || !lq->n) return RTR_OK;
+    if (!(lq->fw.tf = rtr_calloc(lq->n, sizeof *lq->fw.tf))) return RTR_E_NOMEM;
+    lq->fw.t = lq->t;
+    lq->fw.ls = &lq->ls;
+    lq->fw.q = lq->q;
+    lq->fw.n = lq->n;
+    return RTR_OK;
+}
+
+int rtr_lex_query_texts(rtr_lex_query *lq, const rtr_tokenizer *tok) {
+    int rc = fwd_ready(lq);
+    if (!rc) lq->fw.tok = tok;
+    return rc;
+}
+
+int rtr_lex_query_score_text(rtr_lex_query *lq, uint64_t id, const char *text, size_t len, float *score) {
+    *score = 0;
+    if (!lq->n || id > lq->st.indexed_upto) return RTR_OK;
+    int rc = fwd_ready(lq);
+    if (!rc) *score = (float)fwd_text(&lq->fw, text, len);
+    return rc;
+}
+
 void rtr_lex_query_free(rtr_lex_query *lq) {
     if (!lq) return;
+    rtr_free(lq->fw.tf);
+    rtr_buf_free(&lq->fw.text);
     rtr_free(lq->q);
     rtr_free(lq->cs);
     rtr_free(lq->c);
@@ -925,7 +1011,7 @@ int rtr_lex_query_top(rtr_lex_query *lq, uint32_t depth, int how, rtr_lex_hit **
         }
         ne0 = nc - nr;
     }
-    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, h, &m);
+    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, ne0 && lq->fw.tok ? &lq->fw : NULL, h, &m);
     close_cursors(lq->c, nc);
     if (!rc && m) qsort(h, m, sizeof *h, cmp_hit_desc);
     if (rc) {

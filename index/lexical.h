@@ -120,6 +120,16 @@ int rtr_lex_query_top(rtr_lex_query *q, uint32_t depth, int how, rtr_lex_hit **h
  * rtr_lex_search would score it; ids in any order. */
 int rtr_lex_query_score(rtr_lex_query *q, const uint64_t *ids, size_t n, float *scores);
 
+/* Scores from the chunks' own text: the same BM25 scores as the postings give (their words counted as the
+ * index counted them), without reading the common words' postings, which at a billion tokens cost a block
+ * sought and decoded for each candidate and word (docs/search.md). After rtr_lex_query_texts (tok: the
+ * knowledge base's tokenizer), RTR_LEX_RARE scores each chunk that its rarest words find, and that the
+ * other words might still lift into the top depth, from its text read from the store (a chunk deleted
+ * since it was indexed is then left out). rtr_lex_query_score_text: chunk id's score from its text
+ * (the decoded tokens of the chunk, which the caller has read; 0 past the index). */
+int rtr_lex_query_texts(rtr_lex_query *q, const rtr_tokenizer *tok);
+int rtr_lex_query_score_text(rtr_lex_query *q, uint64_t id, const char *text, size_t len, float *score);
+
 /* A block's header: its first and last chunk ids, the highest count and
  * the shortest chunk length among its postings. */
 typedef struct rtr_lex_block {

@@ -383,8 +383,9 @@ typedef struct query_ctx {
 
 /* The vector score of each of n chunks ids, as merge_query_chunks sums it (the weighted similarities
  * above 0 of the query's chunks), in full_embedder's space: their texts embedded and measured against
- * every query chunk. */
-static int vector_scores(const query_ctx *qc, const uint64_t *ids, size_t n, float *out) {
+ * every query chunk. lex (n, may be NULL): each NAN there becomes the chunk's BM25 score for the query,
+ * from the same text (lexical.h, rtr_lex_query_score_text). */
+static int vector_scores(const query_ctx *qc, const uint64_t *ids, size_t n, float *out, float *lex) {
     rtr_embedder *e = full_embedder(qc->r);
     uint32_t dim = e->dim;
     const uint32_t **run = rtr_malloc((n + 1) * sizeof *run);
@@ -404,6 +405,8 @@ static int vector_scores(const query_ctx *qc, const uint64_t *ids, size_t n, flo
             if (sim > 0) s += sim * (qc->qw ? qc->qw[j] : 1.0f / (float)qc->nq);
         }
         out[i] = s;
+        if (lex && isnan(lex[i]))
+            rc = rtr_lex_query_score_text(qc->lq, ids[i], texts[i].data, texts[i].len, &lex[i]);
     }
     rtr_free(c);
     rtr_buf_free(&text);
@@ -476,9 +479,9 @@ static int fuse(const query_ctx *qc, const rtr_hit *v, size_t nv, const rtr_hit 
     rtr_hit **by = rtr_malloc((nv + nl + 1) * sizeof *by);
     uint64_t *ids = rtr_malloc((nv + nl + 1) * sizeof *ids);
     float *sc = rtr_malloc((nv + nl + 1) * sizeof *sc);
-    size_t *at = rtr_malloc((nv + nl + 1) * sizeof *at);
-    int rc = all && by && ids && sc && at ? RTR_OK : RTR_E_NOMEM;
-    size_t m = 0, nm = 0;
+    float *lx = rtr_malloc((nv + nl + 1) * sizeof *lx);
+    int rc = all && by && ids && sc && lx ? RTR_OK : RTR_E_NOMEM;
+    size_t m = 0;
     for (size_t i = 0; i < nv && !rc; i++) {
         all[m] = v[i];
         all[m].found_by = RTR_FOUND_VECTOR;
@@ -497,13 +500,9 @@ static int fuse(const query_ctx *qc, const rtr_hit *v, size_t nv, const rtr_hit 
         all[j].found_by |= RTR_FOUND_LEXICAL;
         all[j].lexical_score = l[i].score;
     }
-    for (size_t i = 0; i < m && !rc; i++)   /* found by the vectors alone: their BM25 scores */
-        if (isnan(all[i].lexical_score)) ids[nm] = all[i].chunk_id, at[nm++] = i;
-    if (!rc && nm) rc = rtr_lex_query_score(qc->lq, ids, nm, sc);
-    for (size_t i = 0; i < nm && !rc; i++) all[at[i]].lexical_score = sc[i];
-    for (size_t i = 0; i < m && !rc; i++) ids[i] = all[i].chunk_id;   /* every one's vector score */
-    if (!rc && m) rc = vector_scores(qc, ids, m, sc);
-    for (size_t i = 0; i < m && !rc; i++) all[i].vector_score = sc[i];
+    for (size_t i = 0; i < m && !rc; i++) ids[i] = all[i].chunk_id, lx[i] = all[i].lexical_score;
+    if (!rc && m) rc = vector_scores(qc, ids, m, sc, lx);   /* every one's vector score; BM25 where missing */
+    for (size_t i = 0; i < m && !rc; i++) all[i].vector_score = sc[i], all[i].lexical_score = lx[i];
     for (int side = 0; side < 2 && !rc; side++) {
         for (size_t i = 0; i < m; i++) by[i] = &all[i];
         qsort(by, m, sizeof *by, side ? cmp_by_lexical : cmp_by_vector);
@@ -526,7 +525,7 @@ static int fuse(const query_ctx *qc, const rtr_hit *v, size_t nv, const rtr_hit 
     rtr_free(by);
     rtr_free(ids);
     rtr_free(sc);
-    rtr_free(at);
+    rtr_free(lx);
     if (rc) {
         rtr_free(all);
         return rc;
@@ -656,6 +655,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     doc_filter f = {0, 0, ex, so->n_exclude};
     rtr_lex_query *lq = NULL;
     if (!rc && mode != RTR_SEARCH_VECTOR) rc = rtr_lex_query_new(t, query, len, &lq);
+    if (!rc && mode == RTR_SEARCH_HYBRID) rc = rtr_lex_query_texts(lq, tok);   /* candidates scored from their text */
     float *qf = NULL;   /* hybrid: the query chunks in the full space */
     if (!rc && mode == RTR_SEARCH_HYBRID && full_embedder(r) != r->embedder) {
         if (!(qf = rtr_malloc(nq * full_embedder(r)->dim * sizeof *qf))) rc = RTR_E_NOMEM;
@@ -791,6 +791,10 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, int b
         h = NULL;
         nh = 0;
         if ((rc = rtr_lex_query_new(t, qt[i].data, qt[i].len, &lq))) break;
+        if (mode == RTR_SEARCH_HYBRID && (rc = rtr_lex_query_texts(lq, rtr_kb_tokenizer(r->kb)))) {
+            rtr_lex_query_free(lq);
+            break;
+        }
         query_ctx qc = {r, t, lq, qf ? qf + i * full_embedder(r)->dim : q + i * dim, NULL, 1};
         rc = rank_query(&qc, mode, vid ? vid + i * depth : NULL, vd ? vd + i * depth : NULL, depth, &f, &h, &nh);
         rtr_lex_query_free(lq);

@@ -335,7 +335,7 @@ static void test_prepared_query_rare_and_scores(void **state) {
     rtr_lex_state st;
     assert_int_equal(rtr_lex_state_get(t, &st), RTR_OK);
     uint64_t x = 11;
-    size_t rare_checked = 0, restricted = 0;
+    size_t rare_checked = 0, restricted = 0, text_scored = 0;
     for (int qi = 0; qi < 80; qi++) {
         char q[1024];
         size_t len = 0;
@@ -368,6 +368,22 @@ static void test_prepared_query_rare_and_scores(void **state) {
         for (size_t i = 0; i < nid; i++) nonzero += sc[i] > 0;
         assert_int_equal(nonzero, na);
         for (size_t i = 0; i < na; i++) assert_true(sc[nid - all[i].chunk_id] == all[i].score);
+        /* the same scores from the chunks' own text */
+        rtr_lex_query *lt;
+        assert_int_equal(rtr_lex_query_new(t, q, len, &lt), RTR_OK);
+        assert_int_equal(rtr_lex_query_texts(lt, g_tok), RTR_OK);
+        for (size_t i = 0; i < nid; i++) {
+            rtr_chunk c;
+            if (rtr_store_get_chunk(t, ids[i], &c) != RTR_OK) continue;
+            rtr_buf text = {0};
+            float f;
+            assert_int_equal(rtr_tokenizer_decode(g_tok, c.tokens, c.n_tokens, &text), RTR_OK);
+            assert_int_equal(rtr_lex_query_score_text(lt, ids[i], (const char *)text.data, text.len, &f), RTR_OK);
+            if (f != sc[i]) fail_msg("'%s': chunk %llu scores %.7f from its text, %.7f from the postings", q,
+                                     (unsigned long long)ids[i], f, sc[i]);
+            text_scored++;
+            rtr_buf_free(&text);
+        }
         /* EXACT is the one-call search */
         assert_int_equal(rtr_lex_query_top(lq, 10, RTR_LEX_EXACT, &one, &no), RTR_OK);
         assert_int_equal(no, na < 10 ? na : 10);
@@ -386,7 +402,7 @@ static void test_prepared_query_rare_and_scores(void **state) {
         size_t most = present / 4 < RTR_LEX_RARE_TERMS ? present / 4 : RTR_LEX_RARE_TERMS, nr = 0, postings = 0;
         while (nr < most && (!nr || postings + qw[nr].df <= RTR_LEX_RARE_POSTINGS)) postings += qw[nr++].df;
         if (present >= RTR_LEX_RARE_MIN && nr < present && qw[nr - 1].df == qw[nr].df) {   /* a tie: which is rarer is not ours to say */
-            rtr_free(all), rtr_free(ids), rtr_free(sc), rtr_lex_query_free(lq);
+            rtr_free(all), rtr_free(ids), rtr_free(sc), rtr_lex_query_free(lq), rtr_lex_query_free(lt);
             continue;
         }
         uint8_t *holds = rtr_calloc(nid + 1, 1);
@@ -412,6 +428,12 @@ static void test_prepared_query_rare_and_scores(void **state) {
             }
             assert_int_equal(no, j);
             rare_checked += no;
+            rtr_lex_hit *tx;   /* scored from text: the same ranking */
+            size_t ntx;
+            assert_int_equal(rtr_lex_query_top(lt, depths[di], RTR_LEX_RARE, &tx, &ntx), RTR_OK);
+            assert_int_equal(ntx, no);
+            for (size_t i = 0; i < no; i++) assert_true(tx[i].chunk_id == one[i].chunk_id && tx[i].score == one[i].score);
+            rtr_free(tx);
             rtr_free(one);
         }
         size_t held = 0;
@@ -422,8 +444,11 @@ static void test_prepared_query_rare_and_scores(void **state) {
         rtr_free(ids);
         rtr_free(sc);
         rtr_lex_query_free(lq);
+        rtr_lex_query_free(lt);
     }
-    print_message("RARE: %zu hits compared, %zu queries restricted to part of the ranking\n", rare_checked, restricted);
+    print_message("RARE: %zu hits compared, %zu queries restricted to part of the ranking, %zu chunks scored from text\n",
+                  rare_checked, restricted, text_scored);
+    assert_true(text_scored > 1000);
     assert_true(rare_checked > 500);
     assert_true(restricted > 10);   /* the restriction happened, not only queries that every chunk answers */
     /* a chunk's own words (of a long chunk) find it first, in both ways */
