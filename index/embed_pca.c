@@ -10,6 +10,7 @@
 #include <xxhash.h>
 
 #include "lib/alloc.h"
+#include "lib/dot.h"
 #include "lib/io.h"
 #include "lib/le.h"
 #include "lib/status.h"
@@ -132,9 +133,17 @@ int rtr_pca_fit(const float *x, size_t n, uint32_t din, uint32_t dout, rtr_pca *
 
 void rtr_pca_apply(const rtr_pca *p, const float *x, size_t n, float *y) {
     if (n == 0) return;
-    /* y = x W^T - (W mean)^T for every row */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)p->dout, (int)p->din, 1.0f, x, (int)p->din, p->w,
-                (int)p->din, 0.0f, y, (int)p->dout);
+    /* y = x W^T - (W mean)^T for every row, each row by the same dot products whatever n is (lib/dot.h):
+     * a BLAS product's last bits depend on how many rows it takes, and a build resumed from a
+     * checkpoint embeds other batches than one never stopped, yet must write the same shards */
+    int din = (int)p->din, dout = (int)p->dout;
+    for (size_t i = 0; i < n; i++) {
+        const float *xi = x + i * p->din;
+        float *yi = y + i * p->dout;
+        int c = 0;
+        for (; c + 8 <= dout; c += 8) rtr_dot1x8(xi, p->w + (size_t)c * p->din, din, din, yi + c);
+        for (; c < dout; c++) yi[c] = rtr_dot(xi, p->w + (size_t)c * p->din, din);
+    }
     for (uint32_t c = 0; c < p->dout; c++) {
         double b = 0;
         for (uint32_t j = 0; j < p->din; j++) b += (double)p->w[(size_t)c * p->din + j] * p->mean[j];

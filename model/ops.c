@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "lib/blas.h"
+#include "lib/dot.h"
 #include "lib/simd.h"
 #include "lib/status.h"
 
@@ -33,88 +34,35 @@ static int scratch_threads(const void *scratch, size_t scratch_bytes, size_t sli
     return fit < (size_t)nt ? (int)fit : nt;
 }
 
-/* dot product of n floats: with AVX2 and FMA, four 8-wide partial sums (one
- * would wait on the adder's latency); otherwise 8 partial sums the compiler
- * can vectorise */
-#ifdef RTR_SIMD
-static float dot8(const float *a, const float *b, int n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 32 <= n; i += 32) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
-    }
-    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-    float s = rtr_hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-#else
-static float dot8(const float *a, const float *b, int n) {
-    float acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int k = 0; k < 8; k++) acc[k] += a[i + k] * b[i + k];
-    float s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-    for (; i < n; i++) s += a[i] * b[i];
-    return s;
-}
-#endif
+static void put(float *c, float beta, float x) { *c = beta == 0 ? x : beta * *c + x; }
 
-/* The dot products of 4 rows of A (lda apart) with b (n floats each) into out[0..3]: b read once for
- * the four (decoding a few streams together, where BLAS would copy all of B into its own layout at
- * every call, which costs more than the products). */
-#ifdef RTR_SIMD
-static void dot4rows(const float *A, int lda, const float *b, int n, float *out) {
-    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * (int64_t)lda, *a3 = A + 3 * (int64_t)lda;
-    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
-    int i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 bv = _mm256_loadu_ps(b + i);
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + i), bv, s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + i), bv, s1);
-        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + i), bv, s2);
-        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + i), bv, s3);
-    }
-    out[0] = rtr_hsum8(s0);
-    out[1] = rtr_hsum8(s1);
-    out[2] = rtr_hsum8(s2);
-    out[3] = rtr_hsum8(s3);
-    for (; i < n; i++) {
-        out[0] += a0[i] * b[i];
-        out[1] += a1[i] * b[i];
-        out[2] += a2[i] * b[i];
-        out[3] += a3[i] * b[i];
-    }
-}
-#else
-static void dot4rows(const float *A, int lda, const float *b, int n, float *out) {
-    for (int r = 0; r < 4; r++) out[r] = dot8(A + r * (int64_t)lda, b, n);
-}
-#endif
-
-/* C (M, N) = A (M, K) B^T + beta C for a few rows (M <= SMALL_M), B (N, K): each row of B read once
- * for every four rows of A. */
+/* C (M, N) = A (M, K) B^T + beta C for a few rows (M <= SMALL_M), B (N, K): blocks of 8 columns of C,
+ * in parallel for a large B, each through dot4x2 for every four rows of A and dot1x8 for the rest
+ * (the last columns one at a time). */
 #define SMALL_M 16
 static void matrows(const float *A, int lda, int M, const float *B, int ldb, int N, int K, float beta, float *Cm,
                     int ldc) {
+    int nb = (N + 7) / 8;
 #pragma omp parallel for if ((int64_t)N * K > (1 << 17) && !omp_in_parallel())
-    for (int j = 0; j < N; j++) {
-        const float *bj = B + (int64_t)j * ldb;
-        float d[4];
+    for (int jb = 0; jb < nb; jb++) {
+        int j0 = jb * 8, jn = N - j0 < 8 ? N - j0 : 8;
+        float d[8];
         int m = 0;
-        for (; m + 4 <= M; m += 4) {
-            dot4rows(A + (int64_t)m * lda, lda, bj, K, d);
-            for (int r = 0; r < 4; r++) {
-                float *c = Cm + (int64_t)(m + r) * ldc + j;
-                *c = beta == 0 ? d[r] : beta * *c + d[r];
+        for (; m + 4 <= M && jn == 8; m += 4)
+            for (int j = j0; j < j0 + 8; j += 2) {
+                rtr_dot4x2(A + (int64_t)m * lda, lda, B + (int64_t)j * ldb, ldb, K, d);
+                for (int r = 0; r < 4; r++)
+                    for (int c = 0; c < 2; c++) put(Cm + (int64_t)(m + r) * ldc + j + c, beta, d[2 * r + c]);
             }
-        }
         for (; m < M; m++) {
-            float x = dot8(A + (int64_t)m * lda, bj, K), *c = Cm + (int64_t)m * ldc + j;
-            *c = beta == 0 ? x : beta * *c + x;
+            const float *a = A + (int64_t)m * lda;
+            float *c = Cm + (int64_t)m * ldc + j0;
+            if (jn == 8) {
+                rtr_dot1x8(a, B + (int64_t)j0 * ldb, ldb, K, d);
+                for (int j = 0; j < 8; j++) put(c + j, beta, d[j]);
+            } else {
+                for (int j = 0; j < jn; j++) put(c + j, beta, rtr_dot(a, B + (int64_t)(j0 + j) * ldb, K));
+            }
         }
     }
 }
@@ -650,16 +598,33 @@ static void att_fwd_head(float *out, float *att, const float *q, const float *k,
     }
     if (Tq == 1) {   /* one query (decoding): dot products and a weighted sum, no BLAS set-up */
         int n = causal && kend > 1 ? 1 : kend;
-        for (int j = 0; j < n; j++) att[j] = scale * dot8(q, k + (int64_t)j * C, hs);
+        int j = 0;
+        for (; j + 8 <= n; j += 8) {   /* eight keys at a time: q read once for them, their sums reduced together */
+            rtr_dot1x8(q, k + (int64_t)j * C, C, hs, att + j);
+            for (int x = 0; x < 8; x++) att[j + x] *= scale;
+        }
+        for (; j < n; j++) att[j] = scale * rtr_dot(q, k + (int64_t)j * C, hs);
         if (n > 0 && !softmax_row(att, kp, n)) n = 0;
         if (n < Tk) memset(att + n, 0, (size_t)(Tk - n) * sizeof *att);
-        memset(out, 0, (size_t)hs * sizeof *out);
-        for (int j = 0; j < n; j++) {
-            float p = att[j];
-            if (p == 0) continue;
-            const float *vj = v + (int64_t)j * C;
-#pragma omp simd
-            for (int d = 0; d < hs; d++) out[d] += p * vj[d];
+        int d = 0;
+#ifdef RTR_SIMD
+        for (; d + 8 <= hs; d += 8) {   /* eight of out's columns over all keys, in registers */
+            __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+            const float *vd = v + d;
+            for (j = 0; j + 4 <= n; j += 4) {
+                s0 = _mm256_fmadd_ps(_mm256_set1_ps(att[j]), _mm256_loadu_ps(vd + (int64_t)j * C), s0);
+                s1 = _mm256_fmadd_ps(_mm256_set1_ps(att[j + 1]), _mm256_loadu_ps(vd + (int64_t)(j + 1) * C), s1);
+                s2 = _mm256_fmadd_ps(_mm256_set1_ps(att[j + 2]), _mm256_loadu_ps(vd + (int64_t)(j + 2) * C), s2);
+                s3 = _mm256_fmadd_ps(_mm256_set1_ps(att[j + 3]), _mm256_loadu_ps(vd + (int64_t)(j + 3) * C), s3);
+            }
+            for (; j < n; j++) s0 = _mm256_fmadd_ps(_mm256_set1_ps(att[j]), _mm256_loadu_ps(vd + (int64_t)j * C), s0);
+            _mm256_storeu_ps(out + d, _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+        }
+#endif
+        for (; d < hs; d++) {
+            float o = 0;
+            for (j = 0; j < n; j++) o += att[j] * v[(int64_t)j * C + d];
+            out[d] = o;
         }
         return;
     }
