@@ -995,9 +995,9 @@ int rtr_lex_query_top(rtr_lex_query *lq, uint32_t depth, int how, rtr_lex_hit **
     size_t nc = 0, m = 0;
     int rc = h ? open_cursors(lq, lq->q, lq->n, &nc) : RTR_E_NOMEM;
     size_t ne0 = 0;   /* RARE: all but the rarest quarter non-essential */
+    uint64_t postings = 0;
     if (!rc && how == RTR_LEX_RARE && nc >= RTR_LEX_RARE_MIN) {
         size_t most = nc / 4 > RTR_LEX_RARE_TERMS ? RTR_LEX_RARE_TERMS : nc / 4, nr = 0;
-        uint64_t postings = 0;
         while (nr < most) {   /* the least document frequency first (ties: the smaller term hash) */
             lcur *best = NULL;
             for (size_t i = 0; i < nc; i++)
@@ -1011,7 +1011,10 @@ int rtr_lex_query_top(rtr_lex_query *lq, uint32_t depth, int how, rtr_lex_hit **
         }
         ne0 = nc - nr;
     }
-    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, ne0 && lq->fw.tok ? &lq->fw : NULL, h, &m);
+    /* from text when the rare words name few chunks; when even the rarest is common, the bounds of the
+     * other words' blocks prune most of its many chunks unread, and reading each one's text costs more */
+    int from_text = ne0 && lq->fw.tok && postings <= RTR_LEX_RARE_POSTINGS;
+    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, from_text ? &lq->fw : NULL, h, &m);
     close_cursors(lq->c, nc);
     if (!rc && m) qsort(h, m, sizeof *h, cmp_hit_desc);
     if (rc) {
