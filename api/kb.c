@@ -225,6 +225,16 @@ int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out) {
     return RTR_OK;
 }
 
+int retro_kb_warm(retro_kb *kb, uint64_t *bytes) {
+    if (bytes) *bytes = 0;
+    rtr_api_held *held;
+    int rc = rtr_api_acquire(kb, &held);
+    if (rc) return rc;
+    rc = rtr_retriever_warm(held->r, &kb->smu, bytes);
+    rtr_api_release(kb, held);
+    return rc;
+}
+
 int rtr_api_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
     rtr_api_live_ctx *c = ctx;
     pthread_mutex_lock(&c->kb->smu);

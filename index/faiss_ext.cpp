@@ -32,6 +32,15 @@ extern "C" int rtr_faiss_mapped_no_prefetch(FaissIndex *index) {
     return 1;
 }
 
+extern "C" int rtr_faiss_mapped_range(FaissIndex *index, const void **addr, size_t *len) {
+    auto *ivf = dynamic_cast<faiss::IndexIVF *>(reinterpret_cast<faiss::Index *>(index));
+    auto *od = ivf ? dynamic_cast<faiss::OnDiskInvertedLists *>(ivf->invlists) : nullptr;
+    if (!od || !od->ptr) return 0;
+    *addr = od->ptr;
+    *len = od->totsize;
+    return 1;
+}
+
 namespace {
 
 // The coarse quantizer of the codes: the flat shard's own, except that the vectors being added or

@@ -38,6 +38,10 @@ extern "C" {
  * off; 0 for any other index, left as it is. */
 int rtr_faiss_mapped_no_prefetch(FaissIndex *index);
 
+/* The memory that index's mapped lists live in (its file's map): 1 and *addr, *len when it is an
+ * inverted file with mapped lists; 0 otherwise. */
+int rtr_faiss_mapped_range(FaissIndex *index, const void **addr, size_t *len);
+
 typedef struct rtr_faiss_codes rtr_faiss_codes;
 
 /* Fast-scan codes of the n shards' vectors when they are L2 inverted files

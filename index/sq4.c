@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 
 #include "lib/alloc.h"
+#include "lib/io.h"
 #include "lib/le.h"
 #include "lib/simd.h"
 #include "lib/status.h"
@@ -120,6 +121,12 @@ static int pad_to(FILE *f, uint64_t *at, uint64_t to) {
     size_t k = (size_t)(to - *at);
     *at = to;
     return k && fwrite(zero, 1, k, f) != k;
+}
+
+uint64_t rtr_sq4_warm(const rtr_sq4 *s) {
+    if (!s->map) return 0;
+    rtr_map_populate(s->map, s->map_len);
+    return s->map_len;
 }
 
 int rtr_sq4_to_memory(rtr_sq4 *s) {

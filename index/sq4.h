@@ -70,6 +70,8 @@ int rtr_sq4_map(int fd, uint64_t len, const char *path, uint32_t dim, rtr_sq4 **
  * does after a few. Scans may run meanwhile, from other threads (not two of these calls at once). No-op
  * for codes built in memory or copied already. RTR_E_NOMEM (s stays mapped). */
 int rtr_sq4_to_memory(rtr_sq4 *s);
+/* A mapped s's pages mapped into the process (lib/io.h, rtr_map_populate): the bytes, 0 if not mapped. */
+uint64_t rtr_sq4_warm(const rtr_sq4 *s);
 
 /* The query's integer weights and offset, made once per query. */
 typedef struct rtr_sq4_query {

@@ -425,6 +425,18 @@ static int txn_begin(rtr_store *s, int write, rtr_store_txn **out) {
 
 int rtr_store_read_begin(rtr_store *s, rtr_store_txn **out) { return txn_begin(s, 0, out); }
 
+int rtr_store_warm(rtr_store *s, uint64_t *bytes) {
+    *bytes = 0;
+    rtr_store_txn *t;   /* the map stays where it is meanwhile (a writer that grows it waits) */
+    int rc = rtr_store_read_begin(s, &t);
+    if (rc) return rc;
+    char *data = rtr_path_join(s->dir, "data.mdb");
+    if (data) *bytes = rtr_map_populate_file(data);   /* LMDB names no map address (me_mapaddr: fixed maps only) */
+    rtr_free(data);
+    rtr_store_txn_end(t);
+    return data ? RTR_OK : RTR_E_NOMEM;
+}
+
 void rtr_store_txn_end(rtr_store_txn *t) {
     if (!t) return;
     RTR_ASSERT(pthread_equal(t->thread, pthread_self()));

@@ -126,6 +126,11 @@ typedef struct rtr_skip_rec {
  * (counters), RTR_E_NOMEM; RTR_E_BUSY if another process grew the map while
  * this thread holds another transaction of s (end it and retry). */
 int rtr_store_read_begin(rtr_store *s, rtr_store_txn **out);
+
+/* The pages of the store's file mapped into the process (lib/io.h, rtr_map_populate_file), within a
+ * read transaction (a writer that grows the map waits), so that the searches that follow touch no page
+ * for the first time. The bytes mapped in *bytes. */
+int rtr_store_warm(rtr_store *s, uint64_t *bytes);
 void rtr_store_txn_end(rtr_store_txn *t);   /* ends a read txn; NULL-safe */
 
 int rtr_store_get_stats(rtr_store_txn *t, rtr_store_stats *out);

@@ -301,6 +301,20 @@ uint32_t rtr_vindex_shards(const rtr_vindex *v) { return v->n_shards; }
 uint32_t rtr_vindex_dim(const rtr_vindex *v) { return v->dim; }
 const char *rtr_vindex_factory(const rtr_vindex *v) { return v->factory; }
 uint32_t rtr_vindex_nprobe(const rtr_vindex *v) { return v->nprobe; }
+
+uint64_t rtr_vindex_warm(rtr_vindex *v) {
+    uint64_t bytes = 0;
+    for (uint32_t s = 0; s < v->n_shards; s++) {
+        const void *p;
+        size_t n;
+        if (v->shards && v->shards[s] && rtr_faiss_mapped_range(v->shards[s], &p, &n)) {
+            rtr_map_populate(p, n);
+            bytes += n;
+        }
+        if (v->sq && v->sq[s]) bytes += rtr_sq4_warm(v->sq[s]);
+    }
+    return bytes;
+}
 uint32_t rtr_vindex_nlist(const rtr_vindex *v) { return v->nlist; }
 
 int rtr_vindex_set_rerank(rtr_vindex *v, int rerank) {

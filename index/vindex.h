@@ -58,6 +58,10 @@ const char *rtr_vindex_factory(const rtr_vindex *v);
 uint32_t rtr_vindex_nprobe(const rtr_vindex *v);
 uint32_t rtr_vindex_nlist(const rtr_vindex *v);   /* 0 unless an inverted file */
 int rtr_vindex_set_nprobe(rtr_vindex *v, uint32_t nprobe);
+/* The pages of every shard's mapped lists and codes mapped into the process (lib/io.h,
+ * rtr_map_populate), so that searches touch none for the first time; the bytes. Searches may run
+ * meanwhile. */
+uint64_t rtr_vindex_warm(rtr_vindex *v);
 /* Sets a FAISS search parameter ("nprobe", "efSearch", ...) on every shard,
  * or retro's "rerank" (rtr_vindex_set_rerank). */
 int rtr_vindex_set_param(rtr_vindex *v, const char *name, double value);

@@ -37,4 +37,17 @@ int rtr_path_exists(const char *path);
 /* Removes a directory tree (rm -rf); missing is fine. */
 int rtr_rmtree(const char *path);
 
+/* The bytes of the file at path, or of the files in the directory at path and below it; 0 if none. */
+uint64_t rtr_path_bytes(const char *path);
+
+/* Maps the pages of [addr, addr + len) (a read-only file mapping) into the process, as a read of each
+ * would, without the fault each read takes (a few microseconds apiece in a virtual machine; a query of
+ * a large knowledge base touches hundreds): MADV_POPULATE_READ, or a read of every page where the kernel
+ * lacks it (before Linux 5.14). Pages not in the page cache are read from the file. */
+void rtr_map_populate(const void *addr, size_t len);
+
+/* rtr_map_populate over each of the process's maps of the file at path (as /proc/self/maps names it),
+ * up to the file's end; the bytes. 0 where /proc is not mounted. */
+uint64_t rtr_map_populate_file(const char *path);
+
 #endif

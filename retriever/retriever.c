@@ -6,10 +6,12 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "index/embed_pca.h"
 #include "index/lexical.h"
 #include "lib/alloc.h"
+#include "lib/io.h"
 #include "lib/sort.h"
 #include "lib/status.h"
 
@@ -91,6 +93,25 @@ const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r) { return r->
 int rtr_retriever_vindex(rtr_retriever *r, rtr_vindex **out) { return vector_index(r, out); }
 
 rtr_kb *rtr_retriever_kb(rtr_retriever *r) { return r->kb; }
+
+int rtr_retriever_warm(rtr_retriever *r, pthread_mutex_t *search_mu, uint64_t *bytes) {
+    uint64_t vb = 0, sb = 0;
+    if (bytes) *bytes = 0;
+    char *data = rtr_path_join(rtr_kb_dir(r->kb), "store/data.mdb"), *ix = rtr_path_join(rtr_kb_dir(r->kb), "index");
+    uint64_t size = (data ? rtr_path_bytes(data) : 0) + (ix ? rtr_path_bytes(ix) : 0);
+    rtr_free(data);
+    rtr_free(ix);
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    if (pages > 0 && psz > 0 && size > (uint64_t)pages * (uint64_t)psz / 2) return RTR_OK;   /* would crowd out the rest */
+    rtr_vindex *vx;
+    if (search_mu) pthread_mutex_lock(search_mu);
+    int rc = vector_index(r, &vx);
+    if (!rc) vb = rtr_vindex_warm(vx);
+    if (search_mu) pthread_mutex_unlock(search_mu);
+    if (!rc) rc = rtr_store_warm(rtr_kb_store(r->kb), &sb);
+    if (bytes) *bytes = vb + sb;
+    return rc;
+}
 
 /* The documents a query's results never come from. */
 typedef struct doc_filter {

@@ -22,6 +22,7 @@
 #ifndef RTR_RETRIEVER_H
 #define RTR_RETRIEVER_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,15 @@ const rtr_kb_vectors *rtr_retriever_vectors(const rtr_retriever *r);   /* what i
  * options r was opened with; owned by r. Errors of rtr_kb_vectors_vindex. */
 int rtr_retriever_vindex(rtr_retriever *r, rtr_vindex **out);
 rtr_kb *rtr_retriever_kb(rtr_retriever *r);   /* the knowledge base it was opened on */
+/* What searches read mapped into the process before they read it: the vector index's mapped lists
+ * and codes (loading the index, as rtr_retriever_vindex) and the store's file (chunks, lexical index),
+ * with rtr_vindex_warm and rtr_store_warm. A query of a knowledge base of a billion tokens touches
+ * hundreds of pages for the first time, each a fault of several microseconds in a virtual machine,
+ * until the process has served long enough: a server calls this once at start, from a thread of its
+ * own, while searches go on (docs/benchmarks.md, "Hybrid search's tail"). search_mu (may be NULL): the
+ * lock that the caller's searches hold, held here while the index is warmed (the store is warmed
+ * outside it). *bytes (may be NULL): what was mapped. Pages not in the page cache are read from disk. */
+int rtr_retriever_warm(rtr_retriever *r, pthread_mutex_t *search_mu, uint64_t *bytes);
 /* The knowledge base's search mode when it was opened (`retro index build --search-mode`, recorded in
  * the manifest): RTR_SEARCH_VECTOR (also when none is recorded), _LEXICAL or _HYBRID. */
 int rtr_retriever_default_mode(const rtr_retriever *r);

@@ -7,11 +7,14 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <lmdb.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
 #include "index/store.h"
 #include "lib/alloc.h"
+#include "lib/io.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
 #include "testutil.h"
@@ -212,6 +215,59 @@ static void test_map_grows_when_full(void **state) {
     assert_true(st.map_size > 64 * 1024);
     rtr_store_txn_end(t);
     rtr_store_close(s);
+    rtr_rmtree(dir);
+    free(dir);
+}
+
+/* The resident kilobytes of this process's map of the file whose path ends in name (smaps' Rss: the
+ * pages mapped into it, not the page cache's), summed over its maps. */
+static long mapped_kb(const char *name) {
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) return -1;
+    char line[4200];
+    long kb = 0, v;
+    int in = 0;
+    size_t nl = strlen(name);
+    while (fgets(line, sizeof line, f)) {
+        size_t n = strcspn(line, "\n");
+        line[n] = '\0';
+        unsigned long lo, hi;
+        char perms[8];
+        if (sscanf(line, "%lx-%lx %7s", &lo, &hi, perms) == 3)   /* a map's first line: its range, ..., its path */
+            in = n >= nl && !strcmp(line + n - nl, name);
+        else if (in && sscanf(line, "Rss: %ld kB", &v) == 1)
+            kb += v;
+    }
+    fclose(f);
+    return kb;
+}
+
+/* rtr_store_warm maps the store's file into the process: its map's resident pages go from the few a
+ * transaction touched to the whole file (a map larger than the file, past whose end nothing may be
+ * read, as LMDB's is). */
+static void test_warm_maps_the_file(void **state) {
+    (void)state;
+    char *dir = tu_tmpdir("store");
+    rtr_store *s;
+    assert_int_equal(rtr_store_open(dir, 0, NULL, &s), RTR_OK);
+    add_ctx c = docs40();
+    assert_int_equal(rtr_store_write(s, add_fn, &c), RTR_OK);
+    rtr_store_close(s);
+    assert_int_equal(rtr_store_open(dir, RTR_STORE_READONLY, NULL, &s), RTR_OK);
+    char *data = rtr_path_join(dir, "data.mdb");
+    struct stat st;
+    assert_int_equal(stat(data, &st), 0);
+    long before = mapped_kb("/data.mdb");
+    uint64_t bytes;
+    assert_int_equal(rtr_store_warm(s, &bytes), RTR_OK);
+    long after = mapped_kb("/data.mdb");
+    print_message("data.mdb %lld bytes; mapped %ld kB before, %ld kB after warming %llu bytes\n", (long long)st.st_size,
+                  before, after, (unsigned long long)bytes);
+    assert_true(bytes == (uint64_t)st.st_size);
+    assert_true(after * 1024 >= (long)(st.st_size * 9 / 10));
+    assert_true(after > before + 256);
+    rtr_store_close(s);
+    free(data);
     rtr_rmtree(dir);
     free(dir);
 }
@@ -440,6 +496,7 @@ int main(void) {
         cmocka_unit_test(test_add_get_and_continuation),
         cmocka_unit_test(test_delete_and_ids_never_reused),
         cmocka_unit_test(test_map_grows_when_full),
+        cmocka_unit_test(test_warm_maps_the_file),
         cmocka_unit_test(test_map_grown_by_another_process),
         cmocka_unit_test(test_truncated_store_is_refused),
         cmocka_unit_test(test_check_finds_damage),

@@ -37,31 +37,53 @@ static uint32_t rnd(uint32_t n) {
     return (uint32_t)(rng % n);
 }
 
+/* Whether chunk id is chunk src or an exact copy of it (the same tokens). */
+static int is_source(rtr_store_txn *t, uint64_t id, int64_t src) {
+    if (id == (uint64_t)src) return 1;
+    rtr_chunk a, b;
+    return !rtr_store_get_chunk(t, id, &a) && !rtr_store_get_chunk(t, (uint64_t)src, &b) && a.n_tokens == b.n_tokens &&
+           !memcmp(a.tokens, b.tokens, a.n_tokens * sizeof *a.tokens);
+}
+
 /* Rank-1 recovery of the perturbed chunks in each search mode (BENCH_ANN_MODES, default "vector lexical
  * hybrid"): the first hit is the chunk the query was cut from or an exact copy of it (the same tokens);
  * with each mode's latency (ms) of the whole query path. */
 static void recovery(rtr_retriever *r, rtr_store_txn *t, char **qtext, const size_t *qlen, const int64_t *qsrc,
-                     size_t nq, double *lat) {
+                     size_t nq, double *lat, char **wtext, const size_t *wlen, size_t nw) {
     const char *mode_name[] = {"", "vector", "lexical", "hybrid"};
     const char *modes = getenv("BENCH_ANN_MODES");
+    /* BENCH_ANN_HITS=FILE: each query's hits as JSON lines, to study the fusion: per hit whether it is the
+     * source (or a copy), its vector and lexical scores (-1: none) and ranks */
+    FILE *hf = getenv("BENCH_ANN_HITS") ? fopen(getenv("BENCH_ANN_HITS"), "w") : NULL;
     for (int mode = RTR_SEARCH_VECTOR; mode <= RTR_SEARCH_HYBRID; mode++) {
         if (modes && !strstr(modes, mode_name[mode])) continue;
         if (rtr_retriever_mode_ready(r, mode, NULL)) continue;
         rtr_search_opts so = {.mode = mode};
         size_t hit1 = 0;
+        for (size_t i = 0; i < nw; i++) {
+            rtr_hits h;
+            if (rtr_retriever_search(r, wtext[i], wlen[i], K, &so, &h)) bench_die("bench_ann", "warm-up search");
+            rtr_hits_free(&h);
+        }
         for (size_t i = 0; i < nq; i++) {
             rtr_hits h;
             double t0 = rtr_now();
             if (rtr_retriever_search(r, qtext[i], qlen[i], K, &so, &h)) bench_die("bench_ann", "search mode");
             lat[i] = (rtr_now() - t0) * 1e3;
-            if (h.n && h.items[0].chunk_id == (uint64_t)qsrc[i]) hit1++;
-            else if (h.n) {
-                rtr_chunk a, b;
-                hit1 += !rtr_store_get_chunk(t, h.items[0].chunk_id, &a) && !rtr_store_get_chunk(t, (uint64_t)qsrc[i], &b) &&
-                        a.n_tokens == b.n_tokens && !memcmp(a.tokens, b.tokens, a.n_tokens * sizeof *a.tokens);
+            hit1 += h.n && is_source(t, h.items[0].chunk_id, qsrc[i]);
+            if (hf) {
+                fprintf(hf, "{\"mode\":\"%s\",\"q\":%zu,\"hits\":[", mode_name[mode], i);
+                for (size_t j = 0; j < h.n; j++) {
+                    const rtr_hit *x = &h.items[j];
+                    fprintf(hf, "%s[%d,%.6g,%.6g,%u,%u]", j ? "," : "", is_source(t, x->chunk_id, qsrc[i]),
+                            isnan(x->vector_score) ? -1.0 : (double)x->vector_score,
+                            isnan(x->lexical_score) ? -1.0 : (double)x->lexical_score, x->vector_rank, x->lexical_rank);
+                }
+                fprintf(hf, "]}\n");
             }
             rtr_hits_free(&h);
         }
+
         /* BENCH_ANN_SLOWEST=N: the N slowest queries, to study the tail (their number, time and words) */
         size_t slow = getenv("BENCH_ANN_SLOWEST") ? (size_t)atol(getenv("BENCH_ANN_SLOWEST")) : 0;
         double *by_query = slow ? malloc(nq * sizeof *by_query) : NULL;   /* bench_pct sorts lat */
@@ -79,6 +101,7 @@ static void recovery(rtr_retriever *r, rtr_store_txn *t, char **qtext, const siz
         free(by_query);
         fflush(stdout);
     }
+    if (hf) fclose(hf);
 }
 
 int main(int argc, char **argv) {
@@ -107,11 +130,14 @@ int main(int argc, char **argv) {
            st.n_chunks, rtr_vindex_factory(ann), rtr_vindex_shards(ann), rtr_vindex_nprobe(ann), dim, nq,
            omp_get_max_threads());
 
-    /* queries: perturbed chunks */
-    char **qtext = calloc(nq, sizeof *qtext);
-    size_t *qlen = calloc(nq, sizeof *qlen);
-    int64_t *qsrc = calloc(nq, sizeof *qsrc);
-    for (size_t i = 0; i < nq;) {
+    /* queries: perturbed chunks; BENCH_ANN_WARMUP=N more, drawn after them, searched untimed before the
+     * recovery table (in each mode), so that its latencies are those of a process that has served a while
+     * (the pages of the lists, postings and chunks a query touches first mapped) */
+    size_t warm = getenv("BENCH_ANN_WARMUP") ? (size_t)atol(getenv("BENCH_ANN_WARMUP")) : 0;
+    char **qtext = calloc(nq + warm, sizeof *qtext);
+    size_t *qlen = calloc(nq + warm, sizeof *qlen);
+    int64_t *qsrc = calloc(nq + warm, sizeof *qsrc);
+    for (size_t i = 0; i < nq + warm;) {
         rtr_chunk c;
         uint64_t cid = 1 + rnd((uint32_t)(st.next_chunk_id - 1));
         if (rtr_store_get_chunk(t, cid, &c)) continue;
@@ -129,6 +155,8 @@ int main(int argc, char **argv) {
         qlen[i] = o.len;
         i++;
     }
+    char **wtext = qtext + nq;   /* the warm-up queries */
+    size_t *wlen = qlen + nq;
     const char *texts = getenv("BENCH_ANN_TEXTS");
     if (texts) {   /* the queries as JSON lines (id: the chunk each was cut from), for tests/bench/fts5_recovery.py */
         FILE *f = fopen(texts, "w");
@@ -144,9 +172,30 @@ int main(int argc, char **argv) {
         }
         if (fclose(f)) bench_die("bench_ann", texts);
     }
+    if (getenv("BENCH_ANN_ONLY")) {   /* BENCH_ANN_ONLY=I,J,...: those queries alone, each BENCH_ANN_REPEAT times (a profile of the tail) */
+        size_t rep = getenv("BENCH_ANN_REPEAT") ? (size_t)atol(getenv("BENCH_ANN_REPEAT")) : 1, m = 0;
+        char **ot = calloc(nq * (rep ? rep : 1), sizeof *ot);
+        size_t *ol = calloc(nq * (rep ? rep : 1), sizeof *ol);
+        int64_t *os = calloc(nq * (rep ? rep : 1), sizeof *os);
+        for (const char *p = getenv("BENCH_ANN_ONLY"); *p;) {
+            char *end;
+            size_t i = (size_t)strtoul(p, &end, 10);
+            if (end == p) break;
+            for (size_t k = 0; k < rep && i < nq; k++) ot[m] = qtext[i], ol[m] = qlen[i], os[m++] = qsrc[i];
+            p = *end ? end + 1 : end;
+        }
+        nq = m;
+        qtext = ot, qlen = ol, qsrc = os;
+    }
+    if (getenv("BENCH_ANN_WARM")) {   /* what a server does at start: its maps warmed (rtr_retriever_warm) */
+        uint64_t bytes;
+        double t0 = rtr_now();
+        if (rtr_retriever_warm(r, NULL, &bytes)) bench_die("bench_ann", "warm");
+        printf("warmed: %.2f GB mapped in %.2f s\n", (double)bytes / 1e9, rtr_now() - t0);
+    }
     if (getenv("BENCH_ANN_RECOVERY_ONLY")) {   /* the recovery table alone: no exact index */
         double *lat = malloc(nq * sizeof *lat);
-        recovery(r, t, qtext, qlen, qsrc, nq, lat);
+        recovery(r, t, qtext, qlen, qsrc, nq, lat, wtext, wlen, warm);
         return 0;
     }
     float *qv = malloc(nq * dim * sizeof *qv);
@@ -284,7 +333,7 @@ int main(int argc, char **argv) {
     printf("query path (text -> %d hits with sources): p50 %.3f ms, p99 %.3f ms; raw search p50 %.3f ms; "
            "overhead %.1f%%\n", K, f50, f99, r50, 100.0 * (f50 - r50) / r50);
 
-    recovery(r, t, qtext, qlen, qsrc, nq, full);
+    recovery(r, t, qtext, qlen, qsrc, nq, full, wtext, wlen, warm);
 
     /* other index types on the same vectors: bench_ann KB Q FACTORY:PARAM=v1,v2,... */
     for (int a = 3; a < argc; a++) {
