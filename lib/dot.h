@@ -44,58 +44,52 @@ static inline float rtr_dot(const float *a, const float *b, int n) {
 #endif
 
 /* The products of a few rows (decoding a few streams together, or one) with the rows of B, where BLAS
- * would copy all of B into its own layout at every call, which costs more than the products. Two
- * blocks: 4 rows of A with 2 rows of B (each row of B read once for four rows of A, each row of A
- * once for two of B: 6 loads for 8 multiply-adds) and 1 row of A with 8 rows of B; each block's sums
- * reduced together, one vector for all of them. out: the block's products, row-major (4 x 2 or 1 x 8). */
+ * would copy all of B into its own layout at every call, which costs more than the products:
+ * rtr_dot4rows, 4 rows of A with one row of B (read once for the four); rtr_dot1x8, one row of A with
+ * 8 rows of B (a read once for the eight), their sums reduced together into out[0..7]. */
 #ifdef RTR_SIMD
-static inline void rtr_dot4x2(const float *A, int lda, const float *B, int ldb, int n, float *out) {
-    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * (int64_t)lda, *a3 = A + 3 * (int64_t)lda, *b0 = B,
-                *b1 = B + ldb;
-    __m256 s00 = _mm256_setzero_ps(), s10 = s00, s20 = s00, s30 = s00, s01 = s00, s11 = s00, s21 = s00, s31 = s00;
+static inline void rtr_dot4rows(const float *A, int lda, const float *b, int n, float *out) {
+    const float *a0 = A, *a1 = A + lda, *a2 = A + 2 * (int64_t)lda, *a3 = A + 3 * (int64_t)lda;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
     int i = 0;
     for (; i + 8 <= n; i += 8) {
-        __m256 x0 = _mm256_loadu_ps(b0 + i), x1 = _mm256_loadu_ps(b1 + i), y;
-        y = _mm256_loadu_ps(a0 + i);
-        s00 = _mm256_fmadd_ps(y, x0, s00);
-        s01 = _mm256_fmadd_ps(y, x1, s01);
-        y = _mm256_loadu_ps(a1 + i);
-        s10 = _mm256_fmadd_ps(y, x0, s10);
-        s11 = _mm256_fmadd_ps(y, x1, s11);
-        y = _mm256_loadu_ps(a2 + i);
-        s20 = _mm256_fmadd_ps(y, x0, s20);
-        s21 = _mm256_fmadd_ps(y, x1, s21);
-        y = _mm256_loadu_ps(a3 + i);
-        s30 = _mm256_fmadd_ps(y, x0, s30);
-        s31 = _mm256_fmadd_ps(y, x1, s31);
+        __m256 bv = _mm256_loadu_ps(b + i);
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a0 + i), bv, s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a1 + i), bv, s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a2 + i), bv, s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a3 + i), bv, s3);
     }
-    float t[8];
-    _mm256_storeu_ps(t, rtr_hsum8x8(s00, s01, s10, s11, s20, s21, s30, s31));
+    out[0] = rtr_hsum8(s0);
+    out[1] = rtr_hsum8(s1);
+    out[2] = rtr_hsum8(s2);
+    out[3] = rtr_hsum8(s3);
     for (; i < n; i++)
-        for (int r = 0; r < 4; r++) {
-            const float *a = A + r * (int64_t)lda;
-            t[2 * r] += a[i] * b0[i];
-            t[2 * r + 1] += a[i] * b1[i];
-        }
-    memcpy(out, t, sizeof t);
+        for (int r = 0; r < 4; r++) out[r] += A[r * (int64_t)lda + i] * b[i];
 }
 
 static inline void rtr_dot1x8(const float *a, const float *B, int ldb, int n, float *out) {
-    __m256 s[8];
-    for (int c = 0; c < 8; c++) s[c] = _mm256_setzero_ps();
+    const float *b0 = B, *b1 = B + ldb, *b2 = B + 2 * (int64_t)ldb, *b3 = B + 3 * (int64_t)ldb, *b4 = B + 4 * (int64_t)ldb,
+                *b5 = B + 5 * (int64_t)ldb, *b6 = B + 6 * (int64_t)ldb, *b7 = B + 7 * (int64_t)ldb;
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0, s4 = s0, s5 = s0, s6 = s0, s7 = s0;
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
+    for (; i + 8 <= n; i += 8) {   /* eight named sums: an array of them is kept in memory by some compilers */
         __m256 x = _mm256_loadu_ps(a + i);
-        for (int c = 0; c < 8; c++) s[c] = _mm256_fmadd_ps(x, _mm256_loadu_ps(B + c * (int64_t)ldb + i), s[c]);
+        s0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b0 + i), s0);
+        s1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b1 + i), s1);
+        s2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b2 + i), s2);
+        s3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b3 + i), s3);
+        s4 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b4 + i), s4);
+        s5 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b5 + i), s5);
+        s6 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b6 + i), s6);
+        s7 = _mm256_fmadd_ps(x, _mm256_loadu_ps(b7 + i), s7);
     }
-    _mm256_storeu_ps(out, rtr_hsum8x8(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7]));
+    _mm256_storeu_ps(out, rtr_hsum8x8(s0, s1, s2, s3, s4, s5, s6, s7));
     for (; i < n; i++)
         for (int c = 0; c < 8; c++) out[c] += a[i] * B[c * (int64_t)ldb + i];
 }
 #else
-static inline void rtr_dot4x2(const float *A, int lda, const float *B, int ldb, int n, float *out) {
-    for (int r = 0; r < 4; r++)
-        for (int c = 0; c < 2; c++) out[2 * r + c] = rtr_dot(A + r * (int64_t)lda, B + c * (int64_t)ldb, n);
+static inline void rtr_dot4rows(const float *A, int lda, const float *b, int n, float *out) {
+    for (int r = 0; r < 4; r++) out[r] = rtr_dot(A + r * (int64_t)lda, b, n);
 }
 
 static inline void rtr_dot1x8(const float *a, const float *B, int ldb, int n, float *out) {
