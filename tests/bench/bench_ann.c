@@ -130,6 +130,8 @@ int main(int argc, char **argv) {
            st.n_chunks, rtr_vindex_factory(ann), rtr_vindex_shards(ann), rtr_vindex_nprobe(ann), dim, nq,
            omp_get_max_threads());
 
+    if (getenv("BENCH_ANN_SEED")) rng = 0x5eed ^ strtoull(getenv("BENCH_ANN_SEED"), NULL, 10) * 0x9e3779b97f4a7c15ull;   /* another sample */
+    if (!rng) rng = 0x5eed;
     /* queries: perturbed chunks; BENCH_ANN_WARMUP=N more, drawn after them, searched untimed before the
      * recovery table (in each mode), so that its latencies are those of a process that has served a while
      * (the pages of the lists, postings and chunks a query touches first mapped) */
