@@ -156,6 +156,18 @@ template <class F> int guarded(char *why, size_t n_why, F body) {
 
 }  // namespace
 
+extern "C" int rtr_faiss_search_lists(FaissIndex *index, size_t nq, const float *q, uint32_t k, size_t nprobe,
+                                      float *dist, int64_t *ids, char *why, size_t n_why) {
+    auto *ivf = dynamic_cast<faiss::IndexIVF *>(reinterpret_cast<faiss::Index *>(index));
+    if (!ivf) return 1;
+    return guarded(why, n_why, [&]() {
+        faiss::SearchParametersIVF p;
+        p.nprobe = nprobe;
+        ivf->search((fidx)nq, q, (fidx)k, dist, reinterpret_cast<fidx *>(ids), &p);
+        return 0;
+    });
+}
+
 struct rtr_faiss_codes {
     std::vector<faiss::IndexIVFFlat *> shard;   // not owned
     std::vector<uint32_t> start;   // (nlist x shards): where shard s's vectors begin in list l of the codes

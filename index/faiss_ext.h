@@ -42,6 +42,11 @@ int rtr_faiss_mapped_no_prefetch(FaissIndex *index);
  * inverted file with mapped lists; 0 otherwise. */
 int rtr_faiss_mapped_range(FaissIndex *index, const void **addr, size_t *len);
 
+/* index searched as faiss_Index_search does, probing nprobe lists instead of its own number: 0; 1
+ * (nothing done) when index is not an inverted file; -1 with why on a FAISS error. */
+int rtr_faiss_search_lists(FaissIndex *index, size_t nq, const float *q, uint32_t k, size_t nprobe, float *dist,
+                           int64_t *ids, char *why, size_t n_why);
+
 typedef struct rtr_faiss_codes rtr_faiss_codes;
 
 /* Fast-scan codes of the n shards' vectors when they are L2 inverted files

@@ -540,9 +540,15 @@ static const rtr_sq4 *shard_sq4(const rtr_vindex *v, uint32_t s, const float *xb
     return sq;
 }
 
-/* One shard's search: k results per query, ascending. RTR_E_FAISS from FAISS. */
-static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float *q, uint32_t k, float *dist,
-                        idx_t *lab) {
+/* A failure that faiss_ext.h tells in why. */
+static int codes_err(const char *what, const char *why) {
+    return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "%s: %s", what, why);
+}
+
+/* One shard's search: k results per query, ascending; nprobe: lists to probe (0: the index's). RTR_E_FAISS
+ * from FAISS. */
+static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float *q, uint32_t k, uint32_t nprobe,
+                        float *dist, idx_t *lab) {
     const float *xb;
     const idx_t *ids;
     size_t n;
@@ -562,12 +568,12 @@ static int shard_search(const rtr_vindex *v, uint32_t s, size_t nq, const float 
         if (sq || (int)nq < faiss_get_distance_compute_blas_threshold())
             return flat_search(&src, ids, n, v->dim, sq, rr, nq, q, k, dist, lab);
     }
+    if (nprobe && nprobe != v->nprobe) {   /* another number of lists for this search (an inverted file) */
+        char why[256];
+        int r = rtr_faiss_search_lists(v->shards[s], nq, q, k, nprobe, dist, (int64_t *)lab, why, sizeof why);
+        if (r <= 0) return r ? codes_err("search", why) : RTR_OK;
+    }
     return faiss_Index_search(v->shards[s], (idx_t)nq, q, k, dist, lab) ? faiss_err("search") : RTR_OK;
-}
-
-/* A failure of the batch codes (faiss_ext.h tells it in why). */
-static int codes_err(const char *what, const char *why) {
-    return rtr_seterr(strcmp(why, "out of memory") ? RTR_E_FAISS : RTR_E_NOMEM, "%s: %s", what, why);
 }
 
 /* 1 when the batch codes are current: made, and no shard changed since. */
@@ -579,8 +585,8 @@ static int codes_current(const rtr_vindex *v) {
 }
 
 /* Every shard searched (batch: through its codes), the results merged. */
-static int search_shards(const rtr_vindex *v, int batch, size_t nq, const float *q, uint32_t k, float *dist,
-                         int64_t *ids) {
+static int search_shards(const rtr_vindex *v, int batch, uint32_t nprobe, size_t nq, const float *q, uint32_t k,
+                         float *dist, int64_t *ids) {
     if (k == 0 || nq == 0) return RTR_OK;
     if (batch && codes_current(v)) {   /* all shards at once */
         char why[256];
@@ -589,7 +595,7 @@ static int search_shards(const rtr_vindex *v, int batch, size_t nq, const float 
         return RTR_OK;
     }
     uint32_t S = v->n_shards;
-    if (S == 1) return shard_search(v, 0, nq, q, k, dist, (idx_t *)ids);
+    if (S == 1) return shard_search(v, 0, nq, q, k, nprobe, dist, (idx_t *)ids);
     float *sd = rtr_malloc((size_t)S * nq * k * sizeof *sd);
     idx_t *si = rtr_malloc((size_t)S * nq * k * sizeof *si);
     if (!sd || !si) {
@@ -601,7 +607,7 @@ static int search_shards(const rtr_vindex *v, int batch, size_t nq, const float 
     char why[256] = "";   /* errors are per thread: the first shard's failure, told on this one */
 #pragma omp parallel for schedule(static) if (nq * S > 1)
     for (uint32_t s = 0; s < S; s++) {
-        int r = shard_search(v, s, nq, q, k, sd + (size_t)s * nq * k, si + (size_t)s * nq * k);
+        int r = shard_search(v, s, nq, q, k, nprobe, sd + (size_t)s * nq * k, si + (size_t)s * nq * k);
         if (r) {
 #pragma omp critical(rtr_vindex_err)
             if (!rc) {
@@ -639,11 +645,21 @@ static int search_shards(const rtr_vindex *v, int batch, size_t nq, const float 
 }
 
 int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
-    return search_shards(v, 0, nq, q, k, dist, ids);
+    return search_shards(v, 0, 0, nq, q, k, dist, ids);
 }
 
 int rtr_vindex_search_batch(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
-    return search_shards(v, 1, nq, q, k, dist, ids);
+    return search_shards(v, 1, 0, nq, q, k, dist, ids);
+}
+
+uint32_t rtr_vindex_few_nprobe(const rtr_vindex *v) {
+    if (!v->nlist) return 0;
+    uint32_t floor = v->nprobe < 16 ? v->nprobe : 16;
+    return v->nprobe / 32 > floor ? v->nprobe / 32 : floor ? floor : 1;
+}
+
+int rtr_vindex_search_few(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids) {
+    return search_shards(v, 0, rtr_vindex_few_nprobe(v), nq, q, k, dist, ids);
 }
 
 uint32_t rtr_vindex_batch_nprobe(const rtr_vindex *v) {

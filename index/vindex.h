@@ -103,6 +103,13 @@ int rtr_vindex_search(const rtr_vindex *v, size_t nq, const float *q, uint32_t k
 int rtr_vindex_batch_prepare(rtr_vindex *v);
 uint64_t rtr_vindex_batch_bytes(const rtr_vindex *v);
 int rtr_vindex_search_batch(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids);
+/* As rtr_vindex_search, probing rtr_vindex_few_nprobe(v) lists of an inverted file: nprobe / 32, at
+ * least 16 (or nprobe when smaller). For a search whose candidates another side completes and every
+ * one of which is measured again (hybrid search): at a billion tokens its recovery was the same at 16
+ * to 1,024 lists on two samples of queries, and 1,024 cost three times the time (docs/benchmarks.md,
+ * "candidates scored from their text"). 0 for other indexes (which search as rtr_vindex_search). */
+uint32_t rtr_vindex_few_nprobe(const rtr_vindex *v);
+int rtr_vindex_search_few(const rtr_vindex *v, size_t nq, const float *q, uint32_t k, float *dist, int64_t *ids);
 uint32_t rtr_vindex_batch_nprobe(const rtr_vindex *v);   /* 0 unless an inverted file */
 int rtr_vindex_set_batch_nprobe(rtr_vindex *v, uint32_t nprobe);   /* 0: the default; RTR_E_INVALID past nlist */
 

@@ -192,8 +192,10 @@ static rtr_embedder *full_embedder(const rtr_retriever *r) {
 #define ROUND_RESULTS ((size_t)1 << 22)
 
 /* kept (nq x k, may be NULL) receives each accepted hit's chunk record, so
- * that callers need not read it again. */
-static int search_filtered(rtr_retriever *r, rtr_store_txn *t, int batch, size_t nq, const float *q, uint32_t k,
+ * that callers need not read it again. how: SEARCH_PLAIN, SEARCH_BATCH (the batch codes) or SEARCH_FEW
+ * (fewer lists: hybrid's candidates, vindex.h). */
+enum { SEARCH_PLAIN, SEARCH_BATCH, SEARCH_FEW };
+static int search_filtered(rtr_retriever *r, rtr_store_txn *t, int how, size_t nq, const float *q, uint32_t k,
                            const uint64_t *self_doc, uint64_t exclude_doc, const uint64_t *ex, size_t n_ex,
                            int64_t *ids, float *dist, rtr_chunk *kept) {
     for (size_t i = 0; i < nq * k; i++) {
@@ -225,7 +227,10 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, int batch, size_t
             sd = rtr_malloc(gn * kk * sizeof *sd);
             si = rtr_malloc(gn * kk * sizeof *si);
             if (!sd || !si) { rc = RTR_E_NOMEM; break; }
-            if ((rc = (batch ? rtr_vindex_search_batch : rtr_vindex_search)(vx, gn, qq, (uint32_t)kk, sd, si))) break;
+            if ((rc = (how == SEARCH_BATCH ? rtr_vindex_search_batch : how == SEARCH_FEW ? rtr_vindex_search_few
+                                                                                        : rtr_vindex_search)(
+                     vx, gn, qq, (uint32_t)kk, sd, si)))
+                break;
             for (size_t j = 0; j < gn && !rc; j++) {
                 size_t qi = todo[g0 + j];
                 uint32_t have = 0;   /* rescan from the top: results are a superset */
@@ -671,7 +676,9 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
         }
         if (!rc) rc = decode_embed(r, r->embedder, run, run_len, nq, &text, texts, q);
         if (!rc) query_chunk_weights(texts, nq, qw);
-        if (!rc) rc = search_filtered(r, t, 0, nq, q, depth, NULL, 0, ex, so->n_exclude, hid, dist, NULL);
+        if (!rc)
+            rc = search_filtered(r, t, mode == RTR_SEARCH_HYBRID ? SEARCH_FEW : SEARCH_PLAIN, nq, q, depth, NULL, 0, ex,
+                                 so->n_exclude, hid, dist, NULL);
     }
     doc_filter f = {0, 0, ex, so->n_exclude};
     rtr_lex_query *lq = NULL;
@@ -799,7 +806,8 @@ static int ranked_neighbours(rtr_retriever *r, rtr_store_txn *t, int mode, int b
     int rc = run && len && pair && texts && v && (mode != RTR_SEARCH_HYBRID || (vid && vd)) ? RTR_OK : RTR_E_NOMEM;
     float *qf = NULL;   /* hybrid: the queries in the full space */
     if (!rc && vid)
-        rc = search_filtered(r, t, batch, m, q, depth, self_doc, o->exclude_doc, o->exclude, o->n_exclude, vid, vd, NULL);
+        rc = search_filtered(r, t, batch ? SEARCH_BATCH : SEARCH_FEW, m, q, depth, self_doc, o->exclude_doc, o->exclude,
+                             o->n_exclude, vid, vd, NULL);
     if (!rc && vid && full_embedder(r) != r->embedder) {
         if (!(qf = rtr_malloc(m * full_embedder(r)->dim * sizeof *qf))) rc = RTR_E_NOMEM;
         else rc = embed_texts(r, full_embedder(r), qt, m, qf);
@@ -899,7 +907,8 @@ int rtr_retriever_neighbours(rtr_retriever *r, const int32_t *chunks, size_t n, 
         float *dist = out->dist ? out->dist + lo * k : d;
         const uint64_t *self = o->self_doc ? o->self_doc + lo : NULL;
         if (mode == RTR_SEARCH_VECTOR)
-            rc = search_filtered(r, t, batch, m, q, k, self, o->exclude_doc, o->exclude, o->n_exclude, ids, dist, kept);
+            rc = search_filtered(r, t, batch ? SEARCH_BATCH : SEARCH_PLAIN, m, q, k, self, o->exclude_doc, o->exclude,
+                                 o->n_exclude, ids, dist, kept);
         else
             rc = ranked_neighbours(r, t, mode, batch, m, k, q, texts, self, o, ids, dist, kept);
         if (rc) break;

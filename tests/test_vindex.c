@@ -274,6 +274,24 @@ static void test_ivf_recall_and_bad_factory(void **state) {
     /* nprobe 1 must do worse: the parameter reaches FAISS */
     assert_int_equal(rtr_vindex_set_nprobe(v, 1), RTR_OK);
     assert_true(search_hits(v, x, ids, n, d, q, nq, k) < hit);
+    /* a search of few lists: nprobe / 32, at least 16 (or nprobe), exactly the search with that nprobe */
+    float *d1 = malloc(nq * k * sizeof *d1), *d2 = malloc(nq * k * sizeof *d2);
+    int64_t *i1 = malloc(nq * k * sizeof *i1), *i2 = malloc(nq * k * sizeof *i2);
+    static const uint32_t probes[][2] = {{128, 16}, {8, 8}, {1, 1}, {32, 16}};
+    for (size_t c = 0; c < 4; c++) {
+        assert_int_equal(rtr_vindex_set_nprobe(v, probes[c][0]), RTR_OK);
+        assert_int_equal(rtr_vindex_few_nprobe(v), probes[c][1]);
+        assert_int_equal(rtr_vindex_search_few(v, nq, q, k, d1, i1), RTR_OK);
+        assert_int_equal(rtr_vindex_search(v, nq, q, k, d2, i2), RTR_OK);
+        size_t same = 0;
+        for (size_t i = 0; i < nq * k; i++) same += i1[i] == i2[i];
+        assert_int_equal(rtr_vindex_set_nprobe(v, probes[c][1]), RTR_OK);
+        assert_int_equal(rtr_vindex_search(v, nq, q, k, d2, i2), RTR_OK);
+        assert_memory_equal(i1, i2, nq * k * sizeof *i1);
+        assert_memory_equal(d1, d2, nq * k * sizeof *d1);
+        if (probes[c][0] == 128) assert_true(same < nq * k);   /* 16 lists of 128 find other neighbours than all */
+    }
+    free(d1); free(d2); free(i1); free(i2);
     rtr_vindex_free(v);
     /* untrained IVF without vectors, and nonsense */
     assert_int_equal(rtr_vindex_create(&p, d, 1, NULL, 0, &v), RTR_E_INVALID);
