@@ -204,8 +204,10 @@ int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out);
  * of them, so that the first searches of each part of a large knowledge base do not each take the
  * page faults of a first touch (at a billion tokens, hybrid search's median 5.2 -> 4.2 ms and p99
  * 38 -> 29 ms in a fresh process; docs/benchmarks.md). For a process that will search a while (a
- * server): call it once, from a thread of its own if searches should not wait; searches may run
- * meanwhile. Pages not in the page cache are read from disk. *bytes (may be NULL): what was mapped.
+ * server): call it once, from a thread of its own if searches should not wait: they run meanwhile,
+ * except while the index's lists are mapped (a fraction of a second when they are in the page
+ * cache). Pages not in the page cache are read from disk; a knowledge base larger than half of
+ * memory is left as it is. *bytes (may be NULL): what was mapped.
  * The knowledge base's search errors (no index built yet: RETRO_E_NOTFOUND). */
 int retro_kb_warm(retro_kb *kb, uint64_t *bytes);
 
