@@ -669,54 +669,56 @@ typedef struct qterm {
     size_t order;
 } qterm;
 
-/* Scoring a chunk from its own text (lexical.h, rtr_lex_query_texts): the query's terms (q, n, sorted by
- * term, as rtr_lex_query_new makes them), a count for each, the chunk's words. */
-typedef struct fwd {
+struct rtr_lex_query {
     rtr_store_txn *t;
-    const rtr_tokenizer *tok;   /* NULL: from text only (fwd_text) */
-    const lsearch *ls;
-    const qterm *q;
+    rtr_lex_state st;
+    lsearch ls;
+    qterm *q;     /* the distinct words that the index holds, in term order */
     size_t n;
-    uint32_t *tf, words;
+    lcur *cs;     /* n cursors and pointers to them, reopened by each call */
+    lcur **c;
+    /* scoring a chunk from its own text (lexical.h, rtr_lex_query_texts): */
+    const rtr_tokenizer *tok;   /* the store's chunks read and decoded with it; NULL: not asked for */
+    uint32_t *tf, words;        /* each term's count in the chunk (n), the chunk's words */
     rtr_buf text;
-} fwd;
+};
 
-static void fwd_word(void *ctx, const char *w, size_t len) {
-    fwd *f = ctx;
-    f->words++;
+static void count_term(void *ctx, const char *w, size_t len) {
+    rtr_lex_query *lq = ctx;
+    lq->words++;
     uint64_t term = rtr_lex_term(w, len);
-    size_t lo = 0, hi = f->n;
+    size_t lo = 0, hi = lq->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (f->q[mid].term < term) lo = mid + 1;
+        if (lq->q[mid].term < term) lo = mid + 1;
         else hi = mid;
     }
-    if (lo < f->n && f->q[lo].term == term) f->tf[lo]++;
+    if (lo < lq->n && lq->q[lo].term == term) lq->tf[lo]++;
 }
 
 /* The BM25 score of a chunk whose text is text, as the postings give it: its length is its words (at
  * most 255), each query term's count in it (at most 255) weighted as the postings' are, summed in the
  * terms' order in double. */
-static double fwd_text(fwd *f, const char *text, size_t len) {
-    memset(f->tf, 0, f->n * sizeof *f->tf);
-    f->words = 0;
-    rtr_lex_words(text, len, fwd_word, f);
-    uint32_t dl = f->words > 255 ? 255 : f->words;
+static double text_score(rtr_lex_query *lq, const char *text, size_t len) {
+    memset(lq->tf, 0, lq->n * sizeof *lq->tf);
+    lq->words = 0;
+    rtr_lex_words(text, len, count_term, lq);
+    uint32_t dl = lq->words > 255 ? 255 : lq->words;
     double s = 0;
-    for (size_t i = 0; i < f->n && dl; i++)
-        if (f->tf[i]) s += weight(f->ls, f->q[i].w, f->tf[i] > 255 ? 255 : f->tf[i], dl);
+    for (size_t i = 0; i < lq->n && dl; i++)
+        if (lq->tf[i]) s += weight(&lq->ls, lq->q[i].w, lq->tf[i] > 255 ? 255 : lq->tf[i], dl);
     return s;
 }
 
 /* Chunk id's score from its text in the store; *live = 0 (and no score) if it was deleted. */
-static int fwd_chunk(fwd *f, uint64_t id, double *s, int *live) {
+static int chunk_score(rtr_lex_query *lq, uint64_t id, double *s, int *live) {
     rtr_chunk c;
-    int rc = rtr_store_get_chunk(f->t, id, &c);
+    int rc = rtr_store_get_chunk(lq->t, id, &c);
     *live = rc == RTR_OK;
     if (rc == RTR_E_NOTFOUND) return RTR_OK;
-    f->text.len = 0;
-    if (!rc) rc = rtr_tokenizer_decode(f->tok, c.tokens, c.n_tokens, &f->text);
-    if (!rc) *s = fwd_text(f, (const char *)f->text.data, f->text.len);
+    lq->text.len = 0;
+    if (!rc) rc = rtr_tokenizer_decode(lq->tok, c.tokens, c.n_tokens, &lq->text);
+    if (!rc) *s = text_score(lq, (const char *)lq->text.data, lq->text.len);
     return rc;
 }
 
@@ -733,7 +735,8 @@ static int fwd_chunk(fwd *f, uint64_t id, double *s, int *live) {
  * bounds of the terms before each, whatever the order. fw (may be NULL): a chunk found whose score
  * the non-essential terms might still lift into the heap is scored from its own text, not from their
  * postings (a deleted chunk is then dropped). */
-static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, fwd *fw, rtr_lex_hit *h, size_t *nh) {
+static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, rtr_lex_query *fw, rtr_lex_hit *h,
+                  size_t *nh) {
     double *prefix = rtr_malloc(nc * sizeof *prefix), *acc = rtr_malloc(NORM_PAGE * sizeof *acc);
     uint64_t bits[NORM_PAGE / 64] = {0};
     int rc = prefix && acc ? RTR_OK : RTR_E_NOMEM;
@@ -795,7 +798,7 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, 
                 int pruned = 0;
                 if (fw && nw) {   /* the whole score from the chunk's own words */
                     int live = 0;
-                    if (!(rc = fwd_chunk(fw, id, &s, &live)) && live) offer(h, &m, depth, (rtr_lex_hit){id, (float)s}, &theta);
+                    if (!(rc = chunk_score(fw, id, &s, &live)) && live) offer(h, &m, depth, (rtr_lex_hit){id, (float)s}, &theta);
                     continue;
                 }
                 for (size_t i = nw; i-- > 0 && !rc;) {   /* the non-essential terms, strongest first */
@@ -823,17 +826,6 @@ static int ranked(lsearch *ls, lcur **c, size_t nc, uint32_t depth, size_t ne0, 
     *nh = m;
     return rc;
 }
-
-struct rtr_lex_query {
-    rtr_store_txn *t;
-    rtr_lex_state st;
-    lsearch ls;
-    qterm *q;     /* the distinct words that the index holds */
-    size_t n;
-    lcur *cs;     /* n cursors and pointers to them, reopened by each call */
-    lcur **c;
-    fwd fw;       /* scoring from text: fw.tf (n counts) once asked for; fw.tok once rtr_lex_query_texts */
-};
 
 /* Cursors on the n terms q (q->cs, pointers in q->c), each on its first block; a term without postings
  * gets none. *nc: how many; close_cursors ends them. */
@@ -886,7 +878,7 @@ int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_qu
     for (size_t i = 0; i < w.n && !rc; i++)
         if (!i || w.terms[i] != w.terms[i - 1]) nterms++;
     if (nterms && (!(lq->q = rtr_calloc(nterms, sizeof *lq->q)) || !(lq->cs = rtr_calloc(nterms, sizeof *lq->cs)) ||
-                   !(lq->c = rtr_calloc(nterms, sizeof *lq->c))))
+                   !(lq->c = rtr_calloc(nterms, sizeof *lq->c)) || !(lq->tf = rtr_calloc(nterms, sizeof *lq->tf))))
         rc = RTR_E_NOMEM;
     double N = (double)lq->st.chunks, avg = lq->st.words / (N > 0 ? N : 1);
     lq->ls = (lsearch){&lq->st, avg > 0 ? avg : 1, {t, 0, NULL}};
@@ -916,35 +908,20 @@ int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_qu
     return RTR_OK;
 }
 
-/* fw ready for lq's terms (its counts allocated). */
-static int fwd_ready(rtr_lex_query *lq) {
-    if (lq->fw.tf || !lq->n) return RTR_OK;
-    if (!(lq->fw.tf = rtr_calloc(lq->n, sizeof *lq->fw.tf))) return RTR_E_NOMEM;
-    lq->fw.t = lq->t;
-    lq->fw.ls = &lq->ls;
-    lq->fw.q = lq->q;
-    lq->fw.n = lq->n;
+int rtr_lex_query_texts(rtr_lex_query *lq, const rtr_tokenizer *tok) {
+    lq->tok = tok;
     return RTR_OK;
 }
 
-int rtr_lex_query_texts(rtr_lex_query *lq, const rtr_tokenizer *tok) {
-    int rc = fwd_ready(lq);
-    if (!rc) lq->fw.tok = tok;
-    return rc;
-}
-
 int rtr_lex_query_score_text(rtr_lex_query *lq, uint64_t id, const char *text, size_t len, float *score) {
-    *score = 0;
-    if (!lq->n || id > lq->st.indexed_upto) return RTR_OK;
-    int rc = fwd_ready(lq);
-    if (!rc) *score = (float)fwd_text(&lq->fw, text, len);
-    return rc;
+    *score = lq->n && id <= lq->st.indexed_upto ? (float)text_score(lq, text, len) : 0;
+    return RTR_OK;
 }
 
 void rtr_lex_query_free(rtr_lex_query *lq) {
     if (!lq) return;
-    rtr_free(lq->fw.tf);
-    rtr_buf_free(&lq->fw.text);
+    rtr_free(lq->tf);
+    rtr_buf_free(&lq->text);
     rtr_free(lq->q);
     rtr_free(lq->cs);
     rtr_free(lq->c);
@@ -1013,8 +990,8 @@ int rtr_lex_query_top(rtr_lex_query *lq, uint32_t depth, int how, rtr_lex_hit **
     }
     /* from text when the rare words name few chunks; when even the rarest is common, the bounds of the
      * other words' blocks prune most of its many chunks unread, and reading each one's text costs more */
-    int from_text = ne0 && lq->fw.tok && postings <= RTR_LEX_RARE_POSTINGS;
-    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, from_text ? &lq->fw : NULL, h, &m);
+    int from_text = ne0 && lq->tok && postings <= RTR_LEX_RARE_POSTINGS;
+    if (!rc && nc) rc = ranked(&lq->ls, lq->c, nc, depth, ne0, from_text ? lq : NULL, h, &m);
     close_cursors(lq->c, nc);
     if (!rc && m) qsort(h, m, sizeof *h, cmp_hit_desc);
     if (rc) {

@@ -233,12 +233,12 @@ int rtr_rmtree(const char *path) {
 void rtr_map_populate(const void *addr, size_t len) {
     long pg = sysconf(_SC_PAGESIZE);
     size_t page = pg > 0 ? (size_t)pg : 4096;
-    uintptr_t lo = (uintptr_t)addr / page * page, hi = (uintptr_t)addr + len;
     if (!addr || !len) return;
+    uintptr_t lo = (uintptr_t)addr / page * page, hi = (uintptr_t)addr + len;
     if (madvise((void *)lo, hi - lo, MADV_POPULATE_READ) == 0) return;
     if (errno != EINVAL) return;   /* a range no longer mapped (EFAULT, ENOMEM): nothing to do */
     volatile unsigned char sink = 0;
-    for (uintptr_t a = lo < (uintptr_t)addr ? (uintptr_t)addr : lo; a < hi; a += page) sink ^= *(const unsigned char *)a;
+    for (uintptr_t a = (uintptr_t)addr; a < hi; a += page) sink ^= *(const unsigned char *)a;   /* a byte of each page */
     (void)sink;
 }
 

@@ -39,8 +39,8 @@ static void put(float *c, float beta, float x) { *c = beta == 0 ? x : beta * *c 
 /* C (M, N) = A (M, K) B^T + beta C for a few rows (M <= SMALL_M), B (N, K): blocks of 8 columns of C,
  * in parallel for a large B; every four rows of A with each column in turn (rtr_dot4rows: the column's
  * row of B read once for the four), the rest a row against the block's 8 columns (rtr_dot1x8; the last
- * columns one at a time). Measured against 4 x 2 blocks (rtr_dot4x2), which decoded 8 streams on two
- * threads about 10% slower here. */
+ * columns one at a time). Blocks of 4 rows x 2 columns decoded 8 streams on two threads about 10%
+ * slower (docs/benchmarks.md, "Few-row products and decoding attention, measured"). */
 #define SMALL_M 16
 static void matrows(const float *A, int lda, int M, const float *B, int ldb, int N, int K, float beta, float *Cm,
                     int ldc) {

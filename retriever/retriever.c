@@ -97,10 +97,7 @@ rtr_kb *rtr_retriever_kb(rtr_retriever *r) { return r->kb; }
 int rtr_retriever_warm(rtr_retriever *r, pthread_mutex_t *search_mu, uint64_t *bytes) {
     uint64_t vb = 0, sb = 0;
     if (bytes) *bytes = 0;
-    char *data = rtr_path_join(rtr_kb_dir(r->kb), "store/data.mdb"), *ix = rtr_path_join(rtr_kb_dir(r->kb), "index");
-    uint64_t size = (data ? rtr_path_bytes(data) : 0) + (ix ? rtr_path_bytes(ix) : 0);
-    rtr_free(data);
-    rtr_free(ix);
+    uint64_t size = rtr_path_bytes(rtr_kb_dir(r->kb));   /* the store and the index, nearly all of it */
     long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
     if (pages > 0 && psz > 0 && size > (uint64_t)pages * (uint64_t)psz / 2) return RTR_OK;   /* would crowd out the rest */
     rtr_vindex *vx;
