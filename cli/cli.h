@@ -22,6 +22,10 @@ enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
 int cli_fail(int status);
 /* Prints "retro: <message>" and a hint to run --help; returns CLI_USAGE. */
 int cli_usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Under mpirun with several ranks: a usage error (what runs as one process only); CLI_OK otherwise.
+ * Under mpirun, cli_fail and cli_usage_error print on rank 0 only: the commands that run on several
+ * ranks make every rank's status the job's (rtr_comm_agree) before they fail. */
+int cli_solo(const char *cmd);
 /* 1 if argv[i] is -h or --help. */
 int cli_is_help(const char *arg);
 

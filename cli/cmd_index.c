@@ -12,6 +12,7 @@
 #include "index/check.h"
 #include "index/embed_hash.h"
 #include "index/ingest.h"
+#include "index/parts.h"
 #include "index/kb.h"
 #include "lib/alloc.h"
 #include "lib/io.h"
@@ -42,7 +43,12 @@ static const char add_usage[] =
     "other files are taken as plain text if they look like text. Unchanged files are\n"
     "skipped, changed ones replaced. Safe to interrupt: run it again to finish.\n"
     "\n"
+    "A KB of several partitions (--partitions, or one per rank under mpirun) puts\n"
+    "each file in the partition its path hashes to; under `mpirun -np N`, each rank\n"
+    "adds to the partitions it works on (partition p: rank p mod N).\n"
+    "\n"
     "options:\n"
+    "  --partitions P        partitions of a new KB (default: 1, or one per mpirun rank)\n"
     "  --tokenizer FILE      tokenizer for a new KB (default: retro's bundled one)\n"
     "  --gpt2 DIR            use GPT-2's vocab.bpe + encoder.json from DIR for a new KB\n"
     "  --prune               delete documents whose files are gone from the given dirs\n"
@@ -91,15 +97,16 @@ static int open_ro(const char *dir, rtr_kb **kb) { return rtr_kb_open(dir, 0, NU
 /* ---------------------------------------------------------------- add */
 static int index_add(int argc, char **argv) {
     enum { O_TOK = 256, O_GPT2, O_PRUNE, O_THREADS, O_FORMAT, O_TF, O_IF, O_TIF, O_UTF8, O_MAX, O_HIDDEN,
-           O_NAME, O_QUIET, O_JSON, O_BATCH };
+           O_NAME, O_QUIET, O_JSON, O_BATCH, O_PARTS };
     static const struct option opts[] = {
         {"tokenizer", 1, 0, O_TOK}, {"gpt2", 1, 0, O_GPT2}, {"prune", 0, 0, O_PRUNE},
         {"threads", 1, 0, O_THREADS}, {"format", 1, 0, O_FORMAT}, {"text-field", 1, 0, O_TF},
         {"id-field", 1, 0, O_IF}, {"title-field", 1, 0, O_TIF}, {"invalid-utf8", 1, 0, O_UTF8},
         {"max-file-size", 1, 0, O_MAX}, {"hidden", 0, 0, O_HIDDEN}, {"name", 1, 0, O_NAME},
         {"quiet", 0, 0, O_QUIET}, {"json", 0, 0, O_JSON}, {"batch-size", 1, 0, O_BATCH},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+        {"partitions", 1, 0, O_PARTS}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
     rtr_ingest_opts o = {0};
+    long parts = 0;
     o.progress = 1;
     const char *tokfile = NULL, *gpt2 = NULL;
     int json = 0, c;
@@ -138,32 +145,42 @@ static int index_add(int argc, char **argv) {
                 return cli_usage_error("index add", "bad size '%s'", optarg);
             break;
         case O_JSON: json = 1; break;
+        case O_PARTS:
+            parts = atol(optarg);
+            if (parts < 1 || parts > RTR_PARTS_MAX)
+                return cli_usage_error("index add", "--partitions must be 1..%d", RTR_PARTS_MAX);
+            break;
         default: return cli_usage_error("index add", "bad option");
         }
     }
     if (argc - optind < 2) return cli_usage_error("index add", "expected KB and at least one PATH");
     const char *dir = argv[optind];
     rtr_tokenizer *tok = NULL;
-    rtr_kb *kb = NULL;
+    rtr_parts *ps = NULL;
     int rc = RTR_OK;
     /* A tokenizer is loaded only when one is named or the KB is new. */
     char *mpath = rtr_path_join(dir, "manifest.json");
     int is_new = mpath && !rtr_path_exists(mpath);
     rtr_free(mpath);
     if (tokfile || gpt2 || is_new) rc = cli_load_tokenizer(tokfile, gpt2, &tok);
-    if (!rc) rc = rtr_kb_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, tok, NULL, &kb);
-    if (!rc && tok) rc = rtr_kb_check_tokenizer(kb, tok);
+    rc = rtr_comm_agree(rtr_comm_world(), rc);
+    if (!rc) rc = rtr_parts_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, (uint32_t)parts, tok, rtr_comm_world(), &ps);
+    if (!rc && tok) rc = rtr_parts_check_tokenizer(ps, tok);
     rtr_tokenizer_free(tok);
     if (rc) {
-        rtr_kb_close(kb);
+        rtr_parts_close(ps);
         return cli_fail(rc);
     }
     rtr_ingest_report rep;
-    rc = rtr_ingest(kb, (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1), &o, &rep);
-    rtr_kb_close(kb);
+    rc = rtr_parts_ingest(ps, (const char *const *)argv + optind + 1, (size_t)(argc - optind - 1), &o, &rep);
+    rtr_parts_close(ps);
     if (rc) {
         rtr_ingest_report_free(&rep);
         return cli_fail(rc);
+    }
+    if (rtr_comm_rank(rtr_comm_world()) != 0) {   /* rank 0 reports for the job */
+        rtr_ingest_report_free(&rep);
+        return CLI_OK;
     }
     double mbs = rep.seconds > 0 ? (double)rep.bytes_read / 1e6 / rep.seconds : 0;
     double tps = rep.seconds > 0 ? (double)rep.tokens_added / rep.seconds : 0;
@@ -492,6 +509,10 @@ static const char build_usage[] =
     "shards. The first build fixes the embedder and the index type; later builds add\n"
     "new chunks without retraining.\n"
     "\n"
+    "A KB of partitions is trained once for all of them (hash statistics, projection\n"
+    "and quantizer from a sample of every partition), then each partition is built\n"
+    "with it; under `mpirun -np N`, each rank builds the partitions it works on.\n"
+    "\n"
     "options (for a new index, or with --retrain):\n"
     "  --embedder KIND       hash (default: no weights needed) or http\n"
     "  --dim N               hash embedder dimension (default 256, a multiple of 64)\n"
@@ -522,6 +543,23 @@ static const char build_usage[] =
     "  --threads N           embedding threads (default: one per core)\n"
     "  --quiet               no progress bar\n"
     "  --json                print the summary as JSON\n";
+
+/* An explicit hash embedder (of hash_dim, 0: any) on an existing index must be the recorded one. */
+static int check_hash_embedder(rtr_kb *kb, const char *dir, uint32_t hash_dim) {
+    json_t *ix = rtr_kb_manifest_get(kb, "index");
+    if (!ix) return RTR_OK;
+    json_t *rec = json_object_get(ix, "embedder");
+    const char *kind = json_string_value(json_object_get(rec, "kind"));
+    if (kind && !strcmp(kind, "pca")) {   /* a projection of the hash embedder's vectors is still that embedder */
+        rec = json_object_get(rec, "inner");
+        kind = json_string_value(json_object_get(rec, "kind"));
+    }
+    json_int_t dim = json_integer_value(json_object_get(rec, "dim"));
+    if (!kind || strcmp(kind, "hash") || (hash_dim && dim != hash_dim))
+        return rtr_seterr(RTR_E_MISMATCH, "%s: indexed with embedder %s %lld; use --retrain to change it", dir,
+                          kind ? kind : "?", (long long)dim);
+    return RTR_OK;
+}
 
 static int index_build(int argc, char **argv) {
     enum { O_EMB = 256, O_DIM, O_URL, O_MODEL, O_SHARDS, O_TYPE, O_BUDGET, O_NPROBE, O_RETRAIN, O_COMPACT, O_THREADS,
@@ -604,29 +642,23 @@ static int index_build(int argc, char **argv) {
         rtr_http_embedder_opts ho = {.url = url, .model = model, .api_key = getenv("RETRO_EMBED_API_KEY")};
         rc = rtr_http_embedder_new(&ho, &e);
     }
-    rtr_kb *kb = NULL;
-    if (!rc) rc = rtr_kb_open(argv[optind], RTR_KB_WRITE, NULL, NULL, &kb);
+    rtr_parts *ps = NULL;
+    rc = rtr_comm_agree(rtr_comm_world(), rc);
+    if (!rc) rc = rtr_parts_open(argv[optind], RTR_KB_WRITE, 0, NULL, rtr_comm_world(), &ps);
     /* an explicit hash embedder on an existing index must be the recorded one */
-    json_t *ix = rc ? NULL : rtr_kb_manifest_get(kb, "index");
-    if (ix && emb && !strcmp(emb, "hash") && !o.retrain) {
-        json_t *rec = json_object_get(ix, "embedder");
-        const char *kind = json_string_value(json_object_get(rec, "kind"));
-        if (kind && !strcmp(kind, "pca")) {   /* a projection of the hash embedder's vectors is still that embedder */
-            rec = json_object_get(rec, "inner");
-            kind = json_string_value(json_object_get(rec, "kind"));
-        }
-        json_int_t dim = json_integer_value(json_object_get(rec, "dim"));
-        if (!kind || strcmp(kind, "hash") || (o.hash_dim && dim != o.hash_dim))
-            rc = rtr_seterr(RTR_E_MISMATCH, "%s: indexed with embedder %s %lld; use --retrain to change it", argv[optind],
-                            kind ? kind : "?", (long long)dim);
-    }
+    for (uint32_t p = 0; ps && p < rtr_parts_count(ps) && !rc && emb && !strcmp(emb, "hash") && !o.retrain; p++)
+        if (rtr_parts_kb(ps, p)) rc = check_hash_embedder(rtr_parts_kb(ps, p), argv[optind], o.hash_dim);
+    if (ps) rc = rtr_comm_agree(rtr_comm_world(), rc);
     rtr_build_report rep;
     o.embedder = e;
-    if (!rc) rc = rtr_index_build(kb, &o, &rep);
-    if (!rc && smode) rc = rtr_kb_manifest_set(kb, "search", json_pack("{s:s}", "mode", smode));
-    rtr_kb_close(kb);
+    if (!rc) rc = rtr_parts_build(ps, &o, &rep);
+    for (uint32_t p = 0; ps && p < rtr_parts_count(ps) && !rc && smode; p++)
+        if (rtr_parts_kb(ps, p)) rc = rtr_kb_manifest_set(rtr_parts_kb(ps, p), "search", json_pack("{s:s}", "mode", smode));
+    if (ps) rc = rtr_comm_agree(rtr_comm_world(), rc);
+    rtr_parts_close(ps);
     rtr_embedder_free(e);
     if (rc) return cli_fail(rc);
+    if (rtr_comm_rank(rtr_comm_world()) != 0) return CLI_OK;   /* rank 0 reports for the job */
     double rate = rep.embed_seconds > 0 ? (double)rep.embedded / rep.embed_seconds : 0;
     if (json) {
         json_t *j = json_pack("{s:s, s:b, s:I, s:I, s:I, s:I, s:s, s:s, s:i, s:i, s:i, s:I, s:b, s:f, s:f}", "kb",

@@ -10,8 +10,10 @@
 
 #include "cli/cli.h"
 #include "lib/alloc.h"
+#include "lib/comm.h"
 #include "lib/io.h"
 #include "lib/status.h"
+#include "retriever/multi.h"
 #include "retriever/retriever.h"
 
 static const char search_usage[] =
@@ -22,6 +24,8 @@ static const char search_usage[] =
     "side that found them: vector (cosine similarity: 1 is identical), lexical (BM25)\n"
     "or both (hybrid: the fused score). A query longer than one chunk (64 tokens) is\n"
     "embedded chunk by chunk, each result scored by its similarity summed over them.\n"
+    "A KB of partitions is searched in each (under `mpirun -np N`, each rank searches\n"
+    "its own) and the results merged on rank 0, which prints them.\n"
     "\n"
     "options:\n"
     "  -k N                  number of results (default 5)\n"
@@ -100,24 +104,24 @@ int cmd_search(int argc, char **argv) {
     char *query = argv[optind + 1];
     uint8_t *owned = NULL;
     size_t qlen = strlen(query);
-    int rc = RTR_OK;
-    if (!strcmp(query, "-")) {
-        if ((rc = rtr_read_fd(0, "standard input", 1 << 20, &owned, &qlen))) return cli_fail(rc);
+    int rc = RTR_OK, rank0 = rtr_comm_rank(rtr_comm_world()) == 0;
+    if (!strcmp(query, "-") && rank0) {   /* under mpirun, rank 0 reads the query and broadcasts it */
+        rc = rtr_read_fd(0, "standard input", 1 << 20, &owned, &qlen);
         query = (char *)owned;
     }
-    rtr_kb *kb = NULL;
-    rtr_retriever *r = NULL;
+    rc = rtr_comm_agree(rtr_comm_world(), rc);
+    rtr_parts *ps = NULL;
+    rtr_multi *m = NULL;
     rtr_hits hits = {0};
-    rc = rtr_kb_open(dir, 0, NULL, NULL, &kb);
-    if (!rc) rc = rtr_retriever_open(kb, &ro, &r);
+    if (!rc) rc = rtr_parts_open(dir, 0, 0, NULL, rtr_comm_world(), &ps);
+    if (!rc) rc = rtr_multi_open(ps, &ro, &m);
     rtr_search_opts so = {excl, n_excl, cont, mode};
-    if (!rc) rc = rtr_retriever_search(r, query, qlen, (uint32_t)k, &so, &hits);
-    if (rc) {
-        rtr_retriever_close(r);
-        rtr_kb_close(kb);
-        rtr_free(owned);
-        return cli_fail(rc);
-    }
+    if (!rc) rc = rtr_multi_search(m, query, qlen, (uint32_t)k, &so, &hits);
+    rtr_multi_close(m);
+    rtr_parts_close(ps);
+    rtr_free(owned);
+    if (rc) return cli_fail(rc);
+    if (!rank0) return CLI_OK;   /* rank 0 prints the job's results */
     if (!json && hits.query_chunks > 1)
         fprintf(stderr, "note: the query is %u tokens, searched as %u chunks of 64; results merged\n",
                 hits.query_tokens, hits.query_chunks);
@@ -152,8 +156,5 @@ int cmd_search(int argc, char **argv) {
         }
     }
     rtr_hits_free(&hits);
-    rtr_retriever_close(r);
-    rtr_kb_close(kb);
-    rtr_free(owned);
     return CLI_OK;
 }

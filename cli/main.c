@@ -11,6 +11,7 @@
 #include "include/retro.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
+#include "lib/comm.h"
 #include "lib/status.h"
 #include "lib/utf8.h"
 
@@ -37,12 +38,20 @@ static const char usage[] =
     "Run 'retro <command> --help' for a command's options.\n";
 
 int cli_fail(int status) {
+    if (rtr_comm_rank(rtr_comm_world()) != 0) return CLI_FAIL;   /* rank 0 speaks for the job */
     const char *d = rtr_errdetail();
     fprintf(stderr, "retro: %s\n", d && *d ? d : rtr_strerror(status));
     return CLI_FAIL;
 }
 
+int cli_solo(const char *cmd) {
+    if (rtr_comm_size(rtr_comm_world()) == 1) return CLI_OK;
+    return cli_usage_error(cmd, "runs as one process; under mpirun only `retro index add`, `retro index build` and "
+                                "`retro search` run on several ranks");
+}
+
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
+    if (rtr_comm_rank(rtr_comm_world()) != 0) return CLI_USAGE;
     va_list ap;
     fprintf(stderr, "retro %s: ", cmd);
     va_start(ap, fmt);
@@ -120,18 +129,29 @@ int main(int argc, char **argv) {
         return argc < 2 ? CLI_USAGE : CLI_OK;
     }
     if (!strcmp(argv[1], "--version")) {
-        printf("retro %s\n", RETRO_VERSION);
+        printf("retro %s%s\n", RETRO_VERSION, rtr_comm_have_mpi() ? " (with Open MPI)" : "");
         return CLI_OK;
     }
-    if (!strcmp(argv[1], "index")) return cmd_index(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "tokenizer")) return cmd_tokenizer(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "search")) return cmd_search(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "embed")) return cmd_embed(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "train")) return cmd_train(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "generate")) return cmd_generate(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "eval")) return cmd_eval(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "ask")) return cmd_ask(argc - 1, argv + 1);
-    if (!strcmp(argv[1], "serve")) return cmd_serve(argc - 1, argv + 1);
+    int (*cmd)(int, char **) = !strcmp(argv[1], "index")       ? cmd_index
+                               : !strcmp(argv[1], "tokenizer") ? cmd_tokenizer
+                               : !strcmp(argv[1], "search")    ? cmd_search
+                               : !strcmp(argv[1], "embed")     ? cmd_embed
+                               : !strcmp(argv[1], "train")     ? cmd_train
+                               : !strcmp(argv[1], "generate")  ? cmd_generate
+                               : !strcmp(argv[1], "eval")      ? cmd_eval
+                               : !strcmp(argv[1], "ask")       ? cmd_ask
+                               : !strcmp(argv[1], "serve")     ? cmd_serve
+                                                               : NULL;
+    if (cmd) {
+        /* under mpirun: every rank runs the command; those that work in parallel say so (cli_mpi) */
+        if (rtr_comm_init(&argc, &argv)) return cli_fail(RTR_E_NET);
+        int parallel = cmd == cmd_search || (cmd == cmd_index && argc > 2 && (!strcmp(argv[2], "add") ||
+                                                                             !strcmp(argv[2], "build")));
+        int rc = parallel ? CLI_OK : cli_solo(argv[1]);
+        if (rc == CLI_OK) rc = cmd(argc - 1, argv + 1);
+        rtr_comm_finalize(rc == CLI_OK ? 0 : rc);
+        return rc;
+    }
     fprintf(stderr, "retro: unknown command '%s'\n\n%s", argv[1], usage);
     return CLI_USAGE;
 }

@@ -61,7 +61,7 @@ static int embed_batch(rtr_embedder *e, const chunk_batch *b, float *out, int th
 
 /* --- the build ------------------------------------------------------------------------------- */
 static int count_df(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t last, rtr_hash_df *df, chunk_batch *b) {
-    int rc = rtr_hash_df_init(df, RTR_HASH_DEFAULT_BITS);
+    int rc = RTR_OK;
     uint64_t after = 0;
     while (!rc) {
         if ((rc = next_batch(t, tok, &after, last, EMBED_BATCH, 1, b)) || b->n == 0) break;
@@ -69,6 +69,30 @@ static int count_df(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t last, r
     }
     return rc;
 }
+
+/* Runs fn over a read transaction of kb's store with a batch of its own; fn gets the last chunk id. */
+typedef int (*with_chunks_fn)(rtr_store_txn *t, const rtr_tokenizer *tok, const rtr_store_stats *st, chunk_batch *b,
+                              void *ctx);
+static int with_chunks(rtr_kb *kb, with_chunks_fn fn, void *ctx) {
+    chunk_batch *b = rtr_calloc(1, sizeof *b);
+    rtr_store_txn *t = NULL;
+    int rc = b ? rtr_store_read_begin(rtr_kb_store(kb), &t) : RTR_E_NOMEM;
+    if (!rc) {
+        rtr_store_stats st;
+        rtr_store_get_stats(t, &st);
+        rc = fn(t, rtr_kb_tokenizer(kb), &st, b, ctx);
+    }
+    rtr_store_txn_end(t);
+    if (b) rtr_buf_free(&b->text);
+    rtr_free(b);
+    return rc;
+}
+
+static int count_df_fn(rtr_store_txn *t, const rtr_tokenizer *tok, const rtr_store_stats *st, chunk_batch *b, void *ctx) {
+    return count_df(t, tok, st->next_chunk_id - 1, ctx, b);
+}
+
+int rtr_build_count_df(rtr_kb *kb, rtr_hash_df *df) { return with_chunks(kb, count_df_fn, df); }
 
 /* An evenly spread sample of m chunk ids among the chunks with id <= last. */
 static int sample_train(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks, uint64_t last, uint64_t m,
@@ -135,7 +159,7 @@ static json_t *file_json(const rtr_vindex_file *f) {
     return json_pack("{s:s, s:s, s:I}", "file", f->name, "xxh64", hex, "bytes", (json_int_t)f->bytes);
 }
 
-static void remove_stale_files(const char *dir, json_t *shards, char *const *keep_names, size_t n_keep) {
+static void remove_stale_files(const char *dir, const json_t *shards, char *const *keep_names, size_t n_keep) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
@@ -181,22 +205,15 @@ static int auto_projection(const rtr_build_opts *o, uint64_t n, uint32_t dim, ui
 
 #define PCA_SAMPLE 100000   /* chunks the projection is fitted on (at most) */
 
-/* Samples max(PCA_SAMPLE, train_n) chunks evenly with e, fits components on
- * them, saves the projection in dir and makes *pe, the embedder that projects
- * e's vectors (owning e if owns). *train (*n_train rows of proj) is the
- * sample, projected, for training an inverted file. */
-static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks, uint64_t last, rtr_embedder *e,
-                   int owns, uint32_t proj, uint64_t train_n, const char *dir, int threads, chunk_batch *b,
-                   float **train, size_t *n_train, rtr_embedder **pe) {
-    uint64_t m = train_n > PCA_SAMPLE ? train_n : PCA_SAMPLE;
-    if (m > n_chunks) m = n_chunks;
-    float *x = NULL, *y = NULL;
-    size_t n = 0;
+int rtr_build_project(const float *x, size_t n, rtr_embedder *e, int owns, uint32_t proj, const char *dir,
+                      float **train, rtr_embedder **pe) {
+    float *y = NULL;
     rtr_pca pca = {0};
     char *name = NULL, *path = NULL;
+    *train = NULL;
+    *pe = NULL;
     if (proj >= e->dim) return rtr_seterr(RTR_E_INVALID, "--project %u: the embedder has %u dimensions", proj, e->dim);
-    int rc = sample_train(t, tok, n_chunks, last, m, e, threads, b, &x, &n);
-    if (!rc && n < 2) rc = rtr_seterr(RTR_E_INVALID, "a projection needs at least 2 chunks");
+    int rc = n < 2 ? rtr_seterr(RTR_E_INVALID, "a projection needs at least 2 chunks") : RTR_OK;
     if (!rc) rc = rtr_pca_fit(x, n, e->dim, proj, &pca);
     if (!rc && (!(name = rtr_pca_filename(rtr_pca_checksum(&pca))) || !(path = rtr_path_join(dir, name)))) rc = RTR_E_NOMEM;
     if (!rc) rc = rtr_pca_save(&pca, path);
@@ -206,7 +223,6 @@ static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks
         rtr_l2_normalize(y, n, proj);
         rc = rtr_pca_embedder_new(e, owns, &pca, pe);
     }
-    rtr_free(x);
     rtr_pca_free(&pca);
     rtr_free(name);
     rtr_free(path);
@@ -215,8 +231,118 @@ static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks
         return rc;
     }
     *train = y;
-    *n_train = n;
     return RTR_OK;
+}
+
+uint64_t rtr_build_sample_size(const rtr_vindex_plan *plan, uint32_t proj, uint64_t n_chunks) {
+    uint64_t m = proj && plan->train_n < PCA_SAMPLE ? PCA_SAMPLE : plan->train_n;
+    return m > n_chunks ? n_chunks : m;
+}
+
+/* Samples rtr_build_sample_size chunks evenly with e and makes the projection (rtr_build_project). */
+static int project(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t n_chunks, uint64_t last, rtr_embedder *e,
+                   int owns, uint32_t proj, const rtr_vindex_plan *plan, const char *dir, int threads, chunk_batch *b,
+                   float **train, size_t *n_train, rtr_embedder **pe) {
+    float *x = NULL;
+    if (proj >= e->dim) return rtr_seterr(RTR_E_INVALID, "--project %u: the embedder has %u dimensions", proj, e->dim);
+    int rc = sample_train(t, tok, n_chunks, last, rtr_build_sample_size(plan, proj, n_chunks), e, threads, b, &x, n_train);
+    if (!rc) rc = rtr_build_project(x, *n_train, e, owns, proj, dir, train, pe);
+    rtr_free(x);
+    return rc;
+}
+
+typedef struct sample_ctx {
+    uint64_t m;
+    rtr_embedder *e;
+    int threads;
+    float *x;
+    size_t n;
+} sample_ctx;
+
+static int sample_fn(rtr_store_txn *t, const rtr_tokenizer *tok, const rtr_store_stats *st, chunk_batch *b, void *ctx) {
+    sample_ctx *s = ctx;
+    uint64_t m = s->m < st->n_chunks ? s->m : st->n_chunks;
+    return sample_train(t, tok, st->n_chunks, st->next_chunk_id - 1, m, s->e, s->threads, b, &s->x, &s->n);
+}
+
+int rtr_build_sample(rtr_kb *kb, uint64_t m, rtr_embedder *e, int threads, float **out, size_t *n) {
+    sample_ctx s = {m, e, threads > 0 ? threads : omp_get_num_procs(), NULL, 0};
+    *out = NULL;
+    *n = 0;
+    int rc = with_chunks(kb, sample_fn, &s);
+    if (!rc) *out = s.x, *n = s.n;
+    return rc;
+}
+
+uint32_t rtr_build_default_shards(uint64_t n_chunks) {
+    int cores = omp_get_num_procs();
+    return n_chunks >= 262144 && cores > 1 ? (uint32_t)(cores < 8 ? cores : 8) : 1;
+}
+
+int rtr_build_plan(const rtr_build_opts *o, uint64_t n, uint32_t dim, uint32_t shards, uint32_t *proj,
+                   rtr_vindex_plan *plan) {
+    *proj = 0;
+    int rc = make_plan(o, n, dim, shards, plan);
+    if (!rc && o->project > 0) *proj = (uint32_t)o->project;
+    else if (!rc && o->project == 0 && !o->embedder && !o->factory && strcmp(plan->factory, "IDMap,Flat"))
+        rc = auto_projection(o, n, dim, shards, proj);
+    if (!rc && *proj) rc = make_plan(o, n, *proj, shards, plan);
+    if (!rc && o->nprobe && plan->nlist) plan->nprobe = o->nprobe;
+    return rc;
+}
+
+int rtr_build_save_index(const rtr_vindex *vx, const rtr_embedder *embedder, const char *dir, const char *prefix,
+                         long long gen, uint64_t upto, uint64_t trained_on, json_t **section) {
+    *section = NULL;
+    uint32_t S = rtr_vindex_shards(vx);
+    rtr_vindex_file *files = rtr_calloc(S, sizeof *files), *codes = rtr_calloc(S, sizeof *codes);
+    char *desc = NULL;
+    json_t *emb = NULL;
+    int rc = files && codes ? RTR_OK : RTR_E_NOMEM;
+    if (!rc) rc = rtr_vindex_save(vx, dir, prefix, files, codes);
+    if (!rc) rtr_crash_point("checkpoint-files");   /* lib/crash.h: the kill-and-resume test */
+    json_error_t err;
+    if (!rc && (!(desc = rtr_embedder_canonical(embedder)) || !(emb = json_loads(desc, 0, &err)))) rc = RTR_E_NOMEM;
+    if (!rc) {
+        json_t *shards_json = json_array();
+        for (uint32_t s = 0; s < S; s++) {
+            json_t *entry = file_json(&files[s]);
+            if (codes[s].name) json_object_set_new(entry, "codes", file_json(&codes[s]));
+            json_array_append_new(shards_json, entry);
+        }
+        *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:o, s:I, s:I, s:I}", "version", 1,
+                             "generation", (json_int_t)gen, "embedder", emb, "metric", "L2",
+                             "factory", rtr_vindex_factory(vx), "dim", (int)rtr_vindex_dim(vx),
+                             "nlist", (int)rtr_vindex_nlist(vx),
+                             "nprobe", (int)rtr_vindex_nprobe(vx), "shards", shards_json,
+                             "indexed_upto", (json_int_t)upto, "trained_on", (json_int_t)trained_on,
+                             "vectors", (json_int_t)rtr_vindex_ntotal(vx));
+        emb = NULL;
+        if (!*section) rc = rtr_seterr(RTR_E_NOMEM, "manifest");
+    }
+    json_decref(emb);
+    if (files) rtr_vindex_file_names_free(files, S);
+    if (codes) rtr_vindex_file_names_free(codes, S);
+    rtr_free(files);
+    rtr_free(codes);
+    free(desc);
+    return rc;
+}
+
+void rtr_build_embedder_files(const json_t *emb, char *names[2]) {
+    const char *pca = json_string_value(json_object_get(emb, "pca"));
+    if (pca) emb = json_object_get(emb, "inner");
+    const char *idf = json_string_value(json_object_get(emb, "idf"));
+    names[0] = idf && strcmp(idf, "0000000000000000") ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL;
+    names[1] = pca ? rtr_pca_filename(strtoull(pca, NULL, 16)) : NULL;
+}
+
+void rtr_build_remove_stale(const char *dir, const json_t *section) {
+    char *keep[2];
+    rtr_build_embedder_files(json_object_get(section, "embedder"), keep);
+    remove_stale_files(dir, json_object_get(section, "shards"), keep, 2);
+    rtr_free(keep[0]);
+    rtr_free(keep[1]);
 }
 
 /* Saves the shards under a new generation's names, switches the manifest's
@@ -226,54 +352,13 @@ static int save_generation(rtr_kb *kb, const rtr_vindex *vx, const rtr_embedder 
                            uint64_t upto, uint64_t trained_on) {
     json_t *old = rtr_kb_manifest_get(kb, "index");
     json_int_t gen = old ? json_integer_value(json_object_get(old, "generation")) + 1 : 1;
-    uint32_t S = rtr_vindex_shards(vx);
-    rtr_vindex_file *files = rtr_calloc(S, sizeof *files), *codes = rtr_calloc(S, sizeof *codes);
-    json_t *shards_json = NULL;
-    char *desc = NULL;
-    int rc = files && codes ? RTR_OK : RTR_E_NOMEM;
-    if (!rc) {
-        char prefix[32];
-        snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
-        rc = rtr_vindex_save(vx, dir, prefix, files, codes);
-    }
-    if (!rc) rtr_crash_point("checkpoint-files");   /* lib/crash.h: the kill-and-resume test */
-    if (!rc && !(desc = rtr_embedder_canonical(embedder))) rc = RTR_E_NOMEM;
-    if (!rc) {
-        shards_json = json_array();
-        for (uint32_t s = 0; s < S; s++) {
-            json_t *entry = file_json(&files[s]);
-            if (codes[s].name) json_object_set_new(entry, "codes", file_json(&codes[s]));
-            json_array_append_new(shards_json, entry);
-        }
-        json_error_t err;
-        json_t *section = json_pack("{s:i, s:I, s:o, s:s, s:s, s:i, s:i, s:i, s:O, s:I, s:I, s:I}", "version", 1,
-                                    "generation", gen, "embedder", json_loads(desc, 0, &err), "metric", "L2",
-                                    "factory", rtr_vindex_factory(vx), "dim", (int)rtr_vindex_dim(vx),
-                                    "nlist", (int)rtr_vindex_nlist(vx),
-                                    "nprobe", (int)rtr_vindex_nprobe(vx), "shards", shards_json,
-                                    "indexed_upto", (json_int_t)upto, "trained_on", (json_int_t)trained_on,
-                                    "vectors", (json_int_t)rtr_vindex_ntotal(vx));
-        rc = section ? rtr_kb_manifest_set(kb, "index", section) : rtr_seterr(RTR_E_NOMEM, "manifest");
-    }
+    char prefix[32];
+    snprintf(prefix, sizeof prefix, "g%lld", (long long)gen);
+    json_t *section = NULL;
+    int rc = rtr_build_save_index(vx, embedder, dir, prefix, gen, upto, trained_on, &section);
+    if (!rc) rc = rtr_kb_manifest_set(kb, "index", section);
     if (!rc) rtr_crash_point("checkpoint");
-    if (!rc) {
-        json_t *emb = json_object_get(rtr_kb_manifest_get(kb, "index"), "embedder");
-        /* the embedder's files: a projection's, and the hash statistics (its inner embedder's if projected) */
-        const char *pca = json_string_value(json_object_get(emb, "pca"));
-        if (pca) emb = json_object_get(emb, "inner");
-        const char *idf = json_string_value(json_object_get(emb, "idf"));
-        char *keep[2] = {idf ? rtr_hash_df_filename(strtoull(idf, NULL, 16)) : NULL,
-                         pca ? rtr_pca_filename(strtoull(pca, NULL, 16)) : NULL};
-        remove_stale_files(dir, shards_json, keep, 2);
-        rtr_free(keep[0]);
-        rtr_free(keep[1]);
-    }
-    if (files) rtr_vindex_file_names_free(files, S);
-    if (codes) rtr_vindex_file_names_free(codes, S);
-    rtr_free(files);
-    rtr_free(codes);
-    json_decref(shards_json);
-    free(desc);
+    if (!rc) rtr_build_remove_stale(dir, rtr_kb_manifest_get(kb, "index"));
     return rc;
 }
 
@@ -327,10 +412,12 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
     } else if (!rc) {
         /* a new index: fix the embedder, plan, train */
         rep->created = 1;
-        if (st.n_chunks == 0) rc = rtr_seterr(RTR_E_INVALID, "%s: no chunks to index; add documents first", rtr_kb_dir(kb));
+        if (st.n_chunks == 0 && !o->proto)
+            rc = rtr_seterr(RTR_E_INVALID, "%s: no chunks to index; add documents first", rtr_kb_dir(kb));
+        RTR_ASSERT(!o->proto || o->embedder);
         rtr_embedder *e = o->embedder;
         if (!rc && !e) {
-            if (!(rc = count_df(t, tok, last, &df, b))) {
+            if (!(rc = rtr_hash_df_init(&df, RTR_HASH_DEFAULT_BITS)) && !(rc = count_df(t, tok, last, &df, b))) {
                 rtr_hash_embedder_opts ho = {o->hash_dim, 0, &df};
                 if (!(rc = rtr_hash_embedder_new(&ho, &own))) {
                     df_name = rtr_hash_df_filename(rtr_hash_df_checksum(&df));
@@ -351,30 +438,27 @@ int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) 
         }
         /* default shards: one, or one per core (at most 8) from 256 Ki chunks on,
          * so that a single query searches on every core */
-        uint32_t shards = o->shards;
-        if (!shards) {
-            int cores = omp_get_num_procs();
-            shards = st.n_chunks >= 262144 && cores > 1 ? (uint32_t)(cores < 8 ? cores : 8) : 1;
-        }
-        if (!rc) rc = make_plan(o, st.n_chunks, e->dim, shards, &plan);
+        uint32_t shards = o->shards ? o->shards : rtr_build_default_shards(st.n_chunks);
         uint32_t proj = 0;
-        if (!rc && o->project > 0) proj = (uint32_t)o->project;
-        else if (!rc && o->project == 0 && !o->embedder && !o->factory && strcmp(plan.factory, "IDMap,Flat"))
-            rc = auto_projection(o, st.n_chunks, e->dim, shards, &proj);
-        if (proj) {   /* fit the projection on a sample, embed with it from now on, plan for its dimension */
+        if (!rc && !o->proto) rc = rtr_build_plan(o, st.n_chunks, e->dim, shards, &proj, &plan);
+        if (!rc && proj) {   /* fit the projection on a sample, embed with it from now on */
             rtr_embedder *pe = NULL;
-            if (!(rc = make_plan(o, st.n_chunks, proj, shards, &plan)))
-                rc = project(t, tok, st.n_chunks, last, e, e == own, proj, plan.train_n, dir, threads, b, &train, &n_train, &pe);
+            rc = project(t, tok, st.n_chunks, last, e, e == own, proj, &plan, dir, threads, b, &train, &n_train, &pe);
             if (!rc) {
                 if (e == own) own = pe;   /* it owns the hash embedder now */
                 else own_wrapper = pe;
                 e = pe;
             }
         }
-        if (!rc && o->nprobe && plan.nlist) plan.nprobe = o->nprobe;
-        if (!rc && plan.train_n && !train) rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
-        if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &made);
-        if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
+        if (o->proto) {   /* trained already (a build of partitions: parts.h) */
+            if (!rc) rc = rtr_vindex_create_like(o->proto, shards, &made);
+            if (!rc) snprintf(rep->why, sizeof rep->why, "trained once for every partition");
+        } else {
+            if (!rc && plan.train_n && !train)
+                rc = sample_train(t, tok, st.n_chunks, last, plan.train_n, e, threads, b, &train, &n_train);
+            if (!rc) rc = rtr_vindex_create(&plan, e->dim, shards, train, n_train, &made);
+            if (!rc) snprintf(rep->why, sizeof rep->why, "%s", plan.why);
+        }
         embedder = e;
         vx = made;
         upto = 0;

@@ -37,6 +37,7 @@
 #include <stdint.h>
 
 #include "index/embed.h"
+#include "index/embed_hash.h"
 #include "index/kb.h"
 #include "index/vectors.h"
 #include "index/vindex.h"
@@ -56,6 +57,9 @@ typedef struct rtr_build_opts {
     int project;             /* for a new index: components of a learned projection (index/embed_pca.h);
                                 0 = automatic, -1 = none, > 0 this many */
     double checkpoint_s;     /* save what is embedded every this many seconds (0 = 300; < 0 never) */
+    const rtr_vindex *proto; /* for a new index: empty shards trained already to copy (rtr_vindex_create_like),
+                                with the embedder given, which must not be projected again (project -1):
+                                a build of partitions (index/parts.h). Borrowed. */
 } rtr_build_opts;
 
 typedef struct rtr_build_report {
@@ -75,5 +79,35 @@ typedef struct rtr_build_report {
 } rtr_build_report;
 
 int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep);
+
+/* --- the pieces of a first build, for a build of partitions (index/parts.h) that trains once ---- */
+/* Adds the document frequencies of kb's chunks to df (initialised). */
+int rtr_build_count_df(rtr_kb *kb, rtr_hash_df *df);
+/* Shards of a new index of n_chunks: one, or one per core (at most 8) from 256 Ki chunks. */
+uint32_t rtr_build_default_shards(uint64_t n_chunks);
+/* The plan a first build makes for n chunks of embedder dimension dim over shards shards, and the
+ * projection it fits first (*proj components; 0: none): o->project, or automatic (build.h, above)
+ * when neither an embedder nor a factory is given; the plan is then for proj dimensions. */
+int rtr_build_plan(const rtr_build_opts *o, uint64_t n, uint32_t dim, uint32_t shards, uint32_t *proj,
+                   rtr_vindex_plan *plan);
+/* Chunks a first build samples for the plan (a projection's fit, a quantizer's training), of n_chunks. */
+uint64_t rtr_build_sample_size(const rtr_vindex_plan *plan, uint32_t proj, uint64_t n_chunks);
+/* m (at most kb's chunks) of kb's chunks, evenly spread, embedded with e: *out (*n x e->dim,
+ * rtr_malloc'd, the caller's). */
+int rtr_build_sample(rtr_kb *kb, uint64_t m, rtr_embedder *e, int threads, float **out, size_t *n);
+/* Fits proj principal components on x (n x e->dim), saves them in dir (embed_pca.h) and makes *pe,
+ * the embedder that projects e's vectors (owning e if owns); *train (n x proj, the caller's) is x
+ * projected, for training an inverted file. */
+int rtr_build_project(const float *x, size_t n, rtr_embedder *e, int owns, uint32_t proj, const char *dir,
+                      float **train, rtr_embedder **pe);
+/* Saves vx's shards in dir as PREFIX-SSS.faiss (and their 4-bit codes) and makes *section, a manifest
+ * "index" section naming them with embedder's description (docs/formats.md; the caller's). */
+int rtr_build_save_index(const rtr_vindex *vx, const rtr_embedder *embedder, const char *dir, const char *prefix,
+                         long long gen, uint64_t upto, uint64_t trained_on, json_t **section);
+/* The files under KB/index/ that an embedder's description names (the hash statistics, a projection):
+ * fresh names, NULL where none. */
+void rtr_build_embedder_files(const json_t *emb, char *names[2]);
+/* Deletes the files of dir that an "index" section does not name (older generations, leftovers). */
+void rtr_build_remove_stale(const char *dir, const json_t *section);
 
 #endif

@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "index/parts.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/io.h"
@@ -382,6 +383,28 @@ static int writer_finish(writer *w, rtr_ingest_report *rep, int rc) {
     return rc;
 }
 
+/* Keeps the files and skips of l whose recorded path (standard input's: stdin_name) belongs to
+ * partition part of count. */
+static void keep_partition(rtr_corpus_list *l, uint32_t part, uint32_t count, const char *stdin_name) {
+    size_t m = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const char *path = strcmp(l->files[i].path, "-") ? l->files[i].path : stdin_name;
+        if (rtr_part_of_path(path, count) == part) l->files[m++] = l->files[i];
+        else rtr_free(l->files[i].path);
+    }
+    l->n = m;
+    m = 0;
+    for (size_t i = 0; i < l->skips.n; i++) {
+        if (rtr_part_of_path(l->skips.items[i].path, count) == part) {
+            l->skips.items[m++] = l->skips.items[i];
+        } else {
+            rtr_free(l->skips.items[i].path);
+            rtr_free(l->skips.items[i].detail);
+        }
+    }
+    l->skips.n = m;
+}
+
 int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_opts *o,
                rtr_ingest_report *rep) {
     memset(rep, 0, sizeof *rep);
@@ -389,6 +412,8 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
     rtr_corpus_list list;
     int rc = rtr_corpus_walk(paths, n, &o->corpus, &list);
     if (rc) return rc;
+    const char *stdin_name = o->stdin_name && *o->stdin_name ? o->stdin_name : "stdin";
+    if (o->part_count > 1) keep_partition(&list, o->part, o->part_count, stdin_name);
     for (size_t i = 0; i < list.skips.n && !rc; i++)
         rc = rtr_skip_list_add(&rep->skips, list.skips.items[i].path, list.skips.items[i].reason,
                                list.skips.items[i].detail);
@@ -404,7 +429,6 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
     for (size_t i = 0; i < list.n; i++) total += list.files[i].size;
     rtr_progress prog;
     rtr_progress_init(&prog, "ingest", total, "B", o->progress);
-    const char *stdin_name = o->stdin_name && *o->stdin_name ? o->stdin_name : "stdin";
     writer w = {.store = rtr_kb_store(kb)};
 
     size_t start = 0;

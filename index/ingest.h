@@ -29,6 +29,8 @@ typedef struct rtr_ingest_opts {
     int progress;             /* progress bar on stderr when it is a terminal */
     const char *stdin_name;   /* path recorded for "-" (default "stdin") */
     uint64_t batch_bytes;     /* commit about every this many input bytes (default 16 MiB) */
+    uint32_t part_count;      /* > 1: only the files (and the walk's skips) whose recorded path belongs to */
+    uint32_t part;            /* partition part of part_count (rtr_part_of_path, index/parts.h) */
     /* test hook: called with each file's path just before it is read */
     void (*before_read)(const char *path, void *ctx);
     void *hook_ctx;

@@ -60,20 +60,8 @@ static int dir_is_empty(const char *dir) {
     return empty;
 }
 
-static int write_manifest(const char *dir, const char *tok_hash, uint32_t vocab) {
-    char created[32];
-    time_t now = time(NULL);
-    struct tm tm;
-    gmtime_r(&now, &tm);
-    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
-    json_t *m = json_pack("{s:s, s:i, s:s, s:i, s:{s:s, s:s, s:i}, s:{s:s, s:i}}",
-                          "format", "retro-knowledge-base", "version", RTR_KB_VERSION, "created", created,
-                          "chunk_tokens", RTR_CHUNK_TOKENS, "tokenizer", "file", "tokenizer.rtok", "hash",
-                          tok_hash, "vocab_size", (json_int_t)vocab, "store", "dir", "store", "schema",
-                          RTR_STORE_SCHEMA);
-    if (!m) return rtr_seterr(RTR_E_NOMEM, "manifest");
+int rtr_kb_manifest_write(const char *dir, const json_t *m) {
     char *text = json_dumps(m, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
-    json_decref(m);
     if (!text) return rtr_seterr(RTR_E_NOMEM, "manifest");
     char *path = rtr_path_join(dir, "manifest.json");
     int rc = path ? RTR_OK : RTR_E_NOMEM;
@@ -87,36 +75,66 @@ static int write_manifest(const char *dir, const char *tok_hash, uint32_t vocab)
     return rc;
 }
 
-/* Creates the knowledge base in a temporary sibling directory and renames it
- * into place, so that dir is either absent/empty or complete. */
-static int create_kb(const char *dir, const rtr_tokenizer *tok, const rtr_store_opts *so) {
-    char tmp[PATH_MAX];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.creating.%ld", dir, (long)getpid()) >= sizeof tmp)
+json_t *rtr_kb_manifest_new(const char *tok_hash, uint32_t vocab) {
+    char created[32];
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    strftime(created, sizeof created, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return json_pack("{s:s, s:i, s:s, s:i, s:{s:s, s:s, s:i}}", "format", "retro-knowledge-base", "version",
+                     RTR_KB_VERSION, "created", created, "chunk_tokens", RTR_CHUNK_TOKENS, "tokenizer", "file",
+                     "tokenizer.rtok", "hash", tok_hash, "vocab_size", (json_int_t)vocab);
+}
+
+static int write_manifest(const char *dir, const char *tok_hash, uint32_t vocab) {
+    json_t *m = rtr_kb_manifest_new(tok_hash, vocab);
+    if (m) json_object_set_new(m, "store", json_pack("{s:s, s:i}", "dir", "store", "schema", RTR_STORE_SCHEMA));
+    int rc = m ? rtr_kb_manifest_write(dir, m) : rtr_seterr(RTR_E_NOMEM, "manifest");
+    json_decref(m);
+    return rc;
+}
+
+int rtr_kb_create_tmp(const char *dir, const rtr_tokenizer *tok, char *tmp, size_t cap) {
+    if ((size_t)snprintf(tmp, cap, "%s.creating.%ld", dir, (long)getpid()) >= cap)
         return rtr_seterr(RTR_E_INVALID, "%s: path too long", dir);
     int rc = rtr_rmtree(tmp);
     if (!rc) rc = rtr_mkdirs(tmp);
     if (rc) return rc;
     rtr_buf ser = {0};
-    char hash[33];
-    rtr_tokenizer_hash(tok, hash);
-    char *tpath = rtr_path_join(tmp, "tokenizer.rtok"), *spath = rtr_path_join(tmp, "store");
-    if (!tpath || !spath) { rc = RTR_E_NOMEM; goto out; }
-    if ((rc = rtr_tokenizer_serialize(tok, &ser))) goto out;
-    if ((rc = rtr_write_file_atomic(tpath, ser.data, ser.len))) goto out;
-    rtr_store *s;
-    if ((rc = rtr_store_open(spath, 0, so, &s))) goto out;
-    rtr_store_close(s);
-    if ((rc = write_manifest(tmp, hash, rtr_tokenizer_vocab_size(tok)))) goto out;
-    if (rename(tmp, dir) != 0) {
-        rc = rtr_seterr(rtr_status_from_errno(errno), "%s: cannot create knowledge base: %s", dir, strerror(errno));
-        goto out;
-    }
-out:
+    char *tpath = rtr_path_join(tmp, "tokenizer.rtok");
+    rc = tpath ? rtr_tokenizer_serialize(tok, &ser) : RTR_E_NOMEM;
+    if (!rc) rc = rtr_write_file_atomic(tpath, ser.data, ser.len);
     if (rc) rtr_rmtree(tmp);
     rtr_buf_free(&ser);
     rtr_free(tpath);
-    rtr_free(spath);
     return rc;
+}
+
+int rtr_kb_create_commit(const char *tmp, const char *dir) {
+    if (rename(tmp, dir) == 0) return RTR_OK;
+    int rc = rtr_seterr(rtr_status_from_errno(errno), "%s: cannot create knowledge base: %s", dir, strerror(errno));
+    rtr_rmtree(tmp);
+    return rc;
+}
+
+/* Creates the knowledge base in a temporary sibling directory and renames it
+ * into place, so that dir is either absent/empty or complete. */
+static int create_kb(const char *dir, const rtr_tokenizer *tok, const rtr_store_opts *so) {
+    char tmp[PATH_MAX], hash[33];
+    int rc = rtr_kb_create_tmp(dir, tok, tmp, sizeof tmp);
+    if (rc) return rc;
+    rtr_tokenizer_hash(tok, hash);
+    char *spath = rtr_path_join(tmp, "store");
+    rtr_store *s;
+    rc = spath ? rtr_store_open(spath, 0, so, &s) : RTR_E_NOMEM;
+    if (!rc) rtr_store_close(s);
+    if (!rc) rc = write_manifest(tmp, hash, rtr_tokenizer_vocab_size(tok));
+    rtr_free(spath);
+    if (rc) {
+        rtr_rmtree(tmp);
+        return rc;
+    }
+    return rtr_kb_create_commit(tmp, dir);
 }
 
 int rtr_kb_manifest_parse(const uint8_t *data, size_t len, const char *path, rtr_kb_manifest *out) {
@@ -132,9 +150,12 @@ int rtr_kb_manifest_parse(const uint8_t *data, size_t len, const char *path, rtr
                            "created", &created, "chunk_tokens", &chunk, "tokenizer", "hash", &hash) != 0 ||
                strcmp(format, "retro-knowledge-base") != 0) {
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: not a retro knowledge base manifest", path);
-    } else if (version > RTR_KB_VERSION) {
+    } else if (version > RTR_KB_VERSION_MAX) {
         rc = rtr_seterr(RTR_E_VERSION, "%s: knowledge base version %lld is newer than this retro supports (%d)",
-                        path, (long long)version, RTR_KB_VERSION);
+                        path, (long long)version, RTR_KB_VERSION_MAX);
+    } else if ((version == RTR_KB_VERSION_MAX) != (json_object_get(m, "partitions") != NULL)) {
+        rc = rtr_seterr(RTR_E_CORRUPT, "%s: version %lld %s a \"partitions\" section", path, (long long)version,
+                        version == RTR_KB_VERSION_MAX ? "without" : "with");
     } else if (version < 1 || chunk != RTR_CHUNK_TOKENS || strlen(hash) != 32) {
         rc = rtr_seterr(RTR_E_CORRUPT, "%s: unsupported version, chunk size or tokenizer hash", path);
     } else {
@@ -182,18 +203,8 @@ int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value) {
     pthread_mutex_lock(&kb->manifest_mu);
     if (value) json_object_set_new(kb->manifest, key, value);
     else json_object_del(kb->manifest, key);
-    char *text = json_dumps(kb->manifest, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    int rc = rtr_kb_manifest_write(kb->dir, kb->manifest);
     pthread_mutex_unlock(&kb->manifest_mu);
-    if (!text) return rtr_seterr(RTR_E_NOMEM, "manifest");
-    char *path = rtr_path_join(kb->dir, "manifest.json");
-    int rc = path ? RTR_OK : RTR_E_NOMEM;
-    if (!rc) {
-        size_t n = strlen(text);
-        text[n] = '\n';
-        rc = rtr_write_file_atomic(path, text, n + 1);
-    }
-    rtr_free(path);
-    free(text);
     return rc;
 }
 
@@ -229,6 +240,13 @@ int rtr_kb_open(const char *dir, unsigned flags, const rtr_tokenizer *tok, const
     char *p = NULL;
     if (!(kb->dir = rtr_strdup(dir))) { rc = RTR_E_NOMEM; goto fail; }
     if ((rc = read_manifest(kb))) goto fail;
+    json_t *parts = json_object_get(kb->manifest, "partitions");
+    if (parts) {
+        rc = rtr_seterr(RTR_E_INVALID, "%s: a knowledge base of %lld partitions: `retro index add`, `retro index build` "
+                        "and `retro search` read it whole; other commands take one partition (%s/part-0000)", dir,
+                        (long long)json_integer_value(json_object_get(parts, "count")), dir);
+        goto fail;
+    }
     if (flags & RTR_KB_WRITE) {
         if (!(p = rtr_path_join(dir, "lock"))) { rc = RTR_E_NOMEM; goto fail; }
         kb->lock_fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);

@@ -18,7 +18,8 @@
 #include "index/store.h"
 #include "lib/bpe.h"
 
-#define RTR_KB_VERSION 1
+#define RTR_KB_VERSION 1       /* a knowledge base's manifest */
+#define RTR_KB_VERSION_MAX 2   /* a knowledge base of partitions' (index/parts.h), which rtr_kb_open refuses */
 
 typedef struct rtr_kb rtr_kb;
 
@@ -48,14 +49,24 @@ json_t *rtr_kb_manifest_copy(rtr_kb *kb, const char *key);
  * and rewrites manifest.json atomically. Needs RTR_KB_WRITE. */
 int rtr_kb_manifest_set(rtr_kb *kb, const char *key, json_t *value);
 /* A manifest.json's contents, checked (format, version, chunk size,
- * tokenizer hash): json is the caller's (json_decref). RTR_E_CORRUPT or
- * RTR_E_VERSION naming path. */
+ * tokenizer hash; version 2 with a "partitions" section, 1 without): json is
+ * the caller's (json_decref). RTR_E_CORRUPT or RTR_E_VERSION naming path. */
 typedef struct rtr_kb_manifest {
     json_t *json;
     char tok_hash[33];
     char created[32];
 } rtr_kb_manifest;
 int rtr_kb_manifest_parse(const uint8_t *data, size_t len, const char *path, rtr_kb_manifest *out);
+
+/* Creating a knowledge base (or one of partitions, index/parts.h) whole or not at all: a fresh
+ * directory "DIR.creating.PID" (into tmp, cap bytes) holding tok as tokenizer.rtok; the caller fills
+ * it, then rtr_kb_create_commit renames it to dir (on failure it is removed). */
+int rtr_kb_create_tmp(const char *dir, const rtr_tokenizer *tok, char *tmp, size_t cap);
+int rtr_kb_create_commit(const char *tmp, const char *dir);
+/* A new manifest's common fields (format, version 1, created now, chunk size, tokenizer); the caller's. */
+json_t *rtr_kb_manifest_new(const char *tok_hash, uint32_t vocab);
+/* Writes m as dir/manifest.json atomically. */
+int rtr_kb_manifest_write(const char *dir, const json_t *m);
 
 /* RTR_E_MISMATCH (with both hashes in the detail) if tok differs. */
 int rtr_kb_check_tokenizer(const rtr_kb *kb, const rtr_tokenizer *tok);

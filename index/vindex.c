@@ -279,6 +279,24 @@ fail:
     return rc;
 }
 
+int rtr_vindex_create_like(const rtr_vindex *proto, uint32_t n_shards, rtr_vindex **out) {
+    *out = NULL;
+    if (n_shards == 0 || n_shards > 1024) return rtr_seterr(RTR_E_INVALID, "shards must be 1..1024");
+    RTR_ASSERT(!proto->mapped && proto->n_shards > 0);
+    if (faiss_Index_ntotal(proto->shards[0]) != 0)
+        return rtr_seterr(RTR_E_INVALID, "the index to copy holds %lld vectors; an empty one is copied",
+                          (long long)faiss_Index_ntotal(proto->shards[0]));
+    rtr_vindex *v = alloc_vindex(n_shards, proto->dim, proto->factory, proto->nprobe);
+    if (!v) return RTR_E_NOMEM;
+    for (uint32_t s = 0; s < n_shards; s++)
+        if (faiss_clone_index(proto->shards[0], &v->shards[s])) {
+            rtr_vindex_free(v);
+            return faiss_err("clone index");
+        }
+    *out = v;
+    return RTR_OK;
+}
+
 void rtr_vindex_free(rtr_vindex *v) {
     if (!v) return;
     for (uint32_t s = 0; s < v->n_shards; s++) {

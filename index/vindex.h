@@ -49,6 +49,10 @@ int rtr_vindex_plan_factory(const char *factory, uint64_t n, uint32_t dim, uint3
  * (n_train x dim) when the plan needs it. */
 int rtr_vindex_create(const rtr_vindex_plan *p, uint32_t dim, uint32_t n_shards, const float *train, size_t n_train,
                       rtr_vindex **out);
+/* n_shards empty shards, each a copy of proto's first (empty, trained: its quantizer) with its
+ * factory and nprobe: what the partitions of a knowledge base build on (index/parts.h).
+ * RTR_E_INVALID if proto holds vectors; RTR_E_FAISS, RTR_E_NOMEM. */
+int rtr_vindex_create_like(const rtr_vindex *proto, uint32_t n_shards, rtr_vindex **out);
 void rtr_vindex_free(rtr_vindex *v);   /* NULL-safe */
 
 uint32_t rtr_vindex_shards(const rtr_vindex *v);

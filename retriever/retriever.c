@@ -489,21 +489,43 @@ static void fused_order(rtr_hit *all, size_t m, fused *f, rtr_hit *tmp) {
     memcpy(all, tmp, m * sizeof *all);
 }
 
+#define RRF_K 60.0f
+int rtr_hits_fuse(rtr_hit *all, size_t m) {
+    rtr_hit **by = rtr_malloc((m + 1) * sizeof *by);
+    fused *f = rtr_malloc((m + 1) * sizeof *f);
+    rtr_hit *tmp = rtr_malloc((m + 1) * sizeof *tmp);
+    int rc = by && f && tmp ? RTR_OK : RTR_E_NOMEM;
+    for (int side = 0; side < 2 && !rc; side++) {
+        for (size_t i = 0; i < m; i++) by[i] = &all[i];
+        qsort(by, m, sizeof *by, side ? cmp_by_lexical : cmp_by_vector);
+        for (size_t i = 0; i < m; i++) {
+            float s = side ? by[i]->lexical_score : by[i]->vector_score;
+            uint32_t *rank = side ? &by[i]->lexical_rank : &by[i]->vector_rank;
+            *rank = s > 0 ? (uint32_t)i + 1 : 0;
+            if (!side) by[i]->score = 0;
+            if (*rank) by[i]->score += 1.0f / (RRF_K + (float)*rank);
+        }
+    }
+    if (!rc) fused_order(all, m, f, tmp);
+    rtr_free(by);
+    rtr_free(f);
+    rtr_free(tmp);
+    return rc;
+}
+
 /* Reciprocal rank fusion (Cormack et al., 2009) of the candidates that either side found (v: the
  * vector side's nv, l: the lexical side's nl), each scored by both sides: its BM25 score for the whole
  * query and its vector score in full_embedder's space (every candidate embedded again: a projection's
  * few components find candidates but rank them poorly). Each side ranks them all, and score = the sum
  * of 1 / (60 + rank) over the sides where it scores above 0 (ties: cmp_fused); found_by says which side
  * found it, distance is the vector side's (NAN where it did not find it). */
-#define RRF_K 60.0f
 static int fuse(const query_ctx *qc, const rtr_hit *v, size_t nv, const rtr_hit *l, size_t nl, rtr_hit **out,
                 size_t *n) {
     rtr_hit *all = rtr_calloc(nv + nl + 1, sizeof *all);
-    rtr_hit **by = rtr_malloc((nv + nl + 1) * sizeof *by);
     uint64_t *ids = rtr_malloc((nv + nl + 1) * sizeof *ids);
     float *sc = rtr_malloc((nv + nl + 1) * sizeof *sc);
     float *lx = rtr_malloc((nv + nl + 1) * sizeof *lx);
-    int rc = all && by && ids && sc && lx ? RTR_OK : RTR_E_NOMEM;
+    int rc = all && ids && sc && lx ? RTR_OK : RTR_E_NOMEM;
     size_t m = 0;
     for (size_t i = 0; i < nv && !rc; i++) {
         all[m] = v[i];
@@ -526,26 +548,7 @@ static int fuse(const query_ctx *qc, const rtr_hit *v, size_t nv, const rtr_hit 
     for (size_t i = 0; i < m && !rc; i++) ids[i] = all[i].chunk_id, lx[i] = all[i].lexical_score;
     if (!rc && m) rc = vector_scores(qc, ids, m, sc, lx);   /* every one's vector score; BM25 where missing */
     for (size_t i = 0; i < m && !rc; i++) all[i].vector_score = sc[i], all[i].lexical_score = lx[i];
-    for (int side = 0; side < 2 && !rc; side++) {
-        for (size_t i = 0; i < m; i++) by[i] = &all[i];
-        qsort(by, m, sizeof *by, side ? cmp_by_lexical : cmp_by_vector);
-        for (size_t i = 0; i < m; i++) {
-            float s = side ? by[i]->lexical_score : by[i]->vector_score;
-            uint32_t *rank = side ? &by[i]->lexical_rank : &by[i]->vector_rank;
-            *rank = s > 0 ? (uint32_t)i + 1 : 0;
-            if (!side) by[i]->score = 0;
-            if (*rank) by[i]->score += 1.0f / (RRF_K + (float)*rank);
-        }
-    }
-    if (!rc) {
-        fused *f = rtr_malloc((m + 1) * sizeof *f);
-        rtr_hit *tmp = rtr_malloc((m + 1) * sizeof *tmp);
-        if (f && tmp) fused_order(all, m, f, tmp);
-        else rc = RTR_E_NOMEM;
-        rtr_free(f);
-        rtr_free(tmp);
-    }
-    rtr_free(by);
+    if (!rc) rc = rtr_hits_fuse(all, m);
     rtr_free(ids);
     rtr_free(sc);
     rtr_free(lx);

@@ -106,6 +106,11 @@ typedef struct rtr_search_opts {
 int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                          rtr_hits *out);
 void rtr_hits_free(rtr_hits *h);
+/* Hybrid search's fusion of m candidates each scored by both sides (vector_score, lexical_score): each
+ * side ranks them all (vector_rank, lexical_rank; 0 where the score is not above 0), score becomes the
+ * sum of 1 / (60 + rank) over the sides, and all is sorted best first (ties: the sum of the two sides'
+ * scores each scaled to 0..1 over the candidates, then the chunk id). RTR_E_NOMEM. */
+int rtr_hits_fuse(rtr_hit *all, size_t m);
 
 /* --- neighbours for the model ------------------------------------------------------ */
 /* Neighbour tokens: a neighbour is its chunk then the chunk's continuation

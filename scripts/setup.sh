@@ -32,7 +32,8 @@ tests=0 bench=0
 PKGS=(build-essential cmake pkg-config dpkg-dev git
       libfaiss-dev liblmdb-dev lmdb-utils libcurl4-openssl-dev libcmocka-dev
       libopenblas-dev libjansson-dev libzstd-dev libxxhash-dev libmicrohttpd-dev
-      python3 python3-numpy python3-faiss)
+      python3 python3-numpy python3-faiss
+      openmpi-bin libopenmpi-dev)
 if [ $tests = 1 ]; then
     PKGS+=(clang libclang-rt-14-dev)
     # headless Chromium drives the search page of `retro serve` (tests/e2e/serve_page.sh)

@@ -20,7 +20,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 cd "$here"
 B=${FUZZ_BUILD:-build/fuzz}
 par=${FUZZ_JOBS:-2}
-CC=clang CXX=clang++ cmake -S . -B $B -DCMAKE_BUILD_TYPE=Debug -DRETRO_FUZZ=ON -DRETRO_TESTS=OFF \
+CC=clang CXX=clang++ cmake -S . -B $B -DCMAKE_BUILD_TYPE=Debug -DRETRO_FUZZ=ON -DRETRO_TESTS=OFF -DRETRO_MPI=OFF \
     -DRETRO_NATIVE=OFF >/dev/null
 cmake --build $B -j"$(nproc)" >/dev/null
 all=$(cd $B/tests/fuzz && ls fuzz_* | grep -v '\.' | sed 's/^fuzz_//' | sort)

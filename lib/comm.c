@@ -1,0 +1,196 @@
+/* comm.c - a job of one, or the ranks of an Open MPI job (see comm.h). Built without Open MPI,
+ * c->mpi is never set and every collective returns at its first line. */
+#include "lib/comm.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/status.h"
+
+#ifdef RETRO_HAVE_MPI
+#include <mpi.h>
+#endif
+
+struct rtr_comm {
+    int rank, size;
+    int mpi;   /* MPI_Init was called */
+};
+
+static rtr_comm world = {0, 1, 0};
+
+rtr_comm *rtr_comm_world(void) { return &world; }
+int rtr_comm_rank(const rtr_comm *c) { return c->rank; }
+int rtr_comm_size(const rtr_comm *c) { return c->size; }
+
+#ifdef RETRO_HAVE_MPI
+int rtr_comm_have_mpi(void) { return 1; }
+
+static int mpi_err(int e, const char *what) {
+    char s[MPI_MAX_ERROR_STRING];
+    int n = 0;
+    if (MPI_Error_string(e, s, &n) != MPI_SUCCESS) snprintf(s, sizeof s, "error %d", e);
+    return rtr_seterr(RTR_E_NET, "%s: %s", what, s);
+}
+#define MPI_CALL(call, what) (((e_ = (call)) != MPI_SUCCESS) ? mpi_err(e_, what) : RTR_OK)
+
+/* Started by a launcher: Open MPI's mpirun, or a PMI (srun, hydra) that MPI_Init reads. */
+static int launched(void) {
+    return getenv("OMPI_COMM_WORLD_SIZE") || getenv("PMIX_RANK") || getenv("PMI_RANK") || getenv("PMI_SIZE");
+}
+
+int rtr_comm_init(int *argc, char ***argv) {
+    if (world.mpi || !launched()) return RTR_OK;
+    int provided = 0, e_, rc = MPI_CALL(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init");
+    if (rc) return rc;
+    world.mpi = 1;
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    if (!(rc = MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank), "MPI_Comm_rank")))
+        rc = MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &world.size), "MPI_Comm_size");
+    return rc;
+}
+
+void rtr_comm_finalize(int failed) {
+    if (!world.mpi) return;
+    if (failed && world.size > 1) MPI_Abort(MPI_COMM_WORLD, failed);
+    MPI_Finalize();
+    world.mpi = 0;
+}
+#else
+int rtr_comm_have_mpi(void) { return 0; }
+int rtr_comm_init(int *argc, char ***argv) {
+    (void)argc, (void)argv;
+    return RTR_OK;
+}
+void rtr_comm_finalize(int failed) { (void)failed; }
+#endif
+
+static int fits(size_t n, const char *what) {
+    return n <= INT_MAX ? RTR_OK : rtr_seterr(RTR_E_INVALID, "%s: %zu bytes is more than one MPI message carries", what, n);
+}
+
+int rtr_comm_barrier(rtr_comm *c) {
+    if (!c->mpi) return RTR_OK;
+#ifdef RETRO_HAVE_MPI
+    int e_;
+    return MPI_CALL(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+#else
+    return RTR_OK;
+#endif
+}
+
+int rtr_comm_sum_u64(rtr_comm *c, uint64_t *v, size_t n) {
+    if (!c->mpi || n == 0) return RTR_OK;
+    int rc = fits(n, "sum");
+#ifdef RETRO_HAVE_MPI
+    int e_;
+    if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+#else
+    (void)v;
+#endif
+    return rc;
+}
+
+int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n) {
+    if (!c->mpi || n == 0) return RTR_OK;
+    int rc = fits(n, "sum");
+#ifdef RETRO_HAVE_MPI
+    int e_;
+    if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_UINT32_T, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+#else
+    (void)v;
+#endif
+    return rc;
+}
+
+int rtr_comm_bcast(rtr_comm *c, void *buf, size_t len, int root) {
+    if (!c->mpi || len == 0) return RTR_OK;
+    int rc = fits(len, "broadcast");
+#ifdef RETRO_HAVE_MPI
+    int e_;
+    if (!rc) rc = MPI_CALL(MPI_Bcast(buf, (int)len, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+#else
+    (void)buf, (void)root;
+#endif
+    return rc;
+}
+
+int rtr_comm_bcast_bytes(rtr_comm *c, uint8_t **buf, size_t *len, int root) {
+    if (!c->mpi) return RTR_OK;
+    uint64_t n = *len;
+    int rc = rtr_comm_bcast(c, &n, sizeof n, root);
+    if (rc) return rc;
+    if (c->rank != root) {
+        *len = (size_t)n;
+        if (!(*buf = rtr_malloc(n + 1))) return RTR_E_NOMEM;   /* root then waits: the caller aborts the job */
+    }
+    return rtr_comm_bcast(c, *buf, (size_t)n, root);
+}
+
+int rtr_comm_gather_bytes(rtr_comm *c, const void *buf, size_t len, int root, uint8_t **all, size_t *lens) {
+    *all = NULL;
+    if (!c->mpi) {
+        if (!(*all = rtr_malloc(len + 1))) return RTR_E_NOMEM;
+        if (len) memcpy(*all, buf, len);
+        lens[0] = len;
+        return RTR_OK;
+    }
+    int rc = fits(len, "gather");
+#ifdef RETRO_HAVE_MPI
+    int n = (int)len, *counts = NULL, *displs = NULL, e_;
+    if (!rc && c->rank == root) {
+        counts = rtr_malloc((size_t)c->size * sizeof *counts);
+        displs = rtr_malloc((size_t)c->size * sizeof *displs);
+        if (!counts || !displs) rc = RTR_E_NOMEM;
+    }
+    /* the counts reach root even where it ran out of memory; then every rank learns whether root can take it all */
+    int e = MPI_CALL(MPI_Gather(&n, 1, MPI_INT, counts ? counts : &n, 1, MPI_INT, root, MPI_COMM_WORLD), "MPI_Gather");
+    if (!rc) rc = e;
+    size_t total = 0;
+    if (!rc && c->rank == root) {
+        for (int r = 0; r < c->size; r++) {
+            displs[r] = (int)total;
+            total += (size_t)counts[r];
+            lens[r] = (size_t)counts[r];
+        }
+        if (total > INT_MAX) rc = rtr_seterr(RTR_E_INVALID, "gather: %zu bytes in all", total);
+        else if (!(*all = rtr_malloc(total + 1))) rc = RTR_E_NOMEM;
+    }
+    int ok = rc == RTR_OK;
+    e = MPI_CALL(MPI_Bcast(&ok, 1, MPI_INT, root, MPI_COMM_WORLD), "MPI_Bcast");
+    if (!rc) rc = e;
+    if (!rc && !ok) rc = rtr_seterr(RTR_E_NOMEM, "gather: rank %d could not take the data", root);
+    if (!rc) rc = MPI_CALL(MPI_Gatherv(buf, n, MPI_BYTE, *all, counts, displs, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Gatherv");
+    rtr_free(counts);
+    rtr_free(displs);
+    if (rc) {
+        rtr_free(*all);
+        *all = NULL;
+    }
+#else
+    (void)root;
+#endif
+    return rc;
+}
+
+int rtr_comm_agree(rtr_comm *c, int status) {
+    if (!c->mpi || c->size == 1) return status;
+#ifdef RETRO_HAVE_MPI
+    /* the lowest failing rank, then its status and detail from it */
+    int mine = status ? c->rank : c->size, first = c->size, e_;
+    int rc = MPI_CALL(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
+    if (rc || first == c->size) return rc;
+    char msg[1024] = "";
+    int code = status;
+    if (c->rank == first) snprintf(msg, sizeof msg, "%s", rtr_errdetail());
+    if (!(rc = MPI_CALL(MPI_Bcast(&code, 1, MPI_INT, first, MPI_COMM_WORLD), "MPI_Bcast")))
+        rc = MPI_CALL(MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, first, MPI_COMM_WORLD), "MPI_Bcast");
+    if (rc) return rc;
+    msg[sizeof msg - 1] = 0;
+    return rtr_seterr(code, "rank %d: %s", first, msg);
+#else
+    return status;
+#endif
+}

@@ -1,0 +1,279 @@
+/* multi.c - searching every partition of a knowledge base on the ranks of a job (see multi.h). */
+#include "retriever/multi.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/le.h"
+#include "lib/status.h"
+
+#define MAX_EXCLUDE 65536
+
+struct rtr_multi {
+    rtr_parts *ps;
+    rtr_retriever **rs;   /* (count) NULL where another rank's */
+};
+
+int rtr_multi_open(rtr_parts *ps, const rtr_retriever_opts *o, rtr_multi **out) {
+    *out = NULL;
+    uint32_t P = rtr_parts_count(ps);
+    rtr_multi *m = rtr_calloc(1, sizeof *m);
+    int rc = m && (m->rs = rtr_calloc(P, sizeof *m->rs)) ? RTR_OK : RTR_E_NOMEM;
+    if (m) m->ps = ps;
+    for (uint32_t p = 0; p < P && !rc; p++)
+        if (rtr_parts_kb(ps, p)) rc = rtr_retriever_open(rtr_parts_kb(ps, p), o, &m->rs[p]);
+    rc = rtr_comm_agree(rtr_parts_comm(ps), rc);
+    if (rc) {
+        rtr_multi_close(m);
+        return rc;
+    }
+    *out = m;
+    return RTR_OK;
+}
+
+void rtr_multi_close(rtr_multi *m) {
+    if (!m) return;
+    for (uint32_t p = 0; m->rs && p < rtr_parts_count(m->ps); p++) rtr_retriever_close(m->rs[p]);
+    rtr_free(m->rs);
+    rtr_free(m);
+}
+
+/* --- hits as bytes -------------------------------------------------------------------------------
+ * u32 query_chunks, u32 query_tokens, u32 n, then n hits: u64 chunk_id, doc_id, byte_start, byte_end;
+ * f32 distance, score, vector_score, lexical_score; u32 query_chunk, seq, found_by, vector_rank,
+ * lexical_rank; four strings path, title, text, continuation, each u32 length (0xffffffff: NULL) and
+ * its bytes. Little-endian. */
+#define HIT_FIXED (4 * 8 + 4 * 4 + 5 * 4)
+#define NO_STR 0xffffffffu
+
+static int put_u32(rtr_buf *b, uint32_t v) {
+    uint8_t x[4];
+    rtr_put_le32(x, v);
+    return rtr_buf_append(b, x, 4);
+}
+
+static int put_str(rtr_buf *b, const char *s) {
+    size_t n = s ? strlen(s) : 0;
+    if (n >= NO_STR) return rtr_seterr(RTR_E_INVALID, "a hit's text of %zu bytes", n);
+    int rc = put_u32(b, s ? (uint32_t)n : NO_STR);
+    return rc || !n ? rc : rtr_buf_append(b, s, n);
+}
+
+static uint32_t f32_bits(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float bits_f32(uint32_t u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+int rtr_hits_pack(const rtr_hits *h, rtr_buf *out) {
+    if (h->n > UINT32_MAX) return rtr_seterr(RTR_E_INVALID, "%zu hits", h->n);
+    int rc = put_u32(out, h->query_chunks);
+    if (!rc) rc = put_u32(out, h->query_tokens);
+    if (!rc) rc = put_u32(out, (uint32_t)h->n);
+    for (size_t i = 0; i < h->n && !rc; i++) {
+        const rtr_hit *x = &h->items[i];
+        uint8_t f[HIT_FIXED], *p = f;
+        uint64_t u64[4] = {x->chunk_id, x->doc_id, x->byte_start, x->byte_end};
+        uint32_t u32[9] = {f32_bits(x->distance), f32_bits(x->score),  f32_bits(x->vector_score),
+                           f32_bits(x->lexical_score), x->query_chunk, x->seq, x->found_by, x->vector_rank,
+                           x->lexical_rank};
+        for (int j = 0; j < 4; j++, p += 8) rtr_put_le64(p, u64[j]);
+        for (int j = 0; j < 9; j++, p += 4) rtr_put_le32(p, u32[j]);
+        rc = rtr_buf_append(out, f, sizeof f);
+        if (!rc) rc = put_str(out, x->path);
+        if (!rc) rc = put_str(out, x->title);
+        if (!rc) rc = put_str(out, x->text);
+        if (!rc) rc = put_str(out, x->continuation);
+    }
+    return rc;
+}
+
+/* A string at *at of data (len): a fresh copy, or NULL for NO_STR (allowed where null_ok). */
+static int get_str(const uint8_t *data, size_t len, size_t *at, int null_ok, const char *what, char **out) {
+    *out = NULL;
+    if (len - *at < 4) return rtr_seterr(RTR_E_CORRUPT, "%s: truncated hit", what);
+    uint32_t n = rtr_get_le32(data + *at);
+    *at += 4;
+    if (n == NO_STR) return null_ok ? RTR_OK : rtr_seterr(RTR_E_CORRUPT, "%s: a hit without text", what);
+    if (len - *at < n) return rtr_seterr(RTR_E_CORRUPT, "%s: a hit's string of %u bytes, %zu left", what, n, len - *at);
+    if (!(*out = rtr_strndup((const char *)data + *at, n))) return RTR_E_NOMEM;
+    *at += n;
+    return RTR_OK;
+}
+
+int rtr_hits_unpack(const uint8_t *data, size_t len, const char *what, rtr_hits *h, size_t *used) {
+    if (len < 12) return rtr_seterr(RTR_E_CORRUPT, "%s: %zu bytes, not hits", what, len);
+    h->query_chunks = rtr_get_le32(data);
+    h->query_tokens = rtr_get_le32(data + 4);
+    uint32_t n = rtr_get_le32(data + 8);
+    size_t at = 12;
+    /* each hit takes at least its fixed part and four lengths */
+    if (n > (len - at) / (HIT_FIXED + 16)) return rtr_seterr(RTR_E_CORRUPT, "%s: %u hits in %zu bytes", what, n, len);
+    rtr_hit *items = rtr_realloc(h->items, (h->n + n + 1) * sizeof *items);
+    if (!items) return RTR_E_NOMEM;
+    h->items = items;
+    int rc = RTR_OK;
+    for (uint32_t i = 0; i < n && !rc; i++) {
+        rtr_hit *x = &h->items[h->n];
+        memset(x, 0, sizeof *x);
+        if (len - at < HIT_FIXED) { rc = rtr_seterr(RTR_E_CORRUPT, "%s: truncated hit", what); break; }
+        const uint8_t *p = data + at;
+        x->chunk_id = rtr_get_le64(p), x->doc_id = rtr_get_le64(p + 8);
+        x->byte_start = rtr_get_le64(p + 16), x->byte_end = rtr_get_le64(p + 24);
+        p += 32;
+        x->distance = bits_f32(rtr_get_le32(p)), x->score = bits_f32(rtr_get_le32(p + 4));
+        x->vector_score = bits_f32(rtr_get_le32(p + 8)), x->lexical_score = bits_f32(rtr_get_le32(p + 12));
+        x->query_chunk = rtr_get_le32(p + 16), x->seq = rtr_get_le32(p + 20), x->found_by = rtr_get_le32(p + 24);
+        x->vector_rank = rtr_get_le32(p + 28), x->lexical_rank = rtr_get_le32(p + 32);
+        at += HIT_FIXED;
+        h->n++;   /* from here the hit is h's: its strings are freed with h */
+        if (!(rc = get_str(data, len, &at, 0, what, &x->path)) && !(rc = get_str(data, len, &at, 0, what, &x->title)) &&
+            !(rc = get_str(data, len, &at, 0, what, &x->text)))
+            rc = get_str(data, len, &at, 1, what, &x->continuation);
+    }
+    if (!rc && !used && at != len) rc = rtr_seterr(RTR_E_CORRUPT, "%s: %zu bytes after the hits", what, len - at);
+    if (used) *used = at;
+    return rc;
+}
+
+/* --- the search ---------------------------------------------------------------------------------- */
+static int cmp_by_score(const void *a, const void *b) {
+    const rtr_hit *x = a, *y = b;
+    if (x->score != y->score) return x->score > y->score ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+/* Partition p's hits with the knowledge base's ids. */
+static void globalize(rtr_hits *h, uint32_t p) {
+    for (size_t i = 0; i < h->n; i++) {
+        h->items[i].chunk_id = rtr_part_id(p, h->items[i].chunk_id);
+        h->items[i].doc_id = rtr_part_id(p, h->items[i].doc_id);
+    }
+}
+
+/* The best k of all (n hits of every partition) in mode, ranks on a side renumbered over them all. */
+static int merge(rtr_hits *all, int mode, uint32_t k) {
+    int rc = RTR_OK;
+    if (mode == RTR_SEARCH_HYBRID) {
+        rc = rtr_hits_fuse(all->items, all->n);
+    } else {
+        qsort(all->items, all->n, sizeof *all->items, cmp_by_score);
+        for (size_t i = 0; i < all->n; i++) {
+            if (mode == RTR_SEARCH_LEXICAL) all->items[i].lexical_rank = (uint32_t)i + 1;
+            else all->items[i].vector_rank = (uint32_t)i + 1;
+        }
+    }
+    for (size_t i = k; i < all->n; i++) {   /* what falls past k */
+        rtr_hit *x = &all->items[i];
+        rtr_free(x->path);
+        rtr_free(x->title);
+        rtr_free(x->text);
+        rtr_free(x->continuation);
+    }
+    if (all->n > k) all->n = k;
+    return rc;
+}
+
+/* What rank 0 broadcasts: u32 k, i32 mode, u32 continuation, u32 n_exclude, n_exclude u64 document
+ * ids, then the query's bytes. */
+static int pack_request(const char *query, size_t len, uint32_t k, int mode, const rtr_search_opts *so, rtr_buf *b) {
+    int rc = put_u32(b, k);
+    if (!rc) rc = put_u32(b, (uint32_t)mode);
+    if (!rc) rc = put_u32(b, (uint32_t)so->continuation);
+    if (!rc) rc = put_u32(b, (uint32_t)so->n_exclude);
+    for (size_t i = 0; i < so->n_exclude && !rc; i++) {
+        uint8_t x[8];
+        rtr_put_le64(x, so->exclude_docs[i]);
+        rc = rtr_buf_append(b, x, 8);
+    }
+    if (!rc) rc = rtr_buf_append(b, query, len);
+    return rc;
+}
+
+int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
+                     rtr_hits *out) {
+    memset(out, 0, sizeof *out);
+    rtr_comm *c = rtr_parts_comm(m->ps);
+    int rank0 = rtr_comm_rank(c) == 0;
+    rtr_search_opts none = {0};
+    if (!so) so = &none;
+    if (!rtr_parts_split(m->ps))   /* one partition, on rank 0 */
+        return rtr_comm_agree(c, rank0 ? rtr_retriever_search(m->rs[0], query, len, k, so, out) : RTR_OK);
+    int rc = RTR_OK;
+    rtr_buf req = {0}, mine_buf = {0};
+    if (rank0) {
+        int mode = so->mode ? so->mode : rtr_retriever_default_mode(m->rs[0]);   /* rank 0 has partition 0 */
+        if (so->n_exclude > MAX_EXCLUDE) rc = rtr_seterr(RTR_E_INVALID, "search: at most %d excluded documents", MAX_EXCLUDE);
+        if (!rc) rc = pack_request(query, len, k, mode, so, &req);
+    }
+    rc = rtr_comm_agree(c, rc);
+    uint8_t *rq = req.data;
+    size_t rq_len = req.len;
+    if (!rc) rc = rtr_comm_bcast_bytes(c, &rq, &rq_len, 0);
+    rc = rtr_comm_agree(c, rc);
+    /* the request as every rank has it */
+    uint32_t rk = 0, n_ex = 0;
+    int mode = 0, cont = 0;
+    uint64_t *ex = NULL;
+    size_t n_local = 0;
+    if (!rc) {
+        RTR_ASSERT(rq_len >= 16);
+        rk = rtr_get_le32(rq), mode = (int)rtr_get_le32(rq + 4), cont = (int)rtr_get_le32(rq + 8);
+        n_ex = rtr_get_le32(rq + 12);
+        RTR_ASSERT(n_ex <= MAX_EXCLUDE && rq_len >= 16 + (size_t)n_ex * 8);
+        if (!(ex = rtr_malloc(((size_t)n_ex + 1) * sizeof *ex))) rc = RTR_E_NOMEM;
+    }
+    const char *q = rc ? NULL : (const char *)rq + 16 + (size_t)n_ex * 8;
+    size_t qlen = rc ? 0 : rq_len - 16 - (size_t)n_ex * 8;
+    for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
+        if (!m->rs[p]) continue;
+        n_local = 0;   /* the excluded documents of this partition, as its store numbers them */
+        for (uint32_t i = 0; i < n_ex; i++) {
+            uint64_t id = rtr_get_le64(rq + 16 + (size_t)i * 8);
+            if (rtr_part_of_id(id) == p) ex[n_local++] = rtr_part_local(id);
+        }
+        rtr_search_opts po = {ex, n_local, cont, mode};
+        rtr_hits h;
+        if (!(rc = rtr_retriever_search(m->rs[p], q, qlen, rk, &po, &h))) {
+            globalize(&h, p);
+            rc = rtr_hits_pack(&h, &mine_buf);
+        }
+        rtr_hits_free(&h);
+    }
+    rc = rtr_comm_agree(c, rc);
+    /* rank 0 merges every rank's hits */
+    uint8_t *all = NULL;
+    size_t *lens = rtr_calloc((size_t)rtr_comm_size(c), sizeof *lens);
+    if (!rc && !lens) rc = RTR_E_NOMEM;
+    if (!rc) rc = rtr_comm_gather_bytes(c, mine_buf.data, mine_buf.len, 0, &all, lens);
+    rc = rtr_comm_agree(c, rc);
+    if (!rc && rank0) {
+        size_t at = 0;
+        for (int r = 0; r < rtr_comm_size(c) && !rc; r++) {
+            /* a rank's buffer: one packed hits per partition it searched */
+            for (size_t end = at + lens[r]; at < end && !rc;) {
+                size_t used = 0;
+                rc = rtr_hits_unpack(all + at, end - at, "a rank's hits", out, &used);
+                at += used;
+            }
+        }
+        if (!rc) rc = merge(out, mode, rk);
+    }
+    if (rc) rtr_hits_free(out);
+    rtr_free(all);
+    rtr_free(lens);
+    rtr_free(ex);
+    if (!rank0) rtr_free(rq);
+    rtr_buf_free(&req);
+    rtr_buf_free(&mine_buf);
+    return rtr_comm_agree(c, rc);
+}

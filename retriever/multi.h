@@ -1,0 +1,45 @@
+/*
+ * multi.h - searching a knowledge base of partitions (index/parts.h) on the ranks of a job.
+ *
+ *     rtr_multi *m;
+ *     rtr_multi_open(ps, NULL, &m);                     // a retriever for each partition of this rank
+ *     rtr_multi_search(m, "tax policy", 10, 5, NULL, &hits);   // every rank calls it; rank 0 gets the hits
+ *     rtr_multi_close(m);
+ *
+ * Rank 0 takes the query and broadcasts it (with k, the mode and the exclusions); every rank searches
+ * its partitions with rtr_retriever_search, k hits each; the hits, with their texts, are gathered on
+ * rank 0 and merged: vector and lexical by their score (then the chunk id), hybrid fused again over
+ * all the partitions' hits by reciprocal rank of each side's score (rtr_hits_fuse). Hit ids are
+ * the knowledge base's (partition in the top bits). The vector scores of every partition compare,
+ * since all of them embed with the embedder trained once (parts.h); BM25 scores are each partition's
+ * own (its document frequencies, its average length), an approximation of one index's that is the
+ * same whichever rank searches a partition. A knowledge base of one partition is searched as
+ * retriever.h searches it, on rank 0.
+ */
+#ifndef RTR_MULTI_H
+#define RTR_MULTI_H
+
+#include "index/parts.h"
+#include "lib/buf.h"
+#include "retriever/retriever.h"
+
+typedef struct rtr_multi rtr_multi;
+
+/* A retriever on each partition ps opened on this rank (rtr_retriever_open with o). A collective. */
+int rtr_multi_open(rtr_parts *ps, const rtr_retriever_opts *o, rtr_multi **out);
+void rtr_multi_close(rtr_multi *m);   /* NULL-safe; ps stays open */
+
+/* rtr_retriever_search over every partition: a collective; query, k and so are read on rank 0 only
+ * (may be NULL elsewhere). *out: the merged hits on rank 0, none elsewhere. Every rank returns the
+ * same status. */
+int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
+                     rtr_hits *out);
+
+/* Hits as bytes (docs/formats.md, "Hits between ranks") and back: rtr_hits_pack appends h to out;
+ * rtr_hits_unpack appends the hits packed at the start of data to h (and sets h's query counts),
+ * every length checked against len (RTR_E_CORRUPT, what naming the source); *used: the bytes they
+ * took (used NULL: they must take all len). On failure h holds what was read (rtr_hits_free). */
+int rtr_hits_pack(const rtr_hits *h, rtr_buf *out);
+int rtr_hits_unpack(const uint8_t *data, size_t len, const char *what, rtr_hits *h, size_t *used);
+
+#endif

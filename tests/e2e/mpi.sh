@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# mpi.sh - a knowledge base of partitions under mpirun (Open MPI, ranks on this machine):
+#   - `mpirun -np 2 retro index add` writes the same partitions, byte for byte in their LMDB records,
+#     as one process does; a rank killed with SIGKILL mid-ingest, then a rerun, ends there too;
+#   - `mpirun -np 2 retro index build` trains once (a projection and an inverted file's quantizer
+#     on a sample gathered from the ranks) and writes the same index files as one process;
+#   - `mpirun -np N retro search`, N = 2..5 (5: a rank without a partition), prints exactly what one
+#     process prints, in every mode, with exclusions and continuations;
+#   - a rank that fails ends the job with one message from rank 0 naming the rank; commands that run
+#     as one process refuse several ranks.
+source "$(dirname "$0")/lib.sh"
+"$RETRO" --version | grep -q "Open MPI" || { echo "skip: retro built without Open MPI"; exit 0; }
+command -v mpirun > /dev/null || fail "retro is built with Open MPI but mpirun is missing (apt-get install openmpi-bin)"
+if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMPI_MCA_rmaps_base_oversubscribe=1   # more ranks than cores: this is a test of the distribution
+mpi() { local n=$1; shift; mpirun --oversubscribe -np "$n" "$@"; }
+
+sotu_copies docs 2
+# every LMDB record of each partition (keys and values, in key order)
+dump() { for p in 0 1 2 3; do mdb_dump -a -p "$1/part-000$p/store"; done | md5sum | cut -d' ' -f1; }
+
+# --- add ---------------------------------------------------------------------------------------
+"$RETRO" index add one docs --partitions 4 --quiet > one.txt
+mpi 2 "$RETRO" index add two docs --partitions 4 --quiet > two.txt
+[ "$(dump one)" = "$(dump two)" ] || fail "add: the partitions of 2 ranks differ from one process's"
+[ "$(wc -l < two.txt)" = 3 ] || { cat two.txt; fail "add: rank 0 alone reports"; }
+grep -q "126 new" two.txt || { cat two.txt; fail "add: the report counts every rank's files"; }
+ok "mpirun -np 2 index add writes the partitions one process writes"
+
+# rank 1 killed at its third commit, then the rerun
+rc=0
+(RETRO_TEST_CRASH=after-commit:3 RETRO_TEST_CRASH_RANK=1 mpi 2 "$RETRO" index add killed docs --partitions 4 \
+    --quiet --batch-size 64k > /dev/null 2>&1) || rc=$?
+[ "$rc" != 0 ] || fail "add: the job went on with a rank killed"
+mpi 2 "$RETRO" index add killed docs --quiet > /dev/null
+[ "$(dump killed)" = "$(dump one)" ] || fail "add: a killed rank, rerun, differs from an uninterrupted run"
+ok "a rank killed mid-add, rerun: every partition equals an uninterrupted run's"
+
+# --- build --------------------------------------------------------------------------------------
+"$RETRO" index build one --index-type IVF32,Flat --project 32 --nprobe 8 --quiet > /dev/null
+mpi 2 "$RETRO" index build two --index-type IVF32,Flat --project 32 --nprobe 8 --quiet > /dev/null
+cmp -s one/index/trained-000.faiss two/index/trained-000.faiss || fail "build: the trained quantizers differ"
+for p in 0 1 2 3; do
+    for f in one/part-000$p/index/*; do
+        cmp -s "$f" "two/part-000$p/index/$(basename "$f")" || fail "build: $f differs from 2 ranks' file"
+    done
+done
+ok "mpirun -np 2 index build trains once and writes the files one process writes"
+
+# --- search -------------------------------------------------------------------------------------
+q="we will cut taxes and balance the budget for working families"
+excl=$("$RETRO" search one "$q" -k 1 --json | json_get doc_id)
+for mode in vector lexical hybrid; do
+    "$RETRO" search one "$q" --mode "$mode" -k 8 --json --continuation --exclude-doc "$excl" > want.json
+    [ "$(wc -l < want.json)" = 8 ] || fail "search $mode: 8 results expected"
+    grep -q "\"doc_id\": *$excl," want.json && fail "search $mode: an excluded document was returned"
+    for n in 2 3 5; do
+        mpi "$n" "$RETRO" search one "$q" --mode "$mode" -k 8 --json --continuation --exclude-doc "$excl" > got.json
+        cmp -s want.json got.json || { diff want.json got.json | head -5; fail "search $mode, $n ranks: not one process's results"; }
+    done
+done
+echo "$q" | mpi 2 "$RETRO" search one - -k 3 --json > stdin.json
+head -3 want.json > /dev/null
+[ "$(wc -l < stdin.json)" = 3 ] || fail "search: a query on standard input (rank 0 reads it)"
+ok "mpirun -np 2, 3 and 5 search prints what one process prints (vector, lexical, hybrid)"
+
+# --- failures -----------------------------------------------------------------------------------
+cp -r one broken
+echo '{' > broken/part-0001/manifest.json
+rc=0
+mpi 2 "$RETRO" search broken "$q" > out.txt 2> err.txt || rc=$?
+[ "$rc" != 0 ] || fail "search: a rank that failed went unnoticed"
+grep -q "^retro: rank 1: .*part-0001/manifest.json" err.txt || { cat err.txt; fail "search: rank 0 names the failing rank"; }
+[ "$(grep -c '^retro:' err.txt)" = 1 ] || { cat err.txt; fail "search: one message for the job"; }
+rc=0
+mpi 2 "$RETRO" index info one > out.txt 2> err.txt || rc=$?
+[ "$rc" != 0 ] || fail "index info ran on 2 ranks"
+[ "$(grep -c 'runs as one process' err.txt)" = 1 ] || { cat err.txt; fail "index info under mpirun: one clear refusal"; }
+expect_fail 1 "a knowledge base of 4 partitions" "$RETRO" index info one
+ok "a failing rank is named by rank 0; one-process commands refuse several ranks"

@@ -1,0 +1,339 @@
+/* test_parts.c - a knowledge base of partitions in one process (index/parts.h, retriever/multi.h):
+ * files spread by their paths' hash, ids that name their partition, a build trained once whose
+ * vector search equals the one of a plain knowledge base of the same files, incremental adds and
+ * builds, trained state shared by every partition, hits packed for other ranks and refused when
+ * corrupt. The same under mpirun: tests/e2e/mpi.sh. */
+#define _GNU_SOURCE
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <xxhash.h>
+
+#include "index/build.h"
+#include "index/ingest.h"
+#include "index/parts.h"
+#include "lib/alloc.h"
+#include "lib/buf.h"
+#include "lib/status.h"
+#include "retriever/multi.h"
+#include "testutil.h"
+
+#define P 3
+
+static char *g_dir, *g_plain, *g_split, *g_corpus;
+static rtr_tokenizer *g_tok;
+
+static int setup(void **state) {
+    (void)state;
+    if (rtr_tokenizer_load(RETRO_SOURCE_DIR "/datasets/tokenizer.rtok", &g_tok)) return -1;
+    g_dir = tu_tmpdir("parts");
+    g_plain = rtr_path_join(g_dir, "plain");
+    g_split = rtr_path_join(g_dir, "split");
+    g_corpus = RETRO_SOURCE_DIR "/datasets/sotu";
+    return g_dir && g_plain && g_split ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    rtr_rmtree(g_dir);
+    free(g_dir);
+    rtr_free(g_plain);
+    rtr_free(g_split);
+    rtr_tokenizer_free(g_tok);
+    return 0;
+}
+
+static void add(const char *dir, uint32_t count, const char *path, rtr_ingest_report *rep) {
+    rtr_parts *ps = NULL;
+    int rc = rtr_parts_open(dir, RTR_KB_WRITE | RTR_KB_CREATE, count, g_tok, rtr_comm_world(), &ps);
+    if (rc) fprintf(stderr, "%s\n", rtr_errdetail());
+    assert_int_equal(rc, RTR_OK);
+    const char *paths[] = {path};
+    rtr_ingest_opts io = {.threads = 2};
+    rc = rtr_parts_ingest(ps, paths, 1, &io, rep);
+    if (rc) fprintf(stderr, "%s\n", rtr_errdetail());
+    assert_int_equal(rc, RTR_OK);
+    rtr_parts_close(ps);
+}
+
+static void build(const char *dir, const rtr_build_opts *o, rtr_build_report *rep) {
+    rtr_parts *ps = NULL;
+    assert_int_equal(rtr_parts_open(dir, RTR_KB_WRITE, 0, NULL, rtr_comm_world(), &ps), RTR_OK);
+    int rc = rtr_parts_build(ps, o, rep);
+    if (rc) fprintf(stderr, "%s\n", rtr_errdetail());
+    assert_int_equal(rc, RTR_OK);
+    rtr_parts_close(ps);
+}
+
+static void search(const char *dir, const char *q, int mode, uint32_t k, rtr_hits *hits) {
+    rtr_parts *ps = NULL;
+    rtr_multi *m = NULL;
+    assert_int_equal(rtr_parts_open(dir, 0, 0, NULL, rtr_comm_world(), &ps), RTR_OK);
+    assert_int_equal(rtr_multi_open(ps, NULL, &m), RTR_OK);
+    rtr_search_opts so = {.mode = mode};
+    int rc = rtr_multi_search(m, q, strlen(q), k, &so, hits);
+    if (rc) fprintf(stderr, "%s\n", rtr_errdetail());
+    assert_int_equal(rc, RTR_OK);
+    rtr_multi_close(m);
+    rtr_parts_close(ps);
+}
+
+/* The partition of a path is its XXH3-64 mod the count, whatever the job; spread evenly. */
+static void test_part_of_path(void **state) {
+    (void)state;
+    uint32_t seen[7] = {0};
+    char path[64];
+    for (int i = 0; i < 7000; i++) {
+        snprintf(path, sizeof path, "/data/docs/file-%05d.txt", i);
+        uint32_t p = rtr_part_of_path(path, 7);
+        assert_int_equal(p, (uint32_t)(XXH3_64bits(path, strlen(path)) % 7));
+        seen[p]++;
+    }
+    for (int p = 0; p < 7; p++) assert_in_range(seen[p], 850, 1150);
+    assert_int_equal(rtr_part_of_path(path, 1), 0);
+    assert_int_equal(rtr_part_id(5, 42) >> RTR_PART_SHIFT, 5);
+    assert_int_equal(rtr_part_local(rtr_part_id(5, 42)), 42);
+    assert_int_equal(rtr_part_of_id(rtr_part_id(4095, RTR_PART_LOCAL_MASK)), 4095);
+}
+
+/* Files go to their path's partition, whole; a second add changes nothing; the plain knowledge base
+ * holds the same documents and chunks. */
+static void test_add(void **state) {
+    (void)state;
+    rtr_ingest_report a, b, c;
+    add(g_plain, 1, g_corpus, &a);
+    add(g_split, P, g_corpus, &b);
+    assert_true(b.files > 10);
+    assert_int_equal(a.files, b.files);
+    assert_int_equal(a.docs_added, b.docs_added);
+    assert_int_equal(a.chunks_added, b.chunks_added);
+    assert_int_equal(a.tokens_added, b.tokens_added);
+    rtr_ingest_report_free(&a);
+    rtr_ingest_report_free(&b);
+    add(g_split, P, g_corpus, &c);
+    assert_int_equal(c.files_unchanged, c.files);
+    assert_int_equal(c.chunks_added, 0);
+    rtr_ingest_report_free(&c);
+
+    rtr_parts *ps = NULL;
+    assert_int_equal(rtr_parts_open(g_split, 0, 0, NULL, rtr_comm_world(), &ps), RTR_OK);
+    assert_int_equal(rtr_parts_count(ps), P);
+    assert_true(rtr_parts_split(ps));
+    uint64_t files = 0;
+    for (uint32_t p = 0; p < P; p++) {
+        rtr_store_txn *t;
+        assert_int_equal(rtr_store_read_begin(rtr_kb_store(rtr_parts_kb(ps, p)), &t), RTR_OK);
+        uint8_t key[16], prev[16];
+        int have = 0, n = 0;
+        rtr_file_rec f;
+        while (rtr_store_next_file(t, have ? prev : NULL, key, &f) == RTR_OK) {
+            memcpy(prev, key, 16);
+            have = 1;
+            char *path = strndup(f.path, f.path_len);
+            assert_int_equal(rtr_part_of_path(path, P), p);   /* each file in its own partition only */
+            free(path);
+            n++;
+        }
+        assert_true(n > 0);
+        files += (uint64_t)n;
+        rtr_store_txn_end(t);
+    }
+    assert_int_equal(files, 63);
+    rtr_parts_close(ps);
+
+    /* a count that is not the recorded one, and the whole knowledge base opened as one partition */
+    assert_int_equal(rtr_parts_open(g_split, 0, 2, NULL, rtr_comm_world(), &ps), RTR_E_MISMATCH);
+    assert_non_null(strstr(rtr_errdetail(), "3 partitions"));
+    rtr_kb *kb = NULL;
+    assert_int_equal(rtr_kb_open(g_split, 0, NULL, NULL, &kb), RTR_E_INVALID);
+    assert_non_null(strstr(rtr_errdetail(), "part-0000"));
+}
+
+static int same_hits(const rtr_hits *a, const rtr_hits *b, float tol) {
+    if (a->n != b->n) return 0;
+    for (size_t i = 0; i < a->n; i++) {
+        const rtr_hit *x = &a->items[i], *y = &b->items[i];
+        if (strcmp(x->path, y->path) || x->byte_start != y->byte_start || x->byte_end != y->byte_end ||
+            fabsf(x->score - y->score) > tol || strcmp(x->text, y->text)) {
+            fprintf(stderr, "hit %zu: %s %llu %.6f | %s %llu %.6f\n", i, x->path, (unsigned long long)x->byte_start,
+                    x->score, y->path, (unsigned long long)y->byte_start, y->score);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static const char *queries[] = {"tax relief for working families", "the state of our union is strong",
+                                "nuclear weapons and arms control with the soviet union",
+                                "we must balance the budget and cut the deficit", "health insurance for every american"};
+
+/* Exact vector search over partitions trained once gives the plain knowledge base's hits: the same
+ * chunks with the same scores (the hash embedder's statistics summed over the partitions). */
+static void test_build_and_search(void **state) {
+    (void)state;
+    rtr_build_opts bo = {.threads = 2};
+    rtr_build_report a, b;
+    build(g_plain, &bo, &a);
+    build(g_split, &bo, &b);
+    assert_int_equal(b.vectors, a.vectors);
+    assert_int_equal(b.embedded, a.embedded);
+    assert_int_equal(b.shards, P);
+    assert_string_equal(b.factory, "IDMap,Flat");
+    for (size_t i = 0; i < sizeof queries / sizeof *queries; i++) {
+        rtr_hits x, y;
+        search(g_plain, queries[i], RTR_SEARCH_VECTOR, 10, &x);
+        search(g_split, queries[i], RTR_SEARCH_VECTOR, 10, &y);
+        assert_int_equal(y.n, 10);
+        assert_true(same_hits(&x, &y, 1e-5f));
+        for (size_t j = 0; j < y.n; j++) {   /* an id names its partition: the one of its file's path */
+            assert_int_equal(rtr_part_of_id(y.items[j].chunk_id), rtr_part_of_path(y.items[j].path, P));
+            assert_int_equal(rtr_part_of_id(y.items[j].doc_id), rtr_part_of_id(y.items[j].chunk_id));
+            assert_int_equal(y.items[j].vector_rank, j + 1);
+        }
+        rtr_hits_free(&x);
+        rtr_hits_free(&y);
+        /* lexical and hybrid: every partition searched, ranked best first */
+        for (int mode = RTR_SEARCH_LEXICAL; mode <= RTR_SEARCH_HYBRID; mode++) {
+            search(g_split, queries[i], mode, 10, &y);
+            assert_int_equal(y.n, 10);
+            uint32_t parts_seen = 0;
+            for (size_t j = 0; j < y.n; j++) {
+                if (j) assert_true(y.items[j].score <= y.items[j - 1].score);
+                parts_seen |= 1u << rtr_part_of_id(y.items[j].chunk_id);
+            }
+            assert_true(parts_seen != 0);
+            rtr_hits_free(&y);
+        }
+    }
+}
+
+static uint64_t file_sum(const char *dir, const char *name) {
+    char *p = rtr_path_join(dir, name);
+    uint8_t *d;
+    size_t n;
+    assert_int_equal(rtr_read_file(p, (size_t)1 << 30, &d, &n), RTR_OK);
+    uint64_t h = XXH3_64bits(d, n);
+    rtr_free(d);
+    rtr_free(p);
+    return h;
+}
+
+/* Adding documents later: only their chunks are embedded, into their partitions, with the trained
+ * state kept (no retraining); every partition records the embedder the knowledge base trained. */
+static void test_incremental(void **state) {
+    (void)state;
+    char *extra = rtr_path_join(g_dir, "extra");
+    rtr_mkdirs(extra);
+    char name[32], text[2048];
+    for (int i = 0; i < 12; i++) {
+        snprintf(name, sizeof name, "note-%02d.txt", i);
+        snprintf(text, sizeof text, "Note %d on the partitioned index: the quarterly figures of region %d rose by %d "
+                 "percent while the shipping costs of the northern warehouses fell. ", i, i * 7, i + 3);
+        tu_write_str(extra, name, text);
+    }
+    uint64_t trained = file_sum(g_split, "index/trained-000.faiss");
+    rtr_ingest_report r;
+    add(g_split, 0, extra, &r);
+    assert_int_equal(r.files_new, 12);
+    uint64_t added = r.chunks_added;
+    rtr_ingest_report_free(&r);
+    rtr_build_opts bo = {.threads = 2};
+    rtr_build_report b;
+    build(g_split, &bo, &b);
+    assert_false(b.created);
+    assert_int_equal(b.embedded, added);
+    assert_int_equal(file_sum(g_split, "index/trained-000.faiss"), trained);
+    rtr_hits h;
+    search(g_split, "the quarterly figures of region 35 rose by 8 percent", RTR_SEARCH_VECTOR, 3, &h);
+    assert_true(h.n >= 1);
+    assert_non_null(strstr(h.items[0].path, "note-05.txt"));
+    rtr_hits_free(&h);
+    rtr_free(extra);
+}
+
+/* An inverted file with a projection, trained once: every partition holds the trained embedder's
+ * description and a copy of its files; a chunk's own text finds it first. */
+static void test_trained_ivf(void **state) {
+    (void)state;
+    rtr_build_opts bo = {.threads = 2, .factory = "IVF16,Flat", .project = 32, .nprobe = 16, .retrain = 1};
+    rtr_build_report b;
+    build(g_split, &bo, &b);
+    assert_true(b.created);
+    assert_int_equal(b.dim, 32);
+    assert_int_equal(b.nlist, 16);
+    rtr_parts *ps = NULL;
+    assert_int_equal(rtr_parts_open(g_split, 0, 0, NULL, rtr_comm_world(), &ps), RTR_OK);
+    char *top = rtr_path_join(g_split, "manifest.json");
+    uint8_t *d;
+    size_t n;
+    assert_int_equal(rtr_read_file(top, 1 << 20, &d, &n), RTR_OK);
+    json_t *m = json_loadb((const char *)d, n, 0, NULL), *tr = json_object_get(m, "trained");
+    assert_non_null(tr);
+    assert_int_equal(json_integer_value(json_object_get(tr, "vectors")), 0);
+    for (uint32_t p = 0; p < P; p++) {
+        json_t *ix = rtr_kb_manifest_get(rtr_parts_kb(ps, p), "index");
+        assert_true(json_equal(json_object_get(ix, "embedder"), json_object_get(tr, "embedder")));
+        assert_string_equal(json_string_value(json_object_get(ix, "factory")), "IVF16,Flat");
+        assert_true(json_equal(json_object_get(ix, "factory"), json_object_get(tr, "factory")));
+    }
+    json_decref(m);
+    rtr_free(d);
+    rtr_free(top);
+    rtr_parts_close(ps);
+    rtr_hits h;
+    search(g_split, queries[3], RTR_SEARCH_VECTOR, 1, &h);
+    assert_int_equal(h.n, 1);
+    char *own = strdup(h.items[0].text);
+    rtr_hits_free(&h);
+    search(g_split, own, RTR_SEARCH_VECTOR, 1, &h);
+    assert_string_equal(h.items[0].text, own);
+    assert_true(h.items[0].score > 0.999f);
+    rtr_hits_free(&h);
+    free(own);
+}
+
+/* Hits survive packing; every truncation and a bad count are refused, never read past the end. */
+static void test_pack(void **state) {
+    (void)state;
+    rtr_hits h;
+    search(g_split, queries[0], RTR_SEARCH_HYBRID, 5, &h);
+    rtr_buf b = {0};
+    assert_int_equal(rtr_hits_pack(&h, &b), RTR_OK);
+    assert_int_equal(rtr_hits_pack(&h, &b), RTR_OK);   /* two in a row, as a rank of two partitions sends */
+    rtr_hits back = {0};
+    size_t used = 0;
+    assert_int_equal(rtr_hits_unpack(b.data, b.len, "test", &back, &used), RTR_OK);
+    assert_int_equal(used, b.len / 2);
+    assert_true(same_hits(&h, &back, 0));
+    for (size_t i = 0; i < h.n; i++) {
+        assert_int_equal(back.items[i].chunk_id, h.items[i].chunk_id);
+        assert_int_equal(back.items[i].found_by, h.items[i].found_by);
+        assert_int_equal(back.items[i].lexical_rank, h.items[i].lexical_rank);
+        assert_true(back.items[i].vector_score == h.items[i].vector_score);
+    }
+    rtr_hits_free(&back);
+    for (size_t len = 0; len < b.len / 2; len++) {
+        rtr_hits t = {0};
+        assert_int_equal(rtr_hits_unpack(b.data, len, "test", &t, NULL), RTR_E_CORRUPT);
+        rtr_hits_free(&t);
+    }
+    rtr_hits t = {0};
+    assert_int_equal(rtr_hits_unpack(b.data, b.len, "test", &t, NULL), RTR_E_CORRUPT);   /* bytes left over */
+    rtr_hits_free(&t);
+    b.data[8] = 0xff, b.data[9] = 0xff;   /* a count the bytes cannot hold */
+    assert_int_equal(rtr_hits_unpack(b.data, b.len / 2, "test", &t, NULL), RTR_E_CORRUPT);
+    rtr_hits_free(&t);
+    rtr_buf_free(&b);
+    rtr_hits_free(&h);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_part_of_path), cmocka_unit_test(test_add),         cmocka_unit_test(test_build_and_search),
+        cmocka_unit_test(test_incremental),  cmocka_unit_test(test_trained_ivf), cmocka_unit_test(test_pack),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
