@@ -360,7 +360,7 @@ static int search_held(rtr_retriever *r, const char *query, size_t len, const re
     if ((o->nprobe || o->rerank) && (rc = rtr_retriever_vindex(r, &vx))) return rc;
     if (o->nprobe && (rc = rtr_vindex_set_nprobe(vx, o->nprobe))) return rc;
     if (o->rerank && (rc = rtr_vindex_set_rerank(vx, o->rerank < 0 ? 0 : o->rerank))) return rc;
-    rtr_search_opts so = {o->exclude_docs, o->n_exclude, o->continuation, o->mode};
+    rtr_search_opts so = {.exclude_docs = o->exclude_docs, .n_exclude = o->n_exclude, .continuation = o->continuation, .mode = o->mode};
     rtr_hits h;
     if ((rc = rtr_retriever_search(r, query, len, o->k ? o->k : 10, &so, &h))) return rc;
     out->query_chunks = h.query_chunks;

@@ -115,7 +115,7 @@ int cmd_search(int argc, char **argv) {
     rtr_hits hits = {0};
     if (!rc) rc = rtr_parts_open(dir, 0, 0, NULL, rtr_comm_world(), &ps);
     if (!rc) rc = rtr_multi_open(ps, &ro, &m);
-    rtr_search_opts so = {excl, n_excl, cont, mode};
+    rtr_search_opts so = {.exclude_docs = excl, .n_exclude = n_excl, .continuation = cont, .mode = mode};
     if (!rc) rc = rtr_multi_search(m, query, qlen, (uint32_t)k, &so, &hits);
     rtr_multi_close(m);
     rtr_parts_close(ps);

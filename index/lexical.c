@@ -855,50 +855,116 @@ static void close_cursors(lcur **c, size_t nc) {
     for (size_t i = 0; i < nc; i++) rtr_store_aux_cursor_close(c[i]->cur);
 }
 
+/* The distinct terms of text, ascending (w->n of them), and how often text holds each (*counts,
+ * rtr_malloc'd, the caller's; counts NULL: not asked for). */
+static int query_terms(const char *text, size_t len, query_words *w, uint32_t **counts) {
+    rtr_lex_words(text, len, collect_q, w);
+    if (w->rc) return w->rc;
+    if (w->n) qsort(w->terms, w->n, sizeof *w->terms, cmp_u64);
+    if (counts && !(*counts = rtr_malloc((w->n + 1) * sizeof **counts))) return RTR_E_NOMEM;
+    size_t m = 0;
+    for (size_t i = 0; i < w->n; i++) {
+        if (!i || w->terms[i] != w->terms[i - 1]) {
+            w->terms[m++] = w->terms[i];
+            if (counts) (*counts)[m - 1] = 0;
+        }
+        if (counts) (*counts)[m - 1]++;
+    }
+    w->n = m;
+    return RTR_OK;
+}
+
+/* The index's state in t, checked: *have 0 when there is none (or it is empty). */
+static int usable_state(rtr_store_txn *t, rtr_lex_state *st, int *have) {
+    int rc = rtr_lex_state_get(t, st);
+    *have = 0;
+    if (rc == RTR_E_NOTFOUND || (!rc && st->chunks == 0)) return RTR_OK;
+    if (!rc && st->version != RTR_LEX_VERSION)
+        rc = rtr_seterr(RTR_E_VERSION, "the lexical index was made with another version of retro (%llu, not %d): "
+                        "run 'retro index build'", (unsigned long long)st->version, RTR_LEX_VERSION);
+    *have = !rc;
+    return rc;
+}
+
+int rtr_lex_stats_add(rtr_store_txn *t, const char *text, size_t len, rtr_lex_stats *s) {
+    if (!s->terms) {
+        query_words w = {0};
+        int rc = query_terms(text, len, &w, NULL);
+        if (!rc && !(s->df = rtr_calloc(w.n + 1, sizeof *s->df))) rc = RTR_E_NOMEM;
+        if (rc) {
+            rtr_free(w.terms);
+            return rc;
+        }
+        s->terms = w.terms ? w.terms : rtr_calloc(1, sizeof *s->terms);
+        s->n = w.n;
+        if (!s->terms) return RTR_E_NOMEM;
+    }
+    if (!t) return RTR_OK;
+    rtr_lex_state st;
+    int have, rc = usable_state(t, &st, &have);
+    if (rc || !have) return rc;
+    s->chunks += st.chunks;
+    s->words += st.words;
+    for (size_t i = 0; i < s->n; i++) {
+        term_rec tr;
+        int x = get_term(t, s->terms[i], &tr);
+        if (x && x != RTR_E_NOTFOUND) return x;
+        if (!x) s->df[i] += tr.df;
+    }
+    return RTR_OK;
+}
+
+void rtr_lex_stats_free(rtr_lex_stats *s) {
+    rtr_free(s->terms);
+    rtr_free(s->df);
+    memset(s, 0, sizeof *s);
+}
+
 int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_query **out) {
+    return rtr_lex_query_new_with(t, text, len, NULL, out);
+}
+
+int rtr_lex_query_new_with(rtr_store_txn *t, const char *text, size_t len, const rtr_lex_stats *stats,
+                           rtr_lex_query **out) {
     *out = NULL;
     rtr_lex_query *lq = rtr_calloc(1, sizeof *lq);
     if (!lq) return RTR_E_NOMEM;
     lq->t = t;
-    int rc = rtr_lex_state_get(t, &lq->st);
-    if (rc == RTR_E_NOTFOUND || (!rc && lq->st.chunks == 0)) {   /* no index: a query without terms */
+    int have, rc = usable_state(t, &lq->st, &have);
+    if (!rc && !have) {   /* no index: a query without terms */
         *out = lq;
         return RTR_OK;
     }
-    if (!rc && lq->st.version != RTR_LEX_VERSION)
-        rc = rtr_seterr(RTR_E_VERSION, "the lexical index was made with another version of retro (%llu, not %d): "
-                        "run 'retro index build'", (unsigned long long)lq->st.version, RTR_LEX_VERSION);
     query_words w = {0};
-    if (!rc) {
-        rtr_lex_words(text, len, collect_q, &w);
-        rc = w.rc;
-    }
-    if (!rc && w.n) qsort(w.terms, w.n, sizeof *w.terms, cmp_u64);
-    size_t nterms = 0;
-    for (size_t i = 0; i < w.n && !rc; i++)
-        if (!i || w.terms[i] != w.terms[i - 1]) nterms++;
-    if (nterms && (!(lq->q = rtr_calloc(nterms, sizeof *lq->q)) || !(lq->cs = rtr_calloc(nterms, sizeof *lq->cs)) ||
-                   !(lq->c = rtr_calloc(nterms, sizeof *lq->c)) || !(lq->tf = rtr_calloc(nterms, sizeof *lq->tf))))
+    uint32_t *qtf = NULL;   /* each term's count in the query: its weight's factor */
+    if (!rc) rc = query_terms(text, len, &w, &qtf);
+    if (w.n && (!(lq->q = rtr_calloc(w.n, sizeof *lq->q)) || !(lq->cs = rtr_calloc(w.n, sizeof *lq->cs)) ||
+                !(lq->c = rtr_calloc(w.n, sizeof *lq->c)) || !(lq->tf = rtr_calloc(w.n, sizeof *lq->tf))))
         rc = RTR_E_NOMEM;
-    double N = (double)lq->st.chunks, avg = lq->st.words / (N > 0 ? N : 1);
+    /* BM25's statistics: this index's, or those given for all the indexes searched together */
+    double N = (double)(stats ? stats->chunks : lq->st.chunks), words = (double)(stats ? stats->words : lq->st.words);
+    double avg = words / (N > 0 ? N : 1);
     lq->ls = (lsearch){&lq->st, avg > 0 ? avg : 1, {t, 0, NULL}};
-    for (size_t i = 0, o = 0; i < w.n && !rc; o++) {   /* each distinct word once, weighted by its count */
-        size_t j = i;
-        while (j < w.n && w.terms[j] == w.terms[i]) j++;
+    for (size_t i = 0; i < w.n && !rc; i++) {
         term_rec tr;
         int x = get_term(t, w.terms[i], &tr);
         if (x && x != RTR_E_NOTFOUND) rc = x;
-        if (!x) {
-            double df = (double)tr.df > N ? N : (double)tr.df;
-            qterm *e = &lq->q[lq->n++];
-            e->term = w.terms[i];
-            e->df = tr.df;
-            e->w = (double)(j - i) * log(1.0 + (N - df + 0.5) / (df + 0.5));
-            e->ub = weight(&lq->ls, e->w, tr.max_tf, tr.min_len);
-            e->order = o;
+        if (x) continue;
+        uint64_t gdf = tr.df;
+        if (stats) {   /* the term's frequency over all of them (a term of text: stats holds it) */
+            const uint64_t *at = bsearch(&w.terms[i], stats->terms, stats->n, sizeof *stats->terms, cmp_u64);
+            RTR_ASSERT(at != NULL);
+            gdf = stats->df[at - stats->terms];
         }
-        i = j;
+        double df = (double)gdf > N ? N : (double)gdf;
+        qterm *e = &lq->q[lq->n++];
+        e->term = w.terms[i];
+        e->df = tr.df;   /* this index's postings: what reading them costs */
+        e->w = (double)qtf[i] * log(1.0 + (N - df + 0.5) / (df + 0.5));
+        e->ub = weight(&lq->ls, e->w, tr.max_tf, tr.min_len);
+        e->order = i;
     }
+    rtr_free(qtf);
     rtr_free(w.terms);
     if (rc) {
         rtr_lex_query_free(lq);

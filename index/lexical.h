@@ -98,6 +98,24 @@ typedef struct rtr_lex_query rtr_lex_query;
 int rtr_lex_query_new(rtr_store_txn *t, const char *text, size_t len, rtr_lex_query **out);
 void rtr_lex_query_free(rtr_lex_query *q);   /* NULL-safe */
 
+/* BM25's statistics over several lexical indexes searched as one (the partitions of a knowledge base,
+ * index/parts.h): their chunks and words, and each of a query's distinct terms' document frequency,
+ * summed. A query made with them (rtr_lex_query_new_with) scores every chunk as one index of all
+ * their chunks would. */
+typedef struct rtr_lex_stats {
+    uint64_t chunks, words;
+    size_t n;
+    uint64_t *terms;   /* (n) the query's distinct terms, ascending */
+    uint64_t *df;      /* (n) */
+} rtr_lex_stats;
+/* Adds the index in t to s (zeroed before the first call, which takes the terms of text; later calls
+ * must pass the same text). No index, or t NULL: nothing added (the terms taken). */
+int rtr_lex_stats_add(rtr_store_txn *t, const char *text, size_t len, rtr_lex_stats *s);
+void rtr_lex_stats_free(rtr_lex_stats *s);
+/* rtr_lex_query_new with the statistics of several indexes (made from the same text; NULL: t's own). */
+int rtr_lex_query_new_with(rtr_store_txn *t, const char *text, size_t len, const rtr_lex_stats *stats,
+                           rtr_lex_query **out);
+
 /* How rtr_lex_query_top finds its chunks:
  *   RTR_LEX_EXACT  every chunk holding a query word is a candidate: the BM25 top depth (rtr_lex_search).
  *   RTR_LEX_RARE   a query of at least RTR_LEX_RARE_MIN distinct words (a passage, a chunk): only the

@@ -183,6 +183,35 @@ static int merge(rtr_hits *all, int mode, uint32_t k) {
     return rc;
 }
 
+/* BM25's statistics of every partition for the query q (a collective): each rank's partitions' counts,
+ * summed over the ranks. A partition without a lexical index adds nothing (its search says so). */
+static int lexical_stats(rtr_multi *m, const char *q, size_t qlen, rtr_lex_stats *s) {
+    int rc = RTR_OK;
+    rtr_store_txn *t = NULL;
+    for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
+        if (!m->rs[p]) continue;
+        if (!(rc = rtr_store_read_begin(rtr_kb_store(rtr_parts_kb(m->ps, p)), &t))) rc = rtr_lex_stats_add(t, q, qlen, s);
+        rtr_store_txn_end(t);
+        t = NULL;
+    }
+    if (!rc && !s->terms) rc = rtr_lex_stats_add(NULL, q, qlen, s);   /* a rank without partitions: the terms */
+    rc = rtr_comm_agree(rtr_parts_comm(m->ps), rc);
+    uint64_t *v = rc ? NULL : rtr_malloc((s->n + 2) * sizeof *v);
+    if (!rc && !v) rc = RTR_E_NOMEM;
+    rc = rtr_comm_agree(rtr_parts_comm(m->ps), rc);
+    if (rc) {
+        rtr_free(v);
+        return rc;
+    }
+    v[0] = s->chunks, v[1] = s->words;
+    memcpy(v + 2, s->df, s->n * sizeof *v);
+    rc = rtr_comm_sum_u64(rtr_parts_comm(m->ps), v, s->n + 2);
+    s->chunks = v[0], s->words = v[1];
+    memcpy(s->df, v + 2, s->n * sizeof *v);
+    rtr_free(v);
+    return rc;
+}
+
 /* What rank 0 broadcasts: u32 k, i32 mode, u32 continuation, u32 n_exclude, n_exclude u64 document
  * ids, then the query's bytes. */
 static int pack_request(const char *query, size_t len, uint32_t k, int mode, const rtr_search_opts *so, rtr_buf *b) {
@@ -234,6 +263,8 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     }
     const char *q = rc ? NULL : (const char *)rq + 16 + (size_t)n_ex * 8;
     size_t qlen = rc ? 0 : rq_len - 16 - (size_t)n_ex * 8;
+    rtr_lex_stats stats = {0};
+    if (!rc && mode != RTR_SEARCH_VECTOR) rc = lexical_stats(m, q, qlen, &stats);
     for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
         if (!m->rs[p]) continue;
         n_local = 0;   /* the excluded documents of this partition, as its store numbers them */
@@ -241,7 +272,7 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
             uint64_t id = rtr_get_le64(rq + 16 + (size_t)i * 8);
             if (rtr_part_of_id(id) == p) ex[n_local++] = rtr_part_local(id);
         }
-        rtr_search_opts po = {ex, n_local, cont, mode};
+        rtr_search_opts po = {ex, n_local, cont, mode, mode != RTR_SEARCH_VECTOR ? &stats : NULL};
         rtr_hits h;
         if (!(rc = rtr_retriever_search(m->rs[p], q, qlen, rk, &po, &h))) {
             globalize(&h, p);
@@ -272,6 +303,7 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     rtr_free(all);
     rtr_free(lens);
     rtr_free(ex);
+    rtr_lex_stats_free(&stats);
     if (!rank0) rtr_free(rq);
     rtr_buf_free(&req);
     rtr_buf_free(&mine_buf);

@@ -682,7 +682,7 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     }
     doc_filter f = {0, 0, ex, so->n_exclude};
     rtr_lex_query *lq = NULL;
-    if (!rc && mode != RTR_SEARCH_VECTOR) rc = rtr_lex_query_new(t, query, len, &lq);
+    if (!rc && mode != RTR_SEARCH_VECTOR) rc = rtr_lex_query_new_with(t, query, len, so->lex_stats, &lq);
     if (!rc && mode == RTR_SEARCH_HYBRID) rc = rtr_lex_query_texts(lq, tok);   /* candidates scored from their text */
     float *qf = NULL;   /* hybrid: the query chunks in the full space */
     if (!rc && mode == RTR_SEARCH_HYBRID && full_embedder(r) != r->embedder) {

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "index/kb.h"
+#include "index/lexical.h"
 #include "index/vectors.h"
 
 typedef struct rtr_retriever rtr_retriever;
@@ -99,6 +100,8 @@ typedef struct rtr_search_opts {
     size_t n_exclude;
     int continuation;               /* fetch each hit's continuation */
     int mode;                       /* RTR_SEARCH_* */
+    const rtr_lex_stats *lex_stats; /* BM25's statistics of all the partitions searched (made from this
+                                     * query's text; retriever/multi.h); NULL: this knowledge base's */
 } rtr_search_opts;
 
 /* k results (fewer if the knowledge base has fewer chunks). An empty query

@@ -171,7 +171,8 @@ static const char *queries[] = {"tax relief for working families", "the state of
                                 "we must balance the budget and cut the deficit", "health insurance for every american"};
 
 /* Exact vector search over partitions trained once gives the plain knowledge base's hits: the same
- * chunks with the same scores (the hash embedder's statistics summed over the partitions). */
+ * chunks with the same scores (the hash embedder's statistics summed over the partitions); lexical
+ * search too (BM25's statistics summed over the partitions for each query). */
 static void test_build_and_search(void **state) {
     (void)state;
     rtr_build_opts bo = {.threads = 2};
@@ -193,6 +194,13 @@ static void test_build_and_search(void **state) {
             assert_int_equal(rtr_part_of_id(y.items[j].doc_id), rtr_part_of_id(y.items[j].chunk_id));
             assert_int_equal(y.items[j].vector_rank, j + 1);
         }
+        rtr_hits_free(&x);
+        rtr_hits_free(&y);
+        /* lexical: BM25 with the statistics of every partition summed, the plain knowledge base's scores */
+        search(g_plain, queries[i], RTR_SEARCH_LEXICAL, 10, &x);
+        search(g_split, queries[i], RTR_SEARCH_LEXICAL, 10, &y);
+        assert_int_equal(y.n, 10);
+        assert_true(same_hits(&x, &y, 1e-5f));
         rtr_hits_free(&x);
         rtr_hits_free(&y);
         /* lexical and hybrid: every partition searched, ranked best first */

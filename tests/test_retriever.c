@@ -227,7 +227,7 @@ static void test_deep_search_when_most_is_excluded(void **state) {
     size_t n = 0;
     for (uint64_t d = 1; d <= 63; d++)
         if (d != 40) ex[n++] = d;
-    rtr_search_opts so = {ex, n, 0, RTR_SEARCH_DEFAULT};
+    rtr_search_opts so = {.exclude_docs = ex, .n_exclude = n};
     const char *qtext = "the economy and jobs";
     rtr_hits hits;
     assert_int_equal(rtr_retriever_search(r, qtext, strlen(qtext), 5, &so, &hits), RTR_OK);
