@@ -8,6 +8,7 @@
 
 #include "api/api_int.h"
 #include "lib/alloc.h"
+#include "lib/comm.h"
 #include "lib/io.h"
 #include "lib/sort.h"
 #include "lib/split.h"
@@ -208,6 +209,39 @@ static int next_doc(retro_kb *kb, const retro_eval_opts *o, double val_frac, rtr
     return rc ? rc : 1;
 }
 
+/* One sum of a reduction over the ranks: put into *p (get 0) or taken back from it (get 1). */
+static void sum_f(double **p, double *x, int get) {
+    if (get) *x = **p;
+    else **p = *x;
+    ++*p;
+}
+static void sum_i(double **p, int64_t *x, int get) {   /* counts: exact in a double below 2^53 */
+    if (get) *x = (int64_t)**p;
+    else **p = (double)*x;
+    ++*p;
+}
+
+/* Under mpirun: every rank's sums (each run's counts, the overlaps' chunks) summed over the ranks. */
+static int reduce_ranks(ev *e, rtr_comm *comm) {
+    size_t n = (size_t)e->res->n_runs * (5 + 2 * RTR_EVAL_N_ALPHA) + 1 + RTR_EVAL_N_ALPHA;
+    double *v = rtr_calloc(n, sizeof *v);
+    int rc = rtr_comm_agree(comm, v ? RTR_OK : RTR_E_NOMEM);
+    for (int get = 0; get < 2 && !rc; get++) {
+        double *p = v;
+        for (int i = 0; i < e->res->n_runs; i++) {
+            run_acc *a = &e->acc[i];
+            sum_f(&p, &a->c.nats, get), sum_f(&p, &a->c.bytes, get);
+            sum_i(&p, &a->c.tokens, get), sum_i(&p, &a->c.nbr_read, get), sum_i(&p, &a->c.nbr_all, get);
+            for (int k = 0; k < RTR_EVAL_N_ALPHA; k++) sum_f(&p, &a->a_nats[k], get), sum_f(&p, &a->a_bytes[k], get);
+        }
+        sum_i(&p, &e->res->chunks, get);
+        for (int k = 0; k < RTR_EVAL_N_ALPHA; k++) sum_i(&p, &e->res->alpha_chunks[k], get);
+        if (!get) rc = rtr_comm_sum_f64(comm, v, n);
+    }
+    rtr_free(v);
+    return rc;
+}
+
 int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval_opts *o, retro_eval_result *out) {
     memset(out, 0, sizeof *out);
     if (n < 1 || n > MAX_MODELS) return rtr_seterr(RTR_E_INVALID, "eval: 1 to %d models", MAX_MODELS);
@@ -236,6 +270,9 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
     if (!rc) rc = rtr_encoder_new(e->tok, &enc);
     uint64_t after = 0;
     int64_t max_docs = o->max_docs > 0 ? o->max_docs : INT64_MAX;
+    /* under mpirun (lib/comm.h): every rank walks the documents; the n-th is scored by rank n mod ranks */
+    rtr_comm *comm = rtr_comm_world();
+    int rank = rtr_comm_rank(comm), size = rtr_comm_size(comm);
     for (int64_t di = 0; !rc && out->documents < max_docs; di++) {
         int32_t *x;
         int64_t len;
@@ -250,17 +287,20 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
             int32_t *nbr = NULL, *al = NULL;
             float *sc = NULL;
             double *ov = NULL;
-            rc = neighbours(e, x, len, self, &nbr, &al, &sc, &ov);
-            if (!rc) rc = eval_doc(e, x, len, nbr, al, sc, ov);
+            if (out->documents % size == rank) {
+                rc = neighbours(e, x, len, self, &nbr, &al, &sc, &ov);
+                if (!rc) rc = eval_doc(e, x, len, nbr, al, sc, ov);
+            }
             rtr_free(nbr);
             rtr_free(al);
             rtr_free(sc);
             rtr_free(ov);
             out->documents++;
-            if (o->on_document) o->on_document(o->ctx, out->documents);
+            if (o->on_document && rank == 0) o->on_document(o->ctx, out->documents);
         }
         rtr_free(x);
     }
+    if (size > 1 && !(rc = rtr_comm_agree(comm, rc))) rc = reduce_ranks(e, comm);
     if (!rc && out->documents == 0) rc = rtr_seterr(RTR_E_INVALID, "eval: no documents to evaluate");
     for (int a = 0; a < RTR_EVAL_N_ALPHA; a++) out->alpha[a] = rtr_eval_alpha[a];
     for (int i = 0; !rc && i < out->n_runs; i++) {

@@ -270,7 +270,12 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     r->dopt.K = r->to.retrieval ? cfg.K : 0;
     r->dopt.val_frac = r->val_frac;
     r->dopt.seed = r->to.seed;
-    r->dopt.progress = o->progress;
+    /* under mpirun (lib/comm.h): data parallel; every rank reads the same knowledge base, shares the
+     * neighbours' precompute and a step's batch; rank 0 writes the output directory */
+    rtr_comm *comm = rtr_comm_world();
+    int rank0 = rtr_comm_rank(comm) == 0;
+    r->dopt.progress = o->progress && rank0;
+    r->dopt.comm = comm;
     if ((rc = rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds))) goto done;
     rtr_train_source src = {ds, rtr_dataset_sequences(ds, RTR_SPLIT_TRAIN), rtr_dataset_sequences(ds, RTR_SPLIT_VAL),
                             rtr_dataset_get, rtr_dataset_at_step};
@@ -281,20 +286,19 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
         int64_t ch;
         rtr_dataset_counts(ds, s, &ch, &plan.documents[s], &plan.tokens[s]);
     }
-    if (o->on_start) o->on_start(o->ctx, &plan);
+    if (o->on_start && rank0) o->on_start(o->ctx, &plan);
 
     /* the output directory: tokenizer, log, checkpoints */
-    if ((rc = rtr_mkdirs(o->out_dir))) goto done;
-    rtr_free(path);
-    path = rtr_path_join(o->out_dir, "tokenizer.rtok");
-    if (!path || (rc = rtr_tokenizer_save(tok, path))) goto done;
-    rtr_free(path);
-    path = rtr_path_join(o->out_dir, "log.jsonl");
-    log = path ? fopen(path, o->resume ? "a" : "w") : NULL;
-    if (!log) {
-        rc = rtr_seterr(RTR_E_IO, "%s: cannot open the log", path ? path : o->out_dir);
-        goto done;
+    if (rank0 && !(rc = rtr_mkdirs(o->out_dir))) {
+        rtr_free(path);
+        path = rtr_path_join(o->out_dir, "tokenizer.rtok");
+        rc = path ? rtr_tokenizer_save(tok, path) : RTR_E_NOMEM;
+        rtr_free(path);
+        path = rc ? NULL : rtr_path_join(o->out_dir, "log.jsonl");
+        log = path ? fopen(path, o->resume ? "a" : "w") : NULL;
+        if (!rc && !log) rc = rtr_seterr(RTR_E_IO, "%s: cannot open the log", path ? path : o->out_dir);
     }
+    if ((rc = rtr_comm_agree(comm, rc))) goto done;
     char sv[N_SETTINGS][40];
     /* the retriever (model/ckpt.h) is the model's, not only the run's: evaluation and generation read it */
     const char *kv[2 * (N_SETTINGS + 3)] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", MODE_NAMES[mode]};
@@ -307,6 +311,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     r->to.progress = o->progress;
     r->to.log = log;
     r->to.stop = (volatile int *)o->stop;
+    r->to.comm = comm;
     rtr_train_result res;
     if ((rc = rtr_train(m, &src, &r->to, &res))) goto done;
     *out = (retro_train_result){MODE_NAMES[mode], res.steps, rtr_model_nparams(m), res.train_loss, res.val_loss,

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "lib/comm.h"
 #include "lib/status.h"
 #include "lib/threads.h"
 
@@ -25,6 +26,8 @@ static const char eval_usage[] =
     "context sliding by --stride tokens; every token after a document's first is\n"
     "scored once. Neighbours never come from the evaluated document; with --split,\n"
     "never from any validation document (KB then holds the training documents only).\n"
+    "Under `mpirun -np N`, the documents are shared among the ranks and the sums\n"
+    "gathered; rank 0 prints.\n"
     "With --min-score, a RETRO model reads only the neighbours whose score (cosine\n"
     "similarity) reaches it, one run per value: a chunk with none is predicted from\n"
     "its context alone (a RETRO-fitted model then gives its baseline's prediction).\n"
@@ -211,8 +214,9 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!rc) rc = retro_kb_open(kb_dir, 0, NULL, &kb);
     if (!rc) rc = retro_eval(models, n_models, kb, &eo, res);
-    if (eo.on_document) fprintf(stderr, "\n");
-    if (!rc) {
+    int rank0 = rtr_comm_rank(rtr_comm_world()) == 0;   /* under mpirun, rank 0 reports */
+    if (eo.on_document && rank0) fprintf(stderr, "\n");
+    if (!rc && rank0) {
         if (json) print_json(res, paths);
         else print_tables(res, paths, info);
     }

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "lib/comm.h"
 #include "lib/status.h"
 #include "lib/threads.h"
 
@@ -24,6 +25,8 @@ static const char train_usage[] =
     "nearest chunks of KB (with their continuations) as neighbours, never from its\n"
     "own document nor from a validation document; KB needs an index\n"
     "(retro index build).\n"
+    "\n"
+    "Under `mpirun -np N`: data parallel, each rank a share of every batch.\n"
     "\n"
     "modes:\n"
     "  --mode retro          decoder with chunked cross-attention (default)\n"
@@ -220,6 +223,7 @@ int cmd_train(int argc, char **argv) {
     }
     retro_kb_close(kb);
     if (rc) return cli_fail(rc);
+    if (rtr_comm_rank(rtr_comm_world()) != 0) return CLI_OK;   /* under mpirun, rank 0 reports */
     if (json) {
         char vl[32] = "null", vb[32] = "null";
         if (isfinite(res.val_loss)) snprintf(vl, sizeof vl, "%.6f", res.val_loss);

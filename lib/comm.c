@@ -105,6 +105,62 @@ int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n) {
     return rc;
 }
 
+int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n) {
+    if (!c->mpi || n == 0) return RTR_OK;
+    int rc = RTR_OK;
+#ifdef RETRO_HAVE_MPI
+    int e_;
+    for (size_t at = 0; at < n && !rc; at += (size_t)INT_MAX / 4) {   /* a model's gradients may pass INT_MAX */
+        size_t k = n - at < (size_t)INT_MAX / 4 ? n - at : (size_t)INT_MAX / 4;
+        rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    }
+#else
+    (void)v;
+#endif
+    return rc;
+}
+
+int rtr_comm_sum_f64(rtr_comm *c, double *v, size_t n) {
+    if (!c->mpi || n == 0) return RTR_OK;
+    int rc = fits(n, "sum");
+#ifdef RETRO_HAVE_MPI
+    int e_;
+    if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+#else
+    (void)v;
+#endif
+    return rc;
+}
+
+int rtr_comm_allgather_ranges(rtr_comm *c, void *buf, size_t elem, const size_t *offs) {
+    if (!c->mpi) return RTR_OK;
+    int rc = RTR_OK;
+#ifdef RETRO_HAVE_MPI
+    int *counts = rtr_malloc((size_t)c->size * sizeof *counts), *displs = rtr_malloc((size_t)c->size * sizeof *displs);
+    if (!counts || !displs) rc = RTR_E_NOMEM;
+    for (int r = 0; r < c->size && !rc; r++) {
+        if (offs[r + 1] > INT_MAX || offs[r + 1] < offs[r])
+            rc = rtr_seterr(RTR_E_INVALID, "allgather: %zu elements", offs[r + 1]);
+        else counts[r] = (int)(offs[r + 1] - offs[r]), displs[r] = (int)offs[r];
+    }
+    rc = rtr_comm_agree(c, rc);
+    MPI_Datatype t;
+    int e_;
+    if (!rc) rc = MPI_CALL(MPI_Type_contiguous((int)elem, MPI_BYTE, &t), "MPI_Type_contiguous");
+    if (!rc) {
+        if (!(rc = MPI_CALL(MPI_Type_commit(&t), "MPI_Type_commit")))
+            rc = MPI_CALL(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf, counts, displs, t, MPI_COMM_WORLD),
+                          "MPI_Allgatherv");
+        MPI_Type_free(&t);
+    }
+    rtr_free(counts);
+    rtr_free(displs);
+#else
+    (void)buf, (void)elem, (void)offs;
+#endif
+    return rc;
+}
+
 int rtr_comm_bcast(rtr_comm *c, void *buf, size_t len, int root) {
     if (!c->mpi || len == 0) return RTR_OK;
     int rc = fits(len, "broadcast");

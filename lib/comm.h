@@ -43,6 +43,17 @@ int rtr_comm_barrier(rtr_comm *c);
 /* Sums v (n values) over the ranks; every rank gets the sums. */
 int rtr_comm_sum_u64(rtr_comm *c, uint64_t *v, size_t n);
 int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n);
+int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n);    /* any n (sent in pieces below INT_MAX) */
+int rtr_comm_sum_f64(rtr_comm *c, double *v, size_t n);
+/* buf: elements of elem bytes; rank r's are [offs[r], offs[r + 1]) (offs: size + 1 entries), filled by
+ * it; afterwards every rank has them all (MPI_Allgatherv in place). */
+int rtr_comm_allgather_ranges(rtr_comm *c, void *buf, size_t elem, const size_t *offs);
+/* The share of n things that rank r of size takes: [lo, hi), contiguous, in rank order, sizes differing
+ * by at most one. */
+static inline void rtr_comm_share(uint64_t n, int r, int size, uint64_t *lo, uint64_t *hi) {
+    *lo = n * (uint64_t)r / (uint64_t)size;
+    *hi = n * (uint64_t)(r + 1) / (uint64_t)size;
+}
 /* len bytes of buf from root to every rank. */
 int rtr_comm_bcast(rtr_comm *c, void *buf, size_t len, int root);
 /* A buffer of any length from root: *len and *buf (rtr_malloc'd, the

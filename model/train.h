@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "lib/comm.h"
 #include "lib/split.h"
 #include "model/ckpt.h"
 #include "model/retro.h"
@@ -52,6 +53,12 @@ typedef struct rtr_train_opts {
     int progress;              /* progress bar on stderr */
     FILE *log;                 /* JSON lines, one per step and per validation; may be NULL */
     volatile int *stop;        /* when it becomes non-zero: checkpoint and return RTR_E_INTERRUPTED */
+    rtr_comm *comm;            /* data parallel over its ranks (NULL: this process alone): rank r takes its
+                                * contiguous share of each step's B sequences (lib/comm.h, rtr_comm_share),
+                                * the gradients are summed over the ranks, each weighted by its share of the
+                                * counted targets, so that every rank makes the same update as one process
+                                * with the whole batch (within float rounding); validation sequences are
+                                * shared too; rank 0 alone saves, logs and shows progress */
 } rtr_train_opts;
 
 typedef struct rtr_train_result {
@@ -69,6 +76,10 @@ int rtr_train(rtr_model *m, const rtr_train_source *src, const rtr_train_opts *o
  * sequences of split (n <= 0: all), in batches of B. */
 int rtr_evaluate(rtr_model *m, const rtr_train_source *src, int split, int64_t n, int B, int retrieval, double *loss,
                  double *bpb);
+/* The same over the ranks of comm (a collective): batch j of B sequences on rank j mod ranks, the sums
+ * gathered; every rank gets the result. */
+int rtr_evaluate_shared(rtr_model *m, const rtr_train_source *src, int split, int64_t n, int B, int retrieval,
+                        rtr_comm *comm, double *loss, double *bpb);
 
 /* The training sequence used at position b of step s (exposed for tests). */
 int64_t rtr_train_sequence(const rtr_train_source *src, uint64_t seed, int B, int64_t step, int b);

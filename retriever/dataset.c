@@ -86,28 +86,30 @@ static int load_chunks(rtr_dataset *ds, rtr_kb *kb, double val_frac) {
 }
 
 static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double val_frac, int retriever,
-                           int progress) {
+                           int progress, rtr_comm *comm) {
     /* validation documents are never neighbours */
     uint64_t *ex = NULL;
     size_t n_ex = 0;
     int rc = rtr_dataset_val_docs(kb, val_frac, &ex, &n_ex);
     int64_t *ids = rc ? NULL : rtr_malloc((size_t)QUERY_BATCH * ds->K * sizeof *ids);
     if (!rc && !ids) rc = rtr_seterr(RTR_E_NOMEM, "dataset: out of memory for neighbours");
+    int rank = comm ? rtr_comm_rank(comm) : 0, size = comm ? rtr_comm_size(comm) : 1;
+    size_t *offs = rtr_calloc((size_t)size + 1, sizeof *offs);
+    if (!rc && !offs) rc = RTR_E_NOMEM;
+    uint64_t mine[2][2];   /* this rank's share of each split's chunks */
+    for (int sp = 0; sp < 2; sp++) rtr_comm_share((uint64_t)ds->sp[sp].n_chunks, rank, size, &mine[sp][0], &mine[sp][1]);
     rtr_progress pr;
-    rtr_progress_init(&pr, "neighbours", (uint64_t)(ds->sp[0].n_chunks + ds->sp[1].n_chunks), "chunks", progress);
+    rtr_progress_init(&pr, "neighbours", mine[0][1] - mine[0][0] + mine[1][1] - mine[1][0], "chunks", progress);
     uint64_t done = 0;
-    for (int sp = 0; sp < 2 && !rc; sp++) {
+    for (int sp = 0; sp < 2; sp++) {   /* no early exit: every rank reaches the gathers */
         split *s = &ds->sp[sp];
-        s->nbr = rtr_malloc(((size_t)s->n_chunks * ds->K * RTR_NBR_TOKENS + 1) * sizeof *s->nbr);
-        if (!s->nbr) {
+        if (!rc && !(s->nbr = rtr_malloc(((size_t)s->n_chunks * ds->K * RTR_NBR_TOKENS + 1) * sizeof *s->nbr)))
             rc = rtr_seterr(RTR_E_NOMEM, "dataset: out of memory for the neighbours of %" PRId64 " chunks",
                             s->n_chunks);
-            break;
-        }
         rtr_nbr_opts no = {.k = (uint32_t)ds->K, .exclude = ex, .n_exclude = n_ex, .align = ds->align,
                            .mode = retriever};
-        for (int64_t lo = 0; !rc && lo < s->n_chunks; lo += QUERY_BATCH) {
-            size_t n = (size_t)(s->n_chunks - lo < QUERY_BATCH ? s->n_chunks - lo : QUERY_BATCH);
+        for (int64_t lo = (int64_t)mine[sp][0]; !rc && lo < (int64_t)mine[sp][1]; lo += QUERY_BATCH) {
+            size_t n = (size_t)((int64_t)mine[sp][1] - lo < QUERY_BATCH ? (int64_t)mine[sp][1] - lo : QUERY_BATCH);
             int32_t *dst = s->nbr + (size_t)lo * ds->K * RTR_NBR_TOKENS;
             rtr_nbrs out = {.ids = ids, .tokens = ds->align ? NULL : dst, .aligned = ds->align ? dst : NULL};
             no.self_doc = s->doc + lo;
@@ -115,8 +117,18 @@ static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double
             done += n;
             rtr_progress_update(&pr, done, NULL);
         }
+        if (size > 1) {   /* every rank's share to every rank */
+            rc = rtr_comm_agree(comm, rc);
+            for (int q = 0; q <= size && !rc; q++) {
+                uint64_t a, b;
+                rtr_comm_share((uint64_t)s->n_chunks, q < size ? q : size - 1, size, &a, &b);
+                offs[q] = q < size ? a : b;
+            }
+            if (!rc) rc = rtr_comm_allgather_ranges(comm, s->nbr, (size_t)ds->K * RTR_NBR_TOKENS * sizeof *s->nbr, offs);
+        }
     }
     rtr_progress_finish(&pr);
+    rtr_free(offs);
     rtr_free(ex);
     rtr_free(ids);
     return rc;
@@ -233,7 +245,7 @@ int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, r
     if (!rc && ds->sp[0].n_chunks == 0)
         rc = rtr_seterr(RTR_E_INVALID, "%s: no training documents (%" PRId64 " in the validation split)",
                         rtr_kb_dir(kb), ds->sp[1].n_docs);
-    if (!rc && o->K > 0) rc = find_neighbours(ds, kb, r, o->val_frac, o->retriever, o->progress);
+    if (!rc && o->K > 0) rc = find_neighbours(ds, kb, r, o->val_frac, o->retriever, o->progress, o->comm);
     if (rc) {
         rtr_dataset_free(ds);
         return rc;

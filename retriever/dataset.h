@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "index/kb.h"
+#include "lib/comm.h"
 #include "retriever/retriever.h"
 
 typedef struct rtr_dataset rtr_dataset;
@@ -42,6 +43,8 @@ typedef struct rtr_dataset_opts {
     int retriever;      /* RTR_SEARCH_*: where the neighbours come from (DEFAULT: vector, the paper's) */
     uint64_t seed;      /* which chunks get a self-neighbour, and its shift */
     int progress;       /* progress bar for the neighbour precompute */
+    rtr_comm *comm;     /* the ranks that share the precompute (each a contiguous share of the chunks,
+                           then gathered by all: lib/comm.h); NULL: this process alone */
 } rtr_dataset_opts;
 
 /* Builds the dataset from kb (and retriever r when o->K > 0). RTR_E_INVALID

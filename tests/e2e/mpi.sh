@@ -6,6 +6,10 @@
 #     on a sample gathered from the ranks) and writes the same index files as one process;
 #   - `mpirun -np N retro search`, N = 2..5 (5: a rank without a partition), prints exactly what one
 #     process prints, in every mode, with exclusions and continuations;
+#   - `mpirun -np 2 retro train` (data parallel: each rank a share of every batch, gradients summed)
+#     logs the losses of one process within float rounding; killed after a checkpoint and resumed
+#     under mpirun, it ends with the weights of a run never interrupted; `mpirun -np 3 retro eval`
+#     prints one process's bits per byte;
 #   - a rank that fails ends the job with one message from rank 0 naming the rank; commands that run
 #     as one process refuse several ranks.
 source "$(dirname "$0")/lib.sh"
@@ -63,6 +67,41 @@ echo "$q" | mpi 2 "$RETRO" search one - -k 3 --json > stdin.json
 head -3 want.json > /dev/null
 [ "$(wc -l < stdin.json)" = 3 ] || fail "search: a query on standard input (rank 0 reads it)"
 ok "mpirun -np 2, 3 and 5 search prints what one process prints (vector, lexical, hybrid)"
+
+# --- train and eval (a plain knowledge base, read by every rank) ----------------------------------
+mkdir -p few && cp $(ls docs/*.txt | head -12) few/
+"$RETRO" index add plain few --quiet > /dev/null
+"$RETRO" index build plain --quiet > /dev/null
+T=(--context 128 --width 32 --layers 2 --heads 2 --batch 4 --eval-every 3 --eval-seqs 8 --quiet --threads 1
+   --steps 6 --save-every 3)
+"$RETRO" train plain -o m1 "${T[@]}" 2> /dev/null
+mpi 2 "$RETRO" train plain -o m2 "${T[@]}" 2> /dev/null
+node -e 'const fs = require("fs");
+  const rd = f => fs.readFileSync(f, "utf8").trim().split("\n").map(JSON.parse);
+  const a = rd("m1/log.jsonl"), b = rd("m2/log.jsonl");
+  if (a.length !== b.length || a.length !== 8) throw new Error(`log lines ${a.length} and ${b.length}`);
+  for (let i = 0; i < a.length; i++)
+    for (const k of ["loss", "grad_norm", "val_loss", "val_bpb"])
+      if (k in a[i] && !(Math.abs(a[i][k] - b[i][k]) <= 1e-4 * Math.abs(a[i][k])))
+        throw new Error(`line ${i + 1}: ${k} ${a[i][k]} (one process) against ${b[i][k]} (2 ranks)`);' \
+    || fail "train: 2 ranks do not log one process's losses"
+rc=0
+(RETRO_TEST_CRASH=train-saved:1 RETRO_TEST_CRASH_RANK=0 mpi 2 "$RETRO" train plain -o m3 "${T[@]}" > /dev/null 2>&1) || rc=$?
+[ "$rc" != 0 ] || fail "train: rank 0 was not killed after its first checkpoint"
+mpi 2 "$RETRO" train plain -o m3 --resume --quiet --threads 1 2> /dev/null
+cmp -s m2/model.safetensors m3/model.safetensors || fail "train: killed and resumed under mpirun, other weights"
+ok "mpirun -np 2 train: one process's losses; killed after a checkpoint, resumed to the same weights"
+"$RETRO" eval --model m1 --kb plain --split val --json > e1.json
+mpi 3 "$RETRO" eval --model m1 --kb plain --split val --json > e3.json
+node -e 'const fs = require("fs");
+  const a = JSON.parse(fs.readFileSync("e1.json")), b = JSON.parse(fs.readFileSync("e3.json"));
+  if (a.documents !== b.documents || a.chunks !== b.chunks || a.runs.length !== b.runs.length) throw new Error("counts");
+  a.runs.forEach((r, i) => {
+    if (r.tokens !== b.runs[i].tokens || Math.abs(r.bpb - b.runs[i].bpb) > 1e-9 * r.bpb)
+      throw new Error(`run ${i}: bpb ${r.bpb} against ${b.runs[i].bpb}`);
+    r.leakage.forEach((l, k) => { if (l.chunks !== b.runs[i].leakage[k].chunks) throw new Error("leakage chunks"); });
+  });' || fail "eval: 3 ranks do not print one process's figures"
+ok "mpirun -np 3 eval prints one process's bits per byte and leakage table"
 
 # --- failures -----------------------------------------------------------------------------------
 cp -r one broken
