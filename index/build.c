@@ -19,6 +19,7 @@
 #include "lib/io.h"
 #include "lib/progress.h"
 #include "lib/status.h"
+#include "lib/threads.h"
 
 #define EMBED_BATCH 4096
 
@@ -266,7 +267,7 @@ static int sample_fn(rtr_store_txn *t, const rtr_tokenizer *tok, const rtr_store
 }
 
 int rtr_build_sample(rtr_kb *kb, uint64_t m, rtr_embedder *e, int threads, float **out, size_t *n) {
-    sample_ctx s = {m, e, threads > 0 ? threads : omp_get_num_procs(), NULL, 0};
+    sample_ctx s = {m, e, threads > 0 ? threads : rtr_cores(), NULL, 0};
     *out = NULL;
     *n = 0;
     int rc = with_chunks(kb, sample_fn, &s);
@@ -365,7 +366,7 @@ static int save_generation(rtr_kb *kb, const rtr_vindex *vx, const rtr_embedder 
 int rtr_index_build(rtr_kb *kb, const rtr_build_opts *o, rtr_build_report *rep) {
     memset(rep, 0, sizeof *rep);
     double t0 = rtr_now();
-    int threads = o->threads > 0 ? o->threads : omp_get_num_procs();
+    int threads = o->threads > 0 ? o->threads : rtr_cores();
     const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
     char *dir = rtr_path_join(rtr_kb_dir(kb), "index");
     chunk_batch *b = rtr_calloc(1, sizeof *b);

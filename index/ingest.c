@@ -19,6 +19,7 @@
 #include "lib/io.h"
 #include "lib/progress.h"
 #include "lib/status.h"
+#include "lib/threads.h"
 #include "lib/utf8.h"
 
 #define DEFAULT_BATCH ((uint64_t)4 << 20)
@@ -420,7 +421,7 @@ int rtr_ingest(rtr_kb *kb, const char *const *paths, size_t n, const rtr_ingest_
     rep->files = list.n;
     rep->files_skipped = list.skips.n;
 
-    int threads = o->threads > 0 ? o->threads : omp_get_num_procs();
+    int threads = o->threads > 0 ? o->threads : rtr_cores();
     rtr_encoder **enc = rtr_calloc((size_t)threads, sizeof *enc);
     if (!enc) rc = RTR_E_NOMEM;
     for (int i = 0; i < threads && !rc; i++) rc = rtr_encoder_new(rtr_kb_tokenizer(kb), &enc[i]);

@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -60,7 +61,7 @@ int rtr_parts_check_tokenizer(const rtr_parts *ps, const rtr_tokenizer *tok) {
     return RTR_OK;
 }
 
-static int mine(const rtr_parts *ps, uint32_t p) {
+static int mine(const rtr_parts *ps, uint32_t p) {   /* the rank that works on partition p is this one */
     return (int)(p % (uint32_t)rtr_comm_size(ps->comm)) == rtr_comm_rank(ps->comm);
 }
 
@@ -244,6 +245,41 @@ static void report_counters(rtr_ingest_report *r, uint64_t **v) {
     memcpy(v, f, sizeof f);
 }
 
+static int cmp_skip(const void *a, const void *b) {
+    return strcmp(((const rtr_skip *)a)->path, ((const rtr_skip *)b)->path);
+}
+
+/* Every rank's skips to rank 0, appended there in rank order (the others keep theirs): each as its
+ * reason, then its path and detail NUL-terminated (an empty detail: none). A collective. */
+static int gather_skips(rtr_comm *c, rtr_skip_list *l) {
+    rtr_buf b = {0};
+    int rc = RTR_OK;
+    for (size_t i = 0; i < l->n && !rc && rtr_comm_rank(c) != 0; i++) {
+        const rtr_skip *k = &l->items[i];
+        uint32_t reason = k->reason;
+        if (!(rc = rtr_buf_append(&b, &reason, sizeof reason)) && !(rc = rtr_buf_append(&b, k->path, strlen(k->path) + 1)))
+            rc = rtr_buf_append(&b, k->detail ? k->detail : "", strlen(k->detail ? k->detail : "") + 1);
+    }
+    uint8_t *all;
+    size_t *lens;
+    rc = rtr_comm_gather_agreed(c, rc, b.data, b.len, 0, &all, &lens);
+    size_t total = 0;
+    for (int r = 0; !rc && rtr_comm_rank(c) == 0 && r < rtr_comm_size(c); r++) total += lens[r];
+    for (size_t at = 0; !rc && at < total;) {   /* rank 0 reads what this code wrote on the others */
+        uint32_t reason;
+        RTR_ASSERT(total - at > sizeof reason);
+        memcpy(&reason, all + at, sizeof reason);
+        const char *path = (const char *)all + at + sizeof reason, *detail = path + strlen(path) + 1;
+        at = (size_t)((const uint8_t *)detail - all) + strlen(detail) + 1;
+        RTR_ASSERT(at <= total);
+        rc = rtr_skip_list_add(l, path, reason, *detail ? detail : NULL);
+    }
+    rtr_free(all);
+    rtr_free(lens);
+    rtr_buf_free(&b);
+    return rc;
+}
+
 int rtr_parts_ingest(rtr_parts *ps, const char *const *paths, size_t n, const rtr_ingest_opts *o,
                      rtr_ingest_report *rep) {
     memset(rep, 0, sizeof *rep);
@@ -268,6 +304,8 @@ int rtr_parts_ingest(rtr_parts *ps, const char *const *paths, size_t n, const rt
     for (int i = 0; i < N_COUNTERS; i++) v[i] = *sum[i];
     if (!rc) rc = rtr_comm_sum_u64(ps->comm, v, N_COUNTERS);
     for (int i = 0; i < N_COUNTERS; i++) *sum[i] = v[i];
+    if (!rc && rtr_comm_size(ps->comm) > 1) rc = gather_skips(ps->comm, &rep->skips);
+    if (ps->split && rep->skips.n) qsort(rep->skips.items, rep->skips.n, sizeof *rep->skips.items, cmp_skip);   /* path order */
     rep->seconds = rtr_now() - t0;
     return rc;
 }
@@ -375,12 +413,9 @@ static int gather_sample(rtr_parts *ps, const uint64_t *n, uint64_t n_all, uint6
         }
         rtr_free(xs);
     }
-    rc = rtr_comm_agree(ps->comm, rc);
-    uint8_t *all = NULL;
-    size_t *lens = rtr_calloc((size_t)rtr_comm_size(ps->comm), sizeof *lens);
-    if (!rc && !lens) rc = RTR_E_NOMEM;
-    if (!rc) rc = rtr_comm_gather_bytes(ps->comm, mine_buf.data, mine_buf.len, 0, &all, lens);
-    rc = rtr_comm_agree(ps->comm, rc);
+    uint8_t *all;
+    size_t *lens;
+    rc = rtr_comm_gather_agreed(ps->comm, rc, mine_buf.data, mine_buf.len, 0, &all, &lens);
     if (!rc && rtr_comm_rank(ps->comm) == 0) {
         /* the ranks' pieces, put in partition order */
         size_t total = 0, ranks = (size_t)rtr_comm_size(ps->comm);

@@ -9,6 +9,7 @@
 
 #include "lib/alloc.h"
 #include "lib/status.h"
+#include "lib/threads.h"
 
 #ifdef RETRO_HAVE_MPI
 #include <mpi.h>
@@ -16,10 +17,22 @@
 
 struct rtr_comm {
     int rank, size;
-    int mpi;   /* MPI_Init was called */
+    int mpi;              /* MPI_Init was called */
+    uint64_t calls, sent;   /* collectives, and the payload bytes this rank gave them (rtr_comm_stats) */
 };
 
-static rtr_comm world = {0, 1, 0};
+static rtr_comm world = {0, 1, 0, 0, 0};
+
+void rtr_comm_stats(const rtr_comm *c, uint64_t *calls, uint64_t *sent) {
+    *calls = c->calls;
+    *sent = c->sent;
+}
+
+/* A collective in which this rank gives n bytes (a root's broadcast counts once per other rank). */
+static void count(rtr_comm *c, uint64_t n) {
+    c->calls++;
+    c->sent += n;
+}
 
 rtr_comm *rtr_comm_world(void) { return &world; }
 int rtr_comm_rank(const rtr_comm *c) { return c->rank; }
@@ -49,11 +62,18 @@ int rtr_comm_init(int *argc, char ***argv) {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     if (!(rc = MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank), "MPI_Comm_rank")))
         rc = MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &world.size), "MPI_Comm_size");
+    /* the ranks on this machine share its cores, unless the user said how many threads to use */
+    const char *local = getenv("OMPI_COMM_WORLD_LOCAL_SIZE");
+    if (!rc && local && !getenv("OMP_NUM_THREADS")) rtr_threads_share(atoi(local));
     return rc;
 }
 
 void rtr_comm_finalize(int failed) {
     if (!world.mpi) return;
+    const char *stats = getenv("RETRO_COMM_STATS");
+    if (stats && *stats)   /* the benchmarks' figures (tests/bench/run_mpi.sh) */
+        fprintf(stderr, "comm: rank %d: %llu collectives, %llu payload bytes sent\n", world.rank,
+                (unsigned long long)world.calls, (unsigned long long)world.sent);
     if (failed && world.size > 1) MPI_Abort(MPI_COMM_WORLD, failed);
     MPI_Finalize();
     world.mpi = 0;
@@ -75,6 +95,7 @@ int rtr_comm_barrier(rtr_comm *c) {
     if (!c->mpi) return RTR_OK;
 #ifdef RETRO_HAVE_MPI
     int e_;
+    count(c, 0);
     return MPI_CALL(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
 #else
     return RTR_OK;
@@ -86,6 +107,7 @@ int rtr_comm_sum_u64(rtr_comm *c, uint64_t *v, size_t n) {
     int rc = fits(n, "sum");
 #ifdef RETRO_HAVE_MPI
     int e_;
+    count(c, n * sizeof *v);
     if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
 #else
     (void)v;
@@ -98,6 +120,7 @@ int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n) {
     int rc = fits(n, "sum");
 #ifdef RETRO_HAVE_MPI
     int e_;
+    count(c, n * sizeof *v);
     if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_UINT32_T, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
 #else
     (void)v;
@@ -110,6 +133,7 @@ int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n) {
     int rc = RTR_OK;
 #ifdef RETRO_HAVE_MPI
     int e_;
+    count(c, n * sizeof *v);
     for (size_t at = 0; at < n && !rc; at += (size_t)INT_MAX / 4) {   /* a model's gradients may pass INT_MAX */
         size_t k = n - at < (size_t)INT_MAX / 4 ? n - at : (size_t)INT_MAX / 4;
         rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
@@ -125,6 +149,7 @@ int rtr_comm_sum_f64(rtr_comm *c, double *v, size_t n) {
     int rc = fits(n, "sum");
 #ifdef RETRO_HAVE_MPI
     int e_;
+    count(c, n * sizeof *v);
     if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
 #else
     (void)v;
@@ -146,6 +171,7 @@ int rtr_comm_allgather_ranges(rtr_comm *c, void *buf, size_t elem, const size_t 
     rc = rtr_comm_agree(c, rc);
     MPI_Datatype t;
     int e_;
+    if (!rc) count(c, (offs[c->rank + 1] - offs[c->rank]) * elem);
     if (!rc) rc = MPI_CALL(MPI_Type_contiguous((int)elem, MPI_BYTE, &t), "MPI_Type_contiguous");
     if (!rc) {
         if (!(rc = MPI_CALL(MPI_Type_commit(&t), "MPI_Type_commit")))
@@ -166,6 +192,7 @@ int rtr_comm_bcast(rtr_comm *c, void *buf, size_t len, int root) {
     int rc = fits(len, "broadcast");
 #ifdef RETRO_HAVE_MPI
     int e_;
+    count(c, c->rank == root ? len * (uint64_t)(c->size - 1) : 0);
     if (!rc) rc = MPI_CALL(MPI_Bcast(buf, (int)len, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
 #else
     (void)buf, (void)root;
@@ -196,6 +223,7 @@ int rtr_comm_gather_bytes(rtr_comm *c, const void *buf, size_t len, int root, ui
     int rc = fits(len, "gather");
 #ifdef RETRO_HAVE_MPI
     int n = (int)len, *counts = NULL, *displs = NULL, e_;
+    count(c, c->rank == root ? 0 : len);
     if (!rc && c->rank == root) {
         counts = rtr_malloc((size_t)c->size * sizeof *counts);
         displs = rtr_malloc((size_t)c->size * sizeof *displs);
@@ -231,11 +259,27 @@ int rtr_comm_gather_bytes(rtr_comm *c, const void *buf, size_t len, int root, ui
     return rc;
 }
 
+int rtr_comm_gather_agreed(rtr_comm *c, int status, const void *buf, size_t len, int root, uint8_t **all,
+                           size_t **lens) {
+    *all = NULL;
+    *lens = NULL;
+    int rc = rtr_comm_agree(c, status);
+    if (!rc && !(*lens = rtr_calloc((size_t)c->size, sizeof **lens))) rc = RTR_E_NOMEM;
+    rc = rtr_comm_agree(c, rc);
+    if (!rc) rc = rtr_comm_agree(c, rtr_comm_gather_bytes(c, buf, len, root, all, *lens));
+    if (rc) {
+        rtr_free(*lens);
+        *lens = NULL;
+    }
+    return rc;
+}
+
 int rtr_comm_agree(rtr_comm *c, int status) {
     if (!c->mpi || c->size == 1) return status;
 #ifdef RETRO_HAVE_MPI
     /* the lowest failing rank, then its status and detail from it */
     int mine = status ? c->rank : c->size, first = c->size, e_;
+    count(c, sizeof mine);
     int rc = MPI_CALL(MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
     if (rc || first == c->size) return rc;
     char msg[1024] = "";

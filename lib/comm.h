@@ -36,6 +36,10 @@ void rtr_comm_finalize(int failed);
 rtr_comm *rtr_comm_world(void);
 int rtr_comm_rank(const rtr_comm *c);
 int rtr_comm_size(const rtr_comm *c);
+/* The collectives this rank has taken part in, and the payload bytes it gave them (its share of a
+ * sum or gather, a root's broadcast once per other rank; not what the network carried, which
+ * depends on MPI's algorithms). With RETRO_COMM_STATS set, rtr_comm_finalize prints them. */
+void rtr_comm_stats(const rtr_comm *c, uint64_t *calls, uint64_t *sent);
 /* 1 if retro was built with Open MPI. */
 int rtr_comm_have_mpi(void);
 
@@ -63,6 +67,12 @@ int rtr_comm_bcast_bytes(rtr_comm *c, uint8_t **buf, size_t *len, int root);
  * the caller's) holds them and lens[r] (size entries, the caller's) each
  * rank's count; elsewhere *all is NULL and lens untouched (may be NULL). */
 int rtr_comm_gather_bytes(rtr_comm *c, const void *buf, size_t len, int root, uint8_t **all, size_t *lens);
+
+/* rtr_comm_gather_bytes between agreements (rtr_comm_agree): every rank passes the status it has so
+ * far, and nothing is gathered where a rank failed; *lens (size entries, the caller's) is allocated
+ * on every rank. Every rank returns the same status. */
+int rtr_comm_gather_agreed(rtr_comm *c, int status, const void *buf, size_t len, int root, uint8_t **all,
+                           size_t **lens);
 
 /* Every rank passes its status; every rank gets the status of the lowest
  * rank that failed (RTR_OK if none), with that rank's detail prefixed by

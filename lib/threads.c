@@ -10,3 +10,15 @@ void rtr_set_threads(int n) {
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
 }
+
+static int g_sharing = 1;   /* processes of the job on this machine */
+
+void rtr_threads_share(int processes) {
+    g_sharing = processes > 1 ? processes : 1;
+    rtr_set_threads(rtr_cores());
+}
+
+int rtr_cores(void) {
+    int n = omp_get_num_procs() / g_sharing;
+    return n > 1 ? n : 1;
+}

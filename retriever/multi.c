@@ -160,6 +160,18 @@ static void globalize(rtr_hits *h, uint32_t p) {
     }
 }
 
+/* Moves src's hits to the end of dst (src's items emptied; its query counts copied). */
+static int take_hits(rtr_hits *dst, rtr_hits *src) {
+    rtr_hit *items = rtr_realloc(dst->items, (dst->n + src->n + 1) * sizeof *items);
+    if (!items) return RTR_E_NOMEM;
+    memcpy(items + dst->n, src->items, src->n * sizeof *items);
+    dst->items = items;
+    dst->n += src->n;
+    dst->query_chunks = src->query_chunks, dst->query_tokens = src->query_tokens;
+    src->n = 0;
+    return RTR_OK;
+}
+
 /* The best k of all (n hits of every partition) in mode, ranks on a side renumbered over them all. */
 static int merge(rtr_hits *all, int mode, uint32_t k) {
     int rc = RTR_OK;
@@ -264,6 +276,7 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     const char *q = rc ? NULL : (const char *)rq + 16 + (size_t)n_ex * 8;
     size_t qlen = rc ? 0 : rq_len - 16 - (size_t)n_ex * 8;
     rtr_lex_stats stats = {0};
+    rtr_hits local = {0};   /* this rank's partitions' hits */
     if (!rc && mode != RTR_SEARCH_VECTOR) rc = lexical_stats(m, q, qlen, &stats);
     for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
         if (!m->rs[p]) continue;
@@ -276,21 +289,23 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
         rtr_hits h;
         if (!(rc = rtr_retriever_search(m->rs[p], q, qlen, rk, &po, &h))) {
             globalize(&h, p);
-            rc = rtr_hits_pack(&h, &mine_buf);
+            rc = take_hits(&local, &h);
         }
         rtr_hits_free(&h);
     }
-    rc = rtr_comm_agree(c, rc);
+    /* the best k of this rank's partitions are what it sends (the same best k at rank 0: scores order
+     * vector and lexical hits wholly); hybrid sends all, fused again at rank 0 over every partition */
+    if (!rc && mode != RTR_SEARCH_HYBRID) rc = merge(&local, mode, rk);
+    if (!rc && local.query_chunks) rc = rtr_hits_pack(&local, &mine_buf);
+    rtr_hits_free(&local);
     /* rank 0 merges every rank's hits */
-    uint8_t *all = NULL;
-    size_t *lens = rtr_calloc((size_t)rtr_comm_size(c), sizeof *lens);
-    if (!rc && !lens) rc = RTR_E_NOMEM;
-    if (!rc) rc = rtr_comm_gather_bytes(c, mine_buf.data, mine_buf.len, 0, &all, lens);
-    rc = rtr_comm_agree(c, rc);
+    uint8_t *all;
+    size_t *lens;
+    rc = rtr_comm_gather_agreed(c, rc, mine_buf.data, mine_buf.len, 0, &all, &lens);
     if (!rc && rank0) {
         size_t at = 0;
         for (int r = 0; r < rtr_comm_size(c) && !rc; r++) {
-            /* a rank's buffer: one packed hits per partition it searched */
+            /* a rank's buffer: its hits packed (none from a rank without partitions) */
             for (size_t end = at + lens[r]; at < end && !rc;) {
                 size_t used = 0;
                 rc = rtr_hits_unpack(all + at, end - at, "a rank's hits", out, &used);

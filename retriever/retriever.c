@@ -14,6 +14,7 @@
 #include "lib/io.h"
 #include "lib/sort.h"
 #include "lib/status.h"
+#include "lib/threads.h"
 
 #define MAX_K 4096
 
@@ -57,7 +58,7 @@ int rtr_retriever_open(rtr_kb *kb, const rtr_retriever_opts *o, rtr_retriever **
         return rtr_seterr(RTR_E_NOMEM, "mutex");
     }
     r->kb = kb;
-    r->threads = o && o->threads > 0 ? o->threads : omp_get_num_procs();
+    r->threads = o && o->threads > 0 ? o->threads : rtr_cores();
     r->default_mode = RTR_SEARCH_VECTOR;
     json_t *sm = rtr_kb_manifest_copy(kb, "search");   /* retro index build --search-mode */
     const char *m = json_string_value(json_object_get(sm, "mode"));

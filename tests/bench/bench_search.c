@@ -24,21 +24,9 @@ int main(int argc, char **argv) {
         return 2;
     }
     int n = atoi(argv[3]), k = argc > 4 ? atoi(argv[4]) : 5;
-    FILE *f = fopen(argv[2], "r");
-    if (!f || n < 1) {
-        fprintf(stderr, "%s: cannot read %s\n", argv[0], argv[2]);
-        return 1;
-    }
-    char **q = NULL, line[4096];
-    size_t nq = 0;
-    while (fgets(line, sizeof line, f)) {
-        line[strcspn(line, "\n")] = 0;
-        if (!*line) continue;
-        q = realloc(q, (nq + 1) * sizeof *q);
-        q[nq++] = strdup(line);
-    }
-    fclose(f);
-    if (!nq) bench_die(argv[0], "no queries");
+    if (n < 1) bench_die(argv[0], "N must be positive");
+    size_t nq;
+    char **q = bench_read_lines(argv[0], argv[2], &nq);
     retro_kb *kb;
     if (retro_kb_open(argv[1], 0, NULL, &kb)) bench_die(argv[0], argv[1]);
     retro_search_opts so = {.k = (uint32_t)k};

@@ -29,7 +29,10 @@ mpi 2 "$RETRO" index add two docs --partitions 4 --quiet > two.txt
 [ "$(dump one)" = "$(dump two)" ] || fail "add: the partitions of 2 ranks differ from one process's"
 [ "$(wc -l < two.txt)" = 3 ] || { cat two.txt; fail "add: rank 0 alone reports"; }
 grep -q "126 new" two.txt || { cat two.txt; fail "add: the report counts every rank's files"; }
-ok "mpirun -np 2 index add writes the partitions one process writes"
+mkdir -p odd && for i in 1 2 3 4 5 6 7 8; do head -c 2000 /dev/urandom > "odd/b$i.bin"; echo "note $i" > "odd/t$i.txt"; done
+mpi 2 "$RETRO" index add skips odd --partitions 4 --quiet > skips.txt
+[ "$(grep -c '^  binary ' skips.txt)" = 8 ] || { cat skips.txt; fail "add: rank 0 reports every rank's skipped files"; }
+ok "mpirun -np 2 index add writes the partitions one process writes, and reports every rank's skips"
 
 # rank 1 killed at its third commit, then the rerun
 rc=0
