@@ -24,7 +24,7 @@ queries=${QUERIES:-300}
 if [ "$(id -u)" = 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 # not bound to a core each (Open MPI binds 1 or 2 ranks so): their OpenMP threads use every core
 mpi() { local n=$1; shift; mpirun --oversubscribe --bind-to none -np "$n" "$@"; }
-secs() { local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc; }
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" > /dev/null; t1=$(date +%s.%N); printf "%.3f" "$(echo "$t1 - $t0" | bc)"; }
 rm -rf "$work" && mkdir -p "$work" && cd "$work"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); $(mpirun --version | head -1)"
 # queries: the first line of every 7th paragraph of the addresses
