@@ -324,3 +324,210 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     rtr_buf_free(&mine_buf);
     return rtr_comm_agree(c, rc);
 }
+
+/* --- neighbours over partitions ------------------------------------------------------------------ */
+/* One query's candidates, kept best first by (distance, id); the arrays of a rtr_nbrs at query i. */
+typedef struct nbr_view {
+    int64_t *ids;
+    float *dist;
+    int32_t *tokens, *aligned, *shifts;
+} nbr_view;
+
+static nbr_view view_at(const rtr_nbrs *x, size_t i, uint32_t k) {
+    size_t at = i * k;
+    return (nbr_view){x->ids + at, x->dist + at, x->tokens ? x->tokens + at * RTR_NBR_TOKENS : NULL,
+                      x->aligned ? x->aligned + at * RTR_NBR_TOKENS : NULL, x->shifts ? x->shifts + at : NULL};
+}
+
+static int nbr_before(int64_t ia, float da, int64_t ib, float db) {
+    if (ib < 0) return ia >= 0;
+    if (ia < 0) return 0;
+    if (da != db) return da < db;
+    return ia < ib;
+}
+
+/* Merges candidate j of src into dst (both k long, best first): inserted where it belongs, the last
+ * dropped. */
+static void nbr_insert(nbr_view *dst, const nbr_view *src, uint32_t j, uint32_t k) {
+    if (src->ids[j] < 0) return;
+    uint32_t at = k;
+    while (at > 0 && nbr_before(src->ids[j], src->dist[j], dst->ids[at - 1], dst->dist[at - 1])) at--;
+    if (at == k) return;
+    for (uint32_t i = k - 1; i > at; i--) {
+        dst->ids[i] = dst->ids[i - 1], dst->dist[i] = dst->dist[i - 1];
+        if (dst->tokens) memcpy(dst->tokens + (size_t)i * RTR_NBR_TOKENS, dst->tokens + (size_t)(i - 1) * RTR_NBR_TOKENS, RTR_NBR_TOKENS * 4);
+        if (dst->aligned) memcpy(dst->aligned + (size_t)i * RTR_NBR_TOKENS, dst->aligned + (size_t)(i - 1) * RTR_NBR_TOKENS, RTR_NBR_TOKENS * 4);
+        if (dst->shifts) dst->shifts[i] = dst->shifts[i - 1];
+    }
+    dst->ids[at] = src->ids[j], dst->dist[at] = src->dist[j];
+    if (dst->tokens) memcpy(dst->tokens + (size_t)at * RTR_NBR_TOKENS, src->tokens + (size_t)j * RTR_NBR_TOKENS, RTR_NBR_TOKENS * 4);
+    if (dst->aligned) memcpy(dst->aligned + (size_t)at * RTR_NBR_TOKENS, src->aligned + (size_t)j * RTR_NBR_TOKENS, RTR_NBR_TOKENS * 4);
+    if (dst->shifts) dst->shifts[at] = src->shifts[j];
+}
+
+/* Caller-side arrays for n queries of k, with the fields that want asks for (dist always). */
+typedef struct nbr_buf {
+    rtr_nbrs x;
+} nbr_buf;
+
+static int nbr_alloc(nbr_buf *b, size_t n, uint32_t k, const rtr_nbrs *want) {
+    size_t nk = n * k + 1;
+    memset(b, 0, sizeof *b);
+    b->x.ids = rtr_malloc(nk * sizeof *b->x.ids);
+    b->x.dist = rtr_malloc(nk * sizeof *b->x.dist);
+    if (want->tokens) b->x.tokens = rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *b->x.tokens);
+    if (want->aligned) b->x.aligned = rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *b->x.aligned);
+    if (want->shifts) b->x.shifts = rtr_malloc(nk * sizeof *b->x.shifts);
+    if (!b->x.ids || !b->x.dist || (want->tokens && !b->x.tokens) || (want->aligned && !b->x.aligned) ||
+        (want->shifts && !b->x.shifts))
+        return RTR_E_NOMEM;
+    for (size_t i = 0; i < n * k; i++) b->x.ids[i] = -1, b->x.dist[i] = INFINITY;   /* none yet, as the retriever */
+    for (size_t i = 0; b->x.tokens && i < n * k * RTR_NBR_TOKENS; i++) b->x.tokens[i] = -1;   /* fills a missing one */
+    for (size_t i = 0; b->x.aligned && i < n * k * RTR_NBR_TOKENS; i++) b->x.aligned[i] = -1;
+    if (b->x.shifts) memset(b->x.shifts, 0, n * k * sizeof *b->x.shifts);
+    return RTR_OK;
+}
+
+static void nbr_free(nbr_buf *b) {
+    rtr_free(b->x.ids);
+    rtr_free(b->x.dist);
+    rtr_free(b->x.tokens);
+    rtr_free(b->x.aligned);
+    rtr_free(b->x.shifts);
+}
+
+/* Bytes of one query's k candidates in a gather: ids, distances, then what is asked for. */
+static size_t nbr_bytes(uint32_t k, const rtr_nbrs *want) {
+    return (size_t)k * (8 + 4 + (want->tokens ? RTR_NBR_TOKENS * 4 : 0) + (want->aligned ? RTR_NBR_TOKENS * 4 : 0) +
+                        (want->shifts ? 4 : 0));
+}
+
+static void nbr_put(const nbr_view *v, uint32_t k, rtr_buf *b) {   /* b has room (rtr_buf_reserve) */
+    rtr_buf_append(b, v->ids, (size_t)k * 8);
+    rtr_buf_append(b, v->dist, (size_t)k * 4);
+    if (v->tokens) rtr_buf_append(b, v->tokens, (size_t)k * RTR_NBR_TOKENS * 4);
+    if (v->aligned) rtr_buf_append(b, v->aligned, (size_t)k * RTR_NBR_TOKENS * 4);
+    if (v->shifts) rtr_buf_append(b, v->shifts, (size_t)k * 4);
+}
+
+static nbr_view nbr_get(uint8_t *p, uint32_t k, const rtr_nbrs *want) {   /* a view into gathered bytes */
+    nbr_view v = {(int64_t *)(void *)p, (float *)(void *)(p + (size_t)k * 8), NULL, NULL, NULL};
+    p += (size_t)k * 12;
+    if (want->tokens) v.tokens = (int32_t *)(void *)p, p += (size_t)k * RTR_NBR_TOKENS * 4;
+    if (want->aligned) v.aligned = (int32_t *)(void *)p, p += (size_t)k * RTR_NBR_TOKENS * 4;
+    if (want->shifts) v.shifts = (int32_t *)(void *)p;
+    return v;
+}
+
+/* This rank's partitions' best k for each of the N queries q (self: their documents), in best. */
+static int local_neighbours(rtr_multi *m, const int32_t *q, const uint64_t *self, size_t N, const rtr_nbr_opts *o,
+                            const rtr_nbrs *want, nbr_buf *best) {
+    uint32_t k = o->k;
+    nbr_buf part = {0};
+    uint64_t *pself = rtr_malloc((N + 1) * sizeof *pself), *pex = rtr_malloc((o->n_exclude + 1) * sizeof *pex);
+    int rc = pself && pex ? nbr_alloc(&part, N, k, want) : RTR_E_NOMEM;
+    for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
+        if (!m->rs[p]) continue;
+        /* the documents named, as partition p's store numbers them (0: another partition's, or none) */
+        for (size_t i = 0; i < N; i++) pself[i] = self && rtr_part_of_id(self[i]) == p ? rtr_part_local(self[i]) : 0;
+        size_t nex = 0;
+        for (size_t i = 0; i < o->n_exclude; i++)
+            if (rtr_part_of_id(o->exclude[i]) == p) pex[nex++] = rtr_part_local(o->exclude[i]);
+        rtr_nbr_opts po = *o;
+        po.self_doc = self ? pself : NULL;
+        po.exclude_doc = o->exclude_doc && rtr_part_of_id(o->exclude_doc) == p ? rtr_part_local(o->exclude_doc) : 0;
+        po.exclude = pex, po.n_exclude = nex;
+        if ((rc = rtr_retriever_neighbours(m->rs[p], q, N, &po, &part.x))) break;
+        for (size_t i = 0; i < N; i++) {
+            nbr_view dst = view_at(&best->x, i, k), src = view_at(&part.x, i, k);
+            for (uint32_t j = 0; j < k; j++) {
+                if (src.ids[j] >= 0) src.ids[j] = (int64_t)rtr_part_id(p, (uint64_t)src.ids[j]);
+                nbr_insert(&dst, &src, j, k);
+            }
+        }
+    }
+    nbr_free(&part);
+    rtr_free(pself);
+    rtr_free(pex);
+    return rc;
+}
+
+int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rtr_nbr_opts *o, const rtr_nbrs *out) {
+    rtr_comm *c = rtr_parts_comm(m->ps);
+    int size = rtr_comm_size(c), rank = rtr_comm_rank(c), rc = RTR_OK;
+    uint32_t k = o->k;
+    int mode = o->mode == RTR_SEARCH_DEFAULT ? RTR_SEARCH_VECTOR : o->mode;
+    if (rtr_parts_split(m->ps) && mode != RTR_SEARCH_VECTOR)
+        rc = rtr_seterr(RTR_E_INVALID, "%s: neighbours over partitions are the vector ones; %s neighbours are not merged "
+                        "across partitions yet", rtr_parts_dir(m->ps), mode == RTR_SEARCH_LEXICAL ? "lexical" : "hybrid");
+    if (!rc && (k == 0 || k > 4096)) rc = rtr_seterr(RTR_E_INVALID, "k must be 1..4096");
+    if (!rc && !o->align && (out->aligned || out->shifts))
+        rc = rtr_seterr(RTR_E_INVALID, "aligned neighbours need a minimum run (align > 0)");
+    /* every rank's queries, in rank order: counts, then the chunks and their documents */
+    uint64_t *cnt = rtr_calloc((size_t)size, sizeof *cnt);
+    size_t *offs = rtr_calloc((size_t)size + 1, sizeof *offs);
+    if (!rc && (!cnt || !offs)) rc = RTR_E_NOMEM;
+    if (!rc) cnt[rank] = n;
+    rc = rtr_comm_agree(c, rc);
+    if (!rc) rc = rtr_comm_sum_u64(c, cnt, (size_t)size);
+    size_t N = 0;
+    for (int r = 0; !rc && r < size; r++) offs[r] = N, N += (size_t)cnt[r];
+    if (offs) offs[size] = N;
+    int32_t *q = rc ? NULL : rtr_malloc((N + 1) * RTR_CHUNK_TOKENS * sizeof *q);
+    uint64_t *self = rc ? NULL : rtr_calloc(N + 1, sizeof *self);
+    if (!rc && (!q || !self)) rc = RTR_E_NOMEM;
+    if (!rc) {
+        memcpy(q + offs[rank] * RTR_CHUNK_TOKENS, chunks, n * RTR_CHUNK_TOKENS * sizeof *q);
+        if (o->self_doc) memcpy(self + offs[rank], o->self_doc, n * sizeof *self);
+    }
+    rc = rtr_comm_agree(c, rc);
+    if (!rc) rc = rtr_comm_allgather_ranges(c, q, RTR_CHUNK_TOKENS * sizeof *q, offs);
+    if (!rc) rc = rtr_comm_allgather_ranges(c, self, sizeof *self, offs);
+    /* this rank's partitions' best for all of them */
+    nbr_buf best = {0};
+    if (!rc) rc = nbr_alloc(&best, N, k, out);
+    if (!rc) rc = local_neighbours(m, q, o->self_doc ? self : NULL, N, o, out, &best);
+    rc = rtr_comm_agree(c, rc);
+    /* each rank's queries' candidates to it, from every rank; it keeps the best k */
+    nbr_buf mine = {0};
+    if (!rc) rc = nbr_alloc(&mine, n, k, out);
+    size_t per = nbr_bytes(k, out);
+    rtr_buf send = {0};
+    for (int owner = 0; owner < size && !rc; owner++) {
+        send.len = 0;
+        int e = rtr_buf_reserve(&send, (offs[owner + 1] - offs[owner]) * per);
+        for (size_t i = offs[owner]; !e && i < offs[owner + 1]; i++) {
+            nbr_view v = view_at(&best.x, i, k);
+            nbr_put(&v, k, &send);
+        }
+        uint8_t *all;
+        size_t *lens;
+        if ((rc = rtr_comm_gather_agreed(c, e, send.data, send.len, owner, &all, &lens))) break;
+        for (int r = 0; owner == rank && r < size; r++) {
+            RTR_ASSERT(lens[r] == n * per);
+            size_t at = 0;
+            for (int s = 0; s < r; s++) at += lens[s];
+            for (size_t i = 0; i < n; i++) {
+                nbr_view src = nbr_get(all + at + i * per, k, out), dst = view_at(&mine.x, i, k);
+                for (uint32_t j = 0; j < k; j++) nbr_insert(&dst, &src, j, k);
+            }
+        }
+        rtr_free(all);
+        rtr_free(lens);
+    }
+    if (!rc) {   /* into the caller's arrays */
+        memcpy(out->ids, mine.x.ids, n * k * sizeof *out->ids);
+        if (out->dist) memcpy(out->dist, mine.x.dist, n * k * sizeof *out->dist);
+        if (out->tokens) memcpy(out->tokens, mine.x.tokens, n * k * RTR_NBR_TOKENS * sizeof *out->tokens);
+        if (out->aligned) memcpy(out->aligned, mine.x.aligned, n * k * RTR_NBR_TOKENS * sizeof *out->aligned);
+        if (out->shifts) memcpy(out->shifts, mine.x.shifts, n * k * sizeof *out->shifts);
+    }
+    rtr_buf_free(&send);
+    nbr_free(&best);
+    nbr_free(&mine);
+    rtr_free(q);
+    rtr_free(self);
+    rtr_free(cnt);
+    rtr_free(offs);
+    return rc;
+}

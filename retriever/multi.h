@@ -35,6 +35,17 @@ void rtr_multi_close(rtr_multi *m);   /* NULL-safe; ps stays open */
 int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                      rtr_hits *out);
 
+/* The k nearest chunks of each of this rank's n query chunks over every partition, as
+ * rtr_retriever_neighbours gives them over one (its options and outputs; ids, self_doc, exclude_doc
+ * and exclude are the knowledge base's ids). A collective: each rank passes its own queries (n may
+ * differ between ranks, 0 too); every rank's queries are searched in every partition (each rank its
+ * own partitions, the neighbours and their continuations read and aligned where their documents
+ * live), and each query's best k over all partitions, by distance then id, go back to the rank that
+ * asked (one gather to each rank in turn). Over several partitions only the vector neighbours (the
+ * paper's) are merged: lexical and hybrid ones rank by scores that one partition's call does not
+ * return (RTR_E_INVALID). */
+int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rtr_nbr_opts *o, const rtr_nbrs *out);
+
 /* Hits as bytes (docs/formats.md, "Hits between ranks") and back: rtr_hits_pack appends h to out;
  * rtr_hits_unpack appends the hits packed at the start of data to h (and sets h's query counts),
  * every length checked against len (RTR_E_CORRUPT, what naming the source); *used: the bytes they

@@ -229,6 +229,100 @@ static uint64_t file_sum(const char *dir, const char *name) {
     return h;
 }
 
+/* One query's neighbours as (distance, the neighbour's 128 tokens hashed), sorted: what two searches
+ * that break ties between equal distances differently still agree on. */
+typedef struct nb_key {
+    float d;
+    uint64_t h;
+} nb_key;
+static int cmp_nb(const void *a, const void *b) {
+    const nb_key *x = a, *y = b;
+    if (x->d != y->d) return x->d < y->d ? -1 : 1;
+    return x->h < y->h ? -1 : x->h > y->h;
+}
+
+/* Neighbours for the model over partitions (rtr_multi_neighbours): the chunks' vector neighbours
+ * over all three partitions are the plain knowledge base's (same distances, same tokens), never from
+ * the query's own document, and their ids name the partitions they came from. */
+static void test_neighbours(void **state) {
+    (void)state;
+    enum { NQ = 40, K = 4 };
+    rtr_parts *pp = NULL, *ps = NULL;
+    rtr_multi *mp = NULL, *ms = NULL;
+    assert_int_equal(rtr_parts_open(g_plain, 0, 0, NULL, rtr_comm_world(), &pp), RTR_OK);
+    assert_int_equal(rtr_parts_open(g_split, 0, 0, NULL, rtr_comm_world(), &ps), RTR_OK);
+    assert_int_equal(rtr_multi_open(pp, NULL, &mp), RTR_OK);
+    assert_int_equal(rtr_multi_open(ps, NULL, &ms), RTR_OK);
+    /* queries: chunks of the plain store, each with its document; the same document in the split one */
+    int32_t q[NQ * RTR_CHUNK_TOKENS];
+    uint64_t self_plain[NQ], self_split[NQ];
+    char *paths[NQ];
+    rtr_store_txn *t;
+    assert_int_equal(rtr_store_read_begin(rtr_kb_store(rtr_parts_kb(pp, 0)), &t), RTR_OK);
+    for (int i = 0; i < NQ; i++) {
+        rtr_chunk c;
+        assert_int_equal(rtr_store_get_chunk(t, (uint64_t)(1 + i * 173), &c), RTR_OK);
+        for (int j = 0; j < RTR_CHUNK_TOKENS; j++) q[i * RTR_CHUNK_TOKENS + j] = j < (int)c.n_tokens ? (int32_t)c.tokens[j] : -1;
+        self_plain[i] = c.doc_id;
+        rtr_doc d;
+        assert_int_equal(rtr_store_get_doc(t, c.doc_id, &d), RTR_OK);
+        paths[i] = strndup(d.path, d.path_len);
+    }
+    rtr_store_txn_end(t);
+    for (int i = 0; i < NQ; i++) {   /* the split knowledge base's id of the same document: its file's one */
+        uint32_t p = rtr_part_of_path(paths[i], P);
+        rtr_store_txn *pt;
+        assert_int_equal(rtr_store_read_begin(rtr_kb_store(rtr_parts_kb(ps, p)), &pt), RTR_OK);
+        uint64_t *ids = NULL;
+        size_t nd = 0;
+        assert_int_equal(rtr_store_file_docs(pt, paths[i], &ids, &nd), RTR_OK);
+        assert_int_equal(nd, 1);
+        self_split[i] = rtr_part_id(p, ids[0]);
+        rtr_free(ids);
+        rtr_store_txn_end(pt);
+    }
+    int64_t ida[NQ * K], idb[NQ * K];
+    float da[NQ * K], db[NQ * K];
+    static int32_t ta[NQ * K * RTR_NBR_TOKENS], tb[NQ * K * RTR_NBR_TOKENS];
+    rtr_nbr_opts oa = {.k = K, .self_doc = self_plain}, ob = {.k = K, .self_doc = self_split};
+    rtr_nbrs na = {ida, da, ta, NULL, NULL}, nb = {idb, db, tb, NULL, NULL};
+    assert_int_equal(rtr_multi_neighbours(mp, q, NQ, &oa, &na), RTR_OK);
+    assert_int_equal(rtr_multi_neighbours(ms, q, NQ, &ob, &nb), RTR_OK);
+    for (int i = 0; i < NQ; i++) {
+        nb_key ka[K], kb[K];
+        for (int j = 0; j < K; j++) {
+            int x = i * K + j;
+            assert_true(idb[x] >= 0);
+            assert_true(j == 0 || db[x] >= db[x - 1]);
+            ka[j] = (nb_key){da[x], XXH3_64bits(ta + (size_t)x * RTR_NBR_TOKENS, RTR_NBR_TOKENS * 4)};
+            kb[j] = (nb_key){db[x], XXH3_64bits(tb + (size_t)x * RTR_NBR_TOKENS, RTR_NBR_TOKENS * 4)};
+            rtr_chunk c;   /* the neighbour is in the partition its id names, and not the query's document */
+            rtr_store_txn *pt;
+            assert_int_equal(rtr_store_read_begin(rtr_kb_store(rtr_parts_kb(ps, rtr_part_of_id((uint64_t)idb[x]))), &pt), RTR_OK);
+            assert_int_equal(rtr_store_get_chunk(pt, rtr_part_local((uint64_t)idb[x]), &c), RTR_OK);
+            assert_int_equal(c.tokens[0], (uint32_t)tb[(size_t)x * RTR_NBR_TOKENS]);
+            assert_true(rtr_part_id(rtr_part_of_id((uint64_t)idb[x]), c.doc_id) != self_split[i]);
+            rtr_store_txn_end(pt);
+        }
+        qsort(ka, K, sizeof *ka, cmp_nb);
+        qsort(kb, K, sizeof *kb, cmp_nb);
+        for (int j = 0; j < K; j++) {
+            assert_float_equal(ka[j].d, kb[j].d, 1e-5);
+            if (j + 1 < K && fabsf(ka[j + 1].d - ka[j].d) > 1e-5f && (j == 0 || fabsf(ka[j].d - ka[j - 1].d) > 1e-5f))
+                assert_true(ka[j].h == kb[j].h);   /* a distance no other neighbour shares: the same chunk's tokens */
+        }
+        free(paths[i]);
+    }
+    /* lexical neighbours are not merged across partitions (yet): a clear refusal */
+    rtr_nbr_opts ol = {.k = K, .mode = RTR_SEARCH_LEXICAL};
+    assert_int_equal(rtr_multi_neighbours(ms, q, NQ, &ol, &nb), RTR_E_INVALID);
+    assert_non_null(strstr(rtr_errdetail(), "partitions"));
+    rtr_multi_close(mp);
+    rtr_multi_close(ms);
+    rtr_parts_close(pp);
+    rtr_parts_close(ps);
+}
+
 /* Adding documents later: only their chunks are embedded, into their partitions, with the trained
  * state kept (no retraining); every partition records the embedder the knowledge base trained. */
 static void test_incremental(void **state) {
@@ -341,6 +435,7 @@ static void test_pack(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_part_of_path), cmocka_unit_test(test_add),         cmocka_unit_test(test_build_and_search),
+        cmocka_unit_test(test_neighbours),
         cmocka_unit_test(test_incremental),  cmocka_unit_test(test_trained_ivf), cmocka_unit_test(test_pack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -6,6 +6,8 @@
 #     on a sample gathered from the ranks) and writes the same index files as one process;
 #   - `mpirun -np N retro search`, N = 2..5 (5: a rank without a partition), prints exactly what one
 #     process prints, in every mode, with exclusions and continuations;
+#   - the model's neighbours over partitions (rtr_multi_neighbours), each rank asking for its own
+#     queries, are one process's;
 #   - `mpirun -np 2 retro train` (data parallel: each rank a share of every batch, gradients summed)
 #     logs the losses of one process within float rounding; killed after a checkpoint and resumed
 #     under mpirun, it ends with the weights of a run never interrupted; `mpirun -np 3 retro eval`
@@ -70,6 +72,17 @@ echo "$q" | mpi 2 "$RETRO" search one - -k 3 --json > stdin.json
 head -3 want.json > /dev/null
 [ "$(wc -l < stdin.json)" = 3 ] || fail "search: a query on standard input (rank 0 reads it)"
 ok "mpirun -np 2, 3 and 5 search prints what one process prints (vector, lexical, hybrid)"
+
+# --- neighbours for the model over partitions ----------------------------------------------------
+nbrs=${RETRO_BUILD_DIR:-$(dirname "$RETRO")}/tests/mpi_neighbours
+"$nbrs" one 40 3 n1 && cat n1.* | sort -n -k1,1 -k2,2 > n1.txt
+[ "$(wc -l < n1.txt)" = 120 ] || fail "neighbours: 40 queries of 3 expected"
+[ "$(awk '$3 >= 1099511627776' n1.txt | wc -l)" -gt 0 ] || fail "neighbours: none from another partition than 0"
+for n in 2 3; do
+    mpi "$n" "$nbrs" one 40 3 "n$n" && cat "n$n".* | sort -n -k1,1 -k2,2 > "n$n.txt"
+    cmp -s n1.txt "n$n.txt" || fail "neighbours: $n ranks do not find one process's"
+done
+ok "neighbours over partitions asked for by 2 and 3 ranks: one process's ids, distances and tokens"
 
 # --- train and eval (a plain knowledge base, read by every rank) ----------------------------------
 mkdir -p few && cp $(ls docs/*.txt | head -12) few/
