@@ -23,7 +23,9 @@ typedef struct rtr_api_held {
 } rtr_api_held;
 
 struct retro_kb {
-    rtr_kb *kb;
+    rtr_kb *kb;            /* NULL for a knowledge base of partitions (ps) */
+    struct rtr_parts *ps;  /* a knowledge base of partitions, opened to read: what reads partitions works on it
+                            * (retro_train); every other call says so (rtr_api_plain) */
     pthread_mutex_t wmu;   /* writers (add, remove, build) one at a time */
     pthread_mutex_t rmu;   /* guards cur and the references */
     pthread_mutex_t smu;   /* one search at a time inside the index and the embedder */
@@ -34,6 +36,10 @@ struct retro_model {
     rtr_loaded_model lm;
     int max_B;
 };
+
+/* RTR_OK for a knowledge base of one partition; for one of partitions, RTR_E_INVALID naming what
+ * (a call) does not read partitions yet. */
+int rtr_api_plain(const retro_kb *kb, const char *what);
 
 /* A reference to kb's current retriever (opened now if it is not yet);
  * every success is paired with rtr_api_release. */

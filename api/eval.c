@@ -243,6 +243,8 @@ static int reduce_ranks(ev *e, rtr_comm *comm) {
 }
 
 int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval_opts *o, retro_eval_result *out) {
+    int plain_ = rtr_api_plain(kb, "evaluation");
+    if (plain_) return plain_;
     memset(out, 0, sizeof *out);
     if (n < 1 || n > MAX_MODELS) return rtr_seterr(RTR_E_INVALID, "eval: 1 to %d models", MAX_MODELS);
     if (o->n_min_scores < 0 || o->n_min_scores > 8) return rtr_seterr(RTR_E_INVALID, "eval: at most 8 minimum scores");

@@ -7,6 +7,7 @@
 #include "api/api_int.h"
 #include "index/build.h"
 #include "index/ingest.h"
+#include "index/parts.h"
 #include "lib/alloc.h"
 #include "lib/status.h"
 
@@ -39,6 +40,10 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
     unsigned f = (flags & RETRO_KB_WRITE ? RTR_KB_WRITE : 0) | (flags & RETRO_KB_CREATE ? RTR_KB_CREATE : 0);
     if (f & RTR_KB_CREATE) rc = rtr_tokenizer_load(tokenizer ? tokenizer : retro_default_tokenizer(), &tok);
     if (!rc) rc = rtr_kb_open(dir, f, tok, NULL, &k->kb);
+    /* a knowledge base of partitions, to read: on every rank of the job (lib/comm.h) */
+    uint32_t parts = 0;
+    if (rc == RTR_E_INVALID && !f && rtr_parts_probe(dir, &parts) == RTR_OK && parts > 1)
+        rc = rtr_parts_open(dir, 0, 0, NULL, rtr_comm_world(), &k->ps);
     rtr_tokenizer_free(tok);
     if (rc) {
         pthread_mutex_destroy(&k->wmu);
@@ -59,10 +64,18 @@ void retro_kb_close(retro_kb *kb) {
         rtr_free(kb->cur);
     }
     rtr_kb_close(kb->kb);
+    rtr_parts_close(kb->ps);
     pthread_mutex_destroy(&kb->wmu);
     pthread_mutex_destroy(&kb->rmu);
     pthread_mutex_destroy(&kb->smu);
     rtr_free(kb);
+}
+
+int rtr_api_plain(const retro_kb *kb, const char *what) {
+    if (kb->kb) return RTR_OK;
+    return rtr_seterr(RTR_E_INVALID, "%s: a knowledge base of %u partitions: %s reads one of them only for now "
+                      "(%s/part-0000); retro index add, index build, search and train read them all",
+                      rtr_parts_dir(kb->ps), rtr_parts_count(kb->ps), what, rtr_parts_dir(kb->ps));
 }
 
 static int held_open(retro_kb *kb, rtr_api_held **out) {
@@ -86,6 +99,8 @@ static void held_unref(rtr_api_held *h) {   /* under rmu */
 
 int rtr_api_acquire(retro_kb *kb, rtr_api_held **out) {
     *out = NULL;
+    int plain = rtr_api_plain(kb, "retrieval through the library");
+    if (plain) return plain;
     pthread_mutex_lock(&kb->rmu);
     if (!kb->cur) {   /* the first user opens it: not while a build switches the files */
         pthread_mutex_unlock(&kb->rmu);
@@ -132,6 +147,8 @@ static void add_report(const rtr_ingest_report *r, retro_add_report *rep) {
 }
 
 int retro_kb_add(retro_kb *kb, const char *const *paths, size_t n, retro_add_report *rep) {
+    int plain_ = rtr_api_plain(kb, "adding files through the library");
+    if (plain_) return plain_;
     rtr_ingest_opts o = {0};
     rtr_ingest_report r;
     pthread_mutex_lock(&kb->wmu);
@@ -143,6 +160,8 @@ int retro_kb_add(retro_kb *kb, const char *const *paths, size_t n, retro_add_rep
 }
 
 int retro_kb_add_texts(retro_kb *kb, const retro_text *docs, size_t n, uint64_t *ids, retro_add_report *rep) {
+    int plain_ = rtr_api_plain(kb, "adding texts");
+    if (plain_) return plain_;
     if (n > 4096) return rtr_seterr(RTR_E_INVALID, "add: at most 4096 texts a call");
     rtr_mem_file *f = rtr_calloc(n ? n : 1, sizeof *f);
     if (!f) return RTR_E_NOMEM;
@@ -172,6 +191,8 @@ int retro_kb_add_texts(retro_kb *kb, const retro_text *docs, size_t n, uint64_t 
 }
 
 int retro_kb_remove(retro_kb *kb, const char *const *paths, size_t n, uint64_t *docs_removed) {
+    int plain_ = rtr_api_plain(kb, "removing files");
+    if (plain_) return plain_;
     uint64_t files = 0, docs = 0;
     pthread_mutex_lock(&kb->wmu);
     int rc = rtr_kb_remove(kb->kb, paths, n, &files, &docs);
@@ -181,6 +202,8 @@ int retro_kb_remove(retro_kb *kb, const char *const *paths, size_t n, uint64_t *
 }
 
 int retro_kb_remove_docs(retro_kb *kb, const uint64_t *ids, size_t n, uint64_t *docs_removed) {
+    int plain_ = rtr_api_plain(kb, "removing documents");
+    if (plain_) return plain_;
     uint64_t files = 0, docs = 0;
     pthread_mutex_lock(&kb->wmu);
     int rc = rtr_kb_remove_docs(kb->kb, ids, n, &files, &docs);
@@ -190,6 +213,8 @@ int retro_kb_remove_docs(retro_kb *kb, const uint64_t *ids, size_t n, uint64_t *
 }
 
 int retro_kb_build(retro_kb *kb, retro_build_report *rep) {
+    int plain_ = rtr_api_plain(kb, "building through the library");
+    if (plain_) return plain_;
     rtr_build_opts o = {0};
     rtr_build_report r;
     memset(&r, 0, sizeof r);
@@ -209,6 +234,8 @@ int retro_kb_build(retro_kb *kb, retro_build_report *rep) {
 }
 
 int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out) {
+    int plain_ = rtr_api_plain(kb, "statistics");
+    if (plain_) return plain_;
     memset(out, 0, sizeof *out);
     rtr_store_txn *t;
     int rc = rtr_store_read_begin(rtr_kb_store(kb->kb), &t);
@@ -226,6 +253,8 @@ int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out) {
 }
 
 int retro_kb_warm(retro_kb *kb, uint64_t *bytes) {
+    int plain_ = rtr_api_plain(kb, "warming");
+    if (plain_) return plain_;
     if (bytes) *bytes = 0;
     rtr_api_held *held;
     int rc = rtr_api_acquire(kb, &held);
@@ -283,6 +312,8 @@ static int doc_info(const rtr_doc *d, retro_doc_info *o) {
 }
 
 int retro_kb_docs(retro_kb *kb, uint64_t after, size_t limit, retro_doc_info **docs, size_t *n) {
+    int plain_ = rtr_api_plain(kb, "listing documents");
+    if (plain_) return plain_;
     *docs = NULL;
     *n = 0;
     if (limit < 1 || limit > 10000) return rtr_seterr(RTR_E_INVALID, "documents: a page of 1 to 10000");
@@ -310,6 +341,8 @@ int retro_kb_docs(retro_kb *kb, uint64_t after, size_t limit, retro_doc_info **d
 }
 
 int retro_kb_doc_get(retro_kb *kb, uint64_t id, retro_doc_info **doc, char **text, size_t *len) {
+    int plain_ = rtr_api_plain(kb, "reading a document");
+    if (plain_) return plain_;
     *doc = NULL;
     if (text) *text = NULL;
     if (len) *len = 0;
@@ -382,6 +415,8 @@ static int search_held(rtr_retriever *r, const char *query, size_t len, const re
 }
 
 int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
+    int plain_ = rtr_api_plain(kb, "search through the library");
+    if (plain_) return plain_;
     memset(out, 0, sizeof *out);
     retro_search_opts none = {0};
     if (!o) o = &none;
@@ -398,6 +433,8 @@ int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search
 
 int retro_kb_embed(retro_kb *kb, const char *const *texts, const size_t *lens, size_t n, float **vectors,
                    uint32_t *dim) {
+    int plain_ = rtr_api_plain(kb, "embedding");
+    if (plain_) return plain_;
     *vectors = NULL;
     *dim = 0;
     if (n == 0 || n > 2048) return rtr_seterr(RTR_E_INVALID, "embeddings: 1 to 2048 inputs");

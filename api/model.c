@@ -92,6 +92,8 @@ void retro_free(void *p) { rtr_free(p); }
 
 /* RTR_E_MISMATCH unless kb's chunks are in m's tokens. */
 static int same_tokenizer(const retro_model *m, retro_kb *kb) {
+    int plain = rtr_api_plain(kb, "generation and answers");
+    if (plain) return plain;
     if (!strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb))) return RTR_OK;
     return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
                       rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);

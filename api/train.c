@@ -12,7 +12,9 @@
 #include "lib/io.h"
 #include "lib/status.h"
 #include "model/train.h"
+#include "index/parts.h"
 #include "retriever/dataset.h"
+#include "retriever/multi.h"
 
 static const char *const MODE_NAMES[] = {"retro", "baseline", "fit"};
 
@@ -205,7 +207,13 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
         return rtr_seterr(RTR_E_INVALID, "train: a model without cross-attention is a baseline");
     if (o->retriever < RETRO_SEARCH_DEFAULT || o->retriever > RETRO_SEARCH_HYBRID)
         return rtr_seterr(RTR_E_INVALID, "train: retriever %d is not vector, lexical or hybrid", o->retriever);
+    /* a knowledge base, or one of partitions (index/parts.h): its tokenizer, hash and directory */
     rtr_kb *kb = k->kb;
+    const char *kb_dir = kb ? rtr_kb_dir(kb) : rtr_parts_dir(k->ps);
+    char kb_hash[33];
+    if (kb) snprintf(kb_hash, sizeof kb_hash, "%s", rtr_kb_tokenizer_hash(kb));
+    else rtr_tokenizer_hash(rtr_parts_tokenizer(k->ps), kb_hash);
+    rtr_multi *multi = NULL;   /* the partitions' retrievers */
     run *r = rtr_calloc(1, sizeof *r);
     if (!r) return RTR_E_NOMEM;
     run_settings(o, r);
@@ -216,7 +224,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     rtr_safetensors *st = NULL;
     FILE *log = NULL;
     char *path = NULL;
-    const rtr_tokenizer *tok = rtr_kb_tokenizer(kb);
+    const rtr_tokenizer *tok = kb ? rtr_kb_tokenizer(kb) : rtr_parts_tokenizer(k->ps);
     rtr_model_config cfg;
     model_config(o, (int)rtr_tokenizer_vocab_size(tok), &cfg);
     int rc = RTR_OK;
@@ -232,9 +240,8 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
         if (!rc) rc = rtr_ckpt_from_st(st, path, r->to.B, 0, 1, &m);
         if (rc) goto done;
         const char *mm = rtr_st_meta(st, "mode"), *th = rtr_st_meta(st, "tokenizer");
-        if (th && strcmp(th, rtr_kb_tokenizer_hash(kb))) {
-            rc = rtr_seterr(RTR_E_MISMATCH, "%s: trained with tokenizer %s, %s has %s", o->out_dir, th, rtr_kb_dir(kb),
-                            rtr_kb_tokenizer_hash(kb));
+        if (th && strcmp(th, kb_hash)) {
+            rc = rtr_seterr(RTR_E_MISMATCH, "%s: trained with tokenizer %s, %s has %s", o->out_dir, th, kb_dir, kb_hash);
             goto done;
         }
         if (mm) mode = !strcmp(mm, "baseline") ? RETRO_TRAIN_BASELINE : !strcmp(mm, "fit") ? RETRO_TRAIN_FIT
@@ -246,7 +253,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     if ((rc = check_settings(r))) goto done;
     if (cfg.V != (int)rtr_tokenizer_vocab_size(tok)) {
         rc = rtr_seterr(RTR_E_MISMATCH, "the model's vocabulary (%d) is not the tokenizer's of %s (%u)", cfg.V,
-                        rtr_kb_dir(kb), rtr_tokenizer_vocab_size(tok));
+                        kb_dir, rtr_tokenizer_vocab_size(tok));
         goto done;
     }
     if (!o->resume) {
@@ -263,8 +270,10 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     r->to.retrieval = mode != RETRO_TRAIN_BASELINE;
 
     /* the data */
-    if (r->to.retrieval && (rc = rtr_api_acquire(k, &held))) goto done;
+    if (kb && r->to.retrieval && (rc = rtr_api_acquire(k, &held))) goto done;
+    if (!kb && r->to.retrieval && (rc = rtr_multi_open(k->ps, NULL, &multi))) goto done;
     if (held && !retriever) retriever = rtr_retriever_default_mode(held->r);   /* the knowledge base's setting */
+    if (multi && !retriever) retriever = RTR_SEARCH_VECTOR;   /* over partitions: the vector neighbours */
     r->dopt.retriever = retriever;
     r->dopt.T = cfg.T;
     r->dopt.K = r->to.retrieval ? cfg.K : 0;
@@ -276,7 +285,8 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     int rank0 = rtr_comm_rank(comm) == 0;
     r->dopt.progress = o->progress && rank0;
     r->dopt.comm = comm;
-    if ((rc = rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds))) goto done;
+    rc = kb ? rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds) : rtr_dataset_build_parts(k->ps, multi, &r->dopt, &ds);
+    if (rc) goto done;
     rtr_train_source src = {ds, rtr_dataset_sequences(ds, RTR_SPLIT_TRAIN), rtr_dataset_sequences(ds, RTR_SPLIT_VAL),
                             rtr_dataset_get, rtr_dataset_at_step};
     const char *rname = r->to.retrieval ? rtr_ckpt_retriever_name(retriever) : NULL;
@@ -301,7 +311,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     if ((rc = rtr_comm_agree(comm, rc))) goto done;
     char sv[N_SETTINGS][40];
     /* the retriever (model/ckpt.h) is the model's, not only the run's: evaluation and generation read it */
-    const char *kv[2 * (N_SETTINGS + 3)] = {"tokenizer", rtr_kb_tokenizer_hash(kb), "mode", MODE_NAMES[mode]};
+    const char *kv[2 * (N_SETTINGS + 3)] = {"tokenizer", kb_hash, "mode", MODE_NAMES[mode]};
     settings_meta(r, sv, kv + 4);
     kv[2 * (N_SETTINGS + 2)] = "retriever";
     kv[2 * (N_SETTINGS + 2) + 1] = rname;
@@ -324,6 +334,7 @@ done:
     rtr_model_free(base);
     rtr_dataset_free(ds);
     rtr_api_release(k, held);
+    rtr_multi_close(multi);
     rtr_free(r);
     return rc;
 }

@@ -200,6 +200,14 @@ static int open_parts(rtr_parts *ps, unsigned flags) {
     return rc;
 }
 
+int rtr_parts_probe(const char *dir, uint32_t *count) {
+    rtr_parts probe = {.dir = (char *)dir};
+    int rc = read_top(&probe);
+    *count = rc ? 0 : probe.count;
+    json_decref(probe.manifest);
+    return rc;
+}
+
 int rtr_parts_open(const char *dir, unsigned flags, uint32_t count, const rtr_tokenizer *tok, rtr_comm *c,
                    rtr_parts **out) {
     *out = NULL;
@@ -222,6 +230,14 @@ int rtr_parts_open(const char *dir, unsigned flags, uint32_t count, const rtr_to
     }
     *out = ps;
     return RTR_OK;
+}
+
+int rtr_parts_open_one(const rtr_parts *ps, uint32_t p, rtr_kb **out) {
+    RTR_ASSERT(p < ps->count);
+    char *d = ps->split ? part_dir(ps->dir, p) : rtr_strdup(ps->dir);
+    int rc = d ? rtr_kb_open(d, 0, NULL, NULL, out) : RTR_E_NOMEM;
+    rtr_free(d);
+    return rc;
 }
 
 void rtr_parts_close(rtr_parts *ps) {

@@ -50,6 +50,10 @@ uint32_t rtr_part_of_path(const char *path, uint32_t count);
 
 typedef struct rtr_parts rtr_parts;
 
+/* The partitions dir's manifest names (1: a plain knowledge base) into *count, without opening
+ * anything else. rtr_kb_open's errors for a directory that is not a knowledge base. */
+int rtr_parts_probe(const char *dir, uint32_t *count);
+
 /* Opens (RTR_KB_CREATE: creates, on rank 0, with tok and count partitions; count 0 = one per rank)
  * the knowledge base in dir and, on each rank, the partitions it works on; flags as rtr_kb_open's
  * (RTR_KB_WRITE locks each partition opened, and KB/lock on rank 0). count > 0 for one that exists
@@ -65,6 +69,9 @@ const char *rtr_parts_dir(const rtr_parts *ps);
 rtr_comm *rtr_parts_comm(rtr_parts *ps);
 /* Partition p opened by this rank, NULL if another rank works on it (p < count). Owned by ps. */
 rtr_kb *rtr_parts_kb(rtr_parts *ps, uint32_t p);
+/* Partition p opened read-only on its own (*out: the caller's, rtr_kb_close), whichever rank works on
+ * it: what every rank reads of every partition (a training set). */
+int rtr_parts_open_one(const rtr_parts *ps, uint32_t p, rtr_kb **out);
 /* The tokenizer of every partition (owned by ps; on every rank). */
 const rtr_tokenizer *rtr_parts_tokenizer(rtr_parts *ps);
 /* RTR_E_MISMATCH (both hashes in the detail) if tok is not the knowledge base's tokenizer. */

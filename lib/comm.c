@@ -28,11 +28,13 @@ void rtr_comm_stats(const rtr_comm *c, uint64_t *calls, uint64_t *sent) {
     *sent = c->sent;
 }
 
+#ifdef RETRO_HAVE_MPI
 /* A collective in which this rank gives n bytes (a root's broadcast counts once per other rank). */
 static void count(rtr_comm *c, uint64_t n) {
     c->calls++;
     c->sent += n;
 }
+#endif
 
 rtr_comm *rtr_comm_world(void) { return &world; }
 int rtr_comm_rank(const rtr_comm *c) { return c->rank; }

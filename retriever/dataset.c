@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "index/kb.h"
+#include "index/parts.h"
 #include "index/store.h"
 #include "lib/alloc.h"
 #include "lib/progress.h"
@@ -49,7 +50,9 @@ static int grow(split *s) {
     return RTR_OK;
 }
 
-static int load_chunks(rtr_dataset *ds, rtr_kb *kb, double val_frac) {
+/* kb's documents (partition part of a knowledge base of partitions: their ids made the knowledge
+ * base's, index/parts.h) appended to the splits. */
+static int load_chunks(rtr_dataset *ds, rtr_kb *kb, uint32_t part, double val_frac) {
     rtr_store_txn *t = NULL;
     int rc = rtr_store_read_begin(rtr_kb_store(kb), &t);
     if (rc) return rc;
@@ -75,7 +78,7 @@ static int load_chunks(rtr_dataset *ds, rtr_kb *kb, double val_frac) {
                                                     " outside the vocabulary", rtr_kb_dir(kb), tk[i], ch.id);
             s->next[s->n_chunks] = ds->eod;
             if (c > 0) s->next[s->n_chunks - 1] = tk[0];
-            s->doc[s->n_chunks] = d.id;
+            s->doc[s->n_chunks] = rtr_part_id(part, d.id);
             s->n_chunks++;
             s->n_tokens += ch.n_tokens;
         }
@@ -85,13 +88,22 @@ static int load_chunks(rtr_dataset *ds, rtr_kb *kb, double val_frac) {
     return rc;
 }
 
-static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double val_frac, int retriever,
+/* Where the neighbours come from: one knowledge base's retriever, or every partition's (multi.h, a
+ * collective that every rank calls as often as the others). */
+typedef struct nbr_source {
+    rtr_retriever *r;
+    rtr_multi *m;
+} nbr_source;
+
+static int source_neighbours(const nbr_source *src, const int32_t *chunks, size_t n, const rtr_nbr_opts *o,
+                             const rtr_nbrs *out) {
+    return src->m ? rtr_multi_neighbours(src->m, chunks, n, o, out) : rtr_retriever_neighbours(src->r, chunks, n, o, out);
+}
+
+/* ex (n_ex, ascending): the validation documents, never neighbours. */
+static int find_neighbours(rtr_dataset *ds, const nbr_source *src, const uint64_t *ex, size_t n_ex, int retriever,
                            int progress, rtr_comm *comm) {
-    /* validation documents are never neighbours */
-    uint64_t *ex = NULL;
-    size_t n_ex = 0;
-    int rc = rtr_dataset_val_docs(kb, val_frac, &ex, &n_ex);
-    int64_t *ids = rc ? NULL : rtr_malloc((size_t)QUERY_BATCH * ds->K * sizeof *ids);
+    int rc = RTR_OK;    int64_t *ids = rc ? NULL : rtr_malloc((size_t)QUERY_BATCH * ds->K * sizeof *ids);
     if (!rc && !ids) rc = rtr_seterr(RTR_E_NOMEM, "dataset: out of memory for neighbours");
     int rank = comm ? rtr_comm_rank(comm) : 0, size = comm ? rtr_comm_size(comm) : 1;
     size_t *offs = rtr_calloc((size_t)size + 1, sizeof *offs);
@@ -108,12 +120,16 @@ static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double
                             s->n_chunks);
         rtr_nbr_opts no = {.k = (uint32_t)ds->K, .exclude = ex, .n_exclude = n_ex, .align = ds->align,
                            .mode = retriever};
-        for (int64_t lo = (int64_t)mine[sp][0]; !rc && lo < (int64_t)mine[sp][1]; lo += QUERY_BATCH) {
-            size_t n = (size_t)((int64_t)mine[sp][1] - lo < QUERY_BATCH ? (int64_t)mine[sp][1] - lo : QUERY_BATCH);
+        /* as many calls on every rank (the partitions' search is a collective): the largest share's */
+        uint64_t most = ((uint64_t)s->n_chunks + (uint64_t)size - 1) / (uint64_t)size;
+        for (uint64_t b = 0; !rc && b * QUERY_BATCH < (src->m ? most : mine[sp][1] - mine[sp][0]); b++) {
+            int64_t lo = (int64_t)(mine[sp][0] + b * QUERY_BATCH);
+            size_t n = lo < (int64_t)mine[sp][1] ? (size_t)((int64_t)mine[sp][1] - lo < QUERY_BATCH ? (int64_t)mine[sp][1] - lo : QUERY_BATCH) : 0;
+            if (!n) lo = (int64_t)mine[sp][1];   /* a call for no queries: its share is done */
             int32_t *dst = s->nbr + (size_t)lo * ds->K * RTR_NBR_TOKENS;
             rtr_nbrs out = {.ids = ids, .tokens = ds->align ? NULL : dst, .aligned = ds->align ? dst : NULL};
             no.self_doc = s->doc + lo;
-            rc = rtr_retriever_neighbours(r, s->tok + (size_t)lo * RTR_CHUNK_TOKENS, n, &no, &out);
+            rc = source_neighbours(src, s->tok + (size_t)lo * RTR_CHUNK_TOKENS, n, &no, &out);
             done += n;
             rtr_progress_update(&pr, done, NULL);
         }
@@ -129,7 +145,6 @@ static int find_neighbours(rtr_dataset *ds, rtr_kb *kb, rtr_retriever *r, double
     }
     rtr_progress_finish(&pr);
     rtr_free(offs);
-    rtr_free(ex);
     rtr_free(ids);
     return rc;
 }
@@ -222,13 +237,12 @@ int rtr_dataset_get(void *ctx, int sp, int64_t i, int32_t *idx, int32_t *targets
     return RTR_OK;
 }
 
-int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, rtr_dataset **out) {
+static int dataset_new(const rtr_tokenizer *tk, const rtr_dataset_opts *o, rtr_dataset **out) {
     *out = NULL;
     if (o->T < RTR_CHUNK_TOKENS || o->T % RTR_CHUNK_TOKENS)
         return rtr_seterr(RTR_E_INVALID, "the context (%d) must be a multiple of the chunk size %d", o->T, RTR_CHUNK_TOKENS);
     rtr_dataset *ds = rtr_calloc(1, sizeof *ds);
     if (!ds) return rtr_seterr(RTR_E_NOMEM, "dataset: out of memory");
-    const rtr_tokenizer *tk = rtr_kb_tokenizer(kb);
     ds->T = o->T;
     ds->Lc = o->T / RTR_CHUNK_TOKENS;
     ds->K = o->K;
@@ -239,13 +253,67 @@ int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, r
     ds->seed = o->seed;
     ds->V = (int)rtr_tokenizer_vocab_size(tk);
     ds->eod = (int32_t)rtr_tokenizer_eod(tk);
-    ds->tok_bytes = rtr_tokenizer_byte_lengths(tk);
-    int rc = ds->tok_bytes ? RTR_OK : RTR_E_NOMEM;
-    if (!rc) rc = load_chunks(ds, kb, o->val_frac);
-    if (!rc && ds->sp[0].n_chunks == 0)
-        rc = rtr_seterr(RTR_E_INVALID, "%s: no training documents (%" PRId64 " in the validation split)",
-                        rtr_kb_dir(kb), ds->sp[1].n_docs);
-    if (!rc && o->K > 0) rc = find_neighbours(ds, kb, r, o->val_frac, o->retriever, o->progress, o->comm);
+    if (!(ds->tok_bytes = rtr_tokenizer_byte_lengths(tk))) {
+        rtr_free(ds);
+        return RTR_E_NOMEM;
+    }
+    *out = ds;
+    return RTR_OK;
+}
+
+/* The chunks loaded: no training documents is an error; then the neighbours, validation documents
+ * (ex, n_ex) excluded. */
+static int dataset_finish(rtr_dataset *ds, const char *dir, const nbr_source *src, const uint64_t *ex, size_t n_ex,
+                          const rtr_dataset_opts *o) {
+    if (ds->sp[0].n_chunks == 0)
+        return rtr_seterr(RTR_E_INVALID, "%s: no training documents (%" PRId64 " in the validation split)", dir,
+                          ds->sp[1].n_docs);
+    return o->K > 0 ? find_neighbours(ds, src, ex, n_ex, o->retriever, o->progress, o->comm) : RTR_OK;
+}
+
+int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, rtr_dataset **out) {
+    rtr_dataset *ds;
+    uint64_t *ex = NULL;
+    size_t n_ex = 0;
+    int rc = dataset_new(rtr_kb_tokenizer(kb), o, &ds);
+    if (rc) return rc;
+    nbr_source src = {r, NULL};
+    if (!(rc = load_chunks(ds, kb, 0, o->val_frac)) && o->K > 0) rc = rtr_dataset_val_docs(kb, o->val_frac, &ex, &n_ex);
+    if (!rc) rc = dataset_finish(ds, rtr_kb_dir(kb), &src, ex, n_ex, o);
+    rtr_free(ex);
+    if (rc) {
+        rtr_dataset_free(ds);
+        return rc;
+    }
+    *out = ds;
+    return RTR_OK;
+}
+
+int rtr_dataset_build_parts(rtr_parts *ps, rtr_multi *m, const rtr_dataset_opts *o, rtr_dataset **out) {
+    rtr_dataset *ds;
+    uint64_t *ex = NULL;
+    size_t n_ex = 0, cap = 0;
+    int rc = dataset_new(rtr_parts_tokenizer(ps), o, &ds);
+    if (rc) return rc;
+    /* every partition's documents, in partition order, read by every rank (from the directory they share) */
+    for (uint32_t p = 0; p < rtr_parts_count(ps) && !rc; p++) {
+        rtr_kb *kb = rtr_parts_kb(ps, p), *opened = NULL;
+        if (!kb) rc = rtr_parts_open_one(ps, p, &opened), kb = opened;
+        if (!rc) rc = load_chunks(ds, kb, p, o->val_frac);
+        uint64_t *v = NULL;
+        size_t nv = 0;
+        if (!rc && o->K > 0) rc = rtr_dataset_val_docs(kb, o->val_frac, &v, &nv);
+        for (size_t i = 0; i < nv && !rc; i++) {   /* ascending: partition after partition */
+            if ((rc = RTR_GROW(ex, &cap, n_ex + 1))) break;
+            ex[n_ex++] = rtr_part_id(p, v[i]);
+        }
+        rtr_free(v);
+        rtr_kb_close(opened);
+    }
+    nbr_source src = {NULL, m};
+    rc = rtr_comm_agree(o->comm ? o->comm : rtr_parts_comm(ps), rc);
+    if (!rc) rc = dataset_finish(ds, rtr_parts_dir(ps), &src, ex, n_ex, o);
+    rtr_free(ex);
     if (rc) {
         rtr_dataset_free(ds);
         return rc;

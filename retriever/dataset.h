@@ -28,6 +28,7 @@
 
 #include "index/kb.h"
 #include "lib/comm.h"
+#include "retriever/multi.h"
 #include "retriever/retriever.h"
 
 typedef struct rtr_dataset rtr_dataset;
@@ -52,6 +53,11 @@ typedef struct rtr_dataset_opts {
  * (chunks that disagree with their documents, tokens outside the
  * vocabulary), RTR_E_NOMEM, and the retriever's errors. */
 int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, rtr_dataset **out);
+/* The same over the partitions of a knowledge base (index/parts.h): every partition's documents, in
+ * partition order, read by every rank (they share the directory), with the knowledge base's ids;
+ * neighbours from every partition through m (rtr_multi_neighbours: vector neighbours; o->comm must be
+ * the parts' job when m searches on several ranks). A collective. */
+int rtr_dataset_build_parts(rtr_parts *ps, rtr_multi *m, const rtr_dataset_opts *o, rtr_dataset **out);
 void rtr_dataset_free(rtr_dataset *d);   /* NULL-safe */
 
 /* Sequences, chunks, documents and tokens of a split (RTR_SPLIT_TRAIN / _VAL). */

@@ -17,7 +17,10 @@
 #include "index/parts.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
+#include "lib/split.h"
 #include "lib/status.h"
+#include "include/retro.h"
+#include "retriever/dataset.h"
 #include "retriever/multi.h"
 #include "testutil.h"
 
@@ -323,6 +326,55 @@ static void test_neighbours(void **state) {
     rtr_parts_close(ps);
 }
 
+/* The training set over partitions: the plain knowledge base's documents, chunks and tokens in each
+ * split, and every training chunk's neighbours from every partition (never its own document). */
+static void test_dataset(void **state) {
+    (void)state;
+    rtr_parts *pp = NULL, *ps = NULL;
+    rtr_multi *ms = NULL;
+    rtr_retriever *rp = NULL;
+    assert_int_equal(rtr_parts_open(g_plain, 0, 0, NULL, rtr_comm_world(), &pp), RTR_OK);
+    assert_int_equal(rtr_parts_open(g_split, 0, 0, NULL, rtr_comm_world(), &ps), RTR_OK);
+    assert_int_equal(rtr_retriever_open(rtr_parts_kb(pp, 0), NULL, &rp), RTR_OK);
+    assert_int_equal(rtr_multi_open(ps, NULL, &ms), RTR_OK);
+    rtr_dataset_opts o = {.T = 128, .K = 2, .val_frac = 0.1, .seed = 1};
+    rtr_dataset *a = NULL, *b = NULL;
+    assert_int_equal(rtr_dataset_build(rtr_parts_kb(pp, 0), rp, &o, &a), RTR_OK);
+    assert_int_equal(rtr_dataset_build_parts(ps, ms, &o, &b), RTR_OK);
+    for (int sp = 0; sp < 2; sp++) {
+        int64_t ca, da, ta, cb, db, tb;
+        rtr_dataset_counts(a, sp, &ca, &da, &ta);
+        rtr_dataset_counts(b, sp, &cb, &db, &tb);
+        assert_true(ca > 0);
+        assert_int_equal(ca, cb);
+        assert_int_equal(da, db);
+        assert_int_equal(ta, tb);
+        assert_int_equal(rtr_dataset_sequences(a, sp), rtr_dataset_sequences(b, sp));
+    }
+    int32_t idx[128], tg[128], nbr[2 * 2 * RTR_NBR_TOKENS];
+    double bytes;
+    int found = 0;
+    for (int64_t i = 0; i < rtr_dataset_sequences(b, RTR_SPLIT_TRAIN); i += 7) {
+        assert_int_equal(rtr_dataset_get(b, RTR_SPLIT_TRAIN, i, idx, tg, nbr, &bytes), RTR_OK);
+        found += nbr[0] >= 0;
+    }
+    assert_true(found > 0);
+    rtr_dataset_free(a);
+    rtr_dataset_free(b);
+    rtr_retriever_close(rp);
+    rtr_multi_close(ms);
+    rtr_parts_close(pp);
+    rtr_parts_close(ps);
+    /* the library opens the whole to read; what does not read partitions says so */
+    retro_kb *k = NULL;
+    assert_int_equal(retro_kb_open(g_split, 0, NULL, &k), RETRO_OK);
+    retro_results res;
+    retro_search_opts so = {.k = 3};
+    assert_int_equal(retro_search(k, "taxes", 5, &so, &res), RETRO_E_INVALID);
+    assert_non_null(strstr(retro_errdetail(), "3 partitions"));
+    retro_kb_close(k);
+}
+
 /* Adding documents later: only their chunks are embedded, into their partitions, with the trained
  * state kept (no retraining); every partition records the embedder the knowledge base trained. */
 static void test_incremental(void **state) {
@@ -435,7 +487,7 @@ static void test_pack(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_part_of_path), cmocka_unit_test(test_add),         cmocka_unit_test(test_build_and_search),
-        cmocka_unit_test(test_neighbours),
+        cmocka_unit_test(test_neighbours),   cmocka_unit_test(test_dataset),
         cmocka_unit_test(test_incremental),  cmocka_unit_test(test_trained_ivf), cmocka_unit_test(test_pack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

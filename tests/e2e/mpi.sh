@@ -107,6 +107,17 @@ rc=0
 mpi 2 "$RETRO" train plain -o m3 --resume --quiet --threads 1 2> /dev/null
 cmp -s m2/model.safetensors m3/model.safetensors || fail "train: killed and resumed under mpirun, other weights"
 ok "mpirun -np 2 train: one process's losses; killed after a checkpoint, resumed to the same weights"
+# training on the knowledge base of partitions: neighbours from every partition, the same under 2 ranks
+"$RETRO" train one -o p1 "${T[@]}" 2> /dev/null
+mpi 2 "$RETRO" train one -o p2 "${T[@]}" 2> /dev/null
+cmp <(cut -d, -f1-2 p1/log.jsonl) <(cut -d, -f1-2 p2/log.jsonl) > /dev/null ||
+    node -e 'const fs = require("fs");
+      const rd = f => fs.readFileSync(f, "utf8").trim().split("\n").map(JSON.parse);
+      const a = rd("p1/log.jsonl"), b = rd("p2/log.jsonl");
+      a.forEach((x, i) => { for (const k of ["loss", "val_loss"]) if (k in x && Math.abs(x[k] - b[i][k]) > 1e-4 * x[k]) throw new Error(k); });' \
+    || fail "train over partitions: 2 ranks do not log one process's losses"
+expect_fail 1 "4 partitions: evaluation reads one of them" "$RETRO" eval --model p1 --kb one --split val
+ok "train over 4 partitions (neighbours from all of them): the same losses under 2 ranks; eval refuses them clearly"
 "$RETRO" eval --model m1 --kb plain --split val --json > e1.json
 mpi 3 "$RETRO" eval --model m1 --kb plain --split val --json > e3.json
 node -e 'const fs = require("fs");
