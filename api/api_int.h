@@ -25,7 +25,9 @@ typedef struct rtr_api_held {
 struct retro_kb {
     rtr_kb *kb;            /* NULL for a knowledge base of partitions (ps) */
     struct rtr_parts *ps;  /* a knowledge base of partitions, opened to read: what reads partitions works on it
-                            * (retro_train); every other call says so (rtr_api_plain) */
+                            * (retro_train, retro_search in one process); every other call says so
+                            * (rtr_api_plain) */
+    struct rtr_multi *multi;   /* ps's searches, opened by the first (under smu) */
     pthread_mutex_t wmu;   /* writers (add, remove, build) one at a time */
     pthread_mutex_t rmu;   /* guards cur and the references */
     pthread_mutex_t smu;   /* one search at a time inside the index and the embedder */

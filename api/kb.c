@@ -8,6 +8,7 @@
 #include "index/build.h"
 #include "index/ingest.h"
 #include "index/parts.h"
+#include "retriever/multi.h"
 #include "lib/alloc.h"
 #include "lib/status.h"
 
@@ -64,6 +65,7 @@ void retro_kb_close(retro_kb *kb) {
         rtr_free(kb->cur);
     }
     rtr_kb_close(kb->kb);
+    rtr_multi_close(kb->multi);
     rtr_parts_close(kb->ps);
     pthread_mutex_destroy(&kb->wmu);
     pthread_mutex_destroy(&kb->rmu);
@@ -387,6 +389,22 @@ void retro_results_free(retro_results *r) {
     memset(r, 0, sizeof *r);
 }
 
+/* Hits as results: the strings move to them. */
+static int hits_to_results(rtr_hits *h, retro_results *out) {
+    out->query_chunks = h->query_chunks;
+    out->query_tokens = h->query_tokens;
+    if (h->n && !(out->items = rtr_calloc(h->n, sizeof *out->items))) return RTR_E_NOMEM;
+    for (size_t i = 0; i < h->n; i++) {
+        rtr_hit *x = &h->items[i];
+        out->items[i] = (retro_source){x->chunk_id, x->doc_id, x->seq, x->query_chunk, x->path, x->title,
+                                       x->byte_start, x->byte_end, x->distance, x->score, x->text, x->continuation,
+                                       x->found_by, x->vector_rank, x->lexical_rank, x->vector_score, x->lexical_score};
+        x->path = x->title = x->text = x->continuation = NULL;
+    }
+    out->n = h->n;
+    return RTR_OK;
+}
+
 static int search_held(rtr_retriever *r, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
     int rc;
     rtr_vindex *vx = NULL;
@@ -396,40 +414,47 @@ static int search_held(rtr_retriever *r, const char *query, size_t len, const re
     rtr_search_opts so = {.exclude_docs = o->exclude_docs, .n_exclude = o->n_exclude, .continuation = o->continuation, .mode = o->mode};
     rtr_hits h;
     if ((rc = rtr_retriever_search(r, query, len, o->k ? o->k : 10, &so, &h))) return rc;
-    out->query_chunks = h.query_chunks;
-    out->query_tokens = h.query_tokens;
-    if (h.n && !(out->items = rtr_calloc(h.n, sizeof *out->items))) {
-        rtr_hits_free(&h);
-        return RTR_E_NOMEM;
-    }
-    for (size_t i = 0; i < h.n; i++) {   /* the strings move to the results */
-        rtr_hit *x = &h.items[i];
-        out->items[i] = (retro_source){x->chunk_id, x->doc_id, x->seq, x->query_chunk, x->path, x->title,
-                                       x->byte_start, x->byte_end, x->distance, x->score, x->text, x->continuation,
-                                       x->found_by, x->vector_rank, x->lexical_rank, x->vector_score, x->lexical_score};
-        x->path = x->title = x->text = x->continuation = NULL;
-    }
-    out->n = h.n;
+    rc = hits_to_results(&h, out);
     rtr_hits_free(&h);
-    return RTR_OK;
+    return rc;
+}
+
+/* A search of every partition, in this process (under smu). */
+static int search_parts(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
+    if (rtr_comm_size(rtr_parts_comm(kb->ps)) > 1)
+        return rtr_seterr(RTR_E_INVALID, "%s: under mpirun, `retro search` searches the partitions; the library "
+                          "searches them in one process", rtr_parts_dir(kb->ps));
+    if (o->nprobe || o->rerank)
+        return rtr_seterr(RTR_E_INVALID, "%s: nprobe and rerank are each partition's, not set through a search of "
+                          "them all", rtr_parts_dir(kb->ps));
+    int rc = kb->multi ? RTR_OK : rtr_multi_open(kb->ps, NULL, &kb->multi);
+    rtr_search_opts so = {.exclude_docs = o->exclude_docs, .n_exclude = o->n_exclude, .continuation = o->continuation, .mode = o->mode};
+    rtr_hits h = {0};
+    if (!rc) rc = rtr_multi_search(kb->multi, query, len, o->k ? o->k : 10, &so, &h);
+    if (!rc) rc = hits_to_results(&h, out);
+    rtr_hits_free(&h);
+    return rc;
 }
 
 int retro_search(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
-    int plain_ = rtr_api_plain(kb, "search through the library");
-    if (plain_) return plain_;
     memset(out, 0, sizeof *out);
     retro_search_opts none = {0};
     if (!o) o = &none;
+    int rc;
+    if (kb->ps) {
+        pthread_mutex_lock(&kb->smu);
+        rc = search_parts(kb, query, len, o, out);
+        pthread_mutex_unlock(&kb->smu);
+        return rc;
+    }
     rtr_api_held *held;
-    int rc = rtr_api_acquire(kb, &held);
-    if (rc) return rc;
+    if ((rc = rtr_api_acquire(kb, &held))) return rc;
     pthread_mutex_lock(&kb->smu);
     rc = search_held(held->r, query, len, o, out);
     pthread_mutex_unlock(&kb->smu);
     rtr_api_release(kb, held);
     return rc;
 }
-
 
 int retro_kb_embed(retro_kb *kb, const char *const *texts, const size_t *lens, size_t n, float **vectors,
                    uint32_t *dim) {

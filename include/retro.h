@@ -109,7 +109,11 @@ enum { RETRO_KB_WRITE = 1, RETRO_KB_CREATE = 2 };
  * retro's bundled tokenizer). RETRO_KB_WRITE takes the writer lock.
  * Returns RETRO_E_NOTFOUND (no knowledge base, or the tokenizer file),
  * RETRO_E_INVALID (dir is something else), RETRO_E_BUSY (another writer),
- * RETRO_E_CORRUPT, RETRO_E_VERSION, RETRO_E_LMDB, RETRO_E_IO, RETRO_E_NOMEM. */
+ * RETRO_E_CORRUPT, RETRO_E_VERSION, RETRO_E_LMDB, RETRO_E_IO, RETRO_E_NOMEM.
+ * A knowledge base of partitions (`retro index add --partitions`, docs/scale.md)
+ * opens without flags only: retro_search (in a process of its own, not under
+ * mpirun) and retro_train read every partition; the other calls on it return
+ * RETRO_E_INVALID naming its partitions. */
 int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_kb **out);
 void retro_kb_close(retro_kb *kb);
 

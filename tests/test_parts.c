@@ -369,8 +369,16 @@ static void test_dataset(void **state) {
     retro_kb *k = NULL;
     assert_int_equal(retro_kb_open(g_split, 0, NULL, &k), RETRO_OK);
     retro_results res;
-    retro_search_opts so = {.k = 3};
-    assert_int_equal(retro_search(k, "taxes", 5, &so, &res), RETRO_E_INVALID);
+    retro_search_opts so = {.k = 3, .mode = RETRO_SEARCH_VECTOR};
+    assert_int_equal(retro_search(k, queries[2], strlen(queries[2]), &so, &res), RETRO_OK);   /* every partition */
+    rtr_hits h;
+    search(g_split, queries[2], RTR_SEARCH_VECTOR, 3, &h);
+    assert_int_equal(res.n, 3);
+    for (size_t i = 0; i < 3; i++) assert_int_equal(res.items[i].chunk_id, h.items[i].chunk_id);
+    rtr_hits_free(&h);
+    retro_results_free(&res);
+    retro_kb_stats st;
+    assert_int_equal(retro_kb_stats_get(k, &st), RETRO_E_INVALID);
     assert_non_null(strstr(retro_errdetail(), "3 partitions"));
     retro_kb_close(k);
 }

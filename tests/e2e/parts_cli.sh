@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# parts_cli.sh - a knowledge base of partitions in one process (any build, with or without Open MPI):
+# `retro index add --partitions 3`, build, search; `retro serve --read-only` answers /v1/search over
+# every partition with what `retro search` prints, and the calls that do not read partitions yet
+# (documents, index info) say so in one line; a rerun with another count is refused.
+source "$(dirname "$0")/lib.sh"
+mkdir -p docs && cp "$SRC"/datasets/sotu/19[6-9]*.txt docs/
+"$RETRO" index add kb docs --partitions 3 --quiet > add.txt
+grep -q " files: .* new" add.txt || { cat add.txt; fail "add"; }
+[ -d kb/part-0002 ] || fail "no third partition"
+"$RETRO" index build kb --quiet > /dev/null
+q="the cost of health care for older americans"
+"$RETRO" search kb "$q" -k 3 --json > cli.json
+[ "$(wc -l < cli.json)" = 3 ] || fail "search: 3 results expected"
+node -e 'const ids = require("fs").readFileSync("cli.json", "utf8").trim().split("\n").map(l => JSON.parse(l).chunk_id);
+         if (!ids.some(id => id >= 2 ** 40)) throw new Error("no hit outside partition 0: " + ids)' \
+    || fail "search: every partition searched"
+ok "index add --partitions 3, build and search"
+
+serve_start --kb kb --read-only
+curl -s "$url/v1/search" -d "{\"query\": \"$q\", \"k\": 3}" > http.json
+node -e 'const fs = require("fs");
+  const cli = fs.readFileSync("cli.json", "utf8").trim().split("\n").map(l => JSON.parse(l).chunk_id);
+  const http = JSON.parse(fs.readFileSync("http.json")).data.map(h => h.chunk_id);
+  if (JSON.stringify(cli) !== JSON.stringify(http)) throw new Error(`${cli} against ${http}`);' \
+    || fail "serve: /v1/search is not retro search's ranking"
+curl -s "$url/v1/documents" > docs.json
+grep -q "3 partitions" docs.json || { cat docs.json; fail "serve: /v1/documents does not say why"; }
+serve_stop
+ok "serve --read-only searches every partition; documents say they are not read across partitions yet"
+
+expect_fail 1 "a knowledge base of 3 partitions" "$RETRO" index info kb
+expect_fail 1 "3 partitions; 2 were asked for" "$RETRO" index add kb docs --partitions 2
+ok "one-partition commands and another count are refused in one line"
