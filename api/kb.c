@@ -45,6 +45,8 @@ int retro_kb_open(const char *dir, unsigned flags, const char *tokenizer, retro_
     uint32_t parts = 0;
     if (rc == RTR_E_INVALID && !f && rtr_parts_probe(dir, &parts) == RTR_OK && parts > 1)
         rc = rtr_parts_open(dir, 0, 0, NULL, rtr_comm_world(), &k->ps);
+    /* several ranks: each its partitions' retrievers now, all together (a collective) */
+    if (!rc && k->ps && rtr_comm_size(rtr_comm_world()) > 1) rc = rtr_multi_open(k->ps, NULL, &k->multi);
     rtr_tokenizer_free(tok);
     if (rc) {
         pthread_mutex_destroy(&k->wmu);
@@ -419,11 +421,26 @@ static int search_held(rtr_retriever *r, const char *query, size_t len, const re
     return rc;
 }
 
-/* A search of every partition, in this process (under smu). */
+int retro_kb_follow(retro_kb *kb) {
+    if (!kb->ps || !kb->multi) return rtr_comm_rank(rtr_comm_world()) == 0 ? rtr_seterr(RTR_E_INVALID, "rank 0 leads") : RTR_OK;
+    return rtr_multi_follow(kb->multi);
+}
+
+int retro_kb_release(retro_kb *kb) {
+    if (!kb->ps || !kb->multi) return RTR_OK;
+    pthread_mutex_lock(&kb->smu);   /* after the searches in flight */
+    int rc = rtr_multi_release(kb->multi);
+    pthread_mutex_unlock(&kb->smu);
+    return rc;
+}
+
+/* A search of every partition (under smu): in this process, or led by rank 0 of a job whose other
+ * ranks follow (retro_kb_follow). */
 static int search_parts(retro_kb *kb, const char *query, size_t len, const retro_search_opts *o, retro_results *out) {
-    if (rtr_comm_size(rtr_parts_comm(kb->ps)) > 1)
-        return rtr_seterr(RTR_E_INVALID, "%s: under mpirun, `retro search` searches the partitions; the library "
-                          "searches them in one process", rtr_parts_dir(kb->ps));
+    rtr_comm *c = rtr_parts_comm(kb->ps);
+    if (rtr_comm_size(c) > 1 && (rtr_comm_rank(c) != 0 || !rtr_comm_any_thread(c)))
+        return rtr_seterr(RTR_E_INVALID, "%s: rank 0 of the job searches the partitions, the others follow it (and "
+                          "MPI must take calls from any thread: MPI_THREAD_SERIALIZED)", rtr_parts_dir(kb->ps));
     if (o->nprobe || o->rerank)
         return rtr_seterr(RTR_E_INVALID, "%s: nprobe and rerank are each partition's, not set through a search of "
                           "them all", rtr_parts_dir(kb->ps));

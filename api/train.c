@@ -271,9 +271,11 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
 
     /* the data */
     if (kb && r->to.retrieval && (rc = rtr_api_acquire(k, &held))) goto done;
-    if (!kb && r->to.retrieval && (rc = rtr_multi_open(k->ps, NULL, &multi))) goto done;
+    rtr_multi *use = k->multi;   /* the knowledge base's own (under mpirun), or one for this run */
+    if (!kb && r->to.retrieval && !use && (rc = rtr_multi_open(k->ps, NULL, &multi))) goto done;
+    if (!use) use = multi;
     if (held && !retriever) retriever = rtr_retriever_default_mode(held->r);   /* the knowledge base's setting */
-    if (multi && !retriever) retriever = RTR_SEARCH_VECTOR;   /* over partitions: the vector neighbours */
+    if (use && !retriever) retriever = RTR_SEARCH_VECTOR;   /* over partitions: the vector neighbours */
     r->dopt.retriever = retriever;
     r->dopt.T = cfg.T;
     r->dopt.K = r->to.retrieval ? cfg.K : 0;
@@ -285,7 +287,7 @@ int retro_train(retro_kb *k, const retro_train_opts *o, retro_train_result *out)
     int rank0 = rtr_comm_rank(comm) == 0;
     r->dopt.progress = o->progress && rank0;
     r->dopt.comm = comm;
-    rc = kb ? rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds) : rtr_dataset_build_parts(k->ps, multi, &r->dopt, &ds);
+    rc = kb ? rtr_dataset_build(kb, held ? held->r : NULL, &r->dopt, &ds) : rtr_dataset_build_parts(k->ps, use, &r->dopt, &ds);
     if (rc) goto done;
     rtr_train_source src = {ds, rtr_dataset_sequences(ds, RTR_SPLIT_TRAIN), rtr_dataset_sequences(ds, RTR_SPLIT_VAL),
                             rtr_dataset_get, rtr_dataset_at_step};

@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "lib/comm.h"
 #include "cli/serve_page.h"
 #include "cli/serve_req.h"
 #include "lib/buf.h"
@@ -1069,6 +1070,18 @@ int cmd_serve(int argc, char **argv) {
      * the first builds (27 MB at start, 59.5 MB after 150 documents, 60.0 MB after 150 more), and the engine is
      * serialized anyway. */
     mallopt(M_ARENA_MAX, 1);
+    if (rtr_comm_rank(rtr_comm_world()) != 0) {
+        /* under mpirun: this rank's partitions answer rank 0's searches until rank 0 stops (it stops the
+         * job: the signals are its) */
+        signal(SIGINT, SIG_IGN);
+        signal(SIGTERM, SIG_IGN);
+        retro_kb *kb = NULL;
+        int rc = retro_kb_open(kb_dir, 0, NULL, &kb);
+        if (!rc) rc = retro_kb_follow(kb);
+        retro_kb_close(kb);
+        free(s);
+        return rc ? cli_fail(rc) : CLI_OK;
+    }
     struct MHD_Daemon *d = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION,
                                             (uint16_t)port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR, &addr,
                                             MHD_OPTION_NOTIFY_COMPLETED, request_done, s,
@@ -1113,6 +1126,7 @@ int cmd_serve(int argc, char **argv) {
         pthread_join(s->scheduler, NULL);
     }
     if (s->warming) pthread_join(s->warmer, NULL);
+    retro_kb_release(s->kb);   /* under mpirun: the other ranks return */
     retro_batch_free(s->batch);
     retro_model_free(s->model);
     retro_kb_close(s->kb);

@@ -47,7 +47,7 @@ int cli_fail(int status) {
 int cli_solo(const char *cmd) {
     if (rtr_comm_size(rtr_comm_world()) == 1) return CLI_OK;
     return cli_usage_error(cmd, "runs as one process; under mpirun only `retro index add`, `retro index build`, "
-                                "`retro search`, `retro train` and `retro eval` run on several ranks");
+                                "`retro search`, `retro serve`, `retro train` and `retro eval` run on several ranks");
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...) {
@@ -145,7 +145,7 @@ int main(int argc, char **argv) {
     if (cmd) {
         /* under mpirun: every rank runs the command; those that work in parallel say so (cli_mpi) */
         if (rtr_comm_init(&argc, &argv)) return cli_fail(RTR_E_NET);
-        int parallel = cmd == cmd_search || cmd == cmd_train || cmd == cmd_eval || (cmd == cmd_index && argc > 2 && (!strcmp(argv[2], "add") ||
+        int parallel = cmd == cmd_search || cmd == cmd_train || cmd == cmd_eval || cmd == cmd_serve || (cmd == cmd_index && argc > 2 && (!strcmp(argv[2], "add") ||
                                                                              !strcmp(argv[2], "build")));
         int rc = parallel ? CLI_OK : cli_solo(argv[1]);
         if (rc == CLI_OK) rc = cmd(argc - 1, argv + 1);

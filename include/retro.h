@@ -215,6 +215,15 @@ int retro_kb_stats_get(retro_kb *kb, retro_kb_stats *out);
  * The knowledge base's search errors (no index built yet: RETRO_E_NOTFOUND). */
 int retro_kb_warm(retro_kb *kb, uint64_t *bytes);
 
+/* A job of several ranks (started by mpirun, lib/comm.h) searching a knowledge base of partitions:
+ * rank 0 calls retro_search (from any thread, one search at a time), every other rank calls
+ * retro_kb_follow, which takes part in each of those searches with its own partitions until rank 0
+ * calls retro_kb_release; then it returns RETRO_OK. A plain knowledge base's followers return at
+ * once (rank 0 searches it alone). retro_kb_release on another rank, or outside such a job: RETRO_OK,
+ * nothing done. RETRO_E_INVALID from retro_kb_follow on rank 0. */
+int retro_kb_follow(retro_kb *kb);
+int retro_kb_release(retro_kb *kb);
+
 /* --- search ------------------------------------------------------------------- */
 /* A chunk of a document, with where it came from. */
 typedef struct retro_source {

@@ -18,10 +18,13 @@
 struct rtr_comm {
     int rank, size;
     int mpi;              /* MPI_Init was called */
+    int serialized;       /* MPI may be called from any thread, one at a time */
     uint64_t calls, sent;   /* collectives, and the payload bytes this rank gave them (rtr_comm_stats) */
 };
 
-static rtr_comm world = {0, 1, 0, 0, 0};
+static rtr_comm world = {0, 1, 0, 0, 0, 0};
+
+int rtr_comm_any_thread(const rtr_comm *c) { return !c->mpi || c->serialized; }
 
 void rtr_comm_stats(const rtr_comm *c, uint64_t *calls, uint64_t *sent) {
     *calls = c->calls;
@@ -58,9 +61,10 @@ static int launched(void) {
 
 int rtr_comm_init(int *argc, char ***argv) {
     if (world.mpi || !launched()) return RTR_OK;
-    int provided = 0, e_, rc = MPI_CALL(MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided), "MPI_Init");
+    int provided = 0, e_, rc = MPI_CALL(MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided), "MPI_Init");
     if (rc) return rc;
     world.mpi = 1;
+    world.serialized = provided >= MPI_THREAD_SERIALIZED;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     if (!(rc = MPI_CALL(MPI_Comm_rank(MPI_COMM_WORLD, &world.rank), "MPI_Comm_rank")))
         rc = MPI_CALL(MPI_Comm_size(MPI_COMM_WORLD, &world.size), "MPI_Comm_size");

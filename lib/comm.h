@@ -26,8 +26,9 @@
 typedef struct rtr_comm rtr_comm;
 
 /* Joins the MPI job when the process was started by mpirun or srun and retro
- * was built with Open MPI (MPI_Init_thread, MPI_THREAD_FUNNELED); otherwise a
- * job of one. Call once, from main, before any other thread starts. */
+ * was built with Open MPI (MPI_Init_thread, MPI_THREAD_SERIALIZED: any thread
+ * may make the calls below, one at a time); otherwise a job of one. Call once,
+ * from main, before any other thread starts. */
 int rtr_comm_init(int *argc, char ***argv);
 /* Leaves the job (MPI_Finalize); failed: the job is aborted with that exit
  * status instead (MPI_Abort), so that no rank waits on one that gave up. */
@@ -35,6 +36,9 @@ void rtr_comm_finalize(int failed);
 /* The job this process belongs to; a job of one before rtr_comm_init. */
 rtr_comm *rtr_comm_world(void);
 int rtr_comm_rank(const rtr_comm *c);
+/* 1 if threads other than main may call the collectives (one at a time): MPI gave MPI_THREAD_SERIALIZED,
+ * or there is no MPI. */
+int rtr_comm_any_thread(const rtr_comm *c);
 int rtr_comm_size(const rtr_comm *c);
 /* The collectives this rank has taken part in, and the payload bytes it gave them (its share of a
  * sum or gather, a root's broadcast once per other rank; not what the network carried, which

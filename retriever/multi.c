@@ -224,10 +224,15 @@ static int lexical_stats(rtr_multi *m, const char *q, size_t qlen, rtr_lex_stats
     return rc;
 }
 
-/* What rank 0 broadcasts: u32 k, i32 mode, u32 continuation, u32 n_exclude, n_exclude u64 document
- * ids, then the query's bytes. */
-static int pack_request(const char *query, size_t len, uint32_t k, int mode, const rtr_search_opts *so, rtr_buf *b) {
-    int rc = put_u32(b, k);
+/* What rank 0 broadcasts: u32 op, u32 k, i32 mode, u32 continuation, u32 n_exclude, n_exclude u64
+ * document ids, then the query's bytes. */
+enum { OP_SEARCH = 1, OP_QUIT = 2 };   /* what rank 0 asks of a round */
+#define REQ_HEAD 20
+
+static int pack_request(uint32_t op, const char *query, size_t len, uint32_t k, int mode, const rtr_search_opts *so,
+                        rtr_buf *b) {
+    int rc = put_u32(b, op);
+    if (!rc) rc = put_u32(b, k);
     if (!rc) rc = put_u32(b, (uint32_t)mode);
     if (!rc) rc = put_u32(b, (uint32_t)so->continuation);
     if (!rc) rc = put_u32(b, (uint32_t)so->n_exclude);
@@ -240,9 +245,12 @@ static int pack_request(const char *query, size_t len, uint32_t k, int mode, con
     return rc;
 }
 
-int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
-                     rtr_hits *out) {
+/* One round of rank 0's: a search (op OP_SEARCH: the arguments read on rank 0), or the followers let
+ * go (OP_QUIT: *quit set on every rank). */
+static int multi_round(rtr_multi *m, uint32_t op, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
+                       rtr_hits *out, int *quit) {
     memset(out, 0, sizeof *out);
+    *quit = 0;
     rtr_comm *c = rtr_parts_comm(m->ps);
     int rank0 = rtr_comm_rank(c) == 0;
     rtr_search_opts none = {0};
@@ -254,7 +262,7 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     if (rank0) {
         int mode = so->mode ? so->mode : rtr_retriever_default_mode(m->rs[0]);   /* rank 0 has partition 0 */
         if (so->n_exclude > MAX_EXCLUDE) rc = rtr_seterr(RTR_E_INVALID, "search: at most %d excluded documents", MAX_EXCLUDE);
-        if (!rc) rc = pack_request(query, len, k, mode, so, &req);
+        if (!rc) rc = pack_request(op, query, len, k, mode, so, &req);
     }
     rc = rtr_comm_agree(c, rc);
     uint8_t *rq = req.data;
@@ -267,14 +275,21 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     uint64_t *ex = NULL;
     size_t n_local = 0;
     if (!rc) {
-        RTR_ASSERT(rq_len >= 16);
-        rk = rtr_get_le32(rq), mode = (int)rtr_get_le32(rq + 4), cont = (int)rtr_get_le32(rq + 8);
-        n_ex = rtr_get_le32(rq + 12);
-        RTR_ASSERT(n_ex <= MAX_EXCLUDE && rq_len >= 16 + (size_t)n_ex * 8);
+        RTR_ASSERT(rq_len >= REQ_HEAD);
+        *quit = rtr_get_le32(rq) == OP_QUIT;
+        rk = rtr_get_le32(rq + 4), mode = (int)rtr_get_le32(rq + 8), cont = (int)rtr_get_le32(rq + 12);
+        n_ex = rtr_get_le32(rq + 16);
+        RTR_ASSERT(n_ex <= MAX_EXCLUDE && rq_len >= REQ_HEAD + (size_t)n_ex * 8);
         if (!(ex = rtr_malloc(((size_t)n_ex + 1) * sizeof *ex))) rc = RTR_E_NOMEM;
     }
-    const char *q = rc ? NULL : (const char *)rq + 16 + (size_t)n_ex * 8;
-    size_t qlen = rc ? 0 : rq_len - 16 - (size_t)n_ex * 8;
+    if (*quit) {   /* nothing more: every rank returns */
+        rtr_free(ex);
+        if (!rank0) rtr_free(rq);
+        rtr_buf_free(&req);
+        return RTR_OK;
+    }
+    const char *q = rc ? NULL : (const char *)rq + REQ_HEAD + (size_t)n_ex * 8;
+    size_t qlen = rc ? 0 : rq_len - REQ_HEAD - (size_t)n_ex * 8;
     rtr_lex_stats stats = {0};
     rtr_hits local = {0};   /* this rank's partitions' hits */
     if (!rc && mode != RTR_SEARCH_VECTOR) rc = lexical_stats(m, q, qlen, &stats);
@@ -282,7 +297,7 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
         if (!m->rs[p]) continue;
         n_local = 0;   /* the excluded documents of this partition, as its store numbers them */
         for (uint32_t i = 0; i < n_ex; i++) {
-            uint64_t id = rtr_get_le64(rq + 16 + (size_t)i * 8);
+            uint64_t id = rtr_get_le64(rq + REQ_HEAD + (size_t)i * 8);
             if (rtr_part_of_id(id) == p) ex[n_local++] = rtr_part_local(id);
         }
         rtr_search_opts po = {ex, n_local, cont, mode, mode != RTR_SEARCH_VECTOR ? &stats : NULL};
@@ -323,6 +338,33 @@ int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, co
     rtr_buf_free(&req);
     rtr_buf_free(&mine_buf);
     return rtr_comm_agree(c, rc);
+}
+
+int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
+                     rtr_hits *out) {
+    int quit;
+    return multi_round(m, OP_SEARCH, query, len, k, so, out, &quit);
+}
+
+int rtr_multi_follow(rtr_multi *m) {
+    rtr_comm *c = rtr_parts_comm(m->ps);
+    if (rtr_comm_rank(c) == 0) return rtr_seterr(RTR_E_INVALID, "rank 0 leads the searches; the other ranks follow");
+    if (!rtr_parts_split(m->ps)) return RTR_OK;   /* rank 0 searches the one partition alone */
+    for (;;) {
+        rtr_hits h;
+        int quit, rc = multi_round(m, OP_SEARCH, NULL, 0, 0, NULL, &h, &quit);
+        rtr_hits_free(&h);
+        if (quit) return RTR_OK;
+        if (rc == RTR_E_NET) return rc;   /* the job is broken; a search's own failure is rank 0's to report */
+    }
+}
+
+int rtr_multi_release(rtr_multi *m) {
+    rtr_comm *c = rtr_parts_comm(m->ps);
+    if (rtr_comm_rank(c) != 0 || !rtr_parts_split(m->ps)) return RTR_OK;
+    rtr_hits h;
+    int quit;
+    return multi_round(m, OP_QUIT, "", 0, 1, NULL, &h, &quit);
 }
 
 /* --- neighbours over partitions ------------------------------------------------------------------ */

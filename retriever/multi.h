@@ -35,6 +35,13 @@ void rtr_multi_close(rtr_multi *m);   /* NULL-safe; ps stays open */
 int rtr_multi_search(rtr_multi *m, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                      rtr_hits *out);
 
+/* A service of searches (retro serve under mpirun): rank 0 calls rtr_multi_search as requests come,
+ * from any thread, one at a time; every other rank calls rtr_multi_follow, which takes part in each of
+ * those searches (a search's failure is rank 0's to report: the followers go on) until rank 0 calls
+ * rtr_multi_release, which lets them return. A plain knowledge base's followers return at once. */
+int rtr_multi_follow(rtr_multi *m);
+int rtr_multi_release(rtr_multi *m);   /* rank 0; RTR_OK on the others */
+
 /* The k nearest chunks of each of this rank's n query chunks over every partition, as
  * rtr_retriever_neighbours gives them over one (its options and outputs; ids, self_doc, exclude_doc
  * and exclude are the knowledge base's ids). A collective: each rank passes its own queries (n may

@@ -73,6 +73,32 @@ head -3 want.json > /dev/null
 [ "$(wc -l < stdin.json)" = 3 ] || fail "search: a query on standard input (rank 0 reads it)"
 ok "mpirun -np 2, 3 and 5 search prints what one process prints (vector, lexical, hybrid)"
 
+# --- serve: rank 0 answers HTTP, every rank searches its partitions ----------------------------------
+port=$(( 20000 + RANDOM % 20000 ))
+mpi 2 "$RETRO" serve --kb one --read-only --port $port 2> serve.err &
+job=$!
+serve_pids+=($job)
+for _ in $(seq 300); do [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/health")" = 200 ] && break; sleep 0.1; done
+for mode in vector hybrid; do
+    curl -s "http://127.0.0.1:$port/v1/search" -d "{\"query\": \"$q\", \"k\": 5, \"mode\": \"$mode\"}" > http.json
+    "$RETRO" search one "$q" -k 5 --mode "$mode" --json > cli.json
+    node -e 'const fs = require("fs");
+      const cli = fs.readFileSync("cli.json", "utf8").trim().split("\n").map(l => JSON.parse(l).chunk_id);
+      const http = JSON.parse(fs.readFileSync("http.json")).data.map(h => h.chunk_id);
+      if (JSON.stringify(cli) !== JSON.stringify(http)) throw new Error(`${cli} against ${http}`);' \
+        || fail "serve under mpirun ($mode): /v1/search is not one process's ranking"
+done
+codes=$(for i in 1 2 3 4 5 6; do curl -s -o /dev/null -w "%{http_code} " "http://127.0.0.1:$port/v1/search" -d '{"query": "jobs and the economy", "k": 3}' & done; wait)
+[ "$(echo $codes)" = "200 200 200 200 200 200" ] || fail "serve under mpirun: concurrent searches: $codes"
+# rank 0 stops the job: SIGTERM to it drains its requests and lets the other ranks go
+for p in $(pgrep -f "retro serve --kb one --read-only --port $port"); do
+    tr '\0' '\n' < /proc/$p/environ 2> /dev/null | grep -qx OMPI_COMM_WORLD_RANK=0 && kill -TERM "$p"
+done
+rc=0
+wait $job || rc=$?
+[ "$rc" = 0 ] || { cat serve.err; fail "serve under mpirun: stopped by rank 0's SIGTERM, exit $rc"; }
+ok "mpirun -np 2 serve: /v1/search over every rank's partitions is one process's ranking; 6 at once; a clean stop"
+
 # --- neighbours for the model over partitions ----------------------------------------------------
 nbrs=${RETRO_BUILD_DIR:-$(dirname "$RETRO")}/tests/mpi_neighbours
 "$nbrs" one 40 3 n1 && cat n1.* | sort -n -k1,1 -k2,2 > n1.txt
