@@ -55,6 +55,19 @@ for p in 0 1 2 3; do
     done
 done
 ok "mpirun -np 2 index build trains once and writes the files one process writes"
+# rank 1 killed at its first checkpoint of a partition's build, then the rerun: the same files
+rc=0
+(RETRO_TEST_CRASH=checkpoint:1 RETRO_TEST_CRASH_RANK=1 mpi 2 "$RETRO" index build killed --index-type IVF32,Flat \
+    --project 32 --nprobe 8 --quiet --checkpoint 0.001 > /dev/null 2>&1) || rc=$?
+[ "$rc" != 0 ] || fail "build: the job went on with a rank killed"
+mpi 2 "$RETRO" index build killed --quiet > /dev/null
+cmp -s one/index/trained-000.faiss killed/index/trained-000.faiss || fail "build: killed and rerun, another quantizer"
+for p in 0 1 2 3; do
+    a=$(ls one/part-000$p/index/*.faiss | xargs -n1 basename | sort | head -1)
+    b=$(ls killed/part-000$p/index/*.faiss | xargs -n1 basename | sort | tail -1)
+    cmp -s "one/part-000$p/index/$a" "killed/part-000$p/index/$b" || fail "build: partition $p killed and rerun differs"
+done
+ok "a rank killed mid-build, rerun under mpirun: every partition's index equals an uninterrupted build's"
 
 # --- search -------------------------------------------------------------------------------------
 q="we will cut taxes and balance the budget for working families"
