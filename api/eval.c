@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "index/parts.h"
 #include "lib/alloc.h"
 #include "lib/comm.h"
 #include "lib/io.h"
@@ -34,6 +35,9 @@ typedef struct ev {
     rtr_live live;
     int leak, stride, kk;
     int lead;          /* the first RETRO model: its retriever finds every model's neighbours */
+    rtr_kb **src;      /* (n_src) the stores the documents come from: the knowledge base, or each partition */
+    rtr_kb **opened;   /* (n_src) those opened here (another rank's partitions), closed at the end */
+    uint32_t n_src;
 } ev;
 
 /* Neighbours (kk each) of every chunk of x, their scores and the chunks' overlaps. */
@@ -142,7 +146,9 @@ static int plan_runs(ev *e, const retro_eval_opts *o) {
 static int exclusions(retro_kb *kb, const retro_eval_opts *o, double val_frac, uint64_t **ex, size_t *n_ex) {
     uint64_t *val = NULL;
     size_t nv = 0;
-    int rc = o->split != RETRO_EVAL_FILES && !o->leak ? rtr_dataset_val_docs(kb->kb, val_frac, &val, &nv) : RTR_OK;
+    int rc = o->split == RETRO_EVAL_FILES || o->leak ? RTR_OK
+             : kb->kb ? rtr_dataset_val_docs(kb->kb, val_frac, &val, &nv)
+                      : rtr_dataset_val_docs_parts(kb->ps, val_frac, &val, &nv);
     *n_ex = 0;
     *ex = rc ? NULL : rtr_malloc((o->n_exclude + nv + 1) * sizeof **ex);
     if (!rc && !*ex) rc = RTR_E_NOMEM;
@@ -156,27 +162,30 @@ static int exclusions(retro_kb *kb, const retro_eval_opts *o, double val_frac, u
     return rc;
 }
 
-/* The next document to evaluate: its tokens x (n), and its id in kb (self, 0 if none). 0: no more. */
-static int next_doc(retro_kb *kb, const retro_eval_opts *o, double val_frac, rtr_encoder *enc, int64_t di,
+/* The next document to evaluate: its tokens x (n), and its id in kb (self, 0 if none; a knowledge base
+ * of partitions': partition after partition, ids with their partition). 0: no more. */
+static int next_doc(ev *e, const retro_eval_opts *o, double val_frac, rtr_encoder *enc, int64_t di,
                     uint64_t *after, int32_t **x, int64_t *n, uint64_t *self) {
     *x = NULL;
     *n = 0;
     *self = 0;
     rtr_store_txn *t = NULL;
     int rc;
-    if (o->split != RETRO_EVAL_FILES) {
-        if ((rc = rtr_store_read_begin(rtr_kb_store(kb->kb), &t))) return rc;
+    for (uint32_t p = rtr_part_of_id(*after); o->split != RETRO_EVAL_FILES && p < e->n_src; p++) {
+        if ((rc = rtr_store_read_begin(rtr_kb_store(e->src[p]), &t))) return rc;
         rtr_doc d;
         int found = 0;
-        while (rtr_store_next_doc(t, *after, &d) == RTR_OK) {
-            *after = d.id;
+        uint64_t local = rtr_part_of_id(*after) == p ? rtr_part_local(*after) : 0;
+        while (rtr_store_next_doc(t, local, &d) == RTR_OK) {
+            local = d.id;
+            *after = rtr_part_id(p, d.id);
             if (rtr_split_is_val(d.content_hash, val_frac) == (o->split == RETRO_EVAL_VAL)) {
                 found = 1;
                 break;
             }
         }
         if (found) {
-            *self = d.id;
+            *self = rtr_part_id(p, d.id);
             if (!(*x = rtr_malloc((d.n_tokens + 1) * sizeof **x))) rc = rtr_seterr(RTR_E_NOMEM, "eval: out of memory");
             for (uint32_t ci = 0; !rc && ci < d.n_chunks; ci++) {
                 rtr_chunk ch;
@@ -185,8 +194,9 @@ static int next_doc(retro_kb *kb, const retro_eval_opts *o, double val_frac, rtr
             }
         }
         rtr_store_txn_end(t);
-        return rc ? rc : found;
+        if (rc || found) return rc ? rc : 1;
     }
+    if (o->split != RETRO_EVAL_FILES) return 0;
     if (di >= (int64_t)o->n_files) return 0;
     const char *path = o->files[di];
     uint8_t *data;
@@ -197,12 +207,13 @@ static int next_doc(retro_kb *kb, const retro_eval_opts *o, double val_frac, rtr
     rtr_free(data);
     *x = (int32_t *)ids.data;
     *n = (int64_t)ids.len;
-    /* the same file in the knowledge base is the evaluated document */
+    /* the same file in the knowledge base is the evaluated document (in the partition its path names) */
     char real[PATH_MAX];
-    if (!rc && realpath(path, real) && !rtr_store_read_begin(rtr_kb_store(kb->kb), &t)) {
+    uint32_t fp = 0;
+    if (!rc && realpath(path, real) && !rtr_store_read_begin(rtr_kb_store(e->src[fp = rtr_part_of_path(real, e->n_src)]), &t)) {
         uint64_t *dids = NULL;
         size_t nd = 0;
-        if (!rtr_store_file_docs(t, real, &dids, &nd) && nd) *self = dids[0];
+        if (!rtr_store_file_docs(t, real, &dids, &nd) && nd) *self = rtr_part_id(fp, dids[0]);
         rtr_free(dids);
         rtr_store_txn_end(t);
     }
@@ -243,8 +254,6 @@ static int reduce_ranks(ev *e, rtr_comm *comm) {
 }
 
 int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval_opts *o, retro_eval_result *out) {
-    int plain_ = rtr_api_plain(kb, "evaluation");
-    if (plain_) return plain_;
     memset(out, 0, sizeof *out);
     if (n < 1 || n > MAX_MODELS) return rtr_seterr(RTR_E_INVALID, "eval: 1 to %d models", MAX_MODELS);
     if (o->n_min_scores < 0 || o->n_min_scores > 8) return rtr_seterr(RTR_E_INVALID, "eval: at most 8 minimum scores");
@@ -266,6 +275,15 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
     rtr_api_held *held = NULL;
     if (!rc) rc = rtr_api_live(models[e->lead >= 0 ? e->lead : 0], kb, &e->live, &held);
     if (!rc && !(e->tok_bytes = rtr_tokenizer_byte_lengths(e->tok))) rc = RTR_E_NOMEM;
+    /* the documents' stores: every partition's, on every rank (they share the directory) */
+    e->n_src = kb->ps ? rtr_parts_count(kb->ps) : 1;
+    e->src = rtr_calloc(e->n_src, sizeof *e->src);
+    e->opened = rtr_calloc(e->n_src, sizeof *e->opened);
+    if (!rc && (!e->src || !e->opened)) rc = RTR_E_NOMEM;
+    for (uint32_t p = 0; !rc && p < e->n_src; p++) {
+        e->src[p] = kb->ps ? rtr_parts_kb(kb->ps, p) : kb->kb;
+        if (!e->src[p] && !(rc = rtr_parts_open_one(kb->ps, p, &e->opened[p]))) e->src[p] = e->opened[p];
+    }
     if (!rc) rc = exclusions(kb, o, val_frac, &ex, &n_ex);
     e->live.exclude = ex;
     e->live.n_exclude = n_ex;
@@ -279,7 +297,7 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
         int32_t *x;
         int64_t len;
         uint64_t self;
-        int more = next_doc(kb, o, val_frac, enc, di, &after, &x, &len, &self);
+        int more = next_doc(e, o, val_frac, enc, di, &after, &x, &len, &self);
         if (more <= 0) {
             rc = more;
             rtr_free(x);
@@ -292,6 +310,10 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
             if (out->documents % size == rank) {
                 rc = neighbours(e, x, len, self, &nbr, &al, &sc, &ov);
                 if (!rc) rc = eval_doc(e, x, len, nbr, al, sc, ov);
+            } else if (e->live.m) {   /* over partitions: each of the owner's retrievals is every rank's */
+                e->live.k = (uint32_t)e->kk;   /* as neighbours() asks */
+                int64_t nch = (len + RTR_CHUNK_TOKENS - 1) / RTR_CHUNK_TOKENS;
+                for (int64_t lo = 0; !rc && lo < nch; lo += 1024) rc = rtr_live_follow(&e->live, e->res->align_run);
             }
             rtr_free(nbr);
             rtr_free(al);
@@ -319,6 +341,9 @@ int retro_eval(retro_model *const *models, int n, retro_kb *kb, const retro_eval
     }
     rtr_encoder_free(enc);
     rtr_api_release(kb, held);
+    for (uint32_t p = 0; e->opened && p < e->n_src; p++) rtr_kb_close(e->opened[p]);
+    rtr_free(e->opened);
+    rtr_free(e->src);
     rtr_free(e->tok_bytes);
     rtr_free(ex);
     rtr_free(e);

@@ -5,6 +5,8 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "index/parts.h"
+#include "retriever/multi.h"
 #include "lib/alloc.h"
 #include "lib/buf.h"
 #include "lib/status.h"
@@ -92,24 +94,32 @@ void retro_free(void *p) { rtr_free(p); }
 
 /* RTR_E_MISMATCH unless kb's chunks are in m's tokens. */
 static int same_tokenizer(const retro_model *m, retro_kb *kb) {
-    int plain = rtr_api_plain(kb, "generation and answers");
-    if (plain) return plain;
-    if (!strcmp(m->lm.tok_hash, rtr_kb_tokenizer_hash(kb->kb))) return RTR_OK;
-    return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)", rtr_kb_dir(kb->kb),
-                      rtr_kb_tokenizer_hash(kb->kb), m->lm.tok_hash);
+    char h[33];
+    if (kb->kb) snprintf(h, sizeof h, "%s", rtr_kb_tokenizer_hash(kb->kb));
+    else rtr_tokenizer_hash(rtr_parts_tokenizer(kb->ps), h);
+    if (!strcmp(m->lm.tok_hash, h)) return RTR_OK;
+    return rtr_seterr(RTR_E_MISMATCH, "%s: its tokenizer (%s) is not the model's (%s)",
+                      kb->kb ? rtr_kb_dir(kb->kb) : rtr_parts_dir(kb->ps), h, m->lm.tok_hash);
 }
 
 int rtr_api_live(retro_model *m, retro_kb *kb, rtr_live *out, rtr_api_held **held) {
     memset(out, 0, sizeof *out);
     *held = NULL;
     int rc = same_tokenizer(m, kb);
-    if (!rc) rc = rtr_api_acquire(kb, held);
-    if (!rc) out->r = (*held)->r;
+    if (!rc && kb->ps) {   /* a knowledge base of partitions: neighbours from every one (vector) */
+        pthread_mutex_lock(&kb->smu);
+        if (!kb->multi) rc = rtr_multi_open(kb->ps, NULL, &kb->multi);
+        pthread_mutex_unlock(&kb->smu);
+        out->m = kb->multi;
+    } else if (!rc) {
+        rc = rtr_api_acquire(kb, held);
+    }
+    if (!rc && *held) out->r = (*held)->r;
     out->k = (uint32_t)rtr_model_cfg(m->lm.model)->K;
     out->min_score = -INFINITY;
     out->align = m->lm.align;
     out->mode = m->lm.retriever;
-    if (!rc && rtr_model_cfg(m->lm.model)->n_cca) {
+    if (!rc && out->r && rtr_model_cfg(m->lm.model)->n_cca) {
         char what[48];
         snprintf(what, sizeof what, "the model's %s neighbours", rtr_ckpt_retriever_name(out->mode));
         if ((rc = rtr_retriever_mode_ready(out->r, out->mode, what))) {

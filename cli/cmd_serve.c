@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "index/parts.h"
 #include "lib/comm.h"
 #include "cli/serve_page.h"
 #include "cli/serve_req.h"
@@ -1070,6 +1071,12 @@ int cmd_serve(int argc, char **argv) {
      * the first builds (27 MB at start, 59.5 MB after 150 documents, 60.0 MB after 150 more), and the engine is
      * serialized anyway. */
     mallopt(M_ARENA_MAX, 1);
+    uint32_t parts = 1;
+    if (rtr_comm_size(rtr_comm_world()) > 1 && model_dir && rtr_parts_probe(kb_dir, &parts) == RTR_OK && parts > 1) {
+        free(s);
+        return cli_usage_error("serve", "under mpirun, a knowledge base of partitions is served for search only: "
+                                        "completions and answers retrieve from it in one process (drop --model)");
+    }
     if (rtr_comm_rank(rtr_comm_world()) != 0) {
         /* under mpirun: this rank's partitions answer rank 0's searches until rank 0 stops (it stops the
          * job: the signals are its) */

@@ -560,7 +560,7 @@ int rtr_corpus_extract(const uint8_t *data, size_t len, int format, const rtr_co
 /* --- the text files of paths ---------------------------------------------------- */
 /* One file, read and judged as ingest reads and judges it. named: given by the
  * caller (its problems are errors), else found in a directory (a skip). */
-static int text_of(const char *path, int named, rtr_text_fn fn, void *ctx, rtr_skip_list *skips) {
+static int text_of(const char *path, int named, rtr_corpus_text_fn fn, void *ctx, rtr_skip_list *skips) {
     rtr_corpus_data in;
     int rc = rtr_corpus_read(path, NULL, &in);
     if (rc < 0) return rc;
@@ -583,7 +583,7 @@ static int text_of(const char *path, int named, rtr_text_fn fn, void *ctx, rtr_s
     return rc;
 }
 
-int rtr_corpus_texts(const char *const *paths, size_t n, rtr_text_fn fn, void *ctx, rtr_skip_list *skips) {
+int rtr_corpus_texts(const char *const *paths, size_t n, rtr_corpus_text_fn fn, void *ctx, rtr_skip_list *skips) {
     int rc = RTR_OK;
     for (size_t i = 0; i < n && !rc; i++) {
         const char *p = paths[i];

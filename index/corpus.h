@@ -133,8 +133,8 @@ int rtr_corpus_extract(const uint8_t *data, size_t len, int format, const rtr_co
  * non-zero return stops). A file found in a directory that cannot be used
  * (binary, too large, unreadable) is added to skips; a named one is an error
  * naming it (RTR_E_INVALID). RTR_E_NOMEM, and fn's error. */
-typedef int (*rtr_text_fn)(void *ctx, const char *path, const uint8_t *data, size_t len);
-int rtr_corpus_texts(const char *const *paths, size_t n, rtr_text_fn fn, void *ctx, rtr_skip_list *skips);
+typedef int (*rtr_corpus_text_fn)(void *ctx, const char *path, const uint8_t *data, size_t len);
+int rtr_corpus_texts(const char *const *paths, size_t n, rtr_corpus_text_fn fn, void *ctx, rtr_skip_list *skips);
 
 /* 1 if data looks binary: a NUL byte, or over 10% control codes (tab, line
  * breaks, form feed, vertical tab and ESC do not count), in its first 8 KiB. */

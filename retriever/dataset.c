@@ -289,6 +289,39 @@ int rtr_dataset_build(rtr_kb *kb, rtr_retriever *r, const rtr_dataset_opts *o, r
     return RTR_OK;
 }
 
+/* Appends partition p's validation documents (the knowledge base's ids, ascending after those of the
+ * partitions before it) to *ex. */
+static int add_val_docs(rtr_kb *kb, uint32_t p, double val_frac, uint64_t **ex, size_t *n_ex, size_t *cap) {
+    uint64_t *v = NULL;
+    size_t nv = 0;
+    int rc = rtr_dataset_val_docs(kb, val_frac, &v, &nv);
+    for (size_t i = 0; i < nv && !rc; i++) {
+        if ((rc = RTR_GROW(*ex, cap, *n_ex + 1))) break;
+        (*ex)[(*n_ex)++] = rtr_part_id(p, v[i]);
+    }
+    rtr_free(v);
+    return rc;
+}
+
+int rtr_dataset_val_docs_parts(rtr_parts *ps, double val_frac, uint64_t **ids, size_t *n) {
+    size_t cap = 0;
+    *ids = NULL;
+    *n = 0;
+    int rc = RTR_OK;
+    for (uint32_t p = 0; p < rtr_parts_count(ps) && !rc; p++) {
+        rtr_kb *kb = rtr_parts_kb(ps, p), *opened = NULL;
+        if (!kb) rc = rtr_parts_open_one(ps, p, &opened), kb = opened;
+        if (!rc) rc = add_val_docs(kb, p, val_frac, ids, n, &cap);
+        rtr_kb_close(opened);
+    }
+    if (rc) {
+        rtr_free(*ids);
+        *ids = NULL;
+        *n = 0;
+    }
+    return rc;
+}
+
 int rtr_dataset_build_parts(rtr_parts *ps, rtr_multi *m, const rtr_dataset_opts *o, rtr_dataset **out) {
     rtr_dataset *ds;
     uint64_t *ex = NULL;
@@ -300,14 +333,7 @@ int rtr_dataset_build_parts(rtr_parts *ps, rtr_multi *m, const rtr_dataset_opts 
         rtr_kb *kb = rtr_parts_kb(ps, p), *opened = NULL;
         if (!kb) rc = rtr_parts_open_one(ps, p, &opened), kb = opened;
         if (!rc) rc = load_chunks(ds, kb, p, o->val_frac);
-        uint64_t *v = NULL;
-        size_t nv = 0;
-        if (!rc && o->K > 0) rc = rtr_dataset_val_docs(kb, o->val_frac, &v, &nv);
-        for (size_t i = 0; i < nv && !rc; i++) {   /* ascending: partition after partition */
-            if ((rc = RTR_GROW(ex, &cap, n_ex + 1))) break;
-            ex[n_ex++] = rtr_part_id(p, v[i]);
-        }
-        rtr_free(v);
+        if (!rc && o->K > 0) rc = add_val_docs(kb, p, o->val_frac, &ex, &n_ex, &cap);
         rtr_kb_close(opened);
     }
     nbr_source src = {NULL, m};

@@ -74,5 +74,7 @@ void rtr_dataset_at_step(void *d, int64_t step, int64_t steps);
 /* The ids of kb's validation documents for val_frac, ascending (*ids is the
  * caller's to free; NULL when n is 0). RTR_E_NOMEM, store errors. */
 int rtr_dataset_val_docs(rtr_kb *kb, double val_frac, uint64_t **ids, size_t *n);
+/* The same over every partition of ps (the knowledge base's ids, ascending). */
+int rtr_dataset_val_docs_parts(rtr_parts *ps, double val_frac, uint64_t **ids, size_t *n);
 
 #endif

@@ -8,24 +8,43 @@
 #include "index/store.h"
 #include "lib/alloc.h"
 #include "lib/status.h"
+#include "retriever/multi.h"
 
+
+/* Looks up each neighbour's source and hands the list to l->report. */
+/* A read transaction of the store that holds neighbour id (of partition p under a multi), begun once
+ * per report among ts (nts of them, partitions tps): the hits' strings point into them until the
+ * report is made. NULL where this process does not hold the partition. */
+static rtr_store_txn *txn_for(const rtr_live *l, uint32_t p, rtr_store_txn **ts, uint32_t *tps, int *nts) {
+    for (int i = 0; i < *nts; i++)
+        if (tps[i] == p) return ts[i];
+    rtr_kb *kb = l->m ? rtr_parts_kb(rtr_multi_parts(l->m), p) : rtr_retriever_kb(l->r);
+    rtr_store_txn *t = NULL;
+    if (!kb || rtr_store_read_begin(rtr_kb_store(kb), &t)) return NULL;   /* another rank's: not read here */
+    ts[*nts] = t, tps[(*nts)++] = p;
+    return t;
+}
 
 /* Looks up each neighbour's source and hands the list to l->report. */
 static void report(rtr_live *l, int64_t chunk, const int64_t *ids, const float *dist, const int32_t *tok) {
     rtr_live_hit hits[64];
-    uint32_t k = l->k < 64 ? l->k : 64;
-    rtr_store_txn *t = NULL;
-    if (rtr_store_read_begin(rtr_kb_store(rtr_retriever_kb(l->r)), &t)) return;
+    rtr_store_txn *ts[64];
+    uint32_t tps[64], k = l->k < 64 ? l->k : 64;
+    int nts = 0;
+    memset(hits, 0, sizeof hits);
     for (uint32_t j = 0; j < k; j++) {
         rtr_live_hit *h = &hits[j];
-        memset(h, 0, sizeof *h);
         h->chunk_id = -1;
         h->tokens = tok + (size_t)j * RTR_NBR_TOKENS;
+        if (ids[j] < 0) continue;
+        uint32_t p = l->m ? rtr_part_of_id((uint64_t)ids[j]) : 0;
+        uint64_t local = l->m ? rtr_part_local((uint64_t)ids[j]) : (uint64_t)ids[j];
+        rtr_store_txn *t = txn_for(l, p, ts, tps, &nts);
         rtr_chunk c;
         rtr_doc d;
-        if (ids[j] < 0 || rtr_store_get_chunk(t, (uint64_t)ids[j], &c) || rtr_store_get_doc(t, c.doc_id, &d)) continue;
+        if (!t || rtr_store_get_chunk(t, local, &c) || rtr_store_get_doc(t, c.doc_id, &d)) continue;
         h->chunk_id = ids[j];
-        h->doc_id = c.doc_id;
+        h->doc_id = l->m ? rtr_part_id(p, c.doc_id) : c.doc_id;
         h->distance = dist[j];
         h->score = 1 - dist[j] / 2;
         h->withheld = h->score < l->min_score;
@@ -35,7 +54,7 @@ static void report(rtr_live *l, int64_t chunk, const int64_t *ids, const float *
         h->byte_end = c.byte_end;
     }
     l->report(l->report_ctx, chunk, hits, k);
-    rtr_store_txn_end(t);
+    for (int i = 0; i < nts; i++) rtr_store_txn_end(ts[i]);
 }
 
 /* Neighbours scoring below min_score become -1 throughout. */
@@ -63,7 +82,8 @@ static int retrieve_lives(rtr_live *const *ls, const int32_t *chunks, int n, con
     rtr_nbr_opts o = {.k = l->k, .exclude_doc = same ? l->exclude_doc : 0, .self_doc = self, .exclude = l->exclude,
                       .n_exclude = l->n_exclude, .align = aligned ? align_run : 0, .mode = l->mode};
     rtr_nbrs out = {.ids = ids, .dist = dist, .tokens = paper, .aligned = aligned};
-    if (!rc) rc = rtr_retriever_neighbours(l->r, chunks, (size_t)n, &o, &out);
+    if (!rc) rc = l->m ? rtr_multi_neighbours(l->m, chunks, (size_t)n, &o, &out)
+                       : rtr_retriever_neighbours(l->r, chunks, (size_t)n, &o, &out);
     for (size_t i = 0; !rc && i < nk; i++) {
         s[i] = ids[i] < 0 ? NAN : 1 - dist[i] / 2;
         if (score) score[i] = s[i];
@@ -80,6 +100,15 @@ static int retrieve_lives(rtr_live *const *ls, const int32_t *chunks, int n, con
     rtr_free(self);
     if (paper != nbr) rtr_free(paper);
     return rc;
+}
+
+int rtr_live_follow(rtr_live *l, uint32_t align_run) {
+    int64_t id;
+    float d;
+    int32_t t[RTR_NBR_TOKENS];
+    rtr_nbr_opts o = {.k = l->k, .exclude = l->exclude, .n_exclude = l->n_exclude, .align = align_run, .mode = l->mode};
+    rtr_nbrs out = {.ids = &id, .dist = &d, .tokens = t, .aligned = align_run ? t : NULL};
+    return l->m ? rtr_multi_neighbours(l->m, NULL, 0, &o, &out) : RTR_OK;
 }
 
 int rtr_live_retrieve(void *ctx, const int32_t *chunks, int n, int64_t first, int32_t *nbr) {
@@ -109,7 +138,7 @@ int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t 
 
 /* 1 when b retrieves as a does, but for the one document each excludes. */
 static int alike(const rtr_live *a, const rtr_live *b) {
-    return a->r == b->r && a->k == b->k && a->mode == b->mode && a->align == b->align &&
+    return a->r == b->r && a->m == b->m && a->k == b->k && a->mode == b->mode && a->align == b->align &&
            a->n_exclude == b->n_exclude && (a->exclude == b->exclude || a->n_exclude == 0 ||
            !memcmp(a->exclude, b->exclude, a->n_exclude * sizeof *a->exclude)) &&
            (a->min_score == b->min_score || (isnan(a->min_score) && isnan(b->min_score)));

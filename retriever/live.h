@@ -32,8 +32,12 @@ typedef struct rtr_live_hit {
 /* Called once per retrieved chunk: chunk is its index in the token stream. */
 typedef void (*rtr_live_report_fn)(void *ctx, int64_t chunk, const rtr_live_hit *hits, uint32_t k);
 
+struct rtr_multi;
+
 typedef struct rtr_live {
     rtr_retriever *r;
+    struct rtr_multi *m;          /* instead of r: neighbours from every partition (retriever/multi.h; vector,
+                                   * a collective under mpirun: see rtr_live_follow) */
     uint32_t k;                   /* neighbours the model reads per chunk */
     const uint64_t *exclude;      /* sorted document ids never returned */
     size_t n_exclude;
@@ -63,5 +67,10 @@ int rtr_live_retrieve_many(void *const *ctx, const int32_t *chunks, int n, const
  * both. */
 int rtr_live_retrieve_scored(rtr_live *l, const int32_t *chunks, int n, int64_t first, int32_t *nbr, float *score,
                              int32_t *aligned, uint32_t align_run);
+
+/* Under mpirun with m set: a rank that retrieves nothing this time takes part in another rank's
+ * retrieval over the partitions (rtr_multi_neighbours for no chunks, l's options, align_run as the
+ * other's call). */
+int rtr_live_follow(rtr_live *l, uint32_t align_run);
 
 #endif

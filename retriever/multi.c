@@ -34,6 +34,8 @@ int rtr_multi_open(rtr_parts *ps, const rtr_retriever_opts *o, rtr_multi **out) 
     return RTR_OK;
 }
 
+rtr_parts *rtr_multi_parts(rtr_multi *m) { return m->ps; }
+
 void rtr_multi_close(rtr_multi *m) {
     if (!m) return;
     for (uint32_t p = 0; m->rs && p < rtr_parts_count(m->ps); p++) rtr_retriever_close(m->rs[p]);
@@ -518,17 +520,24 @@ int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rt
     int32_t *q = rc ? NULL : rtr_malloc((N + 1) * RTR_CHUNK_TOKENS * sizeof *q);
     uint64_t *self = rc ? NULL : rtr_calloc(N + 1, sizeof *self);
     if (!rc && (!q || !self)) rc = RTR_E_NOMEM;
+    /* each query's own document travels with it: the one document excluded for all of a rank's queries
+     * too (another rank's call names another one) */
+    int per_query = o->self_doc || o->exclude_doc;
     if (!rc) {
         memcpy(q + offs[rank] * RTR_CHUNK_TOKENS, chunks, n * RTR_CHUNK_TOKENS * sizeof *q);
-        if (o->self_doc) memcpy(self + offs[rank], o->self_doc, n * sizeof *self);
+        for (size_t i = 0; i < n; i++) self[offs[rank] + i] = o->self_doc ? o->self_doc[i] : o->exclude_doc;
     }
+    uint64_t anyq = per_query;
+    if (!rc) rc = rtr_comm_sum_u64(c, &anyq, 1);   /* some rank's queries name documents: all are sent */
     rc = rtr_comm_agree(c, rc);
     if (!rc) rc = rtr_comm_allgather_ranges(c, q, RTR_CHUNK_TOKENS * sizeof *q, offs);
     if (!rc) rc = rtr_comm_allgather_ranges(c, self, sizeof *self, offs);
     /* this rank's partitions' best for all of them */
     nbr_buf best = {0};
     if (!rc) rc = nbr_alloc(&best, N, k, out);
-    if (!rc) rc = local_neighbours(m, q, o->self_doc ? self : NULL, N, o, out, &best);
+    rtr_nbr_opts g = *o;   /* the options for every rank's queries */
+    if (!o->self_doc) g.exclude_doc = 0;   /* folded into self */
+    if (!rc) rc = local_neighbours(m, q, anyq ? self : NULL, N, &g, out, &best);
     rc = rtr_comm_agree(c, rc);
     /* each rank's queries' candidates to it, from every rank; it keeps the best k */
     nbr_buf mine = {0};

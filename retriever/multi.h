@@ -23,11 +23,12 @@
 #include "lib/buf.h"
 #include "retriever/retriever.h"
 
-typedef struct rtr_multi rtr_multi;
+typedef struct rtr_multi rtr_multi;   /* struct rtr_multi: retriever/live.h names it too */
 
 /* A retriever on each partition ps opened on this rank (rtr_retriever_open with o). A collective. */
 int rtr_multi_open(rtr_parts *ps, const rtr_retriever_opts *o, rtr_multi **out);
 void rtr_multi_close(rtr_multi *m);   /* NULL-safe; ps stays open */
+rtr_parts *rtr_multi_parts(rtr_multi *m);   /* the knowledge base it searches */
 
 /* rtr_retriever_search over every partition: a collective; query, k and so are read on rank 0 only
  * (may be NULL elsewhere). *out: the merged hits on rank 0, none elsewhere. Every rank returns the
@@ -44,7 +45,9 @@ int rtr_multi_release(rtr_multi *m);   /* rank 0; RTR_OK on the others */
 
 /* The k nearest chunks of each of this rank's n query chunks over every partition, as
  * rtr_retriever_neighbours gives them over one (its options and outputs; ids, self_doc, exclude_doc
- * and exclude are the knowledge base's ids). A collective: each rank passes its own queries (n may
+ * and exclude are the knowledge base's ids; each query's self_doc, or the call's exclude_doc when
+ * there is none, goes with it to the other ranks; exclude and, with self_doc, exclude_doc must be the
+ * same on every rank). A collective: each rank passes its own queries (n may
  * differ between ranks, 0 too); every rank's queries are searched in every partition (each rank its
  * own partitions, the neighbours and their continuations read and aligned where their documents
  * live), and each query's best k over all partitions, by distance then id, go back to the rank that

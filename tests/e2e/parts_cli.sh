@@ -29,6 +29,20 @@ grep -q "3 partitions" docs.json || { cat docs.json; fail "serve: /v1/documents 
 serve_stop
 ok "serve --read-only searches every partition; documents say they are not read across partitions yet"
 
+# a model's neighbours over partitions are the plain knowledge base's: evaluation gives its figures
+"$RETRO" index add plain docs --quiet > /dev/null && "$RETRO" index build plain --quiet > /dev/null
+tiny_model plain model
+"$RETRO" eval --model model --kb plain --split val --json > plain.json
+"$RETRO" eval --model model --kb kb --split val --json > parts.json
+node -e 'const fs = require("fs");
+  const a = JSON.parse(fs.readFileSync("plain.json")), b = JSON.parse(fs.readFileSync("parts.json"));
+  if (a.documents !== b.documents || a.chunks !== b.chunks) throw new Error("counts");
+  a.runs.forEach((r, i) => {
+    if (Math.abs(r.bpb - b.runs[i].bpb) > 1e-6 * r.bpb) throw new Error(`run ${i}: ${r.bpb} against ${b.runs[i].bpb}`);
+    r.leakage.forEach((l, k) => { if (l.chunks !== b.runs[i].leakage[k].chunks) throw new Error("leakage"); });
+  });' || fail "eval over partitions: not the plain knowledge base's figures"
+ok "eval over 3 partitions: the plain knowledge base's bits per byte and leakage table (exact search)"
+
 expect_fail 1 "a knowledge base of 3 partitions" "$RETRO" index info kb
 expect_fail 1 "3 partitions; 2 were asked for" "$RETRO" index add kb docs --partitions 2
 ok "one-partition commands and another count are refused in one line"
