@@ -91,9 +91,9 @@ int rtr_hits_pack(const rtr_hits *h, rtr_buf *out) {
         for (int j = 0; j < 4; j++, p += 8) rtr_put_le64(p, u64[j]);
         for (int j = 0; j < 9; j++, p += 4) rtr_put_le32(p, u32[j]);
         rc = rtr_buf_append(out, f, sizeof f);
-        if (!rc) rc = put_str(out, x->path);
-        if (!rc) rc = put_str(out, x->title);
-        if (!rc) rc = put_str(out, x->text);
+        if (!rc) rc = put_str(out, x->path ? x->path : "");   /* a candidate without its chunk: empty */
+        if (!rc) rc = put_str(out, x->title ? x->title : "");
+        if (!rc) rc = put_str(out, x->text ? x->text : "");
         if (!rc) rc = put_str(out, x->continuation);
     }
     return rc;
@@ -174,11 +174,52 @@ static int take_hits(rtr_hits *dst, rtr_hits *src) {
     return RTR_OK;
 }
 
+static int cmp_vector_side(const void *a, const void *b) {
+    const rtr_hit *x = *(const rtr_hit *const *)a, *y = *(const rtr_hit *const *)b;
+    if (x->vector_score != y->vector_score) return x->vector_score > y->vector_score ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+static int cmp_lexical_side(const void *a, const void *b) {
+    const rtr_hit *x = *(const rtr_hit *const *)a, *y = *(const rtr_hit *const *)b;
+    if (x->lexical_score != y->lexical_score) return x->lexical_score > y->lexical_score ? -1 : 1;
+    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
+}
+
+/* Hybrid over partitions, as one index would do it: each partition's candidates (found_by: the sides
+ * that found them among that partition's best depth) are pooled; each side keeps its best depth of
+ * those it found, over every partition (the scores compare: one embedder, BM25 of the summed
+ * statistics); the candidates left, each scored by both sides, are fused (rtr_hits_fuse). */
+static int fuse_candidates(rtr_hits *all, uint32_t depth) {
+    size_t n = all->n;
+    rtr_hit **by = rtr_malloc((n + 1) * sizeof *by);
+    unsigned *keep = rtr_calloc(n + 1, sizeof *keep);
+    int rc = by && keep ? RTR_OK : RTR_E_NOMEM;
+    for (int side = 0; side < 2 && !rc; side++) {
+        unsigned flag = side ? RTR_FOUND_LEXICAL : RTR_FOUND_VECTOR;
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (all->items[i].found_by & flag) by[m++] = &all->items[i];
+        qsort(by, m, sizeof *by, side ? cmp_lexical_side : cmp_vector_side);
+        for (size_t i = 0; i < m && i < depth; i++) keep[by[i] - all->items] |= flag;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!keep[i]) continue;
+        all->items[w] = all->items[i];
+        all->items[w++].found_by = keep[i];
+    }
+    if (!rc) all->n = w, rc = rtr_hits_fuse(all->items, w);
+    rtr_free(by);
+    rtr_free(keep);
+    return rc;
+}
+
 /* The best k of all (n hits of every partition) in mode, ranks on a side renumbered over them all. */
 static int merge(rtr_hits *all, int mode, uint32_t k) {
     int rc = RTR_OK;
     if (mode == RTR_SEARCH_HYBRID) {
-        rc = rtr_hits_fuse(all->items, all->n);
+        rc = fuse_candidates(all, rtr_retriever_side_depth(mode, k));
     } else {
         qsort(all->items, all->n, sizeof *all->items, cmp_by_score);
         for (size_t i = 0; i < all->n; i++) {
@@ -195,6 +236,68 @@ static int merge(rtr_hits *all, int mode, uint32_t k) {
     }
     if (all->n > k) all->n = k;
     return rc;
+}
+
+/* The second phase of a hybrid search: rank 0 broadcasts the ids of its best k (hits, found without
+ * their chunks), each rank reads those of its partitions (rtr_retriever_fill) and sends them back. A
+ * collective. */
+static int fetch_chunks(rtr_multi *m, rtr_hits *hits, int cont) {
+    rtr_comm *c = rtr_parts_comm(m->ps);
+    int rank0 = rtr_comm_rank(c) == 0;
+    uint64_t n = rank0 ? hits->n : 0;
+    int rc = rtr_comm_bcast(c, &n, sizeof n, 0);
+    uint64_t *ids = rc ? NULL : rtr_calloc(n + 1, sizeof *ids);
+    if (!rc && !ids) rc = RTR_E_NOMEM;
+    for (size_t i = 0; rank0 && !rc && i < n; i++) ids[i] = hits->items[i].chunk_id;
+    rc = rtr_comm_agree(c, rc);
+    if (!rc) rc = rtr_comm_bcast(c, ids, n * sizeof *ids, 0);
+    /* this rank's: read where they live */
+    rtr_hits mine = {0};
+    mine.items = rc ? NULL : rtr_calloc(n + 1, sizeof *mine.items);
+    if (!rc && !mine.items) rc = RTR_E_NOMEM;
+    for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
+        if (!m->rs[p]) continue;
+        size_t from = mine.n;
+        for (size_t i = 0; i < n; i++)
+            if (rtr_part_of_id(ids[i]) == p) mine.items[mine.n++].chunk_id = rtr_part_local(ids[i]);
+        if ((rc = rtr_retriever_fill(m->rs[p], mine.items + from, mine.n - from, cont))) break;
+        globalize(&(rtr_hits){mine.items + from, mine.n - from, 0, 0}, p);
+    }
+    rtr_buf b = {0};
+    if (!rc) rc = rtr_hits_pack(&mine, &b);
+    rtr_hits_free(&mine);
+    uint8_t *all;
+    size_t *lens;
+    rc = rtr_comm_gather_agreed(c, rc, b.data, b.len, 0, &all, &lens);
+    if (!rc && rank0) {   /* each chunk's fields into its hit (the ranking's fields stay) */
+        rtr_hits got = {0};
+        size_t at = 0, total = 0;
+        for (int r = 0; r < rtr_comm_size(c); r++) total += lens[r];
+        while (!rc && at < total) {
+            size_t used = 0;
+            rc = rtr_hits_unpack(all + at, total - at, "a rank's chunks", &got, &used);
+            at += used;
+        }
+        for (size_t i = 0; !rc && i < hits->n; i++) {
+            rtr_hit *h = &hits->items[i], *g = NULL;
+            for (size_t j = 0; j < got.n && !g; j++)
+                if (got.items[j].chunk_id == h->chunk_id) g = &got.items[j];
+            if (!g) {
+                rc = rtr_seterr(RTR_E_NOTFOUND, "chunk %llu: no rank read it", (unsigned long long)h->chunk_id);
+                break;
+            }
+            h->doc_id = g->doc_id, h->byte_start = g->byte_start, h->byte_end = g->byte_end, h->seq = g->seq;
+            rtr_free(h->path), rtr_free(h->title), rtr_free(h->text), rtr_free(h->continuation);
+            h->path = g->path, h->title = g->title, h->text = g->text, h->continuation = g->continuation;
+            g->path = g->title = g->text = g->continuation = NULL;
+        }
+        rtr_hits_free(&got);
+    }
+    rtr_free(all);
+    rtr_free(lens);
+    rtr_free(ids);
+    rtr_buf_free(&b);
+    return rtr_comm_agree(c, rc);
 }
 
 /* BM25's statistics of every partition for the query q (a collective): each rank's partitions' counts,
@@ -302,7 +405,8 @@ static int multi_round(rtr_multi *m, uint32_t op, const char *query, size_t len,
             uint64_t id = rtr_get_le64(rq + REQ_HEAD + (size_t)i * 8);
             if (rtr_part_of_id(id) == p) ex[n_local++] = rtr_part_local(id);
         }
-        rtr_search_opts po = {ex, n_local, cont, mode, mode != RTR_SEARCH_VECTOR ? &stats : NULL};
+        /* hybrid: every candidate of the partition, ids and scores, fused at rank 0 over all of them */
+        rtr_search_opts po = {ex, n_local, cont, mode, mode != RTR_SEARCH_VECTOR ? &stats : NULL, mode == RTR_SEARCH_HYBRID};
         rtr_hits h;
         if (!(rc = rtr_retriever_search(m->rs[p], q, qlen, rk, &po, &h))) {
             globalize(&h, p);
@@ -311,7 +415,8 @@ static int multi_round(rtr_multi *m, uint32_t op, const char *query, size_t len,
         rtr_hits_free(&h);
     }
     /* the best k of this rank's partitions are what it sends (the same best k at rank 0: scores order
-     * vector and lexical hits wholly); hybrid sends all, fused again at rank 0 over every partition */
+     * vector and lexical hits wholly); hybrid sends every candidate without its text, fused at rank 0
+     * over every partition, and the chunks of the best k are then read from their owners */
     if (!rc && mode != RTR_SEARCH_HYBRID) rc = merge(&local, mode, rk);
     if (!rc && local.query_chunks) rc = rtr_hits_pack(&local, &mine_buf);
     rtr_hits_free(&local);
@@ -331,6 +436,8 @@ static int multi_round(rtr_multi *m, uint32_t op, const char *query, size_t len,
         }
         if (!rc) rc = merge(out, mode, rk);
     }
+    rc = rtr_comm_agree(c, rc);
+    if (!rc && mode == RTR_SEARCH_HYBRID) rc = fetch_chunks(m, out, cont);
     if (rc) rtr_hits_free(out);
     rtr_free(all);
     rtr_free(lens);

@@ -137,6 +137,7 @@ static int no_lexical(const rtr_retriever *r, const char *what) {
 
 /* How deep each side ranks for k results: hybrid goes deeper than k, so that what both sides find comes up. */
 static uint32_t side_depth(int mode, uint32_t k) { return mode == RTR_SEARCH_HYBRID && k < 50 ? 50 : k; }
+uint32_t rtr_retriever_side_depth(int mode, uint32_t k) { return side_depth(mode, k); }
 
 int rtr_retriever_default_mode(const rtr_retriever *r) { return r->default_mode; }
 
@@ -356,6 +357,15 @@ static int fill_hit(rtr_store_txn *t, const rtr_tokenizer *tok, uint64_t id, flo
             return RTR_E_NOMEM;
     }
     return RTR_OK;
+}
+
+int rtr_retriever_fill(rtr_retriever *r, rtr_hit *h, size_t n, int continuation) {
+    rtr_store_txn *t = NULL;
+    int rc = rtr_store_read_begin(rtr_kb_store(r->kb), &t);
+    for (size_t i = 0; i < n && !rc; i++)
+        rc = fill_hit(t, rtr_kb_tokenizer(r->kb), h[i].chunk_id, h[i].distance, h[i].query_chunk, continuation, &h[i]);
+    rtr_store_txn_end(t);
+    return rc;
 }
 
 /* The lexical side: the depth best live chunks outside f for the query lq (BM25, found as how says:
@@ -694,12 +704,13 @@ int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32
     if (!rc) rc = rank_query(&qc, mode, hid, dist, depth, &f, &ranked, &nr);
     rtr_lex_query_free(lq);
     rtr_free(qf);
-    size_t n = nr < k ? nr : k;
+    int all = so->candidates && mode == RTR_SEARCH_HYBRID;   /* every candidate, ids and scores */
+    size_t n = all || nr < k ? nr : k;
     if (!rc && n && !(out->items = rtr_calloc(n, sizeof *out->items))) rc = RTR_E_NOMEM;
     for (size_t i = 0; i < n && !rc; i++) {
         rtr_hit *h = &out->items[i];
         *h = ranked[i];   /* the ranking's fields; the chunk's follow */
-        rc = fill_hit(t, tok, ranked[i].chunk_id, ranked[i].distance, ranked[i].query_chunk, so->continuation, h);
+        if (!all) rc = fill_hit(t, tok, ranked[i].chunk_id, ranked[i].distance, ranked[i].query_chunk, so->continuation, h);
         out->n = i + 1;
     }
     out->query_chunks = (uint32_t)nq;

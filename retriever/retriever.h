@@ -102,6 +102,10 @@ typedef struct rtr_search_opts {
     int mode;                       /* RTR_SEARCH_* */
     const rtr_lex_stats *lex_stats; /* BM25's statistics of all the partitions searched (made from this
                                      * query's text; retriever/multi.h); NULL: this knowledge base's */
+    int candidates;                 /* hybrid: every candidate, ranked (each scored by both sides, found_by
+                                     * the sides that found it among their best max(k, 50)), not only the
+                                     * best k, and only their ids and scores: rtr_retriever_fill reads the
+                                     * rest (a search over partitions fuses them all: retriever/multi.h) */
 } rtr_search_opts;
 
 /* k results (fewer if the knowledge base has fewer chunks). An empty query
@@ -109,6 +113,11 @@ typedef struct rtr_search_opts {
 int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                          rtr_hits *out);
 void rtr_hits_free(rtr_hits *h);
+/* Each of n hits' chunk fields (document id, byte span, seq, path, title, text, and the continuation
+ * when asked) read for its chunk_id, in one read transaction. RTR_E_NOTFOUND for a chunk that is gone. */
+int rtr_retriever_fill(rtr_retriever *r, rtr_hit *h, size_t n, int continuation);
+/* The candidates' depth of a hybrid search for k results (each side's best this many). */
+uint32_t rtr_retriever_side_depth(int mode, uint32_t k);
 /* Hybrid search's fusion of m candidates each scored by both sides (vector_score, lexical_score): each
  * side ranks them all (vector_rank, lexical_rank; 0 where the score is not above 0), score becomes the
  * sum of 1 / (60 + rank) over the sides, and all is sorted best first (ties: the sum of the two sides'
