@@ -190,7 +190,16 @@ static int cmp_lexical_side(const void *a, const void *b) {
  * that found them among that partition's best depth) are pooled; each side keeps its best depth of
  * those it found, over every partition (the scores compare: one embedder, BM25 of the summed
  * statistics); the candidates left, each scored by both sides, are fused (rtr_hits_fuse). */
+static int keep_sides(rtr_hits *all, uint32_t depth);
 static int fuse_candidates(rtr_hits *all, uint32_t depth) {
+    int rc = keep_sides(all, depth);
+    return rc ? rc : rtr_hits_fuse(all->items, all->n);
+}
+
+/* Of all's candidates, those among each side's best depth of the ones it found (found_by: the sides
+ * that keep them); the others dropped (their strings freed). A rank that keeps its own partitions'
+ * this way sends all that the whole's best depth of each side can hold. */
+static int keep_sides(rtr_hits *all, uint32_t depth) {
     size_t n = all->n;
     rtr_hit **by = rtr_malloc((n + 1) * sizeof *by);
     unsigned *keep = rtr_calloc(n + 1, sizeof *keep);
@@ -205,11 +214,15 @@ static int fuse_candidates(rtr_hits *all, uint32_t depth) {
     }
     size_t w = 0;
     for (size_t i = 0; i < n && !rc; i++) {
-        if (!keep[i]) continue;
-        all->items[w] = all->items[i];
+        rtr_hit *x = &all->items[i];
+        if (!keep[i]) {
+            rtr_free(x->path), rtr_free(x->title), rtr_free(x->text), rtr_free(x->continuation);
+            continue;
+        }
+        all->items[w] = *x;
         all->items[w++].found_by = keep[i];
     }
-    if (!rc) all->n = w, rc = rtr_hits_fuse(all->items, w);
+    if (!rc) all->n = w;
     rtr_free(by);
     rtr_free(keep);
     return rc;
@@ -418,6 +431,7 @@ static int multi_round(rtr_multi *m, uint32_t op, const char *query, size_t len,
      * vector and lexical hits wholly); hybrid sends every candidate without its text, fused at rank 0
      * over every partition, and the chunks of the best k are then read from their owners */
     if (!rc && mode != RTR_SEARCH_HYBRID) rc = merge(&local, mode, rk);
+    if (!rc && mode == RTR_SEARCH_HYBRID) rc = keep_sides(&local, rtr_retriever_side_depth(mode, rk));
     if (!rc && local.query_chunks) rc = rtr_hits_pack(&local, &mine_buf);
     rtr_hits_free(&local);
     /* rank 0 merges every rank's hits */
