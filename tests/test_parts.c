@@ -219,9 +219,9 @@ static void test_build_and_search(void **state) {
         assert_true(same_hits(&x, &y, 1e-3f));
         x.n = y.n = 10;
         int common = 0;
-        for (size_t a = 0; a < 10; a++)
-            for (size_t b = 0; b < 10; b++)
-                common += !strcmp(x.items[a].path, y.items[b].path) && x.items[a].byte_start == y.items[b].byte_start;
+        for (size_t u = 0; u < 10; u++)
+            for (size_t v = 0; v < 10; v++)
+                common += !strcmp(x.items[u].path, y.items[v].path) && x.items[u].byte_start == y.items[v].byte_start;
         assert_true(common >= 9);
         rtr_hits_free(&x);
         rtr_hits_free(&y);
