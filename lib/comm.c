@@ -108,60 +108,33 @@ int rtr_comm_barrier(rtr_comm *c) {
 #endif
 }
 
-int rtr_comm_sum_u64(rtr_comm *c, uint64_t *v, size_t n) {
-    if (!c->mpi || n == 0) return RTR_OK;
-    int rc = fits(n, "sum");
-#ifdef RETRO_HAVE_MPI
-    int e_;
-    count(c, n * sizeof *v);
-    if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_UINT64_T, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
-#else
-    (void)v;
-#endif
-    return rc;
-}
+enum { SUM_U32, SUM_U64, SUM_F32, SUM_F64 };
 
-int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n) {
-    if (!c->mpi || n == 0) return RTR_OK;
-    int rc = fits(n, "sum");
-#ifdef RETRO_HAVE_MPI
-    int e_;
-    count(c, n * sizeof *v);
-    if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_UINT32_T, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
-#else
-    (void)v;
-#endif
-    return rc;
-}
-
-int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n) {
+/* Sums n values of elem bytes (type SUM_*) over the ranks, in place, in pieces that one MPI call
+ * carries (a model's gradients may pass INT_MAX). */
+static int sum(rtr_comm *c, void *v, size_t n, size_t elem, int type) {
     if (!c->mpi || n == 0) return RTR_OK;
     int rc = RTR_OK;
 #ifdef RETRO_HAVE_MPI
+    static const MPI_Datatype types[] = {MPI_UINT32_T, MPI_UINT64_T, MPI_FLOAT, MPI_DOUBLE};
     int e_;
-    count(c, n * sizeof *v);
-    for (size_t at = 0; at < n && !rc; at += (size_t)INT_MAX / 4) {   /* a model's gradients may pass INT_MAX */
-        size_t k = n - at < (size_t)INT_MAX / 4 ? n - at : (size_t)INT_MAX / 4;
-        rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v + at, (int)k, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    size_t piece = (size_t)INT_MAX / elem;
+    count(c, n * elem);
+    for (size_t at = 0; at < n && !rc; at += piece) {
+        size_t k = n - at < piece ? n - at : piece;
+        rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, (uint8_t *)v + at * elem, (int)k, types[type], MPI_SUM, MPI_COMM_WORLD),
+                      "MPI_Allreduce");
     }
 #else
-    (void)v;
+    (void)v, (void)elem, (void)type;
 #endif
     return rc;
 }
 
-int rtr_comm_sum_f64(rtr_comm *c, double *v, size_t n) {
-    if (!c->mpi || n == 0) return RTR_OK;
-    int rc = fits(n, "sum");
-#ifdef RETRO_HAVE_MPI
-    int e_;
-    count(c, n * sizeof *v);
-    if (!rc) rc = MPI_CALL(MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
-#else
-    (void)v;
-#endif
-    return rc;
-}
+int rtr_comm_sum_u64(rtr_comm *c, uint64_t *v, size_t n) { return sum(c, v, n, sizeof *v, SUM_U64); }
+int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n) { return sum(c, v, n, sizeof *v, SUM_U32); }
+int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n) { return sum(c, v, n, sizeof *v, SUM_F32); }
+int rtr_comm_sum_f64(rtr_comm *c, double *v, size_t n) { return sum(c, v, n, sizeof *v, SUM_F64); }
 
 int rtr_comm_allgather_ranges(rtr_comm *c, void *buf, size_t elem, const size_t *offs) {
     if (!c->mpi) return RTR_OK;

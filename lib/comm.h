@@ -48,10 +48,10 @@ void rtr_comm_stats(const rtr_comm *c, uint64_t *calls, uint64_t *sent);
 int rtr_comm_have_mpi(void);
 
 int rtr_comm_barrier(rtr_comm *c);
-/* Sums v (n values) over the ranks; every rank gets the sums. */
+/* Sums v (n values, any n: sent in pieces below INT_MAX) over the ranks; every rank gets the sums. */
 int rtr_comm_sum_u64(rtr_comm *c, uint64_t *v, size_t n);
 int rtr_comm_sum_u32(rtr_comm *c, uint32_t *v, size_t n);
-int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n);    /* any n (sent in pieces below INT_MAX) */
+int rtr_comm_sum_f32(rtr_comm *c, float *v, size_t n);
 int rtr_comm_sum_f64(rtr_comm *c, double *v, size_t n);
 /* buf: elements of elem bytes; rank r's are [offs[r], offs[r + 1]) (offs: size + 1 entries), filled by
  * it; afterwards every rank has them all (MPI_Allgatherv in place). */

@@ -174,65 +174,13 @@ static int take_hits(rtr_hits *dst, rtr_hits *src) {
     return RTR_OK;
 }
 
-static int cmp_vector_side(const void *a, const void *b) {
-    const rtr_hit *x = *(const rtr_hit *const *)a, *y = *(const rtr_hit *const *)b;
-    if (x->vector_score != y->vector_score) return x->vector_score > y->vector_score ? -1 : 1;
-    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
-}
-
-static int cmp_lexical_side(const void *a, const void *b) {
-    const rtr_hit *x = *(const rtr_hit *const *)a, *y = *(const rtr_hit *const *)b;
-    if (x->lexical_score != y->lexical_score) return x->lexical_score > y->lexical_score ? -1 : 1;
-    return x->chunk_id < y->chunk_id ? -1 : x->chunk_id > y->chunk_id;
-}
-
-/* Hybrid over partitions, as one index would do it: each partition's candidates (found_by: the sides
- * that found them among that partition's best depth) are pooled; each side keeps its best depth of
- * those it found, over every partition (the scores compare: one embedder, BM25 of the summed
- * statistics); the candidates left, each scored by both sides, are fused (rtr_hits_fuse). */
-static int keep_sides(rtr_hits *all, uint32_t depth);
-static int fuse_candidates(rtr_hits *all, uint32_t depth) {
-    int rc = keep_sides(all, depth);
-    return rc ? rc : rtr_hits_fuse(all->items, all->n);
-}
-
-/* Of all's candidates, those among each side's best depth of the ones it found (found_by: the sides
- * that keep them); the others dropped (their strings freed). A rank that keeps its own partitions'
- * this way sends all that the whole's best depth of each side can hold. */
-static int keep_sides(rtr_hits *all, uint32_t depth) {
-    size_t n = all->n;
-    rtr_hit **by = rtr_malloc((n + 1) * sizeof *by);
-    unsigned *keep = rtr_calloc(n + 1, sizeof *keep);
-    int rc = by && keep ? RTR_OK : RTR_E_NOMEM;
-    for (int side = 0; side < 2 && !rc; side++) {
-        unsigned flag = side ? RTR_FOUND_LEXICAL : RTR_FOUND_VECTOR;
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (all->items[i].found_by & flag) by[m++] = &all->items[i];
-        qsort(by, m, sizeof *by, side ? cmp_lexical_side : cmp_vector_side);
-        for (size_t i = 0; i < m && i < depth; i++) keep[by[i] - all->items] |= flag;
-    }
-    size_t w = 0;
-    for (size_t i = 0; i < n && !rc; i++) {
-        rtr_hit *x = &all->items[i];
-        if (!keep[i]) {
-            rtr_free(x->path), rtr_free(x->title), rtr_free(x->text), rtr_free(x->continuation);
-            continue;
-        }
-        all->items[w] = *x;
-        all->items[w++].found_by = keep[i];
-    }
-    if (!rc) all->n = w;
-    rtr_free(by);
-    rtr_free(keep);
-    return rc;
-}
-
 /* The best k of all (n hits of every partition) in mode, ranks on a side renumbered over them all. */
 static int merge(rtr_hits *all, int mode, uint32_t k) {
     int rc = RTR_OK;
     if (mode == RTR_SEARCH_HYBRID) {
-        rc = fuse_candidates(all, rtr_retriever_side_depth(mode, k));
+        /* as one index would: each side's best depth of what it found over every partition (the scores
+         * compare: one embedder, BM25 of the summed statistics), each scored by both sides, fused */
+        if (!(rc = rtr_hits_keep_sides(all, rtr_retriever_side_depth(mode, k)))) rc = rtr_hits_fuse(all->items, all->n);
     } else {
         qsort(all->items, all->n, sizeof *all->items, cmp_by_score);
         for (size_t i = 0; i < all->n; i++) {
@@ -240,13 +188,7 @@ static int merge(rtr_hits *all, int mode, uint32_t k) {
             else all->items[i].vector_rank = (uint32_t)i + 1;
         }
     }
-    for (size_t i = k; i < all->n; i++) {   /* what falls past k */
-        rtr_hit *x = &all->items[i];
-        rtr_free(x->path);
-        rtr_free(x->title);
-        rtr_free(x->text);
-        rtr_free(x->continuation);
-    }
+    for (size_t i = k; i < all->n; i++) rtr_hit_clear(&all->items[i]);   /* what falls past k */
     if (all->n > k) all->n = k;
     return rc;
 }
@@ -300,7 +242,7 @@ static int fetch_chunks(rtr_multi *m, rtr_hits *hits, int cont) {
                 break;
             }
             h->doc_id = g->doc_id, h->byte_start = g->byte_start, h->byte_end = g->byte_end, h->seq = g->seq;
-            rtr_free(h->path), rtr_free(h->title), rtr_free(h->text), rtr_free(h->continuation);
+            rtr_hit_clear(h);
             h->path = g->path, h->title = g->title, h->text = g->text, h->continuation = g->continuation;
             g->path = g->title = g->text = g->continuation = NULL;
         }
@@ -431,7 +373,7 @@ static int multi_round(rtr_multi *m, uint32_t op, const char *query, size_t len,
      * vector and lexical hits wholly); hybrid sends every candidate without its text, fused at rank 0
      * over every partition, and the chunks of the best k are then read from their owners */
     if (!rc && mode != RTR_SEARCH_HYBRID) rc = merge(&local, mode, rk);
-    if (!rc && mode == RTR_SEARCH_HYBRID) rc = keep_sides(&local, rtr_retriever_side_depth(mode, rk));
+    if (!rc && mode == RTR_SEARCH_HYBRID) rc = rtr_hits_keep_sides(&local, rtr_retriever_side_depth(mode, rk));
     if (!rc && local.query_chunks) rc = rtr_hits_pack(&local, &mine_buf);
     rtr_hits_free(&local);
     /* rank 0 merges every rank's hits */
@@ -491,16 +433,10 @@ int rtr_multi_release(rtr_multi *m) {
 }
 
 /* --- neighbours over partitions ------------------------------------------------------------------ */
-/* One query's candidates, kept best first by (distance, id); the arrays of a rtr_nbrs at query i. */
-typedef struct nbr_view {
-    int64_t *ids;
-    float *dist;
-    int32_t *tokens, *aligned, *shifts;
-} nbr_view;
-
-static nbr_view view_at(const rtr_nbrs *x, size_t i, uint32_t k) {
+/* One query's candidates, kept best first by (distance, id): the arrays of x at query i. */
+static rtr_nbrs view_at(const rtr_nbrs *x, size_t i, uint32_t k) {
     size_t at = i * k;
-    return (nbr_view){x->ids + at, x->dist + at, x->tokens ? x->tokens + at * RTR_NBR_TOKENS : NULL,
+    return (rtr_nbrs){x->ids + at, x->dist + at, x->tokens ? x->tokens + at * RTR_NBR_TOKENS : NULL,
                       x->aligned ? x->aligned + at * RTR_NBR_TOKENS : NULL, x->shifts ? x->shifts + at : NULL};
 }
 
@@ -513,7 +449,7 @@ static int nbr_before(int64_t ia, float da, int64_t ib, float db) {
 
 /* Merges candidate j of src into dst (both k long, best first): inserted where it belongs, the last
  * dropped. */
-static void nbr_insert(nbr_view *dst, const nbr_view *src, uint32_t j, uint32_t k) {
+static void nbr_insert(rtr_nbrs *dst, const rtr_nbrs *src, uint32_t j, uint32_t k) {
     if (src->ids[j] < 0) return;
     uint32_t at = k;
     while (at > 0 && nbr_before(src->ids[j], src->dist[j], dst->ids[at - 1], dst->dist[at - 1])) at--;
@@ -530,35 +466,31 @@ static void nbr_insert(nbr_view *dst, const nbr_view *src, uint32_t j, uint32_t 
     if (dst->shifts) dst->shifts[at] = src->shifts[j];
 }
 
-/* Caller-side arrays for n queries of k, with the fields that want asks for (dist always). */
-typedef struct nbr_buf {
-    rtr_nbrs x;
-} nbr_buf;
-
-static int nbr_alloc(nbr_buf *b, size_t n, uint32_t k, const rtr_nbrs *want) {
+/* Arrays for n queries of k, with the fields that want asks for (dist always). */
+static int nbr_alloc(rtr_nbrs *b, size_t n, uint32_t k, const rtr_nbrs *want) {
     size_t nk = n * k + 1;
     memset(b, 0, sizeof *b);
-    b->x.ids = rtr_malloc(nk * sizeof *b->x.ids);
-    b->x.dist = rtr_malloc(nk * sizeof *b->x.dist);
-    if (want->tokens) b->x.tokens = rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *b->x.tokens);
-    if (want->aligned) b->x.aligned = rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *b->x.aligned);
-    if (want->shifts) b->x.shifts = rtr_malloc(nk * sizeof *b->x.shifts);
-    if (!b->x.ids || !b->x.dist || (want->tokens && !b->x.tokens) || (want->aligned && !b->x.aligned) ||
-        (want->shifts && !b->x.shifts))
+    b->ids = rtr_malloc(nk * sizeof *b->ids);
+    b->dist = rtr_malloc(nk * sizeof *b->dist);
+    if (want->tokens) b->tokens = rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *b->tokens);
+    if (want->aligned) b->aligned = rtr_malloc(nk * RTR_NBR_TOKENS * sizeof *b->aligned);
+    if (want->shifts) b->shifts = rtr_malloc(nk * sizeof *b->shifts);
+    if (!b->ids || !b->dist || (want->tokens && !b->tokens) || (want->aligned && !b->aligned) ||
+        (want->shifts && !b->shifts))
         return RTR_E_NOMEM;
-    for (size_t i = 0; i < n * k; i++) b->x.ids[i] = -1, b->x.dist[i] = INFINITY;   /* none yet, as the retriever */
-    for (size_t i = 0; b->x.tokens && i < n * k * RTR_NBR_TOKENS; i++) b->x.tokens[i] = -1;   /* fills a missing one */
-    for (size_t i = 0; b->x.aligned && i < n * k * RTR_NBR_TOKENS; i++) b->x.aligned[i] = -1;
-    if (b->x.shifts) memset(b->x.shifts, 0, n * k * sizeof *b->x.shifts);
+    for (size_t i = 0; i < n * k; i++) b->ids[i] = -1, b->dist[i] = INFINITY;   /* none yet, as the retriever */
+    for (size_t i = 0; b->tokens && i < n * k * RTR_NBR_TOKENS; i++) b->tokens[i] = -1;   /* fills a missing one */
+    for (size_t i = 0; b->aligned && i < n * k * RTR_NBR_TOKENS; i++) b->aligned[i] = -1;
+    if (b->shifts) memset(b->shifts, 0, n * k * sizeof *b->shifts);
     return RTR_OK;
 }
 
-static void nbr_free(nbr_buf *b) {
-    rtr_free(b->x.ids);
-    rtr_free(b->x.dist);
-    rtr_free(b->x.tokens);
-    rtr_free(b->x.aligned);
-    rtr_free(b->x.shifts);
+static void nbr_free(rtr_nbrs *b) {
+    rtr_free(b->ids);
+    rtr_free(b->dist);
+    rtr_free(b->tokens);
+    rtr_free(b->aligned);
+    rtr_free(b->shifts);
 }
 
 /* Bytes of one query's k candidates in a gather: ids, distances, then what is asked for. */
@@ -567,7 +499,7 @@ static size_t nbr_bytes(uint32_t k, const rtr_nbrs *want) {
                         (want->shifts ? 4 : 0));
 }
 
-static void nbr_put(const nbr_view *v, uint32_t k, rtr_buf *b) {   /* b has room (rtr_buf_reserve) */
+static void nbr_put(const rtr_nbrs *v, uint32_t k, rtr_buf *b) {   /* b has room (rtr_buf_reserve) */
     rtr_buf_append(b, v->ids, (size_t)k * 8);
     rtr_buf_append(b, v->dist, (size_t)k * 4);
     if (v->tokens) rtr_buf_append(b, v->tokens, (size_t)k * RTR_NBR_TOKENS * 4);
@@ -575,8 +507,8 @@ static void nbr_put(const nbr_view *v, uint32_t k, rtr_buf *b) {   /* b has room
     if (v->shifts) rtr_buf_append(b, v->shifts, (size_t)k * 4);
 }
 
-static nbr_view nbr_get(uint8_t *p, uint32_t k, const rtr_nbrs *want) {   /* a view into gathered bytes */
-    nbr_view v = {(int64_t *)(void *)p, (float *)(void *)(p + (size_t)k * 8), NULL, NULL, NULL};
+static rtr_nbrs nbr_get(uint8_t *p, uint32_t k, const rtr_nbrs *want) {   /* a view into gathered bytes */
+    rtr_nbrs v = {(int64_t *)(void *)p, (float *)(void *)(p + (size_t)k * 8), NULL, NULL, NULL};
     p += (size_t)k * 12;
     if (want->tokens) v.tokens = (int32_t *)(void *)p, p += (size_t)k * RTR_NBR_TOKENS * 4;
     if (want->aligned) v.aligned = (int32_t *)(void *)p, p += (size_t)k * RTR_NBR_TOKENS * 4;
@@ -586,9 +518,9 @@ static nbr_view nbr_get(uint8_t *p, uint32_t k, const rtr_nbrs *want) {   /* a v
 
 /* This rank's partitions' best k for each of the N queries q (self: their documents), in best. */
 static int local_neighbours(rtr_multi *m, const int32_t *q, const uint64_t *self, size_t N, const rtr_nbr_opts *o,
-                            const rtr_nbrs *want, nbr_buf *best) {
+                            const rtr_nbrs *want, rtr_nbrs *best) {
     uint32_t k = o->k;
-    nbr_buf part = {0};
+    rtr_nbrs part = {0};
     uint64_t *pself = rtr_malloc((N + 1) * sizeof *pself), *pex = rtr_malloc((o->n_exclude + 1) * sizeof *pex);
     int rc = pself && pex ? nbr_alloc(&part, N, k, want) : RTR_E_NOMEM;
     for (uint32_t p = 0; p < rtr_parts_count(m->ps) && !rc; p++) {
@@ -602,9 +534,9 @@ static int local_neighbours(rtr_multi *m, const int32_t *q, const uint64_t *self
         po.self_doc = self ? pself : NULL;
         po.exclude_doc = o->exclude_doc && rtr_part_of_id(o->exclude_doc) == p ? rtr_part_local(o->exclude_doc) : 0;
         po.exclude = pex, po.n_exclude = nex;
-        if ((rc = rtr_retriever_neighbours(m->rs[p], q, N, &po, &part.x))) break;
+        if ((rc = rtr_retriever_neighbours(m->rs[p], q, N, &po, &part))) break;
         for (size_t i = 0; i < N; i++) {
-            nbr_view dst = view_at(&best->x, i, k), src = view_at(&part.x, i, k);
+            rtr_nbrs dst = view_at(best, i, k), src = view_at(&part, i, k);
             for (uint32_t j = 0; j < k; j++) {
                 if (src.ids[j] >= 0) src.ids[j] = (int64_t)rtr_part_id(p, (uint64_t)src.ids[j]);
                 nbr_insert(&dst, &src, j, k);
@@ -654,14 +586,14 @@ int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rt
     if (!rc) rc = rtr_comm_allgather_ranges(c, q, RTR_CHUNK_TOKENS * sizeof *q, offs);
     if (!rc) rc = rtr_comm_allgather_ranges(c, self, sizeof *self, offs);
     /* this rank's partitions' best for all of them */
-    nbr_buf best = {0};
+    rtr_nbrs best = {0};
     if (!rc) rc = nbr_alloc(&best, N, k, out);
     rtr_nbr_opts g = *o;   /* the options for every rank's queries */
     if (!o->self_doc) g.exclude_doc = 0;   /* folded into self */
     if (!rc) rc = local_neighbours(m, q, anyq ? self : NULL, N, &g, out, &best);
     rc = rtr_comm_agree(c, rc);
     /* each rank's queries' candidates to it, from every rank; it keeps the best k */
-    nbr_buf mine = {0};
+    rtr_nbrs mine = {0};
     if (!rc) rc = nbr_alloc(&mine, n, k, out);
     size_t per = nbr_bytes(k, out);
     rtr_buf send = {0};
@@ -669,7 +601,7 @@ int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rt
         send.len = 0;
         int e = rtr_buf_reserve(&send, (offs[owner + 1] - offs[owner]) * per);
         for (size_t i = offs[owner]; !e && i < offs[owner + 1]; i++) {
-            nbr_view v = view_at(&best.x, i, k);
+            rtr_nbrs v = view_at(&best, i, k);
             nbr_put(&v, k, &send);
         }
         uint8_t *all;
@@ -680,7 +612,7 @@ int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rt
             size_t at = 0;
             for (int s = 0; s < r; s++) at += lens[s];
             for (size_t i = 0; i < n; i++) {
-                nbr_view src = nbr_get(all + at + i * per, k, out), dst = view_at(&mine.x, i, k);
+                rtr_nbrs src = nbr_get(all + at + i * per, k, out), dst = view_at(&mine, i, k);
                 for (uint32_t j = 0; j < k; j++) nbr_insert(&dst, &src, j, k);
             }
         }
@@ -688,11 +620,11 @@ int rtr_multi_neighbours(rtr_multi *m, const int32_t *chunks, size_t n, const rt
         rtr_free(lens);
     }
     if (!rc) {   /* into the caller's arrays */
-        memcpy(out->ids, mine.x.ids, n * k * sizeof *out->ids);
-        if (out->dist) memcpy(out->dist, mine.x.dist, n * k * sizeof *out->dist);
-        if (out->tokens) memcpy(out->tokens, mine.x.tokens, n * k * RTR_NBR_TOKENS * sizeof *out->tokens);
-        if (out->aligned) memcpy(out->aligned, mine.x.aligned, n * k * RTR_NBR_TOKENS * sizeof *out->aligned);
-        if (out->shifts) memcpy(out->shifts, mine.x.shifts, n * k * sizeof *out->shifts);
+        memcpy(out->ids, mine.ids, n * k * sizeof *out->ids);
+        if (out->dist) memcpy(out->dist, mine.dist, n * k * sizeof *out->dist);
+        if (out->tokens) memcpy(out->tokens, mine.tokens, n * k * RTR_NBR_TOKENS * sizeof *out->tokens);
+        if (out->aligned) memcpy(out->aligned, mine.aligned, n * k * RTR_NBR_TOKENS * sizeof *out->aligned);
+        if (out->shifts) memcpy(out->shifts, mine.shifts, n * k * sizeof *out->shifts);
     }
     rtr_buf_free(&send);
     nbr_free(&best);

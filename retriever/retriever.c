@@ -262,13 +262,16 @@ static int search_filtered(rtr_retriever *r, rtr_store_txn *t, int how, size_t n
 }
 
 /* --- text search ------------------------------------------------------------------------------ */
+void rtr_hit_clear(rtr_hit *x) {
+    rtr_free(x->path);
+    rtr_free(x->title);
+    rtr_free(x->text);
+    rtr_free(x->continuation);
+    x->path = x->title = x->text = x->continuation = NULL;
+}
+
 void rtr_hits_free(rtr_hits *h) {
-    for (size_t i = 0; i < h->n; i++) {
-        rtr_free(h->items[i].path);
-        rtr_free(h->items[i].title);
-        rtr_free(h->items[i].text);
-        rtr_free(h->items[i].continuation);
-    }
+    for (size_t i = 0; i < h->n; i++) rtr_hit_clear(&h->items[i]);
     rtr_free(h->items);
     memset(h, 0, sizeof *h);
 }
@@ -521,6 +524,34 @@ int rtr_hits_fuse(rtr_hit *all, size_t m) {
     rtr_free(by);
     rtr_free(f);
     rtr_free(tmp);
+    return rc;
+}
+
+int rtr_hits_keep_sides(rtr_hits *all, uint32_t depth) {
+    size_t n = all->n;
+    rtr_hit **by = rtr_malloc((n + 1) * sizeof *by);
+    unsigned *keep = rtr_calloc(n + 1, sizeof *keep);
+    int rc = by && keep ? RTR_OK : RTR_E_NOMEM;
+    for (int side = 0; side < 2 && !rc; side++) {
+        unsigned flag = side ? RTR_FOUND_LEXICAL : RTR_FOUND_VECTOR;
+        size_t m = 0;
+        for (size_t i = 0; i < n; i++)
+            if (all->items[i].found_by & flag) by[m++] = &all->items[i];
+        qsort(by, m, sizeof *by, side ? cmp_by_lexical : cmp_by_vector);
+        for (size_t i = 0; i < m && i < depth; i++) keep[by[i] - all->items] |= flag;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < n && !rc; i++) {
+        if (!keep[i]) {
+            rtr_hit_clear(&all->items[i]);
+            continue;
+        }
+        all->items[w] = all->items[i];
+        all->items[w++].found_by = keep[i];
+    }
+    if (!rc) all->n = w;
+    rtr_free(by);
+    rtr_free(keep);
     return rc;
 }
 

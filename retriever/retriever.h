@@ -113,6 +113,7 @@ typedef struct rtr_search_opts {
 int rtr_retriever_search(rtr_retriever *r, const char *query, size_t len, uint32_t k, const rtr_search_opts *so,
                          rtr_hits *out);
 void rtr_hits_free(rtr_hits *h);
+void rtr_hit_clear(rtr_hit *x);   /* frees a hit's strings (NULL after) */
 /* Each of n hits' chunk fields (document id, byte span, seq, path, title, text, and the continuation
  * when asked) read for its chunk_id, in one read transaction. RTR_E_NOTFOUND for a chunk that is gone. */
 int rtr_retriever_fill(rtr_retriever *r, rtr_hit *h, size_t n, int continuation);
@@ -123,6 +124,11 @@ uint32_t rtr_retriever_side_depth(int mode, uint32_t k);
  * sum of 1 / (60 + rank) over the sides, and all is sorted best first (ties: the sum of the two sides'
  * scores each scaled to 0..1 over the candidates, then the chunk id). RTR_E_NOMEM. */
 int rtr_hits_fuse(rtr_hit *all, size_t m);
+/* Of all's candidates (found_by: the sides that found them), those among each side's best depth by
+ * that side's score of the ones it found, found_by then the sides that keep them; the others dropped
+ * (rtr_hit_clear). What hybrid search over partitions fuses (retriever/multi.h): kept over each
+ * rank's partitions, then over every rank's. RTR_E_NOMEM. */
+int rtr_hits_keep_sides(rtr_hits *all, uint32_t depth);
 
 /* --- neighbours for the model ------------------------------------------------------ */
 /* Neighbour tokens: a neighbour is its chunk then the chunk's continuation

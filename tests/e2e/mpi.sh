@@ -124,6 +124,27 @@ done
 ok "neighbours over partitions asked for by 2 and 3 ranks: one process's ids, distances and tokens"
 
 # --- train and eval (a plain knowledge base, read by every rank) ----------------------------------
+# same_log A B KEY...: two training logs of as many lines, each KEY within 1e-4 of A's
+same_log() {
+    node -e 'const fs = require("fs");
+      const rd = f => fs.readFileSync(f, "utf8").trim().split("\n").map(JSON.parse);
+      const [a, b] = [rd(process.argv[1]), rd(process.argv[2])], keys = process.argv.slice(3);
+      if (a.length !== b.length) throw new Error(`log lines ${a.length} and ${b.length}`);
+      a.forEach((x, i) => { for (const k of keys)
+        if (k in x && !(Math.abs(x[k] - b[i][k]) <= 1e-4 * Math.abs(x[k])))
+          throw new Error(`line ${i + 1}: ${k} ${x[k]} (one process) against ${b[i][k]} (ranks)`); });' "$@"
+}
+# same_eval A B: two `retro eval --json` outputs with the same counts, tokens, leakage chunks and bpb (1e-9)
+same_eval() {
+    node -e 'const fs = require("fs");
+      const [a, b] = process.argv.slice(1, 3).map(f => JSON.parse(fs.readFileSync(f)));
+      if (a.documents !== b.documents || a.chunks !== b.chunks || a.runs.length !== b.runs.length) throw new Error("counts");
+      a.runs.forEach((r, i) => {
+        if (r.tokens !== b.runs[i].tokens || Math.abs(r.bpb - b.runs[i].bpb) > 1e-9 * r.bpb)
+          throw new Error(`run ${i}: bpb ${r.bpb} against ${b.runs[i].bpb}`);
+        r.leakage.forEach((l, k) => { if (l.chunks !== b.runs[i].leakage[k].chunks) throw new Error("leakage chunks"); });
+      });' "$@"
+}
 mkdir -p few && cp $(ls docs/*.txt | head -12) few/
 "$RETRO" index add plain few --quiet > /dev/null
 "$RETRO" index build plain --quiet > /dev/null
@@ -131,14 +152,8 @@ T=(--context 128 --width 32 --layers 2 --heads 2 --batch 4 --eval-every 3 --eval
    --steps 6 --save-every 3)
 "$RETRO" train plain -o m1 "${T[@]}" 2> /dev/null
 mpi 2 "$RETRO" train plain -o m2 "${T[@]}" 2> /dev/null
-node -e 'const fs = require("fs");
-  const rd = f => fs.readFileSync(f, "utf8").trim().split("\n").map(JSON.parse);
-  const a = rd("m1/log.jsonl"), b = rd("m2/log.jsonl");
-  if (a.length !== b.length || a.length !== 8) throw new Error(`log lines ${a.length} and ${b.length}`);
-  for (let i = 0; i < a.length; i++)
-    for (const k of ["loss", "grad_norm", "val_loss", "val_bpb"])
-      if (k in a[i] && !(Math.abs(a[i][k] - b[i][k]) <= 1e-4 * Math.abs(a[i][k])))
-        throw new Error(`line ${i + 1}: ${k} ${a[i][k]} (one process) against ${b[i][k]} (2 ranks)`);' \
+[ "$(wc -l < m1/log.jsonl)" = 8 ] || fail "train: 8 log lines expected"
+same_log m1/log.jsonl m2/log.jsonl loss grad_norm val_loss val_bpb \
     || fail "train: 2 ranks do not log one process's losses"
 rc=0
 (RETRO_TEST_CRASH=train-saved:1 RETRO_TEST_CRASH_RANK=0 mpi 2 "$RETRO" train plain -o m3 "${T[@]}" > /dev/null 2>&1) || rc=$?
@@ -149,31 +164,17 @@ ok "mpirun -np 2 train: one process's losses; killed after a checkpoint, resumed
 # training on the knowledge base of partitions: neighbours from every partition, the same under 2 ranks
 "$RETRO" train one -o p1 "${T[@]}" 2> /dev/null
 mpi 2 "$RETRO" train one -o p2 "${T[@]}" 2> /dev/null
-cmp <(cut -d, -f1-2 p1/log.jsonl) <(cut -d, -f1-2 p2/log.jsonl) > /dev/null ||
-    node -e 'const fs = require("fs");
-      const rd = f => fs.readFileSync(f, "utf8").trim().split("\n").map(JSON.parse);
-      const a = rd("p1/log.jsonl"), b = rd("p2/log.jsonl");
-      a.forEach((x, i) => { for (const k of ["loss", "val_loss"]) if (k in x && Math.abs(x[k] - b[i][k]) > 1e-4 * x[k]) throw new Error(k); });' \
+same_log p1/log.jsonl p2/log.jsonl loss val_loss \
     || fail "train over partitions: 2 ranks do not log one process's losses"
 ok "train over 4 partitions (neighbours from all of them): the same losses under 2 ranks"
 "$RETRO" eval --model p1 --kb one --split val --json > pe1.json
 mpi 3 "$RETRO" eval --model p1 --kb one --split val --json > pe3.json
-node -e 'const fs = require("fs");
-  const a = JSON.parse(fs.readFileSync("pe1.json")), b = JSON.parse(fs.readFileSync("pe3.json"));
-  if (a.documents !== b.documents || a.chunks !== b.chunks) throw new Error("counts");
-  a.runs.forEach((r, i) => { if (Math.abs(r.bpb - b.runs[i].bpb) > 1e-9 * r.bpb) throw new Error(`${r.bpb} against ${b.runs[i].bpb}`); });' \
+same_eval pe1.json pe3.json \
     || fail "eval over partitions: 3 ranks do not print one process's figures"
 ok "eval over 4 partitions (every rank's partitions answer each document's neighbours): one process's figures under 3 ranks"
 "$RETRO" eval --model m1 --kb plain --split val --json > e1.json
 mpi 3 "$RETRO" eval --model m1 --kb plain --split val --json > e3.json
-node -e 'const fs = require("fs");
-  const a = JSON.parse(fs.readFileSync("e1.json")), b = JSON.parse(fs.readFileSync("e3.json"));
-  if (a.documents !== b.documents || a.chunks !== b.chunks || a.runs.length !== b.runs.length) throw new Error("counts");
-  a.runs.forEach((r, i) => {
-    if (r.tokens !== b.runs[i].tokens || Math.abs(r.bpb - b.runs[i].bpb) > 1e-9 * r.bpb)
-      throw new Error(`run ${i}: bpb ${r.bpb} against ${b.runs[i].bpb}`);
-    r.leakage.forEach((l, k) => { if (l.chunks !== b.runs[i].leakage[k].chunks) throw new Error("leakage chunks"); });
-  });' || fail "eval: 3 ranks do not print one process's figures"
+same_eval e1.json e3.json || fail "eval: 3 ranks do not print one process's figures"
 ok "mpirun -np 3 eval prints one process's bits per byte and leakage table"
 
 # --- failures -----------------------------------------------------------------------------------
